@@ -1,0 +1,1 @@
+//! actix adapter for tether (see the actor issue).

@@ -1,0 +1,1 @@
+//! ractor adapter for tether (see the actor issue).

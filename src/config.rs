@@ -1,0 +1,93 @@
+//! Connection configuration.
+
+use std::time::Duration;
+
+use crate::codec::CodecKind;
+use crate::wire::HelloLimits;
+
+/// Settings of one connection. Each field documents its default and why.
+///
+/// Receive limits (`port_window`, `conn_window`, `max_frame`,
+/// `max_message`, `max_ports`) are announced in the handshake, so the peer
+/// never exceeds them; a peer that does is cut off with a typed error.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest chunk a message is cut into. Default 32 KiB: small enough
+    /// that a round trip on another port waits at most a few microseconds
+    /// behind a large transfer, large enough that headers cost nothing.
+    pub chunk_size: u32,
+    /// Credit granted to each port's sender, in bytes: how much may be in
+    /// flight or queued at the receiver per port. Default 256 KiB.
+    pub port_window: u32,
+    /// Credit for all ports of the connection together. Default 16 MiB.
+    pub conn_window: u32,
+    /// Bytes a port may hold queued at the sender before `send` waits (one
+    /// message may overshoot it). Default 256 KiB.
+    pub send_buffer: u32,
+    /// Largest `Data` frame payload accepted. Default 1 MiB; must be at
+    /// least the peer's chunk size.
+    pub max_frame: u32,
+    /// Largest message accepted. Default 128 MiB.
+    pub max_message: u32,
+    /// Most ports open at once on this connection. Default 16,384.
+    pub max_ports: u32,
+    /// Time between pings. Default 1 s.
+    pub ping_interval: Duration,
+    /// A peer silent for this long is declared dead. Default 5 s.
+    pub idle_timeout: Duration,
+    /// Longest time the handshake may take. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Codec for messages; both sides must use the same. Default postcard.
+    pub codec: CodecKind,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunk_size: 32 * 1024,
+            port_window: 256 * 1024,
+            conn_window: 16 * 1024 * 1024,
+            send_buffer: 256 * 1024,
+            max_frame: 1024 * 1024,
+            max_message: 128 * 1024 * 1024,
+            max_ports: 16 * 1024,
+            ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            codec: CodecKind::Postcard,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub(crate) &'static str);
+
+impl Config {
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(ConfigError(what)) };
+        check(self.chunk_size >= 64, "chunk_size must be at least 64 bytes")?;
+        check(self.max_frame >= self.chunk_size, "max_frame must be at least chunk_size")?;
+        check(self.port_window >= self.chunk_size, "port_window must be at least chunk_size")?;
+        check(self.conn_window >= self.port_window, "conn_window must be at least port_window")?;
+        check(self.send_buffer > 0, "send_buffer must not be zero")?;
+        check(self.max_message > 0, "max_message must not be zero")?;
+        check(self.max_ports >= 2, "max_ports must be at least 2")?;
+        check(!self.ping_interval.is_zero(), "ping_interval must not be zero")?;
+        check(self.idle_timeout > self.ping_interval, "idle_timeout must exceed ping_interval")?;
+        Ok(())
+    }
+
+    pub(crate) fn hello_limits(&self) -> HelloLimits {
+        HelloLimits {
+            port_window: self.port_window,
+            conn_window: self.conn_window,
+            max_frame: self.max_frame,
+            max_message: self.max_message,
+            max_ports: self.max_ports,
+        }
+    }
+}

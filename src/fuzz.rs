@@ -1,0 +1,1 @@
+//! Entry points for fuzzers and property tests (not a stable API).

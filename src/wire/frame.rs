@@ -1,0 +1,318 @@
+//! Frames: the unit the multiplexer exchanges after the handshake.
+//!
+//! Every frame is a 10-byte header followed by `len` payload bytes:
+//!
+//! ```text
+//!  0      1      2                6                10
+//!  +------+------+----------------+----------------+==============+
+//!  | kind | flags|  port (u32 BE) |  len (u32 BE)  | payload ...  |
+//!  +------+------+----------------+----------------+==============+
+//! ```
+//!
+//! The header is checked against the configured limits before any payload is
+//! buffered, so a hostile length never causes an allocation.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::WireError;
+
+/// Size of the fixed frame header.
+pub const HEADER_LEN: usize = 10;
+
+/// Flag on `Data`: this chunk starts a message (its payload begins with the
+/// port table, see `docs/PROTOCOL.md`).
+pub const FLAG_FIRST: u8 = 0x01;
+/// Flag on `Data`: this chunk ends a message.
+pub const FLAG_LAST: u8 = 0x02;
+
+/// Longest reason text carried by a `GoAway` frame.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// A port identifier. Bit 0 names the side that allocated it: 0 for the
+/// dialing side (client), 1 for the accepting side (server). Port 0 is the
+/// connection itself.
+pub type PortId = u32;
+
+/// Frame kinds, as on the wire.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Data = 1,
+    Credit = 2,
+    Fin = 3,
+    Stop = 4,
+    Ack = 5,
+    Ping = 6,
+    Pong = 7,
+    GoAway = 8,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Data,
+            2 => Kind::Credit,
+            3 => Kind::Fin,
+            4 => Kind::Stop,
+            5 => Kind::Ack,
+            6 => Kind::Ping,
+            7 => Kind::Pong,
+            8 => Kind::GoAway,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded frame. This enum is the whole frame vocabulary of the mux.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A chunk of a message on `port`, from the port's sender end.
+    Data { port: PortId, flags: u8, payload: Bytes },
+    /// The receiver end grants `bytes` more credit. Port 0: connection credit.
+    Credit { port: PortId, bytes: u32 },
+    /// The sender end will send nothing more on `port`.
+    Fin { port: PortId },
+    /// The receiver end is gone; the sender must stop and answer with `Fin`.
+    Stop { port: PortId },
+    /// Cumulative count of reliable frames received on this session.
+    Ack { received: u64 },
+    /// Liveness probe; the peer answers with `Pong` carrying the same value.
+    Ping { nonce: u64 },
+    /// Answer to `Ping`.
+    Pong { nonce: u64 },
+    /// The sender closes the connection; `code` and `reason` say why.
+    GoAway { code: u32, reason: String },
+}
+
+impl Frame {
+    /// Reliable frames are counted by the session sequence and replayed after
+    /// a resume; the others are per-transport.
+    pub fn is_reliable(&self) -> bool {
+        matches!(
+            self,
+            Frame::Data { .. } | Frame::Credit { .. } | Frame::Fin { .. } | Frame::Stop { .. }
+        )
+    }
+
+    /// Bytes this frame occupies on the wire.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.payload_len()
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            Frame::Data { payload, .. } => payload.len(),
+            Frame::Credit { .. } => 4,
+            Frame::Fin { .. } | Frame::Stop { .. } => 0,
+            Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } => 8,
+            Frame::GoAway { reason, .. } => 4 + reason.len().min(MAX_REASON_LEN),
+        }
+    }
+
+    /// Writes the header into `out`, and the payload too unless it is a
+    /// `Data` payload, which the caller may send without copying (see
+    /// [`Frame::data_payload`]).
+    pub fn encode_header(&self, out: &mut BytesMut) {
+        let (kind, flags, port) = match self {
+            Frame::Data { port, flags, .. } => (Kind::Data, *flags, *port),
+            Frame::Credit { port, .. } => (Kind::Credit, 0, *port),
+            Frame::Fin { port } => (Kind::Fin, 0, *port),
+            Frame::Stop { port } => (Kind::Stop, 0, *port),
+            Frame::Ack { .. } => (Kind::Ack, 0, 0),
+            Frame::Ping { .. } => (Kind::Ping, 0, 0),
+            Frame::Pong { .. } => (Kind::Pong, 0, 0),
+            Frame::GoAway { .. } => (Kind::GoAway, 0, 0),
+        };
+        out.reserve(HEADER_LEN + 16);
+        out.put_u8(kind as u8);
+        out.put_u8(flags);
+        out.put_u32(port);
+        out.put_u32(self.payload_len() as u32);
+        match self {
+            Frame::Data { .. } | Frame::Fin { .. } | Frame::Stop { .. } => {}
+            Frame::Credit { bytes, .. } => out.put_u32(*bytes),
+            Frame::Ack { received: v } | Frame::Ping { nonce: v } | Frame::Pong { nonce: v } => {
+                out.put_u64(*v)
+            }
+            Frame::GoAway { code, reason } => {
+                out.put_u32(*code);
+                out.put_slice(&reason.as_bytes()[..truncate_at(reason, MAX_REASON_LEN)]);
+            }
+        }
+    }
+
+    /// Writes the whole frame into `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_header(out);
+        if let Frame::Data { payload, .. } = self {
+            out.extend_from_slice(payload);
+        }
+    }
+
+    /// The payload of a `Data` frame, which [`Frame::encode_header`] leaves out.
+    pub fn data_payload(&self) -> Option<&Bytes> {
+        match self {
+            Frame::Data { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+}
+
+/// The largest char boundary not above `max`.
+fn truncate_at(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// Decodes frames from a byte buffer, checking each header against
+/// `max_payload` before anything of the payload is taken.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameDecoder {
+    max_payload: u32,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses payloads above `max_payload` bytes.
+    pub fn new(max_payload: u32) -> Self {
+        FrameDecoder { max_payload }
+    }
+
+    /// Takes one frame off the front of `buf`. `Ok(None)` means more bytes are
+    /// needed; on error the stream is unusable and the connection must end.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let kind_byte = buf[0];
+        let flags = buf[1];
+        let port = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]);
+        let len = u32::from_be_bytes([buf[6], buf[7], buf[8], buf[9]]);
+        let kind = Kind::from_u8(kind_byte).ok_or(WireError::UnknownFrameKind(kind_byte))?;
+        self.check_header(kind, flags, port, len)?;
+        let total = HEADER_LEN + len as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let mut payload = buf.split_to(len as usize);
+        Ok(Some(match kind {
+            Kind::Data => Frame::Data { port, flags, payload: payload.freeze() },
+            Kind::Credit => Frame::Credit { port, bytes: payload.get_u32() },
+            Kind::Fin => Frame::Fin { port },
+            Kind::Stop => Frame::Stop { port },
+            Kind::Ack => Frame::Ack { received: payload.get_u64() },
+            Kind::Ping => Frame::Ping { nonce: payload.get_u64() },
+            Kind::Pong => Frame::Pong { nonce: payload.get_u64() },
+            Kind::GoAway => {
+                let code = payload.get_u32();
+                let reason = String::from_utf8_lossy(&payload).into_owned();
+                Frame::GoAway { code, reason }
+            }
+        }))
+    }
+
+    fn check_header(&self, kind: Kind, flags: u8, port: u32, len: u32) -> Result<(), WireError> {
+        let expected = match kind {
+            Kind::Data => None,
+            Kind::Credit => Some(4),
+            Kind::Fin | Kind::Stop => Some(0),
+            Kind::Ack | Kind::Ping | Kind::Pong => Some(8),
+            Kind::GoAway => {
+                if !(4..=4 + MAX_REASON_LEN as u32).contains(&len) {
+                    return Err(WireError::BadLength { kind: kind as u8, len });
+                }
+                None
+            }
+        };
+        if let Some(expected) = expected {
+            if len != expected {
+                return Err(WireError::BadLength { kind: kind as u8, len });
+            }
+        }
+        if kind == Kind::Data && len > self.max_payload {
+            return Err(WireError::FrameTooLarge { len, max: self.max_payload });
+        }
+        let allowed_flags = if kind == Kind::Data { FLAG_FIRST | FLAG_LAST } else { 0 };
+        if flags & !allowed_flags != 0 {
+            return Err(WireError::BadFlags { kind: kind as u8, flags });
+        }
+        let port_allowed = match kind {
+            Kind::Data | Kind::Fin | Kind::Stop => port != 0,
+            Kind::Credit => true,
+            Kind::Ack | Kind::Ping | Kind::Pong | Kind::GoAway => port == 0,
+        };
+        if !port_allowed {
+            return Err(WireError::BadPort { kind: kind as u8, port });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(frame: Frame) {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        assert_eq!(buf.len(), frame.encoded_len());
+        let dec = FrameDecoder::new(1 << 20);
+        // Every strict prefix asks for more bytes.
+        for cut in 0..buf.len() {
+            let mut part = BytesMut::from(&buf[..cut]);
+            assert_eq!(dec.decode(&mut part).unwrap(), None, "prefix {cut}");
+        }
+        let got = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(got, frame);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_kind_roundtrips() {
+        roundtrip(Frame::Data { port: 7, flags: FLAG_FIRST | FLAG_LAST, payload: Bytes::from_static(b"hello") });
+        roundtrip(Frame::Data { port: 2, flags: 0, payload: Bytes::new() });
+        roundtrip(Frame::Credit { port: 0, bytes: 65536 });
+        roundtrip(Frame::Fin { port: 9 });
+        roundtrip(Frame::Stop { port: 9 });
+        roundtrip(Frame::Ack { received: u64::MAX });
+        roundtrip(Frame::Ping { nonce: 42 });
+        roundtrip(Frame::Pong { nonce: 42 });
+        roundtrip(Frame::GoAway { code: 3, reason: "bye".into() });
+    }
+
+    #[test]
+    fn oversized_data_is_refused_from_the_header_alone() {
+        let mut buf = BytesMut::new();
+        buf.put_u8(Kind::Data as u8);
+        buf.put_u8(FLAG_FIRST);
+        buf.put_u32(2);
+        buf.put_u32(u32::MAX);
+        let err = FrameDecoder::new(1024).decode(&mut buf).unwrap_err();
+        assert_eq!(err, WireError::FrameTooLarge { len: u32::MAX, max: 1024 });
+        assert!(buf.capacity() < 1024, "nothing was reserved for the payload");
+    }
+
+    #[test]
+    fn malformed_headers_have_typed_errors() {
+        let dec = FrameDecoder::new(1024);
+        let header = |kind: u8, flags: u8, port: u32, len: u32| {
+            let mut b = BytesMut::new();
+            b.put_u8(kind);
+            b.put_u8(flags);
+            b.put_u32(port);
+            b.put_u32(len);
+            b.put_bytes(0, len.min(64) as usize);
+            b
+        };
+        assert_eq!(dec.decode(&mut header(99, 0, 0, 0)), Err(WireError::UnknownFrameKind(99)));
+        assert_eq!(dec.decode(&mut header(2, 0, 1, 3)), Err(WireError::BadLength { kind: 2, len: 3 }));
+        assert_eq!(dec.decode(&mut header(1, 0x80, 1, 0)), Err(WireError::BadFlags { kind: 1, flags: 0x80 }));
+        assert_eq!(dec.decode(&mut header(1, 0, 0, 0)), Err(WireError::BadPort { kind: 1, port: 0 }));
+        assert_eq!(dec.decode(&mut header(5, 0, 4, 8)), Err(WireError::BadPort { kind: 5, port: 4 }));
+        assert_eq!(dec.decode(&mut header(8, 0, 0, 2)), Err(WireError::BadLength { kind: 8, len: 2 }));
+    }
+}

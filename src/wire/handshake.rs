@@ -1,0 +1,205 @@
+//! The handshake: each side sends one `Hello` as soon as the transport is up,
+//! then reads the peer's. Frames follow only after both checked out.
+//!
+//! Layout (all integers big-endian), 74 bytes plus the authentication blob:
+//!
+//! ```text
+//!  off  size  field
+//!    0     6  magic "TETHER"
+//!    6     2  protocol version
+//!    8     2  flags (reserved, 0)
+//!   10    16  node id (uuid; new at every process start)
+//!   26     1  codec (1 postcard, 2 MessagePack)
+//!   27     1  reserved (0)
+//!   28    16  session id (all zero: a new session)
+//!   44     8  resume position: reliable frames received on that session
+//!   52     4  per-port window this side grants initially
+//!   56     4  connection window this side grants initially
+//!   60     4  largest Data payload this side accepts
+//!   64     4  largest message this side accepts
+//!   68     4  most ports this side keeps open
+//!   72     2  authentication length (at most 1024)
+//!   74     n  authentication (reserved; empty)
+//! ```
+
+use bytes::{Buf, BufMut, BytesMut};
+use uuid::Uuid;
+
+use super::WireError;
+
+/// The first bytes of every tether connection.
+pub const MAGIC: [u8; 6] = *b"TETHER";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Length of the fixed part of a `Hello`.
+pub const HELLO_FIXED_LEN: usize = 74;
+/// Longest authentication blob accepted in a `Hello`.
+pub const MAX_AUTH_LEN: usize = 1024;
+
+/// One side's opening message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version of the sender.
+    pub version: u16,
+    /// The sender's node id.
+    pub node_id: Uuid,
+    /// Codec id the sender will encode messages with.
+    pub codec: u8,
+    /// The session the sender wants to resume; nil for a new one.
+    pub session_id: Uuid,
+    /// Reliable frames of that session the sender has received.
+    pub resume_received: u64,
+    /// Limits the sender applies to what it receives.
+    pub limits: HelloLimits,
+    /// Authentication material (reserved for the security work).
+    pub auth: Vec<u8>,
+}
+
+/// The receive limits a side announces, so the peer never exceeds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloLimits {
+    /// Initial credit per port, in bytes.
+    pub port_window: u32,
+    /// Initial credit for the whole connection, in bytes.
+    pub conn_window: u32,
+    /// Largest `Data` payload accepted.
+    pub max_frame: u32,
+    /// Largest message accepted.
+    pub max_message: u32,
+    /// Most ports open at once.
+    pub max_ports: u32,
+}
+
+impl Hello {
+    /// Appends the encoded hello to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let auth = &self.auth[..self.auth.len().min(MAX_AUTH_LEN)];
+        out.reserve(HELLO_FIXED_LEN + auth.len());
+        out.put_slice(&MAGIC);
+        out.put_u16(self.version);
+        out.put_u16(0);
+        out.put_slice(self.node_id.as_bytes());
+        out.put_u8(self.codec);
+        out.put_u8(0);
+        out.put_slice(self.session_id.as_bytes());
+        out.put_u64(self.resume_received);
+        let l = &self.limits;
+        for v in [l.port_window, l.conn_window, l.max_frame, l.max_message, l.max_ports] {
+            out.put_u32(v);
+        }
+        out.put_u16(auth.len() as u16);
+        out.put_slice(auth);
+    }
+
+    /// Decodes a hello from the front of `buf`. Wrong magic or version fail
+    /// as soon as those bytes are in, so garbage is refused early.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Hello>, WireError> {
+        let have = buf.len().min(MAGIC.len());
+        if buf[..have] != MAGIC[..have] {
+            let mut theirs = [0u8; 6];
+            theirs[..have].copy_from_slice(&buf[..have]);
+            return Err(WireError::BadMagic { theirs });
+        }
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        let version = u16::from_be_bytes([buf[6], buf[7]]);
+        if version != VERSION {
+            return Err(WireError::VersionMismatch { ours: VERSION, theirs: version });
+        }
+        if buf.len() < HELLO_FIXED_LEN {
+            return Ok(None);
+        }
+        let auth_len = u16::from_be_bytes([buf[72], buf[73]]) as usize;
+        if auth_len > MAX_AUTH_LEN {
+            return Err(WireError::AuthTooLong(auth_len));
+        }
+        if buf.len() < HELLO_FIXED_LEN + auth_len {
+            return Ok(None);
+        }
+        buf.advance(8);
+        let flags = buf.get_u16();
+        if flags != 0 {
+            return Err(WireError::BadHelloFlags(flags));
+        }
+        let node_id = take_uuid(buf);
+        let codec = buf.get_u8();
+        let _reserved = buf.get_u8();
+        let session_id = take_uuid(buf);
+        let resume_received = buf.get_u64();
+        let limits = HelloLimits {
+            port_window: buf.get_u32(),
+            conn_window: buf.get_u32(),
+            max_frame: buf.get_u32(),
+            max_message: buf.get_u32(),
+            max_ports: buf.get_u32(),
+        };
+        buf.advance(2);
+        let auth = buf.split_to(auth_len).to_vec();
+        Ok(Some(Hello { version, node_id, codec, session_id, resume_received, limits, auth }))
+    }
+}
+
+fn take_uuid(buf: &mut BytesMut) -> Uuid {
+    let mut b = [0u8; 16];
+    buf.copy_to_slice(&mut b);
+    Uuid::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            version: VERSION,
+            node_id: Uuid::new_v4(),
+            codec: 1,
+            session_id: Uuid::nil(),
+            resume_received: 7,
+            limits: HelloLimits { port_window: 1, conn_window: 2, max_frame: 3, max_message: 4, max_ports: 5 },
+            auth: b"token".to_vec(),
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_prefixes() {
+        let h = hello();
+        let mut buf = BytesMut::new();
+        h.encode(&mut buf);
+        assert_eq!(buf.len(), HELLO_FIXED_LEN + 5);
+        for cut in 0..buf.len() {
+            let mut part = BytesMut::from(&buf[..cut]);
+            assert_eq!(Hello::decode(&mut part).unwrap(), None);
+        }
+        buf.extend_from_slice(b"rest");
+        assert_eq!(Hello::decode(&mut buf).unwrap(), Some(h));
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn garbage_fails_at_the_first_wrong_byte() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert_eq!(Hello::decode(&mut buf), Err(WireError::BadMagic { theirs: *b"GET / " }));
+        let mut buf = BytesMut::from(&b"TX"[..]);
+        assert_eq!(Hello::decode(&mut buf), Err(WireError::BadMagic { theirs: *b"TX\0\0\0\0" }));
+    }
+
+    #[test]
+    fn version_mismatch_names_both() {
+        let mut h = hello();
+        h.version = 9;
+        let mut buf = BytesMut::new();
+        h.encode(&mut buf);
+        buf.truncate(8);
+        assert_eq!(Hello::decode(&mut buf), Err(WireError::VersionMismatch { ours: VERSION, theirs: 9 }));
+    }
+
+    #[test]
+    fn oversized_auth_is_refused() {
+        let mut buf = BytesMut::new();
+        hello().encode(&mut buf);
+        buf[72] = 0xff;
+        assert_eq!(Hello::decode(&mut buf), Err(WireError::AuthTooLong(0xff05)));
+    }
+}
