@@ -133,8 +133,8 @@ pub enum SendError {
     Closed(OutMessage),
     /// The message exceeds the peer's message size limit.
     TooLarge {
-        /// The message's size.
-        size: usize,
+        /// The message.
+        msg: OutMessage,
         /// The peer's limit.
         max: u32,
     },
@@ -478,7 +478,7 @@ impl Mux {
         }
         let max = self.cfg.peer.max_message;
         if msg.bytes.len() > max as usize {
-            return Err(SendError::TooLarge { size: msg.bytes.len(), max });
+            return Err(SendError::TooLarge { msg, max });
         }
         let limit = self.cfg.send_buffer as usize;
         let conn_limit = self.cfg.peer.conn_window as usize;
@@ -492,19 +492,28 @@ impl Mux {
         }
         if !force && (p.queued >= limit || conn_full) {
             p.write_blocked = true;
-            if conn_full {
+            // Each port at most once: repeated refusals must not grow this.
+            if conn_full && !self.conn_blocked.contains(&id) {
                 self.conn_blocked.push(id);
             }
             return Err(SendError::Full(msg));
         }
         let len = msg.bytes.len();
         p.queued += len;
-        p.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
-        self.send_queued += len;
         if p.announced && !p.in_ready && p.credit > 0 {
             p.in_ready = true;
             self.ready.push_back(id);
         }
+        for carried in &msg.ports {
+            if let Some(c) = self.ports.get_mut(carried) {
+                if !c.announced {
+                    c.carried = true;
+                }
+            }
+        }
+        let p = self.ports.get_mut(&id).expect("looked up above");
+        p.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
+        self.send_queued += len;
         Ok(())
     }
 
@@ -585,6 +594,9 @@ impl Mux {
                 self.queue_terminal(id);
             }
         }
+        // An aborted port had both terminal flags set while its handle was
+        // open; the handle was the last thing holding it.
+        self.maybe_release(id);
     }
 
     /// Closes every port of a table that will never be claimed.
@@ -615,6 +627,13 @@ impl Mux {
         }
         p.term_queued = true;
         if !p.announced {
+            if p.carried {
+                // A queued message will still announce the port: its terminal
+                // frame waits for announce() (or the port dies with the
+                // message in abort_carried). Freeing it now would let the id
+                // be reused while the peer is about to learn of it.
+                return;
+            }
             // Never announced, and now never will be: nothing to tell the peer.
             p.term_sent = true;
             p.term_received = true;
@@ -742,9 +761,13 @@ impl Mux {
                 if p.ours != End::Receiver || p.term_received {
                     return Err(MuxError::WrongEnd(port));
                 }
-                if p.assembling.is_some() {
+                // A sender cuts a message short only after our Stop, which we
+                // send only once our handle is gone; with the handle open, a
+                // Fin inside a message is a violation.
+                if p.assembling.is_some() && p.handle_open {
                     return Err(MuxError::ChunkOrder(port));
                 }
+                p.assembling = None;
                 p.term_received = true;
                 self.notify(Event::Readable(port));
                 self.maybe_release(port);
@@ -767,6 +790,7 @@ impl Mux {
                     self.abort_carried(m);
                 }
                 self.notify(Event::Writable(port));
+                self.wake_conn_blocked();
                 if !handle_open {
                     self.queue_terminal(port);
                 }
@@ -924,10 +948,9 @@ impl Mux {
     /// The next event for a handle.
     pub fn poll_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
-        if let Event::Readable(id) | Event::Writable(id) = ev {
-            if let Some(p) = self.ports.get_mut(&id) {
-                p.event_pending = false;
-            }
+        let (Event::Readable(id) | Event::Writable(id)) = ev;
+        if let Some(p) = self.ports.get_mut(&id) {
+            p.event_pending = false;
         }
         Some(ev)
     }
@@ -1031,13 +1054,16 @@ impl Mux {
         let credit = p.credit.min(conn_credit) as usize;
         let want = remaining.min(chunk_size);
         let min_first = if m.offset == 0 { wire::table_len(m.ports.len()) } else { 1 };
+        // The first chunk holds the whole port table, even beyond
+        // chunk_size; it must still fit the credit (n <= credit below).
+        let need = min_first.min(remaining);
         // Do not cut silly little chunks while waiting for credit; the
         // receiver returns credit once a quarter of its window is consumed.
         // Waiting ports are made ready again when credit arrives.
-        if credit < want && (credit < min_first || credit < want.min(chunk_size / 8)) {
+        if credit < need || (credit < want && credit < want.min(chunk_size / 8)) {
             return;
         }
-        let n = want.min(credit).max(min_first.min(remaining));
+        let n = want.min(credit).max(need);
         let first = m.offset == 0;
         let last = m.offset + n == m.bytes.len();
         let payload = m.bytes.slice(m.offset..m.offset + n);
@@ -1065,11 +1091,7 @@ impl Mux {
         if writable {
             self.notify(Event::Writable(id));
         }
-        if self.send_queued < self.cfg.peer.conn_window as usize && !self.conn_blocked.is_empty() {
-            for blocked in std::mem::take(&mut self.conn_blocked) {
-                self.notify(Event::Writable(blocked));
-            }
-        }
+        self.wake_conn_blocked();
         for carried_id in carried {
             self.announce(carried_id);
         }
@@ -1078,10 +1100,21 @@ impl Mux {
         }
     }
 
+    /// Ports refused for a full connection send queue are told when it has
+    /// room again (after data left, or queued data was dropped).
+    fn wake_conn_blocked(&mut self) {
+        if self.send_queued < self.cfg.peer.conn_window as usize && !self.conn_blocked.is_empty() {
+            for blocked in std::mem::take(&mut self.conn_blocked) {
+                self.notify(Event::Writable(blocked));
+            }
+        }
+    }
+
     /// The message carrying `id` has left: the peer knows the port now.
     fn announce(&mut self, id: PortId) {
         let Some(p) = self.ports.get_mut(&id) else { return };
         p.announced = true;
+        p.carried = false;
         if p.term_queued {
             // Its handle went away before the announcement; queue_terminal
             // saw it unannounced and forgot it... unless still present.
@@ -1093,6 +1126,18 @@ impl Mux {
             self.control.push_back(Ctl::Credit(id));
         }
         self.make_ready(id);
+    }
+
+    /// A message that will not be sent after all (refused, or its send was
+    /// cancelled): the local ports it would have announced are void.
+    pub fn discard_unsent(&mut self, msg: OutMessage) {
+        self.abort_carried(&OutMsg { bytes: Bytes::new(), ports: msg.ports, offset: 0 });
+    }
+
+    /// Control frames are waiting to be sent (for example credit returned by
+    /// a read): the driver should run.
+    pub fn has_pending_control(&self) -> bool {
+        !self.control.is_empty()
     }
 
     // ----- session resume ------------------------------------------------

@@ -39,6 +39,9 @@ pub(super) struct Port {
     pub(super) term_received: bool,
     /// Dropped before the peer ever learnt of it.
     pub(super) aborted: bool,
+    /// Unannounced, and a queued message announces it: it must outlive its
+    /// handle until that message leaves or is dropped.
+    pub(super) carried: bool,
     /// An event for this port is queued and not yet polled.
     pub(super) event_pending: bool,
 
@@ -73,6 +76,7 @@ impl Port {
             term_sent: false,
             term_received: false,
             aborted: false,
+            carried: false,
             event_pending: false,
             queue: VecDeque::new(),
             queued: 0,

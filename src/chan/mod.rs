@@ -1,0 +1,377 @@
+//! Remote channels: channel ends that travel inside messages.
+//!
+//! Encoding a message for a connection runs with that connection in a
+//! thread-local context, so a channel end met by serde becomes a new port
+//! of that connection (an entry in the message's port table, encoded as the
+//! entry's index). Decoding runs with the received table in context, so an
+//! index becomes a live end bound to the port. Table entries nobody claims
+//! are closed once decoding ends, so a dropped or garbled message leaks no
+//! port.
+
+pub mod mpsc;
+pub mod oneshot;
+pub mod watch;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::CodecError;
+use crate::conn::{ConnectionError, Shared};
+use crate::mux::{OutMessage, Pop, SendError as MuxSendError};
+use crate::wire::{self, End, PortEntry, PortId};
+
+/// A channel end's hold on one port of one connection. Dropping it closes
+/// the end (the mux sends `Fin` or `Stop`).
+pub(crate) struct PortHandle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) port: PortId,
+}
+
+impl PortHandle {
+    pub(crate) fn new(shared: Arc<Shared>, port: PortId) -> Self {
+        PortHandle { shared, port }
+    }
+
+    /// Queues an encoded message, waiting while the send buffer is full.
+    /// Returns `Err(())` when the receiver or the connection is gone.
+    pub(crate) fn poll_send(&self, cx: &mut Context<'_>, slot: &mut Option<OutMessage>) -> Poll<Result<(), SendFailure>> {
+        let mut st = self.shared.lock();
+        let msg = slot.take().expect("polled after completion");
+        if st.error.is_some() {
+            st.mux.discard_unsent(msg);
+            return Poll::Ready(Err(SendFailure::Closed));
+        }
+        match st.mux.send(self.port, msg) {
+            Ok(()) => {
+                st.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(MuxSendError::Full(msg)) => {
+                *slot = Some(msg);
+                st.register_send(self.port, cx.waker());
+                Poll::Pending
+            }
+            Err(MuxSendError::Closed(msg)) => {
+                st.mux.discard_unsent(msg);
+                Poll::Ready(Err(SendFailure::Closed))
+            }
+            Err(MuxSendError::TooLarge { msg, max }) => {
+                let size = msg.bytes.len();
+                st.mux.discard_unsent(msg);
+                Poll::Ready(Err(SendFailure::TooLarge { size, max }))
+            }
+        }
+    }
+
+    /// Queues an encoded message now, whatever the send buffer holds.
+    pub(crate) fn send_now(&self, msg: OutMessage, unbuffered: bool) -> Result<(), SendFailure> {
+        let mut st = self.shared.lock();
+        if st.error.is_some() {
+            st.mux.discard_unsent(msg);
+            return Err(SendFailure::Closed);
+        }
+        let res = if unbuffered { st.mux.send_unbuffered(self.port, msg) } else { st.mux.send(self.port, msg) };
+        match res {
+            Ok(()) => {
+                st.wake_driver();
+                Ok(())
+            }
+            Err(MuxSendError::Full(msg)) => {
+                st.mux.discard_unsent(msg);
+                Err(SendFailure::Full)
+            }
+            Err(MuxSendError::Closed(msg)) => {
+                st.mux.discard_unsent(msg);
+                Err(SendFailure::Closed)
+            }
+            Err(MuxSendError::TooLarge { msg, max }) => {
+                let size = msg.bytes.len();
+                st.mux.discard_unsent(msg);
+                Err(SendFailure::TooLarge { size, max })
+            }
+        }
+    }
+
+    /// Resolves when sends on this port can no longer succeed.
+    pub(crate) fn poll_send_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.shared.lock();
+        if st.error.is_some() || st.mux.is_send_closed(self.port) {
+            return Poll::Ready(());
+        }
+        st.register_send(self.port, cx.waker());
+        Poll::Pending
+    }
+
+    /// Takes the next complete message off the port.
+    pub(crate) fn poll_recv_raw(&self, cx: &mut Context<'_>, asm: &mut Assembly) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
+        let mut st = self.shared.lock();
+        let res = loop {
+            match st.mux.pop_chunk(self.port) {
+                Pop::Chunk(c) => {
+                    if c.first && c.last {
+                        break Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
+                    }
+                    if c.first {
+                        asm.ports = c.ports;
+                        asm.buf.clear();
+                    }
+                    asm.buf.extend_from_slice(&c.data);
+                    if c.last {
+                        let data = asm.buf.split().freeze();
+                        break Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
+                    }
+                }
+                Pop::Empty => {
+                    if let Some(e) = &st.error {
+                        break Poll::Ready(Some(Err(e.clone())));
+                    }
+                    st.register_recv(self.port, cx.waker());
+                    break Poll::Pending;
+                }
+                Pop::Finished => break Poll::Ready(None),
+            }
+        };
+        if st.mux.has_pending_control() {
+            st.wake_driver();
+        }
+        res
+    }
+}
+
+impl Drop for PortHandle {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.forget_port(self.port);
+        st.mux.close_end(self.port);
+        st.dispatch_events();
+        st.wake_driver();
+    }
+}
+
+/// Why a queued send failed, before it is given a channel-specific shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendFailure {
+    Closed,
+    Full,
+    TooLarge { size: usize, max: u32 },
+}
+
+/// Chunks of a message being received.
+#[derive(Default)]
+pub(crate) struct Assembly {
+    buf: BytesMut,
+    ports: Vec<PortEntry>,
+}
+
+/// The receiving end of a port: what a remote `Receiver` reads from.
+pub(crate) struct RemoteRecv {
+    port: PortHandle,
+    asm: Assembly,
+}
+
+impl RemoteRecv {
+    pub(crate) fn new(port: PortHandle) -> Self {
+        RemoteRecv { port, asm: Assembly::default() }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.port.shared
+    }
+
+    /// The next message, decoded. A message that does not decode is
+    /// reported and skipped; the channel goes on.
+    pub(crate) fn poll_recv<T: DeserializeOwned>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, RecvError>>> {
+        match self.port.poll_recv_raw(cx, &mut self.asm) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
+            Poll::Ready(Some(Ok(raw))) => Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode))),
+        }
+    }
+}
+
+impl Drop for RemoteRecv {
+    fn drop(&mut self) {
+        // A half-received message's ports are ours to close.
+        discard(&self.port.shared, std::mem::take(&mut self.asm.ports));
+    }
+}
+
+/// Why a receive failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// A message arrived that does not decode as the channel's type; it was
+    /// dropped and the channel goes on.
+    #[error("received message does not decode: {0}")]
+    Decode(#[from] CodecError),
+    /// The connection carrying the channel ended.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+/// A received message, not yet decoded.
+pub(crate) struct RawMessage {
+    pub(crate) ports: Vec<PortEntry>,
+    pub(crate) data: Bytes,
+}
+
+// ----- serialization context ------------------------------------------------
+
+type Deferred = Box<dyn FnOnce() + Send>;
+
+struct EncodeCtx {
+    shared: Arc<Shared>,
+    entries: Vec<PortEntry>,
+    local: Vec<PortId>,
+    deferred: Vec<Deferred>,
+}
+
+struct DecodeCtx {
+    shared: Arc<Shared>,
+    entries: Vec<Option<PortEntry>>,
+}
+
+enum Ctx {
+    Encode(EncodeCtx),
+    Decode(DecodeCtx),
+}
+
+thread_local! {
+    static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous context when dropped (also on panic).
+struct CtxGuard(Option<Ctx>);
+
+impl CtxGuard {
+    fn enter(ctx: Ctx) -> CtxGuard {
+        CtxGuard(CTX.with(|c| c.replace(Some(ctx))))
+    }
+
+    fn leave(mut self) -> Option<Ctx> {
+        let prev = self.0.take();
+        let ours = CTX.with(|c| c.replace(prev));
+        std::mem::forget(self);
+        ours
+    }
+}
+
+impl Drop for CtxGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CTX.with(|c| c.replace(prev));
+    }
+}
+
+const NO_CONTEXT: &str = "tether channel ends can only be sent inside messages of a tether channel";
+
+/// Allocates a port on the connection being encoded for; the `travelling`
+/// end goes to the peer (as the returned table index), this side gets the
+/// other end's handle. `then` runs once the whole message encoded.
+pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32, PortHandle), E> {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(Ctx::Encode(ctx)) = c.as_mut() else {
+            return Err(E::custom(NO_CONTEXT));
+        };
+        let port = ctx.shared.lock().mux.open_port(travelling).map_err(E::custom)?;
+        if ctx.entries.len() >= u16::MAX as usize {
+            return Err(E::custom("too many channel ends in one message"));
+        }
+        ctx.entries.push(PortEntry { port, end: travelling });
+        ctx.local.push(port);
+        Ok(((ctx.entries.len() - 1) as u32, PortHandle::new(ctx.shared.clone(), port)))
+    })
+}
+
+/// Runs `f` after the message being encoded is complete (to start pumps
+/// only for messages that will really be sent).
+pub(crate) fn defer(f: impl FnOnce() + Send + 'static) {
+    CTX.with(|c| {
+        if let Some(Ctx::Encode(ctx)) = c.borrow_mut().as_mut() {
+            ctx.deferred.push(Box::new(f));
+        }
+    })
+}
+
+/// Claims the port at `index` of the message being decoded, which must
+/// carry the `expected` end.
+pub(crate) fn claim_port<E: serde::de::Error>(index: u32, expected: End) -> Result<PortHandle, E> {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(Ctx::Decode(ctx)) = c.as_mut() else {
+            return Err(E::custom(NO_CONTEXT));
+        };
+        let slot = ctx.entries.get_mut(index as usize).ok_or_else(|| E::custom("channel end index out of range"))?;
+        match slot {
+            Some(entry) if entry.end == expected => {
+                let port = entry.port;
+                *slot = None;
+                Ok(PortHandle::new(ctx.shared.clone(), port))
+            }
+            Some(_) => Err(E::custom("channel end of the wrong kind")),
+            None => Err(E::custom("channel end claimed twice")),
+        }
+    })
+}
+
+/// Encodes `value` for the connection `shared`, port table first.
+pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> Result<OutMessage, CodecError> {
+    let guard = CtxGuard::enter(Ctx::Encode(EncodeCtx {
+        shared: shared.clone(),
+        entries: Vec::new(),
+        local: Vec::new(),
+        deferred: Vec::new(),
+    }));
+    // Room for an empty port table, the common case.
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(&[0, 0]);
+    let res = shared.codec.encode(value, &mut buf);
+    let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
+    // On failure, dropping `ctx` drops the handles held by deferred work,
+    // which closes the ports allocated so far.
+    res?;
+    let bytes = if ctx.entries.is_empty() {
+        Bytes::from(buf)
+    } else {
+        let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + buf.len() - 2);
+        wire::encode_table(&ctx.entries, &mut out);
+        out.extend_from_slice(&buf[2..]);
+        out.freeze()
+    };
+    for f in ctx.deferred {
+        f();
+    }
+    Ok(OutMessage { bytes, ports: ctx.local })
+}
+
+/// Decodes a received message for the connection `shared`; table entries
+/// the value does not claim are closed.
+pub(crate) fn decode<T: DeserializeOwned>(shared: &Arc<Shared>, msg: RawMessage) -> Result<T, CodecError> {
+    let guard = CtxGuard::enter(Ctx::Decode(DecodeCtx {
+        shared: shared.clone(),
+        entries: msg.ports.into_iter().map(Some).collect(),
+    }));
+    let res = shared.codec.decode(&msg.data);
+    let Some(Ctx::Decode(ctx)) = guard.leave() else { unreachable!("context replaced during decoding") };
+    for entry in ctx.entries.into_iter().flatten() {
+        drop(PortHandle::new(shared.clone(), entry.port));
+    }
+    if let Err(e) = &res {
+        tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
+    }
+    res
+}
+
+/// Drops the ports of a message that will not be decoded.
+pub(crate) fn discard(shared: &Arc<Shared>, ports: Vec<PortEntry>) {
+    for entry in ports {
+        drop(PortHandle::new(shared.clone(), entry.port));
+    }
+}

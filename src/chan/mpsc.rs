@@ -1,0 +1,421 @@
+//! A bounded multi-producer, single-consumer channel whose ends can be sent
+//! to other nodes inside messages.
+//!
+//! Locally it is a tokio channel. Sending the [`Receiver`] to a peer moves
+//! reading there; sending a [`Sender`] gives the peer a way to write here.
+//! Either way the link is a port of the connection with its own credit
+//! window: a sender that outruns the receiver waits in [`Sender::send`] (or
+//! gets [`SendError::Full`] from [`Sender::try_send`]).
+
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{attach_port, claim_port, defer, encode, PortHandle, RemoteRecv, SendFailure};
+pub use super::RecvError;
+use crate::codec::CodecError;
+use crate::mux::OutMessage;
+use crate::wire::End;
+
+/// Creates a bounded channel holding up to `capacity` messages locally.
+/// Across a connection the bound is the port's credit window instead.
+pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    let attach = Arc::new(Attach::default());
+    (
+        Sender { inner: SenderInner::Local { tx, attach: attach.clone() } },
+        Receiver { inner: Mutex::new(Some(RecvInner::Local(LocalRecv { rx, attach, remotes: Vec::new(), next: 0, local_done: false }))) },
+    )
+}
+
+/// Why a send failed. The message is handed back.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The receiver is gone, or the connection carrying the channel ended.
+    #[error("channel closed")]
+    Closed(T),
+    /// [`Sender::try_send`] only: no room right now.
+    #[error("channel full")]
+    Full(T),
+    /// The message exceeds the peer's message size limit.
+    #[error("message of {size} bytes exceeds the peer's limit of {max}")]
+    TooLarge {
+        /// The message.
+        value: T,
+        /// Its encoded size.
+        size: usize,
+        /// The peer's limit.
+        max: u32,
+    },
+    /// The message could not be encoded.
+    #[error("message does not encode: {error}")]
+    Encode {
+        /// The message.
+        value: T,
+        /// What went wrong.
+        error: CodecError,
+    },
+}
+
+impl<T> SendError<T> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(v) | SendError::Full(v) => v,
+            SendError::TooLarge { value, .. } | SendError::Encode { value, .. } => value,
+        }
+    }
+
+    /// Whether no later send on this channel can succeed either.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SendError::Closed(_))
+    }
+
+    fn from_failure(f: SendFailure, value: T) -> Self {
+        match f {
+            SendFailure::Closed => SendError::Closed(value),
+            SendFailure::Full => SendError::Full(value),
+            SendFailure::TooLarge { size, max } => SendError::TooLarge { value, size, max },
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::TooLarge { size, max, .. } => write!(f, "TooLarge {{ size: {size}, max: {max} }}"),
+            SendError::Encode { error, .. } => write!(f, "Encode({error:?})"),
+        }
+    }
+}
+
+/// Ports through which remote senders write into a local receiver.
+#[derive(Default)]
+struct Attach {
+    list: Mutex<AttachList>,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct AttachList {
+    new: Vec<PortHandle>,
+    receiver_gone: bool,
+}
+
+/// The sending half. Cloning makes another sender to the same receiver.
+pub struct Sender<T> {
+    inner: SenderInner<T>,
+}
+
+enum SenderInner<T> {
+    Local { tx: tokio::sync::mpsc::Sender<T>, attach: Arc<Attach> },
+    Remote(Arc<PortHandle>),
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            inner: match &self.inner {
+                SenderInner::Local { tx, attach } => SenderInner::Local { tx: tx.clone(), attach: attach.clone() },
+                SenderInner::Remote(p) => SenderInner::Remote(p.clone()),
+            },
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            SenderInner::Local { .. } => f.write_str("Sender(local)"),
+            SenderInner::Remote(p) => write!(f, "Sender(peer {}, port {})", p.shared.peer_id, p.port),
+        }
+    }
+}
+
+impl<T: Serialize + Send + 'static> Sender<T> {
+    pub(crate) fn from_port(port: PortHandle) -> Self {
+        Sender { inner: SenderInner::Remote(Arc::new(port)) }
+    }
+
+    /// Sends a message, waiting while the channel is full. Fails with
+    /// [`SendError::Closed`] once the receiver is gone.
+    ///
+    /// Cancel safety: if the future is dropped before it completes, the
+    /// message was not sent.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        match &self.inner {
+            SenderInner::Local { tx, .. } => tx.send(value).await.map_err(|e| SendError::Closed(e.0)),
+            SenderInner::Remote(port) => {
+                let msg = match encode(&port.shared, &value) {
+                    Ok(msg) => msg,
+                    Err(error) => return Err(SendError::Encode { value, error }),
+                };
+                let mut pending = Unsent { port, msg: Some(msg) };
+                let res = poll_fn(|cx| port.poll_send(cx, &mut pending.msg)).await;
+                res.map_err(|f| SendError::from_failure(f, value))
+            }
+        }
+    }
+
+    /// Sends a message if there is room now; never waits.
+    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_now(value, false)
+    }
+
+    /// Sends ignoring the send buffer (a one-shot's single message).
+    pub(crate) fn send_now(&self, value: T, unbuffered: bool) -> Result<(), SendError<T>> {
+        match &self.inner {
+            SenderInner::Local { tx, .. } => tx.try_send(value).map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(v) => SendError::Full(v),
+                tokio::sync::mpsc::error::TrySendError::Closed(v) => SendError::Closed(v),
+            }),
+            SenderInner::Remote(port) => {
+                let msg = match encode(&port.shared, &value) {
+                    Ok(msg) => msg,
+                    Err(error) => return Err(SendError::Encode { value, error }),
+                };
+                port.send_now(msg, unbuffered).map_err(|f| SendError::from_failure(f, value))
+            }
+        }
+    }
+
+    /// Resolves once the receiver is gone (sends would fail).
+    pub async fn closed(&self) {
+        match &self.inner {
+            SenderInner::Local { tx, .. } => tx.closed().await,
+            SenderInner::Remote(port) => poll_fn(|cx| port.poll_send_closed(cx)).await,
+        }
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            SenderInner::Local { tx, .. } => tx.is_closed(),
+            SenderInner::Remote(port) => {
+                let st = port.shared.lock();
+                st.error.is_some() || st.mux.is_send_closed(port.port)
+            }
+        }
+    }
+}
+
+/// A message encoded but not yet accepted by the mux: if the send is
+/// cancelled, the ports it would have announced are released.
+struct Unsent<'a> {
+    port: &'a PortHandle,
+    msg: Option<OutMessage>,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.port.shared.lock().mux.discard_unsent(msg);
+        }
+    }
+}
+
+impl<T> Serialize for Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The peer gets a sender end; this side reads the port.
+        let (index, port) = attach_port::<S::Error>(End::Sender)?;
+        match &self.inner {
+            SenderInner::Local { attach, .. } => {
+                let attach = attach.clone();
+                defer(move || {
+                    let mut list = attach.list.lock().unwrap_or_else(|e| e.into_inner());
+                    if !list.receiver_gone {
+                        list.new.push(port);
+                        drop(list);
+                        attach.waker.wake();
+                    }
+                });
+            }
+            SenderInner::Remote(_) => {
+                // Forwarding: what arrives on the new port goes on to ours.
+                let onward = self.clone();
+                defer(move || spawn_pump(Receiver::from_port(port), onward));
+            }
+        }
+        index.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        Ok(Sender::from_port(claim_port::<D::Error>(index, End::Sender)?))
+    }
+}
+
+/// The receiving half.
+pub struct Receiver<T> {
+    // Behind a mutex only so that serializing (`&self`) can move it out.
+    inner: Mutex<Option<RecvInner<T>>>,
+}
+
+enum RecvInner<T> {
+    Local(LocalRecv<T>),
+    Remote(RemoteRecv),
+}
+
+struct LocalRecv<T> {
+    rx: tokio::sync::mpsc::Receiver<T>,
+    attach: Arc<Attach>,
+    remotes: Vec<RemoteRecv>,
+    next: usize,
+    local_done: bool,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Receiver")
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
+    pub(crate) fn from_port(port: PortHandle) -> Self {
+        Receiver { inner: Mutex::new(Some(RecvInner::Remote(RemoteRecv::new(port)))) }
+    }
+
+    /// Receives the next message. `Ok(None)` once every sender is gone and
+    /// everything sent was read. An error for one message (it does not
+    /// decode) leaves the channel usable; a connection error is final.
+    pub async fn recv(&mut self) -> Result<Option<T>, RecvError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message; see [`Receiver::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        match inner {
+            None => Poll::Ready(Ok(None)),
+            Some(RecvInner::Remote(r)) => r.poll_recv(cx).map(Option::transpose),
+            Some(RecvInner::Local(l)) => l.poll_recv(cx),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
+        loop {
+            self.attach.waker.register(cx.waker());
+            self.remotes.extend(self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.drain(..).map(RemoteRecv::new));
+            let n = self.remotes.len();
+            for i in 0..n {
+                let idx = (self.next + i) % n;
+                match self.remotes[idx].poll_recv::<T>(cx) {
+                    Poll::Ready(Some(Ok(v))) => {
+                        self.next = idx + 1;
+                        return Poll::Ready(Ok(Some(v)));
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        if matches!(e, RecvError::Connection(_)) {
+                            self.remotes.swap_remove(idx);
+                        }
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(None) => {
+                        self.remotes.swap_remove(idx);
+                        // Indices moved: start over.
+                        return self.poll_recv(cx);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !self.local_done {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(v)) => return Poll::Ready(Ok(Some(v))),
+                    Poll::Ready(None) => self.local_done = true,
+                    Poll::Pending => {}
+                }
+            }
+            if self.local_done && self.remotes.is_empty() {
+                // A sender being serialized right now attaches before it can
+                // be dropped, so with no local sender left, an empty list is
+                // final.
+                if self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.is_empty() {
+                    return Poll::Ready(Ok(None));
+                }
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl<T> Drop for LocalRecv<T> {
+    fn drop(&mut self) {
+        let mut list = self.attach.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.receiver_gone = true;
+        list.new.clear();
+    }
+}
+
+impl<T> Serialize for Receiver<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(inner) = taken else {
+            return Err(S::Error::custom("this receiver was already sent elsewhere"));
+        };
+        // The peer gets the receiver end; this side writes to the port what
+        // the old receiver would have read.
+        let (index, port) = attach_port::<S::Error>(End::Receiver)?;
+        let source = Receiver { inner: Mutex::new(Some(inner)) };
+        defer(move || spawn_pump(source, Sender::from_port(port)));
+        index.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Receiver<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        Ok(Receiver::from_port(claim_port::<D::Error>(index, End::Receiver)?))
+    }
+}
+
+/// Moves messages from `rx` to `tx` until either side ends; this is how a
+/// channel end keeps working after it was sent on.
+fn spawn_pump<T>(mut rx: Receiver<T>, tx: Sender<T>)
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = tx.closed() => break,
+                msg = rx.recv() => match msg {
+                    Ok(Some(v)) => {
+                        if tx.send(v).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(RecvError::Decode(_)) => continue,
+                    Err(RecvError::Connection(_)) => break,
+                },
+            }
+        }
+    });
+}

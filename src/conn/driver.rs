@@ -1,0 +1,154 @@
+//! The driver: one task per connection that moves bytes between the mux and
+//! the transport, and does nothing else.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{ConnectionError, Shared};
+use crate::mux::Transmit;
+use crate::transport::Transport;
+
+/// Bytes read per call, and the most the driver hands the transport at once.
+const READ_CHUNK: usize = 64 * 1024;
+const WRITE_BUDGET: usize = 256 * 1024;
+/// Reads processed per poll before yielding, so one busy peer cannot starve
+/// the runtime.
+const READS_PER_POLL: usize = 16;
+
+pub(crate) struct Driver<T> {
+    io: T,
+    shared: Arc<Shared>,
+    read_buf: BytesMut,
+    transmit: Transmit,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    needs_flush: bool,
+}
+
+impl<T: Transport> Driver<T> {
+    pub(crate) fn new(io: T, shared: Arc<Shared>, read_buf: BytesMut) -> Self {
+        Driver {
+            io,
+            shared,
+            read_buf,
+            transmit: Transmit::default(),
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+            needs_flush: false,
+        }
+    }
+
+    /// Reads what is available and feeds it to the mux.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<(), ConnectionError> {
+        for _ in 0..READS_PER_POLL {
+            self.read_buf.reserve(READ_CHUNK);
+            let dst = self.read_buf.spare_capacity_mut();
+            let mut rb = ReadBuf::uninit(dst);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return Err(ConnectionError::Eof);
+                    }
+                    // SAFETY: `poll_read` initialised the first `n` bytes of
+                    // the spare capacity (ReadBuf::filled), and `reserve`
+                    // guaranteed that capacity exists.
+                    unsafe { self.read_buf.set_len(self.read_buf.len() + n) };
+                    let mut st = self.shared.lock();
+                    st.mux.handle_input(&mut self.read_buf, Instant::now())?;
+                    st.dispatch_events();
+                }
+                Poll::Ready(Err(e)) => return Err(ConnectionError::io(e)),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        // More may be waiting: come back after others had a turn.
+        cx.waker().wake_by_ref();
+        Ok(())
+    }
+
+    /// Writes what the mux has to send until the transport pushes back.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        loop {
+            if self.transmit.is_empty() {
+                let mut st = self.shared.lock();
+                st.mux.poll_transmit(&mut self.transmit, WRITE_BUDGET);
+                st.dispatch_events();
+                if self.transmit.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = self.transmit.segments.iter().take(64).zip(slices.iter_mut()).map(|(seg, s)| *s = IoSlice::new(seg)).count();
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])).map_err(ConnectionError::io)?;
+            if written == 0 {
+                return Poll::Ready(Err(ConnectionError::Eof));
+            }
+            self.transmit.advance(written);
+            self.needs_flush = true;
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        self.shared.lock().driver_waker = Some(cx.waker().clone());
+        self.poll_read(cx)?;
+        {
+            let mut st = self.shared.lock();
+            let now = Instant::now();
+            if now >= st.mux.poll_timeout() {
+                st.mux.handle_timeout(now)?;
+            }
+            let deadline = st.mux.poll_timeout();
+            if self.timer.deadline().into_std() != deadline {
+                self.timer.as_mut().reset(deadline.into());
+            }
+        }
+        // The timer is re-armed on every poll; registering it wakes us when due.
+        if self.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        let write = self.poll_write(cx)?;
+        if write.is_ready() && self.needs_flush {
+            if Pin::new(&mut self.io).poll_flush(cx).map_err(ConnectionError::io)?.is_ready() {
+                self.needs_flush = false;
+            }
+        }
+        let closed = self.shared.lock().mux.is_closed();
+        if closed && write.is_ready() && !self.needs_flush {
+            let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            return Poll::Ready(Err(ConnectionError::Closed));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: Transport> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_inner(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(res) => {
+                let err = match res {
+                    Ok(()) => ConnectionError::Closed,
+                    Err(e) => e,
+                };
+                self.shared.fail(err);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        // A driver dropped without finishing (runtime shut down, task
+        // aborted) must not leave handles waiting forever.
+        self.shared.fail(ConnectionError::DriverGone);
+    }
+}

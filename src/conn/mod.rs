@@ -1,0 +1,298 @@
+//! A connection: one mux over one transport, driven by one task.
+//!
+//! Handles (channel ends) share the mux with the driver behind a mutex, as
+//! quinn's streams share their connection: a send locks, queues the encoded
+//! message and wakes the driver; the driver batches whatever is queued into
+//! large writes. No message crosses a task boundary on its own.
+
+mod driver;
+mod handshake;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::chan::{mpsc, PortHandle};
+use crate::codec::CodecKind;
+use crate::config::{Config, ConfigError};
+use crate::mux::{Event, Mux, MuxConfig, MuxError, MuxStats, Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
+use crate::transport::{self, Transport};
+use crate::wire::{HelloLimits, PortId, WireError};
+use crate::NodeId;
+
+/// Why a connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport failed.
+    #[error("transport error during handshake: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the transport during the handshake.
+    #[error("peer closed the transport during the handshake")]
+    Eof,
+    /// The handshake did not complete in time.
+    #[error("handshake did not complete within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The peer's hello is not acceptable (wrong magic or version, or malformed).
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The two sides are configured with different codecs.
+    #[error("codec mismatch: ours {ours}, theirs {theirs}")]
+    CodecMismatch {
+        /// Our codec id.
+        ours: u8,
+        /// The peer's codec id.
+        theirs: u8,
+    },
+    /// The peer announced limits that cannot work.
+    #[error("peer announced unusable limits {0:?}")]
+    BadLimits(HelloLimits),
+}
+
+/// Why an established connection ended.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The peer closed the transport without saying goodbye.
+    #[error("transport closed by peer")]
+    Eof,
+    /// The peer broke the protocol, went silent, or closed the connection.
+    #[error(transparent)]
+    Protocol(#[from] MuxError),
+    /// The connection was closed (locally, or the peer said goodbye).
+    #[error("connection closed")]
+    Closed,
+    /// The task driving the connection is gone (its runtime shut down).
+    #[error("connection driver stopped")]
+    DriverGone,
+}
+
+impl ConnectionError {
+    fn io(e: std::io::Error) -> Self {
+        ConnectionError::Io(Arc::new(e))
+    }
+}
+
+/// State shared by the driver and every handle of one connection.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) codec: CodecKind,
+    pub(crate) peer_id: NodeId,
+}
+
+pub(crate) struct State {
+    pub(crate) mux: Mux,
+    pub(crate) driver_waker: Option<Waker>,
+    recv_wakers: HashMap<PortId, Waker>,
+    send_wakers: HashMap<PortId, Vec<Waker>>,
+    pub(crate) error: Option<ConnectionError>,
+    root_taken: bool,
+}
+
+impl State {
+    /// Wakes the handles the mux has news for.
+    pub(crate) fn dispatch_events(&mut self) {
+        while let Some(ev) = self.mux.poll_event() {
+            match ev {
+                Event::Readable(port) => {
+                    if let Some(w) = self.recv_wakers.remove(&port) {
+                        w.wake();
+                    }
+                }
+                Event::Writable(port) => {
+                    for w in self.send_wakers.remove(&port).into_iter().flatten() {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the driver to run: there is something to send.
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = self.driver_waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn register_recv(&mut self, port: PortId, waker: &Waker) {
+        match self.recv_wakers.get_mut(&port) {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => w.clone_from(waker),
+            None => {
+                self.recv_wakers.insert(port, waker.clone());
+            }
+        }
+    }
+
+    pub(crate) fn register_send(&mut self, port: PortId, waker: &Waker) {
+        let list = self.send_wakers.entry(port).or_default();
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+    }
+
+    pub(crate) fn forget_port(&mut self, port: PortId) {
+        self.recv_wakers.remove(&port);
+        self.send_wakers.remove(&port);
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the mux unusable; the
+        // poisoned guard is still safe to read, and the driver fails the
+        // connection on its next poll.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the connection: every waiting handle is woken and sees `err`.
+    pub(crate) fn fail(&self, err: ConnectionError) {
+        let mut st = self.lock();
+        if st.error.is_some() {
+            return;
+        }
+        match &err {
+            ConnectionError::Closed => tracing::debug!(peer = %self.peer_id, "connection closed"),
+            e => tracing::warn!(peer = %self.peer_id, error = %e, "connection failed"),
+        }
+        st.error = Some(err);
+        for (_, w) in st.recv_wakers.drain() {
+            w.wake();
+        }
+        for (_, ws) in st.send_wakers.drain() {
+            ws.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// A live connection to one peer.
+///
+/// Cloning is cheap. The connection stays up while any clone or any channel
+/// end bound to it lives; [`Connection::close`] ends it at once.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("peer", &self.shared.peer_id).finish()
+    }
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Ports open, including the two root ports.
+    pub open_ports: usize,
+    /// Message bytes queued for sending and not yet written.
+    pub send_queued: usize,
+    /// Received bytes the application has not read yet.
+    pub recv_buffered: usize,
+    /// Bytes kept until the peer acknowledges them.
+    pub replay_bytes: usize,
+}
+
+impl Connection {
+    /// Dials: runs the handshake on `io` as the connecting side and starts
+    /// the connection's driver on the current tokio runtime.
+    pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        Self::establish(io, cfg, Side::Client).await
+    }
+
+    /// Accepts: runs the handshake on `io` as the accepting side.
+    pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        Self::establish(io, cfg, Side::Server).await
+    }
+
+    async fn establish<T: Transport>(mut io: T, cfg: Config, side: Side) -> Result<Connection, ConnectError> {
+        cfg.validate()?;
+        transport::tune(&io);
+        let local = crate::node_id();
+        let peer = handshake::exchange(&mut io, &cfg, local.0).await.inspect_err(|e| {
+            tracing::warn!(error = %e, "handshake failed");
+        })?;
+        let mux_cfg = MuxConfig {
+            local: cfg.hello_limits(),
+            peer: peer.hello.limits,
+            chunk_size: cfg.chunk_size,
+            send_buffer: cfg.send_buffer,
+            ping_interval: cfg.ping_interval,
+            idle_timeout: cfg.idle_timeout,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                mux: Mux::new(side, mux_cfg, Instant::now()),
+                driver_waker: None,
+                recv_wakers: HashMap::new(),
+                send_wakers: HashMap::new(),
+                error: None,
+                root_taken: false,
+            }),
+            codec: cfg.codec,
+            peer_id: NodeId(peer.hello.node_id),
+        });
+        tracing::debug!(peer = %shared.peer_id, ?side, "connection established");
+        tokio::spawn(driver::Driver::new(io, shared.clone(), peer.rest));
+        Ok(Connection { shared })
+    }
+
+    /// The root channel: the first channel of every connection, from which
+    /// all others are reached by sending channel ends inside messages.
+    /// `S` is what this side sends, `R` what it receives; the peer uses the
+    /// same pair swapped. Returns `None` after the first call.
+    pub fn root<S, R>(&self) -> Option<(mpsc::Sender<S>, mpsc::Receiver<R>)>
+    where
+        S: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let mut st = self.shared.lock();
+        if std::mem::replace(&mut st.root_taken, true) {
+            return None;
+        }
+        let (send, recv) = match st.mux.side() {
+            Side::Client => (ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT),
+            Side::Server => (ROOT_SERVER_TO_CLIENT, ROOT_CLIENT_TO_SERVER),
+        };
+        drop(st);
+        let tx = mpsc::Sender::from_port(PortHandle::new(self.shared.clone(), send));
+        let rx = mpsc::Receiver::from_port(PortHandle::new(self.shared.clone(), recv));
+        Some((tx, rx))
+    }
+
+    /// The peer's node id.
+    pub fn peer_id(&self) -> NodeId {
+        self.shared.peer_id
+    }
+
+    /// Counters, for monitoring and tests.
+    pub fn stats(&self) -> ConnectionStats {
+        let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, .. } = self.shared.lock().mux.stats();
+        ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes }
+    }
+
+    /// Closes the connection: what is queued is sent, then a goodbye; every
+    /// channel end bound to it fails from then on.
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        st.mux.close(0, "closed by application");
+        st.wake_driver();
+    }
+
+    /// The error that ended the connection, once it has ended.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.shared.lock().error.clone()
+    }
+}
