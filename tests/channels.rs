@@ -1,0 +1,245 @@
+//! Remote channels over real transports: ends inside messages, forwarding
+//! through a middle node, drop semantics and port reclamation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, pair, within, Kind, ALL};
+use serde::{Deserialize, Serialize};
+use tether::{mpsc, oneshot, watch, Connection};
+
+const T: Duration = Duration::from_secs(20);
+
+#[derive(Serialize, Deserialize)]
+enum Msg {
+    Ask { question: String, reply: oneshot::Sender<String> },
+    Senders(Vec<mpsc::Sender<u64>>),
+    Receiver(Option<mpsc::Receiver<u64>>),
+    Watch(watch::Receiver<String>),
+    Ping(u32),
+    Pong(u32),
+}
+
+/// One round trip on the root channel: everything either side queued
+/// before it has been processed by the other.
+async fn sync(a: &(mpsc::Sender<Msg>, mpsc::Receiver<Msg>), b: &mut (mpsc::Sender<Msg>, mpsc::Receiver<Msg>), n: u32) {
+    a.0.send(Msg::Ping(n)).await.unwrap();
+    match b.1.recv().await.unwrap().unwrap() {
+        Msg::Ping(m) => assert_eq!(m, n),
+        _ => panic!("expected a ping"),
+    }
+    b.0.send(Msg::Pong(n)).await.unwrap();
+}
+
+async fn roots(c: &Connection, s: &Connection) -> ((mpsc::Sender<Msg>, mpsc::Receiver<Msg>), (mpsc::Sender<Msg>, mpsc::Receiver<Msg>)) {
+    (c.root().unwrap(), s.root().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_inside_messages_work_on_every_transport() {
+    for kind in ALL {
+        within(T, async {
+            let (c, s) = pair(kind).await;
+            let (mut cr, mut sr) = roots(&c, &s).await;
+            assert!(c.root::<Msg, Msg>().is_none(), "the root channel is taken once");
+
+            // A oneshot sender inside an enum variant: the reply comes back.
+            let (tx, rx) = oneshot::channel();
+            cr.0.send(Msg::Ask { question: "who".into(), reply: tx }).await.unwrap();
+            let Some(Msg::Ask { question, reply }) = sr.1.recv().await.unwrap() else { panic!() };
+            reply.send(format!("{question}: server")).unwrap();
+            assert_eq!(rx.await.unwrap(), "who: server");
+
+            // Several senders inside a Vec, each live on arrival.
+            let (tx1, mut rx1) = mpsc::channel(8);
+            let (tx2, mut rx2) = mpsc::channel(8);
+            sr.0.send(Msg::Senders(vec![tx1, tx2])).await.unwrap();
+            let Some(Msg::Senders(senders)) = cr.1.recv().await.unwrap() else { panic!() };
+            for (i, tx) in senders.iter().enumerate() {
+                for n in 0..100 {
+                    tx.send(i as u64 * 1000 + n).await.unwrap();
+                }
+            }
+            for n in 0..100 {
+                assert_eq!(rx1.recv().await.unwrap(), Some(n));
+                assert_eq!(rx2.recv().await.unwrap(), Some(1000 + n));
+            }
+
+            // A receiver inside an Option: the local senders now feed the peer.
+            let (tx, rx) = mpsc::channel(8);
+            cr.0.send(Msg::Receiver(Some(rx))).await.unwrap();
+            let Some(Msg::Receiver(Some(mut remote_rx))) = sr.1.recv().await.unwrap() else { panic!() };
+            for n in 0..500 {
+                tx.send(n).await.unwrap();
+            }
+            drop(tx);
+            for n in 0..500 {
+                assert_eq!(remote_rx.recv().await.unwrap(), Some(n));
+            }
+            assert_eq!(remote_rx.recv().await.unwrap(), None, "{kind:?}: stream ends when senders drop");
+            drop(senders);
+            sync(&cr, &mut sr, 1).await;
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_receiver_follows_the_value_across_a_connection() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (cr, mut sr) = roots(&c, &s).await;
+        let (wtx, wrx) = watch::channel("one".to_string());
+        cr.0.send(Msg::Watch(wrx)).await.unwrap();
+        let Some(Msg::Watch(mut remote)) = sr.1.recv().await.unwrap() else { panic!() };
+        assert_eq!(*remote.borrow(), "one", "arrives with the current value");
+        wtx.send_replace("two".into());
+        remote.changed().await.unwrap();
+        assert_eq!(*remote.borrow_and_update(), "two");
+        drop(wtx);
+        assert!(remote.changed().await.is_err(), "sender gone ends the watch");
+    })
+    .await;
+}
+
+/// C creates a channel and gives the sender to B; B passes it on to A; A's
+/// messages reach C through B. The same for a receiver going C -> B -> A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_forwarded_through_a_middle_node_still_work() {
+    within(T, async {
+        let (ab_a, ab_b) = pair(Kind::Tcp).await;
+        let (bc_b, bc_c) = pair(Kind::Unix).await;
+        let (a_root, mut b_root_a) = roots(&ab_a, &ab_b).await;
+        let (mut b_root_c, c_root) = roots(&bc_b, &bc_c).await;
+        let _ = &a_root;
+
+        let (tx, mut rx) = mpsc::channel::<u64>(4);
+        c_root.0.send(Msg::Senders(vec![tx])).await.unwrap();
+        let Some(Msg::Senders(at_b)) = b_root_c.1.recv().await.unwrap() else { panic!() };
+        b_root_a.0.send(Msg::Senders(at_b)).await.unwrap();
+        let mut a_root = a_root;
+        let Some(Msg::Senders(mut at_a)) = a_root.1.recv().await.unwrap() else { panic!() };
+        let tx = at_a.pop().unwrap();
+        let sender = tokio::spawn(async move {
+            for n in 0..2000 {
+                tx.send(n).await.unwrap();
+            }
+        });
+        for n in 0..2000 {
+            assert_eq!(rx.recv().await.unwrap(), Some(n), "in order through the middle node");
+        }
+        sender.await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), None, "the end of the stream is forwarded too");
+
+        let (tx, rx) = mpsc::channel::<u64>(4);
+        c_root.0.send(Msg::Receiver(Some(rx))).await.unwrap();
+        let Some(Msg::Receiver(at_b)) = b_root_c.1.recv().await.unwrap() else { panic!() };
+        b_root_a.0.send(Msg::Receiver(at_b)).await.unwrap();
+        let Some(Msg::Receiver(Some(mut rx))) = a_root.1.recv().await.unwrap() else { panic!() };
+        for n in 0..100 {
+            tx.send(n).await.unwrap();
+            assert_eq!(rx.recv().await.unwrap(), Some(n));
+        }
+        drop(rx);
+        within(Duration::from_secs(5), tx.closed()).await;
+        assert!(tx.send(1).await.unwrap_err().is_closed(), "dropping the far receiver closes the origin");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_ends_closes_the_other_side() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (mut cr, mut sr) = roots(&c, &s).await;
+
+        // Receiver dropped on the far side: sends fail with Closed.
+        let (tx, rx) = mpsc::channel::<u64>(4);
+        cr.0.send(Msg::Receiver(Some(rx))).await.unwrap();
+        let Some(Msg::Receiver(Some(remote_rx))) = sr.1.recv().await.unwrap() else { panic!() };
+        drop(remote_rx);
+        within(Duration::from_secs(5), tx.closed()).await;
+        assert!(matches!(tx.send(7).await, Err(mpsc::SendError::Closed(7))));
+
+        // Every sender dropped on the far side: the stream ends.
+        let (tx, mut rx) = mpsc::channel::<u64>(4);
+        sr.0.send(Msg::Senders(vec![tx.clone(), tx])).await.unwrap();
+        let Some(Msg::Senders(remote)) = cr.1.recv().await.unwrap() else { panic!() };
+        remote[0].send(1).await.unwrap();
+        drop(remote);
+        assert_eq!(rx.recv().await.unwrap(), Some(1));
+        assert_eq!(rx.recv().await.unwrap(), None);
+
+        // A oneshot sender dropped unused: the receiver learns at once.
+        let (otx, orx) = oneshot::channel::<String>();
+        cr.0.send(Msg::Ask { question: "?".into(), reply: otx }).await.unwrap();
+        let Some(Msg::Ask { reply, .. }) = sr.1.recv().await.unwrap() else { panic!() };
+        drop(reply);
+        assert!(matches!(within(Duration::from_secs(5), orx).await, Err(oneshot::RecvError::Dropped)));
+    })
+    .await;
+}
+
+/// 100,000 channel ends sent and dropped leave the open-port count where
+/// it started, on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_ends_are_all_reclaimed() {
+    within(Duration::from_secs(120), async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (mut cr, mut sr) = roots(&c, &s).await;
+        let start = (c.stats().open_ports, s.stats().open_ports);
+        assert_eq!(start, (2, 2));
+        const N: u32 = 100_000;
+        let consumer = tokio::spawn(async move {
+            for _ in 0..N / 2 {
+                match sr.1.recv().await.unwrap().unwrap() {
+                    Msg::Senders(v) => drop(v),
+                    Msg::Receiver(r) => drop(r),
+                    _ => panic!("unexpected message"),
+                }
+            }
+            sr
+        });
+        let mut peak = 0;
+        for i in 0..N / 2 {
+            // Two ends per message: a sender whose receiver stays here, and
+            // a receiver whose senders stay here; both local halves dropped.
+            let (tx, rx) = mpsc::channel::<u64>(1);
+            let (tx2, rx2) = mpsc::channel::<u64>(1);
+            let msg = if i % 2 == 0 { Msg::Senders(vec![tx]) } else { Msg::Receiver(Some(rx2)) };
+            cr.0.send(msg).await.unwrap();
+            drop((rx, tx2));
+            peak = peak.max(c.stats().open_ports);
+        }
+        let mut sr = consumer.await.unwrap();
+        sync(&cr, &mut sr, 1).await;
+        let _ = cr.1.recv().await.unwrap();
+        eventually("every port is released on both sides", Duration::from_secs(20), || {
+            (c.stats().open_ports, s.stats().open_ports) == start
+        })
+        .await;
+        assert!(peak < 20_000, "ports are released while the test runs (peak {peak})");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_fails_pending_operations() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (mut cr, sr) = roots(&c, &s).await;
+        let (tx, rx) = mpsc::channel::<u64>(1);
+        sr.0.send(Msg::Receiver(Some(rx))).await.unwrap();
+        let Some(Msg::Receiver(Some(mut remote_rx))) = cr.1.recv().await.unwrap() else { panic!() };
+        let waiting = tokio::spawn(async move { remote_rx.recv().await });
+        s.close();
+        let got = within(Duration::from_secs(5), waiting).await.unwrap();
+        assert!(matches!(got, Err(tether::RecvError::Connection(_))), "pending recv fails: {got:?}");
+        within(Duration::from_secs(5), tx.closed()).await;
+        assert!(cr.0.send(Msg::Ping(1)).await.unwrap_err().is_closed());
+        assert!(c.error().is_some() && s.error().is_some());
+        drop(sr);
+    })
+    .await;
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: connected pairs over real
+//! transports, and bounded waiting for conditions no event announces.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use tether::{Config, Connection};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// The transports every channel test runs over.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Tcp,
+    Unix,
+    Memory,
+}
+
+pub const ALL: [Kind; 3] = [Kind::Tcp, Kind::Unix, Kind::Memory];
+
+/// A connected pair: (dialing side, accepting side).
+pub async fn pair(kind: Kind) -> (Connection, Connection) {
+    pair_with(kind, Config::default(), Config::default()).await
+}
+
+pub async fn pair_with(kind: Kind, client: Config, server: Config) -> (Connection, Connection) {
+    match kind {
+        Kind::Tcp => {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (c, s) = tokio::join!(
+                async { Connection::connect(TcpStream::connect(addr).await.unwrap(), client).await.unwrap() },
+                async { Connection::accept(l.accept().await.unwrap().0, server).await.unwrap() },
+            );
+            (c, s)
+        }
+        Kind::Unix => {
+            let dir = tempdir();
+            let path = dir.join("sock");
+            let l = UnixListener::bind(&path).unwrap();
+            let (c, s) = tokio::join!(
+                async { Connection::connect(UnixStream::connect(&path).await.unwrap(), client).await.unwrap() },
+                async { Connection::accept(l.accept().await.unwrap().0, server).await.unwrap() },
+            );
+            let _ = std::fs::remove_dir_all(dir);
+            (c, s)
+        }
+        Kind::Memory => {
+            let (a, b) = tether::transport::memory(256 * 1024);
+            let (c, s) = tokio::join!(
+                async { Connection::connect(a, client).await.unwrap() },
+                async { Connection::accept(b, server).await.unwrap() },
+            );
+            (c, s)
+        }
+    }
+}
+
+/// A fresh private directory.
+pub fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-test-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Waits until `cond` holds, checking after every scheduling turn and then
+/// every millisecond, for at most `limit`; panics with `what` otherwise. For
+/// states reached by background work that announces nothing (a pump task
+/// noticing a closed port, say).
+pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut turns = 0u32;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        if turns < 100 {
+            tokio::task::yield_now().await;
+            turns += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Runs `fut` with a deadline, so a bug shows as a failure, not a hang.
+pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut).await.expect("operation did not finish in time")
+}

@@ -1,0 +1,182 @@
+//! The handshake, bad input and configured limits, over real sockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{pair_with, within, Kind};
+use serde::{Deserialize, Serialize};
+use tether::codec::CodecKind;
+use tether::{mpsc, Config, ConnectError, Connection, ConnectionError, ProtocolError, WireError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A valid hello from a peer with `version` and `codec`, as raw bytes.
+fn raw_hello(version: u16, codec: u8) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(b"TETHER");
+    h.extend_from_slice(&version.to_be_bytes());
+    h.extend_from_slice(&0u16.to_be_bytes());
+    h.extend_from_slice(&[0x11; 16]); // node id
+    h.push(codec);
+    h.push(0);
+    h.extend_from_slice(&[0; 16]); // session
+    h.extend_from_slice(&0u64.to_be_bytes());
+    for v in [256 * 1024u32, 16 << 20, 1 << 20, 1 << 20, 64] {
+        h.extend_from_slice(&v.to_be_bytes());
+    }
+    h.extend_from_slice(&0u16.to_be_bytes());
+    h
+}
+
+/// Accepts one raw TCP peer that writes `bytes`, and returns what the
+/// accepting side's handshake says.
+async fn accept_from_raw(bytes: Vec<u8>, cfg: Config) -> Result<Connection, ConnectError> {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    let res = Connection::accept(l.accept().await.unwrap().0, cfg).await;
+    peer.abort();
+    res
+}
+
+#[tokio::test]
+async fn wrong_magic_version_and_codec_name_both_sides() {
+    within(T, async {
+        let err = accept_from_raw(b"GET / HTTP/1.1\r\n\r\n".to_vec(), Config::default()).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Wire(WireError::BadMagic { theirs }) if &theirs == b"GET / "), "{err}");
+
+        let err = accept_from_raw(raw_hello(9, 1), Config::default()).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 1, theirs: 9 })), "{err}");
+        assert!(err.to_string().contains("ours 1, theirs 9"));
+
+        let err = accept_from_raw(raw_hello(1, 2), Config::default()).await.unwrap_err();
+        assert!(matches!(err, ConnectError::CodecMismatch { ours: 1, theirs: 2 }), "{err}");
+
+        // The same between two real tether ends.
+        let mut mp = Config::default();
+        mp.codec = CodecKind::MessagePack;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(
+            async { Connection::connect(TcpStream::connect(addr).await.unwrap(), mp).await },
+            async { Connection::accept(l.accept().await.unwrap().0, Config::default()).await },
+        );
+        assert!(matches!(c.unwrap_err(), ConnectError::CodecMismatch { ours: 2, theirs: 1 }));
+        assert!(matches!(s.unwrap_err(), ConnectError::CodecMismatch { ours: 1, theirs: 2 }));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_fails_the_handshake_after_the_timeout() {
+    let mut cfg = Config::default();
+    cfg.handshake_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = within(T, accept_from_raw(Vec::new(), cfg)).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Timeout(d) if d == Duration::from_millis(300)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+/// A peer that completes the handshake and then sends garbage loses its
+/// own connection with a typed error; another connection of the same
+/// process keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_ends_only_the_offending_connection() {
+    within(T, async {
+        let (good_c, good_s) = pair_with(Kind::Tcp, Config::default(), Config::default()).await;
+        let (gtx, _) = good_c.root::<u64, u64>().unwrap();
+        let (_, mut grx) = good_s.root::<u64, u64>().unwrap();
+
+        let mut garbage = raw_hello(1, 1);
+        // A Data frame on a port nobody announced, then noise.
+        garbage.extend_from_slice(&[1, 0x03, 0, 0, 0x10, 0x01, 0, 0, 0, 4, 1, 2, 3, 4]);
+        garbage.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));
+        let bad = accept_from_raw(garbage, Config::default()).await.unwrap();
+        let (_, mut bad_rx) = bad.root::<u64, u64>().unwrap();
+        let got = bad_rx.recv().await;
+        assert!(matches!(got, Err(tether::RecvError::Connection(ConnectionError::Protocol(ProtocolError::UnknownPort(0x1001))))), "{got:?}");
+
+        for n in 0..100 {
+            gtx.send(n).await.unwrap();
+            assert_eq!(grx.recv().await.unwrap(), Some(n));
+        }
+        assert!(good_c.error().is_none() && good_s.error().is_none());
+    })
+    .await;
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Msg {
+    Big(serde_bytes::ByteBuf),
+    Ends(Vec<mpsc::Sender<u8>>),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_enforced_with_typed_errors() {
+    within(T, async {
+        let mut small = Config::default();
+        small.max_message = 64 * 1024;
+        small.max_ports = 8;
+        let (c, s) = pair_with(Kind::Tcp, small.clone(), small).await;
+        let (tx, _) = c.root::<Msg, Msg>().unwrap();
+        let (_, mut rx) = s.root::<Msg, Msg>().unwrap();
+
+        // A message over the peer's limit is refused before it is sent.
+        let err = tx.send(Msg::Big(vec![0; 100_000].into())).await.unwrap_err();
+        assert!(matches!(err, mpsc::SendError::TooLarge { size, max: 65536, .. } if size > 100_000), "{err:?}");
+        tx.send(Msg::Big(vec![1; 1000].into())).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Some(Msg::Big(b)) if b.len() == 1000));
+
+        // More channel ends than the peer allows ports: the encode fails,
+        // and the ports taken so far are given back.
+        let before = c.stats().open_ports;
+        let many: Vec<mpsc::Sender<u8>> = (0..10).map(|_| mpsc::channel::<u8>(1).0).collect();
+        let err = tx.send(Msg::Ends(many)).await.unwrap_err();
+        assert!(matches!(err, mpsc::SendError::Encode { .. }), "{err:?}");
+        assert_eq!(c.stats().open_ports, before, "no port leaked by the failed encode");
+
+        // Within the limit it works.
+        let few: Vec<mpsc::Sender<u8>> = (0..4).map(|_| mpsc::channel::<u8>(1).0).collect();
+        tx.send(Msg::Ends(few)).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Some(Msg::Ends(v)) if v.len() == 4));
+    })
+    .await;
+}
+
+/// MessagePack writes field names, so an older and a newer version of a
+/// message struct interoperate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msgpack_lets_old_and_new_structs_interoperate() {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        id: u32,
+        name: String,
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        id: u32,
+        name: String,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+    within(T, async {
+        let mut mp = Config::default();
+        mp.codec = CodecKind::MessagePack;
+        let (old, new) = pair_with(Kind::Tcp, mp.clone(), mp).await;
+        let (old_tx, mut old_rx) = old.root::<V1, V1>().unwrap();
+        let (new_tx, mut new_rx) = new.root::<V2, V2>().unwrap();
+        old_tx.send(V1 { id: 1, name: "old".into() }).await.unwrap();
+        assert_eq!(new_rx.recv().await.unwrap().unwrap(), V2 { id: 1, name: "old".into(), tags: vec![] });
+        new_tx.send(V2 { id: 2, name: "new".into(), tags: vec!["x".into()] }).await.unwrap();
+        assert_eq!(old_rx.recv().await.unwrap().unwrap(), V1 { id: 2, name: "new".into() });
+    })
+    .await;
+}
