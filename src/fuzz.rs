@@ -332,15 +332,12 @@ pub fn mux_input_with(data: &[u8], pieces: &[usize], read: bool) -> Result<MuxSu
     let mut out = Transmit::default();
     let mut step = |mux: &mut Mux, summary: &mut MuxSummary| {
         summary.peak_recv_buffered = summary.peak_recv_buffered.max(mux.stats().recv_buffered);
-        while read && mux.poll_event().is_some() {}
-        while read {
-            match mux.pop_chunk(ROOT_CLIENT_TO_SERVER) {
-                Pop::Chunk(chunk) => {
-                    summary.chunks_popped += 1;
-                    // Nobody will claim the ports a message carried.
-                    mux.discard_ports(&chunk.ports);
-                }
-                Pop::Empty | Pop::Finished => break,
+        if read {
+            while mux.poll_event().is_some() {}
+            while let Pop::Chunk(chunk) = mux.pop_chunk(ROOT_CLIENT_TO_SERVER) {
+                summary.chunks_popped += 1;
+                // Nobody will claim the ports a message carried.
+                mux.discard_ports(&chunk.ports);
             }
         }
         mux.poll_transmit(&mut out, 64 * 1024);

@@ -127,8 +127,11 @@ impl PortHandle {
                     }
                 }
                 Pop::Empty => {
-                    if let Some(e) = &st.error {
-                        break Poll::Ready(Some(Err(e.clone())));
+                    match &st.error {
+                        // A graceful close ends the stream once drained.
+                        Some(ConnectionError::Closed) => break Poll::Ready(None),
+                        Some(e) => break Poll::Ready(Some(Err(e.clone()))),
+                        None => {}
                     }
                     st.register_recv(self.port, cx.waker());
                     break Poll::Pending;

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{ConnectionError, Shared};
-use crate::mux::Transmit;
+use crate::mux::{MuxError, Transmit};
 use crate::transport::Transport;
 
 /// Bytes read per call, and the most the driver hands the transport at once.
@@ -135,7 +135,7 @@ impl<T: Transport> Future for Driver<T> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(res) => {
                 let err = match res {
-                    Ok(()) => ConnectionError::Closed,
+                    Ok(()) | Err(ConnectionError::Protocol(MuxError::PeerClosed { .. })) => ConnectionError::Closed,
                     Err(e) => e,
                 };
                 self.shared.fail(err);

@@ -86,6 +86,8 @@ impl ConnectionError {
 /// State shared by the driver and every handle of one connection.
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Turns true once the connection has ended.
+    ended: tokio::sync::watch::Sender<bool>,
     pub(crate) codec: CodecKind,
     pub(crate) peer_id: NodeId,
 }
@@ -173,6 +175,8 @@ impl Shared {
         for (_, ws) in st.send_wakers.drain() {
             ws.into_iter().for_each(Waker::wake);
         }
+        drop(st);
+        self.ended.send_replace(true);
     }
 }
 
@@ -241,6 +245,7 @@ impl Connection {
                 error: None,
                 root_taken: false,
             }),
+            ended: tokio::sync::watch::channel(false).0,
             codec: cfg.codec,
             peer_id: NodeId(peer.hello.node_id),
         });
@@ -283,12 +288,24 @@ impl Connection {
         ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes }
     }
 
-    /// Closes the connection: what is queued is sent, then a goodbye; every
-    /// channel end bound to it fails from then on.
-    pub fn close(&self) {
-        let mut st = self.shared.lock();
-        st.mux.close(0, "closed by application");
-        st.wake_driver();
+    /// Closes the connection gracefully: what is queued is sent, then a
+    /// goodbye, and the transport is shut down. Receivers on both sides see
+    /// the end of their streams; later sends fail with `Closed`. Resolves
+    /// once the connection has ended.
+    pub async fn close(&self) {
+        {
+            let mut st = self.shared.lock();
+            st.mux.close(0, "closed by application");
+            st.wake_driver();
+        }
+        self.closed().await;
+    }
+
+    /// Resolves once the connection has ended, with the reason.
+    pub async fn closed(&self) -> ConnectionError {
+        let mut ended = self.shared.ended.subscribe();
+        let _ = ended.wait_for(|e| *e).await;
+        self.error().unwrap_or(ConnectionError::Closed)
     }
 
     /// The error that ended the connection, once it has ended.

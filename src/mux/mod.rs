@@ -40,7 +40,7 @@ use port::{OutMsg, Port};
 
 /// Which side of the connection this mux is; it decides port id parity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The side that dialed. Allocates even port ids.
     Client,
     /// The side that accepted. Allocates odd port ids.
@@ -57,9 +57,9 @@ impl Side {
 }
 
 /// Port on which the client sends and the server receives the root channel.
-pub const ROOT_CLIENT_TO_SERVER: PortId = 2;
+pub(crate) const ROOT_CLIENT_TO_SERVER: PortId = 2;
 /// Port on which the server sends and the client receives the root channel.
-pub const ROOT_SERVER_TO_CLIENT: PortId = 3;
+pub(crate) const ROOT_SERVER_TO_CLIENT: PortId = 3;
 const FIRST_ALLOCATED: u32 = 4;
 
 /// Why a connection cannot go on. The first error ends the mux for good.
@@ -126,7 +126,7 @@ pub enum MuxError {
 
 /// Why a send was refused. The message is handed back.
 #[derive(Debug)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The port's send buffer is full; wait for [`Event::Writable`].
     Full(OutMessage),
     /// The receiver end is gone; no send on this port can succeed.
@@ -142,7 +142,7 @@ pub enum SendError {
 
 /// A message ready to be sent: its bytes begin with its port table.
 #[derive(Debug)]
-pub struct OutMessage {
+pub(crate) struct OutMessage {
     /// Port table and payload, as encoded by [`wire::encode_table`].
     pub bytes: Bytes,
     /// The local ports the table announces.
@@ -151,7 +151,7 @@ pub struct OutMessage {
 
 /// A chunk of a received message.
 #[derive(Debug)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// Starts a message.
     pub first: bool,
     /// Ends a message.
@@ -165,7 +165,7 @@ pub struct Chunk {
 
 /// Something a handle may be waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The port has chunks to pop, or its sender finished.
     Readable(PortId),
     /// The port's send buffer has room again, or the port closed.
@@ -174,7 +174,7 @@ pub enum Event {
 
 /// Result of popping from a port.
 #[derive(Debug)]
-pub enum Pop {
+pub(crate) enum Pop {
     /// A chunk.
     Chunk(Chunk),
     /// Nothing yet.
@@ -185,7 +185,7 @@ pub enum Pop {
 
 /// Counters for tests and monitoring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MuxStats {
+pub(crate) struct MuxStats {
     /// Ports known to this side, including the two root ports.
     pub open_ports: usize,
     /// Message bytes queued here and not yet sent.
@@ -202,7 +202,7 @@ pub struct MuxStats {
 
 /// Connection-level settings of one mux, ours and the peer's.
 #[derive(Clone, Debug)]
-pub struct MuxConfig {
+pub(crate) struct MuxConfig {
     /// Our receive limits (what we announced).
     pub local: HelloLimits,
     /// The peer's receive limits (what it announced).
@@ -220,7 +220,7 @@ pub struct MuxConfig {
 /// Output buffer for [`Mux::poll_transmit`]: small frames are copied into
 /// one buffer, large payloads are referenced, ready for a vectored write.
 #[derive(Debug, Default)]
-pub struct Transmit {
+pub(crate) struct Transmit {
     small: BytesMut,
     /// Segments in write order.
     pub segments: VecDeque<Bytes>,
@@ -232,12 +232,12 @@ const COPY_THRESHOLD: usize = 4096;
 
 impl Transmit {
     /// Bytes queued.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len + self.small.len()
     }
 
     /// Nothing queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -255,7 +255,7 @@ impl Transmit {
     }
 
     /// Moves the small-frame buffer into the segment list.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         if !self.small.is_empty() {
             let b = self.small.split().freeze();
             self.len += b.len();
@@ -264,7 +264,7 @@ impl Transmit {
     }
 
     /// Marks `n` bytes of the front segments as written.
-    pub fn advance(&mut self, mut n: usize) {
+    pub(crate) fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let front = self.segments.front_mut().expect("advance past the end");
@@ -311,7 +311,7 @@ type PortMap = HashMap<PortId, Port, BuildHasherDefault<PortHasher>>;
 
 /// The multiplexer of one connection.
 #[derive(Debug)]
-pub struct Mux {
+pub(crate) struct Mux {
     side: Side,
     cfg: MuxConfig,
     decoder: FrameDecoder,
@@ -359,7 +359,7 @@ pub struct Mux {
 
 impl Mux {
     /// A mux for a fresh session. The two root ports exist from the start.
-    pub fn new(side: Side, cfg: MuxConfig, now: Instant) -> Mux {
+    pub(crate) fn new(side: Side, cfg: MuxConfig, now: Instant) -> Mux {
         let mut mux = Mux {
             side,
             decoder: FrameDecoder::new(cfg.local.max_frame),
@@ -406,17 +406,18 @@ impl Mux {
     }
 
     /// This side.
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         self.side
     }
 
     /// The error that ended this mux, if any.
-    pub fn error(&self) -> Option<&MuxError> {
+    #[allow(dead_code, reason = "conn keeps its own copy of the error; tests use this")]
+    pub(crate) fn error(&self) -> Option<&MuxError> {
         self.error.as_ref()
     }
 
     /// Counters.
-    pub fn stats(&self) -> MuxStats {
+    pub(crate) fn stats(&self) -> MuxStats {
         MuxStats {
             open_ports: self.ports.len(),
             send_queued: self.send_queued,
@@ -436,7 +437,7 @@ impl Mux {
     /// Allocates a port whose `travelling` end will be sent to the peer in a
     /// message; this side holds the other end. Fails when the peer's port
     /// limit is reached.
-    pub fn open_port(&mut self, travelling: End) -> Result<PortId, MuxError> {
+    pub(crate) fn open_port(&mut self, travelling: End) -> Result<PortId, MuxError> {
         if self.local_count >= self.cfg.peer.max_ports {
             return Err(MuxError::TooManyPorts(self.cfg.peer.max_ports));
         }
@@ -462,13 +463,13 @@ impl Mux {
     }
 
     /// Queues a message on a port whose sender end we hold.
-    pub fn send(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
+    pub(crate) fn send(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
         self.send_inner(port, msg, false)
     }
 
     /// Like [`Mux::send`], but ignores the send buffer limits. For one-shot
     /// replies, whose single message is bounded by the message size limit.
-    pub fn send_unbuffered(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
+    pub(crate) fn send_unbuffered(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
         self.send_inner(port, msg, true)
     }
 
@@ -518,7 +519,8 @@ impl Mux {
     }
 
     /// Whether a send on `port` would be accepted now.
-    pub fn send_ready(&self, port: PortId) -> bool {
+    #[allow(dead_code, reason = "for a readiness check before a try-send; no caller yet")]
+    pub(crate) fn send_ready(&self, port: PortId) -> bool {
         match self.ports.get(&port) {
             Some(p) => {
                 p.peer_gone()
@@ -530,12 +532,12 @@ impl Mux {
     }
 
     /// Whether the peer stopped reading `port` (sends fail with `Closed`).
-    pub fn is_send_closed(&self, port: PortId) -> bool {
+    pub(crate) fn is_send_closed(&self, port: PortId) -> bool {
         self.error.is_some() || self.ports.get(&port).is_none_or(|p| p.peer_gone())
     }
 
     /// Takes the next received chunk of `port`.
-    pub fn pop_chunk(&mut self, id: PortId) -> Pop {
+    pub(crate) fn pop_chunk(&mut self, id: PortId) -> Pop {
         let Some(p) = self.ports.get_mut(&id) else {
             return Pop::Finished;
         };
@@ -571,7 +573,7 @@ impl Mux {
     /// The local handle of `port` is gone (or the port was received in a
     /// message and will never be claimed). The sender end finishes after its
     /// queue drains; the receiver end stops at once and drops what it holds.
-    pub fn close_end(&mut self, id: PortId) {
+    pub(crate) fn close_end(&mut self, id: PortId) {
         let Some(p) = self.ports.get_mut(&id) else { return };
         if !p.handle_open {
             return;
@@ -600,21 +602,21 @@ impl Mux {
     }
 
     /// Closes every port of a table that will never be claimed.
-    pub fn discard_ports(&mut self, ports: &[PortEntry]) {
+    pub(crate) fn discard_ports(&mut self, ports: &[PortEntry]) {
         for entry in ports {
             self.close_end(entry.port);
         }
     }
 
     /// Begins a graceful close: a `GoAway` goes out, then the mux ends.
-    pub fn close(&mut self, code: u32, reason: &str) {
+    pub(crate) fn close(&mut self, code: u32, reason: &str) {
         if self.closing.is_none() && self.error.is_none() {
             self.closing = Some((code, reason.to_owned()));
         }
     }
 
     /// Whether the `GoAway` of [`Mux::close`] has been handed to the transport.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.goaway_sent || self.error.is_some()
     }
 
@@ -702,7 +704,7 @@ impl Mux {
     // ----- inputs ----------------------------------------------------------
 
     /// Decodes and applies every complete frame in `buf`.
-    pub fn handle_input(&mut self, buf: &mut bytes::BytesMut, now: Instant) -> Result<(), MuxError> {
+    pub(crate) fn handle_input(&mut self, buf: &mut bytes::BytesMut, now: Instant) -> Result<(), MuxError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -915,7 +917,7 @@ impl Mux {
 
     /// Applies the passage of time: schedules pings and detects a silent
     /// peer.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MuxError> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), MuxError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -941,12 +943,12 @@ impl Mux {
     // ----- outputs ---------------------------------------------------------
 
     /// The next instant [`Mux::handle_timeout`] must be called.
-    pub fn poll_timeout(&self) -> Instant {
+    pub(crate) fn poll_timeout(&self) -> Instant {
         self.next_ping.min(self.last_heard + self.cfg.idle_timeout)
     }
 
     /// The next event for a handle.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
         let (Event::Readable(id) | Event::Writable(id)) = ev;
         if let Some(p) = self.ports.get_mut(&id) {
@@ -957,7 +959,7 @@ impl Mux {
 
     /// Fills `out` with frames, control first, then data chunks round-robin
     /// across ports, until about `budget` bytes are queued.
-    pub fn poll_transmit(&mut self, out: &mut Transmit, budget: usize) {
+    pub(crate) fn poll_transmit(&mut self, out: &mut Transmit, budget: usize) {
         if self.error.is_some() || self.goaway_sent {
             return;
         }
@@ -1116,8 +1118,8 @@ impl Mux {
         p.announced = true;
         p.carried = false;
         if p.term_queued {
-            // Its handle went away before the announcement; queue_terminal
-            // saw it unannounced and forgot it... unless still present.
+            // Its handle went away while a queued message carried it:
+            // queue_terminal deferred the terminal frame until now.
             p.term_queued = false;
             self.queue_terminal(id);
             return;
@@ -1130,26 +1132,28 @@ impl Mux {
 
     /// A message that will not be sent after all (refused, or its send was
     /// cancelled): the local ports it would have announced are void.
-    pub fn discard_unsent(&mut self, msg: OutMessage) {
+    pub(crate) fn discard_unsent(&mut self, msg: OutMessage) {
         self.abort_carried(&OutMsg { bytes: Bytes::new(), ports: msg.ports, offset: 0 });
     }
 
     /// Control frames are waiting to be sent (for example credit returned by
     /// a read): the driver should run.
-    pub fn has_pending_control(&self) -> bool {
+    pub(crate) fn has_pending_control(&self) -> bool {
         !self.control.is_empty()
     }
 
     // ----- session resume ------------------------------------------------
 
     /// Reliable frames received so far; sent in the resume handshake.
-    pub fn received_seq(&self) -> u64 {
+    #[allow(dead_code, reason = "session resume is not wired into conn yet")]
+    pub(crate) fn received_seq(&self) -> u64 {
         self.received_seq
     }
 
     /// Resumes on a new transport: the peer has received `peer_received`
     /// frames; everything after that is sent again, before new frames.
-    pub fn resume(&mut self, peer_received: u64, now: Instant) -> Result<(), MuxError> {
+    #[allow(dead_code, reason = "session resume is not wired into conn yet")]
+    pub(crate) fn resume(&mut self, peer_received: u64, now: Instant) -> Result<(), MuxError> {
         if peer_received < self.replay_base || peer_received > self.sent_seq {
             return Err(MuxError::BadAck { acked: peer_received, sent: self.sent_seq });
         }
