@@ -1,1 +1,1081 @@
-fn main() {}
+//! Channel benchmarks W1–W5 from DESIGN.md ("Benchmarks"), each beside a raw-TCP baseline.
+//!
+//! Every workload runs over TCP on 127.0.0.1 in a fresh tokio runtime with two worker threads
+//! (sender and receiver in one process). The raw baseline is plain tokio: `u32` little-endian
+//! length-prefixed frames through 64 KiB `BufWriter`/`BufReader`, no multiplexing; where a
+//! workload needs several logical channels on one connection (W4, W5) the raw frames carry a
+//! one-byte channel tag, and W5's writer sends the 64 MiB frame whole, so the raw figure shows
+//! the head-of-line blocking tether is built to avoid.
+//!
+//! Output: one JSON object per workload on stdout, progress on stderr.
+//!
+//! ```text
+//! cargo bench --bench channels                 # full counts
+//! cargo bench --bench channels -- --quick      # smaller counts, under a minute
+//! cargo bench --bench channels -- W1 W5        # only the named workloads ("W2" includes W2-oneshot)
+//! ```
+//!
+//! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
+//! reached and how many messages had been sent and received, instead of a stuck process.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Buffer size of the raw baseline's reader and writer.
+const RAW_BUF: usize = 64 * 1024;
+/// Capacity of the tether channels carrying small messages.
+const SMALL_CAP: usize = 1024;
+/// Capacity of the tether channels carrying 1 MiB messages.
+const BULK_CAP: usize = 16;
+/// Round trips run before latency sampling starts (W2, W5), on both sides alike.
+const WARMUP_RTT: usize = 200;
+/// Upper bound on W5 samples, so the ping loop ends even if the big message never arrives.
+const W5_MAX_SAMPLES: usize = 10_000_000;
+
+/// The small message of W1, W2, W4 and W5: 40 bytes of payload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Small {
+    seq: u64,
+    data: [u8; 32],
+}
+
+impl Small {
+    fn new(seq: u64) -> Self {
+        Small { seq, data: [seq as u8; 32] }
+    }
+
+    /// The raw baseline's encoding: `seq` little-endian, then `data`.
+    fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..].copy_from_slice(&self.data);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, String> {
+        if b.len() != 40 {
+            return Err(format!("raw frame of {} bytes, expected 40", b.len()));
+        }
+        let mut data = [0u8; 32];
+        data.copy_from_slice(&b[8..]);
+        Ok(Small { seq: u64::from_le_bytes(b[..8].try_into().unwrap()), data })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options, sizes, results
+// ---------------------------------------------------------------------------------------------
+
+struct Sizes {
+    w1_msgs: u64,
+    w2_rtts: usize,
+    w3_bytes: u64,
+    w3_msg: usize,
+    w4_chans: usize,
+    w4_per_chan: u64,
+    w5_big: usize,
+    deadline: Duration,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            w1_msgs: 1_000_000,
+            w2_rtts: 20_000,
+            w3_bytes: 1 << 30,
+            w3_msg: 1 << 20,
+            w4_chans: 100,
+            w4_per_chan: 10_000,
+            w5_big: 64 << 20,
+            deadline: Duration::from_secs(120),
+        }
+    }
+
+    fn quick() -> Self {
+        Sizes {
+            w1_msgs: 100_000,
+            w2_rtts: 2_000,
+            w3_bytes: 128 << 20,
+            w3_msg: 1 << 20,
+            w4_chans: 100,
+            w4_per_chan: 1_000,
+            w5_big: 16 << 20,
+            deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Latency summary in microseconds.
+#[derive(Clone, Copy)]
+struct Lat {
+    median: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Lat {
+    fn from_nanos(mut v: Vec<u64>) -> Result<Lat, String> {
+        if v.is_empty() {
+            return Err("no latency samples".into());
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
+        Ok(Lat { median: at(0.5), p99: at(0.99), max: *v.last().unwrap() as f64 / 1e3 })
+    }
+
+    fn json(&self) -> String {
+        format!("{{\"median\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}", self.median, self.p99, self.max)
+    }
+}
+
+/// How far a measurement got; read when it misses its deadline.
+#[derive(Default)]
+struct Progress {
+    stage: Mutex<&'static str>,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Progress {
+    fn stage(&self, s: &'static str) {
+        *self.stage.lock().unwrap() = s;
+    }
+    fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+    fn describe(&self) -> String {
+        format!(
+            "stage '{}', {} sent, {} received",
+            self.stage.lock().unwrap(),
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed)
+        )
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+/// Runs one measurement in a fresh two-worker runtime, bounded by `deadline`. The workload runs
+/// as a spawned task so that only the two workers execute it (not the thread in `block_on`).
+fn measure<T, F, Fut>(label: &str, deadline: Duration, f: F) -> Res<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<Progress>) -> Fut,
+    Fut: Future<Output = Res<T>> + Send + 'static,
+{
+    eprintln!("[channels] {label} ...");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let progress = Arc::new(Progress::default());
+    let fut = f(progress.clone());
+    let started = Instant::now();
+    let out = rt.block_on(async move {
+        match tokio::time::timeout(deadline, tokio::spawn(fut)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(format!("task failed: {join}")),
+            Err(_) => Err(format!("timeout after {} s at {}", deadline.as_secs(), progress.describe())),
+        }
+    });
+    // Tasks still blocked after a failure are dropped, not awaited.
+    rt.shutdown_background();
+    match &out {
+        Ok(_) => eprintln!("[channels] {label} done in {:.2} s", started.elapsed().as_secs_f64()),
+        Err(e) => eprintln!("[channels] {label} FAILED: {e}"),
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn errors_field(tether: &Res<impl Sized>, raw: &Res<impl Sized>) -> String {
+    let mut errs = Vec::new();
+    if let Err(e) = raw {
+        errs.push(format!("raw: {e}"));
+    }
+    if let Err(e) = tether {
+        errs.push(format!("tether: {e}"));
+    }
+    if errs.is_empty() {
+        String::new()
+    } else {
+        format!(",\"error\":{}", json_str(&errs.join("; ")))
+    }
+}
+
+fn ratio(t: Option<f64>, r: Option<f64>) -> String {
+    match (t, r) {
+        // Three significant digits also for W5, where tether is orders of magnitude below raw.
+        (Some(t), Some(r)) if r > 0.0 && t / r < 0.01 => format!("{:.2e}", t / r),
+        (Some(t), Some(r)) if r > 0.0 => format!("{:.3}", t / r),
+        _ => "null".into(),
+    }
+}
+
+fn print_rate(workload: &str, unit: &str, tether: &Res<f64>, raw: &Res<f64>, extra: &str) {
+    let num = |r: &Res<f64>| r.as_ref().map(|v| format!("{v:.0}")).unwrap_or_else(|_| "null".into());
+    println!(
+        "{{\"workload\":\"{workload}\",\"unit\":\"{unit}\",\"tether\":{},\"raw\":{},\"ratio\":{}{extra}{}}}",
+        num(tether),
+        num(raw),
+        ratio(tether.as_ref().ok().copied(), raw.as_ref().ok().copied()),
+        errors_field(tether, raw)
+    );
+}
+
+fn print_lat(workload: &str, tether: &Res<Lat>, raw: &Res<Lat>, extra: &str) {
+    let lat = |r: &Res<Lat>| r.as_ref().map(Lat::json).unwrap_or_else(|_| "null".into());
+    println!(
+        "{{\"workload\":\"{workload}\",\"unit\":\"us\",\"tether\":{},\"raw\":{},\"ratio\":{}{extra}{}}}",
+        lat(tether),
+        lat(raw),
+        ratio(tether.as_ref().ok().map(|l| l.median), raw.as_ref().ok().map(|l| l.median)),
+        errors_field(tether, raw)
+    );
+}
+
+/// Logs (to stderr) the slowest W5 round trips and when each started after the big send began,
+/// so a stall can be placed within the transfer.
+fn log_slowest(label: &str, rtts: &[u64], starts: &[Duration], transfer: Duration) {
+    let mut idx: Vec<usize> = (0..rtts.len()).collect();
+    idx.sort_unstable_by_key(|&i| std::cmp::Reverse(rtts[i]));
+    let worst: Vec<String> = idx
+        .iter()
+        .take(5)
+        .map(|&i| format!("{:.0} us at +{:.2} ms", rtts[i] as f64 / 1e3, starts[i].as_secs_f64() * 1e3))
+        .collect();
+    eprintln!(
+        "[channels] {label}: big message took {:.2} ms; slowest round trips: {}",
+        transfer.as_secs_f64() * 1e3,
+        worst.join(", ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A connected pair over 127.0.0.1: (dialing side, accepting side).
+async fn tcp_pair() -> Res<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    let (dial, accept) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let dial = dial.map_err(|e| format!("connect: {e}"))?;
+    let (accept, _) = accept.map_err(|e| format!("accept: {e}"))?;
+    Ok((dial, accept))
+}
+
+/// Same as [`tcp_pair`] with `TCP_NODELAY` set on both ends (the raw baseline's job; tether
+/// sets it itself).
+async fn raw_pair() -> Res<(TcpStream, TcpStream)> {
+    let (a, b) = tcp_pair().await?;
+    a.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    b.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    Ok((a, b))
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Res<()> {
+    w.write_all(&(payload.len() as u32).to_le_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    w.write_all(payload).await.map_err(|e| format!("write: {e}"))
+}
+
+/// A tagged frame: length (covering tag and payload), tag, payload.
+async fn write_tagged<W: AsyncWrite + Unpin>(w: &mut W, tag: u8, payload: &[u8]) -> Res<()> {
+    w.write_all(&(payload.len() as u32 + 1).to_le_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    w.write_all(&[tag]).await.map_err(|e| format!("write: {e}"))?;
+    w.write_all(payload).await.map_err(|e| format!("write: {e}"))
+}
+
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W) -> Res<()> {
+    w.flush().await.map_err(|e| format!("flush: {e}"))
+}
+
+/// Reads one frame into `buf` (reusing it); `false` on a clean end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Res<bool> {
+    let len = match r.read_u32_le().await {
+        Ok(n) => n as usize,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(format!("read: {e}")),
+    };
+    buf.resize(len, 0);
+    r.read_exact(buf).await.map_err(|e| format!("read: {e}"))?;
+    Ok(true)
+}
+
+async fn join<T>(h: tokio::task::JoinHandle<Res<T>>) -> Res<T> {
+    h.await.map_err(|e| format!("task failed: {e}"))?
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw baselines
+// ---------------------------------------------------------------------------------------------
+
+/// W1 raw: `n` small frames one way. Returns msgs/s.
+async fn raw_w1(n: u64, p: Arc<Progress>) -> Res<f64> {
+    p.stage("connect");
+    let (a, b) = raw_pair().await?;
+    let pr = p.clone();
+    let recv = tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(RAW_BUF, b);
+        let mut buf = Vec::new();
+        for i in 0..n {
+            if !read_frame(&mut r, &mut buf).await? {
+                return Err(format!("eof after {i} frames"));
+            }
+            let m = Small::decode(&buf)?;
+            if m.seq != i {
+                return Err(format!("got seq {} expected {i}", m.seq));
+            }
+            pr.received();
+        }
+        Ok(Instant::now())
+    });
+    let ps = p.clone();
+    let send = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(RAW_BUF, a);
+        let t0 = Instant::now();
+        for i in 0..n {
+            write_frame(&mut w, &Small::new(i).encode()).await?;
+            ps.sent();
+        }
+        flush(&mut w).await?;
+        Ok(t0)
+    });
+    p.stage("transfer");
+    let t0 = join(send).await?;
+    let t1 = join(recv).await?;
+    Ok(n as f64 / (t1 - t0).as_secs_f64())
+}
+
+/// W2 raw: `n` sequential request/response round trips (after a warm-up). Returns latencies.
+async fn raw_w2(n: usize, p: Arc<Progress>) -> Res<Lat> {
+    p.stage("connect");
+    let (a, b) = raw_pair().await?;
+    let echo = tokio::spawn(async move {
+        let (r, w) = b.into_split();
+        let mut r = BufReader::with_capacity(RAW_BUF, r);
+        let mut w = BufWriter::with_capacity(RAW_BUF, w);
+        let mut buf = Vec::new();
+        while read_frame(&mut r, &mut buf).await? {
+            write_frame(&mut w, &buf).await?;
+            flush(&mut w).await?;
+        }
+        Ok(())
+    });
+    let (r, w) = a.into_split();
+    let mut r = BufReader::with_capacity(RAW_BUF, r);
+    let mut w = BufWriter::with_capacity(RAW_BUF, w);
+    let mut buf = Vec::new();
+    let mut samples = Vec::with_capacity(n);
+    p.stage("round trips");
+    for i in 0..(WARMUP_RTT + n) {
+        let t = Instant::now();
+        write_frame(&mut w, &Small::new(i as u64).encode()).await?;
+        flush(&mut w).await?;
+        p.sent();
+        if !read_frame(&mut r, &mut buf).await? {
+            return Err("echo side closed".into());
+        }
+        let rtt = t.elapsed();
+        if Small::decode(&buf)?.seq != i as u64 {
+            return Err("response out of order".into());
+        }
+        p.received();
+        if i >= WARMUP_RTT {
+            samples.push(rtt.as_nanos() as u64);
+        }
+    }
+    drop(w);
+    join(echo).await?;
+    Lat::from_nanos(samples)
+}
+
+/// W3 raw: `total` bytes as `msg`-byte frames. Both sides handle owned messages like tether's:
+/// the sender builds a fresh buffer per message, the receiver allocates one per message.
+/// Returns MB/s.
+async fn raw_w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+    p.stage("connect");
+    let (a, b) = raw_pair().await?;
+    let count = total / msg as u64;
+    let pr = p.clone();
+    let recv = tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(RAW_BUF, b);
+        let mut bytes = 0u64;
+        for _ in 0..count {
+            let len = r.read_u32_le().await.map_err(|e| format!("read: {e}"))? as usize;
+            let mut m = vec![0u8; len];
+            r.read_exact(&mut m).await.map_err(|e| format!("read: {e}"))?;
+            bytes += m.len() as u64;
+            pr.received();
+        }
+        Ok((Instant::now(), bytes))
+    });
+    let ps = p.clone();
+    let send = tokio::spawn(async move {
+        let template = vec![0xA5u8; msg];
+        let mut w = BufWriter::with_capacity(RAW_BUF, a);
+        let t0 = Instant::now();
+        for _ in 0..count {
+            let m = template.clone();
+            write_frame(&mut w, &m).await?;
+            ps.sent();
+        }
+        flush(&mut w).await?;
+        Ok(t0)
+    });
+    p.stage("transfer");
+    let t0 = join(send).await?;
+    let (t1, bytes) = join(recv).await?;
+    if bytes != count * msg as u64 {
+        return Err(format!("received {bytes} bytes"));
+    }
+    Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
+}
+
+/// W4 raw: `chans` sender tasks, `per` messages each, over one connection. A minimal mux: the
+/// senders feed one writer task through a bounded queue; frames carry a channel tag; one reader
+/// task hands each frame to that channel's receiver task through a bounded queue.
+/// Returns total msgs/s.
+async fn raw_w4(chans: usize, per: u64, p: Arc<Progress>) -> Res<f64> {
+    use tokio::sync::mpsc as tmpsc;
+    assert!(chans <= 256);
+    p.stage("connect");
+    let (a, b) = raw_pair().await?;
+
+    // Receiving side: demux to per-channel tasks.
+    let mut receivers = Vec::with_capacity(chans);
+    let mut demux = Vec::with_capacity(chans);
+    for _ in 0..chans {
+        let (tx, mut rx) = tmpsc::channel::<Small>(SMALL_CAP);
+        demux.push(tx);
+        let pr = p.clone();
+        receivers.push(tokio::spawn(async move {
+            for i in 0..per {
+                let m = rx.recv().await.ok_or("demux closed early")?;
+                if m.seq != i {
+                    return Err(format!("got seq {} expected {i}", m.seq));
+                }
+                pr.received();
+            }
+            Ok(())
+        }));
+    }
+    let reader = tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(RAW_BUF, b);
+        let mut buf = Vec::new();
+        while read_frame(&mut r, &mut buf).await? {
+            let tag = *buf.first().ok_or("empty frame")? as usize;
+            let m = Small::decode(&buf[1..])?;
+            demux[tag].send(m).await.map_err(|_| "receiver task gone".to_string())?;
+        }
+        Ok(())
+    });
+
+    // Sending side: per-channel tasks into one writer.
+    let (wtx, mut wrx) = tmpsc::channel::<(u8, Small)>(SMALL_CAP);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(RAW_BUF, a);
+        while let Some((tag, m)) = wrx.recv().await {
+            write_tagged(&mut w, tag, &m.encode()).await?;
+            while let Ok((tag, m)) = wrx.try_recv() {
+                write_tagged(&mut w, tag, &m.encode()).await?;
+            }
+            flush(&mut w).await?;
+        }
+        Ok(())
+    });
+    p.stage("transfer");
+    let t0 = Instant::now();
+    let mut senders = Vec::with_capacity(chans);
+    for c in 0..chans {
+        let wtx = wtx.clone();
+        let ps = p.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..per {
+                wtx.send((c as u8, Small::new(i))).await.map_err(|_| "writer gone".to_string())?;
+                ps.sent();
+            }
+            Ok(())
+        }));
+    }
+    drop(wtx);
+    for r in receivers {
+        join(r).await?;
+    }
+    let t1 = Instant::now();
+    for s in senders {
+        join(s).await?;
+    }
+    join(writer).await?;
+    join(reader).await?;
+    Ok((chans as u64 * per) as f64 / (t1 - t0).as_secs_f64())
+}
+
+/// W5 raw: ping round trips (tag 0) while one `big`-byte frame (tag 1) crosses the SAME
+/// connection in the same direction; the client's writer task writes frames in queue order and
+/// the big one whole. Returns latencies of the round trips started while the big frame was in
+/// flight, and their count.
+async fn raw_w5(big: usize, p: Arc<Progress>) -> Res<(Lat, usize)> {
+    use tokio::sync::mpsc as tmpsc;
+    p.stage("connect");
+    let (a, b) = raw_pair().await?;
+    let arrived = Arc::new(AtomicBool::new(false));
+
+    // Server: pong every ping, note when the big frame has arrived.
+    let arrived_s = arrived.clone();
+    let server = tokio::spawn(async move {
+        let (r, w) = b.into_split();
+        let mut r = BufReader::with_capacity(RAW_BUF, r);
+        let mut w = BufWriter::with_capacity(RAW_BUF, w);
+        let mut buf = Vec::new();
+        while read_frame(&mut r, &mut buf).await? {
+            match buf.first() {
+                Some(0) => {
+                    write_tagged(&mut w, 0, &buf[1..]).await?;
+                    flush(&mut w).await?;
+                }
+                Some(1) => {
+                    if buf.len() != big + 1 {
+                        return Err(format!("big frame of {} bytes", buf.len() - 1));
+                    }
+                    arrived_s.store(true, Ordering::Release);
+                    buf = Vec::new(); // release the 64 MiB
+                }
+                _ => return Err("bad tag".into()),
+            }
+        }
+        Ok(())
+    });
+
+    // Client writer: one queue of already-framed byte vectors, written in order.
+    let (wtx, mut wrx) = tmpsc::unbounded_channel::<Vec<u8>>();
+    let (ra, wa) = a.into_split();
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(RAW_BUF, wa);
+        while let Some(bytes) = wrx.recv().await {
+            w.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+            while let Ok(bytes) = wrx.try_recv() {
+                w.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+            }
+            flush(&mut w).await?;
+        }
+        Ok(())
+    });
+    let tagged = |tag: u8, payload: &[u8]| {
+        let mut f = Vec::with_capacity(5 + payload.len());
+        f.extend_from_slice(&(payload.len() as u32 + 1).to_le_bytes());
+        f.push(tag);
+        f.extend_from_slice(payload);
+        f
+    };
+
+    // Built before the clock starts, like tether's ByteBuf.
+    let big_frame = tagged(1, &vec![0x5Au8; big]);
+
+    let mut r = BufReader::with_capacity(RAW_BUF, ra);
+    let mut buf = Vec::new();
+    let mut ping = async |seq: u64| -> Res<Duration> {
+        let t = Instant::now();
+        wtx.send(tagged(0, &Small::new(seq).encode())).map_err(|_| "writer gone".to_string())?;
+        p.sent();
+        if !read_frame(&mut r, &mut buf).await? {
+            return Err("server closed".into());
+        }
+        let rtt = t.elapsed();
+        if buf.first() != Some(&0) || Small::decode(&buf[1..])?.seq != seq {
+            return Err("bad pong".into());
+        }
+        p.received();
+        Ok(rtt)
+    };
+    p.stage("warm-up pings");
+    let mut seq = 0u64;
+    for _ in 0..WARMUP_RTT {
+        ping(seq).await?;
+        seq += 1;
+    }
+    p.stage("pings during big transfer");
+    // Queued ahead of the first measured ping: that ping waits behind the whole frame.
+    let go = Instant::now();
+    wtx.send(big_frame).map_err(|_| "writer gone".to_string())?;
+    let mut samples = Vec::new();
+    let mut starts = Vec::new();
+    while !arrived.load(Ordering::Acquire) && samples.len() < W5_MAX_SAMPLES {
+        starts.push(go.elapsed());
+        samples.push(ping(seq).await?.as_nanos() as u64);
+        seq += 1;
+    }
+    log_slowest("W5 raw", &samples, &starts, go.elapsed());
+    drop(ping);
+    drop(wtx);
+    join(writer).await?;
+    drop(r);
+    join(server).await?;
+    let n = samples.len();
+    Ok((Lat::from_nanos(samples)?, n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// tether
+// ---------------------------------------------------------------------------------------------
+
+mod tw {
+    use super::*;
+    use tether::{mpsc, oneshot, Config, Connection};
+
+    /// W2-oneshot request: the reply goes to a fresh oneshot sender carried in the request.
+    #[derive(Serialize, Deserialize)]
+    struct Req {
+        msg: Small,
+        reply: oneshot::Sender<Small>,
+    }
+
+    /// A connected pair of tether connections: (dialing side, accepting side).
+    async fn conn_pair(p: &Progress) -> Res<(Connection, Connection)> {
+        p.stage("tcp connect");
+        let (a, b) = tcp_pair().await?;
+        p.stage("tether handshake");
+        let (ca, cb) =
+            tokio::join!(Connection::connect(a, Config::default()), Connection::accept(b, Config::default()));
+        let ca = ca.map_err(|e| format!("Connection::connect: {e:?}"))?;
+        let cb = cb.map_err(|e| format!("Connection::accept: {e:?}"))?;
+        Ok((ca, cb))
+    }
+
+    /// Receives the one message expected on a root channel.
+    async fn recv_one<T>(rx: &mut mpsc::Receiver<T>, what: &str) -> Res<T>
+    where
+        T: Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        match rx.recv().await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(format!("{what}: root channel closed")),
+            Err(e) => Err(format!("{what}: recv: {e:?}")),
+        }
+    }
+
+    /// W1: the accepting side makes a channel and sends its Sender over the root channel; the
+    /// dialing side sends `n` small messages on it. Timed from first send to last receive.
+    pub(super) async fn w1(n: u64, p: Arc<Progress>) -> Res<f64> {
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_root, _srv_in) = cb.root::<mpsc::Sender<Small>, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_root) = ca.root::<(), mpsc::Sender<Small>>().ok_or("root channel already taken")?;
+        let (tx, mut rx) = mpsc::channel::<Small>(SMALL_CAP);
+        p.stage("send Sender over root");
+        srv_root.send(tx).await.map_err(|_| "root send failed".to_string())?;
+        let remote = recv_one(&mut cli_root, "remote Sender").await?;
+
+        p.stage("transfer");
+        let pr = p.clone();
+        let recv = tokio::spawn(async move {
+            for i in 0..n {
+                match rx.recv().await {
+                    Ok(Some(m)) if m.seq == i => pr.received(),
+                    Ok(Some(m)) => return Err(format!("got seq {} expected {i}", m.seq)),
+                    Ok(None) => return Err(format!("channel closed after {i} messages")),
+                    Err(e) => return Err(format!("recv after {i} messages: {e:?}")),
+                }
+            }
+            Ok(Instant::now())
+        });
+        let ps = p.clone();
+        let send = tokio::spawn(async move {
+            let t0 = Instant::now();
+            for i in 0..n {
+                remote.send(Small::new(i)).await.map_err(|_| format!("send {i} failed"))?;
+                ps.sent();
+            }
+            Ok(t0)
+        });
+        let t0 = join(send).await?;
+        let t1 = join(recv).await?;
+        drop((ca, cb));
+        Ok(n as f64 / (t1 - t0).as_secs_f64())
+    }
+
+    /// W2: request and response channels (two mpsc), each made by its receiving side and its
+    /// Sender sent over the root channel.
+    pub(super) async fn w2(n: usize, p: Arc<Progress>) -> Res<Lat> {
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_out, mut srv_in) =
+            cb.root::<mpsc::Sender<Small>, mpsc::Sender<Small>>().ok_or("root channel already taken")?;
+        let (cli_out, mut cli_in) =
+            ca.root::<mpsc::Sender<Small>, mpsc::Sender<Small>>().ok_or("root channel already taken")?;
+        let (req_tx, mut req_rx) = mpsc::channel::<Small>(SMALL_CAP);
+        let (resp_tx, mut resp_rx) = mpsc::channel::<Small>(SMALL_CAP);
+        p.stage("exchange Senders over root");
+        srv_out.send(req_tx).await.map_err(|_| "root send failed".to_string())?;
+        cli_out.send(resp_tx).await.map_err(|_| "root send failed".to_string())?;
+        let req = recv_one(&mut cli_in, "request Sender").await?;
+        let resp = recv_one(&mut srv_in, "response Sender").await?;
+
+        let echo = tokio::spawn(async move {
+            loop {
+                match req_rx.recv().await {
+                    Ok(Some(m)) => resp.send(m).await.map_err(|_| "response send failed".to_string())?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(format!("echo recv: {e:?}")),
+                }
+            }
+        });
+        p.stage("round trips");
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..(WARMUP_RTT + n) {
+            let t = Instant::now();
+            req.send(Small::new(i as u64)).await.map_err(|_| format!("request {i} send failed"))?;
+            p.sent();
+            let m = match resp_rx.recv().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(format!("response channel closed at {i}")),
+                Err(e) => return Err(format!("response {i}: {e:?}")),
+            };
+            let rtt = t.elapsed();
+            if m.seq != i as u64 {
+                return Err("response out of order".into());
+            }
+            p.received();
+            if i >= WARMUP_RTT {
+                samples.push(rtt.as_nanos() as u64);
+            }
+        }
+        drop(req);
+        p.stage("closing");
+        echo.abort();
+        drop((ca, cb));
+        Lat::from_nanos(samples)
+    }
+
+    /// W2-oneshot: one request channel; each request carries a fresh oneshot Sender for its reply.
+    pub(super) async fn w2_oneshot(n: usize, p: Arc<Progress>) -> Res<Lat> {
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_out, _srv_in) = cb.root::<mpsc::Sender<Req>, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_in) = ca.root::<(), mpsc::Sender<Req>>().ok_or("root channel already taken")?;
+        let (req_tx, mut req_rx) = mpsc::channel::<Req>(SMALL_CAP);
+        p.stage("send Sender over root");
+        srv_out.send(req_tx).await.map_err(|_| "root send failed".to_string())?;
+        let req = recv_one(&mut cli_in, "request Sender").await?;
+
+        let echo = tokio::spawn(async move {
+            loop {
+                match req_rx.recv().await {
+                    Ok(Some(r)) => r.reply.send(r.msg).map_err(|_| "oneshot reply failed".to_string())?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(format!("echo recv: {e:?}")),
+                }
+            }
+        });
+        p.stage("round trips");
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..(WARMUP_RTT + n) {
+            let t = Instant::now();
+            let (otx, orx) = oneshot::channel::<Small>();
+            req.send(Req { msg: Small::new(i as u64), reply: otx })
+                .await
+                .map_err(|_| format!("request {i} send failed"))?;
+            p.sent();
+            let m = orx.await.map_err(|e| format!("reply {i}: {e:?}"))?;
+            let rtt = t.elapsed();
+            if m.seq != i as u64 {
+                return Err("reply out of order".into());
+            }
+            p.received();
+            if i >= WARMUP_RTT {
+                samples.push(rtt.as_nanos() as u64);
+            }
+        }
+        drop(req);
+        p.stage("closing");
+        echo.abort();
+        drop((ca, cb));
+        Lat::from_nanos(samples)
+    }
+
+    /// W3: `total` bytes as `msg`-byte ByteBuf messages on one channel.
+    pub(super) async fn w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+        let count = total / msg as u64;
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_root, _srv_in) = cb.root::<mpsc::Sender<ByteBuf>, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_root) = ca.root::<(), mpsc::Sender<ByteBuf>>().ok_or("root channel already taken")?;
+        let (tx, mut rx) = mpsc::channel::<ByteBuf>(BULK_CAP);
+        p.stage("send Sender over root");
+        srv_root.send(tx).await.map_err(|_| "root send failed".to_string())?;
+        let remote = recv_one(&mut cli_root, "remote Sender").await?;
+
+        p.stage("transfer");
+        let pr = p.clone();
+        let recv = tokio::spawn(async move {
+            let mut bytes = 0u64;
+            for i in 0..count {
+                match rx.recv().await {
+                    Ok(Some(m)) => bytes += m.len() as u64,
+                    Ok(None) => return Err(format!("channel closed after {i} messages")),
+                    Err(e) => return Err(format!("recv after {i} messages: {e:?}")),
+                }
+                pr.received();
+            }
+            Ok((Instant::now(), bytes))
+        });
+        let ps = p.clone();
+        let send = tokio::spawn(async move {
+            let template = vec![0xA5u8; msg];
+            let t0 = Instant::now();
+            for i in 0..count {
+                remote.send(ByteBuf::from(template.clone())).await.map_err(|_| format!("send {i} failed"))?;
+                ps.sent();
+            }
+            Ok(t0)
+        });
+        let t0 = join(send).await?;
+        let (t1, bytes) = join(recv).await?;
+        drop((ca, cb));
+        if bytes != count * msg as u64 {
+            return Err(format!("received {bytes} bytes"));
+        }
+        Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
+    }
+
+    /// W4: the accepting side makes `chans` channels and sends their Senders (one root message);
+    /// the dialing side runs one sender task per channel, `per` messages each.
+    pub(super) async fn w4(chans: usize, per: u64, p: Arc<Progress>) -> Res<f64> {
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_root, _srv_in) = cb.root::<Vec<mpsc::Sender<Small>>, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_root) = ca.root::<(), Vec<mpsc::Sender<Small>>>().ok_or("root channel already taken")?;
+        let mut txs = Vec::with_capacity(chans);
+        let mut receivers = Vec::with_capacity(chans);
+        for c in 0..chans {
+            let (tx, mut rx) = mpsc::channel::<Small>(SMALL_CAP);
+            txs.push(tx);
+            let pr = p.clone();
+            receivers.push(tokio::spawn(async move {
+                for i in 0..per {
+                    match rx.recv().await {
+                        Ok(Some(m)) if m.seq == i => pr.received(),
+                        Ok(Some(m)) => return Err(format!("channel {c}: got seq {} expected {i}", m.seq)),
+                        Ok(None) => return Err(format!("channel {c} closed after {i} messages")),
+                        Err(e) => return Err(format!("channel {c} recv after {i} messages: {e:?}")),
+                    }
+                }
+                Ok(())
+            }));
+        }
+        p.stage("send Senders over root");
+        srv_root.send(txs).await.map_err(|_| "root send failed".to_string())?;
+        let remotes = recv_one(&mut cli_root, "remote Senders").await?;
+        if remotes.len() != chans {
+            return Err(format!("{} Senders arrived", remotes.len()));
+        }
+
+        p.stage("transfer");
+        let t0 = Instant::now();
+        let mut senders = Vec::with_capacity(chans);
+        for (c, remote) in remotes.into_iter().enumerate() {
+            let ps = p.clone();
+            senders.push(tokio::spawn(async move {
+                for i in 0..per {
+                    remote.send(Small::new(i)).await.map_err(|_| format!("channel {c}: send {i} failed"))?;
+                    ps.sent();
+                }
+                Ok(())
+            }));
+        }
+        for r in receivers {
+            join(r).await?;
+        }
+        let t1 = Instant::now();
+        for s in senders {
+            join(s).await?;
+        }
+        drop((ca, cb));
+        Ok((chans as u64 * per) as f64 / (t1 - t0).as_secs_f64())
+    }
+
+    /// W5: ping/pong (two mpsc) while one `big`-byte ByteBuf crosses on a third channel in the
+    /// same direction as the pings.
+    pub(super) async fn w5(big: usize, p: Arc<Progress>) -> Res<(Lat, usize)> {
+        type SrvOffer = (mpsc::Sender<Small>, mpsc::Sender<ByteBuf>);
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_out, mut srv_in) = cb.root::<SrvOffer, mpsc::Sender<Small>>().ok_or("root channel already taken")?;
+        let (cli_out, mut cli_in) = ca.root::<mpsc::Sender<Small>, SrvOffer>().ok_or("root channel already taken")?;
+        let (req_tx, mut req_rx) = mpsc::channel::<Small>(SMALL_CAP);
+        let (big_tx, mut big_rx) = mpsc::channel::<ByteBuf>(BULK_CAP);
+        let (resp_tx, mut resp_rx) = mpsc::channel::<Small>(SMALL_CAP);
+        p.stage("exchange Senders over root");
+        srv_out.send((req_tx, big_tx)).await.map_err(|_| "root send failed".to_string())?;
+        cli_out.send(resp_tx).await.map_err(|_| "root send failed".to_string())?;
+        let (req, big_remote) = recv_one(&mut cli_in, "request/big Senders").await?;
+        let resp = recv_one(&mut srv_in, "response Sender").await?;
+
+        let echo = tokio::spawn(async move {
+            loop {
+                match req_rx.recv().await {
+                    Ok(Some(m)) => resp.send(m).await.map_err(|_| "pong send failed".to_string())?,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(format!("echo recv: {e:?}")),
+                }
+            }
+        });
+        let arrived = Arc::new(AtomicBool::new(false));
+        let arrived_r = arrived.clone();
+        let big_recv = tokio::spawn(async move {
+            match big_rx.recv().await {
+                Ok(Some(m)) if m.len() == big => {
+                    arrived_r.store(true, Ordering::Release);
+                    Ok(Instant::now())
+                }
+                Ok(Some(m)) => Err(format!("big message of {} bytes", m.len())),
+                Ok(None) => Err("big channel closed".into()),
+                Err(e) => Err(format!("big recv: {e:?}")),
+            }
+        });
+        // Built before the clock starts. The pinger does not wait for the big sender: a wake from
+        // it would put the pinger in that worker's LIFO slot, behind the encoding of the message.
+        let big_msg = ByteBuf::from(vec![0x5Au8; big]);
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let big_send = tokio::spawn(async move {
+            go_rx.await.map_err(|_| "no go".to_string())?;
+            big_remote.send(big_msg).await.map_err(|_| "big send failed".to_string())?;
+            Ok((big_remote, Instant::now()))
+        });
+
+        let mut seq = 0u64;
+        let mut ping = async |seq: u64| -> Res<Duration> {
+            let t = Instant::now();
+            req.send(Small::new(seq)).await.map_err(|_| format!("ping {seq} send failed"))?;
+            p.sent();
+            let m = match resp_rx.recv().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(format!("pong channel closed at {seq}")),
+                Err(e) => return Err(format!("pong {seq}: {e:?}")),
+            };
+            let rtt = t.elapsed();
+            if m.seq != seq {
+                return Err("pong out of order".into());
+            }
+            p.received();
+            Ok(rtt)
+        };
+        p.stage("warm-up pings");
+        for _ in 0..WARMUP_RTT {
+            ping(seq).await?;
+            seq += 1;
+        }
+        p.stage("pings during big transfer");
+        let go = Instant::now();
+        let _ = go_tx.send(());
+        let mut samples = Vec::new();
+        let mut starts = Vec::new();
+        while !arrived.load(Ordering::Acquire) && samples.len() < W5_MAX_SAMPLES {
+            starts.push(go.elapsed());
+            samples.push(ping(seq).await?.as_nanos() as u64);
+            seq += 1;
+        }
+        log_slowest("W5 tether", &samples, &starts, go.elapsed());
+        p.stage("big message arrived; closing");
+        let arrived_at = join(big_recv).await?;
+        let (_big_remote, sent_at) = join(big_send).await?;
+        eprintln!(
+            "[channels] W5 tether: big send() returned at +{:.2} ms, message received at +{:.2} ms",
+            (sent_at - go).as_secs_f64() * 1e3,
+            (arrived_at - go).as_secs_f64() * 1e3
+        );
+        echo.abort();
+        drop((ca, cb));
+        let n = samples.len();
+        Ok((Lat::from_nanos(samples)?, n))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let mut quick = false;
+    let mut filters: Vec<String> = Vec::new();
+    for arg in std::env::args().skip(1) {
+        if arg == "--quick" {
+            quick = true;
+        } else if arg.len() >= 2 && (arg.starts_with('W') || arg.starts_with('w')) {
+            filters.push(arg.to_ascii_uppercase());
+        }
+        // Anything else (`--bench` from cargo, libtest flags) is ignored.
+    }
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.starts_with(f.as_str()));
+    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let d = s.deadline;
+    eprintln!("[channels] mode: {}", if quick { "quick" } else { "full" });
+
+    let mut w1_tether: Option<f64> = None;
+    if wanted("W1") {
+        let n = s.w1_msgs;
+        let raw = measure("W1 raw", d, move |p| raw_w1(n, p));
+        let tether = measure("W1 tether", d, move |p| tw::w1(n, p));
+        w1_tether = tether.as_ref().ok().copied();
+        print_rate("W1", "msgs/s", &tether, &raw, "");
+    }
+    if wanted("W2") {
+        let n = s.w2_rtts;
+        let raw = measure("W2 raw", d, move |p| raw_w2(n, p));
+        let tether = measure("W2 tether", d, move |p| tw::w2(n, p));
+        print_lat("W2", &tether, &raw, "");
+        if wanted("W2-ONESHOT") {
+            // The raw workload is the same round trip; there is no oneshot on raw TCP.
+            let tether = measure("W2-oneshot tether", d, move |p| tw::w2_oneshot(n, p));
+            print_lat("W2-oneshot", &tether, &raw, "");
+        }
+    }
+    if wanted("W3") {
+        let (total, msg) = (s.w3_bytes, s.w3_msg);
+        let raw = measure("W3 raw", d, move |p| raw_w3(total, msg, p));
+        let tether = measure("W3 tether", d, move |p| tw::w3(total, msg, p));
+        print_rate("W3", "MB/s", &tether, &raw, "");
+    }
+    if wanted("W4") {
+        let (chans, per) = (s.w4_chans, s.w4_per_chan);
+        let raw = measure("W4 raw", d, move |p| raw_w4(chans, per, p));
+        let tether = measure("W4 tether", d, move |p| tw::w4(chans, per, p));
+        let vs_w1 = match (tether.as_ref().ok(), w1_tether) {
+            (Some(t), Some(w1)) if w1 > 0.0 => format!("{:.3}", t / w1),
+            _ => "null".into(),
+        };
+        print_rate("W4", "msgs/s", &tether, &raw, &format!(",\"vs_w1\":{vs_w1}"));
+    }
+    if wanted("W5") {
+        let big = s.w5_big;
+        let raw = measure("W5 raw", d, move |p| raw_w5(big, p));
+        let tether = measure("W5 tether", d, move |p| tw::w5(big, p));
+        let samples = |r: &Res<(Lat, usize)>| r.as_ref().map(|x| x.1.to_string()).unwrap_or_else(|_| "null".into());
+        let extra = format!(",\"samples\":{},\"raw_samples\":{}", samples(&tether), samples(&raw));
+        print_lat("W5", &tether.map(|x| x.0), &raw.map(|x| x.0), &extra);
+    }
+}

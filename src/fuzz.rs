@@ -28,6 +28,10 @@ pub const MAX_MESSAGE: u32 = 1024 * 1024;
 pub const MAX_PORTS: u32 = 64;
 /// Chunk size the fuzz mux cuts its own messages into.
 pub const CHUNK_SIZE: u32 = 16 * 1024;
+/// Credit each `Data` frame costs beyond its payload (the mux's rule, see
+/// `docs/PROTOCOL.md`): a window of `w` bytes admits at most
+/// `w / CHUNK_OVERHEAD` chunks, however small.
+pub const CHUNK_OVERHEAD: u64 = crate::mux::CHUNK_OVERHEAD;
 /// Size of the message the fuzz mux queues on its root sender port at start
 /// (larger than [`PORT_WINDOW`], so sending it needs the peer's credit).
 pub const OUTGOING_MESSAGE: usize = 96 * 1024;

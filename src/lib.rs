@@ -1,4 +1,58 @@
-//! tether
+//! tether: remote channels and actors over one multiplexed connection.
+//!
+//! A [`Connection`] runs over any ordered byte stream (TCP, Unix socket,
+//! TLS, memory). It carries many typed channels ([`mpsc`], [`oneshot`],
+//! [`watch`]); every channel end is `Serialize + Deserialize`, so it can sit
+//! anywhere inside a message and is live when the message arrives.
+//!
+//! ```text
+//!  Sender::send(msg)                     Receiver::recv()
+//!    │ encode (refs inside become ports)    ▲ decode (ports become ends)
+//!    ▼                                      │
+//!  mux: frame, chunk, credit, sequence    mux: reassemble, grant credit, ack
+//!    │                                      ▲
+//!  driver task: batched writes ──── transport ──── driver task: large reads
+//! ```
+//!
+//! The mux is a state machine without I/O or clock; one driver task per
+//! connection moves its bytes. Every queue is bounded: a sender that
+//! outruns its receiver waits in `send` (or gets `Full` from `try_send`).
+//! The wire format is in `docs/PROTOCOL.md`.
+//!
+//! # Example
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tether::{mpsc, oneshot, Config, Connection};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Question {
+//!     text: String,
+//!     reply: oneshot::Sender<usize>,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Two ends of one transport; over TCP this would be a TcpStream each.
+//! let (a, b) = tether::transport::memory(64 * 1024);
+//! let (client, server) = tokio::try_join!(
+//!     Connection::connect(a, Config::default()),
+//!     Connection::accept(b, Config::default()),
+//! )?;
+//! let (questions, _) = client.root::<Question, ()>().unwrap();
+//! let (_, mut incoming) = server.root::<(), Question>().unwrap();
+//!
+//! tokio::spawn(async move {
+//!     while let Ok(Some(q)) = incoming.recv().await {
+//!         let _ = q.reply.send(q.text.len());
+//!     }
+//! });
+//!
+//! let (reply, answer) = oneshot::channel();
+//! questions.send(Question { text: "how long?".into(), reply }).await?;
+//! assert_eq!(answer.await?, 9);
+//! # Ok(()) }
+//! ```
 #![warn(unreachable_pub, missing_docs)]
 
 mod chan;
@@ -8,6 +62,8 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzz;
 mod mux;
+mod node;
+mod remote_ref;
 pub mod transport;
 mod wire;
 
@@ -15,6 +71,8 @@ pub use chan::{mpsc, oneshot, watch, RecvError};
 pub use config::{Config, ConfigError};
 pub use conn::{ConnectError, Connection, ConnectionError, ConnectionStats};
 pub use mux::MuxError as ProtocolError;
+pub use node::{LookupError, NameTaken, Node, RemoteError};
+pub use remote_ref::{ActorId, AskError, Mailbox, Monitor, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent};
 pub use wire::WireError;
 
 use std::sync::OnceLock;

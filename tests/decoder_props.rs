@@ -11,7 +11,8 @@
 //! - valid streams with bytes flipped, cut, inserted or spliced never panic;
 //! - headers claiming huge lengths never make a single allocation larger than
 //!   twice the largest frame payload (a counting global allocator watches), and
-//!   a mux whose application stops reading buffers no more than its windows.
+//!   a mux whose application stops reading buffers no more than its windows,
+//!   however many (empty) chunks it is sent.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -19,7 +20,7 @@ use std::cell::Cell;
 use proptest::prelude::*;
 use tether::fuzz::{
     decode_frame_specs, decode_frames, decode_hello, encode_frames, encode_hello, mux_input, mux_input_with,
-    FrameSpec, HelloSpec, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
+    FrameSpec, HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
 };
 
 // ----- a global allocator that measures -----------------------------------
@@ -517,28 +518,50 @@ proptest! {
     }
 }
 
-// ----- mux bugs found by this file (ignored until the mux is fixed) --------
+// ----- mux bugs found by this file (fixed; kept as regression tests) -------
 
-/// Empty continuation chunks take no credit, yet each one is queued: a
-/// client can grow the server's memory without bound while the application
-/// is not reading (10 bytes of input per ~72 bytes of queue).
+/// Empty continuation chunks once took no credit, yet each one was queued: a
+/// client could grow the server's memory without bound while the application
+/// was not reading (10 bytes of input per ~72 bytes of queue). Every `Data`
+/// frame now costs `len + CHUNK_OVERHEAD` of credit, so the port window
+/// admits at most `PORT_WINDOW / CHUNK_OVERHEAD` chunks and the next one is
+/// refused.
 #[test]
-#[ignore = "mux bug: empty Data chunks are queued without consuming credit"]
 fn empty_chunks_do_not_grow_memory_without_bound() {
-    let mut frames = vec![FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() }];
+    let first = FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() };
     let empty = FrameSpec::Data { port: 2, first: false, last: false, ports: Vec::new(), payload: Vec::new() };
-    frames.extend(std::iter::repeat_n(empty, 100_000));
-    let data = encode_frames(&frames);
-    let (res, m) = measure(|| mux_input_with(&data, &[4096], false));
-    assert!(res.is_ok() || res.is_err());
-    assert!(m.peak <= 4 * 1024 * 1024, "live memory grew by {} bytes for {} input bytes", m.peak, data.len());
+    let run = |empties: usize| {
+        let mut frames = vec![first.clone()];
+        frames.extend(std::iter::repeat_n(empty.clone(), empties));
+        let data = encode_frames(&frames);
+        measure(|| mux_input_with(&data, &[4096], false))
+    };
+    // The mux with one chunk queued: its own state, the read buffer, the
+    // transmit of its outgoing message.
+    let (res, base) = run(0);
+    assert!(res.is_ok(), "{res:?}");
+    // The first chunk costs 2 (its port table) + CHUNK_OVERHEAD, each empty
+    // one CHUNK_OVERHEAD: after this many the port window is used up.
+    let fit = ((PORT_WINDOW as u64 - 2 - CHUNK_OVERHEAD) / CHUNK_OVERHEAD) as usize;
+    let (res, _) = run(fit);
+    assert!(res.is_ok(), "{fit} empty chunks fit the window: {res:?}");
+    let (res, m) = run(100_000);
+    assert!(res.as_ref().is_err_and(|e| e.contains("exceeded its credit on port 2")), "{res:?}");
+    // So at most PORT_WINDOW / CHUNK_OVERHEAD = 1024 chunks are ever queued.
+    // Each takes one slot of the port's chunk queue (a VecDeque entry of
+    // about 72 bytes; the deque may hold twice the slots in use), and an
+    // empty payload allocates nothing. 128 bytes per slot bounds the queue
+    // at 2 * 1024 * 128 = 256 KiB above the one-chunk run, however many
+    // empty chunks the input holds (it held 100,000 here).
+    let max_chunks = PORT_WINDOW as u64 / CHUNK_OVERHEAD;
+    let bound = base.peak + (2 * max_chunks * 128) as isize;
+    assert!(m.peak <= bound, "live memory grew by {} bytes (one-chunk run: {}, bound {bound})", m.peak, base.peak);
 }
 
 /// The server stops reading a port (Stop) while the client is in the middle
 /// of a message on it; the client drops the rest of that message and answers
 /// with Fin, as the protocol says. The server must accept that Fin.
 #[test]
-#[ignore = "mux bug: Fin after our Stop in the middle of a message is refused as ChunkOrder"]
 fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
     // The client announces port 4, whose receiver end travels to the server;
     // the fuzz mux discards it on reading, so it sends Stop(4).

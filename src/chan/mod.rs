@@ -173,17 +173,13 @@ pub(crate) struct Assembly {
 
 /// The receiving end of a port: what a remote `Receiver` reads from.
 pub(crate) struct RemoteRecv {
-    port: PortHandle,
+    pub(crate) port: PortHandle,
     asm: Assembly,
 }
 
 impl RemoteRecv {
     pub(crate) fn new(port: PortHandle) -> Self {
         RemoteRecv { port, asm: Assembly::default() }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.port.shared
     }
 
     /// The next message, decoded. A message that does not decode is
@@ -376,5 +372,139 @@ pub(crate) fn decode<T: DeserializeOwned>(shared: &Arc<Shared>, msg: RawMessage)
 pub(crate) fn discard(shared: &Arc<Shared>, ports: Vec<PortEntry>) {
     for entry in ports {
         drop(PortHandle::new(shared.clone(), entry.port));
+    }
+}
+
+/// A one-shot sender whose type only the far side's registry knows:
+/// control messages carry reply ports this way. Received, it is claimed
+/// while the message decodes (so it cannot leak) and typed later, or sent on
+/// to another connection as it is; built from a typed sender, it serializes
+/// like one.
+pub(crate) struct RawSender(std::sync::Mutex<RawInner>);
+
+enum RawInner {
+    Port(PortHandle),
+    Typed(Box<dyn FnOnce() -> Result<u32, String> + Send>),
+    Taken,
+}
+
+impl RawSender {
+    /// Wraps a typed one-shot sender for sending.
+    pub(crate) fn from_oneshot<T>(tx: oneshot::Sender<T>) -> Self
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        RawSender(std::sync::Mutex::new(RawInner::Typed(Box::new(move || tx.attach_index()))))
+    }
+
+    /// The received port as a typed one-shot sender.
+    pub(crate) fn into_oneshot<T: Serialize + Send + 'static>(self) -> Option<oneshot::Sender<T>> {
+        match self.0.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            RawInner::Port(handle) => Some(oneshot::Sender::from_mpsc(mpsc::Sender::from_port(handle))),
+            RawInner::Typed(_) | RawInner::Taken => None,
+        }
+    }
+}
+
+impl Serialize for RawSender {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let taken = std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), RawInner::Taken);
+        let index = match taken {
+            RawInner::Typed(attach) => attach().map_err(S::Error::custom)?,
+            RawInner::Port(original) => {
+                // Sending it on: the new port is spliced to the original.
+                let (index, ours) = attach_port::<S::Error>(End::Sender)?;
+                defer(move || spawn_splice(RemoteRecv::new(ours), Arc::new(original)));
+                index
+            }
+            RawInner::Taken => return Err(S::Error::custom("raw sender already sent")),
+        };
+        index.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawSender {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        let handle = claim_port::<D::Error>(index, End::Sender)?;
+        Ok(RawSender(std::sync::Mutex::new(RawInner::Port(handle))))
+    }
+}
+
+/// Relays raw messages from `from` (we hold its receiver end) to `to` (we
+/// hold its sender end) until either side ends, without decoding them:
+/// every port a message carries gets a twin on `to`'s connection, spliced
+/// to the original the same way. Payload bytes refer to ports by their
+/// position in the table, which the twin table keeps.
+pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
+    tokio::spawn(async move {
+        loop {
+            let raw = tokio::select! {
+                biased;
+                _ = std::future::poll_fn(|cx| to.poll_send_closed(cx)) => break,
+                raw = std::future::poll_fn(|cx| from.port.poll_recv_raw(cx, &mut from.asm)) => raw,
+            };
+            let Some(Ok(raw)) = raw else { break };
+            let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else { break };
+            let mut slot = Some(msg);
+            if std::future::poll_fn(|cx| to.poll_send(cx, &mut slot)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Rebuilds a message received on connection `from` for connection `to`.
+fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMessage, crate::mux::MuxError> {
+    let mut entries = Vec::with_capacity(raw.ports.len());
+    let mut splices = Vec::with_capacity(raw.ports.len());
+    // Claim every original first, so that an error below closes them all.
+    let originals: Vec<_> = raw.ports.iter().map(|e| (e.end, PortHandle::new(from.clone(), e.port))).collect();
+    for (end, original) in originals {
+        let twin = to.lock().mux.open_port(end)?;
+        entries.push(PortEntry { port: twin, end });
+        let twin = PortHandle::new(to.clone(), twin);
+        // We hold `end` of the original and the opposite end of the twin.
+        splices.push(match end {
+            End::Sender => (twin, original),
+            End::Receiver => (original, twin),
+        });
+    }
+    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + raw.data.len());
+    wire::encode_table(&entries, &mut out);
+    out.extend_from_slice(&raw.data);
+    let ports = entries.iter().map(|e| e.port).collect();
+    for (reader, writer) in splices {
+        spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
+    }
+    Ok(OutMessage { bytes: out.freeze(), ports })
+}
+
+/// While a message decodes: the node that owns the receiving connection,
+/// and the peer the message came from.
+pub(crate) fn decoding_node() -> Option<(Arc<crate::node::NodeInner>, crate::NodeId)> {
+    CTX.with(|c| match c.borrow().as_ref() {
+        Some(Ctx::Decode(ctx)) => ctx.shared.node().map(|n| (n, ctx.shared.peer_id)),
+        _ => None,
+    })
+}
+
+/// A serde error that only carries its text, for attaching ports outside a
+/// serializer.
+#[derive(Debug)]
+pub(crate) struct TextError(pub(crate) String);
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TextError {}
+
+impl serde::ser::Error for TextError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        TextError(msg.to_string())
     }
 }

@@ -16,7 +16,7 @@ use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{attach_port, claim_port, defer, encode, PortHandle, RemoteRecv, SendFailure};
+use super::{attach_port, claim_port, defer, encode, spawn_splice, PortHandle, RemoteRecv, SendFailure};
 pub use super::RecvError;
 use crate::codec::CodecError;
 use crate::mux::OutMessage;
@@ -227,8 +227,19 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.attach_index::<S::Error>()?.serialize(s)
+    }
+}
+
+impl<T> Sender<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Gives the peer of the connection being encoded for a sender end of
+    /// its own; returns its index in the message's port table.
+    pub(crate) fn attach_index<E: serde::ser::Error>(&self) -> Result<u32, E> {
         // The peer gets a sender end; this side reads the port.
-        let (index, port) = attach_port::<S::Error>(End::Sender)?;
+        let (index, port) = attach_port::<E>(End::Sender)?;
         match &self.inner {
             SenderInner::Local { attach, .. } => {
                 let attach = attach.clone();
@@ -241,13 +252,14 @@ where
                     }
                 });
             }
-            SenderInner::Remote(_) => {
-                // Forwarding: what arrives on the new port goes on to ours.
-                let onward = self.clone();
-                defer(move || spawn_pump(Receiver::from_port(port), onward));
+            SenderInner::Remote(onward) => {
+                // Forwarding: what arrives on the new port goes on to ours,
+                // relayed without decoding.
+                let onward = onward.clone();
+                defer(move || spawn_splice(RemoteRecv::new(port), onward));
             }
         }
-        index.serialize(s)
+        Ok(index)
     }
 }
 
@@ -378,8 +390,13 @@ where
         // The peer gets the receiver end; this side writes to the port what
         // the old receiver would have read.
         let (index, port) = attach_port::<S::Error>(End::Receiver)?;
-        let source = Receiver { inner: Mutex::new(Some(inner)) };
-        defer(move || spawn_pump(source, Sender::from_port(port)));
+        match inner {
+            RecvInner::Remote(remote) => defer(move || spawn_splice(remote, Arc::new(port))),
+            local @ RecvInner::Local(_) => {
+                let source = Receiver { inner: Mutex::new(Some(local)) };
+                defer(move || spawn_pump(source, Sender::from_port(port)));
+            }
+        }
         index.serialize(s)
     }
 }

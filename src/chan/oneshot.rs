@@ -47,6 +47,10 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 impl<T: Serialize + Send + 'static> Sender<T> {
+    pub(crate) fn from_mpsc(inner: mpsc::Sender<T>) -> Self {
+        Sender(inner)
+    }
+
     /// Sends the value; never waits. Fails with `Closed` if the receiver is
     /// gone.
     pub fn send(self, value: T) -> Result<(), mpsc::SendError<T>> {
@@ -83,6 +87,16 @@ impl<T: DeserializeOwned + Send + 'static> Future for Receiver<T> {
             Err(mpsc::RecvError::Decode(e)) => Err(RecvError::Decode(e)),
             Err(mpsc::RecvError::Connection(e)) => Err(RecvError::Connection(e)),
         })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Sender<T> {
+    /// Serializes this end for the connection being encoded for, keeping it
+    /// alive until the message is complete.
+    pub(crate) fn attach_index(self) -> Result<u32, String> {
+        let index = self.0.attach_index::<super::TextError>().map_err(|e| e.0)?;
+        super::defer(move || drop(self));
+        Ok(index)
     }
 }
 

@@ -9,7 +9,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
+
 
 use super::{ConnectionError, Shared};
 use crate::mux::{MuxError, Transmit};
@@ -113,10 +114,8 @@ impl<T: Transport> Driver<T> {
             cx.waker().wake_by_ref();
         }
         let write = self.poll_write(cx)?;
-        if write.is_ready() && self.needs_flush {
-            if Pin::new(&mut self.io).poll_flush(cx).map_err(ConnectionError::io)?.is_ready() {
-                self.needs_flush = false;
-            }
+        if write.is_ready() && self.needs_flush && Pin::new(&mut self.io).poll_flush(cx).map_err(ConnectionError::io)?.is_ready() {
+            self.needs_flush = false;
         }
         let closed = self.shared.lock().mux.is_closed();
         if closed && write.is_ready() && !self.needs_flush {

@@ -55,7 +55,7 @@ fn check(ours: &Hello, theirs: &Hello) -> Result<(), ConnectError> {
     let HelloLimits { port_window, conn_window, max_frame, max_message, max_ports } = theirs.limits;
     let sane = max_frame >= 64 && port_window >= 64 && conn_window >= port_window && max_message > 0 && max_ports >= 2;
     if !sane {
-        return Err(ConnectError::BadLimits(theirs.limits));
+        return Err(ConnectError::BadLimits(format!("{:?}", theirs.limits)));
     }
     Ok(())
 }

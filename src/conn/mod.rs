@@ -6,6 +6,8 @@
 //! large writes. No message crosses a task boundary on its own.
 
 mod driver;
+
+pub(crate) use crate::mux::Side;
 mod handshake;
 
 use std::collections::HashMap;
@@ -19,9 +21,9 @@ use serde::Serialize;
 use crate::chan::{mpsc, PortHandle};
 use crate::codec::CodecKind;
 use crate::config::{Config, ConfigError};
-use crate::mux::{Event, Mux, MuxConfig, MuxError, MuxStats, Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
+use crate::mux::{Event, Mux, MuxConfig, MuxError, MuxStats, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
 use crate::transport::{self, Transport};
-use crate::wire::{HelloLimits, PortId, WireError};
+use crate::wire::{PortId, WireError};
 use crate::NodeId;
 
 /// Why a connection could not be established.
@@ -51,9 +53,9 @@ pub enum ConnectError {
         /// The peer's codec id.
         theirs: u8,
     },
-    /// The peer announced limits that cannot work.
-    #[error("peer announced unusable limits {0:?}")]
-    BadLimits(HelloLimits),
+    /// The peer announced limits that cannot work (described in the text).
+    #[error("peer announced unusable limits: {0}")]
+    BadLimits(String),
 }
 
 /// Why an established connection ended.
@@ -90,6 +92,8 @@ pub(crate) struct Shared {
     ended: tokio::sync::watch::Sender<bool>,
     pub(crate) codec: CodecKind,
     pub(crate) peer_id: NodeId,
+    /// The node this connection belongs to, if any.
+    pub(crate) node: std::sync::OnceLock<std::sync::Weak<crate::node::NodeInner>>,
 }
 
 pub(crate) struct State {
@@ -151,6 +155,10 @@ impl State {
 }
 
 impl Shared {
+    pub(crate) fn node(&self) -> Option<Arc<crate::node::NodeInner>> {
+        self.node.get().and_then(|w| w.upgrade())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the mux unusable; the
         // poisoned guard is still safe to read, and the driver fails the
@@ -213,18 +221,18 @@ impl Connection {
     /// Dials: runs the handshake on `io` as the connecting side and starts
     /// the connection's driver on the current tokio runtime.
     pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
-        Self::establish(io, cfg, Side::Client).await
+        Self::establish(io, cfg, Side::Client, crate::node_id()).await
     }
 
     /// Accepts: runs the handshake on `io` as the accepting side.
     pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
-        Self::establish(io, cfg, Side::Server).await
+        Self::establish(io, cfg, Side::Server, crate::node_id()).await
     }
 
-    async fn establish<T: Transport>(mut io: T, cfg: Config, side: Side) -> Result<Connection, ConnectError> {
+    /// Establishes a connection on behalf of the node `local`.
+    pub(crate) async fn establish<T: Transport>(mut io: T, cfg: Config, side: Side, local: NodeId) -> Result<Connection, ConnectError> {
         cfg.validate()?;
         transport::tune(&io);
-        let local = crate::node_id();
         let peer = handshake::exchange(&mut io, &cfg, local.0).await.inspect_err(|e| {
             tracing::warn!(error = %e, "handshake failed");
         })?;
@@ -248,6 +256,7 @@ impl Connection {
             ended: tokio::sync::watch::channel(false).0,
             codec: cfg.codec,
             peer_id: NodeId(peer.hello.node_id),
+            node: std::sync::OnceLock::new(),
         });
         tracing::debug!(peer = %shared.peer_id, ?side, "connection established");
         tokio::spawn(driver::Driver::new(io, shared.clone(), peer.rest));
@@ -306,6 +315,10 @@ impl Connection {
         let mut ended = self.shared.ended.subscribe();
         let _ = ended.wait_for(|e| *e).await;
         self.error().unwrap_or(ConnectionError::Closed)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The error that ended the connection, once it has ended.

@@ -21,7 +21,15 @@
 //! - `Data`, `Credit`, `Fin` and `Stop` are reliable: each takes the next
 //!   session sequence number (implicitly, by order) and stays in the replay
 //!   buffer until the peer acknowledges it. A receiver acknowledges before it
-//!   returns credit, so the replay buffer is bounded by the credit windows.
+//!   returns credit, so the `Data` frames in the replay buffer are bounded by
+//!   the credit windows; a peer that never acknowledges is cut off once the
+//!   buffer would exceed [`Mux::max_unacked`] frames
+//!   ([`MuxError::Unacknowledged`]).
+//! - Every `Data` frame costs its payload length plus [`CHUNK_OVERHEAD`] of
+//!   credit, so the chunks a receiver queues are bounded in number, not only
+//!   in bytes, by its windows.
+//! - A port allocated here is unknown to the peer until announced: any frame
+//!   for it before that is refused as [`MuxError::UnknownPort`].
 
 mod port;
 #[cfg(test)]
@@ -99,6 +107,18 @@ pub enum MuxError {
         port: PortId,
         /// Our limit.
         max: u32,
+    },
+    /// The peer left too many of our reliable frames unacknowledged: sending
+    /// another would leave `frames` in the replay buffer, more than the
+    /// peer's connection window / 64 + 65,536. `Data` frames alone stay below
+    /// the first term (each costs at least 64 bytes of credit, which comes
+    /// back only after the frame is acknowledged); the rest is slack for
+    /// `Credit`, `Fin` and `Stop`, which a peer that never sends `Ack` could
+    /// otherwise make us keep without bound.
+    #[error("peer left {frames} reliable frames unacknowledged, more than allowed")]
+    Unacknowledged {
+        /// Frames that would be unacknowledged with the one refused.
+        frames: u64,
     },
     /// The peer acknowledged frames it was never sent.
     #[error("peer acknowledged {acked} frames but only {sent} were sent")]
@@ -190,7 +210,8 @@ pub(crate) struct MuxStats {
     pub open_ports: usize,
     /// Message bytes queued here and not yet sent.
     pub send_queued: usize,
-    /// Received bytes not yet read by the application.
+    /// Credit held by received chunks not yet read by the application: their
+    /// payload bytes plus [`CHUNK_OVERHEAD`] per chunk. At most the windows.
     pub recv_buffered: usize,
     /// Sent bytes kept for replay until the peer acknowledges them.
     pub replay_bytes: usize,
@@ -278,6 +299,24 @@ impl Transmit {
         }
     }
 }
+
+/// Credit every `Data` frame costs beyond its payload. Charging it bounds
+/// the per-chunk bookkeeping of a receiver by its window, however small the
+/// chunks a peer sends.
+pub(crate) const CHUNK_OVERHEAD: u64 = 64;
+
+/// Credit a `Data` frame with `len` payload bytes consumes.
+fn chunk_cost(len: usize) -> u64 {
+    len as u64 + CHUNK_OVERHEAD
+}
+
+/// Received payloads smaller than this are copied out of the read buffer,
+/// so a small retained message cannot pin a large buffer.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Reliable frames beyond those `Data` frames can account for that the peer
+/// may leave unacknowledged (room for `Credit`, `Fin` and `Stop`).
+const UNACKED_SLACK: u64 = 65_536;
 
 /// Control frames waiting to go out ahead of data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,7 +540,7 @@ impl Mux {
         }
         let len = msg.bytes.len();
         p.queued += len;
-        if p.announced && !p.in_ready && p.credit > 0 {
+        if p.announced && !p.in_ready && p.credit > CHUNK_OVERHEAD {
             p.in_ready = true;
             self.ready.push_back(id);
         }
@@ -747,7 +786,7 @@ impl Mux {
                 Ok(())
             }
             Frame::Credit { port, bytes } => {
-                let p = self.ports.get_mut(&port).ok_or(MuxError::UnknownPort(port))?;
+                let p = self.known_port(port)?;
                 if p.ours != End::Sender {
                     return Err(MuxError::WrongEnd(port));
                 }
@@ -759,7 +798,7 @@ impl Mux {
                 Ok(())
             }
             Frame::Fin { port } => {
-                let p = self.ports.get_mut(&port).ok_or(MuxError::UnknownPort(port))?;
+                let p = self.known_port(port)?;
                 if p.ours != End::Receiver || p.term_received {
                     return Err(MuxError::WrongEnd(port));
                 }
@@ -776,7 +815,7 @@ impl Mux {
                 Ok(())
             }
             Frame::Stop { port } => {
-                let p = self.ports.get_mut(&port).ok_or(MuxError::UnknownPort(port))?;
+                let p = self.known_port(port)?;
                 if p.ours != End::Sender || p.term_received {
                     return Err(MuxError::WrongEnd(port));
                 }
@@ -817,21 +856,30 @@ impl Mux {
         }
     }
 
+    /// A port the peer may send frames for: one it knows of. A port we
+    /// allocated is unknown to the peer until the message announcing it has
+    /// started to leave, so a frame for it before then is as much a violation
+    /// as one for an id that does not exist.
+    fn known_port(&mut self, id: PortId) -> Result<&mut Port, MuxError> {
+        match self.ports.get_mut(&id) {
+            Some(p) if p.announced => Ok(p),
+            _ => Err(MuxError::UnknownPort(id)),
+        }
+    }
+
     fn on_data(&mut self, id: PortId, flags: u8, mut payload: Bytes) -> Result<(), MuxError> {
-        let len = payload.len();
-        if len as u64 > self.conn_window_left {
+        let cost = chunk_cost(payload.len());
+        if cost > self.conn_window_left {
             return Err(MuxError::CreditExceeded(0));
         }
-        self.conn_window_left -= len as u64;
         let max_message = self.cfg.local.max_message;
-        let p = self.ports.get_mut(&id).ok_or(MuxError::UnknownPort(id))?;
+        let p = self.known_port(id)?;
         if p.ours != End::Receiver || p.term_received {
             return Err(MuxError::WrongEnd(id));
         }
-        if len as u64 > p.window_left {
+        if cost > p.window_left {
             return Err(MuxError::CreditExceeded(id));
         }
-        p.window_left -= len as u64;
         let first = flags & FLAG_FIRST != 0;
         let last = flags & FLAG_LAST != 0;
         let so_far = match (first, p.assembling) {
@@ -844,46 +892,62 @@ impl Mux {
         if size > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
         }
+        // Every check that can fail is done before any state changes, so a
+        // failed frame leaves the counters consistent.
+        self.check_announced(&ports)?;
+        let p = self.ports.get_mut(&id).expect("checked above");
+        p.window_left -= cost;
+        self.conn_window_left -= cost;
         p.assembling = if last { None } else { Some(size) };
-        let keep = p.handle_open;
-        if keep {
-            p.buffered += len;
-            p.chunks.push_back(port::QueuedChunk {
-                wire_len: len,
-                chunk: Chunk { first, last, ports: Vec::new(), data: payload },
-            });
-        }
         for entry in &ports {
-            self.accept_announced(*entry)?;
+            self.accept_announced(*entry);
         }
-        if keep {
-            self.recv_buffered += len;
-            let p = self.ports.get_mut(&id).expect("present above");
-            p.chunks.back_mut().expect("just pushed").chunk.ports = ports;
+        let p = self.ports.get_mut(&id).expect("checked above");
+        if p.handle_open {
+            // A small slice would pin the whole read buffer it came from.
+            if payload.len() < ZERO_COPY_MIN {
+                payload = Bytes::copy_from_slice(&payload);
+            }
+            p.buffered += cost as usize;
+            p.chunks.push_back(port::QueuedChunk {
+                wire_len: cost as usize,
+                chunk: Chunk { first, last, ports, data: payload },
+            });
+            self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));
         } else {
             // Stopped here: the message will never be read.
-            self.consumed_conn(len);
+            self.consumed_conn(cost as usize);
             self.discard_ports(&ports);
         }
         Ok(())
     }
 
-    fn accept_announced(&mut self, entry: PortEntry) -> Result<(), MuxError> {
-        let id = entry.port;
-        if self.is_local(id) || id < FIRST_ALLOCATED || self.ports.contains_key(&id) {
-            return Err(MuxError::BadAnnounce(id));
+    /// Checks a received port table: fresh ids of the peer's parity, within
+    /// our port limit.
+    fn check_announced(&self, ports: &[PortEntry]) -> Result<(), MuxError> {
+        for (i, entry) in ports.iter().enumerate() {
+            let id = entry.port;
+            let repeated = ports[..i].iter().any(|e| e.port == id);
+            if self.is_local(id) || id < FIRST_ALLOCATED || self.ports.contains_key(&id) || repeated {
+                return Err(MuxError::BadAnnounce(id));
+            }
         }
-        if self.peer_count >= self.cfg.local.max_ports {
+        if self.peer_count as usize + ports.len() > self.cfg.local.max_ports as usize {
             return Err(MuxError::TooManyPorts(self.cfg.local.max_ports));
         }
+        Ok(())
+    }
+
+    /// Creates a port the peer announced (checked by `check_announced`).
+    fn accept_announced(&mut self, entry: PortEntry) {
+        let id = entry.port;
         let window = match entry.end {
             End::Sender => self.cfg.peer.port_window,
             End::Receiver => self.cfg.local.port_window,
         };
         self.ports.insert(id, Port::new(entry.end, true, window));
         self.peer_count += 1;
-        Ok(())
     }
 
     fn notify(&mut self, ev: Event) {
@@ -908,7 +972,7 @@ impl Mux {
 
     fn make_ready(&mut self, id: PortId) {
         if let Some(p) = self.ports.get_mut(&id) {
-            if !p.in_ready && p.announced && !p.queue.is_empty() && p.credit > 0 {
+            if !p.in_ready && p.announced && !p.queue.is_empty() && p.credit > CHUNK_OVERHEAD {
                 p.in_ready = true;
                 self.ready.push_back(id);
             }
@@ -985,15 +1049,21 @@ impl Mux {
                 self.emit_reliable(frame, out);
             }
         }
-        while out.len() < budget {
-            if self.conn_credit == 0 {
+        while out.len() < budget && self.error.is_none() {
+            if self.conn_credit <= CHUNK_OVERHEAD {
                 break;
             }
             let Some(id) = self.ready.pop_front() else { break };
             self.emit_chunk(id, out);
         }
+        if self.error.is_some() {
+            // Too much unacknowledged (see emit_reliable): the frames pushed
+            // before the failure go out, nothing after it.
+            out.seal();
+            return;
+        }
         if let Some((code, reason)) = self.closing.clone() {
-            if self.control.is_empty() && (self.ready.is_empty() || self.conn_credit == 0) {
+            if self.control.is_empty() && (self.ready.is_empty() || self.conn_credit <= CHUNK_OVERHEAD) {
                 out.push(&Frame::GoAway { code, reason });
                 self.goaway_sent = true;
             }
@@ -1032,7 +1102,28 @@ impl Mux {
         }
     }
 
+    /// Most reliable frames the peer may leave unacknowledged. `Data` frames
+    /// cost at least [`CHUNK_OVERHEAD`] of connection credit each, and a
+    /// receiver acknowledges them before it returns their credit, so at most
+    /// `conn_window / CHUNK_OVERHEAD` of them are ever unacknowledged by a
+    /// peer that follows the protocol; [`UNACKED_SLACK`] covers the `Credit`,
+    /// `Fin` and `Stop` frames sent meanwhile.
+    pub(crate) fn max_unacked(&self) -> u64 {
+        self.cfg.peer.conn_window as u64 / CHUNK_OVERHEAD + UNACKED_SLACK
+    }
+
+    /// Sends a reliable frame and keeps it for replay, unless the replay
+    /// buffer would exceed [`Mux::max_unacked`]: then the frame is not sent
+    /// and the mux fails.
     fn emit_reliable(&mut self, frame: Frame, out: &mut Transmit) {
+        if self.error.is_some() {
+            return;
+        }
+        let unacked = self.sent_seq - self.replay_base + 1;
+        if unacked > self.max_unacked() {
+            self.fail(MuxError::Unacknowledged { frames: unacked });
+            return;
+        }
         out.push(&frame);
         self.sent_seq += 1;
         self.replay_bytes += frame.data_payload().map_or(0, |b| b.len());
@@ -1047,13 +1138,15 @@ impl Mux {
     }
 
     fn emit_chunk(&mut self, id: PortId, out: &mut Transmit) {
-        let chunk_size = self.cfg.chunk_size.min(self.cfg.peer.max_frame) as usize;
+        // Chunks stay well inside the peer's window, so that waiting for a
+        // quarter of it to come back never deadlocks.
+        let chunk_size = self.cfg.chunk_size.min(self.cfg.peer.max_frame).min(self.cfg.peer.port_window / 2) as usize;
         let conn_credit = self.conn_credit;
         let Some(p) = self.ports.get_mut(&id) else { return };
         p.in_ready = false;
         let Some(m) = p.queue.front_mut() else { return };
         let remaining = m.bytes.len() - m.offset;
-        let credit = p.credit.min(conn_credit) as usize;
+        let credit = p.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
         let min_first = if m.offset == 0 { wire::table_len(m.ports.len()) } else { 1 };
         // The first chunk holds the whole port table, even beyond
@@ -1071,7 +1164,7 @@ impl Mux {
         let payload = m.bytes.slice(m.offset..m.offset + n);
         m.offset += n;
         let carried = if first { std::mem::take(&mut m.ports) } else { Vec::new() };
-        p.credit -= n as u64;
+        p.credit -= chunk_cost(n);
         p.queued -= n;
         if last {
             p.queue.pop_front();
@@ -1082,11 +1175,11 @@ impl Mux {
         if writable {
             p.write_blocked = false;
         }
-        if more && p.credit > 0 {
+        if more && p.credit > CHUNK_OVERHEAD {
             p.in_ready = true;
             self.ready.push_back(id);
         }
-        self.conn_credit -= n as u64;
+        self.conn_credit -= chunk_cost(n);
         self.send_queued -= n;
         let flags = if first { FLAG_FIRST } else { 0 } | if last { FLAG_LAST } else { 0 };
         self.emit_reliable(Frame::Data { port: id, flags, payload }, out);

@@ -721,7 +721,13 @@ fn control_frames_are_not_queued_behind_data() {
     }
     p.drive();
     p.budget = 300;
-    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(50_000, 3));
+    // The large message must fit the server's windows whole, overhead
+    // included, so that one drive delivers all of it: 40,002 bytes in
+    // 128-byte chunks cost 40,002 + 313 * CHUNK_OVERHEAD = 60,034 <= 65,536.
+    let big = 40_000;
+    let cost = (big + 2) as u64 + (big as u64 + 2).div_ceil(128) * CHUNK_OVERHEAD;
+    assert!(cost <= 1 << 16, "{cost}");
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(big, 3));
     let first = frames(p.transmit(C));
     assert!(first.iter().any(|f| matches!(
         f,
@@ -761,7 +767,7 @@ fn control_frames_are_not_queued_behind_data() {
         p.recv(S, ROOT_CLIENT_TO_SERVER),
         vec![Msg {
             ports: vec![],
-            data: pattern(50_000, 3)
+            data: pattern(big, 3)
         }]
     );
     p.server.close_end(stopped);
@@ -783,13 +789,17 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
     let body = pattern(2000, 9);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
     let total = 2 + body.len();
+    // A window of 256 holds two 64-byte chunks at 64 + CHUNK_OVERHEAD = 128
+    // of credit each: 128 payload bytes per window.
+    let per_window = (256 / (64 + CHUNK_OVERHEAD) * 64) as usize;
+    assert_eq!(per_window, 128);
     p.drive();
     assert_eq!(
         p.server.stats().recv_buffered,
         256,
         "exactly one window in flight"
     );
-    assert_eq!(p.client.stats().send_queued, total - 256);
+    assert_eq!(p.client.stats().send_queued, total - per_window);
     let mut got = Vec::new();
     let mut rounds = 0;
     loop {
@@ -810,7 +820,7 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
     }
     assert_eq!(got, body);
     assert!(
-        rounds >= total / 256,
+        rounds >= total / per_window,
         "credit came back in steps ({rounds})"
     );
     assert_quiet_and_clean(&p);
@@ -837,9 +847,13 @@ fn full_send_buffer_reports_full_then_writable() {
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(events(&mut p.client).is_empty());
-    // One window (256 bytes) leaves: 344 stay queued, below the limit.
+    // One window leaves: 256 bytes of credit, two 64-byte chunks at
+    // 64 + CHUNK_OVERHEAD each, so 128 payload bytes; 472 stay queued, below
+    // the limit.
     p.drive();
-    assert_eq!(p.client.stats().send_queued, 600 - 256);
+    let per_window = (256 / (64 + CHUNK_OVERHEAD) * 64) as usize;
+    assert_eq!(p.client.stats().send_queued, 600 - per_window);
+    assert_eq!(600 - per_window, 472);
     assert_eq!(events(&mut p.client), vec![Event::Writable(port)]);
     assert!(p.client.send_ready(port));
     p.send(C, port, &[], &[3; 198]);
@@ -1129,16 +1143,21 @@ fn dropping_an_unread_message_closes_the_ports_it_carries() {
 
 #[test]
 fn a_message_stopped_before_it_left_drops_its_ports_silently() {
+    // A window of exactly one 64-byte chunk: 64 + CHUNK_OVERHEAD. (A window
+    // of 64 could carry nothing at all.)
     let setup = Setup {
-        port_window: 64,
+        port_window: 64 + CHUNK_OVERHEAD as u32,
         chunk_size: 64,
         ..Setup::default()
     };
     let mut p = Pair::new(setup);
     let carrier = p.open_and_claim(C, End::Sender);
-    // Use up the carrier's credit so the next message stays queued.
+    // Use up the carrier's credit so the next message stays queued: a
+    // 64-byte message (2-byte table) in one chunk takes the whole window.
     p.send(C, carrier, &[], &[0; 62]);
     p.drive();
+    assert_eq!(p.client.ports[&carrier].credit, 0);
+    assert_eq!(p.server.stats().recv_buffered, 64 + CHUNK_OVERHEAD as usize);
     let x = p.client.open_port(End::Sender).unwrap();
     let y = p.client.open_port(End::Receiver).unwrap();
     let carried = [
@@ -1555,15 +1574,22 @@ fn graceful_close_sends_goaway_after_queued_data() {
 
 #[test]
 fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
+    // A window of 128 could never carry the 102-byte table below plus
+    // CHUNK_OVERHEAD; 256 can, and keeps 64-byte chunks (256 / 2 > 64).
     let setup = Setup {
         chunk_size: 64,
-        port_window: 128,
+        port_window: 256,
         ..Setup::default()
     };
     let mut p = Pair::new(setup);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[9; 38]);
     p.drive();
-    // 88 bytes of credit left: more than a chunk, less than the 102-byte table.
+    // The 40-byte message took 40 + CHUNK_OVERHEAD = 104 of the 256: 152 of
+    // credit left, room for an 88-byte payload: more than a chunk, less than
+    // the 102-byte table.
+    let left = p.client.ports[&ROOT_CLIENT_TO_SERVER].credit;
+    assert_eq!(left, 256 - (40 + CHUNK_OVERHEAD));
+    assert_eq!(left - CHUNK_OVERHEAD, 88);
     let carried: Vec<_> = (0..20)
         .map(|_| PortEntry {
             port: p.client.open_port(End::Sender).unwrap(),
@@ -1642,4 +1668,253 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
         }]
     );
     assert_quiet_and_clean(&p);
+}
+
+// ----- 11. per-chunk overhead, chunk cap, unacknowledged frames -----------------
+
+/// Every `Data` frame costs its payload plus CHUNK_OVERHEAD of credit, so
+/// however small the chunks, a receiver queues at most `window /
+/// CHUNK_OVERHEAD` of them per port and per connection; the next one is
+/// refused.
+#[test]
+fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
+    let root = ROOT_CLIENT_TO_SERVER;
+    let window = 4096u64;
+    // One port: a message of empty (or one-byte) continuation chunks. The
+    // connection window is larger, so the port's is the one that fills.
+    for len in [0usize, 1] {
+        let mut p = Pair::new(Setup {
+            port_window: window as u32,
+            conn_window: 2 * window as u32,
+            ..Setup::default()
+        });
+        let now = p.now();
+        let mut accepted = 0u64;
+        let err = loop {
+            let f = if accepted == 0 {
+                first_chunk(root, &[], b"", false)
+            } else {
+                Frame::Data {
+                    port: root,
+                    flags: 0,
+                    payload: Bytes::from(vec![7; len]),
+                }
+            };
+            match p.server.handle_input(&mut raw(&[f]), now) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            let queued = p.server.ports[&root].chunks.len() as u64;
+            assert_eq!(queued, accepted);
+            assert!(queued * CHUNK_OVERHEAD <= window, "{queued} chunks queued");
+            assert!(p.server.stats().recv_buffered as u64 <= window);
+        };
+        assert_eq!(err, MuxError::CreditExceeded(root), "len {len}");
+        // The first chunk holds the 2-byte table; each chunk after it costs
+        // len + CHUNK_OVERHEAD, until the next would not fit the window.
+        let first = 2 + CHUNK_OVERHEAD;
+        let each = len as u64 + CHUNK_OVERHEAD;
+        assert_eq!(accepted, 1 + (window - first) / each, "len {len}");
+    }
+
+    // Three ports sharing the connection window: the connection refuses
+    // once their chunks together would exceed it, though no port is full.
+    let mut p = Pair::new(Setup {
+        port_window: window as u32,
+        conn_window: window as u32,
+        ..Setup::default()
+    });
+    let now = p.now();
+    let carried = [4, 6].map(|port| PortEntry {
+        port,
+        end: End::Receiver,
+    });
+    let announce = first_chunk(root, &carried, b"", true);
+    p.server.handle_input(&mut raw(&[announce]), now).unwrap();
+    let ports = [root, 4, 6];
+    let mut started = [false; 3];
+    let mut accepted = 1u64;
+    let err = 'feed: loop {
+        for (i, &port) in ports.iter().enumerate() {
+            let f = if started[i] {
+                Frame::Data {
+                    port,
+                    flags: 0,
+                    payload: Bytes::new(),
+                }
+            } else {
+                started[i] = true;
+                first_chunk(port, &[], b"", false)
+            };
+            if let Err(e) = p.server.handle_input(&mut raw(&[f]), now) {
+                break 'feed e;
+            }
+            accepted += 1;
+            let queued: u64 = ports
+                .iter()
+                .map(|id| p.server.ports[id].chunks.len() as u64)
+                .sum();
+            assert_eq!(queued, accepted);
+            assert!(queued * CHUNK_OVERHEAD <= window, "{queued} chunks queued");
+            assert!(ports
+                .iter()
+                .all(|id| (p.server.ports[id].chunks.len() as u64) * CHUNK_OVERHEAD < window));
+        }
+    };
+    assert_eq!(err, MuxError::CreditExceeded(0));
+    // The announcement (12-byte table) and three first chunks (2-byte
+    // tables) carry 18 bytes of payload; every chunk costs CHUNK_OVERHEAD.
+    assert_eq!(accepted, (window - 18) / CHUNK_OVERHEAD);
+}
+
+/// A sender cuts chunks of at most half the peer's port window, whatever its
+/// chunk size, so a chunk and its overhead always fit the window.
+#[test]
+fn chunks_stay_within_half_the_peer_port_window() {
+    let setup = Setup {
+        chunk_size: 1024,
+        max_frame: 1024,
+        port_window: 1024,
+        ..Setup::default()
+    };
+    let mut p = Pair::new(setup);
+    let body = pattern(3000, 5);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+    let fs = frames(p.transmit(C));
+    let lens: Vec<usize> = fs
+        .iter()
+        .filter_map(|f| f.data_payload())
+        .map(|d| d.len())
+        .collect();
+    // 1024 of credit: one 512-byte chunk and what is left after its
+    // overhead, 1024 - 2 * CHUNK_OVERHEAD - 512 = 384.
+    assert_eq!(lens, vec![512, 384]);
+    p.deliver(S, raw(&fs));
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(p.recv_partial(S, ROOT_CLIENT_TO_SERVER));
+        p.drive();
+    }
+    assert!(got == body, "the message arrives whole");
+    assert_quiet_and_clean(&p);
+}
+
+/// Removes the `Ack` frames from a transmit: a peer whose transmits pass
+/// through here never acknowledges anything.
+fn without_acks(bytes: BytesMut) -> BytesMut {
+    let kept: Vec<Frame> = frames(bytes)
+        .into_iter()
+        .filter(|f| !matches!(f, Frame::Ack { .. }))
+        .collect();
+    raw(&kept)
+}
+
+/// A peer that reads and returns credit but never acknowledges: the replay
+/// buffer grows until it would exceed `conn_window / CHUNK_OVERHEAD +
+/// 65,536` frames, then the mux fails. The same traffic with acks goes on.
+#[test]
+fn a_peer_that_never_acknowledges_is_cut_off() {
+    let setup = Setup {
+        port_window: 4096,
+        conn_window: 4096,
+        send_buffer: 1 << 16,
+        ..Setup::default()
+    };
+    let limit = 4096 / CHUNK_OVERHEAD + 65_536;
+    let root = ROOT_CLIENT_TO_SERVER;
+    for acks in [true, false] {
+        let mut p = Pair::new(setup);
+        assert_eq!(p.client.max_unacked(), limit);
+        let mut received = 0u64;
+        let mut peak_replay = 0;
+        loop {
+            while p.client.stats().send_queued < 1024 {
+                p.send(C, root, &[], b"x");
+            }
+            let c = p.transmit(C);
+            peak_replay = peak_replay.max(p.client.replay.len());
+            if p.client.error().is_some() {
+                break;
+            }
+            p.deliver(S, c);
+            received += p.recv(S, root).len() as u64;
+            let s = p.transmit(S);
+            p.deliver(C, if acks { s } else { without_acks(s) });
+            // With acks: well past the limit. Without: the check failed.
+            if p.client.stats().sent_seq > limit + 1000 {
+                break;
+            }
+        }
+        if acks {
+            assert!(p.client.error().is_none());
+            assert!(received > limit, "{received}");
+            // Only what one round trip carries is ever unacknowledged.
+            assert!(peak_replay < 200, "{peak_replay}");
+            continue;
+        }
+        assert_eq!(
+            p.client.error(),
+            Some(&MuxError::Unacknowledged { frames: limit + 1 })
+        );
+        // Exactly `limit` frames went out and are kept; the next was not sent.
+        assert_eq!(p.client.stats().sent_seq, limit);
+        assert_eq!(p.client.replay.len() as u64, limit);
+        assert!(p.transmit(C).is_empty(), "a dead mux sends nothing");
+        let now = p.now();
+        assert_eq!(
+            p.client.handle_timeout(now),
+            Err(MuxError::Unacknowledged { frames: limit + 1 })
+        );
+    }
+}
+
+/// A port we allocated is unknown to the peer until the message announcing
+/// it has started to leave: `Credit`, `Stop`, `Data` or `Fin` for it before
+/// then is refused like a frame for an id that does not exist.
+#[test]
+fn frames_for_a_port_not_yet_announced_are_refused() {
+    for queued in [false, true] {
+        for kind in 0..4 {
+            let mut p = Pair::new(Setup::default());
+            // The server keeps the sender end of `tx`, the receiver end of `rx`.
+            let tx = p.server.open_port(End::Receiver).unwrap();
+            let rx = p.server.open_port(End::Sender).unwrap();
+            let carried = [
+                PortEntry {
+                    port: tx,
+                    end: End::Receiver,
+                },
+                PortEntry {
+                    port: rx,
+                    end: End::Sender,
+                },
+            ];
+            if queued {
+                // Announced by a message that is queued but has not left.
+                p.send(S, ROOT_SERVER_TO_CLIENT, &carried, b"soon");
+            }
+            let (frame, port) = match kind {
+                0 => (Frame::Credit { port: tx, bytes: 100 }, tx),
+                1 => (Frame::Stop { port: tx }, tx),
+                2 => (first_chunk(rx, &[], b"x", true), rx),
+                _ => (Frame::Fin { port: rx }, rx),
+            };
+            let now = p.now();
+            let ctx = format!("queued {queued}, kind {kind}");
+            assert_eq!(
+                p.server.handle_input(&mut raw(std::slice::from_ref(&frame)), now),
+                Err(MuxError::UnknownPort(port)),
+                "{ctx}"
+            );
+            // Once the announcement has left, the same frame is fine.
+            let mut p = Pair::new(Setup::default());
+            let tx2 = p.server.open_port(End::Receiver).unwrap();
+            let rx2 = p.server.open_port(End::Sender).unwrap();
+            assert_eq!((tx2, rx2), (tx, rx));
+            p.send(S, ROOT_SERVER_TO_CLIENT, &carried, b"now");
+            let out = p.transmit(S);
+            assert!(!out.is_empty());
+            assert_eq!(p.server.handle_input(&mut raw(&[frame]), now), Ok(()), "{ctx}");
+        }
+    }
 }

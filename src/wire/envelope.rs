@@ -16,11 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::{PortId, WireError};
 
 /// Bytes of one table entry.
-pub const ENTRY_LEN: usize = 5;
+pub(crate) const ENTRY_LEN: usize = 5;
 
 /// Which end of a port travelled inside a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum End {
+pub(crate) enum End {
     /// The sending end: its new holder writes to the port.
     Sender,
     /// The receiving end: its new holder reads from the port.
@@ -29,20 +29,20 @@ pub enum End {
 
 /// One entry of a message's port table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PortEntry {
+pub(crate) struct PortEntry {
     /// The port, allocated by the message's sender.
-    pub port: PortId,
+    pub(crate) port: PortId,
     /// The end that travelled.
-    pub end: End,
+    pub(crate) end: End,
 }
 
 /// Bytes the table of `n` ports takes.
-pub fn table_len(n: usize) -> usize {
+pub(crate) fn table_len(n: usize) -> usize {
     2 + n * ENTRY_LEN
 }
 
 /// Writes a port table.
-pub fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
+pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
     out.reserve(table_len(ports.len()));
     out.put_u16(ports.len() as u16);
     for p in ports {
@@ -55,7 +55,7 @@ pub fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
 }
 
 /// Splits the port table off the front of a first chunk.
-pub fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
+pub(crate) fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
     if chunk.len() < 2 {
         return Err(WireError::TruncatedPortTable);
     }

@@ -17,21 +17,21 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::WireError;
 
 /// Size of the fixed frame header.
-pub const HEADER_LEN: usize = 10;
+pub(crate) const HEADER_LEN: usize = 10;
 
 /// Flag on `Data`: this chunk starts a message (its payload begins with the
 /// port table, see `docs/PROTOCOL.md`).
-pub const FLAG_FIRST: u8 = 0x01;
+pub(crate) const FLAG_FIRST: u8 = 0x01;
 /// Flag on `Data`: this chunk ends a message.
-pub const FLAG_LAST: u8 = 0x02;
+pub(crate) const FLAG_LAST: u8 = 0x02;
 
 /// Longest reason text carried by a `GoAway` frame.
-pub const MAX_REASON_LEN: usize = 1024;
+pub(crate) const MAX_REASON_LEN: usize = 1024;
 
 /// A port identifier. Bit 0 names the side that allocated it: 0 for the
 /// dialing side (client), 1 for the accepting side (server). Port 0 is the
 /// connection itself.
-pub type PortId = u32;
+pub(crate) type PortId = u32;
 
 /// Frame kinds, as on the wire.
 #[repr(u8)]
@@ -65,7 +65,7 @@ impl Kind {
 
 /// One decoded frame. This enum is the whole frame vocabulary of the mux.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// A chunk of a message on `port`, from the port's sender end.
     Data { port: PortId, flags: u8, payload: Bytes },
     /// The receiver end grants `bytes` more credit. Port 0: connection credit.
@@ -87,7 +87,7 @@ pub enum Frame {
 impl Frame {
     /// Reliable frames are counted by the session sequence and replayed after
     /// a resume; the others are per-transport.
-    pub fn is_reliable(&self) -> bool {
+    pub(crate) fn is_reliable(&self) -> bool {
         matches!(
             self,
             Frame::Data { .. } | Frame::Credit { .. } | Frame::Fin { .. } | Frame::Stop { .. }
@@ -95,7 +95,8 @@ impl Frame {
     }
 
     /// Bytes this frame occupies on the wire.
-    pub fn encoded_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn encoded_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
 
@@ -112,7 +113,7 @@ impl Frame {
     /// Writes the header into `out`, and the payload too unless it is a
     /// `Data` payload, which the caller may send without copying (see
     /// [`Frame::data_payload`]).
-    pub fn encode_header(&self, out: &mut BytesMut) {
+    pub(crate) fn encode_header(&self, out: &mut BytesMut) {
         let (kind, flags, port) = match self {
             Frame::Data { port, flags, .. } => (Kind::Data, *flags, *port),
             Frame::Credit { port, .. } => (Kind::Credit, 0, *port),
@@ -142,7 +143,7 @@ impl Frame {
     }
 
     /// Writes the whole frame into `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
         self.encode_header(out);
         if let Frame::Data { payload, .. } = self {
             out.extend_from_slice(payload);
@@ -150,7 +151,7 @@ impl Frame {
     }
 
     /// The payload of a `Data` frame, which [`Frame::encode_header`] leaves out.
-    pub fn data_payload(&self) -> Option<&Bytes> {
+    pub(crate) fn data_payload(&self) -> Option<&Bytes> {
         match self {
             Frame::Data { payload, .. } => Some(payload),
             _ => None,
@@ -170,19 +171,19 @@ fn truncate_at(s: &str, max: usize) -> usize {
 /// Decodes frames from a byte buffer, checking each header against
 /// `max_payload` before anything of the payload is taken.
 #[derive(Clone, Copy, Debug)]
-pub struct FrameDecoder {
+pub(crate) struct FrameDecoder {
     max_payload: u32,
 }
 
 impl FrameDecoder {
     /// A decoder that refuses payloads above `max_payload` bytes.
-    pub fn new(max_payload: u32) -> Self {
+    pub(crate) fn new(max_payload: u32) -> Self {
         FrameDecoder { max_payload }
     }
 
     /// Takes one frame off the front of `buf`. `Ok(None)` means more bytes are
     /// needed; on error the stream is unusable and the connection must end.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    pub(crate) fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
         }

@@ -10,7 +10,7 @@
 //!    8     2  flags (reserved, 0)
 //!   10    16  node id (uuid; new at every process start)
 //!   26     1  codec (1 postcard, 2 MessagePack)
-//!   27     1  reserved (0)
+//!   27     1  reserved, must be 0
 //!   28    16  session id (all zero: a new session)
 //!   44     8  resume position: reliable frames received on that session
 //!   52     4  per-port window this side grants initially
@@ -28,51 +28,51 @@ use uuid::Uuid;
 use super::WireError;
 
 /// The first bytes of every tether connection.
-pub const MAGIC: [u8; 6] = *b"TETHER";
+pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 /// Length of the fixed part of a `Hello`.
-pub const HELLO_FIXED_LEN: usize = 74;
+pub(crate) const HELLO_FIXED_LEN: usize = 74;
 /// Longest authentication blob accepted in a `Hello`.
-pub const MAX_AUTH_LEN: usize = 1024;
+pub(crate) const MAX_AUTH_LEN: usize = 1024;
 
 /// One side's opening message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// Protocol version of the sender.
-    pub version: u16,
+    pub(crate) version: u16,
     /// The sender's node id.
-    pub node_id: Uuid,
+    pub(crate) node_id: Uuid,
     /// Codec id the sender will encode messages with.
-    pub codec: u8,
+    pub(crate) codec: u8,
     /// The session the sender wants to resume; nil for a new one.
-    pub session_id: Uuid,
+    pub(crate) session_id: Uuid,
     /// Reliable frames of that session the sender has received.
-    pub resume_received: u64,
+    pub(crate) resume_received: u64,
     /// Limits the sender applies to what it receives.
-    pub limits: HelloLimits,
+    pub(crate) limits: HelloLimits,
     /// Authentication material (reserved for the security work).
-    pub auth: Vec<u8>,
+    pub(crate) auth: Vec<u8>,
 }
 
 /// The receive limits a side announces, so the peer never exceeds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HelloLimits {
+pub(crate) struct HelloLimits {
     /// Initial credit per port, in bytes.
-    pub port_window: u32,
+    pub(crate) port_window: u32,
     /// Initial credit for the whole connection, in bytes.
-    pub conn_window: u32,
+    pub(crate) conn_window: u32,
     /// Largest `Data` payload accepted.
-    pub max_frame: u32,
+    pub(crate) max_frame: u32,
     /// Largest message accepted.
-    pub max_message: u32,
+    pub(crate) max_message: u32,
     /// Most ports open at once.
-    pub max_ports: u32,
+    pub(crate) max_ports: u32,
 }
 
 impl Hello {
     /// Appends the encoded hello to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
         let auth = &self.auth[..self.auth.len().min(MAX_AUTH_LEN)];
         out.reserve(HELLO_FIXED_LEN + auth.len());
         out.put_slice(&MAGIC);
@@ -93,7 +93,7 @@ impl Hello {
 
     /// Decodes a hello from the front of `buf`. Wrong magic or version fail
     /// as soon as those bytes are in, so garbage is refused early.
-    pub fn decode(buf: &mut BytesMut) -> Result<Option<Hello>, WireError> {
+    pub(crate) fn decode(buf: &mut BytesMut) -> Result<Option<Hello>, WireError> {
         let have = buf.len().min(MAGIC.len());
         if buf[..have] != MAGIC[..have] {
             let mut theirs = [0u8; 6];
@@ -124,7 +124,10 @@ impl Hello {
         }
         let node_id = take_uuid(buf);
         let codec = buf.get_u8();
-        let _reserved = buf.get_u8();
+        let reserved = buf.get_u8();
+        if reserved != 0 {
+            return Err(WireError::BadHelloReserved(reserved));
+        }
         let session_id = take_uuid(buf);
         let resume_received = buf.get_u64();
         let limits = HelloLimits {
@@ -193,6 +196,26 @@ mod tests {
         h.encode(&mut buf);
         buf.truncate(8);
         assert_eq!(Hello::decode(&mut buf), Err(WireError::VersionMismatch { ours: VERSION, theirs: 9 }));
+    }
+
+    #[test]
+    fn nonzero_flags_or_reserved_byte_are_refused() {
+        let mut buf = BytesMut::new();
+        hello().encode(&mut buf);
+        assert_eq!(buf[27], 0, "encode writes the reserved byte as 0");
+        let mut flagged = buf.clone();
+        flagged[9] = 1;
+        assert_eq!(Hello::decode(&mut flagged), Err(WireError::BadHelloFlags(1)));
+        for value in [1u8, 0x80, 0xff] {
+            let mut reserved = buf.clone();
+            reserved[27] = value;
+            assert_eq!(Hello::decode(&mut reserved), Err(WireError::BadHelloReserved(value)));
+        }
+        // Refused only once the whole hello is in: a prefix still asks for more.
+        let mut prefix = buf.clone();
+        prefix[27] = 1;
+        prefix.truncate(HELLO_FIXED_LEN);
+        assert_eq!(Hello::decode(&mut prefix), Ok(None));
     }
 
     #[test]

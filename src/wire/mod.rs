@@ -7,9 +7,9 @@ mod envelope;
 mod frame;
 mod handshake;
 
-pub use envelope::{decode_table, encode_table, table_len, End, PortEntry, ENTRY_LEN};
-pub use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST, HEADER_LEN, MAX_REASON_LEN};
-pub use handshake::{Hello, HelloLimits, HELLO_FIXED_LEN, MAGIC, MAX_AUTH_LEN, VERSION};
+pub(crate) use envelope::{decode_table, encode_table, table_len, End, PortEntry};
+pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
+pub(crate) use handshake::{Hello, HelloLimits, HELLO_FIXED_LEN, MAGIC, MAX_AUTH_LEN, VERSION};
 
 /// A byte stream that breaks the protocol. The connection that produced it
 /// cannot continue.
@@ -33,6 +33,9 @@ pub enum WireError {
     /// Reserved handshake flags were set.
     #[error("unknown handshake flags {0:#06x}")]
     BadHelloFlags(u16),
+    /// The handshake's reserved byte (offset 27) was not zero.
+    #[error("reserved handshake byte is {0:#04x}, not 0")]
+    BadHelloReserved(u8),
     /// The handshake's authentication blob exceeds [`MAX_AUTH_LEN`].
     #[error("handshake authentication of {0} bytes exceeds {MAX_AUTH_LEN}")]
     AuthTooLong(usize),

@@ -1,0 +1,594 @@
+//! A node: an identity, its connections to peers (one per peer node), and
+//! the registry of actors it exports.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+
+use crate::chan::{mpsc, oneshot, RawSender};
+use crate::conn::Side;
+use crate::remote_ref::{ActorId, AnyRoute, Mailbox, RemoteMessage, RemoteRef, Route, WatchEvent};
+use crate::transport::Transport;
+use crate::{Config, ConnectError, Connection, NodeId};
+
+/// Why a remote operation could not reach its actor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// No actor is exported under this name.
+    #[error("no actor named {0:?}")]
+    NotFound(String),
+    /// The actor takes another message type than the one asked for.
+    #[error("type mismatch: asked for {expected}, the actor takes {found}")]
+    TypeMismatch {
+        /// The type this side asked for.
+        expected: String,
+        /// The type the actor takes.
+        found: String,
+    },
+    /// The actor has stopped (or never existed under that id).
+    #[error("actor stopped")]
+    Stopped,
+    /// There is no connection to the node, nor to a node that could forward.
+    #[error("no route to node {0}")]
+    NoRoute(NodeId),
+    /// The node's connection was lost.
+    #[error("node {0} lost")]
+    NodeLost(NodeId),
+    /// The node restarted with a new identity; its old actors are gone.
+    #[error("node {0} restarted")]
+    NodeRestarted(NodeId),
+    /// The peer did not answer in time.
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+    /// This side's node was dropped.
+    #[error("local node is gone")]
+    NodeGone,
+}
+
+/// Why `lookup` failed. Lookups report type mismatches at once, never as a
+/// garbled decode later.
+pub type LookupError = RemoteError;
+
+/// A name already used by another export.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("an actor is already exported as {0:?}")]
+pub struct NameTaken(pub String);
+
+/// What nodes say to each other on the root channel of a connection.
+#[derive(Serialize, Deserialize)]
+enum Control {
+    Hello { name: Option<String> },
+    Lookup { name: String, reply: oneshot::Sender<Result<Exported, RemoteError>> },
+    /// Open a mailbox route to `target`; `reply` is a
+    /// `oneshot::Sender<Result<mpsc::Sender<M>, RemoteError>>` whose `M` only
+    /// the owner's registry knows. Forwarded hop by hop to the owner.
+    Open { target: ActorId, type_name: String, reply: RawSender },
+    /// Tell `stopped` when `target` stops. Forwarded like `Open`.
+    Watch { target: ActorId, stopped: oneshot::Sender<()> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Exported {
+    actor: u64,
+    type_name: String,
+}
+
+/// An exported actor.
+struct Export {
+    type_name: &'static str,
+    /// Answers an `Open` with a fresh sender into the actor's mailbox.
+    open: Box<dyn Fn(RawSender) + Send + Sync>,
+    /// Watchers to tell when the actor stops.
+    watchers: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+#[derive(Clone)]
+struct Peer {
+    conn: Connection,
+    control: mpsc::Sender<Control>,
+}
+
+#[derive(Default)]
+struct NodeState {
+    peers: HashMap<NodeId, Peer>,
+    /// Which node answered at a dialed address, to recognise restarts.
+    dialed: HashMap<String, NodeId>,
+    exports: HashMap<u64, Arc<Export>>,
+    names: HashMap<String, u64>,
+    routes: HashMap<ActorId, AnyRoute>,
+    lost: HashSet<NodeId>,
+    restarted: HashSet<NodeId>,
+}
+
+pub(crate) struct NodeInner {
+    id: NodeId,
+    name: Option<String>,
+    cfg: Config,
+    state: Mutex<NodeState>,
+}
+
+/// A tether node: the unit of identity. Cloning is cheap.
+///
+/// A process normally has one. Its [`NodeId`] is drawn at start, so a
+/// restarted process is a new node; peers notice and report
+/// [`WatchEvent::NodeRestarted`] for refs to the old one.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).field("name", &self.inner.name).finish()
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Node::new(None, Config::default())
+    }
+}
+
+impl Node {
+    /// A node with an optional human-readable name and a connection
+    /// configuration used for every connection it makes or accepts.
+    pub fn new(name: Option<&str>, cfg: Config) -> Node {
+        Node {
+            inner: Arc::new(NodeInner {
+                id: NodeId(uuid::Uuid::new_v4()),
+                name: name.map(str::to_owned),
+                cfg,
+                state: Mutex::new(NodeState::default()),
+            }),
+        }
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// Accepts TCP connections on `addr` until the node is dropped. Returns
+    /// the bound address (useful with port 0).
+    pub async fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<std::net::SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let node = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else { continue };
+                let Some(inner) = node.upgrade() else { break };
+                tokio::spawn(async move {
+                    match Connection::establish(stream, inner.cfg.clone(), Side::Server, inner.id).await {
+                        Ok(conn) => {
+                            Node { inner }.attach(conn, None);
+                        }
+                        Err(e) => tracing::info!(%peer, error = %e, "incoming connection refused"),
+                    }
+                });
+            }
+        });
+        Ok(local)
+    }
+
+    /// Connects to the node listening at `addr`, or returns the existing
+    /// connection if this node already has one to the node there.
+    pub async fn connect(&self, addr: &str) -> Result<NodeId, ConnectError> {
+        if let Some(id) = self.live_at(addr) {
+            return Ok(id);
+        }
+        let stream = TcpStream::connect(addr).await?;
+        let conn = Connection::establish(stream, self.inner.cfg.clone(), Side::Client, self.inner.id).await?;
+        Ok(self.attach(conn, Some(addr.to_owned())))
+    }
+
+    /// Runs the node protocol over a connection made by other means (Unix
+    /// socket, TLS, memory), as the dialing side when `dial` is true.
+    pub async fn connect_with<T: Transport>(&self, io: T, dial: bool) -> Result<NodeId, ConnectError> {
+        let side = if dial { Side::Client } else { Side::Server };
+        let conn = Connection::establish(io, self.inner.cfg.clone(), side, self.inner.id).await?;
+        Ok(self.attach(conn, None))
+    }
+
+    fn live_at(&self, addr: &str) -> Option<NodeId> {
+        let st = self.inner.lock();
+        let id = *st.dialed.get(addr)?;
+        let peer = st.peers.get(&id)?;
+        peer.conn.error().is_none().then_some(id)
+    }
+
+    /// Takes a fresh connection into the node: one connection per peer node.
+    fn attach(&self, conn: Connection, dialed: Option<String>) -> NodeId {
+        let peer_id = conn.peer_id();
+        let _ = conn.shared().node.set(Arc::downgrade(&self.inner));
+        let (control, incoming) = conn.root::<Control, Control>().expect("a fresh connection has its root channel");
+        {
+            let mut st = self.inner.lock();
+            if let Some(addr) = dialed {
+                if let Some(old) = st.dialed.insert(addr, peer_id) {
+                    if old != peer_id {
+                        tracing::info!(old = %old, new = %peer_id, "node at this address restarted");
+                        st.restarted.insert(old);
+                    }
+                }
+            }
+            if let Some(existing) = st.peers.get(&peer_id) {
+                if existing.conn.error().is_none() {
+                    // Already connected to that node: keep the first link.
+                    tracing::debug!(peer = %peer_id, "duplicate connection closed");
+                    let dup = conn.clone();
+                    tokio::spawn(async move { dup.close().await });
+                    return peer_id;
+                }
+            }
+            st.lost.remove(&peer_id);
+            st.peers.insert(peer_id, Peer { conn: conn.clone(), control: control.clone() });
+        }
+        let hello = Control::Hello { name: self.inner.name.clone() };
+        let _ = control.try_send(hello);
+        let node = Arc::downgrade(&self.inner);
+        tokio::spawn(serve(node, peer_id, conn, incoming));
+        peer_id
+    }
+
+    /// Exports an actor, by name if `name` is given. The returned ref can be
+    /// sent to peers; `lookup` finds named exports.
+    pub fn export<M: RemoteMessage>(&self, name: Option<&str>, mailbox: impl Mailbox<M>) -> Result<RemoteRef<M>, NameTaken> {
+        let mailbox: Arc<dyn Mailbox<M>> = Arc::new(mailbox);
+        let id = loop {
+            let id = rand_u64();
+            if !self.inner.lock().exports.contains_key(&id) {
+                break id;
+            }
+        };
+        let target = ActorId { node: self.inner.id, id };
+        let mb = mailbox.clone();
+        let export = Arc::new(Export {
+            type_name: std::any::type_name::<M>(),
+            open: Box::new(move |raw: RawSender| {
+                let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
+                let (tx, mut rx) = mpsc::channel::<M>(64);
+                let mb = mb.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(Some(msg)) => {
+                                if mb.deliver(msg).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) | Err(crate::RecvError::Connection(_)) => break,
+                            Err(e) => tracing::warn!(error = %e, "message for a local actor dropped"),
+                        }
+                    }
+                });
+                let _ = reply.send(Ok(tx));
+            }),
+            watchers: Mutex::new(Vec::new()),
+        });
+        {
+            let mut st = self.inner.lock();
+            if let Some(name) = name {
+                if st.names.contains_key(name) {
+                    return Err(NameTaken(name.to_owned()));
+                }
+                st.names.insert(name.to_owned(), id);
+            }
+            st.exports.insert(id, export);
+        }
+        let stopped = mailbox.stopped();
+        let node = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            stopped.await;
+            if let Some(node) = node.upgrade() {
+                node.actor_stopped(id);
+            }
+        });
+        let route = Arc::new(Route {
+            node: Arc::downgrade(&self.inner),
+            target,
+            via: None,
+            local: Some(mailbox),
+            sender: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+        });
+        self.inner.lock().routes.insert(target, Arc::downgrade(&route) as AnyRoute);
+        Ok(RemoteRef { route })
+    }
+
+    /// Removes a name; refs already handed out keep working.
+    pub fn unexport(&self, name: &str) -> bool {
+        self.inner.lock().names.remove(name).is_some()
+    }
+
+    /// Finds the actor exported as `name` on the connected node `peer`,
+    /// checking that it takes messages of type `M`.
+    pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
+        let control = self.inner.peer(peer)?.control;
+        let (reply, answer) = oneshot::channel();
+        control
+            .send(Control::Lookup { name: name.to_owned(), reply })
+            .await
+            .map_err(|_| self.inner.why_unreachable(peer))?;
+        let exported = self.inner.answer(answer).await??;
+        let expected = std::any::type_name::<M>();
+        if exported.type_name != expected {
+            return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
+        }
+        let target = ActorId { node: peer, id: exported.actor };
+        let route = self.inner.route::<M>(target, Some(peer));
+        // Open now, so the first tell (and try_tell) need not wait.
+        let r = RemoteRef { route };
+        r.route_sender().await?;
+        Ok(r)
+    }
+
+    /// Nodes this node has a live connection to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.inner.lock().peers.iter().filter(|(_, p)| p.conn.error().is_none()).map(|(id, _)| *id).collect()
+    }
+
+    /// The connection to `peer`, if there is one.
+    pub fn connection(&self, peer: NodeId) -> Option<Connection> {
+        self.inner.lock().peers.get(&peer).map(|p| p.conn.clone())
+    }
+}
+
+impl<M: RemoteMessage> RemoteRef<M> {
+    async fn route_sender(&self) -> Result<(), RemoteError> {
+        if self.route.local.is_some() {
+            return Ok(());
+        }
+        let node = self.route.node.upgrade().ok_or(RemoteError::NodeGone)?;
+        let s = node.open_route::<M>(self.route.target, self.route.via).await?;
+        *self.route.sender.lock().await = Some(s.clone());
+        *self.route.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+        Ok(())
+    }
+}
+
+fn rand_u64() -> u64 {
+    let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+    hi ^ lo
+}
+
+/// Serves one peer's control messages until its connection ends.
+async fn serve(node: Weak<NodeInner>, peer: NodeId, conn: Connection, mut incoming: mpsc::Receiver<Control>) {
+    loop {
+        let msg = match incoming.recv().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) | Err(crate::RecvError::Connection(_)) => break,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "bad control message");
+                continue;
+            }
+        };
+        let Some(node) = node.upgrade() else { return };
+        node.handle(peer, msg);
+    }
+    if let Some(node) = node.upgrade() {
+        node.peer_lost(peer, &conn);
+    }
+}
+
+impl NodeInner {
+    fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peer(&self, id: NodeId) -> Result<Peer, RemoteError> {
+        let peer = self.lock().peers.get(&id).cloned();
+        match peer {
+            Some(p) if p.conn.error().is_none() => Ok(p),
+            _ => Err(self.why_unreachable(id)),
+        }
+    }
+
+    pub(crate) fn why_unreachable(&self, id: NodeId) -> RemoteError {
+        let st = self.lock();
+        if st.restarted.contains(&id) {
+            RemoteError::NodeRestarted(id)
+        } else if st.lost.contains(&id) {
+            RemoteError::NodeLost(id)
+        } else {
+            RemoteError::NoRoute(id)
+        }
+    }
+
+    /// Waits for a peer's answer, bounded by the handshake timeout.
+    async fn answer<T: RemoteMessage>(&self, rx: oneshot::Receiver<T>) -> Result<T, RemoteError> {
+        let limit = self.cfg.handshake_timeout;
+        match tokio::time::timeout(limit, rx).await {
+            Err(_) => Err(RemoteError::Timeout(limit)),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(RemoteError::Stopped),
+        }
+    }
+
+    fn handle(&self, from: NodeId, msg: Control) {
+        match msg {
+            Control::Hello { name } => tracing::debug!(peer = %from, ?name, "peer said hello"),
+            Control::Lookup { name, reply } => {
+                let st = self.lock();
+                let found = st.names.get(&name).and_then(|id| st.exports.get(id).map(|e| (*id, e.type_name)));
+                drop(st);
+                let answer = match found {
+                    Some((actor, type_name)) => Ok(Exported { actor, type_name: type_name.to_owned() }),
+                    None => Err(RemoteError::NotFound(name)),
+                };
+                let _ = reply.send(answer);
+            }
+            Control::Open { target, type_name, reply } => self.open(from, target, type_name, reply),
+            Control::Watch { target, stopped } => self.add_watcher(target, stopped),
+        }
+    }
+
+    /// Answers (or forwards) a request to open a route to `target`.
+    fn open(&self, from: NodeId, target: ActorId, type_name: String, reply: RawSender) {
+        let refuse = |reply: RawSender, e: RemoteError| {
+            // `Err(e)` encodes the same whatever the `Ok` type is.
+            if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
+                let _ = tx.send(Err(e));
+            }
+        };
+        if target.node != self.id {
+            // Forward towards the owner, never back where it came from.
+            match self.peer(target.node) {
+                Ok(p) if target.node != from => {
+                    let _ = p.control.try_send(Control::Open { target, type_name, reply });
+                }
+                Ok(_) => refuse(reply, RemoteError::NoRoute(target.node)),
+                Err(e) => refuse(reply, e),
+            }
+            return;
+        }
+        let export = self.lock().exports.get(&target.id).cloned();
+        match export {
+            None => refuse(reply, RemoteError::Stopped),
+            Some(e) if e.type_name != type_name => {
+                refuse(reply, RemoteError::TypeMismatch { expected: type_name, found: e.type_name.to_owned() })
+            }
+            Some(e) => (e.open)(reply),
+        }
+    }
+
+    fn add_watcher(&self, target: ActorId, stopped: oneshot::Sender<()>) {
+        if target.node != self.id {
+            if let Ok(p) = self.peer(target.node) {
+                let _ = p.control.try_send(Control::Watch { target, stopped });
+            }
+            // No route: dropping `stopped` tells the watcher.
+            return;
+        }
+        let export = self.lock().exports.get(&target.id).cloned();
+        match export {
+            Some(e) => e.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(stopped),
+            None => {
+                let _ = stopped.send(());
+            }
+        }
+    }
+
+    fn actor_stopped(&self, id: u64) {
+        let export = {
+            let mut st = self.lock();
+            st.names.retain(|_, v| *v != id);
+            st.exports.remove(&id)
+        };
+        if let Some(e) = export {
+            for w in e.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn peer_lost(&self, peer: NodeId, conn: &Connection) {
+        let mut st = self.lock();
+        let same = st.peers.get(&peer).is_some_and(|p| Arc::ptr_eq(p.conn.shared(), conn.shared()));
+        if same {
+            st.peers.remove(&peer);
+            st.lost.insert(peer);
+            tracing::info!(%peer, "peer lost");
+        }
+    }
+
+    pub(crate) fn forget_route(&self, target: ActorId) {
+        let mut st = self.lock();
+        if st.routes.get(&target).is_some_and(|w| w.strong_count() == 0) {
+            st.routes.remove(&target);
+        }
+    }
+
+    /// The route to `target` for messages of type `M`, shared by every ref
+    /// to it on this node.
+    pub(crate) fn route<M: RemoteMessage>(self: &Arc<Self>, target: ActorId, via: Option<NodeId>) -> Arc<Route<M>> {
+        let mut st = self.lock();
+        // A route of another message type is not reused (nor dropped under
+        // the lock: its drop takes the lock).
+        let mut other_type = None;
+        if let Some(existing) = st.routes.get(&target).and_then(Weak::upgrade) {
+            match (existing as Arc<dyn Any + Send + Sync>).downcast::<Route<M>>() {
+                Ok(route) => return route,
+                Err(other) => other_type = Some(other),
+            }
+        }
+        let local = None;
+        let route = Arc::new(Route {
+            node: Arc::downgrade(self),
+            target,
+            via: if target.node == self.id { None } else { via },
+            local,
+            sender: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+        });
+        st.routes.insert(target, Arc::downgrade(&route) as AnyRoute);
+        drop(st);
+        drop(other_type);
+        route
+    }
+
+    /// Asks the owner (directly, or through `via`) for a sender into the
+    /// actor's mailbox.
+    pub(crate) async fn open_route<M: RemoteMessage>(&self, target: ActorId, via: Option<NodeId>) -> Result<mpsc::Sender<M>, RemoteError> {
+        let hop = match self.peer(target.node) {
+            Ok(p) => p,
+            Err(direct) => match via {
+                Some(v) if v != target.node => self.peer(v).map_err(|_| direct)?,
+                _ => return Err(direct),
+            },
+        };
+        let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
+        let raw = RawSender::from_oneshot(reply);
+        let type_name = std::any::type_name::<M>().to_owned();
+        hop.control
+            .send(Control::Open { target, type_name, reply: raw })
+            .await
+            .map_err(|_| self.why_unreachable(target.node))?;
+        self.answer(answer).await?
+    }
+
+    /// Resolves when `target` can no longer be reached, saying why.
+    pub(crate) async fn watch(&self, target: ActorId, via: Option<NodeId>) -> WatchEvent {
+        if target.node == self.id {
+            let (tx, rx) = oneshot::channel::<()>();
+            self.add_watcher(target, tx);
+            let _ = rx.await;
+            return WatchEvent::Stopped;
+        }
+        let hop = match self.peer(target.node).or_else(|e| via.ok_or(e).and_then(|v| self.peer(v))) {
+            Ok(hop) => hop,
+            Err(_) => return self.event_for(target.node),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        if hop.control.send(Control::Watch { target, stopped: tx }).await.is_err() {
+            return self.event_for(target.node);
+        }
+        match rx.await {
+            Ok(()) => WatchEvent::Stopped,
+            Err(oneshot::RecvError::Connection(_)) => self.event_for(target.node),
+            // Dropped unanswered: the owner has no such actor, or the link
+            // towards it went; which one decides the event.
+            Err(_) => match self.peer(target.node) {
+                Ok(_) => WatchEvent::Stopped,
+                Err(_) => self.event_for(target.node),
+            },
+        }
+    }
+
+    fn event_for(&self, node: NodeId) -> WatchEvent {
+        match self.why_unreachable(node) {
+            RemoteError::NodeRestarted(_) => WatchEvent::NodeRestarted,
+            _ => WatchEvent::NodeLost,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Nodes, the registry and RemoteRef over real TCP, with a minimal actor
+//! (a tokio task) so that the core is tested without either framework.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, within};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tether::{AskError, Config, Mailbox, Node, RemoteError, RemoteRef, ReplyPort, WatchEvent};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A mailbox feeding a tokio task.
+struct TaskMailbox<M>(UnboundedSender<M>);
+
+impl<M: Send + 'static> Mailbox<M> for TaskMailbox<M> {
+    fn deliver(&self, msg: M) -> Result<(), M> {
+        self.0.send(msg).map_err(|e| e.0)
+    }
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        let tx = self.0.clone();
+        Box::pin(async move { tx.closed().await })
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Counter {
+    Add(u64),
+    Get(ReplyPort<u64>),
+    /// A ref travelling inside a message.
+    Forward(RemoteRef<Counter>, u64),
+    Stop,
+}
+
+/// Spawns a counter actor; returns its mailbox end.
+fn counter() -> TaskMailbox<Counter> {
+    let (tx, mut rx): (UnboundedSender<Counter>, UnboundedReceiver<Counter>) = unbounded_channel();
+    tokio::spawn(async move {
+        let mut total = 0;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Counter::Add(n) => total += n,
+                Counter::Get(reply) => {
+                    let _ = reply.send(total);
+                }
+                Counter::Forward(target, n) => {
+                    if let Err(e) = target.tell(Counter::Add(n)).await {
+                        panic!("forwarding to {target:?} failed: {e:?}");
+                    }
+                }
+                Counter::Stop => break,
+            }
+        }
+    });
+    TaskMailbox(tx)
+}
+
+async fn two_nodes() -> (Node, Node, tether::NodeId) {
+    let a = Node::new(Some("a"), Config::default());
+    let b = Node::new(Some("b"), Config::default());
+    let addr = b.listen("127.0.0.1:0").await.unwrap();
+    let b_id = a.connect(&addr.to_string()).await.unwrap();
+    assert_eq!(b_id, b.id());
+    (a, b, b_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_tell_and_ask() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        b.export(Some("counter"), counter()).unwrap();
+        let r: RemoteRef<Counter> = a.lookup(b_id, "counter").await.unwrap();
+        for _ in 0..1000 {
+            r.tell(Counter::Add(1)).await.unwrap();
+        }
+        let total = r.ask(Counter::Get, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(total, 1000, "every tell arrived before the ask, in order");
+        assert_eq!(format!("{r:?}"), format!("RemoteRef(node {}, actor {:016x})", b_id, r.id().id));
+
+        // A second connect to the same node reuses the connection.
+        let again = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
+        assert_eq!(again, b_id);
+        eventually("a duplicate connection is dropped", Duration::from_secs(5), || a.peers().len() == 1).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_errors_are_typed() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        b.export(Some("counter"), counter()).unwrap();
+        assert_eq!(b.export(Some("counter"), counter()).unwrap_err(), tether::NameTaken("counter".into()));
+        let err = a.lookup::<Counter>(b_id, "nobody").await.unwrap_err();
+        assert_eq!(err, RemoteError::NotFound("nobody".into()));
+        let err = a.lookup::<String>(b_id, "counter").await.unwrap_err();
+        match err {
+            RemoteError::TypeMismatch { expected, found } => {
+                assert_eq!(expected, "alloc::string::String");
+                assert!(found.ends_with("Counter"), "{found}");
+            }
+            other => panic!("expected a type mismatch, got {other:?}"),
+        }
+        assert!(b.unexport("counter"));
+        assert_eq!(a.lookup::<Counter>(b_id, "counter").await.unwrap_err(), RemoteError::NotFound("counter".into()));
+    })
+    .await;
+}
+
+/// A sends B's ref to C, which has no connection to B; C asks B through A,
+/// and the reply reaches C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_forwarded_to_a_third_node_reaches_its_actor() {
+    within(T, async {
+        let a = Node::new(Some("a"), Config::default());
+        let b = Node::new(Some("b"), Config::default());
+        let c = Node::new(Some("c"), Config::default());
+        let a_addr = a.listen("127.0.0.1:0").await.unwrap().to_string();
+        let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
+        let a_id = c.connect(&a_addr).await.unwrap();
+
+        b.export(Some("counter"), counter()).unwrap();
+        a.export(Some("relay"), counter()).unwrap();
+        let c_sink = c.export(Some("sink"), counter()).unwrap();
+        let b_counter: RemoteRef<Counter> = a.lookup(b_id, "counter").await.unwrap();
+        // C gets B's ref inside a message from A: C's own counter forwards to it.
+        let c_counter: RemoteRef<Counter> = a.lookup(c.id(), "sink").await.unwrap();
+        c_counter.tell(Counter::Forward(b_counter.clone(), 5)).await.unwrap();
+        // C's tell goes C -> A -> B; poll B's total (bounded by `within`).
+        while b_counter.ask(Counter::Get, Duration::from_secs(5)).await.unwrap() != 5 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(c.peers() == vec![a_id], "C never connected to B");
+        drop(c_sink);
+    })
+    .await;
+}
+
+/// The same ref sent 100,000 times costs one route on the receiving node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_a_ref_many_times_does_not_grow_ports() {
+    within(Duration::from_secs(120), async {
+        let (a, b, b_id) = two_nodes().await;
+        let target = a.export(Some("target"), counter()).unwrap();
+        b.export(Some("hub"), counter()).unwrap();
+        let hub: RemoteRef<Counter> = a.lookup(b_id, "hub").await.unwrap();
+        let conn = a.connection(b_id).unwrap();
+        for _ in 0..100_000 {
+            hub.tell(Counter::Forward(target.clone(), 1)).await.unwrap();
+        }
+        let total = loop {
+            let t = target.ask(Counter::Get, Duration::from_secs(5)).await.unwrap();
+            if t == 100_000 {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(total, 100_000);
+        // Control ports, the hub route, and one route back to `target`.
+        assert!(conn.stats().open_ports < 16, "ports: {}", conn.stats().open_ports);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_and_reply_ports() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        b.export(Some("counter"), counter()).unwrap();
+        let r: RemoteRef<Counter> = a.lookup(b_id, "counter").await.unwrap();
+        let watch = r.monitor();
+
+        // A reply port dropped unanswered fails the ask at once.
+        let (tx, mut rx) = unbounded_channel::<Counter>();
+        b.export(Some("silent"), TaskMailbox(tx)).unwrap();
+        tokio::spawn(async move { while let Some(m) = rx.recv().await { drop(m) } });
+        let silent: RemoteRef<Counter> = a.lookup(b_id, "silent").await.unwrap();
+        let started = std::time::Instant::now();
+        let err = silent.ask(Counter::Get, Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(err, AskError::NoReply), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "not a timeout");
+
+        r.tell(Counter::Stop).await.unwrap();
+        assert_eq!(within(Duration::from_secs(5), watch).await, WatchEvent::Stopped);
+        let err = r.ask(Counter::Get, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, AskError::Unreachable(_) | AskError::NoReply), "{err:?}");
+    })
+    .await;
+}
