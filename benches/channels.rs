@@ -630,7 +630,6 @@ async fn raw_w5(big: usize, p: Arc<Progress>) -> Res<(Lat, usize)> {
         seq += 1;
     }
     log_slowest("W5 raw", &samples, &starts, go.elapsed());
-    drop(ping);
     drop(wtx);
     join(writer).await?;
     drop(r);

@@ -60,6 +60,11 @@ impl Default for Config {
     }
 }
 
+/// The smallest port window that can carry anything: every frame costs 64
+/// bytes of credit beyond its payload, and a receiver may hold back a
+/// quarter of its window until the next grant.
+pub(crate) const MIN_WINDOW: u32 = 256;
+
 /// A configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -72,6 +77,7 @@ impl Config {
         check(self.chunk_size >= 64, "chunk_size must be at least 64 bytes")?;
         check(self.max_frame >= self.chunk_size, "max_frame must be at least chunk_size")?;
         check(self.port_window >= self.chunk_size, "port_window must be at least chunk_size")?;
+        check(self.port_window >= MIN_WINDOW, "port_window must be at least 256 bytes")?;
         check(self.conn_window >= self.port_window, "conn_window must be at least port_window")?;
         check(self.send_buffer > 0, "send_buffer must not be zero")?;
         check(self.max_message > 0, "max_message must not be zero")?;

@@ -103,7 +103,10 @@ pub enum FrameSpec {
 impl FrameSpec {
     /// Whether the frame counts in the session sequence (Data, Credit, Fin, Stop).
     pub fn is_reliable(&self) -> bool {
-        matches!(self, FrameSpec::Data { .. } | FrameSpec::Credit { .. } | FrameSpec::Fin { .. } | FrameSpec::Stop { .. })
+        matches!(
+            self,
+            FrameSpec::Data { .. } | FrameSpec::Credit { .. } | FrameSpec::Fin { .. } | FrameSpec::Stop { .. }
+        )
     }
 
     fn to_frame(&self) -> Frame {
@@ -113,7 +116,10 @@ impl FrameSpec {
                 if *first {
                     let table: Vec<PortEntry> = ports
                         .iter()
-                        .map(|&(port, sender)| PortEntry { port, end: if sender { End::Sender } else { End::Receiver } })
+                        .map(|&(port, sender)| PortEntry {
+                            port,
+                            end: if sender { End::Sender } else { End::Receiver },
+                        })
                         .collect();
                     wire::encode_table(&table, &mut bytes);
                 }

@@ -62,14 +62,26 @@ pub struct NameTaken(pub String);
 /// What nodes say to each other on the root channel of a connection.
 #[derive(Serialize, Deserialize)]
 enum Control {
-    Hello { name: Option<String> },
-    Lookup { name: String, reply: oneshot::Sender<Result<Exported, RemoteError>> },
+    Hello {
+        name: Option<String>,
+    },
+    Lookup {
+        name: String,
+        reply: oneshot::Sender<Result<Exported, RemoteError>>,
+    },
     /// Open a mailbox route to `target`; `reply` is a
     /// `oneshot::Sender<Result<mpsc::Sender<M>, RemoteError>>` whose `M` only
     /// the owner's registry knows. Forwarded hop by hop to the owner.
-    Open { target: ActorId, type_name: String, reply: RawSender },
+    Open {
+        target: ActorId,
+        type_name: String,
+        reply: RawSender,
+    },
     /// Tell `stopped` when `target` stops. Forwarded like `Open`.
-    Watch { target: ActorId, stopped: oneshot::Sender<()> },
+    Watch {
+        target: ActorId,
+        stopped: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -243,7 +255,11 @@ impl Node {
 
     /// Exports an actor, by name if `name` is given. The returned ref can be
     /// sent to peers; `lookup` finds named exports.
-    pub fn export<M: RemoteMessage>(&self, name: Option<&str>, mailbox: impl Mailbox<M>) -> Result<RemoteRef<M>, NameTaken> {
+    pub fn export<M: RemoteMessage>(
+        &self,
+        name: Option<&str>,
+        mailbox: impl Mailbox<M>,
+    ) -> Result<RemoteRef<M>, NameTaken> {
         let mailbox: Arc<dyn Mailbox<M>> = Arc::new(mailbox);
         let id = loop {
             let id = rand_u64();
@@ -539,7 +555,11 @@ impl NodeInner {
 
     /// Asks the owner (directly, or through `via`) for a sender into the
     /// actor's mailbox.
-    pub(crate) async fn open_route<M: RemoteMessage>(&self, target: ActorId, via: Option<NodeId>) -> Result<mpsc::Sender<M>, RemoteError> {
+    pub(crate) async fn open_route<M: RemoteMessage>(
+        &self,
+        target: ActorId,
+        via: Option<NodeId>,
+    ) -> Result<mpsc::Sender<M>, RemoteError> {
         let hop = match self.peer(target.node) {
             Ok(p) => p,
             Err(direct) => match via {

@@ -226,7 +226,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// for the answer, at most `timeout`. Dropping the returned future drops
     /// the reply port's receiver: the actor sees [`ReplyPort::is_closed`],
     /// and a request still queued on the owner's node is not delivered.
-    pub async fn ask<R: RemoteMessage>(&self, make: impl FnOnce(ReplyPort<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+    pub async fn ask<R: RemoteMessage>(
+        &self,
+        make: impl FnOnce(ReplyPort<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
         let (tx, rx) = oneshot::channel();
         let msg = make(ReplyPort(tx));
         let exchange = async {
@@ -309,7 +313,8 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let wire = RefWire::deserialize(d)?;
-        let (node, via) = crate::chan::decoding_node().ok_or_else(|| D::Error::custom("remote refs travel only between tether nodes"))?;
+        let (node, via) = crate::chan::decoding_node()
+            .ok_or_else(|| D::Error::custom("remote refs travel only between tether nodes"))?;
         let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, Some(via));
         Ok(RemoteRef { route })
     }

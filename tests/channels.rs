@@ -32,7 +32,10 @@ async fn sync(a: &(mpsc::Sender<Msg>, mpsc::Receiver<Msg>), b: &mut (mpsc::Sende
     b.0.send(Msg::Pong(n)).await.unwrap();
 }
 
-async fn roots(c: &Connection, s: &Connection) -> ((mpsc::Sender<Msg>, mpsc::Receiver<Msg>), (mpsc::Sender<Msg>, mpsc::Receiver<Msg>)) {
+async fn roots(
+    c: &Connection,
+    s: &Connection,
+) -> ((mpsc::Sender<Msg>, mpsc::Receiver<Msg>), (mpsc::Sender<Msg>, mpsc::Receiver<Msg>)) {
     (c.root().unwrap(), s.root().unwrap())
 }
 
@@ -110,7 +113,7 @@ async fn ends_forwarded_through_a_middle_node_still_work() {
     within(T, async {
         let (ab_a, ab_b) = pair(Kind::Tcp).await;
         let (bc_b, bc_c) = pair(Kind::Unix).await;
-        let (a_root, mut b_root_a) = roots(&ab_a, &ab_b).await;
+        let (a_root, b_root_a) = roots(&ab_a, &ab_b).await;
         let (mut b_root_c, c_root) = roots(&bc_b, &bc_c).await;
         let _ = &a_root;
 

@@ -19,8 +19,8 @@ use std::cell::Cell;
 
 use proptest::prelude::*;
 use tether::fuzz::{
-    decode_frame_specs, decode_frames, decode_hello, encode_frames, encode_hello, mux_input, mux_input_with,
-    FrameSpec, HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
+    decode_frame_specs, decode_frames, decode_hello, encode_frames, encode_hello, mux_input, mux_input_with, FrameSpec,
+    HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
 };
 
 // ----- a global allocator that measures -----------------------------------
@@ -167,9 +167,16 @@ enum ClientOp {
     /// A message on the root port 2 (or on port 5, which the server opened
     /// for the client to send on), cut into chunks, announcing `announce`
     /// fresh client ports.
-    Message { on_root: bool, chunks: Vec<Vec<u8>>, announce: Vec<bool> },
+    Message {
+        on_root: bool,
+        chunks: Vec<Vec<u8>>,
+        announce: Vec<bool>,
+    },
     /// Credit for the connection (port 0) or a port the server sends on (3, 7).
-    Credit { port: u32, bytes: u32 },
+    Credit {
+        port: u32,
+        bytes: u32,
+    },
     Ping(u64),
     Pong(u64),
     /// Acknowledges nothing, which is always true.
@@ -229,14 +236,32 @@ fn client_frames(ops: &[ClientOp]) -> Vec<FrameSpec> {
 
 #[derive(Clone, Debug)]
 enum Mutation {
-    Flip { at: usize, mask: u8 },
-    Truncate { at: usize },
-    Insert { at: usize, bytes: Vec<u8> },
-    Remove { at: usize, len: usize },
+    Flip {
+        at: usize,
+        mask: u8,
+    },
+    Truncate {
+        at: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Remove {
+        at: usize,
+        len: usize,
+    },
     /// Copies a range of the stream to another place (duplicated or moved frames).
-    Splice { from: usize, len: usize, to: usize },
+    Splice {
+        from: usize,
+        len: usize,
+        to: usize,
+    },
     /// Overwrites four bytes with a big-endian number (hits length and port fields).
-    Word { at: usize, value: u32 },
+    Word {
+        at: usize,
+        value: u32,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -475,7 +500,8 @@ fn hostile_messages_are_typed_errors() {
     }]);
     assert!(mux_input(&too_many).unwrap_err().contains("limit of 64 open ports"));
     let chunk = FrameSpec::Data { port: 2, first: false, last: false, ports: Vec::new(), payload: vec![0; 60_000] };
-    let mut frames = vec![FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() }];
+    let mut frames =
+        vec![FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() }];
     frames.extend(std::iter::repeat_n(chunk, (MAX_MESSAGE as usize / 60_000) + 1));
     let data = encode_frames(&frames);
     let (res, m) = measure(|| mux_input(&data));
@@ -565,7 +591,13 @@ fn empty_chunks_do_not_grow_memory_without_bound() {
 fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
     // The client announces port 4, whose receiver end travels to the server;
     // the fuzz mux discards it on reading, so it sends Stop(4).
-    let announce = encode_frames(&[FrameSpec::Data { port: 2, first: true, last: true, ports: vec![(4, false)], payload: Vec::new() }]);
+    let announce = encode_frames(&[FrameSpec::Data {
+        port: 2,
+        first: true,
+        last: true,
+        ports: vec![(4, false)],
+        payload: Vec::new(),
+    }]);
     // Sent before the client saw the Stop: the first chunk of a message on 4.
     // Then, having seen the Stop: Fin, the rest of the message dropped.
     let rest = encode_frames(&[

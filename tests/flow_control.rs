@@ -122,7 +122,8 @@ async fn a_large_transfer_does_not_block_small_round_trips() {
 
         let data = ByteBuf::from(vec![7u8; 16 * MIB]);
         let sending = tokio::spawn(async move { big_tx.send(Block { seq: 0, data }).await.map_err(|_| ()) });
-        common::eventually("the big message is queued", Duration::from_secs(10), || c.stats().send_queued > 8 * MIB).await;
+        common::eventually("the big message is queued", Duration::from_secs(10), || c.stats().send_queued > 8 * MIB)
+            .await;
         for n in 0..200 {
             ping_tx.send(n).await.unwrap();
             assert_eq!(pong_rx.recv().await.unwrap(), Some(n));

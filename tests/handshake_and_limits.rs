@@ -65,10 +65,10 @@ async fn wrong_magic_version_and_codec_name_both_sides() {
         mp.codec = CodecKind::MessagePack;
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(
-            async { Connection::connect(TcpStream::connect(addr).await.unwrap(), mp).await },
-            async { Connection::accept(l.accept().await.unwrap().0, Config::default()).await },
-        );
+        let (c, s) =
+            tokio::join!(async { Connection::connect(TcpStream::connect(addr).await.unwrap(), mp).await }, async {
+                Connection::accept(l.accept().await.unwrap().0, Config::default()).await
+            },);
         assert!(matches!(c.unwrap_err(), ConnectError::CodecMismatch { ours: 2, theirs: 1 }));
         assert!(matches!(s.unwrap_err(), ConnectError::CodecMismatch { ours: 1, theirs: 2 }));
     })
@@ -102,7 +102,13 @@ async fn garbage_ends_only_the_offending_connection() {
         let bad = accept_from_raw(garbage, Config::default()).await.unwrap();
         let (_, mut bad_rx) = bad.root::<u64, u64>().unwrap();
         let got = bad_rx.recv().await;
-        assert!(matches!(got, Err(tether::RecvError::Connection(ConnectionError::Protocol(ProtocolError::UnknownPort(0x1001))))), "{got:?}");
+        assert!(
+            matches!(
+                got,
+                Err(tether::RecvError::Connection(ConnectionError::Protocol(ProtocolError::UnknownPort(0x1001))))
+            ),
+            "{got:?}"
+        );
 
         for n in 0..100 {
             gtx.send(n).await.unwrap();

@@ -176,7 +176,11 @@ async fn monitors_and_reply_ports() {
         // A reply port dropped unanswered fails the ask at once.
         let (tx, mut rx) = unbounded_channel::<Counter>();
         b.export(Some("silent"), TaskMailbox(tx)).unwrap();
-        tokio::spawn(async move { while let Some(m) = rx.recv().await { drop(m) } });
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                drop(m)
+            }
+        });
         let silent: RemoteRef<Counter> = a.lookup(b_id, "silent").await.unwrap();
         let started = std::time::Instant::now();
         let err = silent.ask(Counter::Get, Duration::from_secs(10)).await.unwrap_err();

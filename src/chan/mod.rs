@@ -39,7 +39,11 @@ impl PortHandle {
 
     /// Queues an encoded message, waiting while the send buffer is full.
     /// Returns `Err(())` when the receiver or the connection is gone.
-    pub(crate) fn poll_send(&self, cx: &mut Context<'_>, slot: &mut Option<OutMessage>) -> Poll<Result<(), SendFailure>> {
+    pub(crate) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        slot: &mut Option<OutMessage>,
+    ) -> Poll<Result<(), SendFailure>> {
         let mut st = self.shared.lock();
         let msg = slot.take().expect("polled after completion");
         if st.error.is_some() {
@@ -108,7 +112,11 @@ impl PortHandle {
     }
 
     /// Takes the next complete message off the port.
-    pub(crate) fn poll_recv_raw(&self, cx: &mut Context<'_>, asm: &mut Assembly) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
+    pub(crate) fn poll_recv_raw(
+        &self,
+        cx: &mut Context<'_>,
+        asm: &mut Assembly,
+    ) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
         let mut st = self.shared.lock();
         let res = loop {
             match st.mux.pop_chunk(self.port) {
@@ -184,7 +192,10 @@ impl RemoteRecv {
 
     /// The next message, decoded. A message that does not decode is
     /// reported and skipped; the channel goes on.
-    pub(crate) fn poll_recv<T: DeserializeOwned>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, RecvError>>> {
+    pub(crate) fn poll_recv<T: DeserializeOwned>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, RecvError>>> {
         match self.port.poll_recv_raw(cx, &mut self.asm) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),

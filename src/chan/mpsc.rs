@@ -16,8 +16,8 @@ use futures::task::AtomicWaker;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{attach_port, claim_port, defer, encode, spawn_splice, PortHandle, RemoteRecv, SendFailure};
 pub use super::RecvError;
+use super::{attach_port, claim_port, defer, encode, spawn_splice, PortHandle, RemoteRecv, SendFailure};
 use crate::codec::CodecError;
 use crate::mux::OutMessage;
 use crate::wire::End;
@@ -29,7 +29,15 @@ pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let attach = Arc::new(Attach::default());
     (
         Sender { inner: SenderInner::Local { tx, attach: attach.clone() } },
-        Receiver { inner: Mutex::new(Some(RecvInner::Local(LocalRecv { rx, attach, remotes: Vec::new(), next: 0, local_done: false }))) },
+        Receiver {
+            inner: Mutex::new(Some(RecvInner::Local(LocalRecv {
+                rx,
+                attach,
+                remotes: Vec::new(),
+                next: 0,
+                local_done: false,
+            }))),
+        },
     )
 }
 
@@ -325,7 +333,8 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
         loop {
             self.attach.waker.register(cx.waker());
-            self.remotes.extend(self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.drain(..).map(RemoteRecv::new));
+            self.remotes
+                .extend(self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.drain(..).map(RemoteRecv::new));
             let n = self.remotes.len();
             for i in 0..n {
                 let idx = (self.next + i) % n;

@@ -11,7 +11,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::ReadBuf;
 
-
 use super::{ConnectionError, Shared};
 use crate::mux::{MuxError, Transmit};
 use crate::transport::Transport;
@@ -85,8 +84,16 @@ impl<T: Transport> Driver<T> {
                 }
             }
             let mut slices = [IoSlice::new(&[]); 64];
-            let n = self.transmit.segments.iter().take(64).zip(slices.iter_mut()).map(|(seg, s)| *s = IoSlice::new(seg)).count();
-            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])).map_err(ConnectionError::io)?;
+            let n = self
+                .transmit
+                .segments
+                .iter()
+                .take(64)
+                .zip(slices.iter_mut())
+                .map(|(seg, s)| *s = IoSlice::new(seg))
+                .count();
+            let written =
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])).map_err(ConnectionError::io)?;
             if written == 0 {
                 return Poll::Ready(Err(ConnectionError::Eof));
             }
@@ -114,10 +121,21 @@ impl<T: Transport> Driver<T> {
             cx.waker().wake_by_ref();
         }
         let write = self.poll_write(cx)?;
-        if write.is_ready() && self.needs_flush && Pin::new(&mut self.io).poll_flush(cx).map_err(ConnectionError::io)?.is_ready() {
+        if write.is_ready()
+            && self.needs_flush
+            && Pin::new(&mut self.io).poll_flush(cx).map_err(ConnectionError::io)?.is_ready()
+        {
             self.needs_flush = false;
         }
-        let closed = self.shared.lock().mux.is_closed();
+        let (closed, error) = {
+            let st = self.shared.lock();
+            (st.mux.is_closed(), st.mux.error().cloned())
+        };
+        if let Some(e) = error {
+            // The mux failed while producing output (a peer that does not
+            // acknowledge, say): that is the reason, not a close.
+            return Poll::Ready(Err(e.into()));
+        }
         if closed && write.is_ready() && !self.needs_flush {
             let _ = Pin::new(&mut self.io).poll_shutdown(cx);
             return Poll::Ready(Err(ConnectionError::Closed));

@@ -53,7 +53,11 @@ fn check(ours: &Hello, theirs: &Hello) -> Result<(), ConnectError> {
         return Err(ConnectError::CodecMismatch { ours: ours.codec, theirs: theirs.codec });
     }
     let HelloLimits { port_window, conn_window, max_frame, max_message, max_ports } = theirs.limits;
-    let sane = max_frame >= 64 && port_window >= 64 && conn_window >= port_window && max_message > 0 && max_ports >= 2;
+    let sane = max_frame >= 64
+        && port_window >= crate::config::MIN_WINDOW
+        && conn_window >= port_window
+        && max_message > 0
+        && max_ports >= 2;
     if !sane {
         return Err(ConnectError::BadLimits(format!("{:?}", theirs.limits)));
     }

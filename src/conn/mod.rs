@@ -230,7 +230,12 @@ impl Connection {
     }
 
     /// Establishes a connection on behalf of the node `local`.
-    pub(crate) async fn establish<T: Transport>(mut io: T, cfg: Config, side: Side, local: NodeId) -> Result<Connection, ConnectError> {
+    pub(crate) async fn establish<T: Transport>(
+        mut io: T,
+        cfg: Config,
+        side: Side,
+        local: NodeId,
+    ) -> Result<Connection, ConnectError> {
         cfg.validate()?;
         transport::tune(&io);
         let peer = handshake::exchange(&mut io, &cfg, local.0).await.inspect_err(|e| {

@@ -41,9 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::wire::{
-    self, End, Frame, FrameDecoder, HelloLimits, PortEntry, PortId, WireError, FLAG_FIRST, FLAG_LAST,
-};
+use crate::wire::{self, End, Frame, FrameDecoder, HelloLimits, PortEntry, PortId, WireError, FLAG_FIRST, FLAG_LAST};
 use port::{OutMsg, Port};
 
 /// Which side of the connection this mux is; it decides port id parity.
@@ -520,6 +518,14 @@ impl Mux {
         if msg.bytes.len() > max as usize {
             return Err(SendError::TooLarge { msg, max });
         }
+        // The first chunk holds the whole port table; it must fit in one
+        // frame and in the credit the peer can ever have outstanding (it
+        // keeps up to a quarter of its window until the next grant).
+        let first = (wire::table_len(msg.ports.len()) as u64 + CHUNK_OVERHEAD) as u32;
+        let first_max = self.cfg.peer.max_frame.min(self.cfg.peer.port_window / 4 * 3);
+        if first > first_max {
+            return Err(SendError::TooLarge { msg, max: first_max });
+        }
         let limit = self.cfg.send_buffer as usize;
         let conn_limit = self.cfg.peer.conn_window as usize;
         let conn_full = self.send_queued >= conn_limit;
@@ -586,9 +592,7 @@ impl Mux {
                 p.buffered -= len;
                 self.recv_buffered -= len;
                 p.unreported += len as u64;
-                if !p.credit_queued
-                    && !p.peer_gone()
-                    && p.unreported >= (self.cfg.local.port_window as u64 / 4).max(1)
+                if !p.credit_queued && !p.peer_gone() && p.unreported >= (self.cfg.local.port_window as u64 / 4).max(1)
                 {
                     p.credit_queued = true;
                     self.control.push_back(Ctl::Credit(id));
@@ -823,7 +827,8 @@ impl Mux {
                 // Nothing queued will be read: drop it (messages whose first
                 // chunk left are the peer's to clean up).
                 let queue: Vec<_> = p.queue.drain(..).collect();
-                let partial_rest = queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset).sum::<usize>();
+                let partial_rest =
+                    queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset).sum::<usize>();
                 p.queued = 0;
                 let handle_open = p.handle_open;
                 self.send_queued -= partial_rest;

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
-use crate::wire::{
-    encode_table, End, Frame, FrameDecoder, HelloLimits, PortEntry, PortId, FLAG_FIRST, FLAG_LAST,
-};
+use crate::wire::{encode_table, End, Frame, FrameDecoder, HelloLimits, PortEntry, PortId, FLAG_FIRST, FLAG_LAST};
 
 /// Explicit small limits; both sides use the same ones.
 #[derive(Clone, Copy, Debug)]
@@ -175,10 +173,7 @@ impl Pair {
         while let Pop::Chunk(chunk) = self.mux(side).pop_chunk(port) {
             if chunk.first {
                 assert!(cur.is_none(), "first chunk inside a message");
-                cur = Some(Msg {
-                    ports: chunk.ports,
-                    data: Vec::new(),
-                });
+                cur = Some(Msg { ports: chunk.ports, data: Vec::new() });
             } else {
                 assert!(chunk.ports.is_empty(), "only first chunks carry ports");
             }
@@ -219,10 +214,7 @@ impl Pair {
     }
 
     fn open_ports(&self) -> (usize, usize) {
-        (
-            self.client.stats().open_ports,
-            self.server.stats().open_ports,
-        )
+        (self.client.stats().open_ports, self.server.stats().open_ports)
     }
 
     /// `from` allocates a port, keeps `kept`, and announces the other end on
@@ -230,27 +222,10 @@ impl Pair {
     fn open_and_claim(&mut self, from: Side, kept: End) -> PortId {
         let travelling = other_end(kept);
         let id = self.mux(from).open_port(travelling).expect("open_port");
-        self.send(
-            from,
-            root_tx(from),
-            &[PortEntry {
-                port: id,
-                end: travelling,
-            }],
-            b"here",
-        );
+        self.send(from, root_tx(from), &[PortEntry { port: id, end: travelling }], b"here");
         self.drive();
         let msgs = self.recv(peer(from), root_rx(peer(from)));
-        assert_eq!(
-            msgs,
-            vec![Msg {
-                ports: vec![PortEntry {
-                    port: id,
-                    end: travelling
-                }],
-                data: b"here".to_vec()
-            }]
-        );
+        assert_eq!(msgs, vec![Msg { ports: vec![PortEntry { port: id, end: travelling }], data: b"here".to_vec() }]);
         id
     }
 }
@@ -286,10 +261,7 @@ fn msg(carried: &[PortEntry], payload: &[u8]) -> OutMessage {
     let mut buf = BytesMut::new();
     encode_table(carried, &mut buf);
     buf.extend_from_slice(payload);
-    OutMessage {
-        bytes: buf.freeze(),
-        ports: carried.iter().map(|e| e.port).collect(),
-    }
+    OutMessage { bytes: buf.freeze(), ports: carried.iter().map(|e| e.port).collect() }
 }
 
 fn events(mux: &mut Mux) -> Vec<Event> {
@@ -307,9 +279,7 @@ fn frames(mut bytes: BytesMut) -> Vec<Frame> {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 fn raw(frames: &[Frame]) -> BytesMut {
@@ -325,11 +295,7 @@ fn first_chunk(port: PortId, carried: &[PortEntry], payload: &[u8], last: bool) 
     encode_table(carried, &mut b);
     b.put_slice(payload);
     let flags = FLAG_FIRST | if last { FLAG_LAST } else { 0 };
-    Frame::Data {
-        port,
-        flags,
-        payload: b.freeze(),
-    }
+    Frame::Data { port, flags, payload: b.freeze() }
 }
 
 fn assert_quiet_and_clean(pair: &Pair) {
@@ -353,28 +319,10 @@ fn root_ports_carry_messages_both_ways() {
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"hello server");
     p.send(S, ROOT_SERVER_TO_CLIENT, &[], b"hello client");
     p.drive();
-    assert_eq!(
-        p.recv(S, ROOT_CLIENT_TO_SERVER),
-        vec![Msg {
-            ports: vec![],
-            data: b"hello server".to_vec()
-        }]
-    );
-    assert_eq!(
-        p.recv(C, ROOT_SERVER_TO_CLIENT),
-        vec![Msg {
-            ports: vec![],
-            data: b"hello client".to_vec()
-        }]
-    );
-    assert!(matches!(
-        p.server.pop_chunk(ROOT_CLIENT_TO_SERVER),
-        Pop::Empty
-    ));
-    assert!(matches!(
-        p.client.pop_chunk(ROOT_SERVER_TO_CLIENT),
-        Pop::Empty
-    ));
+    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: b"hello server".to_vec() }]);
+    assert_eq!(p.recv(C, ROOT_SERVER_TO_CLIENT), vec![Msg { ports: vec![], data: b"hello client".to_vec() }]);
+    assert!(matches!(p.server.pop_chunk(ROOT_CLIENT_TO_SERVER), Pop::Empty));
+    assert!(matches!(p.client.pop_chunk(ROOT_SERVER_TO_CLIENT), Pop::Empty));
     assert!(events(&mut p.server).contains(&Event::Readable(ROOT_CLIENT_TO_SERVER)));
     assert!(events(&mut p.client).contains(&Event::Readable(ROOT_SERVER_TO_CLIENT)));
     p.drive();
@@ -391,13 +339,7 @@ fn client_allocated_port_carries_data_to_server() {
     assert_eq!(p.open_ports(), (3, 3));
     p.send(C, id, &[], b"on the new port");
     p.drive();
-    assert_eq!(
-        p.recv(S, id),
-        vec![Msg {
-            ports: vec![],
-            data: b"on the new port".to_vec()
-        }]
-    );
+    assert_eq!(p.recv(S, id), vec![Msg { ports: vec![], data: b"on the new port".to_vec() }]);
     p.client.close_end(id);
     p.server.close_end(id);
     p.drive();
@@ -411,24 +353,12 @@ fn server_allocated_port_carries_data_to_client() {
     assert_eq!(id % 2, 1, "server ports are odd");
     p.send(S, id, &[], b"from the server");
     p.drive();
-    assert_eq!(
-        p.recv(C, id),
-        vec![Msg {
-            ports: vec![],
-            data: b"from the server".to_vec()
-        }]
-    );
+    assert_eq!(p.recv(C, id), vec![Msg { ports: vec![], data: b"from the server".to_vec() }]);
     // And a port whose receiver end the server keeps.
     let back = p.open_and_claim(S, End::Receiver);
     p.send(C, back, &[], b"reply");
     p.drive();
-    assert_eq!(
-        p.recv(S, back),
-        vec![Msg {
-            ports: vec![],
-            data: b"reply".to_vec()
-        }]
-    );
+    assert_eq!(p.recv(S, back), vec![Msg { ports: vec![], data: b"reply".to_vec() }]);
     for id in [id, back] {
         p.client.close_end(id);
         p.server.close_end(id);
@@ -446,11 +376,8 @@ fn closing_in_any_order_releases_the_port_on_both_sides() {
             for order in 0..4 {
                 let mut p = Pair::new(Setup::default());
                 let id = p.open_and_claim(from, kept);
-                let (sender_side, receiver_side) = if kept == End::Sender {
-                    (from, peer(from))
-                } else {
-                    (peer(from), from)
-                };
+                let (sender_side, receiver_side) =
+                    if kept == End::Sender { (from, peer(from)) } else { (peer(from), from) };
                 p.send(sender_side, id, &[], b"x");
                 p.drive();
                 let ctx = format!("from {from:?}, kept {kept:?}, order {order}");
@@ -497,27 +424,13 @@ fn ten_thousand_open_close_cycles_reuse_port_ids() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..10_000u32 {
         let from = if i % 2 == 0 { C } else { S };
-        let kept = if i % 4 < 2 {
-            End::Sender
-        } else {
-            End::Receiver
-        };
+        let kept = if i % 4 < 2 { End::Sender } else { End::Receiver };
         let id = p.open_and_claim(from, kept);
         seen.insert(id);
-        let (tx, rx) = if kept == End::Sender {
-            (from, peer(from))
-        } else {
-            (peer(from), from)
-        };
+        let (tx, rx) = if kept == End::Sender { (from, peer(from)) } else { (peer(from), from) };
         p.send(tx, id, &[], &i.to_be_bytes());
         p.drive();
-        assert_eq!(
-            p.recv(rx, id),
-            vec![Msg {
-                ports: vec![],
-                data: i.to_be_bytes().to_vec()
-            }]
-        );
+        assert_eq!(p.recv(rx, id), vec![Msg { ports: vec![], data: i.to_be_bytes().to_vec() }]);
         if i % 3 == 0 {
             p.mux(tx).close_end(id);
             p.drive();
@@ -532,9 +445,7 @@ fn ten_thousand_open_close_cycles_reuse_port_ids() {
     }
     // One id per allocator is enough when each port dies before the next.
     assert_eq!(seen.len(), 2, "ids were reused: {seen:?}");
-    assert!(
-        p.client.next_local <= FIRST_ALLOCATED + 2 && p.server.next_local <= FIRST_ALLOCATED + 3
-    );
+    assert!(p.client.next_local <= FIRST_ALLOCATED + 2 && p.server.next_local <= FIRST_ALLOCATED + 3);
     assert_quiet_and_clean(&p);
 }
 
@@ -546,38 +457,16 @@ fn closing_a_port_before_its_announcement_leaves() {
     for kept in [End::Sender, End::Receiver] {
         let mut p = Pair::new(Setup::default());
         let id = p.client.open_port(other_end(kept)).unwrap();
-        p.send(
-            C,
-            ROOT_CLIENT_TO_SERVER,
-            &[PortEntry {
-                port: id,
-                end: other_end(kept),
-            }],
-            b"m",
-        );
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[PortEntry { port: id, end: other_end(kept) }], b"m");
         p.client.close_end(id);
         // A second port, so that a wrongly freed id would be reused at once.
         let id2 = p.client.open_port(End::Sender).unwrap();
         assert_ne!(id, id2, "the announced port is still in use");
-        p.send(
-            C,
-            ROOT_CLIENT_TO_SERVER,
-            &[PortEntry {
-                port: id2,
-                end: End::Sender,
-            }],
-            b"m2",
-        );
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[PortEntry { port: id2, end: End::Sender }], b"m2");
         p.drive();
         let msgs = p.recv(S, ROOT_CLIENT_TO_SERVER);
         assert_eq!(msgs.len(), 2);
-        assert_eq!(
-            msgs[0].ports,
-            vec![PortEntry {
-                port: id,
-                end: other_end(kept)
-            }]
-        );
+        assert_eq!(msgs[0].ports, vec![PortEntry { port: id, end: other_end(kept) }]);
         // The server learns the client end is gone.
         match kept {
             End::Sender => assert!(matches!(p.server.pop_chunk(id), Pop::Finished)),
@@ -608,13 +497,8 @@ fn a_port_never_announced_is_dropped_silently() {
 
 #[test]
 fn small_messages_overtake_a_large_one() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 1 << 16,
-        conn_window: 1 << 20,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup =
+        Setup { chunk_size: 64, port_window: 1 << 16, conn_window: 1 << 20, send_buffer: 1 << 16, ..Setup::default() };
     let mut p = Pair::new(setup);
     p.budget = 150; // about two chunks per transmit
     let b = p.open_and_claim(C, End::Sender);
@@ -645,10 +529,7 @@ fn small_messages_overtake_a_large_one() {
             break;
         }
     }
-    assert_eq!(
-        done,
-        vec!["small", "small", "small", "small", "small", "big"]
-    );
+    assert_eq!(done, vec!["small", "small", "small", "small", "small", "big"]);
     assert_eq!(big_rx, big, "the large message is reassembled exactly");
     assert_eq!(
         small_rx.iter().map(|m| m.data.clone()).collect::<Vec<_>>(),
@@ -662,37 +543,20 @@ fn small_messages_overtake_a_large_one() {
 
 #[test]
 fn chunks_never_exceed_chunk_size_and_table_stays_in_first_chunk() {
-    let setup = Setup {
-        chunk_size: 64,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, ..Setup::default() };
     let mut p = Pair::new(setup);
     // 20 ports: a 102-byte table, larger than a chunk.
-    let carried: Vec<_> = (0..20)
-        .map(|_| PortEntry {
-            port: p.client.open_port(End::Receiver).unwrap(),
-            end: End::Receiver,
-        })
-        .collect();
+    let carried: Vec<_> =
+        (0..20).map(|_| PortEntry { port: p.client.open_port(End::Receiver).unwrap(), end: End::Receiver }).collect();
     p.send(C, ROOT_CLIENT_TO_SERVER, &carried, &pattern(300, 1));
     let fs = frames(p.transmit(C));
     let data: Vec<_> = fs.iter().filter_map(|f| f.data_payload()).collect();
-    assert_eq!(
-        data[0].len(),
-        crate::wire::table_len(20),
-        "the first chunk holds the whole table"
-    );
+    assert_eq!(data[0].len(), crate::wire::table_len(20), "the first chunk holds the whole table");
     assert!(data[1..].iter().all(|d| d.len() <= 64));
     p.deliver(S, raw(&fs));
     p.drive();
     let msgs = p.recv(S, ROOT_CLIENT_TO_SERVER);
-    assert_eq!(
-        msgs,
-        vec![Msg {
-            ports: carried.clone(),
-            data: pattern(300, 1)
-        }]
-    );
+    assert_eq!(msgs, vec![Msg { ports: carried.clone(), data: pattern(300, 1) }]);
     for e in &carried {
         p.client.close_end(e.port);
         p.server.close_end(e.port);
@@ -705,13 +569,8 @@ fn chunks_never_exceed_chunk_size_and_table_stays_in_first_chunk() {
 
 #[test]
 fn control_frames_are_not_queued_behind_data() {
-    let setup = Setup {
-        chunk_size: 128,
-        port_window: 1 << 16,
-        conn_window: 1 << 16,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup =
+        Setup { chunk_size: 128, port_window: 1 << 16, conn_window: 1 << 16, send_buffer: 1 << 16, ..Setup::default() };
     let mut p = Pair::new(setup);
     // A port the client receives on, to be stopped.
     let stopped = p.open_and_claim(S, End::Sender);
@@ -729,47 +588,22 @@ fn control_frames_are_not_queued_behind_data() {
     assert!(cost <= 1 << 16, "{cost}");
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(big, 3));
     let first = frames(p.transmit(C));
-    assert!(first.iter().any(|f| matches!(
-        f,
-        Frame::Data {
-            port: ROOT_CLIENT_TO_SERVER,
-            ..
-        }
-    )));
+    assert!(first.iter().any(|f| matches!(f, Frame::Data { port: ROOT_CLIENT_TO_SERVER, .. })));
     // Now credit and a stop become due while data remains queued.
     assert_eq!(p.recv(C, ROOT_SERVER_TO_CLIENT).len(), 40);
     p.client.close_end(stopped);
     let next = frames(p.transmit(C));
     let pos = |pred: &dyn Fn(&Frame) -> bool| next.iter().position(pred);
-    let credit = pos(&|f| {
-        matches!(
-            f,
-            Frame::Credit {
-                port: ROOT_SERVER_TO_CLIENT,
-                ..
-            }
-        )
-    })
-    .expect("port credit sent");
-    let conn_credit =
-        pos(&|f| matches!(f, Frame::Credit { port: 0, .. })).expect("connection credit sent");
+    let credit = pos(&|f| matches!(f, Frame::Credit { port: ROOT_SERVER_TO_CLIENT, .. })).expect("port credit sent");
+    let conn_credit = pos(&|f| matches!(f, Frame::Credit { port: 0, .. })).expect("connection credit sent");
     let stop = pos(&|f| *f == Frame::Stop { port: stopped }).expect("stop sent");
     let data = pos(&|f| matches!(f, Frame::Data { .. })).expect("data follows");
-    assert!(
-        credit < data && conn_credit < data && stop < data,
-        "{next:?}"
-    );
+    assert!(credit < data && conn_credit < data && stop < data, "{next:?}");
     p.budget = 64 * 1024;
     p.deliver(S, raw(&first));
     p.deliver(S, raw(&next));
     p.drive();
-    assert_eq!(
-        p.recv(S, ROOT_CLIENT_TO_SERVER),
-        vec![Msg {
-            ports: vec![],
-            data: pattern(big, 3)
-        }]
-    );
+    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: pattern(big, 3) }]);
     p.server.close_end(stopped);
     p.drive();
     assert_quiet_and_clean(&p);
@@ -779,12 +613,7 @@ fn control_frames_are_not_queued_behind_data() {
 
 #[test]
 fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 256,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 256, send_buffer: 1 << 16, ..Setup::default() };
     let mut p = Pair::new(setup);
     let body = pattern(2000, 9);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
@@ -794,11 +623,7 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
     let per_window = (256 / (64 + CHUNK_OVERHEAD) * 64) as usize;
     assert_eq!(per_window, 128);
     p.drive();
-    assert_eq!(
-        p.server.stats().recv_buffered,
-        256,
-        "exactly one window in flight"
-    );
+    assert_eq!(p.server.stats().recv_buffered, 256, "exactly one window in flight");
     assert_eq!(p.client.stats().send_queued, total - per_window);
     let mut got = Vec::new();
     let mut rounds = 0;
@@ -809,31 +634,20 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
             popped = true;
         }
         p.drive();
-        assert!(
-            p.server.stats().recv_buffered <= 256,
-            "the receiver never buffers more than its window"
-        );
+        assert!(p.server.stats().recv_buffered <= 256, "the receiver never buffers more than its window");
         if !popped {
             break;
         }
         rounds += 1;
     }
     assert_eq!(got, body);
-    assert!(
-        rounds >= total / per_window,
-        "credit came back in steps ({rounds})"
-    );
+    assert!(rounds >= total / per_window, "credit came back in steps ({rounds})");
     assert_quiet_and_clean(&p);
 }
 
 #[test]
 fn full_send_buffer_reports_full_then_writable() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 256,
-        send_buffer: 512,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 256, send_buffer: 512, ..Setup::default() };
     let mut p = Pair::new(setup);
     let port = ROOT_CLIENT_TO_SERVER;
     for i in 0..3u8 {
@@ -869,13 +683,7 @@ fn full_send_buffer_reports_full_then_writable() {
 
 #[test]
 fn conn_window_bounds_bytes_in_flight_across_ports() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 4096,
-        conn_window: 512,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 4096, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
     let mut p = Pair::new(setup);
     let b = p.open_and_claim(C, End::Sender);
     let c = p.open_and_claim(C, End::Sender);
@@ -893,23 +701,11 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
     p.drive();
     // The opening messages took 22 bytes that are read but not yet granted
     // back (below a quarter window): the rest of the window is in flight.
-    assert_eq!(
-        p.server.conn_window_left, 0,
-        "the whole connection window is used"
-    );
-    assert_eq!(
-        p.server.stats().recv_buffered + p.server.conn_unreported as usize,
-        512
-    );
+    assert_eq!(p.server.conn_window_left, 0, "the whole connection window is used");
+    assert_eq!(p.server.stats().recv_buffered + p.server.conn_unreported as usize, 512);
     assert!(p.server.stats().recv_buffered > 512 - 64);
-    let per_port: Vec<usize> = ports
-        .iter()
-        .map(|&port| p.server.ports[&port].buffered)
-        .collect();
-    assert!(
-        per_port.iter().all(|&n| n >= 128),
-        "round robin shares the window: {per_port:?}"
-    );
+    let per_port: Vec<usize> = ports.iter().map(|&port| p.server.ports[&port].buffered).collect();
+    assert!(per_port.iter().all(|&n| n >= 128), "round robin shares the window: {per_port:?}");
     let mut got = vec![Vec::new(); 3];
     for _ in 0..10 {
         for (i, &port) in ports.iter().enumerate() {
@@ -940,23 +736,12 @@ fn silent_peer_times_out() {
     p.advance(setup.idle_timeout - Duration::from_millis(1));
     assert_eq!(p.client.handle_timeout(p.now()), Ok(()));
     // The ping goes out but nothing comes back.
-    assert!(frames(p.transmit(C))
-        .iter()
-        .any(|f| matches!(f, Frame::Ping { .. })));
+    assert!(frames(p.transmit(C)).iter().any(|f| matches!(f, Frame::Ping { .. })));
     p.advance(Duration::from_millis(1));
-    assert_eq!(
-        p.client.handle_timeout(p.now()),
-        Err(MuxError::Timeout(setup.idle_timeout))
-    );
-    assert_eq!(
-        p.client.error(),
-        Some(&MuxError::Timeout(setup.idle_timeout))
-    );
+    assert_eq!(p.client.handle_timeout(p.now()), Err(MuxError::Timeout(setup.idle_timeout)));
+    assert_eq!(p.client.error(), Some(&MuxError::Timeout(setup.idle_timeout)));
     assert!(p.transmit(C).is_empty(), "a dead mux sends nothing");
-    assert!(matches!(
-        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")),
-        Err(SendError::Closed(_))
-    ));
+    assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Closed(_))));
 }
 
 #[test]
@@ -974,9 +759,7 @@ fn answered_pings_keep_the_connection_alive() {
         let out = p.transmit(C);
         let fs = frames(out.clone());
         assert_eq!(fs.len(), 1);
-        let Frame::Ping { nonce } = fs[0] else {
-            panic!("expected a ping, got {fs:?}")
-        };
+        let Frame::Ping { nonce } = fs[0] else { panic!("expected a ping, got {fs:?}") };
         pings += 1;
         p.deliver(S, out);
         let back = p.transmit(S);
@@ -986,25 +769,17 @@ fn answered_pings_keep_the_connection_alive() {
     assert!(pings >= 15);
     assert!(p.client.error().is_none());
     let now = p.now();
-    p.server
-        .handle_timeout(now)
-        .expect("the server heard the pings");
+    p.server.handle_timeout(now).expect("the server heard the pings");
     // Once the pongs stop, the timeout is the idle time after the last one.
     p.advance(setup.idle_timeout);
-    assert_eq!(
-        p.client.handle_timeout(p.now()),
-        Err(MuxError::Timeout(setup.idle_timeout))
-    );
+    assert_eq!(p.client.handle_timeout(p.now()), Err(MuxError::Timeout(setup.idle_timeout)));
 }
 
 // ----- 7. half close ----------------------------------------------------------------
 
 #[test]
 fn sender_close_lets_the_receiver_drain_then_finish() {
-    let mut p = Pair::new(Setup {
-        chunk_size: 64,
-        ..Setup::default()
-    });
+    let mut p = Pair::new(Setup { chunk_size: 64, ..Setup::default() });
     let id = p.open_and_claim(C, End::Sender);
     p.send(C, id, &[], &pattern(300, 1));
     p.send(C, id, &[], b"last");
@@ -1013,10 +788,7 @@ fn sender_close_lets_the_receiver_drain_then_finish() {
     p.drive();
     assert!(events(&mut p.server).contains(&Event::Readable(id)));
     let msgs = p.recv(S, id);
-    assert_eq!(
-        msgs.iter().map(|m| m.data.clone()).collect::<Vec<_>>(),
-        vec![pattern(300, 1), b"last".to_vec()]
-    );
+    assert_eq!(msgs.iter().map(|m| m.data.clone()).collect::<Vec<_>>(), vec![pattern(300, 1), b"last".to_vec()]);
     assert!(matches!(p.server.pop_chunk(id), Pop::Finished));
     assert!(matches!(p.server.pop_chunk(id), Pop::Finished));
     assert_eq!(p.open_ports(), (3, 3), "the server still holds its end");
@@ -1033,20 +805,13 @@ fn receiver_close_fails_later_sends_with_closed() {
     p.server.close_end(id);
     p.drive();
     assert!(p.client.is_send_closed(id));
-    assert!(
-        events(&mut p.client).contains(&Event::Writable(id)),
-        "a waiting writer wakes up"
-    );
+    assert!(events(&mut p.client).contains(&Event::Writable(id)), "a waiting writer wakes up");
     match p.client.send(id, msg(&[], b"too late")) {
         Err(SendError::Closed(m)) => assert_eq!(&m.bytes[2..], b"too late"),
         other => panic!("expected Closed, got {other:?}"),
     }
     assert!(p.client.send_ready(id), "a send would not block (it fails)");
-    assert_eq!(
-        p.open_ports(),
-        (3, 3),
-        "the server keeps its end until the client's Fin"
-    );
+    assert_eq!(p.open_ports(), (3, 3), "the server keeps its end until the client's Fin");
     p.client.close_end(id);
     p.drive();
     assert_quiet_and_clean(&p);
@@ -1056,11 +821,7 @@ fn receiver_close_fails_later_sends_with_closed() {
 /// the rest and its Fin must not look like a protocol violation.
 #[test]
 fn receiver_close_in_the_middle_of_a_message() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 256,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 256, ..Setup::default() };
     let mut p = Pair::new(setup);
     let id = p.open_and_claim(C, End::Sender);
     p.send(C, id, &[], &pattern(2000, 4));
@@ -1077,22 +838,11 @@ fn receiver_close_in_the_middle_of_a_message() {
     p.send(S, id, &[], &pattern(2000, 4));
     p.drive();
     let first = p.client.pop_chunk(id);
-    assert!(matches!(
-        first,
-        Pop::Chunk(Chunk {
-            first: true,
-            last: false,
-            ..
-        })
-    ));
+    assert!(matches!(first, Pop::Chunk(Chunk { first: true, last: false, .. })));
     p.client.close_end(id);
     p.drive();
     assert!(p.server.is_send_closed(id));
-    assert_eq!(
-        p.server.stats().send_queued,
-        0,
-        "the rest of the message was dropped"
-    );
+    assert_eq!(p.server.stats().send_queued, 0, "the rest of the message was dropped");
     p.server.close_end(id);
     p.drive();
     assert_quiet_and_clean(&p);
@@ -1109,16 +859,7 @@ fn dropping_an_unread_message_closes_the_ports_it_carries() {
     // receiver end travels.
     let x = p.client.open_port(End::Sender).unwrap();
     let y = p.client.open_port(End::Receiver).unwrap();
-    let carried = [
-        PortEntry {
-            port: x,
-            end: End::Sender,
-        },
-        PortEntry {
-            port: y,
-            end: End::Receiver,
-        },
-    ];
+    let carried = [PortEntry { port: x, end: End::Sender }, PortEntry { port: y, end: End::Receiver }];
     p.send(C, carrier, &carried, b"payload");
     p.drive();
     assert_eq!(p.open_ports(), (start.0 + 2, start.1 + 2));
@@ -1126,14 +867,8 @@ fn dropping_an_unread_message_closes_the_ports_it_carries() {
     p.server.close_end(carrier);
     p.drive();
     assert_eq!(p.server.stats().recv_buffered, 0);
-    assert!(
-        p.client.is_send_closed(y),
-        "the server's unclaimed receiver end stopped"
-    );
-    assert!(
-        matches!(p.client.pop_chunk(x), Pop::Finished),
-        "the server's unclaimed sender end finished"
-    );
+    assert!(p.client.is_send_closed(y), "the server's unclaimed receiver end stopped");
+    assert!(matches!(p.client.pop_chunk(x), Pop::Finished), "the server's unclaimed sender end finished");
     for id in [carrier, x, y] {
         p.client.close_end(id);
     }
@@ -1145,11 +880,7 @@ fn dropping_an_unread_message_closes_the_ports_it_carries() {
 fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     // A window of exactly one 64-byte chunk: 64 + CHUNK_OVERHEAD. (A window
     // of 64 could carry nothing at all.)
-    let setup = Setup {
-        port_window: 64 + CHUNK_OVERHEAD as u32,
-        chunk_size: 64,
-        ..Setup::default()
-    };
+    let setup = Setup { port_window: 64 + CHUNK_OVERHEAD as u32, chunk_size: 64, ..Setup::default() };
     let mut p = Pair::new(setup);
     let carrier = p.open_and_claim(C, End::Sender);
     // Use up the carrier's credit so the next message stays queued: a
@@ -1160,16 +891,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     assert_eq!(p.server.stats().recv_buffered, 64 + CHUNK_OVERHEAD as usize);
     let x = p.client.open_port(End::Sender).unwrap();
     let y = p.client.open_port(End::Receiver).unwrap();
-    let carried = [
-        PortEntry {
-            port: x,
-            end: End::Sender,
-        },
-        PortEntry {
-            port: y,
-            end: End::Receiver,
-        },
-    ];
+    let carried = [PortEntry { port: x, end: End::Sender }, PortEntry { port: y, end: End::Receiver }];
     p.send(C, carrier, &carried, b"never sent");
     // Data queued on y: it can never leave either.
     p.send(C, y, &[], b"inner");
@@ -1180,10 +902,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     p.deliver(C, stop);
     // The client learns that x and y are dead.
     let evs = events(&mut p.client);
-    assert!(
-        evs.contains(&Event::Readable(x)) && evs.contains(&Event::Writable(y)),
-        "{evs:?}"
-    );
+    assert!(evs.contains(&Event::Readable(x)) && evs.contains(&Event::Writable(y)), "{evs:?}");
     assert!(matches!(p.client.pop_chunk(x), Pop::Finished));
     assert!(p.client.is_send_closed(y));
     assert_eq!(p.client.stats().send_queued, 0);
@@ -1192,13 +911,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
         p.client.close_end(id);
     }
     let out = frames(p.transmit(C));
-    assert_eq!(
-        out.iter()
-            .filter(|f| f.is_reliable())
-            .cloned()
-            .collect::<Vec<_>>(),
-        vec![Frame::Fin { port: carrier }]
-    );
+    assert_eq!(out.iter().filter(|f| f.is_reliable()).cloned().collect::<Vec<_>>(), vec![Frame::Fin { port: carrier }]);
     p.deliver(S, raw(&out));
     p.drive();
     assert_quiet_and_clean(&p);
@@ -1208,12 +921,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
 
 #[test]
 fn sequence_numbers_count_reliable_frames_and_acks_trim_replay() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 512,
-        conn_window: 512,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 512, conn_window: 512, ..Setup::default() };
     let mut p = Pair::new(setup);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[1; 200]); // 4 chunks
     let out = p.transmit(C);
@@ -1224,11 +932,7 @@ fn sequence_numbers_count_reliable_frames_and_acks_trim_replay() {
     p.deliver(S, out);
     assert_eq!(p.server.stats().received_seq, 4);
     let back = frames(p.transmit(S));
-    assert_eq!(
-        back,
-        vec![Frame::Ack { received: 4 }],
-        "acks are not counted"
-    );
+    assert_eq!(back, vec![Frame::Ack { received: 4 }], "acks are not counted");
     assert_eq!(p.server.stats().sent_seq, 0);
     p.deliver(C, raw(&back));
     assert_eq!(p.client.stats().replay_bytes, 0);
@@ -1246,11 +950,7 @@ fn sequence_numbers_count_reliable_frames_and_acks_trim_replay() {
 #[test]
 fn resume_after_a_lost_transmit_delivers_each_message_once_in_order() {
     for cut_at in 1..6 {
-        let setup = Setup {
-            chunk_size: 64,
-            port_window: 1024,
-            ..Setup::default()
-        };
+        let setup = Setup { chunk_size: 64, port_window: 1024, ..Setup::default() };
         let mut p = Pair::new(setup);
         p.budget = 200;
         let id = p.open_and_claim(S, End::Sender);
@@ -1306,10 +1006,7 @@ fn resume_rejects_an_impossible_position() {
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"x");
     p.drive();
     let now = p.now();
-    assert_eq!(
-        p.client.resume(5, now),
-        Err(MuxError::BadAck { acked: 5, sent: 1 })
-    );
+    assert_eq!(p.client.resume(5, now), Err(MuxError::BadAck { acked: 5, sent: 1 }));
 }
 
 // ----- 10. protocol violations ------------------------------------------------------
@@ -1318,43 +1015,23 @@ fn resume_rejects_an_impossible_position() {
 fn violation(setup: Setup, frames: &[Frame]) -> MuxError {
     let mut p = Pair::new(setup);
     let now = p.now();
-    let err = p
-        .server
-        .handle_input(&mut raw(frames), now)
-        .expect_err("the server must refuse");
+    let err = p.server.handle_input(&mut raw(frames), now).expect_err("the server must refuse");
     assert_eq!(p.server.error(), Some(&err), "the error is final");
-    assert_eq!(
-        p.server.handle_input(&mut BytesMut::new(), now),
-        Err(err.clone())
-    );
+    assert_eq!(p.server.handle_input(&mut BytesMut::new(), now), Err(err.clone()));
     err
 }
 
 #[test]
 fn data_beyond_port_credit_is_refused() {
-    let setup = Setup {
-        port_window: 256,
-        ..Setup::default()
-    };
+    let setup = Setup { port_window: 256, ..Setup::default() };
     let ok = first_chunk(ROOT_CLIENT_TO_SERVER, &[], &[0; 200], false);
-    let over = Frame::Data {
-        port: ROOT_CLIENT_TO_SERVER,
-        flags: FLAG_LAST,
-        payload: Bytes::from(vec![0; 100]),
-    };
-    assert_eq!(
-        violation(setup, &[ok, over]),
-        MuxError::CreditExceeded(ROOT_CLIENT_TO_SERVER)
-    );
+    let over = Frame::Data { port: ROOT_CLIENT_TO_SERVER, flags: FLAG_LAST, payload: Bytes::from(vec![0; 100]) };
+    assert_eq!(violation(setup, &[ok, over]), MuxError::CreditExceeded(ROOT_CLIENT_TO_SERVER));
 }
 
 #[test]
 fn data_beyond_connection_credit_is_refused() {
-    let setup = Setup {
-        port_window: 4096,
-        conn_window: 128,
-        ..Setup::default()
-    };
+    let setup = Setup { port_window: 4096, conn_window: 128, ..Setup::default() };
     let over = first_chunk(ROOT_CLIENT_TO_SERVER, &[], &[0; 200], true);
     assert_eq!(violation(setup, &[over]), MuxError::CreditExceeded(0));
 }
@@ -1363,77 +1040,41 @@ fn data_beyond_connection_credit_is_refused() {
 fn data_for_an_unknown_port_is_refused() {
     let f = first_chunk(40, &[], b"x", true);
     assert_eq!(violation(Setup::default(), &[f]), MuxError::UnknownPort(40));
-    assert_eq!(
-        violation(Setup::default(), &[Frame::Credit { port: 41, bytes: 1 }]),
-        MuxError::UnknownPort(41)
-    );
+    assert_eq!(violation(Setup::default(), &[Frame::Credit { port: 41, bytes: 1 }]), MuxError::UnknownPort(41));
 }
 
 #[test]
 fn data_from_the_wrong_end_is_refused() {
     // The server holds the sender end of its own root.
     let f = first_chunk(ROOT_SERVER_TO_CLIENT, &[], b"x", true);
-    assert_eq!(
-        violation(Setup::default(), &[f]),
-        MuxError::WrongEnd(ROOT_SERVER_TO_CLIENT)
-    );
+    assert_eq!(violation(Setup::default(), &[f]), MuxError::WrongEnd(ROOT_SERVER_TO_CLIENT));
 }
 
 #[test]
 fn announcing_a_port_of_the_wrong_parity_is_refused() {
     // The client may only allocate even ids.
-    let f = first_chunk(
-        ROOT_CLIENT_TO_SERVER,
-        &[PortEntry {
-            port: 7,
-            end: End::Sender,
-        }],
-        b"",
-        true,
-    );
+    let f = first_chunk(ROOT_CLIENT_TO_SERVER, &[PortEntry { port: 7, end: End::Sender }], b"", true);
     assert_eq!(violation(Setup::default(), &[f]), MuxError::BadAnnounce(7));
     // Nor the root ports.
-    let f = first_chunk(
-        ROOT_CLIENT_TO_SERVER,
-        &[PortEntry {
-            port: 2,
-            end: End::Sender,
-        }],
-        b"",
-        true,
-    );
+    let f = first_chunk(ROOT_CLIENT_TO_SERVER, &[PortEntry { port: 2, end: End::Sender }], b"", true);
     assert_eq!(violation(Setup::default(), &[f]), MuxError::BadAnnounce(2));
 }
 
 #[test]
 fn announcing_a_port_twice_is_refused() {
-    let e = PortEntry {
-        port: 4,
-        end: End::Sender,
-    };
+    let e = PortEntry { port: 4, end: End::Sender };
     let f = first_chunk(ROOT_CLIENT_TO_SERVER, &[e, e], b"", true);
     assert_eq!(violation(Setup::default(), &[f]), MuxError::BadAnnounce(4));
     // Or in a later message while the first is alive.
     let f1 = first_chunk(ROOT_CLIENT_TO_SERVER, &[e], b"", true);
     let f2 = first_chunk(ROOT_CLIENT_TO_SERVER, &[e], b"", true);
-    assert_eq!(
-        violation(Setup::default(), &[f1, f2]),
-        MuxError::BadAnnounce(4)
-    );
+    assert_eq!(violation(Setup::default(), &[f1, f2]), MuxError::BadAnnounce(4));
 }
 
 #[test]
 fn announcing_more_ports_than_max_ports_is_refused() {
-    let setup = Setup {
-        max_ports: 4,
-        ..Setup::default()
-    };
-    let table: Vec<_> = (0..5)
-        .map(|i| PortEntry {
-            port: 4 + 2 * i,
-            end: End::Receiver,
-        })
-        .collect();
+    let setup = Setup { max_ports: 4, ..Setup::default() };
+    let table: Vec<_> = (0..5).map(|i| PortEntry { port: 4 + 2 * i, end: End::Receiver }).collect();
     let f = first_chunk(ROOT_CLIENT_TO_SERVER, &table, b"", true);
     assert_eq!(violation(setup, &[f]), MuxError::TooManyPorts(4));
     // And the sending side refuses to open more than the peer allows.
@@ -1441,31 +1082,15 @@ fn announcing_more_ports_than_max_ports_is_refused() {
     for _ in 0..4 {
         p.client.open_port(End::Sender).unwrap();
     }
-    assert_eq!(
-        p.client.open_port(End::Sender),
-        Err(MuxError::TooManyPorts(4))
-    );
+    assert_eq!(p.client.open_port(End::Sender), Err(MuxError::TooManyPorts(4)));
 }
 
 #[test]
 fn a_message_beyond_max_message_is_refused() {
-    let setup = Setup {
-        max_message: 100,
-        ..Setup::default()
-    };
+    let setup = Setup { max_message: 100, ..Setup::default() };
     let f1 = first_chunk(ROOT_CLIENT_TO_SERVER, &[], &[0; 60], false);
-    let f2 = Frame::Data {
-        port: ROOT_CLIENT_TO_SERVER,
-        flags: FLAG_LAST,
-        payload: Bytes::from(vec![0; 60]),
-    };
-    assert_eq!(
-        violation(setup, &[f1, f2]),
-        MuxError::MessageTooLarge {
-            port: ROOT_CLIENT_TO_SERVER,
-            max: 100
-        }
-    );
+    let f2 = Frame::Data { port: ROOT_CLIENT_TO_SERVER, flags: FLAG_LAST, payload: Bytes::from(vec![0; 60]) };
+    assert_eq!(violation(setup, &[f1, f2]), MuxError::MessageTooLarge { port: ROOT_CLIENT_TO_SERVER, max: 100 });
     // The sender checks the peer's limit before queueing.
     let mut p = Pair::new(setup);
     assert!(matches!(
@@ -1476,111 +1101,52 @@ fn a_message_beyond_max_message_is_refused() {
 
 #[test]
 fn chunks_out_of_order_are_refused() {
-    let cont = Frame::Data {
-        port: ROOT_CLIENT_TO_SERVER,
-        flags: FLAG_LAST,
-        payload: Bytes::from_static(b"x"),
-    };
-    assert_eq!(
-        violation(Setup::default(), &[cont]),
-        MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER)
-    );
+    let cont = Frame::Data { port: ROOT_CLIENT_TO_SERVER, flags: FLAG_LAST, payload: Bytes::from_static(b"x") };
+    assert_eq!(violation(Setup::default(), &[cont]), MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER));
     let a = first_chunk(ROOT_CLIENT_TO_SERVER, &[], b"x", false);
     let b = first_chunk(ROOT_CLIENT_TO_SERVER, &[], b"y", true);
-    assert_eq!(
-        violation(Setup::default(), &[a, b]),
-        MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER)
-    );
+    assert_eq!(violation(Setup::default(), &[a, b]), MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER));
     // A Fin in the middle of a message the receiver still reads.
     let a = first_chunk(ROOT_CLIENT_TO_SERVER, &[], b"x", false);
-    let fin = Frame::Fin {
-        port: ROOT_CLIENT_TO_SERVER,
-    };
-    assert_eq!(
-        violation(Setup::default(), &[a, fin]),
-        MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER)
-    );
+    let fin = Frame::Fin { port: ROOT_CLIENT_TO_SERVER };
+    assert_eq!(violation(Setup::default(), &[a, fin]), MuxError::ChunkOrder(ROOT_CLIENT_TO_SERVER));
 }
 
 #[test]
 fn an_ack_beyond_sent_seq_is_refused() {
-    assert_eq!(
-        violation(Setup::default(), &[Frame::Ack { received: 1 }]),
-        MuxError::BadAck { acked: 1, sent: 0 }
-    );
+    assert_eq!(violation(Setup::default(), &[Frame::Ack { received: 1 }]), MuxError::BadAck { acked: 1, sent: 0 });
 }
 
 #[test]
 fn oversized_frames_and_goaway_end_the_mux() {
-    let setup = Setup {
-        max_frame: 128,
-        ..Setup::default()
-    };
+    let setup = Setup { max_frame: 128, ..Setup::default() };
     let f = first_chunk(ROOT_CLIENT_TO_SERVER, &[], &[0; 200], true);
-    assert_eq!(
-        violation(setup, &[f]),
-        MuxError::Wire(crate::wire::WireError::FrameTooLarge { len: 202, max: 128 })
-    );
-    let bye = Frame::GoAway {
-        code: 7,
-        reason: "bye".into(),
-    };
-    assert_eq!(
-        violation(Setup::default(), &[bye]),
-        MuxError::PeerClosed {
-            code: 7,
-            reason: "bye".into()
-        }
-    );
+    assert_eq!(violation(setup, &[f]), MuxError::Wire(crate::wire::WireError::FrameTooLarge { len: 202, max: 128 }));
+    let bye = Frame::GoAway { code: 7, reason: "bye".into() };
+    assert_eq!(violation(Setup::default(), &[bye]), MuxError::PeerClosed { code: 7, reason: "bye".into() });
 }
 
 #[test]
 fn graceful_close_sends_goaway_after_queued_data() {
-    let mut p = Pair::new(Setup {
-        chunk_size: 64,
-        ..Setup::default()
-    });
+    let mut p = Pair::new(Setup { chunk_size: 64, ..Setup::default() });
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(500, 2));
     p.client.close(3, "done");
-    assert!(matches!(
-        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")),
-        Err(SendError::Closed(_))
-    ));
+    assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Closed(_))));
     let out = p.transmit(C);
     let fs = frames(out.clone());
-    assert_eq!(
-        fs.last(),
-        Some(&Frame::GoAway {
-            code: 3,
-            reason: "done".into()
-        })
-    );
+    assert_eq!(fs.last(), Some(&Frame::GoAway { code: 3, reason: "done".into() }));
     assert!(p.client.is_closed());
     let now = p.now();
     let err = p.server.handle_input(&mut out.clone(), now).unwrap_err();
-    assert_eq!(
-        err,
-        MuxError::PeerClosed {
-            code: 3,
-            reason: "done".into()
-        }
-    );
-    assert_eq!(
-        p.recv_partial(S, ROOT_CLIENT_TO_SERVER),
-        pattern(500, 2),
-        "data before the GoAway is kept"
-    );
+    assert_eq!(err, MuxError::PeerClosed { code: 3, reason: "done".into() });
+    assert_eq!(p.recv_partial(S, ROOT_CLIENT_TO_SERVER), pattern(500, 2), "data before the GoAway is kept");
 }
 
 #[test]
 fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
     // A window of 128 could never carry the 102-byte table below plus
     // CHUNK_OVERHEAD; 256 can, and keeps 64-byte chunks (256 / 2 > 64).
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 256,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 256, ..Setup::default() };
     let mut p = Pair::new(setup);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[9; 38]);
     p.drive();
@@ -1590,29 +1156,14 @@ fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
     let left = p.client.ports[&ROOT_CLIENT_TO_SERVER].credit;
     assert_eq!(left, 256 - (40 + CHUNK_OVERHEAD));
     assert_eq!(left - CHUNK_OVERHEAD, 88);
-    let carried: Vec<_> = (0..20)
-        .map(|_| PortEntry {
-            port: p.client.open_port(End::Sender).unwrap(),
-            end: End::Sender,
-        })
-        .collect();
+    let carried: Vec<_> =
+        (0..20).map(|_| PortEntry { port: p.client.open_port(End::Sender).unwrap(), end: End::Sender }).collect();
     p.send(C, ROOT_CLIENT_TO_SERVER, &carried, b"tail");
-    assert!(
-        frames(p.transmit(C))
-            .iter()
-            .all(|f| !matches!(f, Frame::Data { .. })),
-        "waits for credit"
-    );
+    assert!(frames(p.transmit(C)).iter().all(|f| !matches!(f, Frame::Data { .. })), "waits for credit");
     assert_eq!(p.recv_partial(S, ROOT_CLIENT_TO_SERVER), vec![9; 38]);
     p.drive();
     let msgs = p.recv(S, ROOT_CLIENT_TO_SERVER);
-    assert_eq!(
-        msgs,
-        vec![Msg {
-            ports: carried.clone(),
-            data: b"tail".to_vec()
-        }]
-    );
+    assert_eq!(msgs, vec![Msg { ports: carried.clone(), data: b"tail".to_vec() }]);
     for e in &carried {
         p.server.close_end(e.port);
         p.client.close_end(e.port);
@@ -1625,13 +1176,7 @@ fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
 /// when a Stop drops queued bytes, not only when bytes leave.
 #[test]
 fn a_stop_wakes_writers_blocked_on_the_connection() {
-    let setup = Setup {
-        chunk_size: 64,
-        port_window: 128,
-        conn_window: 512,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 64, port_window: 128, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
     let mut p = Pair::new(setup);
     let a = p.open_and_claim(C, End::Sender);
     // a's window fills; 600 bytes stay queued, above the connection window.
@@ -1643,16 +1188,9 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
         other => panic!("expected Full, got {other:?}"),
     }
     for _ in 0..3 {
-        assert!(matches!(
-            p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")),
-            Err(SendError::Full(_))
-        ));
+        assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Full(_))));
     }
-    assert_eq!(
-        p.client.conn_blocked,
-        vec![ROOT_CLIENT_TO_SERVER],
-        "refusals are remembered once"
-    );
+    assert_eq!(p.client.conn_blocked, vec![ROOT_CLIENT_TO_SERVER], "refusals are remembered once");
     events(&mut p.client);
     p.server.close_end(a);
     p.drive();
@@ -1660,13 +1198,7 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"x");
     p.client.close_end(a);
     p.drive();
-    assert_eq!(
-        p.recv(S, ROOT_CLIENT_TO_SERVER),
-        vec![Msg {
-            ports: vec![],
-            data: b"x".to_vec()
-        }]
-    );
+    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: b"x".to_vec() }]);
     assert_quiet_and_clean(&p);
 }
 
@@ -1683,22 +1215,14 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
     // One port: a message of empty (or one-byte) continuation chunks. The
     // connection window is larger, so the port's is the one that fills.
     for len in [0usize, 1] {
-        let mut p = Pair::new(Setup {
-            port_window: window as u32,
-            conn_window: 2 * window as u32,
-            ..Setup::default()
-        });
+        let mut p = Pair::new(Setup { port_window: window as u32, conn_window: 2 * window as u32, ..Setup::default() });
         let now = p.now();
         let mut accepted = 0u64;
         let err = loop {
             let f = if accepted == 0 {
                 first_chunk(root, &[], b"", false)
             } else {
-                Frame::Data {
-                    port: root,
-                    flags: 0,
-                    payload: Bytes::from(vec![7; len]),
-                }
+                Frame::Data { port: root, flags: 0, payload: Bytes::from(vec![7; len]) }
             };
             match p.server.handle_input(&mut raw(&[f]), now) {
                 Ok(()) => accepted += 1,
@@ -1719,16 +1243,9 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
 
     // Three ports sharing the connection window: the connection refuses
     // once their chunks together would exceed it, though no port is full.
-    let mut p = Pair::new(Setup {
-        port_window: window as u32,
-        conn_window: window as u32,
-        ..Setup::default()
-    });
+    let mut p = Pair::new(Setup { port_window: window as u32, conn_window: window as u32, ..Setup::default() });
     let now = p.now();
-    let carried = [4, 6].map(|port| PortEntry {
-        port,
-        end: End::Receiver,
-    });
+    let carried = [4, 6].map(|port| PortEntry { port, end: End::Receiver });
     let announce = first_chunk(root, &carried, b"", true);
     p.server.handle_input(&mut raw(&[announce]), now).unwrap();
     let ports = [root, 4, 6];
@@ -1737,11 +1254,7 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
     let err = 'feed: loop {
         for (i, &port) in ports.iter().enumerate() {
             let f = if started[i] {
-                Frame::Data {
-                    port,
-                    flags: 0,
-                    payload: Bytes::new(),
-                }
+                Frame::Data { port, flags: 0, payload: Bytes::new() }
             } else {
                 started[i] = true;
                 first_chunk(port, &[], b"", false)
@@ -1750,15 +1263,10 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
                 break 'feed e;
             }
             accepted += 1;
-            let queued: u64 = ports
-                .iter()
-                .map(|id| p.server.ports[id].chunks.len() as u64)
-                .sum();
+            let queued: u64 = ports.iter().map(|id| p.server.ports[id].chunks.len() as u64).sum();
             assert_eq!(queued, accepted);
             assert!(queued * CHUNK_OVERHEAD <= window, "{queued} chunks queued");
-            assert!(ports
-                .iter()
-                .all(|id| (p.server.ports[id].chunks.len() as u64) * CHUNK_OVERHEAD < window));
+            assert!(ports.iter().all(|id| (p.server.ports[id].chunks.len() as u64) * CHUNK_OVERHEAD < window));
         }
     };
     assert_eq!(err, MuxError::CreditExceeded(0));
@@ -1771,21 +1279,12 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
 /// chunk size, so a chunk and its overhead always fit the window.
 #[test]
 fn chunks_stay_within_half_the_peer_port_window() {
-    let setup = Setup {
-        chunk_size: 1024,
-        max_frame: 1024,
-        port_window: 1024,
-        ..Setup::default()
-    };
+    let setup = Setup { chunk_size: 1024, max_frame: 1024, port_window: 1024, ..Setup::default() };
     let mut p = Pair::new(setup);
     let body = pattern(3000, 5);
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
     let fs = frames(p.transmit(C));
-    let lens: Vec<usize> = fs
-        .iter()
-        .filter_map(|f| f.data_payload())
-        .map(|d| d.len())
-        .collect();
+    let lens: Vec<usize> = fs.iter().filter_map(|f| f.data_payload()).map(|d| d.len()).collect();
     // 1024 of credit: one 512-byte chunk and what is left after its
     // overhead, 1024 - 2 * CHUNK_OVERHEAD - 512 = 384.
     assert_eq!(lens, vec![512, 384]);
@@ -1802,10 +1301,7 @@ fn chunks_stay_within_half_the_peer_port_window() {
 /// Removes the `Ack` frames from a transmit: a peer whose transmits pass
 /// through here never acknowledges anything.
 fn without_acks(bytes: BytesMut) -> BytesMut {
-    let kept: Vec<Frame> = frames(bytes)
-        .into_iter()
-        .filter(|f| !matches!(f, Frame::Ack { .. }))
-        .collect();
+    let kept: Vec<Frame> = frames(bytes).into_iter().filter(|f| !matches!(f, Frame::Ack { .. })).collect();
     raw(&kept)
 }
 
@@ -1814,12 +1310,7 @@ fn without_acks(bytes: BytesMut) -> BytesMut {
 /// 65,536` frames, then the mux fails. The same traffic with acks goes on.
 #[test]
 fn a_peer_that_never_acknowledges_is_cut_off() {
-    let setup = Setup {
-        port_window: 4096,
-        conn_window: 4096,
-        send_buffer: 1 << 16,
-        ..Setup::default()
-    };
+    let setup = Setup { port_window: 4096, conn_window: 4096, send_buffer: 1 << 16, ..Setup::default() };
     let limit = 4096 / CHUNK_OVERHEAD + 65_536;
     let root = ROOT_CLIENT_TO_SERVER;
     for acks in [true, false] {
@@ -1852,19 +1343,13 @@ fn a_peer_that_never_acknowledges_is_cut_off() {
             assert!(peak_replay < 200, "{peak_replay}");
             continue;
         }
-        assert_eq!(
-            p.client.error(),
-            Some(&MuxError::Unacknowledged { frames: limit + 1 })
-        );
+        assert_eq!(p.client.error(), Some(&MuxError::Unacknowledged { frames: limit + 1 }));
         // Exactly `limit` frames went out and are kept; the next was not sent.
         assert_eq!(p.client.stats().sent_seq, limit);
         assert_eq!(p.client.replay.len() as u64, limit);
         assert!(p.transmit(C).is_empty(), "a dead mux sends nothing");
         let now = p.now();
-        assert_eq!(
-            p.client.handle_timeout(now),
-            Err(MuxError::Unacknowledged { frames: limit + 1 })
-        );
+        assert_eq!(p.client.handle_timeout(now), Err(MuxError::Unacknowledged { frames: limit + 1 }));
     }
 }
 
@@ -1879,16 +1364,7 @@ fn frames_for_a_port_not_yet_announced_are_refused() {
             // The server keeps the sender end of `tx`, the receiver end of `rx`.
             let tx = p.server.open_port(End::Receiver).unwrap();
             let rx = p.server.open_port(End::Sender).unwrap();
-            let carried = [
-                PortEntry {
-                    port: tx,
-                    end: End::Receiver,
-                },
-                PortEntry {
-                    port: rx,
-                    end: End::Sender,
-                },
-            ];
+            let carried = [PortEntry { port: tx, end: End::Receiver }, PortEntry { port: rx, end: End::Sender }];
             if queued {
                 // Announced by a message that is queued but has not left.
                 p.send(S, ROOT_SERVER_TO_CLIENT, &carried, b"soon");

@@ -83,10 +83,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let ports = vec![
-            PortEntry { port: 4, end: End::Sender },
-            PortEntry { port: 7, end: End::Receiver },
-        ];
+        let ports = vec![PortEntry { port: 4, end: End::Sender }, PortEntry { port: 7, end: End::Receiver }];
         let mut buf = BytesMut::new();
         encode_table(&ports, &mut buf);
         buf.extend_from_slice(b"payload");

@@ -88,10 +88,7 @@ impl Frame {
     /// Reliable frames are counted by the session sequence and replayed after
     /// a resume; the others are per-transport.
     pub(crate) fn is_reliable(&self) -> bool {
-        matches!(
-            self,
-            Frame::Data { .. } | Frame::Credit { .. } | Frame::Fin { .. } | Frame::Stop { .. }
-        )
+        matches!(self, Frame::Data { .. } | Frame::Credit { .. } | Frame::Fin { .. } | Frame::Stop { .. })
     }
 
     /// Bytes this frame occupies on the wire.
@@ -132,9 +129,7 @@ impl Frame {
         match self {
             Frame::Data { .. } | Frame::Fin { .. } | Frame::Stop { .. } => {}
             Frame::Credit { bytes, .. } => out.put_u32(*bytes),
-            Frame::Ack { received: v } | Frame::Ping { nonce: v } | Frame::Pong { nonce: v } => {
-                out.put_u64(*v)
-            }
+            Frame::Ack { received: v } | Frame::Ping { nonce: v } | Frame::Pong { nonce: v } => out.put_u64(*v),
             Frame::GoAway { code, reason } => {
                 out.put_u32(*code);
                 out.put_slice(&reason.as_bytes()[..truncate_at(reason, MAX_REASON_LEN)]);

@@ -47,10 +47,9 @@ pub async fn pair_with(kind: Kind, client: Config, server: Config) -> (Connectio
         }
         Kind::Memory => {
             let (a, b) = tether::transport::memory(256 * 1024);
-            let (c, s) = tokio::join!(
-                async { Connection::connect(a, client).await.unwrap() },
-                async { Connection::accept(b, server).await.unwrap() },
-            );
+            let (c, s) = tokio::join!(async { Connection::connect(a, client).await.unwrap() }, async {
+                Connection::accept(b, server).await.unwrap()
+            },);
             (c, s)
         }
     }
