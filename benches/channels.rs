@@ -174,6 +174,10 @@ where
     Fut: Future<Output = Res<T>> + Send + 'static,
 {
     eprintln!("[channels] {label} ...");
+    // For profiling tether alone: TETHER_BENCH_ONLY=tether skips the raw runs.
+    if label.contains(" raw") && std::env::var("TETHER_BENCH_ONLY").is_ok_and(|v| v == "tether") {
+        return Err("skipped (TETHER_BENCH_ONLY=tether)".into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -254,7 +254,12 @@ enum Ctx {
 
 thread_local! {
     static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
+    /// Reused encoding buffer of this thread.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Largest scratch buffer kept between encodings.
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// Restores the previous context when dropped (also on panic).
 struct CtxGuard(Option<Ctx>);
@@ -339,22 +344,32 @@ pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> 
         local: Vec::new(),
         deferred: Vec::new(),
     }));
-    // Room for an empty port table, the common case.
-    let mut buf = Vec::with_capacity(64);
+    // Encode into a reused buffer that starts with an empty port table (the
+    // common case), then copy once into an exact-size allocation: no growth
+    // reallocations per message. A large encoding is handed over whole.
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
     buf.extend_from_slice(&[0, 0]);
     let res = shared.codec.encode(value, &mut buf);
     let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
+    let bytes = res.map(|()| {
+        if !ctx.entries.is_empty() {
+            let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + buf.len() - 2);
+            wire::encode_table(&ctx.entries, &mut out);
+            out.extend_from_slice(&buf[2..]);
+            out.freeze()
+        } else if buf.len() > SCRATCH_KEEP {
+            Bytes::from(std::mem::take(&mut buf))
+        } else {
+            Bytes::copy_from_slice(&buf)
+        }
+    });
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| *s.borrow_mut() = buf);
+    }
     // On failure, dropping `ctx` drops the handles held by deferred work,
     // which closes the ports allocated so far.
-    res?;
-    let bytes = if ctx.entries.is_empty() {
-        Bytes::from(buf)
-    } else {
-        let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + buf.len() - 2);
-        wire::encode_table(&ctx.entries, &mut out);
-        out.extend_from_slice(&buf[2..]);
-        out.freeze()
-    };
+    let bytes = bytes?;
     for f in ctx.deferred {
         f();
     }

@@ -103,22 +103,31 @@ impl<T: Transport> Driver<T> {
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
-        self.shared.lock().driver_waker = Some(cx.waker().clone());
+        {
+            let mut st = self.shared.lock();
+            match &st.driver_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => st.driver_waker = Some(cx.waker().clone()),
+            }
+        }
         self.poll_read(cx)?;
+        // The mux's deadlines only move later as traffic flows, so the timer
+        // is re-armed only when it fired or a deadline came earlier: the hot
+        // path does not touch the runtime's timer wheel.
+        let fired = self.timer.as_mut().poll(cx).is_ready();
         {
             let mut st = self.shared.lock();
             let now = Instant::now();
-            if now >= st.mux.poll_timeout() {
+            if fired || now >= st.mux.poll_timeout() {
                 st.mux.handle_timeout(now)?;
             }
             let deadline = st.mux.poll_timeout();
-            if self.timer.deadline().into_std() != deadline {
+            if fired || deadline < self.timer.deadline().into_std() {
                 self.timer.as_mut().reset(deadline.into());
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
             }
-        }
-        // The timer is re-armed on every poll; registering it wakes us when due.
-        if self.timer.as_mut().poll(cx).is_ready() {
-            cx.waker().wake_by_ref();
         }
         let write = self.poll_write(cx)?;
         if write.is_ready()

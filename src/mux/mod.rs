@@ -308,13 +308,14 @@ fn chunk_cost(len: usize) -> u64 {
     len as u64 + CHUNK_OVERHEAD
 }
 
-/// Received payloads smaller than this are copied out of the read buffer,
-/// so a small retained message cannot pin a large buffer.
-const ZERO_COPY_MIN: usize = 16 * 1024;
-
 /// Reliable frames beyond those `Data` frames can account for that the peer
 /// may leave unacknowledged (room for `Credit`, `Fin` and `Stop`).
 const UNACKED_SLACK: u64 = 65_536;
+
+/// A lone acknowledgement waits at most this long for other output to ride on.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
+/// ... or until this many reliable frames are unacknowledged.
+pub(crate) const ACK_EVERY: u64 = 64;
 
 /// Control frames waiting to go out ahead of data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,6 +388,10 @@ pub(crate) struct Mux {
     ping_nonce: u64,
     pongs: Vec<u64>,
     ping_due: bool,
+    /// When received frames must be acknowledged even with nothing else to
+    /// send, and whether that time has come.
+    ack_due: Option<Instant>,
+    ack_now: bool,
 
     events: VecDeque<Event>,
     closing: Option<(u32, String)>,
@@ -426,6 +431,8 @@ impl Mux {
             ping_nonce: 0,
             pongs: Vec::new(),
             ping_due: false,
+            ack_due: None,
+            ack_now: false,
             events: VecDeque::new(),
             closing: None,
             goaway_sent: false,
@@ -764,6 +771,9 @@ impl Mux {
                 Err(e) => break Err(e.into()),
             }
         };
+        if self.received_seq > self.acked_sent && self.ack_due.is_none() {
+            self.ack_due = Some(now + ACK_DELAY);
+        }
         if any {
             self.last_heard = now;
         }
@@ -909,10 +919,6 @@ impl Mux {
         }
         let p = self.ports.get_mut(&id).expect("checked above");
         if p.handle_open {
-            // A small slice would pin the whole read buffer it came from.
-            if payload.len() < ZERO_COPY_MIN {
-                payload = Bytes::copy_from_slice(&payload);
-            }
             p.buffered += cost as usize;
             p.chunks.push_back(port::QueuedChunk {
                 wire_len: cost as usize,
@@ -1000,6 +1006,9 @@ impl Mux {
             self.ping_due = true;
             self.next_ping = now + self.cfg.ping_interval;
         }
+        if self.ack_due.is_some_and(|due| now >= due) {
+            self.ack_now = true;
+        }
         Ok(())
     }
 
@@ -1013,7 +1022,8 @@ impl Mux {
 
     /// The next instant [`Mux::handle_timeout`] must be called.
     pub(crate) fn poll_timeout(&self) -> Instant {
-        self.next_ping.min(self.last_heard + self.cfg.idle_timeout)
+        let t = self.next_ping.min(self.last_heard + self.cfg.idle_timeout);
+        self.ack_due.map_or(t, |due| t.min(due))
     }
 
     /// The next event for a handle.
@@ -1037,8 +1047,19 @@ impl Mux {
                 out.push(f);
             }
         }
-        if self.received_seq > self.acked_sent {
+        // Acknowledgements ride along with other output; alone they wait
+        // for ACK_EVERY frames or ACK_DELAY, so a request/response exchange
+        // does not cost an extra write and wake-up per message.
+        let unacked = self.received_seq - self.acked_sent;
+        let other_output = !self.control.is_empty()
+            || !self.ready.is_empty()
+            || !self.pongs.is_empty()
+            || self.ping_due
+            || self.closing.is_some();
+        if unacked > 0 && (other_output || self.ack_now || unacked >= ACK_EVERY) {
             self.acked_sent = self.received_seq;
+            self.ack_now = false;
+            self.ack_due = None;
             out.push(&Frame::Ack { received: self.received_seq });
         }
         for nonce in self.pongs.drain(..) {
@@ -1166,7 +1187,9 @@ impl Mux {
         let n = want.min(credit).max(need);
         let first = m.offset == 0;
         let last = m.offset + n == m.bytes.len();
-        let payload = m.bytes.slice(m.offset..m.offset + n);
+        // A message sent in one chunk moves into the frame (and from there
+        // into the replay buffer): no slice, no shared reference count.
+        let payload = if first && last { std::mem::take(&mut m.bytes) } else { m.bytes.slice(m.offset..m.offset + n) };
         m.offset += n;
         let carried = if first { std::mem::take(&mut m.ports) } else { Vec::new() };
         p.credit -= chunk_cost(n);
@@ -1258,6 +1281,8 @@ impl Mux {
         self.trim_replay(peer_received);
         self.replay_cursor = Some(0);
         self.acked_sent = 0;
+        // Tell the peer where we are straight away.
+        self.ack_now = true;
         self.last_heard = now;
         self.next_ping = now + self.cfg.ping_interval;
         self.goaway_sent = false;

@@ -150,11 +150,19 @@ impl Pair {
     }
 
     /// Moves bytes until both sides are quiet.
+    /// Acknowledgements wait up to `ACK_DELAY` for other output; when only
+    /// they are left, the clock moves on to their deadline.
     fn drive(&mut self) {
         for _ in 0..100_000 {
-            if !self.step() {
-                return;
+            if self.step() {
+                continue;
             }
+            let due = [self.client.ack_due, self.server.ack_due].into_iter().flatten().max();
+            let Some(due) = due else { return };
+            self.offset = self.offset.max(due - self.epoch);
+            let now = self.now();
+            self.client.handle_timeout(now).expect("client alive");
+            self.server.handle_timeout(now).expect("server alive");
         }
         panic!("the pair never went quiet");
     }
@@ -931,6 +939,11 @@ fn sequence_numbers_count_reliable_frames_and_acks_trim_replay() {
     assert_eq!(p.client.stats().replay_bytes, 202);
     p.deliver(S, out);
     assert_eq!(p.server.stats().received_seq, 4);
+    // A lone acknowledgement waits for other output, or ACK_DELAY.
+    assert!(p.transmit(S).is_empty(), "no ack-only write at once");
+    p.advance(crate::mux::ACK_DELAY);
+    let now = p.now();
+    p.server.handle_timeout(now).unwrap();
     let back = frames(p.transmit(S));
     assert_eq!(back, vec![Frame::Ack { received: 4 }], "acks are not counted");
     assert_eq!(p.server.stats().sent_seq, 0);
@@ -1393,4 +1406,27 @@ fn frames_for_a_port_not_yet_announced_are_refused() {
             assert_eq!(p.server.handle_input(&mut raw(&[frame]), now), Ok(()), "{ctx}");
         }
     }
+}
+
+#[test]
+fn acks_ride_along_with_data_or_go_alone_after_ack_every_frames() {
+    let setup = Setup { chunk_size: 64, port_window: 64 * 1024, conn_window: 256 * 1024, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    // One request: no ack-only write, but the reply carries the ack.
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"request");
+    let out = p.transmit(C);
+    p.deliver(S, out);
+    assert!(p.transmit(S).is_empty(), "a lone ack waits");
+    p.send(S, ROOT_SERVER_TO_CLIENT, &[], b"reply");
+    let fs = frames(p.transmit(S));
+    assert_eq!(fs[0], Frame::Ack { received: 1 }, "the ack goes first, with the reply");
+    assert!(matches!(fs[1], Frame::Data { .. }));
+    // ACK_EVERY frames in a row are acknowledged at once, without waiting.
+    for i in 0..crate::mux::ACK_EVERY {
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[i as u8]);
+    }
+    let out = p.transmit(C);
+    p.deliver(S, out);
+    let fs = frames(p.transmit(S));
+    assert_eq!(fs, vec![Frame::Ack { received: 1 + crate::mux::ACK_EVERY }]);
 }

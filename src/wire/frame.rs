@@ -25,6 +25,11 @@ pub(crate) const FLAG_FIRST: u8 = 0x01;
 /// Flag on `Data`: this chunk ends a message.
 pub(crate) const FLAG_LAST: u8 = 0x02;
 
+/// `Data` payloads at least this large are split off the read buffer without
+/// copying; smaller ones are copied, so that a small retained message cannot
+/// pin a large buffer.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
 /// Longest reason text carried by a `GoAway` frame.
 pub(crate) const MAX_REASON_LEN: usize = 1024;
 
@@ -193,10 +198,16 @@ impl FrameDecoder {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        buf.advance(HEADER_LEN);
-        let mut payload = buf.split_to(len as usize);
-        Ok(Some(match kind {
-            Kind::Data => Frame::Data { port, flags, payload: payload.freeze() },
+        if kind == Kind::Data && len as usize >= ZERO_COPY_MIN {
+            buf.advance(HEADER_LEN);
+            let payload = buf.split_to(len as usize).freeze();
+            return Ok(Some(Frame::Data { port, flags, payload }));
+        }
+        // Small payloads are copied out (or parsed in place), so a retained
+        // chunk never pins the read buffer and the buffer is reused.
+        let mut payload = &buf[HEADER_LEN..total];
+        let frame = match kind {
+            Kind::Data => Frame::Data { port, flags, payload: Bytes::copy_from_slice(payload) },
             Kind::Credit => Frame::Credit { port, bytes: payload.get_u32() },
             Kind::Fin => Frame::Fin { port },
             Kind::Stop => Frame::Stop { port },
@@ -205,10 +216,12 @@ impl FrameDecoder {
             Kind::Pong => Frame::Pong { nonce: payload.get_u64() },
             Kind::GoAway => {
                 let code = payload.get_u32();
-                let reason = String::from_utf8_lossy(&payload).into_owned();
+                let reason = String::from_utf8_lossy(payload).into_owned();
                 Frame::GoAway { code, reason }
             }
-        }))
+        };
+        buf.advance(total);
+        Ok(Some(frame))
     }
 
     fn check_header(&self, kind: Kind, flags: u8, port: u32, len: u32) -> Result<(), WireError> {
