@@ -93,6 +93,12 @@ struct Exported {
 /// An exported actor.
 struct Export {
     type_name: &'static str,
+    /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
+    mailbox: Arc<dyn Any + Send + Sync>,
+    /// Turns true when the actor stops: its mailbox routes close.
+    stopped: tokio::sync::watch::Sender<bool>,
+    /// The tasks feeding the actor from its routes.
+    pumps: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Box<dyn Fn(RawSender) + Send + Sync>,
     /// Watchers to tell when the actor stops.
@@ -183,7 +189,7 @@ impl Node {
                 tokio::spawn(async move {
                     match Connection::establish(stream, inner.cfg.clone(), Side::Server, inner.id).await {
                         Ok(conn) => {
-                            Node { inner }.attach(conn, None);
+                            let _ = Node { inner }.attach(conn, None);
                         }
                         Err(e) => tracing::info!(%peer, error = %e, "incoming connection refused"),
                     }
@@ -201,7 +207,21 @@ impl Node {
         }
         let stream = TcpStream::connect(addr).await?;
         let conn = Connection::establish(stream, self.inner.cfg.clone(), Side::Client, self.inner.id).await?;
-        Ok(self.attach(conn, Some(addr.to_owned())))
+        let (id, ready) = self.attach(conn, Some(addr.to_owned()));
+        self.await_hello(ready).await?;
+        Ok(id)
+    }
+
+    /// Waits until the peer has taken the connection in (its hello came),
+    /// so that it can be asked things at once.
+    async fn await_hello(&self, ready: Option<tokio::sync::oneshot::Receiver<()>>) -> Result<(), ConnectError> {
+        let Some(ready) = ready else { return Ok(()) };
+        let limit = self.inner.cfg.handshake_timeout;
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ConnectError::Eof),
+            Err(_) => Err(ConnectError::Timeout(limit)),
+        }
     }
 
     /// Runs the node protocol over a connection made by other means (Unix
@@ -209,7 +229,9 @@ impl Node {
     pub async fn connect_with<T: Transport>(&self, io: T, dial: bool) -> Result<NodeId, ConnectError> {
         let side = if dial { Side::Client } else { Side::Server };
         let conn = Connection::establish(io, self.inner.cfg.clone(), side, self.inner.id).await?;
-        Ok(self.attach(conn, None))
+        let (id, ready) = self.attach(conn, None);
+        self.await_hello(ready).await?;
+        Ok(id)
     }
 
     fn live_at(&self, addr: &str) -> Option<NodeId> {
@@ -220,7 +242,8 @@ impl Node {
     }
 
     /// Takes a fresh connection into the node: one connection per peer node.
-    fn attach(&self, conn: Connection, dialed: Option<String>) -> NodeId {
+    /// Returns the peer and, for a new link, a signal that its hello came.
+    fn attach(&self, conn: Connection, dialed: Option<String>) -> (NodeId, Option<tokio::sync::oneshot::Receiver<()>>) {
         let peer_id = conn.peer_id();
         let _ = conn.shared().node.set(Arc::downgrade(&self.inner));
         let (control, incoming) = conn.root::<Control, Control>().expect("a fresh connection has its root channel");
@@ -240,7 +263,7 @@ impl Node {
                     tracing::debug!(peer = %peer_id, "duplicate connection closed");
                     let dup = conn.clone();
                     tokio::spawn(async move { dup.close().await });
-                    return peer_id;
+                    return (peer_id, None);
                 }
             }
             st.lost.remove(&peer_id);
@@ -249,8 +272,9 @@ impl Node {
         let hello = Control::Hello { name: self.inner.name.clone() };
         let _ = control.try_send(hello);
         let node = Arc::downgrade(&self.inner);
-        tokio::spawn(serve(node, peer_id, conn, incoming));
-        peer_id
+        let (hello_tx, hello_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve(node, peer_id, conn, incoming, hello_tx));
+        (peer_id, Some(hello_rx))
     }
 
     /// Exports an actor, by name if `name` is given. The returned ref can be
@@ -268,29 +292,54 @@ impl Node {
             }
         };
         let target = ActorId { node: self.inner.id, id };
-        let mb = mailbox.clone();
-        let export = Arc::new(Export {
-            type_name: std::any::type_name::<M>(),
-            open: Box::new(move |raw: RawSender| {
-                let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
-                let (tx, mut rx) = mpsc::channel::<M>(64);
-                let mb = mb.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(Some(msg)) => {
-                                if mb.deliver(msg).is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(None) | Err(crate::RecvError::Connection(_)) => break,
-                            Err(e) => tracing::warn!(error = %e, "message for a local actor dropped"),
-                        }
+        let (stop_tx, _) = tokio::sync::watch::channel(false);
+        let export = Arc::new_cyclic(|this: &Weak<Export>| {
+            let this = this.clone();
+            let mb = mailbox.clone();
+            Export {
+                type_name: std::any::type_name::<M>(),
+                mailbox: Arc::new(mailbox.clone()),
+                stopped: stop_tx,
+                open: Box::new(move |raw: RawSender| {
+                    let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
+                    let Some(export) = this.upgrade() else {
+                        let _ = reply.send(Err(RemoteError::Stopped));
+                        return;
+                    };
+                    let mut stopped = export.stopped.subscribe();
+                    if *stopped.borrow() {
+                        let _ = reply.send(Err(RemoteError::Stopped));
+                        return;
                     }
-                });
-                let _ = reply.send(Ok(tx));
-            }),
-            watchers: Mutex::new(Vec::new()),
+                    let (tx, mut rx) = mpsc::channel::<M>(64);
+                    let mb = mb.clone();
+                    let pump = tokio::spawn(async move {
+                        loop {
+                            let msg = tokio::select! {
+                                biased;
+                                _ = stopped.wait_for(|s| *s) => break,
+                                msg = rx.recv() => msg,
+                            };
+                            match msg {
+                                Ok(Some(msg)) => {
+                                    if mb.deliver(msg).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(None) | Err(crate::RecvError::Connection(_)) => break,
+                                Err(e) => tracing::warn!(error = %e, "message for a local actor dropped"),
+                            }
+                        }
+                    });
+                    let mut pumps = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
+                    pumps.retain(|p| !p.is_finished());
+                    pumps.push(pump);
+                    drop(pumps);
+                    let _ = reply.send(Ok(tx));
+                }),
+                watchers: Mutex::new(Vec::new()),
+                pumps: Mutex::new(Vec::new()),
+            }
         });
         {
             let mut st = self.inner.lock();
@@ -344,9 +393,8 @@ impl Node {
         let target = ActorId { node: peer, id: exported.actor };
         let route = self.inner.route::<M>(target, Some(peer));
         // Open now, so the first tell (and try_tell) need not wait.
-        let r = RemoteRef { route };
-        r.route_sender().await?;
-        Ok(r)
+        route.sender().await?;
+        Ok(RemoteRef { route })
     }
 
     /// Nodes this node has a live connection to.
@@ -360,26 +408,20 @@ impl Node {
     }
 }
 
-impl<M: RemoteMessage> RemoteRef<M> {
-    async fn route_sender(&self) -> Result<(), RemoteError> {
-        if self.route.local.is_some() {
-            return Ok(());
-        }
-        let node = self.route.node.upgrade().ok_or(RemoteError::NodeGone)?;
-        let s = node.open_route::<M>(self.route.target, self.route.via).await?;
-        *self.route.sender.lock().await = Some(s.clone());
-        *self.route.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-        Ok(())
-    }
-}
-
 fn rand_u64() -> u64 {
     let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
     hi ^ lo
 }
 
 /// Serves one peer's control messages until its connection ends.
-async fn serve(node: Weak<NodeInner>, peer: NodeId, conn: Connection, mut incoming: mpsc::Receiver<Control>) {
+async fn serve(
+    node: Weak<NodeInner>,
+    peer: NodeId,
+    conn: Connection,
+    mut incoming: mpsc::Receiver<Control>,
+    hello: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut hello = Some(hello);
     loop {
         let msg = match incoming.recv().await {
             Ok(Some(msg)) => msg,
@@ -389,6 +431,11 @@ async fn serve(node: Weak<NodeInner>, peer: NodeId, conn: Connection, mut incomi
                 continue;
             }
         };
+        if matches!(msg, Control::Hello { .. }) {
+            if let Some(h) = hello.take() {
+                let _ = h.send(());
+            }
+        }
         let Some(node) = node.upgrade() else { return };
         node.handle(peer, msg);
     }
@@ -412,12 +459,23 @@ impl NodeInner {
 
     pub(crate) fn why_unreachable(&self, id: NodeId) -> RemoteError {
         let st = self.lock();
+        let dead_link = st.peers.get(&id).is_some_and(|p| p.conn.error().is_some());
         if st.restarted.contains(&id) {
             RemoteError::NodeRestarted(id)
-        } else if st.lost.contains(&id) {
+        } else if st.lost.contains(&id) || dead_link {
             RemoteError::NodeLost(id)
         } else {
             RemoteError::NoRoute(id)
+        }
+    }
+
+    /// Why a route to an actor on `node` closed: the actor stopped if the
+    /// node is still connected, else whatever happened to the node.
+    pub(crate) fn why_closed(&self, node: NodeId) -> RemoteError {
+        if node == self.id || self.peer(node).is_ok() {
+            RemoteError::Stopped
+        } else {
+            self.why_unreachable(node)
         }
     }
 
@@ -501,11 +559,20 @@ impl NodeInner {
             st.names.retain(|_, v| *v != id);
             st.exports.remove(&id)
         };
-        if let Some(e) = export {
+        let Some(e) = export else { return };
+        // Close every route into the actor first (their receivers drop and
+        // senders see `Closed`), then tell the watchers: a tell after the
+        // `Stopped` event fails instead of vanishing.
+        e.stopped.send_replace(true);
+        let pumps: Vec<_> = e.pumps.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        tokio::spawn(async move {
+            for p in pumps {
+                let _ = p.await;
+            }
             for w in e.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 let _ = w.send(());
             }
-        }
+        });
     }
 
     fn peer_lost(&self, peer: NodeId, conn: &Connection) {
@@ -538,7 +605,11 @@ impl NodeInner {
                 Err(other) => other_type = Some(other),
             }
         }
-        let local = None;
+        let local = if target.node == self.id {
+            st.exports.get(&target.id).and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+        } else {
+            None
+        };
         let route = Arc::new(Route {
             node: Arc::downgrade(self),
             target,
@@ -550,6 +621,16 @@ impl NodeInner {
         st.routes.insert(target, Arc::downgrade(&route) as AnyRoute);
         drop(st);
         drop(other_type);
+        if route.local.is_none() && target.node != self.id {
+            // Open at once, so `try_tell` works soon after the ref arrives;
+            // a failure here is reported by the first tell, which retries.
+            let eager = Arc::downgrade(&route);
+            tokio::spawn(async move {
+                if let Some(route) = eager.upgrade() {
+                    let _ = route.sender().await;
+                }
+            });
+        }
         route
     }
 

@@ -63,7 +63,7 @@ impl<M> Drop for Route<M> {
 
 impl<M: RemoteMessage> Route<M> {
     /// The sender to the actor's mailbox, opening it if needed.
-    async fn sender(&self) -> Result<mpsc::Sender<M>, RemoteError> {
+    pub(crate) async fn sender(&self) -> Result<mpsc::Sender<M>, RemoteError> {
         let mut slot = self.sender.lock().await;
         if let Some(s) = slot.as_ref() {
             if !s.is_closed() {
@@ -262,7 +262,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     fn lost(&self) -> RemoteError {
         match self.route.node.upgrade() {
-            Some(node) => node.why_unreachable(self.route.target.node),
+            Some(node) => node.why_closed(self.route.target.node),
             None => RemoteError::NodeGone,
         }
     }
@@ -326,6 +326,13 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
 pub struct ReplyPort<R>(oneshot::Sender<R>);
 
 impl<R: RemoteMessage> ReplyPort<R> {
+    /// A reply port and the receiver its answer arrives on, for adapters and
+    /// programs that build requests themselves.
+    pub fn channel() -> (ReplyPort<R>, oneshot::Receiver<R>) {
+        let (tx, rx) = oneshot::channel();
+        (ReplyPort(tx), rx)
+    }
+
     /// Answers the ask. Fails if the asker is gone (it gave up or timed out).
     pub fn send(self, reply: R) -> Result<(), R> {
         self.0.send(reply).map_err(|e| e.into_inner())

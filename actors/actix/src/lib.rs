@@ -1,1 +1,82 @@
-//! actix adapter for tether (see the actor issue).
+//! actix adapter for [tether]: actix actors reachable from other processes
+//! through an `Addr`-like handle.
+//!
+//! ```text
+//!  node A                                        node B
+//!  RemoteAddr<M>::send(msg) ──▶ Envelope<M> ══ tether ══▶ Addr<A>::send(msg)
+//!        ▲                     (msg + reply port)              │ Handler<M>
+//!        └──────────── M::Result ◀══ tether ══════════════════┘
+//! ```
+//!
+//! [`export`] turns an actor's [`actix::Addr`] into a [`RemoteAddr<M>`]
+//! (actix's `Recipient<M>` across processes); [`lookup`] finds a named
+//! export on a peer. A `RemoteAddr` is `Serialize + Deserialize`, so it
+//! travels inside messages and is live wherever it arrives. The handler's
+//! [`actix::Message::Result`] comes back by itself: any `MessageResponse`
+//! works, as long as the result is serializable.
+//!
+//! Everything runs on the tokio runtime of an actix [`actix::System`] (or
+//! any tokio runtime): tether's tasks land where its `Node` methods are
+//! first called. A node may also run on its own multi-threaded runtime
+//! while the actors live in a `System`; calls from either side work.
+//!
+//! # Example
+//!
+//! ```
+//! use actix::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//! use tether::{Config, Node};
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "usize")]
+//! struct Measure(String);
+//!
+//! struct Ruler;
+//! impl Actor for Ruler {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<Measure> for Ruler {
+//!     type Result = usize;
+//!     fn handle(&mut self, Measure(text): Measure, _: &mut Context<Self>) -> usize {
+//!         text.len()
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! System::new().block_on(async {
+//!     let here = Node::new(Some("here"), Config::default());
+//!     let there = Node::new(Some("there"), Config::default());
+//!     let addr = there.listen("127.0.0.1:0").await?;
+//!     let peer = here.connect(&addr.to_string()).await?;
+//!
+//!     tether_actix::export(&there, Some("ruler"), Ruler.start())?;
+//!     let ruler = tether_actix::lookup::<Measure>(&here, peer, "ruler").await?;
+//!     assert_eq!(ruler.send(Measure("how long?".into())).await?, 9);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Sending
+//!
+//! `do_send`, `try_send` and `send` keep actix's meaning, except that no
+//! queue is unbounded: see [`RemoteAddr`] for what each does when the
+//! window is full, and [`DEFAULT_TIMEOUT`] for `send`. Messages from one
+//! handle (and its clones) reach the actor in the order they were accepted.
+//!
+//! # Death watch
+//!
+//! [`RemoteAddr::monitor`] is a future of [`tether::WatchEvent`];
+//! [`RemoteAddr::watch`] delivers it to a local actor as a [`Terminated`]
+//! message.
+#![warn(unreachable_pub, missing_docs)]
+
+mod envelope;
+mod error;
+mod export;
+mod remote_addr;
+
+pub use envelope::Envelope;
+pub use error::RemoteMailboxError;
+pub use export::export;
+pub use remote_addr::{lookup, RemoteAddr, Terminated, DEFAULT_TIMEOUT};

@@ -1,0 +1,37 @@
+//! The wire form of a message to an actix actor.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tether::{oneshot, RemoteMessage};
+
+/// What travels to an exported actix actor: the message, and for `send`
+/// the port its [`actix::Message::Result`] goes back on.
+///
+/// Users never build one; [`RemoteAddr`](crate::RemoteAddr) does. It is
+/// public only because it names the message type of the underlying
+/// [`tether::RemoteRef`], so the type name checked at lookup is
+/// `Envelope<YourMessage>` (by `std::any::type_name`).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "M: RemoteMessage, M::Result: RemoteMessage")]
+pub struct Envelope<M: actix::Message>(pub(crate) Kind<M>);
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "M: RemoteMessage, M::Result: RemoteMessage")]
+pub(crate) enum Kind<M: actix::Message> {
+    /// Fire and forget. Every `ACK_EVERY`-th tell of a sender carries `ack`,
+    /// answered once the actor has handled it: the sender's credit.
+    Tell { msg: M, ack: Option<oneshot::Sender<()>> },
+    /// A request; the handler's result is sent on `reply`. A closed `reply`
+    /// means the asker gave up, so the work is skipped.
+    Send { msg: M, reply: oneshot::Sender<M::Result> },
+}
+
+impl<M: actix::Message> fmt::Debug for Envelope<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Kind::Tell { ack, .. } => write!(f, "Envelope::Tell(ack: {})", ack.is_some()),
+            Kind::Send { .. } => f.write_str("Envelope::Send"),
+        }
+    }
+}

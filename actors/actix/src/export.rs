@@ -1,0 +1,132 @@
+//! Exporting an actix actor: its `Addr` as a tether mailbox.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
+use futures::future::{self, BoxFuture, Either};
+use tether::{Mailbox, NameTaken, Node, RemoteMessage};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::envelope::{Envelope, Kind};
+use crate::RemoteAddr;
+
+/// How often an export checks whether its actor has stopped. actix has no
+/// notification for "the mailbox closed" that a holder of an `Addr` can
+/// await (its parked-sender wake-ups reach only senders blocked on a full
+/// mailbox), so this is a poll of one atomic load; a failed delivery wakes
+/// it at once.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Makes an actix actor reachable from other nodes, by name if `name` is
+/// given, for messages of type `M`.
+///
+/// The export holds a strong [`Addr`], like any other holder of one: the
+/// actor stays alive until it stops itself (`ctx.stop()`), and then the
+/// export is removed and every watcher is told [`WatchEvent::Stopped`].
+/// Must be called within a tokio runtime (an actix `System` is one).
+///
+/// The returned handle is the actor's remote address; send it to peers
+/// inside any message, or let them find it with [`lookup`](crate::lookup).
+///
+/// [`WatchEvent::Stopped`]: tether::WatchEvent::Stopped
+pub fn export<A, M>(node: &Node, name: Option<&str>, addr: Addr<A>) -> Result<RemoteAddr<M>, NameTaken>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    let mailbox = AddrMailbox { addr, rt: Handle::current(), stopped: Arc::new(Notify::new()), _m: PhantomData };
+    node.export(name, mailbox).map(RemoteAddr::from)
+}
+
+/// An actor's `Addr` seen as a tether mailbox.
+struct AddrMailbox<A: Actor, M> {
+    addr: Addr<A>,
+    /// Where reply tasks run when `deliver` is called outside a runtime
+    /// (a local tell from a plain thread).
+    rt: Handle,
+    /// Woken when a delivery finds the actor gone.
+    stopped: Arc<Notify>,
+    _m: PhantomData<fn(M)>,
+}
+
+impl<A: Actor, M> AddrMailbox<A, M> {
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        match Handle::try_current() {
+            Ok(rt) => rt.spawn(fut),
+            Err(_) => self.rt.spawn(fut),
+        };
+    }
+}
+
+impl<A, M> Mailbox<Envelope<M>> for AddrMailbox<A, M>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    // Order: `do_send` and `send` both push into actix's queue before they
+    // return (`AddressSender::send` enqueues at once unless *that* sender is
+    // parked; a fresh clone never is), so messages enter the actor's
+    // mailbox in the order they are delivered here. A parked sender would
+    // defer its message to the first poll of the `Request`, behind later
+    // `do_send`s, and actix never wakes such a `Request`; hence the clone.
+    fn deliver(&self, env: Envelope<M>) -> Result<(), Envelope<M>> {
+        if !self.addr.connected() {
+            self.stopped.notify_one();
+            return Err(env);
+        }
+        match env.0 {
+            Kind::Tell { msg, ack: None } => self.addr.do_send(msg),
+            Kind::Tell { msg, ack: Some(ack) } => {
+                let handled = self.addr.clone().send(msg);
+                self.spawn(async move {
+                    let _ = handled.await;
+                    let _ = ack.send(());
+                });
+            }
+            Kind::Send { msg, reply } => {
+                if reply.is_closed() {
+                    // The asker gave up before delivery: skip the work.
+                    return Ok(());
+                }
+                let handled = self.addr.clone().send(msg);
+                self.spawn(async move {
+                    // Dropping `handled` early makes actix skip the handler
+                    // if it has not started (its envelope checks whether
+                    // the response channel is closed before handling).
+                    let outcome = {
+                        let handled = std::pin::pin!(handled);
+                        let gone = std::pin::pin!(reply.closed());
+                        match future::select(handled, gone).await {
+                            Either::Left((outcome, _)) => Some(outcome),
+                            Either::Right(_) => None,
+                        }
+                    };
+                    // `Err(Closed)`: the actor stopped first; dropping
+                    // `reply` tells the asker at once.
+                    if let Some(Ok(result)) = outcome {
+                        let _ = reply.send(result);
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        let addr = self.addr.downgrade();
+        let woken = self.stopped.clone();
+        Box::pin(async move {
+            while addr.upgrade().is_some() {
+                let _ = tokio::time::timeout(STOP_POLL, woken.notified()).await;
+            }
+        })
+    }
+}

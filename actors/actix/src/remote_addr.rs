@@ -1,0 +1,514 @@
+//! `RemoteAddr<M>`: actix's `Recipient<M>`, for an actor on any node.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::SendError;
+use actix::{Message, Recipient};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tether::{
+    oneshot, ActorId, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError, WatchEvent,
+};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::envelope::{Envelope, Kind};
+use crate::RemoteMailboxError;
+
+/// How long [`RemoteAddr::send`] waits for the result: 10 s. actix's own
+/// `send` waits forever, which across a network only hides a lost peer;
+/// the core notices a silent peer within its `idle_timeout` (5 s by
+/// default), so 10 s leaves room for a slow handler.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every this many tells, one carries an acknowledgement port, answered
+/// once the actor has *handled* that message.
+const ACK_EVERY: u32 = 128;
+/// Unanswered acknowledgements a handle may have. With `ACK_EVERY` this
+/// bounds the tells of one handle waiting in the actor's actix mailbox to
+/// about `ACK_EVERY * (MAX_UNACKED + 1)` = 640: the core hands messages to
+/// the actix mailbox as fast as they arrive (its mailbox hook cannot wait),
+/// so this credit is what makes a slow actor push back on its senders.
+const MAX_UNACKED: u32 = 4;
+/// Messages a handle holds back while the connection's window or the
+/// credit is exhausted, or its route is being opened.
+const OUTBOX: usize = 256;
+
+/// The address of an actix actor that may live on another node, for
+/// messages of type `M`: actix's [`Recipient<M>`] across processes.
+///
+/// Get one from [`export`](crate::export) or [`lookup`](crate::lookup), or
+/// receive one inside a message: it is `Serialize + Deserialize`, and live
+/// on the node that decodes it. Clones share one outbox, so messages from a
+/// handle and its clones reach the actor in the order they were accepted.
+/// Two handles to one actor are equal and hash alike.
+///
+/// Sending, by how it waits:
+///
+/// | method | waits for | when the window is full |
+/// |---|---|---|
+/// | [`do_send`](Self::do_send) | nothing | the message is dropped (logged) |
+/// | [`try_send`](Self::try_send) | nothing | `Err(SendError::Full(msg))` |
+/// | [`tell`](Self::tell) | room | waits |
+/// | [`send`](Self::send) | room and the result | waits, within the timeout |
+///
+/// The *window* of a handle is the connection's send buffer for the route,
+/// plus an outbox of 256 messages, plus the credit that keeps at most about
+/// 640 of its tells waiting in the actor's actix mailbox. A blocked actor
+/// therefore makes `try_send` fail with `Full`, and memory at the sender
+/// stays bounded.
+///
+/// Methods that may need a background task (to open a route, wait for
+/// credit, or watch) run it on the tokio runtime current at the call, or
+/// else the one the handle was made on.
+pub struct RemoteAddr<M: Message> {
+    link: Arc<Link<M>>,
+}
+
+/// Sent to a local actor watching a remote one (see [`RemoteAddr::watch`]):
+/// the remote actor can no longer be reached, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Terminated {
+    /// The actor that was watched.
+    pub actor: ActorId,
+    /// Whether it stopped, or its node was lost or restarted.
+    pub event: WatchEvent,
+}
+
+impl Message for Terminated {
+    type Result = ();
+}
+
+/// Finds the actor exported as `name` on the connected node `peer`, checking
+/// that it takes messages of type `M` (a mismatch is
+/// [`RemoteError::TypeMismatch`], reported at once).
+pub async fn lookup<M>(node: &Node, peer: NodeId, name: &str) -> Result<RemoteAddr<M>, LookupError>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    node.lookup::<Envelope<M>>(peer, name).await.map(RemoteAddr::from)
+}
+
+impl<M> RemoteAddr<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    /// Sends a message without waiting and without a result.
+    ///
+    /// Never blocks. Unlike actix's `do_send`, which queues without limit,
+    /// a message that finds the window full is dropped, with a warning in
+    /// the log; one sent to a stopped or unreachable actor is dropped
+    /// silently, as in actix. Use [`tell`](Self::tell) to wait for room
+    /// instead, or [`try_send`](Self::try_send) to get the message back.
+    pub fn do_send(&self, msg: M) {
+        match self.link.submit(Pending::Tell(msg)) {
+            Ok(()) => self.link.lock().dropping = false,
+            Err(Refused::Full(_)) => {
+                let mut st = self.link.lock();
+                if !std::mem::replace(&mut st.dropping, true) {
+                    tracing::warn!(actor = ?self.link.rref, "window full: do_send drops messages");
+                }
+            }
+            Err(Refused::Closed(..)) => {}
+        }
+    }
+
+    /// Sends a message if there is room in the window now; never waits.
+    ///
+    /// `Full` when the window is full (the actor is slow or the connection
+    /// is congested); `Closed` when the actor stopped or cannot be reached.
+    /// `Ok` means accepted: it will be delivered in order unless the actor
+    /// stops or its node is lost first.
+    pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        self.link.submit(Pending::Tell(msg)).map_err(|e| match e {
+            Refused::Full(p) => SendError::Full(p.into_msg()),
+            Refused::Closed(p, _) => SendError::Closed(p.into_msg()),
+        })
+    }
+
+    /// Sends a message without a result, waiting while the window is full.
+    /// Fails only with `SendError::Closed`, when the actor stopped or cannot
+    /// be reached.
+    pub async fn tell(&self, msg: M) -> Result<(), SendError<M>> {
+        self.link.submit_wait(Pending::Tell(msg)).await.map_err(|(p, _)| SendError::Closed(p.into_msg()))
+    }
+
+    /// Sends a message and waits for the handler's result, at most
+    /// [`DEFAULT_TIMEOUT`]. See [`send_timeout`](Self::send_timeout).
+    pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
+        self.send_timeout(msg, DEFAULT_TIMEOUT)
+    }
+
+    /// Sends a message and waits for the handler's result, at most
+    /// `timeout` in all (waiting for room included).
+    ///
+    /// The result is whatever the handler's [`actix::MessageResponse`]
+    /// produces (plain values, `ResponseFuture`, `ResponseActFuture`, ...),
+    /// so `M::Result` must be serializable. Dropping the future, or the
+    /// timeout, cancels the request: if it has not reached the handler yet,
+    /// the actor never handles it. It needs no actix context; await it in
+    /// a handler with `ctx.spawn(fut.into_actor(self))` or a
+    /// `ResponseFuture`.
+    pub fn send_timeout(
+        &self,
+        msg: M,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
+        let link = self.link.clone();
+        async move {
+            let (reply, result) = oneshot::channel::<M::Result>();
+            let (failed, failure) = tokio::sync::oneshot::channel();
+            let exchange = async {
+                link.submit_wait(Pending::Send(msg, reply, failed)).await.map_err(|(_, e)| e)?;
+                let node = link.rref.id().node;
+                match result.await {
+                    Ok(r) => Ok(r),
+                    // Not sent (the pump says why before it drops the
+                    // reply port), or the actor stopped first.
+                    Err(oneshot::RecvError::Dropped) => {
+                        let mut failure = failure;
+                        Err(failure.try_recv().unwrap_or(RemoteMailboxError::Closed))
+                    }
+                    Err(oneshot::RecvError::Connection(_)) => {
+                        Err(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
+                    }
+                    Err(other) => Err(RemoteMailboxError::Message(other.to_string())),
+                }
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(RemoteMailboxError::Timeout(timeout)),
+            }
+        }
+    }
+
+    /// Watches the actor: resolves once, with why it can no longer be
+    /// reached.
+    pub fn monitor(&self) -> Monitor {
+        self.link.rref.monitor()
+    }
+
+    /// Death watch in actix's form: sends [`Terminated`] to `watcher` (an
+    /// `Addr` of an actor that handles it, or a `Recipient`) when the actor
+    /// stops or its node is lost or restarted. Abort the returned handle to
+    /// stop watching.
+    pub fn watch(&self, watcher: impl Into<Recipient<Terminated>>) -> JoinHandle<()> {
+        let watcher = watcher.into();
+        let monitor = self.monitor();
+        let actor = self.id();
+        self.link.runtime().spawn(async move {
+            let event = monitor.await;
+            watcher.do_send(Terminated { actor, event });
+        })
+    }
+
+    /// The actor's identity.
+    pub fn id(&self) -> ActorId {
+        self.link.rref.id()
+    }
+
+    /// The framework-neutral handle underneath.
+    pub fn remote_ref(&self) -> &RemoteRef<Envelope<M>> {
+        &self.link.rref
+    }
+}
+
+impl<M> From<RemoteRef<Envelope<M>>> for RemoteAddr<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn from(rref: RemoteRef<Envelope<M>>) -> Self {
+        RemoteAddr {
+            link: Arc::new(Link {
+                rref,
+                rt: Handle::try_current().ok(),
+                state: Mutex::new(State {
+                    outbox: VecDeque::new(),
+                    pumping: false,
+                    since_ack: 0,
+                    unacked: 0,
+                    dropping: false,
+                }),
+                credit: Notify::new(),
+                space: Notify::new(),
+            }),
+        }
+    }
+}
+
+impl<M: Message> Clone for RemoteAddr<M> {
+    fn clone(&self) -> Self {
+        RemoteAddr { link: self.link.clone() }
+    }
+}
+
+impl<M: Message> PartialEq for RemoteAddr<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.link.rref == other.link.rref
+    }
+}
+
+impl<M: Message> Eq for RemoteAddr<M> {}
+
+impl<M: Message> Hash for RemoteAddr<M> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.link.rref.hash(state)
+    }
+}
+
+impl<M> fmt::Debug for RemoteAddr<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.link.rref.id();
+        write!(f, "RemoteAddr(node {}, actor {:016x})", id.node, id.id)
+    }
+}
+
+impl<M> Serialize for RemoteAddr<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.link.rref.serialize(s)
+    }
+}
+
+impl<'de, M> Deserialize<'de> for RemoteAddr<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RemoteRef::<Envelope<M>>::deserialize(d).map(RemoteAddr::from)
+    }
+}
+
+/// The sending state shared by a handle and its clones.
+struct Link<M: Message> {
+    rref: RemoteRef<Envelope<M>>,
+    rt: Option<Handle>,
+    state: Mutex<State<M>>,
+    /// An acknowledgement came back.
+    credit: Notify,
+    /// The outbox shrank.
+    space: Notify,
+}
+
+struct State<M: Message> {
+    /// Messages accepted but not yet handed to the core. While it is not
+    /// empty, or the pump is sending its last message, new messages queue
+    /// behind it: that is what keeps order.
+    outbox: VecDeque<Pending<M>>,
+    pumping: bool,
+    /// Tells since the last one that carried an acknowledgement port.
+    since_ack: u32,
+    unacked: u32,
+    /// `do_send` is dropping (to log once per episode).
+    dropping: bool,
+}
+
+enum Pending<M: Message> {
+    Tell(M),
+    /// A request, its reply port, and where to say why it was not sent.
+    Send(M, oneshot::Sender<M::Result>, tokio::sync::oneshot::Sender<RemoteMailboxError>),
+}
+
+impl<M: Message> Pending<M> {
+    fn into_msg(self) -> M {
+        match self {
+            Pending::Tell(m) | Pending::Send(m, ..) => m,
+        }
+    }
+}
+
+enum Refused<M: Message> {
+    Full(Pending<M>),
+    Closed(Pending<M>, RemoteMailboxError),
+}
+
+impl<M> Link<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn runtime(&self) -> Handle {
+        Handle::try_current().ok().or_else(|| self.rt.clone()).expect("tether-actix needs a tokio runtime")
+    }
+
+    /// Takes credit for one more message, building its envelope; `None`
+    /// if a tell needs an acknowledgement and too many are unanswered.
+    fn envelope(&self, st: &mut State<M>, p: Pending<M>) -> Result<(Envelope<M>, Option<Watcher>), Pending<M>> {
+        match p {
+            Pending::Send(msg, reply, failed) => {
+                Ok((Envelope(Kind::Send { msg, reply }), Some(Watcher::Failed(failed))))
+            }
+            Pending::Tell(msg) if st.since_ack + 1 < ACK_EVERY => Ok((Envelope(Kind::Tell { msg, ack: None }), None)),
+            Pending::Tell(msg) if st.unacked < MAX_UNACKED => {
+                let (ack, acked) = oneshot::channel();
+                Ok((Envelope(Kind::Tell { msg, ack: Some(ack) }), Some(Watcher::Ack(acked))))
+            }
+            p => Err(p),
+        }
+    }
+
+    /// Counts a message handed to the core.
+    fn sent(self: &Arc<Self>, st: &mut State<M>, w: Option<Watcher>) {
+        match w {
+            Some(Watcher::Ack(acked)) => {
+                st.since_ack = 0;
+                st.unacked += 1;
+                let link = self.clone();
+                self.runtime().spawn(async move {
+                    // Answered, dropped or lost with its connection: either
+                    // way the credit comes back.
+                    let _ = acked.await;
+                    link.lock().unacked -= 1;
+                    link.credit.notify_one();
+                });
+            }
+            Some(Watcher::Failed(_)) => {}
+            None => st.since_ack += 1,
+        }
+    }
+
+    /// Accepts a message without waiting: straight to the core if nothing
+    /// is queued before it and there is room, else into the outbox.
+    fn submit(self: &Arc<Self>, p: Pending<M>) -> Result<(), Refused<M>> {
+        let mut st = self.lock();
+        let mut p = p;
+        if st.outbox.is_empty() && !st.pumping {
+            match self.envelope(&mut st, p) {
+                Ok((env, w)) => match self.rref.try_tell(env) {
+                    Ok(()) => {
+                        self.sent(&mut st, w);
+                        return Ok(());
+                    }
+                    Err(TellError::Full(env)) => p = unpack(env, w),
+                    Err(TellError::Unreachable { msg, error }) => {
+                        return Err(Refused::Closed(unpack(msg, w), RemoteMailboxError::from_remote(error)));
+                    }
+                    Err(e) => {
+                        let why = RemoteMailboxError::Message(e.to_string());
+                        return Err(Refused::Closed(unpack(e.into_inner(), w), why));
+                    }
+                },
+                Err(back) => p = back,
+            }
+        }
+        if st.outbox.len() >= OUTBOX {
+            return Err(Refused::Full(p));
+        }
+        st.outbox.push_back(p);
+        if !st.pumping {
+            st.pumping = true;
+            self.runtime().spawn(self.clone().pump());
+        }
+        Ok(())
+    }
+
+    /// Accepts a message, waiting for room in the outbox.
+    async fn submit_wait(self: &Arc<Self>, p: Pending<M>) -> Result<(), (Pending<M>, RemoteMailboxError)> {
+        let mut p = p;
+        loop {
+            let room = self.space.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.submit(p) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed(back, e)) => return Err((back, e)),
+                Err(Refused::Full(back)) => p = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Hands the outbox to the core in order, waiting for the window and
+    /// for credit; ends when the outbox is empty.
+    async fn pump(self: Arc<Self>) {
+        loop {
+            let (env, failed) = loop {
+                let credit = self.credit.notified();
+                {
+                    let mut st = self.lock();
+                    let Some(p) = st.outbox.pop_front() else {
+                        st.pumping = false;
+                        return;
+                    };
+                    match self.envelope(&mut st, p) {
+                        Ok((env, w)) => {
+                            // Credit is taken before the wait for the
+                            // window; an acknowledgement port that is never
+                            // sent gives it back when dropped.
+                            let failed = match w {
+                                Some(Watcher::Failed(f)) => Some(f),
+                                other => {
+                                    self.sent(&mut st, other);
+                                    None
+                                }
+                            };
+                            break (env, failed);
+                        }
+                        Err(back) => st.outbox.push_front(back),
+                    }
+                }
+                credit.await;
+            };
+            self.space.notify_waiters();
+            if let Kind::Send { reply, .. } = &env.0 {
+                if reply.is_closed() {
+                    continue; // the asker gave up while it waited here
+                }
+            }
+            let Err(e) = self.rref.tell(env).await else { continue };
+            let failure = match &e {
+                TellError::Unreachable { error, .. } => RemoteMailboxError::from_remote(error.clone()),
+                e => {
+                    tracing::warn!(actor = ?self.rref, error = %e, "message not sent");
+                    RemoteMailboxError::Message(e.to_string())
+                }
+            };
+            // Say why before the reply port (inside `e`) is dropped.
+            if let Some(f) = failed {
+                let _ = f.send(failure);
+            }
+            drop(e);
+        }
+    }
+}
+
+/// What to do once a message is handed over.
+enum Watcher {
+    /// A tell's acknowledgement to await, for credit.
+    Ack(oneshot::Receiver<()>),
+    /// A request's channel for saying why it was not sent.
+    Failed(tokio::sync::oneshot::Sender<RemoteMailboxError>),
+}
+
+/// Takes an envelope the core gave back apart again.
+fn unpack<M: Message>(env: Envelope<M>, w: Option<Watcher>) -> Pending<M> {
+    match (env.0, w) {
+        (Kind::Send { msg, reply }, Some(Watcher::Failed(failed))) => Pending::Send(msg, reply, failed),
+        (Kind::Send { msg, reply }, _) => {
+            let (failed, _) = tokio::sync::oneshot::channel();
+            Pending::Send(msg, reply, failed)
+        }
+        // The acknowledgement port, never sent, is dropped with its receiver.
+        (Kind::Tell { msg, .. }, _) => Pending::Tell(msg),
+    }
+}

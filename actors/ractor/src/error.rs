@@ -1,0 +1,37 @@
+//! Why a remote call failed.
+
+use std::time::Duration;
+
+use tether::{AskError, RemoteError};
+
+/// Why [`RemoteActorRef::call`](crate::RemoteActorRef::call) failed.
+///
+/// Failures to send the request (the actor's node unreachable, the actor
+/// stopped) and failures while waiting for the reply are told apart, as
+/// ractor's `CallResult` tells `Timeout` from `SenderError`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No reply within the timeout. The request may still be handled.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The handler dropped the reply port without answering (ractor's
+    /// `CallResult::SenderError`). Reported as soon as the port is dropped.
+    #[error("the actor dropped the reply port without answering")]
+    NoReply,
+    /// The request could not reach the actor, or the actor's node was lost
+    /// while the reply was awaited.
+    #[error("actor unreachable: {0}")]
+    Unreachable(RemoteError),
+    /// The request could not be sent (too large, does not encode) or the
+    /// reply does not decode.
+    #[error("call failed: {0}")]
+    Failed(#[source] AskError),
+}
+
+impl CallError {
+    /// Whether the call gave up waiting; the actor may still handle it.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CallError::Timeout(_))
+    }
+}
