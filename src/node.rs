@@ -121,6 +121,9 @@ struct NodeState {
     routes: HashMap<ActorId, AnyRoute>,
     lost: HashSet<NodeId>,
     restarted: HashSet<NodeId>,
+    /// Names peers gave in their hello, to recognise a restarted node that
+    /// comes back at another address.
+    named: HashMap<String, NodeId>,
 }
 
 pub(crate) struct NodeInner {
@@ -491,7 +494,21 @@ impl NodeInner {
 
     fn handle(&self, from: NodeId, msg: Control) {
         match msg {
-            Control::Hello { name } => tracing::debug!(peer = %from, ?name, "peer said hello"),
+            Control::Hello { name } => {
+                tracing::debug!(peer = %from, ?name, "peer said hello");
+                if let Some(name) = name {
+                    let mut st = self.lock();
+                    if let Some(old) = st.named.insert(name, from) {
+                        // Two live nodes may share a name by mistake; only a
+                        // gone one can have restarted.
+                        let old_alive = st.peers.get(&old).is_some_and(|p| p.conn.error().is_none());
+                        if old != from && !old_alive {
+                            tracing::info!(old = %old, new = %from, "named node restarted");
+                            st.restarted.insert(old);
+                        }
+                    }
+                }
+            }
             Control::Lookup { name, reply } => {
                 let st = self.lock();
                 let found = st.names.get(&name).and_then(|id| st.exports.get(id).map(|e| (*id, e.type_name)));
