@@ -117,40 +117,56 @@ impl PortHandle {
         cx: &mut Context<'_>,
         asm: &mut Assembly,
     ) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
-        let mut st = self.shared.lock();
-        let res = loop {
-            match st.mux.pop_chunk(self.port) {
-                Pop::Chunk(c) => {
-                    if c.first && c.last {
-                        break Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
+        // Chunks are only taken under the connection lock; copying them into
+        // the reassembly buffer happens after it is released, so a large
+        // message never holds up the driver (and every other port).
+        let mut batch = Vec::new();
+        let end = {
+            let mut st = self.shared.lock();
+            let end = loop {
+                match st.mux.pop_chunk(self.port) {
+                    Pop::Chunk(c) if c.first && c.last && batch.is_empty() => {
+                        if st.mux.has_pending_control() {
+                            st.wake_driver();
+                        }
+                        return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
                     }
-                    if c.first {
-                        asm.ports = c.ports;
-                        asm.buf.clear();
+                    Pop::Chunk(c) => {
+                        let last = c.last;
+                        batch.push(c);
+                        if last {
+                            break Poll::Pending;
+                        }
                     }
-                    asm.buf.extend_from_slice(&c.data);
-                    if c.last {
-                        let data = asm.buf.split().freeze();
-                        break Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
-                    }
-                }
-                Pop::Empty => {
-                    match &st.error {
+                    Pop::Empty => match &st.error {
                         // A graceful close ends the stream once drained.
                         Some(ConnectionError::Closed) => break Poll::Ready(None),
                         Some(e) => break Poll::Ready(Some(Err(e.clone()))),
-                        None => {}
-                    }
-                    st.register_recv(self.port, cx.waker());
-                    break Poll::Pending;
+                        None => {
+                            st.register_recv(self.port, cx.waker());
+                            break Poll::Pending;
+                        }
+                    },
+                    Pop::Finished => break Poll::Ready(None),
                 }
-                Pop::Finished => break Poll::Ready(None),
+            };
+            if st.mux.has_pending_control() {
+                st.wake_driver();
             }
+            end
         };
-        if st.mux.has_pending_control() {
-            st.wake_driver();
+        for c in batch {
+            if c.first {
+                asm.ports = c.ports;
+                asm.buf.clear();
+            }
+            asm.buf.extend_from_slice(&c.data);
+            if c.last {
+                let data = asm.buf.split().freeze();
+                return Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
+            }
         }
-        res
+        end
     }
 }
 
@@ -183,11 +199,19 @@ pub(crate) struct Assembly {
 pub(crate) struct RemoteRecv {
     pub(crate) port: PortHandle,
     asm: Assembly,
+    /// A large message received and held for one scheduling turn.
+    held: Option<RawMessage>,
 }
+
+/// Messages at least this large are decoded only after a yield: popping
+/// them woke the driver (to return credit), and the runtime puts a task
+/// woken that way in a slot no other worker may steal, so decoding at once
+/// would keep the whole connection waiting for the decode.
+const YIELD_BEFORE_DECODE: usize = 1024 * 1024;
 
 impl RemoteRecv {
     pub(crate) fn new(port: PortHandle) -> Self {
-        RemoteRecv { port, asm: Assembly::default() }
+        RemoteRecv { port, asm: Assembly::default(), held: None }
     }
 
     /// The next message, decoded. A message that does not decode is
@@ -196,10 +220,18 @@ impl RemoteRecv {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, RecvError>>> {
+        if let Some(raw) = self.held.take() {
+            return Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode)));
+        }
         match self.port.poll_recv_raw(cx, &mut self.asm) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
+            Poll::Ready(Some(Ok(raw))) if raw.data.len() >= YIELD_BEFORE_DECODE => {
+                self.held = Some(raw);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(raw))) => Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode))),
         }
     }
@@ -207,8 +239,12 @@ impl RemoteRecv {
 
 impl Drop for RemoteRecv {
     fn drop(&mut self) {
-        // A half-received message's ports are ours to close.
+        // A half-received message's ports are ours to close, and so are
+        // those of a message held for a turn.
         discard(&self.port.shared, std::mem::take(&mut self.asm.ports));
+        if let Some(raw) = self.held.take() {
+            discard(&self.port.shared, raw.ports);
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use crate::transport::Transport;
 /// Bytes read per call, and the most the driver hands the transport at once.
 const READ_CHUNK: usize = 64 * 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
+/// Bytes written per poll before the driver reads again.
+const WRITE_PER_POLL: usize = 1024 * 1024;
 /// Reads processed per poll before yielding, so one busy peer cannot starve
 /// the runtime.
 const READS_PER_POLL: usize = 16;
@@ -74,8 +76,15 @@ impl<T: Transport> Driver<T> {
 
     /// Writes what the mux has to send until the transport pushes back.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        let mut written_now = 0;
         loop {
             if self.transmit.is_empty() {
+                if written_now >= WRITE_PER_POLL {
+                    // Go round again after reading: a long transfer must not
+                    // keep credit and replies for other ports unread.
+                    cx.waker().wake_by_ref();
+                    return Poll::Ready(Ok(()));
+                }
                 let mut st = self.shared.lock();
                 st.mux.poll_transmit(&mut self.transmit, WRITE_BUDGET);
                 st.dispatch_events();
@@ -98,6 +107,7 @@ impl<T: Transport> Driver<T> {
                 return Poll::Ready(Err(ConnectionError::Eof));
             }
             self.transmit.advance(written);
+            written_now += written;
             self.needs_flush = true;
         }
     }
