@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::CodecError;
-use crate::conn::{ConnectionError, Shared};
+use crate::conn::{ConnectionError, Shared, State};
 use crate::mux::{OutMessage, Pop, SendError as MuxSendError};
 use crate::wire::{self, End, PortEntry, PortId};
 
@@ -37,47 +37,12 @@ impl PortHandle {
         PortHandle { shared, port }
     }
 
-    /// Queues an encoded message, waiting while the send buffer is full.
-    /// Returns `Err(())` when the receiver or the connection is gone.
-    pub(crate) fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        slot: &mut Option<OutMessage>,
-    ) -> Poll<Result<(), SendFailure>> {
-        let mut st = self.shared.lock();
-        let msg = slot.take().expect("polled after completion");
+    /// Offers `msg` to the mux. On `Full` the message comes back, to wait
+    /// with; on any other failure the ports it would announce are released.
+    fn offer(&self, st: &mut State, msg: OutMessage, unbuffered: bool) -> Result<(), (SendFailure, Option<OutMessage>)> {
         if st.error.is_some() {
             st.mux.discard_unsent(msg);
-            return Poll::Ready(Err(SendFailure::Closed));
-        }
-        match st.mux.send(self.port, msg) {
-            Ok(()) => {
-                st.wake_driver();
-                Poll::Ready(Ok(()))
-            }
-            Err(MuxSendError::Full(msg)) => {
-                *slot = Some(msg);
-                st.register_send(self.port, cx.waker());
-                Poll::Pending
-            }
-            Err(MuxSendError::Closed(msg)) => {
-                st.mux.discard_unsent(msg);
-                Poll::Ready(Err(SendFailure::Closed))
-            }
-            Err(MuxSendError::TooLarge { msg, max }) => {
-                let size = msg.bytes.len();
-                st.mux.discard_unsent(msg);
-                Poll::Ready(Err(SendFailure::TooLarge { size, max }))
-            }
-        }
-    }
-
-    /// Queues an encoded message now, whatever the send buffer holds.
-    pub(crate) fn send_now(&self, msg: OutMessage, unbuffered: bool) -> Result<(), SendFailure> {
-        let mut st = self.shared.lock();
-        if st.error.is_some() {
-            st.mux.discard_unsent(msg);
-            return Err(SendFailure::Closed);
+            return Err((SendFailure::Closed, None));
         }
         let res = if unbuffered { st.mux.send_unbuffered(self.port, msg) } else { st.mux.send(self.port, msg) };
         match res {
@@ -85,20 +50,48 @@ impl PortHandle {
                 st.wake_driver();
                 Ok(())
             }
-            Err(MuxSendError::Full(msg)) => {
-                st.mux.discard_unsent(msg);
-                Err(SendFailure::Full)
-            }
+            Err(MuxSendError::Full(msg)) => Err((SendFailure::Full, Some(msg))),
             Err(MuxSendError::Closed(msg)) => {
                 st.mux.discard_unsent(msg);
-                Err(SendFailure::Closed)
+                Err((SendFailure::Closed, None))
             }
             Err(MuxSendError::TooLarge { msg, max }) => {
                 let size = msg.bytes.len();
                 st.mux.discard_unsent(msg);
-                Err(SendFailure::TooLarge { size, max })
+                Err((SendFailure::TooLarge { size, max }, None))
             }
         }
+    }
+
+    /// Queues an encoded message, waiting while the send buffer is full.
+    pub(crate) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        slot: &mut Option<OutMessage>,
+    ) -> Poll<Result<(), SendFailure>> {
+        let mut st = self.shared.lock();
+        let msg = slot.take().expect("polled after completion");
+        match self.offer(&mut st, msg, false) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err((SendFailure::Full, Some(msg))) => {
+                *slot = Some(msg);
+                st.register_send(self.port, cx.waker());
+                Poll::Pending
+            }
+            Err((failure, _)) => Poll::Ready(Err(failure)),
+        }
+    }
+
+    /// Queues an encoded message now: `Full` if the send buffer is (unless
+    /// `unbuffered`, for a one-shot's single message).
+    pub(crate) fn send_now(&self, msg: OutMessage, unbuffered: bool) -> Result<(), SendFailure> {
+        let mut st = self.shared.lock();
+        self.offer(&mut st, msg, unbuffered).map_err(|(failure, unsent)| {
+            if let Some(msg) = unsent {
+                st.mux.discard_unsent(msg);
+            }
+            failure
+        })
     }
 
     /// Resolves when sends on this port can no longer succeed.
