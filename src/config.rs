@@ -40,6 +40,53 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Codec for messages; both sides must use the same. Default postcard.
     pub codec: CodecKind,
+    /// How a dialing side reconnects after its transport breaks (for
+    /// connections made with [`Connection::dial`](crate::Connection::dial)
+    /// or [`Node::connect`](crate::Node::connect)).
+    pub reconnect: ReconnectPolicy,
+    /// How long an accepting side keeps a session whose transport broke,
+    /// waiting for the dialer to resume it. Default 30 s.
+    pub linger: Duration,
+}
+
+/// Reconnection with exponential backoff and full jitter: attempt `n` waits
+/// a random time up to `min(cap, base × 2^(n-1))`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Whether a dialing side reconnects and resumes at all. Default off:
+    /// without it a broken transport ends the connection at once (and
+    /// monitors report `NodeLost` at once); with it they report it only when
+    /// reconnection gives up.
+    pub enabled: bool,
+    /// First backoff step. Default 50 ms.
+    pub base: Duration,
+    /// Largest backoff step. Default 2 s.
+    pub cap: Duration,
+    /// Give up (the session is lost) after this long. Default 30 s.
+    pub give_up_after: Duration,
+    /// Give up after this many attempts. Default unlimited (`u32::MAX`).
+    pub max_attempts: u32,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            enabled: false,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(30),
+            max_attempts: u32::MAX,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The wait before attempt `attempt` (1-based), given a random `unit` in [0, 1).
+    pub(crate) fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let step = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
+        step.mul_f64(unit.clamp(0.0, 1.0))
+    }
 }
 
 impl Default for Config {
@@ -56,6 +103,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             codec: CodecKind::Postcard,
+            reconnect: ReconnectPolicy::default(),
+            linger: Duration::from_secs(30),
         }
     }
 }

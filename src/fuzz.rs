@@ -243,6 +243,7 @@ pub fn encode_hello(spec: &HelloSpec) -> Vec<u8> {
         codec: spec.codec,
         session_id: uuid::Uuid::from_bytes(spec.session_id),
         resume_received: spec.resume_received,
+        resumable: false,
         limits: HelloLimits { port_window, conn_window, max_frame, max_message, max_ports },
         auth: spec.auth.clone(),
     };

@@ -68,8 +68,10 @@ pub mod transport;
 mod wire;
 
 pub use chan::{mpsc, oneshot, watch, RecvError};
-pub use config::{Config, ConfigError};
-pub use conn::{ConnectError, Connection, ConnectionError, ConnectionStats};
+pub use config::{Config, ConfigError, ReconnectPolicy};
+pub use conn::{
+    Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, SessionLost,
+};
 pub use mux::MuxError as ProtocolError;
 pub use node::{LookupError, NameTaken, Node, RemoteError};
 pub use remote_ref::{ActorId, AskError, Mailbox, Monitor, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent};

@@ -130,6 +130,8 @@ pub(crate) struct NodeInner {
     id: NodeId,
     name: Option<String>,
     cfg: Config,
+    /// Takes incoming transports: new peers, or sessions coming back.
+    acceptor: crate::Acceptor,
     state: Mutex<NodeState>,
 }
 
@@ -159,10 +161,12 @@ impl Node {
     /// A node with an optional human-readable name and a connection
     /// configuration used for every connection it makes or accepts.
     pub fn new(name: Option<&str>, cfg: Config) -> Node {
+        let id = NodeId(uuid::Uuid::new_v4());
         Node {
             inner: Arc::new(NodeInner {
-                id: NodeId(uuid::Uuid::new_v4()),
+                id,
                 name: name.map(str::to_owned),
+                acceptor: crate::Acceptor::for_node(cfg.clone(), id),
                 cfg,
                 state: Mutex::new(NodeState::default()),
             }),
@@ -190,10 +194,11 @@ impl Node {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 let Some(inner) = node.upgrade() else { break };
                 tokio::spawn(async move {
-                    match Connection::establish(stream, inner.cfg.clone(), Side::Server, inner.id).await {
-                        Ok(conn) => {
+                    match inner.acceptor.accept(stream).await {
+                        Ok(crate::Accepted::New(conn)) => {
                             let _ = Node { inner }.attach(conn, None);
                         }
+                        Ok(_) => tracing::debug!(%peer, "session resumed on a new transport"),
                         Err(e) => tracing::info!(%peer, error = %e, "incoming connection refused"),
                     }
                 });
@@ -208,8 +213,11 @@ impl Node {
         if let Some(id) = self.live_at(addr) {
             return Ok(id);
         }
-        let stream = TcpStream::connect(addr).await?;
-        let conn = Connection::establish(stream, self.inner.cfg.clone(), Side::Client, self.inner.id).await?;
+        // The session survives broken transports: the same address is dialed
+        // again and the session resumed (see `Config::reconnect`).
+        let target = addr.to_owned();
+        let dial = crate::conn::dialer(move || TcpStream::connect(target.clone()));
+        let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id).await?;
         let (id, ready) = self.attach(conn, Some(addr.to_owned()));
         self.await_hello(ready).await?;
         Ok(id)
@@ -434,13 +442,16 @@ async fn serve(
                 continue;
             }
         };
-        if matches!(msg, Control::Hello { .. }) {
+        let is_hello = matches!(msg, Control::Hello { .. });
+        let Some(node) = node.upgrade() else { return };
+        node.handle(peer, msg);
+        // Only once the hello is handled (a restart of a named peer noted),
+        // so that `connect` returns to a node that already knows.
+        if is_hello {
             if let Some(h) = hello.take() {
                 let _ = h.send(());
             }
         }
-        let Some(node) = node.upgrade() else { return };
-        node.handle(peer, msg);
     }
     if let Some(node) = node.upgrade() {
         node.peer_lost(peer, &conn);

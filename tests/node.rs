@@ -194,3 +194,30 @@ async fn monitors_and_reply_ports() {
     })
     .await;
 }
+
+/// `connect` to a restarted named node returns only once the restart is
+/// noted: a monitor of a ref to the old incarnation made right after says
+/// `NodeRestarted`, never `NodeLost` (it raced on a multi-threaded runtime
+/// when the hello was signalled before it was handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_is_known_when_connect_returns() {
+    within(T, async {
+        for _ in 0..50 {
+            let a = Node::new(Some("a"), Config::default());
+            let first = Node::new(Some("b"), Config::default());
+            let addr = first.listen("127.0.0.1:0").await.unwrap();
+            first.export(Some("counter"), counter()).unwrap();
+            let old_id = a.connect(&addr.to_string()).await.unwrap();
+            let old: RemoteRef<Counter> = a.lookup(old_id, "counter").await.unwrap();
+            let watch = old.monitor();
+            a.connection(old_id).unwrap().close().await;
+            assert_eq!(watch.await, WatchEvent::NodeLost);
+
+            let second = Node::new(Some("b"), Config::default());
+            let addr = second.listen("127.0.0.1:0").await.unwrap();
+            a.connect(&addr.to_string()).await.unwrap();
+            assert_eq!(old.monitor().await, WatchEvent::NodeRestarted);
+        }
+    })
+    .await;
+}

@@ -39,7 +39,12 @@ impl PortHandle {
 
     /// Offers `msg` to the mux. On `Full` the message comes back, to wait
     /// with; on any other failure the ports it would announce are released.
-    fn offer(&self, st: &mut State, msg: OutMessage, unbuffered: bool) -> Result<(), (SendFailure, Option<OutMessage>)> {
+    fn offer(
+        &self,
+        st: &mut State,
+        msg: OutMessage,
+        unbuffered: bool,
+    ) -> Result<(), (SendFailure, Option<OutMessage>)> {
         if st.error.is_some() {
             st.mux.discard_unsent(msg);
             return Err((SendFailure::Closed, None));

@@ -24,9 +24,22 @@ const WRITE_PER_POLL: usize = 1024 * 1024;
 /// the runtime.
 const READS_PER_POLL: usize = 16;
 
+/// Locks the state, unless a newer transport has taken the session over or
+/// the connection ended (then the driver must stop without touching the mux).
+fn lock(shared: &Shared, generation: u64) -> Result<std::sync::MutexGuard<'_, super::State>, ConnectionError> {
+    let st = shared.lock();
+    if st.generation != generation || st.error.is_some() {
+        return Err(ConnectionError::DriverGone);
+    }
+    Ok(st)
+}
+
 pub(crate) struct Driver<T> {
     io: T,
     shared: Arc<Shared>,
+    /// The transport generation this driver serves.
+    generation: u64,
+    finished: bool,
     read_buf: BytesMut,
     transmit: Transmit,
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -34,10 +47,12 @@ pub(crate) struct Driver<T> {
 }
 
 impl<T: Transport> Driver<T> {
-    pub(crate) fn new(io: T, shared: Arc<Shared>, read_buf: BytesMut) -> Self {
+    pub(crate) fn new(io: T, shared: Arc<Shared>, read_buf: BytesMut, generation: u64) -> Self {
         Driver {
             io,
             shared,
+            generation,
+            finished: false,
             read_buf,
             transmit: Transmit::default(),
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
@@ -61,7 +76,7 @@ impl<T: Transport> Driver<T> {
                     // the spare capacity (ReadBuf::filled), and `reserve`
                     // guaranteed that capacity exists.
                     unsafe { self.read_buf.set_len(self.read_buf.len() + n) };
-                    let mut st = self.shared.lock();
+                    let mut st = lock(&self.shared, self.generation)?;
                     st.mux.handle_input(&mut self.read_buf, Instant::now())?;
                     st.dispatch_events();
                 }
@@ -85,7 +100,7 @@ impl<T: Transport> Driver<T> {
                     cx.waker().wake_by_ref();
                     return Poll::Ready(Ok(()));
                 }
-                let mut st = self.shared.lock();
+                let mut st = lock(&self.shared, self.generation)?;
                 st.mux.poll_transmit(&mut self.transmit, WRITE_BUDGET);
                 st.dispatch_events();
                 if self.transmit.is_empty() {
@@ -114,7 +129,7 @@ impl<T: Transport> Driver<T> {
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
         {
-            let mut st = self.shared.lock();
+            let mut st = lock(&self.shared, self.generation)?;
             match &st.driver_waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => st.driver_waker = Some(cx.waker().clone()),
@@ -126,7 +141,7 @@ impl<T: Transport> Driver<T> {
         // path does not touch the runtime's timer wheel.
         let fired = self.timer.as_mut().poll(cx).is_ready();
         {
-            let mut st = self.shared.lock();
+            let mut st = lock(&self.shared, self.generation)?;
             let now = Instant::now();
             if fired || now >= st.mux.poll_timeout() {
                 st.mux.handle_timeout(now)?;
@@ -147,7 +162,7 @@ impl<T: Transport> Driver<T> {
             self.needs_flush = false;
         }
         let (closed, error) = {
-            let st = self.shared.lock();
+            let st = lock(&self.shared, self.generation)?;
             (st.mux.is_closed(), st.mux.error().cloned())
         };
         if let Some(e) = error {
@@ -174,7 +189,9 @@ impl<T: Transport> Future for Driver<T> {
                     Ok(()) | Err(ConnectionError::Protocol(MuxError::PeerClosed { .. })) => ConnectionError::Closed,
                     Err(e) => e,
                 };
-                self.shared.fail(err);
+                self.finished = true;
+                let generation = self.generation;
+                self.shared.link_failed(generation, err);
                 Poll::Ready(())
             }
         }
@@ -184,7 +201,10 @@ impl<T: Transport> Future for Driver<T> {
 impl<T> Drop for Driver<T> {
     fn drop(&mut self) {
         // A driver dropped without finishing (runtime shut down, task
-        // aborted) must not leave handles waiting forever.
-        self.shared.fail(ConnectionError::DriverGone);
+        // aborted) must not leave handles waiting forever, unless a newer
+        // transport took over (then the generation no longer matches).
+        if !self.finished {
+            self.shared.link_failed(self.generation, ConnectionError::DriverGone);
+        }
     }
 }

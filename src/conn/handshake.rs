@@ -15,37 +15,84 @@ pub(crate) struct PeerHello {
     pub(crate) rest: BytesMut,
 }
 
-/// Sends our hello and reads the peer's, within the handshake timeout.
-pub(crate) async fn exchange<T: Transport>(io: &mut T, cfg: &Config, node_id: Uuid) -> Result<PeerHello, ConnectError> {
-    let ours = Hello {
+fn hello(cfg: &Config, node_id: Uuid, session_id: Uuid, resume_received: u64, resumable: bool) -> Hello {
+    Hello {
         version: VERSION,
         node_id,
         codec: cfg.codec.id(),
-        session_id: Uuid::nil(),
-        resume_received: 0,
+        session_id,
+        resume_received,
+        resumable,
         limits: cfg.hello_limits(),
         auth: Vec::new(),
-    };
-    let run = async {
-        let mut out = BytesMut::new();
-        ours.encode(&mut out);
-        io.write_all(&out).await?;
-        io.flush().await?;
-        let mut buf = BytesMut::with_capacity(4096);
-        loop {
-            if let Some(hello) = Hello::decode(&mut buf)? {
-                return Ok::<_, ConnectError>(PeerHello { hello, rest: buf });
-            }
-            if io.read_buf(&mut buf).await? == 0 {
-                return Err(ConnectError::Eof);
-            }
+    }
+}
+
+async fn send_hello<T: Transport>(io: &mut T, hello: &Hello) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    hello.encode(&mut out);
+    io.write_all(&out).await?;
+    io.flush().await
+}
+
+async fn read_hello<T: Transport>(io: &mut T) -> Result<PeerHello, ConnectError> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if let Some(hello) = Hello::decode(&mut buf)? {
+            return Ok(PeerHello { hello, rest: buf });
         }
-    };
-    let peer = tokio::time::timeout(cfg.handshake_timeout, run)
-        .await
-        .map_err(|_| ConnectError::Timeout(cfg.handshake_timeout))??;
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(ConnectError::Eof);
+        }
+    }
+}
+
+async fn within<F: std::future::Future<Output = Result<PeerHello, ConnectError>>>(
+    cfg: &Config,
+    f: F,
+) -> Result<PeerHello, ConnectError> {
+    tokio::time::timeout(cfg.handshake_timeout, f).await.map_err(|_| ConnectError::Timeout(cfg.handshake_timeout))?
+}
+
+/// The dialing side speaks first: the session it wants (nil for a new one)
+/// and how many reliable frames of it it has received.
+pub(crate) async fn client<T: Transport>(
+    io: &mut T,
+    cfg: &Config,
+    node_id: Uuid,
+    session: Uuid,
+    received: u64,
+    resumable: bool,
+) -> Result<PeerHello, ConnectError> {
+    let ours = hello(cfg, node_id, session, received, resumable);
+    let peer = within(cfg, async {
+        send_hello(io, &ours).await?;
+        read_hello(io).await
+    })
+    .await?;
     check(&ours, &peer.hello)?;
     Ok(peer)
+}
+
+/// The accepting side reads first, then answers with the session it takes
+/// the connection into and its own resume position, as `session` decides
+/// from the dialer's hello. It answers even when it will refuse, so that the
+/// dialer can report the mismatch too.
+pub(crate) async fn server<T: Transport>(
+    io: &mut T,
+    cfg: &Config,
+    node_id: Uuid,
+    session: impl FnOnce(&Hello) -> (Uuid, u64),
+) -> Result<PeerHello, ConnectError> {
+    within(cfg, async {
+        let peer = read_hello(io).await?;
+        let (id, received) = session(&peer.hello);
+        let ours = hello(cfg, node_id, id, received, false);
+        send_hello(io, &ours).await?;
+        check(&ours, &peer.hello)?;
+        Ok(peer)
+    })
+    .await
 }
 
 fn check(ours: &Hello, theirs: &Hello) -> Result<(), ConnectError> {

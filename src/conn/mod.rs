@@ -6,9 +6,13 @@
 //! large writes. No message crosses a task boundary on its own.
 
 mod driver;
+mod handshake;
+mod session;
 
 pub(crate) use crate::mux::Side;
-mod handshake;
+pub(crate) use session::dialer;
+use session::Recovery;
+pub use session::{Accepted, Acceptor, ConnectionEvent, SessionLost};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +81,17 @@ pub enum ConnectionError {
     /// The task driving the connection is gone (its runtime shut down).
     #[error("connection driver stopped")]
     DriverGone,
+    /// The transport broke and the session could not be resumed.
+    #[error("session lost: {0}")]
+    SessionLost(SessionLost),
+}
+
+impl ConnectionError {
+    /// Whether a new transport could carry on where this one stopped: the
+    /// transport failed or went silent, not the peer's protocol or will.
+    fn is_transport_failure(&self) -> bool {
+        matches!(self, ConnectionError::Io(_) | ConnectionError::Eof | ConnectionError::Protocol(MuxError::Timeout(_)))
+    }
 }
 
 impl ConnectionError {
@@ -88,6 +103,11 @@ impl ConnectionError {
 /// State shared by the driver and every handle of one connection.
 pub(crate) struct Shared {
     state: Mutex<State>,
+    pub(crate) cfg: Config,
+    pub(crate) local_id: NodeId,
+    pub(crate) session: uuid::Uuid,
+    recovery: Recovery,
+    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     /// Turns true once the connection has ended.
     ended: tokio::sync::watch::Sender<bool>,
     pub(crate) codec: CodecKind,
@@ -103,6 +123,11 @@ pub(crate) struct State {
     send_wakers: HashMap<PortId, Vec<Waker>>,
     pub(crate) error: Option<ConnectionError>,
     root_taken: bool,
+    /// Counts transports; a driver of an older one must not touch the mux.
+    pub(crate) generation: u64,
+    /// A transport is attached and driven.
+    pub(crate) link_up: bool,
+    driver: Option<tokio::task::AbortHandle>,
 }
 
 impl State {
@@ -166,6 +191,90 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        match &event {
+            ConnectionEvent::Disconnected(e) => tracing::info!(peer = %self.peer_id, error = %e, "disconnected"),
+            ConnectionEvent::Reconnecting { attempt, delay } => {
+                tracing::debug!(peer = %self.peer_id, attempt, ?delay, "reconnecting")
+            }
+            ConnectionEvent::Resumed => tracing::info!(peer = %self.peer_id, "session resumed"),
+            ConnectionEvent::SessionLost(why) => tracing::warn!(peer = %self.peer_id, %why, "session lost"),
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// Drives the session over `io`, replacing any previous transport.
+    fn start_driver<T: Transport>(self: &Arc<Self>, io: T, rest: bytes::BytesMut) {
+        let generation = {
+            let mut st = self.lock();
+            st.generation += 1;
+            st.link_up = true;
+            if let Some(old) = st.driver.take() {
+                old.abort();
+            }
+            st.generation
+        };
+        // Spawned without the lock held: a runtime that is shutting down
+        // drops the driver at once, and its drop takes the lock.
+        let driver = tokio::spawn(driver::Driver::new(io, self.clone(), rest, generation)).abort_handle();
+        let mut st = self.lock();
+        if st.generation == generation && st.error.is_none() {
+            st.driver = Some(driver);
+        } else {
+            driver.abort();
+        }
+    }
+
+    /// Takes the session over on a new transport, after the handshake said
+    /// how much of ours the peer has.
+    fn resume<T: Transport>(self: &Arc<Self>, io: T, peer: handshake::PeerHello) {
+        {
+            let mut st = self.lock();
+            // Stop the old driver from touching the mux first (it may not
+            // have noticed its transport is dead).
+            st.generation += 1;
+            if let Err(e) = st.mux.resume(peer.hello.resume_received, Instant::now()) {
+                drop(st);
+                tracing::warn!(peer = %self.peer_id, error = %e, "cannot resume");
+                self.fail(ConnectionError::SessionLost(SessionLost::Mismatch));
+                return;
+            }
+        }
+        self.start_driver(io, peer.rest);
+        self.emit(ConnectionEvent::Resumed);
+    }
+
+    /// The driver of transport `generation` stopped with `err`: resume if
+    /// the session can outlive it, else end the connection.
+    pub(crate) fn link_failed(self: &Arc<Self>, generation: u64, err: ConnectionError) {
+        {
+            let mut st = self.lock();
+            if st.generation != generation || st.error.is_some() {
+                return;
+            }
+            let recoverable = err.is_transport_failure() && !matches!(self.recovery, Recovery::None);
+            if recoverable {
+                st.link_up = false;
+                st.driver = None;
+            }
+            if !recoverable {
+                drop(st);
+                self.fail(err);
+                return;
+            }
+        }
+        self.emit(ConnectionEvent::Disconnected(err));
+        match &self.recovery {
+            Recovery::Dial(dial) => {
+                tokio::spawn(session::reconnect(self.clone(), dial.clone()));
+            }
+            Recovery::Linger(d) => {
+                tokio::spawn(session::linger(Arc::downgrade(self), generation, *d));
+            }
+            Recovery::None => unreachable!("checked above"),
+        }
+    }
+
     /// Ends the connection: every waiting handle is woken and sees `err`.
     pub(crate) fn fail(&self, err: ConnectionError) {
         let mut st = self.lock();
@@ -176,7 +285,18 @@ impl Shared {
             ConnectionError::Closed => tracing::debug!(peer = %self.peer_id, "connection closed"),
             e => tracing::warn!(peer = %self.peer_id, error = %e, "connection failed"),
         }
+        if let ConnectionError::SessionLost(why) = &err {
+            let _ = self.events.send(ConnectionEvent::SessionLost(why.clone()));
+        }
         st.error = Some(err);
+        st.link_up = false;
+        if let Some(d) = st.driver.take() {
+            // The driver stops at its next poll; the waker makes that soon.
+            drop(d);
+        }
+        if let Some(w) = st.driver_waker.take() {
+            w.wake();
+        }
         for (_, w) in st.recv_wakers.drain() {
             w.wake();
         }
@@ -219,28 +339,90 @@ pub struct ConnectionStats {
 
 impl Connection {
     /// Dials: runs the handshake on `io` as the connecting side and starts
-    /// the connection's driver on the current tokio runtime.
+    /// the connection's driver on the current tokio runtime. The connection
+    /// ends with its transport; see [`Connection::dial`] for one that
+    /// reconnects.
     pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
-        Self::establish(io, cfg, Side::Client, crate::node_id()).await
+        Self::dial_once(io, cfg, crate::node_id(), Recovery::None).await
     }
 
-    /// Accepts: runs the handshake on `io` as the accepting side.
+    /// Accepts: runs the handshake on `io` as the accepting side. The
+    /// connection ends with its transport; see [`Acceptor`] for sessions
+    /// that dialers can resume.
     pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
         Self::establish(io, cfg, Side::Server, crate::node_id()).await
     }
 
-    /// Establishes a connection on behalf of the node `local`.
+    /// Dials with `dial` and keeps the session alive across broken
+    /// transports: when the transport fails or goes silent, `dial` is called
+    /// again (with backoff, per [`Config::reconnect`]) and the session
+    /// resumes where it stopped, every message delivered exactly once and in
+    /// order. The peer must accept through an [`Acceptor`].
+    pub async fn dial<F, Fut, T>(dial: F, cfg: Config) -> Result<Connection, ConnectError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+        T: Transport,
+    {
+        let dial = session::dialer(dial);
+        let io = dial().await?;
+        Self::dial_once(io, cfg, crate::node_id(), Recovery::Dial(dial)).await
+    }
+
+    /// A connection without recovery on behalf of the node `local`.
     pub(crate) async fn establish<T: Transport>(
         mut io: T,
         cfg: Config,
         side: Side,
         local: NodeId,
     ) -> Result<Connection, ConnectError> {
+        match side {
+            Side::Client => Self::dial_once(io, cfg, local, Recovery::None).await,
+            Side::Server => {
+                cfg.validate()?;
+                transport::tune(&io);
+                let session = uuid::Uuid::new_v4();
+                let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Recovery::None))
+            }
+        }
+    }
+
+    /// A node's dial: recovery as its configuration says.
+    pub(crate) async fn dial_as(dial: session::Dialer, cfg: Config, local: NodeId) -> Result<Connection, ConnectError> {
+        let io = dial().await?;
+        let recovery = if cfg.reconnect.enabled { Recovery::Dial(dial) } else { Recovery::None };
+        Self::dial_once(io, cfg, local, recovery).await
+    }
+
+    async fn dial_once<T: Transport>(
+        mut io: T,
+        cfg: Config,
+        local: NodeId,
+        recovery: Recovery,
+    ) -> Result<Connection, ConnectError> {
         cfg.validate()?;
         transport::tune(&io);
-        let peer = handshake::exchange(&mut io, &cfg, local.0).await.inspect_err(|e| {
-            tracing::warn!(error = %e, "handshake failed");
-        })?;
+        let resumable = matches!(recovery, Recovery::Dial(_));
+        let peer = handshake::client(&mut io, &cfg, local.0, uuid::Uuid::nil(), 0, resumable)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+        let session = peer.hello.session_id;
+        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recovery))
+    }
+
+    /// Builds the connection's state after a handshake and starts driving it.
+    fn start<T: Transport>(
+        io: T,
+        cfg: Config,
+        side: Side,
+        local: NodeId,
+        session: uuid::Uuid,
+        peer: handshake::PeerHello,
+        recovery: Recovery,
+    ) -> Connection {
         let mux_cfg = MuxConfig {
             local: cfg.hello_limits(),
             peer: peer.hello.limits,
@@ -257,15 +439,28 @@ impl Connection {
                 send_wakers: HashMap::new(),
                 error: None,
                 root_taken: false,
+                generation: 0,
+                link_up: false,
+                driver: None,
             }),
             ended: tokio::sync::watch::channel(false).0,
             codec: cfg.codec,
             peer_id: NodeId(peer.hello.node_id),
             node: std::sync::OnceLock::new(),
+            local_id: local,
+            session,
+            recovery,
+            events: tokio::sync::broadcast::channel(64).0,
+            cfg,
         });
-        tracing::debug!(peer = %shared.peer_id, ?side, "connection established");
-        tokio::spawn(driver::Driver::new(io, shared.clone(), peer.rest));
-        Ok(Connection { shared })
+        tracing::debug!(peer = %shared.peer_id, ?side, %session, "connection established");
+        shared.start_driver(io, peer.rest);
+        Connection { shared }
+    }
+
+    /// Lifecycle events from now on (a slow subscriber misses old ones).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.shared.events.subscribe()
     }
 
     /// The root channel: the first channel of every connection, from which

@@ -7,7 +7,8 @@
 //!  off  size  field
 //!    0     6  magic "TETHER"
 //!    6     2  protocol version
-//!    8     2  flags (reserved, 0)
+//!    8     2  flags: bit 0 = the dialer resumes this session after a
+//!             broken transport; other bits reserved (0)
 //!   10    16  node id (uuid; new at every process start)
 //!   26     1  codec (1 postcard, 2 MessagePack)
 //!   27     1  reserved, must be 0
@@ -31,6 +32,8 @@ use super::WireError;
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
 /// The protocol version this build speaks.
 pub(crate) const VERSION: u16 = 1;
+/// Hello flag: the dialer resumes the session after a broken transport.
+pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
 /// Length of the fixed part of a `Hello`.
 pub(crate) const HELLO_FIXED_LEN: usize = 74;
 /// Longest authentication blob accepted in a `Hello`.
@@ -49,6 +52,9 @@ pub(crate) struct Hello {
     pub(crate) session_id: Uuid,
     /// Reliable frames of that session the sender has received.
     pub(crate) resume_received: u64,
+    /// The sender dials again and resumes the session if the transport
+    /// breaks, so the acceptor should keep it for a while.
+    pub(crate) resumable: bool,
     /// Limits the sender applies to what it receives.
     pub(crate) limits: HelloLimits,
     /// Authentication material (reserved for the security work).
@@ -77,7 +83,7 @@ impl Hello {
         out.reserve(HELLO_FIXED_LEN + auth.len());
         out.put_slice(&MAGIC);
         out.put_u16(self.version);
-        out.put_u16(0);
+        out.put_u16(if self.resumable { FLAG_RESUMABLE } else { 0 });
         out.put_slice(self.node_id.as_bytes());
         out.put_u8(self.codec);
         out.put_u8(0);
@@ -119,7 +125,7 @@ impl Hello {
         }
         buf.advance(8);
         let flags = buf.get_u16();
-        if flags != 0 {
+        if flags & !FLAG_RESUMABLE != 0 {
             return Err(WireError::BadHelloFlags(flags));
         }
         let node_id = take_uuid(buf);
@@ -139,7 +145,8 @@ impl Hello {
         };
         buf.advance(2);
         let auth = buf.split_to(auth_len).to_vec();
-        Ok(Some(Hello { version, node_id, codec, session_id, resume_received, limits, auth }))
+        let resumable = flags & FLAG_RESUMABLE != 0;
+        Ok(Some(Hello { version, node_id, codec, session_id, resume_received, resumable, limits, auth }))
     }
 }
 
@@ -160,6 +167,7 @@ mod tests {
             codec: 1,
             session_id: Uuid::nil(),
             resume_received: 7,
+            resumable: true,
             limits: HelloLimits { port_window: 1, conn_window: 2, max_frame: 3, max_message: 4, max_ports: 5 },
             auth: b"token".to_vec(),
         }
@@ -204,8 +212,8 @@ mod tests {
         hello().encode(&mut buf);
         assert_eq!(buf[27], 0, "encode writes the reserved byte as 0");
         let mut flagged = buf.clone();
-        flagged[9] = 1;
-        assert_eq!(Hello::decode(&mut flagged), Err(WireError::BadHelloFlags(1)));
+        flagged[9] |= 2;
+        assert_eq!(Hello::decode(&mut flagged), Err(WireError::BadHelloFlags(3)));
         for value in [1u8, 0x80, 0xff] {
             let mut reserved = buf.clone();
             reserved[27] = value;

@@ -4,10 +4,17 @@
 //! `tokio::net::TcpStream` (tether turns on `TCP_NODELAY` itself), a
 //! `tokio::net::UnixStream`, a TLS stream, or the in-memory [`memory`] pair
 //! for tests.
+//!
+//! With the `fault-injection` feature, [`fault`] wraps any transport in one
+//! whose faults (cut, black hole, delay, throttle, corruption) a test scripts
+//! at runtime, and runs a TCP proxy that injects them between processes.
 
 use std::any::Any;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 
 /// A byte stream a connection can run over.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

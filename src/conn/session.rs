@@ -1,0 +1,238 @@
+//! Sessions outlive transports: a dialing side reconnects after its
+//! transport breaks, an accepting side keeps the session for a while, and
+//! the two resume where the transport left off. The mux's sequence numbers
+//! make it exactly once: each side tells the other how many reliable frames
+//! it received, and the other replays the rest.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::{handshake, ConnectError, Connection, ConnectionError, Shared};
+use crate::config::Config;
+use crate::transport::{self, Transport};
+use crate::NodeId;
+
+/// Makes a new transport to the same peer, for reconnection.
+pub(crate) type Dialer = Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<Box<dyn Transport>>> + Send + Sync>;
+
+pub(crate) fn dialer<F, Fut, T>(dial: F) -> Dialer
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<T>> + Send + 'static,
+    T: Transport,
+{
+    Arc::new(move || {
+        let fut = dial();
+        Box::pin(async move { fut.await.map(|io| Box::new(io) as Box<dyn Transport>) })
+    })
+}
+
+/// What happens to a connection over its life. Every event is also logged.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The transport broke; the session waits to be resumed.
+    Disconnected(ConnectionError),
+    /// The dialing side tries again after `delay`.
+    Reconnecting {
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// The wait before this attempt.
+        delay: Duration,
+    },
+    /// A new transport took over the session: nothing was lost.
+    Resumed,
+    /// The session cannot be resumed; the connection has ended.
+    SessionLost(SessionLost),
+}
+
+/// Why a session could not be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionLost {
+    /// The peer answered with a new identity: it restarted.
+    #[error("the peer restarted")]
+    PeerRestarted,
+    /// The peer no longer has the session (its linger time ran out).
+    #[error("the peer no longer has the session")]
+    Expired,
+    /// Reconnection gave up.
+    #[error("reconnection gave up after {attempts} attempts")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The resume positions do not fit: frames would be lost.
+    #[error("resume positions do not match")]
+    Mismatch,
+}
+
+/// How a broken transport is recovered.
+pub(crate) enum Recovery {
+    /// Nothing: the connection ends with the transport.
+    None,
+    /// Dial again and resume.
+    Dial(Dialer),
+    /// Wait for the dialer to come back, at most this long.
+    Linger(Duration),
+}
+
+/// A random number in [0, 1), for jitter.
+fn unit_random() -> f64 {
+    (Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Reconnects `shared` after its transport broke, until the session is
+/// resumed or the policy gives up.
+pub(crate) async fn reconnect(shared: Arc<Shared>, dial: Dialer) {
+    let policy = shared.cfg.reconnect.clone();
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if attempt > policy.max_attempts || started.elapsed() >= policy.give_up_after {
+            shared.fail(ConnectionError::SessionLost(SessionLost::GaveUp { attempts: attempt - 1 }));
+            return;
+        }
+        let delay = policy.delay(attempt, unit_random());
+        shared.emit(ConnectionEvent::Reconnecting { attempt, delay });
+        tokio::time::sleep(delay).await;
+        if shared.lock().error.is_some() {
+            return;
+        }
+        let mut io = match dial().await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
+                continue;
+            }
+        };
+        transport::tune(&io);
+        let received = shared.lock().mux.received_seq();
+        let peer =
+            match handshake::client(&mut io, &shared.cfg, shared.local_id.0, shared.session, received, true).await {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "resume handshake failed");
+                    continue;
+                }
+            };
+        if NodeId(peer.hello.node_id) != shared.peer_id {
+            shared.fail(ConnectionError::SessionLost(SessionLost::PeerRestarted));
+            return;
+        }
+        if peer.hello.session_id != shared.session {
+            shared.fail(ConnectionError::SessionLost(SessionLost::Expired));
+            return;
+        }
+        shared.resume(io, peer);
+        return;
+    }
+}
+
+/// Ends the session if its transport is still down after `linger`.
+pub(crate) async fn linger(shared: Weak<Shared>, generation: u64, linger: Duration) {
+    tokio::time::sleep(linger).await;
+    let Some(shared) = shared.upgrade() else { return };
+    let down = {
+        let st = shared.lock();
+        st.generation == generation && !st.link_up
+    };
+    if down {
+        shared.fail(ConnectionError::SessionLost(SessionLost::Expired));
+    }
+}
+
+/// Accepts connections and resumes the sessions of peers that come back.
+///
+/// Use one acceptor for all transports of a listener: a dialer whose
+/// transport broke reconnects to the same listener, and the acceptor hands
+/// the new transport to the waiting session.
+#[derive(Clone)]
+pub struct Acceptor {
+    inner: Arc<AcceptorInner>,
+}
+
+struct AcceptorInner {
+    cfg: Config,
+    node_id: NodeId,
+    sessions: Mutex<HashMap<Uuid, Weak<Shared>>>,
+}
+
+/// What an accepted transport became.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Accepted {
+    /// A new connection.
+    New(Connection),
+    /// A session that already existed took the transport over.
+    Resumed(Connection),
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor").field("node", &self.inner.node_id).finish()
+    }
+}
+
+impl Acceptor {
+    /// An acceptor for connections of this process's node.
+    pub fn new(cfg: Config) -> Acceptor {
+        Acceptor::for_node(cfg, crate::node_id())
+    }
+
+    pub(crate) fn for_node(cfg: Config, node_id: NodeId) -> Acceptor {
+        Acceptor { inner: Arc::new(AcceptorInner { cfg, node_id, sessions: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// Runs the handshake on `io` as the accepting side: a new connection,
+    /// or a known session resumed on this transport.
+    pub async fn accept<T: Transport>(&self, mut io: T) -> Result<Accepted, ConnectError> {
+        let cfg = &self.inner.cfg;
+        cfg.validate()?;
+        transport::tune(&io);
+        let mut resumed = None;
+        let new_session = Uuid::new_v4();
+        let peer = handshake::server(&mut io, cfg, self.inner.node_id.0, |hello| {
+            let known = self.lookup(hello.session_id, NodeId(hello.node_id));
+            match known {
+                Some(shared) => {
+                    let received = shared.lock().mux.received_seq();
+                    resumed = Some(shared);
+                    (hello.session_id, received)
+                }
+                None => (new_session, 0),
+            }
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+        if let Some(shared) = resumed {
+            shared.resume(io, peer);
+            return Ok(Accepted::Resumed(Connection { shared }));
+        }
+        // Keep the session after a broken transport only for a dialer that
+        // said it will come back.
+        let recovery = if peer.hello.resumable { Recovery::Linger(cfg.linger) } else { Recovery::None };
+        let conn =
+            Connection::start(io, cfg.clone(), super::Side::Server, self.inner.node_id, new_session, peer, recovery);
+        let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, s| s.upgrade().is_some_and(|s| s.lock().error.is_none()));
+        sessions.insert(new_session, Arc::downgrade(&conn.shared));
+        Ok(Accepted::New(conn))
+    }
+
+    fn lookup(&self, session: Uuid, peer: NodeId) -> Option<Arc<Shared>> {
+        if session.is_nil() {
+            return None;
+        }
+        let sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = sessions.get(&session)?.upgrade()?;
+        let alive = shared.lock().error.is_none();
+        (alive && shared.peer_id == peer).then_some(shared)
+    }
+}

@@ -1,0 +1,161 @@
+//! Session resume over real TCP through a proxy that cuts the link: every
+//! message is delivered exactly once and in order across the cuts, and a
+//! session that cannot be resumed ends with a typed error.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::within;
+use tether::transport::fault::Proxy;
+use tether::{oneshot, Accepted, Acceptor, Config, ConnectionError, ConnectionEvent, SessionLost};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::unbounded_channel;
+
+fn quick() -> Config {
+    let mut cfg = Config::default();
+    cfg.ping_interval = Duration::from_millis(100);
+    cfg.idle_timeout = Duration::from_millis(800);
+    cfg.reconnect.base = Duration::from_millis(5);
+    cfg.reconnect.cap = Duration::from_millis(50);
+    cfg.reconnect.give_up_after = Duration::from_secs(10);
+    cfg.linger = Duration::from_secs(10);
+    cfg
+}
+
+/// A listener whose transports go through one acceptor; new connections
+/// come out of the returned channel, resumed sessions are counted.
+async fn acceptor(
+    cfg: Config,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<tether::Connection>, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor::new(cfg);
+    let (tx, rx) = unbounded_channel();
+    let resumed = Arc::new(AtomicU32::new(0));
+    let counter = resumed.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                match acceptor.accept(stream).await {
+                    Ok(Accepted::New(conn)) => {
+                        let _ = tx.send(conn);
+                    }
+                    Ok(_) => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+    });
+    (addr, rx, resumed)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ask {
+    n: u64,
+    reply: oneshot::Sender<u64>,
+}
+
+/// 100,000 numbered tells and 2,000 asks while the proxy cuts the link 20+
+/// times: the receiver sees 0..99,999 exactly once, in order; every ask gets
+/// exactly its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_messages_survive_twenty_cuts_exactly_once() {
+    within(Duration::from_secs(120), async {
+        let (server_addr, mut incoming, resumed) = acceptor(quick()).await;
+        let proxy = Proxy::start(server_addr).await.unwrap();
+        let via = proxy.local_addr();
+        let client = tether::Connection::dial(move || TcpStream::connect(via), quick()).await.unwrap();
+        let server = incoming.recv().await.unwrap();
+        let (tx, _) = client.root::<(u64, Option<Ask>), ()>().unwrap();
+        let (_, mut rx) = server.root::<(), (u64, Option<Ask>)>().unwrap();
+        let mut events = client.events();
+
+        const N: u64 = 100_000;
+        let sender = tokio::spawn(async move {
+            let mut asks = Vec::new();
+            for i in 0..N {
+                let ask = if i % 50 == 0 {
+                    let (reply, answer) = oneshot::channel();
+                    asks.push((i, answer));
+                    Some(Ask { n: i, reply })
+                } else {
+                    None
+                };
+                tx.send((i, ask)).await.unwrap();
+            }
+            asks
+        });
+        let receiver = tokio::spawn(async move {
+            for expected in 0..N {
+                let (i, ask) = rx.recv().await.unwrap().expect("stream open");
+                assert_eq!(i, expected, "in order, none lost, none twice");
+                if let Some(ask) = ask {
+                    ask.reply.send(ask.n * 2).unwrap();
+                }
+            }
+        });
+
+        // Cut at random moments; wait for each resume before the next cut.
+        let mut cuts = 0;
+        while !receiver.is_finished() && cuts < 40 {
+            let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 4;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            proxy.cut_all();
+            cuts += 1;
+            loop {
+                match within(Duration::from_secs(10), events.recv()).await {
+                    Ok(ConnectionEvent::Resumed) => break,
+                    Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("events ended: {e}"),
+                }
+            }
+        }
+        receiver.await.unwrap();
+        let asks = sender.await.unwrap();
+        for (n, answer) in asks {
+            assert_eq!(answer.await.unwrap(), n * 2, "each ask answered exactly once");
+        }
+        assert!(cuts >= 20, "only {cuts} cuts happened before the transfer ended");
+        assert!(resumed.load(Ordering::SeqCst) >= 20);
+        assert!(client.error().is_none() && server.error().is_none());
+    })
+    .await;
+}
+
+/// The acceptor forgot the session (its linger ran out): the dialer learns
+/// at its next reconnection and the connection ends with `SessionLost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_ends_with_a_typed_error() {
+    within(Duration::from_secs(30), async {
+        let mut server_cfg = quick();
+        server_cfg.linger = Duration::from_millis(50);
+        let (server_addr, mut incoming, _) = acceptor(server_cfg).await;
+        let proxy = Proxy::start(server_addr).await.unwrap();
+        let via = proxy.local_addr();
+        let client = tether::Connection::dial(move || TcpStream::connect(via), quick()).await.unwrap();
+        let server = incoming.recv().await.unwrap();
+        let (_, mut rx) = client.root::<(), u64>().unwrap();
+        // Hold the link down longer than the linger: the server forgets.
+        proxy.link().black_hole();
+        let lost = server.closed().await;
+        assert!(matches!(lost, ConnectionError::SessionLost(SessionLost::Expired)), "{lost:?}");
+        proxy.link().heal();
+        proxy.cut_all();
+        let got = rx.recv().await;
+        assert!(
+            matches!(got, Err(tether::RecvError::Connection(ConnectionError::SessionLost(SessionLost::Expired)))),
+            "{got:?}"
+        );
+    })
+    .await;
+}
