@@ -157,9 +157,12 @@ impl PortHandle {
             if c.first {
                 asm.ports = c.ports;
                 asm.buf.clear();
+                // Expect a message like the last multi-chunk one.
+                asm.buf.reserve(asm.last_len.max(c.data.len() * 2));
             }
             asm.buf.extend_from_slice(&c.data);
             if c.last {
+                asm.last_len = asm.buf.len();
                 let data = asm.buf.split().freeze();
                 return Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
             }
@@ -191,25 +194,31 @@ pub(crate) enum SendFailure {
 pub(crate) struct Assembly {
     buf: BytesMut,
     ports: Vec<PortEntry>,
+    /// Size of the last message assembled from several chunks.
+    last_len: usize,
 }
 
 /// The receiving end of a port: what a remote `Receiver` reads from.
 pub(crate) struct RemoteRecv {
     pub(crate) port: PortHandle,
     asm: Assembly,
-    /// A large message received and held for one scheduling turn.
-    held: Option<RawMessage>,
 }
 
-/// Messages at least this large are decoded only after a yield: popping
+/// Messages at least this large are decoded in `block_in_place`: popping
 /// them woke the driver (to return credit), and the runtime puts a task
-/// woken that way in a slot no other worker may steal, so decoding at once
-/// would keep the whole connection waiting for the decode.
-const YIELD_BEFORE_DECODE: usize = 1024 * 1024;
+/// woken that way in a slot no other worker may steal, so a long decode on
+/// this worker would keep the whole connection waiting for it.
+const LONG_DECODE: usize = 4 * 1024 * 1024;
+
+/// Whether `block_in_place` may be used here.
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
 
 impl RemoteRecv {
     pub(crate) fn new(port: PortHandle) -> Self {
-        RemoteRecv { port, asm: Assembly::default(), held: None }
+        RemoteRecv { port, asm: Assembly::default() }
     }
 
     /// The next message, decoded. A message that does not decode is
@@ -218,17 +227,15 @@ impl RemoteRecv {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, RecvError>>> {
-        if let Some(raw) = self.held.take() {
-            return Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode)));
-        }
         match self.port.poll_recv_raw(cx, &mut self.asm) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
-            Poll::Ready(Some(Ok(raw))) if raw.data.len() >= YIELD_BEFORE_DECODE => {
-                self.held = Some(raw);
-                cx.waker().wake_by_ref();
-                Poll::Pending
+            Poll::Ready(Some(Ok(raw))) if raw.data.len() >= LONG_DECODE && multi_thread() => {
+                // Hand this worker's queued tasks (the driver just woken,
+                // among them) to another thread while the decode runs.
+                let shared = &self.port.shared;
+                Poll::Ready(Some(tokio::task::block_in_place(|| decode(shared, raw)).map_err(RecvError::Decode)))
             }
             Poll::Ready(Some(Ok(raw))) => Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode))),
         }
@@ -237,12 +244,8 @@ impl RemoteRecv {
 
 impl Drop for RemoteRecv {
     fn drop(&mut self) {
-        // A half-received message's ports are ours to close, and so are
-        // those of a message held for a turn.
+        // A half-received message's ports are ours to close.
         discard(&self.port.shared, std::mem::take(&mut self.asm.ports));
-        if let Some(raw) = self.held.take() {
-            discard(&self.port.shared, raw.ports);
-        }
     }
 }
 
@@ -290,6 +293,8 @@ thread_local! {
     static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
     /// Reused encoding buffer of this thread.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Size of this thread's last large encoding, as a hint for the next.
+    static LARGE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Largest scratch buffer kept between encodings.
@@ -383,6 +388,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> 
     // reallocations per message. A large encoding is handed over whole.
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     buf.clear();
+    // After a large message, expect another of its size: one allocation
+    // instead of a chain of growing copies.
+    buf.reserve(LARGE_HINT.get());
     buf.extend_from_slice(&[0, 0]);
     let res = shared.codec.encode(value, &mut buf);
     let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
@@ -397,6 +405,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> 
         } else {
             Bytes::copy_from_slice(&buf)
         }
+    });
+    LARGE_HINT.set(if buf.len() > SCRATCH_KEEP || bytes.as_ref().is_ok_and(|b| b.len() > SCRATCH_KEEP) {
+        bytes.as_ref().map_or(0, |b| b.len())
+    } else {
+        0
     });
     if buf.capacity() <= SCRATCH_KEEP {
         SCRATCH.with(|s| *s.borrow_mut() = buf);
