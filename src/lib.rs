@@ -1,5 +1,15 @@
 //! tether: remote channels and actors over one multiplexed connection.
 //!
+//! - [`Node`] is a process's identity: it listens, connects (one connection
+//!   per peer node), exports actors by name and looks them up.
+//! - [`RemoteRef<M>`] is a typed handle to an actor anywhere; it travels
+//!   inside messages. The adapter crates `tether-actix` and `tether-ractor`
+//!   wrap it in each framework's idiom.
+//! - [`Connection`] carries typed channels ([`mpsc`], [`oneshot`],
+//!   [`watch`]) over one transport; [`Connection::dial`] and [`Acceptor`]
+//!   keep a session alive across broken transports and resume it with
+//!   nothing lost or duplicated.
+//!
 //! A [`Connection`] runs over any ordered byte stream (TCP, Unix socket,
 //! TLS, memory). It carries many typed channels ([`mpsc`], [`oneshot`],
 //! [`watch`]); every channel end is `Serialize + Deserialize`, so it can sit
