@@ -5,7 +5,7 @@
 //! `tokio::net::UnixStream`, a TLS stream, or the in-memory [`memory`] pair
 //! for tests.
 //!
-//! With the `fault-injection` feature, [`fault`] wraps any transport in one
+//! With the `fault-injection` feature, `fault` wraps any transport in one
 //! whose faults (cut, black hole, delay, throttle, corruption) a test scripts
 //! at runtime, and runs a TCP proxy that injects them between processes.
 

@@ -36,7 +36,7 @@ pub enum WireError {
     /// The handshake's reserved byte (offset 27) was not zero.
     #[error("reserved handshake byte is {0:#04x}, not 0")]
     BadHelloReserved(u8),
-    /// The handshake's authentication blob exceeds [`MAX_AUTH_LEN`].
+    /// The handshake's authentication blob exceeds 1024 bytes.
     #[error("handshake authentication of {0} bytes exceeds {MAX_AUTH_LEN}")]
     AuthTooLong(usize),
     /// A frame kind this version does not know.
