@@ -54,57 +54,26 @@
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
 //! reached and how many messages had been sent and received, instead of a stuck process.
 
+mod common;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{errors_field, join, json_str, ratio, raw_rtt, sample_rtts, Bench, Lat, Progress, Res, Small};
 use serde::{Deserialize, Serialize};
 use tether::{Config, Connection, Node, NodeId, ReplyPort};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Buffer size of the raw baseline's reader and writer.
-const RAW_BUF: usize = 64 * 1024;
-/// Round trips run before latency sampling starts, on every side alike.
-const WARMUP_RTT: usize = 200;
+const BENCH: Bench = Bench { tag: "actors", tether_only_env: false };
+
 /// How long a single remote ask may take before it counts as failed.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the sender's `send_queued` is sampled during a tell run.
 const SAMPLE_EVERY: Duration = Duration::from_millis(1);
 
-/// The small message: 40 bytes of payload.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Small {
-    seq: u64,
-    data: [u8; 32],
-}
-
-impl Small {
-    fn new(seq: u64) -> Self {
-        Small { seq, data: [seq as u8; 32] }
-    }
-
-    /// The raw baseline's encoding: `seq` little-endian, then `data`.
-    fn encode(&self) -> [u8; 40] {
-        let mut out = [0u8; 40];
-        out[..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..].copy_from_slice(&self.data);
-        out
-    }
-
-    fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() != 40 {
-            return Err(format!("raw frame of {} bytes, expected 40", b.len()));
-        }
-        let mut data = [0u8; 32];
-        data.copy_from_slice(&b[8..]);
-        Ok(Small { seq: u64::from_le_bytes(b[..8].try_into().unwrap()), data })
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Options, sizes, results (conventions of channels.rs)
+// Sizes and results (harness in common/mod.rs, shared with channels.rs)
 // ---------------------------------------------------------------------------------------------
 
 struct Sizes {
@@ -120,126 +89,6 @@ impl Sizes {
 
     fn quick() -> Self {
         Sizes { tell_msgs: 100_000, ask_rtts: 2_000, deadline: Duration::from_secs(10) }
-    }
-}
-
-/// Latency summary in microseconds.
-#[derive(Clone, Copy)]
-struct Lat {
-    median: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Lat {
-    fn from_nanos(mut v: Vec<u64>) -> Result<Lat, String> {
-        if v.is_empty() {
-            return Err("no latency samples".into());
-        }
-        v.sort_unstable();
-        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
-        Ok(Lat { median: at(0.5), p99: at(0.99), max: *v.last().unwrap() as f64 / 1e3 })
-    }
-
-    fn json(&self) -> String {
-        format!("{{\"median\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}", self.median, self.p99, self.max)
-    }
-}
-
-/// How far a measurement got; read when it misses its deadline.
-#[derive(Default)]
-struct Progress {
-    stage: Mutex<&'static str>,
-    sent: AtomicU64,
-    received: AtomicU64,
-}
-
-impl Progress {
-    fn stage(&self, s: &'static str) {
-        *self.stage.lock().unwrap() = s;
-    }
-    fn sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-    fn received(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-    }
-    fn describe(&self) -> String {
-        format!(
-            "stage '{}', {} sent, {} received",
-            self.stage.lock().unwrap(),
-            self.sent.load(Ordering::Relaxed),
-            self.received.load(Ordering::Relaxed)
-        )
-    }
-}
-
-type Res<T> = Result<T, String>;
-
-/// Runs one measurement in a fresh two-worker runtime, bounded by `deadline`. The workload runs
-/// as a spawned task so that only the two workers execute it (not the thread in `block_on`).
-/// Work it hands to actix Systems is bounded by the same deadline (their threads are stopped
-/// by the caller afterwards).
-fn measure<T, F, Fut>(label: &str, deadline: Duration, f: F) -> Res<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Arc<Progress>) -> Fut,
-    Fut: Future<Output = Res<T>> + Send + 'static,
-{
-    eprintln!("[actors] {label} ...");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let progress = Arc::new(Progress::default());
-    let fut = f(progress.clone());
-    let started = Instant::now();
-    let out = rt.block_on(async move {
-        match tokio::time::timeout(deadline, tokio::spawn(fut)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(join)) => Err(format!("task failed: {join}")),
-            Err(_) => Err(format!("timeout after {} s at {}", deadline.as_secs(), progress.describe())),
-        }
-    });
-    // Tasks still blocked after a failure are dropped, not awaited.
-    rt.shutdown_background();
-    match &out {
-        Ok(_) => eprintln!("[actors] {label} done in {:.2} s", started.elapsed().as_secs_f64()),
-        Err(e) => eprintln!("[actors] {label} FAILED: {e}"),
-    }
-    out
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `,"error":"..."` for the failed parts, or nothing.
-fn errors_field(parts: &[(&str, Option<&String>)]) -> String {
-    let errs: Vec<String> = parts.iter().filter_map(|(name, e)| e.map(|e| format!("{name}: {e}"))).collect();
-    if errs.is_empty() {
-        String::new()
-    } else {
-        format!(",\"error\":{}", json_str(&errs.join("; ")))
-    }
-}
-
-fn ratio(t: Option<f64>, r: Option<f64>) -> String {
-    match (t, r) {
-        (Some(t), Some(r)) if r > 0.0 && t / r < 0.01 => format!("{:.2e}", t / r),
-        (Some(t), Some(r)) if r > 0.0 => format!("{:.3}", t / r),
-        _ => "null".into(),
     }
 }
 
@@ -268,7 +117,7 @@ fn print_tell(workload: &str, local_of: &str, n: u64, tether: &Res<Tell>, local:
 }
 
 fn print_ask(workload: &str, tether: &Res<Lat>, raw: &Res<Lat>, local: &Res<Lat>, local_of: &str, threads: &str) {
-    let lat = |r: &Res<Lat>| r.as_ref().map(Lat::json).unwrap_or_else(|_| "null".into());
+    let lat = Lat::json_or_null;
     println!(
         "{{\"workload\":\"{workload}\",\"unit\":\"us\",\"tether\":{},\"raw\":{},\"ratio\":{},\"local\":{},\
          \"local_of\":{},\"threads\":{}{}}}",
@@ -284,89 +133,6 @@ fn print_ask(workload: &str, tether: &Res<Lat>, raw: &Res<Lat>, local: &Res<Lat>
             ("tether", tether.as_ref().err())
         ])
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw TCP round trip (as channels.rs raw W2)
-// ---------------------------------------------------------------------------------------------
-
-async fn raw_pair() -> Res<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
-    let (dial, accept) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let dial = dial.map_err(|e| format!("connect: {e}"))?;
-    let (accept, _) = accept.map_err(|e| format!("accept: {e}"))?;
-    dial.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    accept.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    Ok((dial, accept))
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Res<()> {
-    w.write_all(&(payload.len() as u32).to_le_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    w.write_all(payload).await.map_err(|e| format!("write: {e}"))
-}
-
-async fn flush<W: AsyncWrite + Unpin>(w: &mut W) -> Res<()> {
-    w.flush().await.map_err(|e| format!("flush: {e}"))
-}
-
-/// Reads one frame into `buf` (reusing it); `false` on a clean end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Res<bool> {
-    let len = match r.read_u32_le().await {
-        Ok(n) => n as usize,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(format!("read: {e}")),
-    };
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(|e| format!("read: {e}"))?;
-    Ok(true)
-}
-
-async fn join<T>(h: tokio::task::JoinHandle<Res<T>>) -> Res<T> {
-    h.await.map_err(|e| format!("task failed: {e}"))?
-}
-
-/// `n` sequential request/response round trips (after a warm-up), echo task on the other end.
-async fn raw_ask(n: usize, p: Arc<Progress>) -> Res<Lat> {
-    p.stage("connect");
-    let (a, b) = raw_pair().await?;
-    let echo = tokio::spawn(async move {
-        let (r, w) = b.into_split();
-        let mut r = BufReader::with_capacity(RAW_BUF, r);
-        let mut w = BufWriter::with_capacity(RAW_BUF, w);
-        let mut buf = Vec::new();
-        while read_frame(&mut r, &mut buf).await? {
-            write_frame(&mut w, &buf).await?;
-            flush(&mut w).await?;
-        }
-        Ok(())
-    });
-    let (r, w) = a.into_split();
-    let mut r = BufReader::with_capacity(RAW_BUF, r);
-    let mut w = BufWriter::with_capacity(RAW_BUF, w);
-    let mut buf = Vec::new();
-    let mut samples = Vec::with_capacity(n);
-    p.stage("round trips");
-    for i in 0..(WARMUP_RTT + n) {
-        let t = Instant::now();
-        write_frame(&mut w, &Small::new(i as u64).encode()).await?;
-        flush(&mut w).await?;
-        p.sent();
-        if !read_frame(&mut r, &mut buf).await? {
-            return Err("echo side closed".into());
-        }
-        let rtt = t.elapsed();
-        if Small::decode(&buf)?.seq != i as u64 {
-            return Err("response out of order".into());
-        }
-        p.received();
-        if i >= WARMUP_RTT {
-            samples.push(rtt.as_nanos() as u64);
-        }
-    }
-    drop(w);
-    join(echo).await?;
-    Lat::from_nanos(samples)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,56 +321,51 @@ mod rac {
         Ask(Small, ReplyPort<Small>),
     }
 
-    /// Counts tells, echoes asks.
-    pub(super) struct Counter;
-
-    impl Actor for Counter {
-        type Msg = RMsg;
-        type State = Arc<Tally>;
-        type Arguments = Arc<Tally>;
-
-        async fn pre_start(&self, _: ActorRef<RMsg>, t: Arc<Tally>) -> Result<Arc<Tally>, ActorProcessingErr> {
-            Ok(t)
-        }
-
-        async fn handle(&self, _: ActorRef<RMsg>, msg: RMsg, t: &mut Arc<Tally>) -> Result<(), ActorProcessingErr> {
-            match msg {
-                RMsg::Tell(m) => t.saw(m.seq),
-                RMsg::Ask(m, reply) => {
-                    let _ = reply.send(m);
-                }
-            }
-            Ok(())
-        }
-    }
-
-    /// The same actor in plain ractor, for the local baseline (ractor's own `RpcReplyPort`).
+    /// The same messages in plain ractor, for the local baseline (ractor's own `RpcReplyPort`).
     pub(super) enum LMsg {
         Tell(Small),
         Ask(Small, RpcReplyPort<Small>),
     }
 
-    pub(super) struct LocalCounter;
+    /// Implements `Actor` for a counter over `$msg` (an enum with `Tell(Small)` and
+    /// `Ask(Small, port)`): counts tells in its `Tally`, echoes asks through the port. A macro
+    /// because the two counters differ only in their message type and its reply port.
+    macro_rules! counter_actor {
+        ($actor:ident, $msg:ident) => {
+            impl Actor for $actor {
+                type Msg = $msg;
+                type State = Arc<Tally>;
+                type Arguments = Arc<Tally>;
 
-    impl Actor for LocalCounter {
-        type Msg = LMsg;
-        type State = Arc<Tally>;
-        type Arguments = Arc<Tally>;
+                async fn pre_start(&self, _: ActorRef<$msg>, t: Arc<Tally>) -> Result<Arc<Tally>, ActorProcessingErr> {
+                    Ok(t)
+                }
 
-        async fn pre_start(&self, _: ActorRef<LMsg>, t: Arc<Tally>) -> Result<Arc<Tally>, ActorProcessingErr> {
-            Ok(t)
-        }
-
-        async fn handle(&self, _: ActorRef<LMsg>, msg: LMsg, t: &mut Arc<Tally>) -> Result<(), ActorProcessingErr> {
-            match msg {
-                LMsg::Tell(m) => t.saw(m.seq),
-                LMsg::Ask(m, reply) => {
-                    let _ = reply.send(m);
+                async fn handle(
+                    &self,
+                    _: ActorRef<$msg>,
+                    msg: $msg,
+                    t: &mut Arc<Tally>,
+                ) -> Result<(), ActorProcessingErr> {
+                    match msg {
+                        $msg::Tell(m) => t.saw(m.seq),
+                        $msg::Ask(m, reply) => {
+                            let _ = reply.send(m);
+                        }
+                    }
+                    Ok(())
                 }
             }
-            Ok(())
-        }
+        };
     }
+
+    /// Counts tells, echoes asks.
+    pub(super) struct Counter;
+    counter_actor!(Counter, RMsg);
+
+    /// The same actor in plain ractor, for the local baseline.
+    pub(super) struct LocalCounter;
+    counter_actor!(LocalCounter, LMsg);
 
     pub(super) async fn spawn_counter(t: Arc<Tally>) -> Res<ActorRef<RMsg>> {
         Actor::spawn(None, Counter, t).await.map(|(a, _)| a).map_err(|e| format!("spawn: {e}"))
@@ -637,24 +398,21 @@ mod rac {
         let tally = Tally::new(u64::MAX, p.clone());
         let (actor, _) = Actor::spawn(None, LocalCounter, tally).await.map_err(|e| format!("spawn: {e}"))?;
         p.stage("calls");
-        let mut samples = Vec::with_capacity(n);
-        for i in 0..(WARMUP_RTT + n) {
+        let samples = sample_rtts!(n, |i| {
             let t = Instant::now();
             let r = actor
-                .call(|port| LMsg::Ask(Small::new(i as u64), port), Some(ASK_TIMEOUT))
+                .call(|port| LMsg::Ask(Small::new(i), port), Some(ASK_TIMEOUT))
                 .await
                 .map_err(|e| format!("call {i}: {e}"))?;
             let rtt = t.elapsed();
             match r {
-                ractor::rpc::CallResult::Success(m) if m.seq == i as u64 => {}
+                ractor::rpc::CallResult::Success(m) if m.seq == i => {}
                 ractor::rpc::CallResult::Success(_) => return Err("reply out of order".into()),
                 other => return Err(format!("call {i}: {other:?}")),
             }
             p.sent();
-            if i >= WARMUP_RTT {
-                samples.push(rtt.as_nanos() as u64);
-            }
-        }
+            rtt
+        });
         actor.stop(None);
         Lat::from_nanos(samples)
     }
@@ -713,19 +471,16 @@ mod act {
         p.stage("sends");
         ax.run(move || async move {
             let addr = Counter(Tally::new(u64::MAX, p.clone())).start();
-            let mut samples = Vec::with_capacity(n);
-            for i in 0..(WARMUP_RTT + n) {
+            let samples = sample_rtts!(n, |i| {
                 let t = Instant::now();
-                let m = addr.send(AMsg(Small::new(i as u64))).await.map_err(|e| format!("send {i}: {e}"))?;
+                let m = addr.send(AMsg(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
                 let rtt = t.elapsed();
-                if m.seq != i as u64 {
+                if m.seq != i {
                     return Err("reply out of order".into());
                 }
                 p.sent();
-                if i >= WARMUP_RTT {
-                    samples.push(rtt.as_nanos() as u64);
-                }
-            }
+                rtt
+            });
             Lat::from_nanos(samples)
         })
         .await
@@ -803,6 +558,81 @@ async fn receiver(
     }
 }
 
+/// The "counter" on `b_id`, looked up as a ractor actor.
+async fn ractor_counter(a: &Node, b_id: NodeId) -> Res<tether_ractor::RemoteActorRef<rac::RMsg>> {
+    tether_ractor::lookup::<rac::RMsg>(a, b_id, "counter").await.map_err(|e| format!("lookup: {e}"))
+}
+
+/// The "counter" on `b_id`, looked up as an actix actor.
+async fn actix_counter(a: &Node, b_id: NodeId) -> Res<tether_actix::RemoteAddr<act::AMsg>> {
+    tether_actix::lookup::<act::AMsg>(a, b_id, "counter").await.map_err(|e| format!("lookup: {e}"))
+}
+
+/// The sending loop of a tell run to a ractor actor: samples `conn`'s send queue meanwhile;
+/// returns the sampler and when the first send started.
+async fn ractor_tells(
+    remote: &tether_ractor::RemoteActorRef<rac::RMsg>,
+    conn: Connection,
+    n: u64,
+    p: &Progress,
+) -> Res<(QueueSampler, Instant)> {
+    let sampler = QueueSampler::start(conn);
+    let t0 = Instant::now();
+    for i in 0..n {
+        remote.send(rac::RMsg::Tell(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
+        p.sent();
+    }
+    Ok((sampler, t0))
+}
+
+/// The same to an actix actor.
+async fn actix_tells(
+    remote: &tether_actix::RemoteAddr<act::AMsg>,
+    conn: Connection,
+    n: u64,
+    p: &Progress,
+) -> Res<(QueueSampler, Instant)> {
+    let sampler = QueueSampler::start(conn);
+    let t0 = Instant::now();
+    for i in 0..n {
+        remote.tell(act::AMsg(Small::new(i))).await.map_err(|e| format!("tell {i}: {e}"))?;
+        p.sent();
+    }
+    Ok((sampler, t0))
+}
+
+/// The asking loop of a round-trip run to a ractor actor (`call` with a tether `ReplyPort`).
+async fn ractor_asks(remote: &tether_ractor::RemoteActorRef<rac::RMsg>, n: usize, p: &Progress) -> Res<Vec<u64>> {
+    Ok(sample_rtts!(n, |i| {
+        let t = Instant::now();
+        let m = remote
+            .call(|port| rac::RMsg::Ask(Small::new(i), port), ASK_TIMEOUT)
+            .await
+            .map_err(|e| format!("call {i}: {e}"))?;
+        let rtt = t.elapsed();
+        if m.seq != i {
+            return Err("reply out of order".into());
+        }
+        p.sent();
+        rtt
+    }))
+}
+
+/// The same to an actix actor (`send` with the handler's result).
+async fn actix_asks(remote: &tether_actix::RemoteAddr<act::AMsg>, n: usize, p: &Progress) -> Res<Vec<u64>> {
+    Ok(sample_rtts!(n, |i| {
+        let t = Instant::now();
+        let m =
+            remote.send_timeout(act::AMsg(Small::new(i)), ASK_TIMEOUT).await.map_err(|e| format!("send {i}: {e}"))?;
+        let rtt = t.elapsed();
+        if m.seq != i {
+            return Err("reply out of order".into());
+        }
+        p.sent();
+        rtt
+    }))
+}
+
 /// W6 tell: `n` tells from node `a` to the counter on node `b`; until it has seen them all.
 async fn remote_tell(pair: Pair, n: u64, tx_ax: Option<Ax>, rx_ax: Option<Ax>, p: Arc<Progress>) -> Res<Tell> {
     let (a, b, b_id) = node_pair(&p).await?;
@@ -816,30 +646,15 @@ async fn remote_tell(pair: Pair, n: u64, tx_ax: Option<Ax>, rx_ax: Option<Ax>, p
     // Each sender returns when its lookup is done and when its last send was accepted.
     let sender: tokio::task::JoinHandle<Res<(QueueSampler, Instant)>> = match pair {
         Pair::RactorRactor => tokio::spawn(async move {
-            let remote =
-                tether_ractor::lookup::<rac::RMsg>(&a, b_id, "counter").await.map_err(|e| format!("lookup: {e}"))?;
-            let sampler = QueueSampler::start(conn);
-            let t0 = Instant::now();
-            for i in 0..n {
-                remote.send(rac::RMsg::Tell(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
-                ps.sent();
-            }
-            Ok((sampler, t0))
+            let remote = ractor_counter(&a, b_id).await?;
+            ractor_tells(&remote, conn, n, &ps).await
         }),
         Pair::ActixRactor => {
             let ax = tx_ax.ok_or("no sender System")?;
             tokio::spawn(async move {
                 ax.run(move || async move {
-                    let remote = tether_ractor::lookup::<rac::RMsg>(&a, b_id, "counter")
-                        .await
-                        .map_err(|e| format!("lookup: {e}"))?;
-                    let sampler = QueueSampler::start(conn);
-                    let t0 = Instant::now();
-                    for i in 0..n {
-                        remote.send(rac::RMsg::Tell(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
-                        ps.sent();
-                    }
-                    Ok((sampler, t0))
+                    let remote = ractor_counter(&a, b_id).await?;
+                    ractor_tells(&remote, conn, n, &ps).await
                 })
                 .await
             })
@@ -848,16 +663,8 @@ async fn remote_tell(pair: Pair, n: u64, tx_ax: Option<Ax>, rx_ax: Option<Ax>, p
             let ax = tx_ax.ok_or("no sender System")?;
             tokio::spawn(async move {
                 ax.run(move || async move {
-                    let remote = tether_actix::lookup::<act::AMsg>(&a, b_id, "counter")
-                        .await
-                        .map_err(|e| format!("lookup: {e}"))?;
-                    let sampler = QueueSampler::start(conn);
-                    let t0 = Instant::now();
-                    for i in 0..n {
-                        remote.tell(act::AMsg(Small::new(i))).await.map_err(|e| format!("tell {i}: {e}"))?;
-                        ps.sent();
-                    }
-                    Ok((sampler, t0))
+                    let remote = actix_counter(&a, b_id).await?;
+                    actix_tells(&remote, conn, n, &ps).await
                 })
                 .await
             })
@@ -885,50 +692,15 @@ async fn remote_ask(pair: Pair, n: usize, tx_ax: Option<Ax>, rx_ax: Option<Ax>, 
     let ps = p.clone();
     let asker: tokio::task::JoinHandle<Res<Vec<u64>>> = match pair {
         Pair::RactorRactor => tokio::spawn(async move {
-            let remote =
-                tether_ractor::lookup::<rac::RMsg>(&a, b_id, "counter").await.map_err(|e| format!("lookup: {e}"))?;
-            let mut samples = Vec::with_capacity(n);
-            for i in 0..(WARMUP_RTT + n) {
-                let t = Instant::now();
-                let m = remote
-                    .call(|port| rac::RMsg::Ask(Small::new(i as u64), port), ASK_TIMEOUT)
-                    .await
-                    .map_err(|e| format!("call {i}: {e}"))?;
-                let rtt = t.elapsed();
-                if m.seq != i as u64 {
-                    return Err("reply out of order".into());
-                }
-                ps.sent();
-                if i >= WARMUP_RTT {
-                    samples.push(rtt.as_nanos() as u64);
-                }
-            }
-            Ok(samples)
+            let remote = ractor_counter(&a, b_id).await?;
+            ractor_asks(&remote, n, &ps).await
         }),
         Pair::ActixRactor => {
             let ax = tx_ax.ok_or("no sender System")?;
             tokio::spawn(async move {
                 ax.run(move || async move {
-                    let remote = tether_ractor::lookup::<rac::RMsg>(&a, b_id, "counter")
-                        .await
-                        .map_err(|e| format!("lookup: {e}"))?;
-                    let mut samples = Vec::with_capacity(n);
-                    for i in 0..(WARMUP_RTT + n) {
-                        let t = Instant::now();
-                        let m = remote
-                            .call(|port| rac::RMsg::Ask(Small::new(i as u64), port), ASK_TIMEOUT)
-                            .await
-                            .map_err(|e| format!("call {i}: {e}"))?;
-                        let rtt = t.elapsed();
-                        if m.seq != i as u64 {
-                            return Err("reply out of order".into());
-                        }
-                        ps.sent();
-                        if i >= WARMUP_RTT {
-                            samples.push(rtt.as_nanos() as u64);
-                        }
-                    }
-                    Ok(samples)
+                    let remote = ractor_counter(&a, b_id).await?;
+                    ractor_asks(&remote, n, &ps).await
                 })
                 .await
             })
@@ -937,26 +709,8 @@ async fn remote_ask(pair: Pair, n: usize, tx_ax: Option<Ax>, rx_ax: Option<Ax>, 
             let ax = tx_ax.ok_or("no sender System")?;
             tokio::spawn(async move {
                 ax.run(move || async move {
-                    let remote = tether_actix::lookup::<act::AMsg>(&a, b_id, "counter")
-                        .await
-                        .map_err(|e| format!("lookup: {e}"))?;
-                    let mut samples = Vec::with_capacity(n);
-                    for i in 0..(WARMUP_RTT + n) {
-                        let t = Instant::now();
-                        let m = remote
-                            .send_timeout(act::AMsg(Small::new(i as u64)), ASK_TIMEOUT)
-                            .await
-                            .map_err(|e| format!("send {i}: {e}"))?;
-                        let rtt = t.elapsed();
-                        if m.seq != i as u64 {
-                            return Err("reply out of order".into());
-                        }
-                        ps.sent();
-                        if i >= WARMUP_RTT {
-                            samples.push(rtt.as_nanos() as u64);
-                        }
-                    }
-                    Ok(samples)
+                    let remote = actix_counter(&a, b_id).await?;
+                    actix_asks(&remote, n, &ps).await
                 })
                 .await
             })
@@ -991,7 +745,7 @@ async fn insys_receiver(rx: &Ax, tally: Arc<Tally>, p: &Progress) -> Res<(Node, 
 async fn insys_sender(addr: String) -> Res<(Node, tether_actix::RemoteAddr<act::AMsg>, Connection)> {
     let a = Node::new(Some("a"), Config::default());
     let b_id = a.connect(&addr).await.map_err(|e| format!("connect: {e:?}"))?;
-    let remote = tether_actix::lookup::<act::AMsg>(&a, b_id, "counter").await.map_err(|e| format!("lookup: {e}"))?;
+    let remote = actix_counter(&a, b_id).await?;
     let conn = a.connection(b_id).ok_or("no connection to b")?;
     Ok((a, remote, conn))
 }
@@ -1006,12 +760,7 @@ async fn insys_tell(n: u64, tx: Option<Ax>, rx: Option<Ax>, p: Arc<Progress>) ->
     let sender = tokio::spawn(async move {
         tx.run(move || async move {
             let (a, remote, conn) = insys_sender(addr).await?;
-            let sampler = QueueSampler::start(conn);
-            let t0 = Instant::now();
-            for i in 0..n {
-                remote.tell(act::AMsg(Small::new(i))).await.map_err(|e| format!("tell {i}: {e}"))?;
-                ps.sent();
-            }
+            let (sampler, t0) = actix_tells(&remote, conn, n, &ps).await?;
             Ok((a, sampler, t0))
         })
         .await
@@ -1033,22 +782,7 @@ async fn insys_ask(n: usize, tx: Option<Ax>, rx: Option<Ax>, p: Arc<Progress>) -
     let samples = tx
         .run(move || async move {
             let (a, remote, _conn) = insys_sender(addr).await?;
-            let mut samples = Vec::with_capacity(n);
-            for i in 0..(WARMUP_RTT + n) {
-                let t = Instant::now();
-                let m = remote
-                    .send_timeout(act::AMsg(Small::new(i as u64)), ASK_TIMEOUT)
-                    .await
-                    .map_err(|e| format!("send {i}: {e}"))?;
-                let rtt = t.elapsed();
-                if m.seq != i as u64 {
-                    return Err("reply out of order".into());
-                }
-                ps.sent();
-                if i >= WARMUP_RTT {
-                    samples.push(rtt.as_nanos() as u64);
-                }
-            }
+            let samples = actix_asks(&remote, n, &ps).await?;
             drop(a);
             Ok(samples)
         })
@@ -1074,29 +808,30 @@ where
 {
     let (tx, rx) = systems(pair)?;
     let (tx_ax, rx_ax) = (tx.as_ref().map(SysThread::ax), rx.as_ref().map(SysThread::ax));
-    let out = measure(label, d, move |p| f(tx_ax, rx_ax, p));
+    let out = BENCH.measure(label, d, move |p| f(tx_ax, rx_ax, p));
     drop((tx, rx));
     out
 }
 
+/// Runs a local actix baseline on an actix System of its own, stopped afterwards.
+fn with_local_system<T: Send + 'static, Fut>(
+    label: &str,
+    d: Duration,
+    f: impl FnOnce(Ax, Arc<Progress>) -> Fut,
+) -> Res<T>
+where
+    Fut: Future<Output = Res<T>> + Send + 'static,
+{
+    let sys = SysThread::start("actix-local")?;
+    let ax = sys.ax();
+    BENCH.measure(label, d, move |p| f(ax, p))
+}
+
 fn main() {
-    let mut quick = false;
-    let mut filters: Vec<String> = Vec::new();
-    for arg in std::env::args().skip(1) {
-        if arg == "--quick" {
-            quick = true;
-        } else if arg.len() >= 2 && (arg.starts_with('W') || arg.starts_with('w')) {
-            filters.push(arg.to_ascii_uppercase());
-        }
-        // Anything else (`--bench` from cargo, libtest flags) is ignored.
-    }
-    let wanted = |name: &str| {
-        let name = name.to_ascii_uppercase();
-        filters.is_empty() || filters.iter().any(|f| name.starts_with(f.as_str()))
-    };
-    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let args = BENCH.args();
+    let wanted = |name: &str| args.wanted(name);
+    let s = if args.quick { Sizes::quick() } else { Sizes::full() };
     let d = s.deadline;
-    eprintln!("[actors] mode: {}", if quick { "quick" } else { "full" });
     let pairs = [Pair::RactorRactor, Pair::ActixActix, Pair::ActixRactor];
 
     // W6 tell: local baselines first (each measured once, used by every pair whose receiver
@@ -1106,18 +841,12 @@ fn main() {
     if pairs.iter().any(|&pr| tell_wanted(pr)) || wanted("W6-tell-actix-insys") {
         let need_ractor = tell_wanted(Pair::RactorRactor) || tell_wanted(Pair::ActixRactor);
         let ractor_local = if need_ractor {
-            measure("W6 tell local ractor", d, move |p| rac::local_tell(n, p))
+            BENCH.measure("W6 tell local ractor", d, move |p| rac::local_tell(n, p))
         } else {
             Err("not run".into())
         };
         let actix_local = if tell_wanted(Pair::ActixActix) || wanted("W6-tell-actix-insys") {
-            match SysThread::start("actix-local") {
-                Ok(sys) => {
-                    let ax = sys.ax();
-                    measure("W6 tell local actix", d, move |p| act::local_tell(n, ax, p))
-                }
-                Err(e) => Err(e),
-            }
+            with_local_system("W6 tell local actix", d, move |ax, p| act::local_tell(n, ax, p))
         } else {
             Err("not run".into())
         };
@@ -1147,20 +876,14 @@ fn main() {
     let n = s.ask_rtts;
     let ask_wanted = |pair: Pair| wanted(&format!("W6-ask-{}", pair.suffix()));
     if pairs.iter().any(|&pr| ask_wanted(pr)) || wanted("W6-ask-actix-insys") {
-        let raw = measure("W6 ask raw", d, move |p| raw_ask(n, p));
+        let raw = BENCH.measure("W6 ask raw", d, move |p| raw_rtt(n, p));
         let ractor_local = if ask_wanted(Pair::RactorRactor) || ask_wanted(Pair::ActixRactor) {
-            measure("W6 ask local ractor", d, move |p| rac::local_ask(n, p))
+            BENCH.measure("W6 ask local ractor", d, move |p| rac::local_ask(n, p))
         } else {
             Err("not run".into())
         };
         let actix_local = if ask_wanted(Pair::ActixActix) || wanted("W6-ask-actix-insys") {
-            match SysThread::start("actix-local") {
-                Ok(sys) => {
-                    let ax = sys.ax();
-                    measure("W6 ask local actix", d, move |p| act::local_ask(n, ax, p))
-                }
-                Err(e) => Err(e),
-            }
+            with_local_system("W6 ask local actix", d, move |ax, p| act::local_ask(n, ax, p))
         } else {
             Err("not run".into())
         };

@@ -18,56 +18,29 @@
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
 //! reached and how many messages had been sent and received, instead of a stuck process.
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{errors_field, ratio};
+use common::{
+    flush, join, raw_pair, raw_rtt, read_frame, sample_rtts, tcp_pair, write_frame, write_tagged, Bench, Lat, Progress,
+    Res, Small, RAW_BUF, WARMUP_RTT,
+};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
-/// Buffer size of the raw baseline's reader and writer.
-const RAW_BUF: usize = 64 * 1024;
+const BENCH: Bench = Bench { tag: "channels", tether_only_env: true };
+
 /// Capacity of the tether channels carrying small messages.
 const SMALL_CAP: usize = 1024;
 /// Capacity of the tether channels carrying 1 MiB messages.
 const BULK_CAP: usize = 16;
-/// Round trips run before latency sampling starts (W2, W5), on both sides alike.
-const WARMUP_RTT: usize = 200;
 /// Upper bound on W5 samples, so the ping loop ends even if the big message never arrives.
 const W5_MAX_SAMPLES: usize = 10_000_000;
-
-/// The small message of W1, W2, W4 and W5: 40 bytes of payload.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Small {
-    seq: u64,
-    data: [u8; 32],
-}
-
-impl Small {
-    fn new(seq: u64) -> Self {
-        Small { seq, data: [seq as u8; 32] }
-    }
-
-    /// The raw baseline's encoding: `seq` little-endian, then `data`.
-    fn encode(&self) -> [u8; 40] {
-        let mut out = [0u8; 40];
-        out[..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..].copy_from_slice(&self.data);
-        out
-    }
-
-    fn decode(b: &[u8]) -> Result<Self, String> {
-        if b.len() != 40 {
-            return Err(format!("raw frame of {} bytes, expected 40", b.len()));
-        }
-        let mut data = [0u8; 32];
-        data.copy_from_slice(&b[8..]);
-        Ok(Small { seq: u64::from_le_bytes(b[..8].try_into().unwrap()), data })
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Options, sizes, results
@@ -112,134 +85,6 @@ impl Sizes {
     }
 }
 
-/// Latency summary in microseconds.
-#[derive(Clone, Copy)]
-struct Lat {
-    median: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Lat {
-    fn from_nanos(mut v: Vec<u64>) -> Result<Lat, String> {
-        if v.is_empty() {
-            return Err("no latency samples".into());
-        }
-        v.sort_unstable();
-        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
-        Ok(Lat { median: at(0.5), p99: at(0.99), max: *v.last().unwrap() as f64 / 1e3 })
-    }
-
-    fn json(&self) -> String {
-        format!("{{\"median\":{:.1},\"p99\":{:.1},\"max\":{:.1}}}", self.median, self.p99, self.max)
-    }
-}
-
-/// How far a measurement got; read when it misses its deadline.
-#[derive(Default)]
-struct Progress {
-    stage: Mutex<&'static str>,
-    sent: AtomicU64,
-    received: AtomicU64,
-}
-
-impl Progress {
-    fn stage(&self, s: &'static str) {
-        *self.stage.lock().unwrap() = s;
-    }
-    fn sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-    fn received(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-    }
-    fn describe(&self) -> String {
-        format!(
-            "stage '{}', {} sent, {} received",
-            self.stage.lock().unwrap(),
-            self.sent.load(Ordering::Relaxed),
-            self.received.load(Ordering::Relaxed)
-        )
-    }
-}
-
-type Res<T> = Result<T, String>;
-
-/// Runs one measurement in a fresh two-worker runtime, bounded by `deadline`. The workload runs
-/// as a spawned task so that only the two workers execute it (not the thread in `block_on`).
-fn measure<T, F, Fut>(label: &str, deadline: Duration, f: F) -> Res<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Arc<Progress>) -> Fut,
-    Fut: Future<Output = Res<T>> + Send + 'static,
-{
-    eprintln!("[channels] {label} ...");
-    // For profiling tether alone: TETHER_BENCH_ONLY=tether skips the raw runs.
-    if label.contains(" raw") && std::env::var("TETHER_BENCH_ONLY").is_ok_and(|v| v == "tether") {
-        return Err("skipped (TETHER_BENCH_ONLY=tether)".into());
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let progress = Arc::new(Progress::default());
-    let fut = f(progress.clone());
-    let started = Instant::now();
-    let out = rt.block_on(async move {
-        match tokio::time::timeout(deadline, tokio::spawn(fut)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(join)) => Err(format!("task failed: {join}")),
-            Err(_) => Err(format!("timeout after {} s at {}", deadline.as_secs(), progress.describe())),
-        }
-    });
-    // Tasks still blocked after a failure are dropped, not awaited.
-    rt.shutdown_background();
-    match &out {
-        Ok(_) => eprintln!("[channels] {label} done in {:.2} s", started.elapsed().as_secs_f64()),
-        Err(e) => eprintln!("[channels] {label} FAILED: {e}"),
-    }
-    out
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn errors_field(tether: &Res<impl Sized>, raw: &Res<impl Sized>) -> String {
-    let mut errs = Vec::new();
-    if let Err(e) = raw {
-        errs.push(format!("raw: {e}"));
-    }
-    if let Err(e) = tether {
-        errs.push(format!("tether: {e}"));
-    }
-    if errs.is_empty() {
-        String::new()
-    } else {
-        format!(",\"error\":{}", json_str(&errs.join("; ")))
-    }
-}
-
-fn ratio(t: Option<f64>, r: Option<f64>) -> String {
-    match (t, r) {
-        // Three significant digits also for W5, where tether is orders of magnitude below raw.
-        (Some(t), Some(r)) if r > 0.0 && t / r < 0.01 => format!("{:.2e}", t / r),
-        (Some(t), Some(r)) if r > 0.0 => format!("{:.3}", t / r),
-        _ => "null".into(),
-    }
-}
-
 fn print_rate(workload: &str, unit: &str, tether: &Res<f64>, raw: &Res<f64>, extra: &str) {
     let num = |r: &Res<f64>| r.as_ref().map(|v| format!("{v:.0}")).unwrap_or_else(|_| "null".into());
     println!(
@@ -247,19 +92,23 @@ fn print_rate(workload: &str, unit: &str, tether: &Res<f64>, raw: &Res<f64>, ext
         num(tether),
         num(raw),
         ratio(tether.as_ref().ok().copied(), raw.as_ref().ok().copied()),
-        errors_field(tether, raw)
+        errors(tether, raw)
     );
 }
 
 fn print_lat(workload: &str, tether: &Res<Lat>, raw: &Res<Lat>, extra: &str) {
-    let lat = |r: &Res<Lat>| r.as_ref().map(Lat::json).unwrap_or_else(|_| "null".into());
     println!(
         "{{\"workload\":\"{workload}\",\"unit\":\"us\",\"tether\":{},\"raw\":{},\"ratio\":{}{extra}{}}}",
-        lat(tether),
-        lat(raw),
+        Lat::json_or_null(tether),
+        Lat::json_or_null(raw),
         ratio(tether.as_ref().ok().map(|l| l.median), raw.as_ref().ok().map(|l| l.median)),
-        errors_field(tether, raw)
+        errors(tether, raw)
     );
+}
+
+/// The `"error"` field of a tether/raw pair: raw first.
+fn errors<T, R>(tether: &Res<T>, raw: &Res<R>) -> String {
+    errors_field(&[("raw", raw.as_ref().err()), ("tether", tether.as_ref().err())])
 }
 
 /// Logs (to stderr) the slowest W5 round trips and when each started after the big send began,
@@ -277,61 +126,6 @@ fn log_slowest(label: &str, rtts: &[u64], starts: &[Duration], transfer: Duratio
         transfer.as_secs_f64() * 1e3,
         worst.join(", ")
     );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw TCP helpers
-// ---------------------------------------------------------------------------------------------
-
-/// A connected pair over 127.0.0.1: (dialing side, accepting side).
-async fn tcp_pair() -> Res<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
-    let (dial, accept) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let dial = dial.map_err(|e| format!("connect: {e}"))?;
-    let (accept, _) = accept.map_err(|e| format!("accept: {e}"))?;
-    Ok((dial, accept))
-}
-
-/// Same as [`tcp_pair`] with `TCP_NODELAY` set on both ends (the raw baseline's job; tether
-/// sets it itself).
-async fn raw_pair() -> Res<(TcpStream, TcpStream)> {
-    let (a, b) = tcp_pair().await?;
-    a.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    b.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    Ok((a, b))
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Res<()> {
-    w.write_all(&(payload.len() as u32).to_le_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    w.write_all(payload).await.map_err(|e| format!("write: {e}"))
-}
-
-/// A tagged frame: length (covering tag and payload), tag, payload.
-async fn write_tagged<W: AsyncWrite + Unpin>(w: &mut W, tag: u8, payload: &[u8]) -> Res<()> {
-    w.write_all(&(payload.len() as u32 + 1).to_le_bytes()).await.map_err(|e| format!("write: {e}"))?;
-    w.write_all(&[tag]).await.map_err(|e| format!("write: {e}"))?;
-    w.write_all(payload).await.map_err(|e| format!("write: {e}"))
-}
-
-async fn flush<W: AsyncWrite + Unpin>(w: &mut W) -> Res<()> {
-    w.flush().await.map_err(|e| format!("flush: {e}"))
-}
-
-/// Reads one frame into `buf` (reusing it); `false` on a clean end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Res<bool> {
-    let len = match r.read_u32_le().await {
-        Ok(n) => n as usize,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(format!("read: {e}")),
-    };
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(|e| format!("read: {e}"))?;
-    Ok(true)
-}
-
-async fn join<T>(h: tokio::task::JoinHandle<Res<T>>) -> Res<T> {
-    h.await.map_err(|e| format!("task failed: {e}"))?
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,49 +167,6 @@ async fn raw_w1(n: u64, p: Arc<Progress>) -> Res<f64> {
     let t0 = join(send).await?;
     let t1 = join(recv).await?;
     Ok(n as f64 / (t1 - t0).as_secs_f64())
-}
-
-/// W2 raw: `n` sequential request/response round trips (after a warm-up). Returns latencies.
-async fn raw_w2(n: usize, p: Arc<Progress>) -> Res<Lat> {
-    p.stage("connect");
-    let (a, b) = raw_pair().await?;
-    let echo = tokio::spawn(async move {
-        let (r, w) = b.into_split();
-        let mut r = BufReader::with_capacity(RAW_BUF, r);
-        let mut w = BufWriter::with_capacity(RAW_BUF, w);
-        let mut buf = Vec::new();
-        while read_frame(&mut r, &mut buf).await? {
-            write_frame(&mut w, &buf).await?;
-            flush(&mut w).await?;
-        }
-        Ok(())
-    });
-    let (r, w) = a.into_split();
-    let mut r = BufReader::with_capacity(RAW_BUF, r);
-    let mut w = BufWriter::with_capacity(RAW_BUF, w);
-    let mut buf = Vec::new();
-    let mut samples = Vec::with_capacity(n);
-    p.stage("round trips");
-    for i in 0..(WARMUP_RTT + n) {
-        let t = Instant::now();
-        write_frame(&mut w, &Small::new(i as u64).encode()).await?;
-        flush(&mut w).await?;
-        p.sent();
-        if !read_frame(&mut r, &mut buf).await? {
-            return Err("echo side closed".into());
-        }
-        let rtt = t.elapsed();
-        if Small::decode(&buf)?.seq != i as u64 {
-            return Err("response out of order".into());
-        }
-        p.received();
-        if i >= WARMUP_RTT {
-            samples.push(rtt.as_nanos() as u64);
-        }
-    }
-    drop(w);
-    join(echo).await?;
-    Lat::from_nanos(samples)
 }
 
 /// W3 raw: `total` bytes as `msg`-byte frames. Both sides handle owned messages like tether's:
@@ -681,6 +432,15 @@ mod tw {
         }
     }
 
+    /// Ends a W2 run: drops the request Sender, then stops the echo task and closes both
+    /// connections.
+    fn close_rtt<S>(p: &Progress, req: S, echo: tokio::task::JoinHandle<Res<()>>, conns: (Connection, Connection)) {
+        drop(req);
+        p.stage("closing");
+        echo.abort();
+        drop(conns);
+    }
+
     /// W1: the accepting side makes a channel and sends its Sender over the root channel; the
     /// dialing side sends `n` small messages on it. Timed from first send to last receive.
     pub(super) async fn w1(n: u64, p: Arc<Progress>) -> Res<f64> {
@@ -748,10 +508,9 @@ mod tw {
             }
         });
         p.stage("round trips");
-        let mut samples = Vec::with_capacity(n);
-        for i in 0..(WARMUP_RTT + n) {
+        let samples = sample_rtts!(n, |i| {
             let t = Instant::now();
-            req.send(Small::new(i as u64)).await.map_err(|_| format!("request {i} send failed"))?;
+            req.send(Small::new(i)).await.map_err(|_| format!("request {i} send failed"))?;
             p.sent();
             let m = match resp_rx.recv().await {
                 Ok(Some(m)) => m,
@@ -759,18 +518,13 @@ mod tw {
                 Err(e) => return Err(format!("response {i}: {e:?}")),
             };
             let rtt = t.elapsed();
-            if m.seq != i as u64 {
+            if m.seq != i {
                 return Err("response out of order".into());
             }
             p.received();
-            if i >= WARMUP_RTT {
-                samples.push(rtt.as_nanos() as u64);
-            }
-        }
-        drop(req);
-        p.stage("closing");
-        echo.abort();
-        drop((ca, cb));
+            rtt
+        });
+        close_rtt(&p, req, echo, (ca, cb));
         Lat::from_nanos(samples)
     }
 
@@ -795,28 +549,20 @@ mod tw {
             }
         });
         p.stage("round trips");
-        let mut samples = Vec::with_capacity(n);
-        for i in 0..(WARMUP_RTT + n) {
+        let samples = sample_rtts!(n, |i| {
             let t = Instant::now();
             let (otx, orx) = oneshot::channel::<Small>();
-            req.send(Req { msg: Small::new(i as u64), reply: otx })
-                .await
-                .map_err(|_| format!("request {i} send failed"))?;
+            req.send(Req { msg: Small::new(i), reply: otx }).await.map_err(|_| format!("request {i} send failed"))?;
             p.sent();
             let m = orx.await.map_err(|e| format!("reply {i}: {e:?}"))?;
             let rtt = t.elapsed();
-            if m.seq != i as u64 {
+            if m.seq != i {
                 return Err("reply out of order".into());
             }
             p.received();
-            if i >= WARMUP_RTT {
-                samples.push(rtt.as_nanos() as u64);
-            }
-        }
-        drop(req);
-        p.stage("closing");
-        echo.abort();
-        drop((ca, cb));
+            rtt
+        });
+        close_rtt(&p, req, echo, (ca, cb));
         Lat::from_nanos(samples)
     }
 
@@ -1023,50 +769,40 @@ mod tw {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    let mut quick = false;
-    let mut filters: Vec<String> = Vec::new();
-    for arg in std::env::args().skip(1) {
-        if arg == "--quick" {
-            quick = true;
-        } else if arg.len() >= 2 && (arg.starts_with('W') || arg.starts_with('w')) {
-            filters.push(arg.to_ascii_uppercase());
-        }
-        // Anything else (`--bench` from cargo, libtest flags) is ignored.
-    }
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.starts_with(f.as_str()));
-    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let args = BENCH.args();
+    let wanted = |name: &str| args.wanted(name);
+    let s = if args.quick { Sizes::quick() } else { Sizes::full() };
     let d = s.deadline;
-    eprintln!("[channels] mode: {}", if quick { "quick" } else { "full" });
 
     let mut w1_tether: Option<f64> = None;
     if wanted("W1") {
         let n = s.w1_msgs;
-        let raw = measure("W1 raw", d, move |p| raw_w1(n, p));
-        let tether = measure("W1 tether", d, move |p| tw::w1(n, p));
+        let raw = BENCH.measure("W1 raw", d, move |p| raw_w1(n, p));
+        let tether = BENCH.measure("W1 tether", d, move |p| tw::w1(n, p));
         w1_tether = tether.as_ref().ok().copied();
         print_rate("W1", "msgs/s", &tether, &raw, "");
     }
     if wanted("W2") {
         let n = s.w2_rtts;
-        let raw = measure("W2 raw", d, move |p| raw_w2(n, p));
-        let tether = measure("W2 tether", d, move |p| tw::w2(n, p));
+        let raw = BENCH.measure("W2 raw", d, move |p| raw_rtt(n, p));
+        let tether = BENCH.measure("W2 tether", d, move |p| tw::w2(n, p));
         print_lat("W2", &tether, &raw, "");
         if wanted("W2-ONESHOT") {
             // The raw workload is the same round trip; there is no oneshot on raw TCP.
-            let tether = measure("W2-oneshot tether", d, move |p| tw::w2_oneshot(n, p));
+            let tether = BENCH.measure("W2-oneshot tether", d, move |p| tw::w2_oneshot(n, p));
             print_lat("W2-oneshot", &tether, &raw, "");
         }
     }
     if wanted("W3") {
         let (total, msg) = (s.w3_bytes, s.w3_msg);
-        let raw = measure("W3 raw", d, move |p| raw_w3(total, msg, p));
-        let tether = measure("W3 tether", d, move |p| tw::w3(total, msg, p));
+        let raw = BENCH.measure("W3 raw", d, move |p| raw_w3(total, msg, p));
+        let tether = BENCH.measure("W3 tether", d, move |p| tw::w3(total, msg, p));
         print_rate("W3", "MB/s", &tether, &raw, "");
     }
     if wanted("W4") {
         let (chans, per) = (s.w4_chans, s.w4_per_chan);
-        let raw = measure("W4 raw", d, move |p| raw_w4(chans, per, p));
-        let tether = measure("W4 tether", d, move |p| tw::w4(chans, per, p));
+        let raw = BENCH.measure("W4 raw", d, move |p| raw_w4(chans, per, p));
+        let tether = BENCH.measure("W4 tether", d, move |p| tw::w4(chans, per, p));
         let vs_w1 = match (tether.as_ref().ok(), w1_tether) {
             (Some(t), Some(w1)) if w1 > 0.0 => format!("{:.3}", t / w1),
             _ => "null".into(),
@@ -1075,8 +811,8 @@ fn main() {
     }
     if wanted("W5") {
         let big = s.w5_big;
-        let raw = measure("W5 raw", d, move |p| raw_w5(big, p));
-        let tether = measure("W5 tether", d, move |p| tw::w5(big, p));
+        let raw = BENCH.measure("W5 raw", d, move |p| raw_w5(big, p));
+        let tether = BENCH.measure("W5 tether", d, move |p| tw::w5(big, p));
         let samples = |r: &Res<(Lat, usize)>| r.as_ref().map(|x| x.1.to_string()).unwrap_or_else(|_| "null".into());
         let extra = format!(",\"samples\":{},\"raw_samples\":{}", samples(&tether), samples(&raw));
         print_lat("W5", &tether.map(|x| x.0), &raw.map(|x| x.0), &extra);

@@ -419,6 +419,11 @@ impl Node {
     }
 }
 
+/// Whether `conn` ended because reconnection found the peer restarted.
+fn restarted(conn: &Connection) -> bool {
+    matches!(conn.error(), Some(crate::ConnectionError::SessionLost(crate::SessionLost::PeerRestarted)))
+}
+
 fn rand_u64() -> u64 {
     let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
     hi ^ lo
@@ -474,7 +479,7 @@ impl NodeInner {
     pub(crate) fn why_unreachable(&self, id: NodeId) -> RemoteError {
         let st = self.lock();
         let dead_link = st.peers.get(&id).is_some_and(|p| p.conn.error().is_some());
-        if st.restarted.contains(&id) {
+        if st.restarted.contains(&id) || st.peers.get(&id).is_some_and(|p| restarted(&p.conn)) {
             RemoteError::NodeRestarted(id)
         } else if st.lost.contains(&id) || dead_link {
             RemoteError::NodeLost(id)
@@ -609,6 +614,9 @@ impl NodeInner {
         if same {
             st.peers.remove(&peer);
             st.lost.insert(peer);
+            if restarted(conn) {
+                st.restarted.insert(peer);
+            }
             tracing::info!(%peer, "peer lost");
         }
     }

@@ -144,7 +144,13 @@ impl<T: Transport> Driver<T> {
             let mut st = lock(&self.shared, self.generation)?;
             let now = Instant::now();
             if fired || now >= st.mux.poll_timeout() {
-                st.mux.handle_timeout(now)?;
+                if let Err(e) = st.mux.handle_timeout(now) {
+                    // Only this transport is dead if the session can resume.
+                    if self.shared.resumable() {
+                        st.mux.forget_timeout();
+                    }
+                    return Poll::Ready(Err(e.into()));
+                }
             }
             let deadline = st.mux.poll_timeout();
             if fired || deadline < self.timer.deadline().into_std() {

@@ -60,6 +60,11 @@ pub enum ConnectError {
     /// The peer announced limits that cannot work (described in the text).
     #[error("peer announced unusable limits: {0}")]
     BadLimits(String),
+    /// The dialer asked to resume a session this side does not have (it
+    /// expired, or this node is a new incarnation); it was told so and the
+    /// transport closed.
+    #[error("the dialer asked to resume an unknown session")]
+    UnknownSession,
 }
 
 /// Why an established connection ended.
@@ -189,6 +194,11 @@ impl Shared {
         // poisoned guard is still safe to read, and the driver fails the
         // connection on its next poll.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a broken transport leaves the session waiting to resume.
+    pub(crate) fn resumable(&self) -> bool {
+        !matches!(self.recovery, Recovery::None)
     }
 
     pub(crate) fn emit(&self, event: ConnectionEvent) {

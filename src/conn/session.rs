@@ -197,6 +197,7 @@ impl Acceptor {
         cfg.validate()?;
         transport::tune(&io);
         let mut resumed = None;
+        let mut unknown = false;
         let new_session = Uuid::new_v4();
         let peer = handshake::server(&mut io, cfg, self.inner.node_id.0, |hello| {
             let known = self.lookup(hello.session_id, NodeId(hello.node_id));
@@ -206,7 +207,10 @@ impl Acceptor {
                     resumed = Some(shared);
                     (hello.session_id, received)
                 }
-                None => (new_session, 0),
+                None => {
+                    unknown = !hello.session_id.is_nil();
+                    (new_session, 0)
+                }
             }
         })
         .await
@@ -214,6 +218,14 @@ impl Acceptor {
         if let Some(shared) = resumed {
             shared.resume(io, peer);
             return Ok(Accepted::Resumed(Connection { shared }));
+        }
+        if unknown {
+            // Our answer (another session, maybe another node id) tells the
+            // dialer its session is lost. A connection started here would
+            // only linger as a phantom peer, refusing the dialer's next
+            // connect as a duplicate until the linger ran out.
+            tracing::info!(peer = %NodeId(peer.hello.node_id), "resume of an unknown session refused");
+            return Err(ConnectError::UnknownSession);
         }
         // Keep the session after a broken transport only for a dialer that
         // said it will come back.

@@ -1012,6 +1012,15 @@ impl Mux {
         Ok(())
     }
 
+    /// Forgets an idle timeout: the silent transport is abandoned and the
+    /// session waits to resume on another, so sends must still queue and
+    /// the resumed transport must not fail at once with the old timeout.
+    pub(crate) fn forget_timeout(&mut self) {
+        if matches!(self.error, Some(MuxError::Timeout(_))) {
+            self.error = None;
+        }
+    }
+
     fn fail(&mut self, e: MuxError) {
         if self.error.is_none() {
             self.error = Some(e);
