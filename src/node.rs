@@ -133,6 +133,23 @@ pub(crate) struct NodeInner {
     /// Takes incoming transports: new peers, or sessions coming back.
     acceptor: crate::Acceptor,
     state: Mutex<NodeState>,
+    /// The node's actor, parent of its connections' supervisors; spawned on
+    /// first use (a node can be made outside a runtime).
+    supervisor: tokio::sync::OnceCell<Option<crate::conn::SupervisorParent>>,
+}
+
+impl NodeInner {
+    async fn supervisor(&self) -> Option<&crate::conn::SupervisorParent> {
+        self.supervisor.get_or_init(crate::conn::NodeSupervisor::start).await.as_ref()
+    }
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        if let Some(Some(parent)) = self.supervisor.get() {
+            parent.stop();
+        }
+    }
 }
 
 /// A tether node: the unit of identity. Cloning is cheap.
@@ -169,6 +186,7 @@ impl Node {
                 acceptor: crate::Acceptor::for_node(cfg.clone(), id),
                 cfg,
                 state: Mutex::new(NodeState::default()),
+                supervisor: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -194,7 +212,8 @@ impl Node {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 let Some(inner) = node.upgrade() else { break };
                 tokio::spawn(async move {
-                    match inner.acceptor.accept(stream).await {
+                    let parent = inner.supervisor().await.cloned();
+                    match inner.acceptor.accept_under(stream, parent.as_ref()).await {
                         Ok(crate::Accepted::New(conn)) => {
                             let _ = Node { inner }.attach(conn, None);
                         }
@@ -217,7 +236,8 @@ impl Node {
         // again and the session resumed (see `Config::reconnect`).
         let target = addr.to_owned();
         let dial = crate::conn::dialer(move || TcpStream::connect(target.clone()));
-        let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id).await?;
+        let parent = self.inner.supervisor().await;
+        let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id, parent).await?;
         let (id, ready) = self.attach(conn, Some(addr.to_owned()));
         self.await_hello(ready).await?;
         Ok(id)
@@ -239,7 +259,8 @@ impl Node {
     /// socket, TLS, memory), as the dialing side when `dial` is true.
     pub async fn connect_with<T: Transport>(&self, io: T, dial: bool) -> Result<NodeId, ConnectError> {
         let side = if dial { Side::Client } else { Side::Server };
-        let conn = Connection::establish(io, self.inner.cfg.clone(), side, self.inner.id).await?;
+        let parent = self.inner.supervisor().await;
+        let conn = Connection::establish(io, self.inner.cfg.clone(), side, self.inner.id, parent).await?;
         let (id, ready) = self.attach(conn, None);
         self.await_hello(ready).await?;
         Ok(id)

@@ -185,23 +185,33 @@ impl<T: Transport> Driver<T> {
 }
 
 impl<T: Transport> Future for Driver<T> {
-    type Output = ();
+    type Output = ConnectionError;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.poll_inner(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(res) => {
-                let err = match res {
-                    Ok(()) | Err(ConnectionError::Protocol(MuxError::PeerClosed { .. })) => ConnectionError::Closed,
-                    Err(e) => e,
-                };
-                self.finished = true;
-                let generation = self.generation;
-                self.shared.link_failed(generation, err);
-                Poll::Ready(())
-            }
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ConnectionError> {
+        self.poll_inner(cx).map(|res| match res {
+            Ok(()) | Err(ConnectionError::Protocol(MuxError::PeerClosed { .. })) => ConnectionError::Closed,
+            Err(e) => e,
+        })
     }
+}
+
+/// Runs the driver and reports how it ended to the connection's supervisor.
+/// A panic (in the driver or the transport) becomes
+/// [`ConnectionError::DriverPanicked`]: the handles see it, never a hang.
+pub(crate) async fn run<T: Transport>(mut driver: Driver<T>) {
+    use futures::FutureExt;
+    let err = match std::panic::AssertUnwindSafe(&mut driver).catch_unwind().await {
+        Ok(err) => err,
+        Err(_) => {
+            tracing::error!(peer = %driver.shared.peer_id, "connection driver panicked");
+            ConnectionError::DriverPanicked
+        }
+    };
+    driver.finished = true;
+    let shared = driver.shared.clone();
+    let generation = driver.generation;
+    drop(driver);
+    shared.link_failed(generation, err);
 }
 
 impl<T> Drop for Driver<T> {
@@ -209,8 +219,10 @@ impl<T> Drop for Driver<T> {
         // A driver dropped without finishing (runtime shut down, task
         // aborted) must not leave handles waiting forever, unless a newer
         // transport took over (then the generation no longer matches).
+        // Handled here, not through the supervisor's mailbox: while the
+        // runtime shuts down the supervisor may never run again.
         if !self.finished {
-            self.shared.link_failed(self.generation, ConnectionError::DriverGone);
+            self.shared.fail_if_current(self.generation, ConnectionError::DriverGone);
         }
     }
 }

@@ -8,11 +8,13 @@
 mod driver;
 mod handshake;
 mod session;
+mod supervisor;
 
 pub(crate) use crate::mux::Side;
 pub(crate) use session::dialer;
 use session::Recovery;
 pub use session::{Accepted, Acceptor, ConnectionEvent, SessionLost};
+pub(crate) use supervisor::{NodeSupervisor, Parent as SupervisorParent};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,6 +91,13 @@ pub enum ConnectionError {
     /// The transport broke and the session could not be resumed.
     #[error("session lost: {0}")]
     SessionLost(SessionLost),
+    /// The task driving the connection panicked.
+    #[error("connection driver panicked")]
+    DriverPanicked,
+    /// The connection's supervisor actor failed (it panicked), so nothing
+    /// would recover or end the connection any more.
+    #[error("connection supervisor failed")]
+    SupervisorFailed,
 }
 
 impl ConnectionError {
@@ -119,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) peer_id: NodeId,
     /// The node this connection belongs to, if any.
     pub(crate) node: std::sync::OnceLock<std::sync::Weak<crate::node::NodeInner>>,
+    /// The actor that owns the connection's recovery.
+    supervisor: std::sync::OnceLock<ractor::ActorRef<supervisor::SupervisorMsg>>,
 }
 
 pub(crate) struct State {
@@ -226,7 +237,7 @@ impl Shared {
         };
         // Spawned without the lock held: a runtime that is shutting down
         // drops the driver at once, and its drop takes the lock.
-        let driver = tokio::spawn(driver::Driver::new(io, self.clone(), rest, generation)).abort_handle();
+        let driver = tokio::spawn(driver::run(driver::Driver::new(io, self.clone(), rest, generation))).abort_handle();
         let mut st = self.lock();
         if st.generation == generation && st.error.is_none() {
             st.driver = Some(driver);
@@ -254,34 +265,30 @@ impl Shared {
         self.emit(ConnectionEvent::Resumed);
     }
 
-    /// The driver of transport `generation` stopped with `err`: resume if
-    /// the session can outlive it, else end the connection.
+    /// The driver of transport `generation` stopped with `err`: tells the
+    /// supervisor, which resumes if the session can outlive it, else ends the
+    /// connection. Without a supervisor (it could not be spawned, or the
+    /// runtime is shutting down) the connection ends.
     pub(crate) fn link_failed(self: &Arc<Self>, generation: u64, err: ConnectionError) {
-        {
-            let mut st = self.lock();
-            if st.generation != generation || st.error.is_some() {
-                return;
-            }
-            let recoverable = err.is_transport_failure() && !matches!(self.recovery, Recovery::None);
-            if recoverable {
-                st.link_up = false;
-                st.driver = None;
-            }
-            if !recoverable {
-                drop(st);
-                self.fail(err);
-                return;
-            }
-        }
-        self.emit(ConnectionEvent::Disconnected(err));
-        match &self.recovery {
-            Recovery::Dial(dial) => {
-                tokio::spawn(session::reconnect(self.clone(), dial.clone()));
-            }
-            Recovery::Linger(d) => {
-                tokio::spawn(session::linger(Arc::downgrade(self), generation, *d));
-            }
-            Recovery::None => unreachable!("checked above"),
+        let err = match self.supervisor.get() {
+            Some(actor) => match actor.cast(supervisor::SupervisorMsg::LinkFailed { generation, error: err }) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(supervisor::SupervisorMsg::LinkFailed { error, .. })) => error,
+                Err(_) => ConnectionError::DriverGone,
+            },
+            None => err,
+        };
+        self.fail_if_current(generation, err);
+    }
+
+    /// Ends the connection with `err` unless a newer transport took over.
+    pub(crate) fn fail_if_current(&self, generation: u64, err: ConnectionError) {
+        let current = {
+            let st = self.lock();
+            st.generation == generation && st.error.is_none()
+        };
+        if current {
+            self.fail(err);
         }
     }
 
@@ -315,6 +322,9 @@ impl Shared {
         }
         drop(st);
         self.ended.send_replace(true);
+        if let Some(actor) = self.supervisor.get() {
+            actor.stop(None);
+        }
     }
 }
 
@@ -353,14 +363,14 @@ impl Connection {
     /// ends with its transport; see [`Connection::dial`] for one that
     /// reconnects.
     pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
-        Self::dial_once(io, cfg, crate::node_id(), Recovery::None).await
+        Self::dial_once(io, cfg, crate::node_id(), Recovery::None, None).await
     }
 
     /// Accepts: runs the handshake on `io` as the accepting side. The
     /// connection ends with its transport; see [`Acceptor`] for sessions
     /// that dialers can resume.
     pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
-        Self::establish(io, cfg, Side::Server, crate::node_id()).await
+        Self::establish(io, cfg, Side::Server, crate::node_id(), None).await
     }
 
     /// Dials with `dial` and keeps the session alive across broken
@@ -376,7 +386,7 @@ impl Connection {
     {
         let dial = session::dialer(dial);
         let io = dial().await?;
-        Self::dial_once(io, cfg, crate::node_id(), Recovery::Dial(dial)).await
+        Self::dial_once(io, cfg, crate::node_id(), Recovery::Dial(dial), None).await
     }
 
     /// A connection without recovery on behalf of the node `local`.
@@ -385,9 +395,10 @@ impl Connection {
         cfg: Config,
         side: Side,
         local: NodeId,
+        parent: Option<&SupervisorParent>,
     ) -> Result<Connection, ConnectError> {
         match side {
-            Side::Client => Self::dial_once(io, cfg, local, Recovery::None).await,
+            Side::Client => Self::dial_once(io, cfg, local, Recovery::None, parent).await,
             Side::Server => {
                 cfg.validate()?;
                 transport::tune(&io);
@@ -395,16 +406,21 @@ impl Connection {
                 let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
                     .await
                     .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
-                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Recovery::None))
+                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Recovery::None, parent).await)
             }
         }
     }
 
     /// A node's dial: recovery as its configuration says.
-    pub(crate) async fn dial_as(dial: session::Dialer, cfg: Config, local: NodeId) -> Result<Connection, ConnectError> {
+    pub(crate) async fn dial_as(
+        dial: session::Dialer,
+        cfg: Config,
+        local: NodeId,
+        parent: Option<&SupervisorParent>,
+    ) -> Result<Connection, ConnectError> {
         let io = dial().await?;
         let recovery = if cfg.reconnect.enabled { Recovery::Dial(dial) } else { Recovery::None };
-        Self::dial_once(io, cfg, local, recovery).await
+        Self::dial_once(io, cfg, local, recovery, parent).await
     }
 
     async fn dial_once<T: Transport>(
@@ -412,6 +428,7 @@ impl Connection {
         cfg: Config,
         local: NodeId,
         recovery: Recovery,
+        parent: Option<&SupervisorParent>,
     ) -> Result<Connection, ConnectError> {
         cfg.validate()?;
         transport::tune(&io);
@@ -420,11 +437,14 @@ impl Connection {
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
         let session = peer.hello.session_id;
-        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recovery))
+        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recovery, parent).await)
     }
 
-    /// Builds the connection's state after a handshake and starts driving it.
-    fn start<T: Transport>(
+    /// Builds the connection's state after a handshake, spawns its
+    /// supervisor (linked to `parent`, a node's actor, if given) and starts
+    /// driving it.
+    #[allow(clippy::too_many_arguments)]
+    async fn start<T: Transport>(
         io: T,
         cfg: Config,
         side: Side,
@@ -432,6 +452,7 @@ impl Connection {
         session: uuid::Uuid,
         peer: handshake::PeerHello,
         recovery: Recovery,
+        parent: Option<&SupervisorParent>,
     ) -> Connection {
         let mux_cfg = MuxConfig {
             local: cfg.hello_limits(),
@@ -457,6 +478,7 @@ impl Connection {
             codec: cfg.codec,
             peer_id: NodeId(peer.hello.node_id),
             node: std::sync::OnceLock::new(),
+            supervisor: std::sync::OnceLock::new(),
             local_id: local,
             session,
             recovery,
@@ -464,6 +486,7 @@ impl Connection {
             cfg,
         });
         tracing::debug!(peer = %shared.peer_id, ?side, %session, "connection established");
+        supervisor::spawn(&shared, parent).await;
         shared.start_driver(io, peer.rest);
         Connection { shared }
     }
@@ -529,6 +552,22 @@ impl Connection {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Test hook: the connection's supervisor actor.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn __supervisor(&self) -> Option<ractor::ActorCell> {
+        self.shared.supervisor.get().map(|a| a.get_cell())
+    }
+
+    /// Test hook: makes the connection's supervisor actor panic.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn __panic_supervisor(&self) {
+        if let Some(a) = self.shared.supervisor.get() {
+            let _ = a.cast(supervisor::SupervisorMsg::Panic);
+        }
     }
 
     /// The error that ended the connection, once it has ended.

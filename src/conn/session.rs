@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use uuid::Uuid;
@@ -28,7 +28,14 @@ where
 {
     Arc::new(move || {
         let fut = dial();
-        Box::pin(async move { fut.await.map(|io| Box::new(io) as Box<dyn Transport>) })
+        Box::pin(async move {
+            // Tuned while its concrete type is known: once boxed, a TCP
+            // stream can no longer be recognised (and would miss NODELAY).
+            fut.await.map(|io| {
+                transport::tune(&io);
+                Box::new(io) as Box<dyn Transport>
+            })
+        })
     })
 }
 
@@ -83,69 +90,8 @@ pub(crate) enum Recovery {
 }
 
 /// A random number in [0, 1), for jitter.
-fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     (Uuid::new_v4().as_u64_pair().0 >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Reconnects `shared` after its transport broke, until the session is
-/// resumed or the policy gives up.
-pub(crate) async fn reconnect(shared: Arc<Shared>, dial: Dialer) {
-    let policy = shared.cfg.reconnect.clone();
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        if attempt > policy.max_attempts || started.elapsed() >= policy.give_up_after {
-            shared.fail(ConnectionError::SessionLost(SessionLost::GaveUp { attempts: attempt - 1 }));
-            return;
-        }
-        let delay = policy.delay(attempt, unit_random());
-        shared.emit(ConnectionEvent::Reconnecting { attempt, delay });
-        tokio::time::sleep(delay).await;
-        if shared.lock().error.is_some() {
-            return;
-        }
-        let mut io = match dial().await {
-            Ok(io) => io,
-            Err(e) => {
-                tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
-                continue;
-            }
-        };
-        transport::tune(&io);
-        let received = shared.lock().mux.received_seq();
-        let peer =
-            match handshake::client(&mut io, &shared.cfg, shared.local_id.0, shared.session, received, true).await {
-                Ok(peer) => peer,
-                Err(e) => {
-                    tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "resume handshake failed");
-                    continue;
-                }
-            };
-        if NodeId(peer.hello.node_id) != shared.peer_id {
-            shared.fail(ConnectionError::SessionLost(SessionLost::PeerRestarted));
-            return;
-        }
-        if peer.hello.session_id != shared.session {
-            shared.fail(ConnectionError::SessionLost(SessionLost::Expired));
-            return;
-        }
-        shared.resume(io, peer);
-        return;
-    }
-}
-
-/// Ends the session if its transport is still down after `linger`.
-pub(crate) async fn linger(shared: Weak<Shared>, generation: u64, linger: Duration) {
-    tokio::time::sleep(linger).await;
-    let Some(shared) = shared.upgrade() else { return };
-    let down = {
-        let st = shared.lock();
-        st.generation == generation && !st.link_up
-    };
-    if down {
-        shared.fail(ConnectionError::SessionLost(SessionLost::Expired));
-    }
 }
 
 /// Accepts connections and resumes the sessions of peers that come back.
@@ -192,7 +138,16 @@ impl Acceptor {
 
     /// Runs the handshake on `io` as the accepting side: a new connection,
     /// or a known session resumed on this transport.
-    pub async fn accept<T: Transport>(&self, mut io: T) -> Result<Accepted, ConnectError> {
+    pub async fn accept<T: Transport>(&self, io: T) -> Result<Accepted, ConnectError> {
+        self.accept_under(io, None).await
+    }
+
+    /// [`Acceptor::accept`], with new connections' supervisors linked to `parent`.
+    pub(crate) async fn accept_under<T: Transport>(
+        &self,
+        mut io: T,
+        parent: Option<&super::supervisor::Parent>,
+    ) -> Result<Accepted, ConnectError> {
         let cfg = &self.inner.cfg;
         cfg.validate()?;
         transport::tune(&io);
@@ -230,8 +185,17 @@ impl Acceptor {
         // Keep the session after a broken transport only for a dialer that
         // said it will come back.
         let recovery = if peer.hello.resumable { Recovery::Linger(cfg.linger) } else { Recovery::None };
-        let conn =
-            Connection::start(io, cfg.clone(), super::Side::Server, self.inner.node_id, new_session, peer, recovery);
+        let conn = Connection::start(
+            io,
+            cfg.clone(),
+            super::Side::Server,
+            self.inner.node_id,
+            new_session,
+            peer,
+            recovery,
+            parent,
+        )
+        .await;
         let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.upgrade().is_some_and(|s| s.lock().error.is_none()));
         sessions.insert(new_session, Arc::downgrade(&conn.shared));
@@ -246,5 +210,33 @@ impl Acceptor {
         let shared = sessions.get(&session)?.upgrade()?;
         let alive = shared.lock().error.is_none();
         (alive && shared.peer_id == peer).then_some(shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dialer;
+
+    /// A dialed TCP stream is boxed for reconnection; it must be tuned
+    /// (TCP_NODELAY) before, while its type is still known. Without it,
+    /// small messages sat in Nagle's buffer waiting for delayed ACKs.
+    #[tokio::test]
+    async fn dialed_tcp_streams_get_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (probe_tx, probe_rx) = std::sync::mpsc::channel();
+        let dial = dialer(move || {
+            let probe_tx = probe_tx.clone();
+            async move {
+                let stream = std::net::TcpStream::connect(addr)?;
+                // The clone shares the socket, so it sees its options.
+                probe_tx.send(stream.try_clone()?).unwrap();
+                stream.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(stream)
+            }
+        });
+        let _io = dial().await.unwrap();
+        let probe = probe_rx.recv().unwrap();
+        assert!(probe.nodelay().unwrap(), "TCP_NODELAY is set on a dialed stream");
     }
 }
