@@ -316,6 +316,8 @@ const UNACKED_SLACK: u64 = 65_536;
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
 /// ... or until this many reliable frames are unacknowledged.
 pub(crate) const ACK_EVERY: u64 = 64;
+/// ... or until this many terminal frames wait.
+const LAZY_EVERY: usize = 64;
 
 /// Control frames waiting to go out ahead of data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,6 +394,10 @@ pub(crate) struct Mux {
     /// send, and whether that time has come.
     ack_due: Option<Instant>,
     ack_now: bool,
+    /// Terminal frames waiting to ride along (see `queue_terminal`).
+    lazy: Vec<Ctl>,
+    /// The latest time passed in, for deadlines set by commands.
+    last_now: Instant,
 
     events: VecDeque<Event>,
     closing: Option<(u32, String)>,
@@ -433,6 +439,8 @@ impl Mux {
             ping_due: false,
             ack_due: None,
             ack_now: false,
+            lazy: Vec::new(),
+            last_now: now,
             events: VecDeque::new(),
             closing: None,
             goaway_sent: false,
@@ -692,10 +700,15 @@ impl Mux {
             self.maybe_release(id);
             return;
         }
-        self.control.push_back(match p.ours {
+        // Terminal frames only free resources: like acknowledgements, they
+        // ride along with other output, or go alone after ACK_DELAY. (A
+        // request with a fresh reply port would otherwise cost an extra write
+        // and wake-up on each side just to close the port.)
+        self.lazy.push(match p.ours {
             End::Sender => Ctl::Fin(id),
             End::Receiver => Ctl::Stop(id),
         });
+        self.ack_due.get_or_insert(self.last_now + ACK_DELAY);
     }
 
     fn maybe_release(&mut self, id: PortId) {
@@ -758,6 +771,7 @@ impl Mux {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        self.last_now = self.last_now.max(now);
         let mut any = false;
         let res = loop {
             match self.decoder.decode(buf) {
@@ -996,6 +1010,7 @@ impl Mux {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        self.last_now = self.last_now.max(now);
         let silent = now.saturating_duration_since(self.last_heard);
         if silent >= self.cfg.idle_timeout {
             let e = MuxError::Timeout(silent);
@@ -1065,11 +1080,15 @@ impl Mux {
             || !self.pongs.is_empty()
             || self.ping_due
             || self.closing.is_some();
-        if unacked > 0 && (other_output || self.ack_now || unacked >= ACK_EVERY) {
-            self.acked_sent = self.received_seq;
+        let due = self.ack_now || unacked >= ACK_EVERY || self.lazy.len() >= LAZY_EVERY;
+        if other_output || due {
+            if unacked > 0 {
+                self.acked_sent = self.received_seq;
+                out.push(&Frame::Ack { received: self.received_seq });
+            }
+            self.control.extend(self.lazy.drain(..));
             self.ack_now = false;
             self.ack_due = None;
-            out.push(&Frame::Ack { received: self.received_seq });
         }
         for nonce in self.pongs.drain(..) {
             out.push(&Frame::Pong { nonce });

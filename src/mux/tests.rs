@@ -905,6 +905,10 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     p.send(C, y, &[], b"inner");
     assert_eq!(p.client.stats().open_ports, 5);
     p.server.close_end(carrier);
+    assert!(p.transmit(S).is_empty(), "a lone Stop waits to ride along, or for ACK_DELAY");
+    p.advance(crate::mux::ACK_DELAY);
+    let now = p.now();
+    p.server.handle_timeout(now).unwrap();
     let stop = p.transmit(S);
     assert!(frames(stop.clone()).contains(&Frame::Stop { port: carrier }));
     p.deliver(C, stop);
@@ -918,6 +922,9 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     for id in [x, y, carrier] {
         p.client.close_end(id);
     }
+    p.advance(crate::mux::ACK_DELAY);
+    let now = p.now();
+    p.client.handle_timeout(now).unwrap();
     let out = frames(p.transmit(C));
     assert_eq!(out.iter().filter(|f| f.is_reliable()).cloned().collect::<Vec<_>>(), vec![Frame::Fin { port: carrier }]);
     p.deliver(S, raw(&out));
