@@ -40,16 +40,18 @@
 //! wait bounded), takes the link down once some messages are acknowledged,
 //! and up again 2.5 s later.
 
+mod common;
+
+use common::TaskMailbox;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tether::{Config, ConnectionEvent, Mailbox, Node, RemoteRef, ReplyPort};
+use tether::{Config, ConnectionEvent, Node, RemoteRef, ReplyPort};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::unbounded_channel;
 
 /// Set to run the test (`.ci/run` sets it).
 const ENABLE: &str = "TETHER_NETNS_TESTS";
@@ -113,19 +115,6 @@ struct Report {
 
 // ---------------------------------------------------------------------------
 // The children.
-
-/// A mailbox feeding a tokio task.
-struct TaskMailbox<M>(UnboundedSender<M>);
-
-impl<M: Send + 'static> Mailbox<M> for TaskMailbox<M> {
-    fn deliver(&self, msg: M) -> Result<(), M> {
-        self.0.send(msg).map_err(|e| e.0)
-    }
-    fn stopped(&self) -> BoxFuture<'static, ()> {
-        let tx = self.0.clone();
-        Box::pin(async move { tx.closed().await })
-    }
-}
 
 /// The counting actor: checks the order itself.
 fn counter() -> TaskMailbox<Count> {

@@ -5,26 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, within};
-use futures::future::BoxFuture;
+use common::{eventually, within, TaskMailbox};
 use serde::{Deserialize, Serialize};
-use tether::{AskError, Config, Mailbox, Node, RemoteError, RemoteRef, ReplyPort, WatchEvent};
+use tether::{AskError, Config, Node, RemoteError, RemoteRef, ReplyPort, WatchEvent};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 const T: Duration = Duration::from_secs(20);
-
-/// A mailbox feeding a tokio task.
-struct TaskMailbox<M>(UnboundedSender<M>);
-
-impl<M: Send + 'static> Mailbox<M> for TaskMailbox<M> {
-    fn deliver(&self, msg: M) -> Result<(), M> {
-        self.0.send(msg).map_err(|e| e.0)
-    }
-    fn stopped(&self) -> BoxFuture<'static, ()> {
-        let tx = self.0.clone();
-        Box::pin(async move { tx.closed().await })
-    }
-}
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Counter {

@@ -9,12 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, within};
-use futures::future::BoxFuture;
+use common::{eventually, within, TaskMailbox};
 use serde::{Deserialize, Serialize};
 use tether::transport::fault::Proxy;
 use tether::{
-    oneshot, Accepted, Acceptor, AskError, Config, Connection, ConnectionError, ConnectionEvent, Mailbox, Node, NodeId,
+    oneshot, Accepted, Acceptor, AskError, Config, Connection, ConnectionError, ConnectionEvent, Node, NodeId,
     RemoteError, RemoteRef, ReplyPort, SessionLost, TellError, WatchEvent,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -292,19 +291,6 @@ async fn lifecycle_events_in_order_and_giving_up() {
 }
 
 // ----- nodes -----------------------------------------------------------
-
-/// A mailbox feeding a tokio task.
-struct TaskMailbox<M>(UnboundedSender<M>);
-
-impl<M: Send + 'static> Mailbox<M> for TaskMailbox<M> {
-    fn deliver(&self, msg: M) -> Result<(), M> {
-        self.0.send(msg).map_err(|e| e.0)
-    }
-    fn stopped(&self) -> BoxFuture<'static, ()> {
-        let tx = self.0.clone();
-        Box::pin(async move { tx.closed().await })
-    }
-}
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Msg {

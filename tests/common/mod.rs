@@ -90,3 +90,17 @@ pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> b
 pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, fut).await.expect("operation did not finish in time")
 }
+
+/// A mailbox feeding a tokio task: the smallest actor, for testing the core
+/// without either framework.
+pub struct TaskMailbox<M>(pub tokio::sync::mpsc::UnboundedSender<M>);
+
+impl<M: Send + 'static> tether::Mailbox<M> for TaskMailbox<M> {
+    fn deliver(&self, msg: M) -> Result<(), M> {
+        self.0.send(msg).map_err(|e| e.0)
+    }
+    fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+        let tx = self.0.clone();
+        Box::pin(async move { tx.closed().await })
+    }
+}
