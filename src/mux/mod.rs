@@ -551,6 +551,11 @@ impl Mux {
         if p.peer_gone() || !p.handle_open {
             return Err(SendError::Closed(msg));
         }
+        // The connection limit bounds messages piling up behind others; a
+        // port with nothing queued always takes one message (its sender
+        // holds it anyway), so a large message queued on one port never
+        // blocks the first message of another.
+        let conn_full = conn_full && p.queued > 0;
         if !force && (p.queued >= limit || conn_full) {
             p.write_blocked = true;
             // Each port at most once: repeated refusals must not grow this.
@@ -584,6 +589,7 @@ impl Mux {
         match self.ports.get(&port) {
             Some(p) => {
                 p.peer_gone()
+                    || p.queued == 0
                     || (p.queued < self.cfg.send_buffer as usize
                         && self.send_queued < self.cfg.peer.conn_window as usize)
             }

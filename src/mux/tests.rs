@@ -1202,7 +1202,9 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
     // a's window fills; 600 bytes stay queued, above the connection window.
     p.send(C, a, &[], &[1; 126]);
     p.send(C, a, &[], &[2; 598]);
-    p.drive();
+    // A port with nothing queued always takes one message; the next ones
+    // wait for the connection to drain.
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"first");
     match p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
@@ -1218,8 +1220,43 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"x");
     p.client.close_end(a);
     p.drive();
-    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: b"x".to_vec() }]);
+    // The root window is small: the second message follows once the first
+    // is read and its credit returned.
+    let mut got = p.recv(S, ROOT_CLIENT_TO_SERVER);
+    p.drive();
+    got.extend(p.recv(S, ROOT_CLIENT_TO_SERVER));
+    assert_eq!(got, vec![Msg { ports: vec![], data: b"first".to_vec() }, Msg { ports: vec![], data: b"x".to_vec() }]);
     assert_quiet_and_clean(&p);
+}
+
+/// A message larger than the connection's send limit, queued on one port,
+/// does not refuse (nor delay) the first message of another port: that
+/// message is accepted and crosses while the large one is still going.
+#[test]
+fn a_large_queued_message_does_not_block_another_port() {
+    let setup = Setup { chunk_size: 64, port_window: 256, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let big = p.open_and_claim(C, End::Sender);
+    p.send(C, big, &[], &[7; 4096]);
+    assert!(p.client.stats().send_queued > 512, "beyond the connection limit");
+    assert!(p.client.send_ready(ROOT_CLIENT_TO_SERVER), "another port with nothing queued is ready");
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"small");
+    // One exchange each way: the small message arrives while most of the
+    // large one is still queued.
+    p.step();
+    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: b"small".to_vec() }]);
+    assert!(p.client.stats().send_queued > 2048, "the large message is still going");
+    p.client.close_end(big);
+    // The rest flows as the server reads (its window is 256 bytes).
+    let mut whole = Vec::new();
+    for _ in 0..1000 {
+        p.drive();
+        whole.extend(p.recv_whole(S, big));
+        if !whole.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(whole, vec![vec![7u8; 4096]]);
 }
 
 // ----- 11. per-chunk overhead, chunk cap, unacknowledged frames -----------------
