@@ -432,9 +432,7 @@ pub(crate) fn decode<T: DeserializeOwned>(shared: &Arc<Shared>, msg: RawMessage)
     }));
     let res = shared.codec.decode(&msg.data);
     let Some(Ctx::Decode(ctx)) = guard.leave() else { unreachable!("context replaced during decoding") };
-    for entry in ctx.entries.into_iter().flatten() {
-        drop(PortHandle::new(shared.clone(), entry.port));
-    }
+    discard(shared, ctx.entries.into_iter().flatten().collect());
     if let Err(e) = &res {
         tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
     }

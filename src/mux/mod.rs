@@ -463,7 +463,6 @@ impl Mux {
     }
 
     /// The error that ended this mux, if any.
-    #[allow(dead_code, reason = "conn keeps its own copy of the error; tests use this")]
     pub(crate) fn error(&self) -> Option<&MuxError> {
         self.error.as_ref()
     }
@@ -1300,14 +1299,12 @@ impl Mux {
     // ----- session resume ------------------------------------------------
 
     /// Reliable frames received so far; sent in the resume handshake.
-    #[allow(dead_code, reason = "session resume is not wired into conn yet")]
     pub(crate) fn received_seq(&self) -> u64 {
         self.received_seq
     }
 
     /// Resumes on a new transport: the peer has received `peer_received`
     /// frames; everything after that is sent again, before new frames.
-    #[allow(dead_code, reason = "session resume is not wired into conn yet")]
     pub(crate) fn resume(&mut self, peer_received: u64, now: Instant) -> Result<(), MuxError> {
         if peer_received < self.replay_base || peer_received > self.sent_seq {
             return Err(MuxError::BadAck { acked: peer_received, sent: self.sent_seq });
