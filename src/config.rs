@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::auth::{Cookie, MIN_COOKIE_LEN};
 use crate::codec::CodecKind;
 use crate::wire::HelloLimits;
 
@@ -47,6 +48,23 @@ pub struct Config {
     /// How long an accepting side keeps a session whose transport broke,
     /// waiting for the dialer to resume it. Default 30 s.
     pub linger: Duration,
+    /// The cluster secret. When set, a connection comes up only if the peer
+    /// proves it knows the same secret (and proves this side's knowledge to
+    /// it); when unset, only with peers that have none either. Default none.
+    pub cookie: Option<Cookie>,
+    /// Most connections a node's listener keeps at once, counting those
+    /// still in their handshake; a transport beyond it is closed at once.
+    /// Default 1,024.
+    pub max_connections: u32,
+    /// Most incoming transports a node's listener lets wait in their
+    /// handshake (TLS included) at once. When another arrives, the one that
+    /// has waited longest is dropped: a flood of connections that never
+    /// finish their handshake cannot keep a real peer out. Default 64.
+    pub max_handshakes: u32,
+    /// Most asks a node waits on at once per peer node; more fail at once
+    /// with [`AskError::TooManyPending`](crate::AskError::TooManyPending),
+    /// so a peer that never answers cannot make them pile up. Default 4,096.
+    pub max_pending_asks: u32,
 }
 
 /// Reconnection with exponential backoff and full jitter: attempt `n` waits
@@ -105,6 +123,10 @@ impl Default for Config {
             codec: CodecKind::Postcard,
             reconnect: ReconnectPolicy::default(),
             linger: Duration::from_secs(30),
+            cookie: None,
+            max_connections: 1024,
+            max_handshakes: 64,
+            max_pending_asks: 4096,
         }
     }
 }
@@ -133,6 +155,10 @@ impl Config {
         check(self.max_ports >= 2, "max_ports must be at least 2")?;
         check(!self.ping_interval.is_zero(), "ping_interval must not be zero")?;
         check(self.idle_timeout > self.ping_interval, "idle_timeout must exceed ping_interval")?;
+        check(self.cookie.as_ref().is_none_or(|c| c.len() >= MIN_COOKIE_LEN), "cookie must be at least 16 bytes")?;
+        check(self.max_connections > 0, "max_connections must not be zero")?;
+        check(self.max_handshakes > 0, "max_handshakes must not be zero")?;
+        check(self.max_pending_asks > 0, "max_pending_asks must not be zero")?;
         Ok(())
     }
 

@@ -29,6 +29,13 @@
 //! outruns its receiver waits in `send` (or gets `Full` from `try_send`).
 //! The wire format is in `docs/PROTOCOL.md`.
 //!
+//! Who may connect is decided by TLS (feature `tls`:
+//! `Node::listen_tls`, `Node::connect_tls`, mutual TLS included) and by
+//! a cluster [`Cookie`] (`Config::cookie`) that both sides prove they know.
+//! What a connected peer may reach is decided by capabilities: a
+//! [`RemoteRef`] carries a token only its owner can mint, so only actors
+//! exported by name or whose refs a peer was sent are reachable.
+//!
 //! # Example
 //!
 //! ```
@@ -65,18 +72,21 @@
 //! ```
 #![warn(unreachable_pub, missing_docs)]
 
+mod auth;
 mod chan;
 pub mod codec;
 mod config;
 mod conn;
 #[doc(hidden)]
 pub mod fuzz;
+mod listener;
 mod mux;
 mod node;
 mod remote_ref;
 pub mod transport;
 mod wire;
 
+pub use auth::Cookie;
 pub use chan::{mpsc, oneshot, watch, RecvError};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, oneshot, RawSender};
 use crate::conn::Side;
 use crate::remote_ref::{ActorId, AnyRoute, Mailbox, RemoteMessage, RemoteRef, Route, WatchEvent};
@@ -33,6 +34,10 @@ pub enum RemoteError {
     /// The actor has stopped (or never existed under that id).
     #[error("actor stopped")]
     Stopped,
+    /// The ref is not a capability for the actor: its token was not minted
+    /// by the owner (a guessed or altered id). The actor received nothing.
+    #[error("forbidden: the ref was not issued by the actor's node")]
+    Forbidden,
     /// There is no connection to the node, nor to a node that could forward.
     #[error("no route to node {0}")]
     NoRoute(NodeId),
@@ -74,21 +79,28 @@ enum Control {
     /// the owner's registry knows. Forwarded hop by hop to the owner.
     Open {
         target: ActorId,
+        token: Token,
         type_name: String,
         reply: RawSender,
     },
-    /// Tell `stopped` when `target` stops. Forwarded like `Open`.
+    /// Tell `stopped` when `target` stops (or at once why not). Forwarded
+    /// like `Open`.
     Watch {
         target: ActorId,
-        stopped: oneshot::Sender<()>,
+        token: Token,
+        stopped: Watcher,
     },
 }
 
 #[derive(Serialize, Deserialize)]
 struct Exported {
     actor: u64,
+    token: Token,
     type_name: String,
 }
+
+/// Told `Ok` when the watched actor stops, or an error at once.
+type Watcher = oneshot::Sender<Result<(), RemoteError>>;
 
 /// An exported actor.
 struct Export {
@@ -102,7 +114,7 @@ struct Export {
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Box<dyn Fn(RawSender) + Send + Sync>,
     /// Watchers to tell when the actor stops.
-    watchers: Mutex<Vec<oneshot::Sender<()>>>,
+    watchers: Mutex<Vec<Watcher>>,
 }
 
 #[derive(Clone)]
@@ -118,18 +130,24 @@ struct NodeState {
     dialed: HashMap<String, NodeId>,
     exports: HashMap<u64, Arc<Export>>,
     names: HashMap<String, u64>,
-    routes: HashMap<ActorId, AnyRoute>,
+    /// Keyed by token too: a forged ref must not share a real one's route.
+    routes: HashMap<(ActorId, Token), AnyRoute>,
     lost: HashSet<NodeId>,
     restarted: HashSet<NodeId>,
     /// Names peers gave in their hello, to recognise a restarted node that
     /// comes back at another address.
     named: HashMap<String, NodeId>,
+    /// Permits for the asks waiting on each peer node
+    /// (`Config::max_pending_asks` each).
+    asks: HashMap<NodeId, Arc<tokio::sync::Semaphore>>,
 }
 
 pub(crate) struct NodeInner {
     id: NodeId,
     name: Option<String>,
     cfg: Config,
+    /// Mints and checks the capability tokens of this node's actors.
+    caps: CapabilityKey,
     /// Takes incoming transports: new peers, or sessions coming back.
     acceptor: crate::Acceptor,
     state: Mutex<NodeState>,
@@ -139,8 +157,16 @@ pub(crate) struct NodeInner {
 }
 
 impl NodeInner {
-    async fn supervisor(&self) -> Option<&crate::conn::SupervisorParent> {
+    pub(crate) async fn supervisor(&self) -> Option<&crate::conn::SupervisorParent> {
         self.supervisor.get_or_init(crate::conn::NodeSupervisor::start).await.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn acceptor(&self) -> &crate::Acceptor {
+        &self.acceptor
     }
 }
 
@@ -185,6 +211,7 @@ impl Node {
                 name: name.map(str::to_owned),
                 acceptor: crate::Acceptor::for_node(cfg.clone(), id),
                 cfg,
+                caps: CapabilityKey::new(),
                 state: Mutex::new(NodeState::default()),
                 supervisor: tokio::sync::OnceCell::new(),
             }),
@@ -201,27 +228,39 @@ impl Node {
         self.inner.name.as_deref()
     }
 
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
+        Node { inner }
+    }
+
     /// Accepts TCP connections on `addr` until the node is dropped. Returns
     /// the bound address (useful with port 0).
+    ///
+    /// At most [`Config::max_connections`] are held at once, and at most
+    /// [`Config::max_handshakes`] wait in their handshake (the longest
+    /// waiting is dropped for a newcomer), each handshake bounded by
+    /// [`Config::handshake_timeout`].
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<std::net::SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let node = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else { continue };
-                let Some(inner) = node.upgrade() else { break };
-                tokio::spawn(async move {
-                    let parent = inner.supervisor().await.cloned();
-                    match inner.acceptor.accept_under(stream, parent.as_ref()).await {
-                        Ok(crate::Accepted::New(conn)) => {
-                            let _ = Node { inner }.attach(conn, None);
-                        }
-                        Ok(_) => tracing::debug!(%peer, "session resumed on a new transport"),
-                        Err(e) => tracing::info!(%peer, error = %e, "incoming connection refused"),
-                    }
-                });
-            }
+        crate::listener::spawn(listener, Arc::downgrade(&self.inner), |stream| std::future::ready(Ok(stream)));
+        Ok(local)
+    }
+
+    /// [`Node::listen`] over TLS: every incoming connection first completes
+    /// a TLS handshake with `tls` (which may require client certificates:
+    /// mutual TLS), then tether's own. The TLS handshake counts against
+    /// [`Config::handshake_timeout`] and [`Config::max_handshakes`].
+    #[cfg(feature = "tls")]
+    pub async fn listen_tls(
+        &self,
+        addr: impl ToSocketAddrs,
+        tls: Arc<crate::transport::tls::rustls::ServerConfig>,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        crate::listener::spawn(listener, Arc::downgrade(&self.inner), move |stream| {
+            crate::transport::tls::accept(acceptor.clone(), stream)
         });
         Ok(local)
     }
@@ -229,13 +268,35 @@ impl Node {
     /// Connects to the node listening at `addr`, or returns the existing
     /// connection if this node already has one to the node there.
     pub async fn connect(&self, addr: &str) -> Result<NodeId, ConnectError> {
+        let target = addr.to_owned();
+        self.connect_dialer(addr, crate::conn::dialer(move || TcpStream::connect(target.clone()))).await
+    }
+
+    /// [`Node::connect`] over TLS: the server's certificate must be valid
+    /// for `server_name` under `tls`'s roots (and `tls` may carry a client
+    /// certificate, for mutual TLS). Reconnections dial TLS again.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        &self,
+        addr: &str,
+        server_name: &str,
+        tls: Arc<crate::transport::tls::rustls::ClientConfig>,
+    ) -> Result<NodeId, ConnectError> {
+        let name = crate::transport::tls::server_name(server_name)?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let (target, limit) = (addr.to_owned(), self.inner.cfg.handshake_timeout);
+        let dial = crate::conn::dialer(move || {
+            crate::transport::tls::connect(connector.clone(), name.clone(), target.clone(), limit)
+        });
+        self.connect_dialer(addr, dial).await
+    }
+
+    async fn connect_dialer(&self, addr: &str, dial: crate::conn::Dialer) -> Result<NodeId, ConnectError> {
         if let Some(id) = self.live_at(addr) {
             return Ok(id);
         }
         // The session survives broken transports: the same address is dialed
         // again and the session resumed (see `Config::reconnect`).
-        let target = addr.to_owned();
-        let dial = crate::conn::dialer(move || TcpStream::connect(target.clone()));
         let parent = self.inner.supervisor().await;
         let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id, parent).await?;
         let (id, ready) = self.attach(conn, Some(addr.to_owned()));
@@ -275,7 +336,11 @@ impl Node {
 
     /// Takes a fresh connection into the node: one connection per peer node.
     /// Returns the peer and, for a new link, a signal that its hello came.
-    fn attach(&self, conn: Connection, dialed: Option<String>) -> (NodeId, Option<tokio::sync::oneshot::Receiver<()>>) {
+    pub(crate) fn attach(
+        &self,
+        conn: Connection,
+        dialed: Option<String>,
+    ) -> (NodeId, Option<tokio::sync::oneshot::Receiver<()>>) {
         let peer_id = conn.peer_id();
         let _ = conn.shared().node.set(Arc::downgrade(&self.inner));
         let (control, incoming) = conn.root::<Control, Control>().expect("a fresh connection has its root channel");
@@ -324,6 +389,7 @@ impl Node {
             }
         };
         let target = ActorId { node: self.inner.id, id };
+        let token = self.inner.caps.token(id);
         let (stop_tx, _) = tokio::sync::watch::channel(false);
         let export = Arc::new_cyclic(|this: &Weak<Export>| {
             let this = this.clone();
@@ -394,12 +460,13 @@ impl Node {
         let route = Arc::new(Route {
             node: Arc::downgrade(&self.inner),
             target,
+            token,
             via: None,
             local: Some(mailbox),
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
         });
-        self.inner.lock().routes.insert(target, Arc::downgrade(&route) as AnyRoute);
+        self.inner.lock().routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         Ok(RemoteRef { route })
     }
 
@@ -423,7 +490,7 @@ impl Node {
             return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
         }
         let target = ActorId { node: peer, id: exported.actor };
-        let route = self.inner.route::<M>(target, Some(peer));
+        let route = self.inner.route::<M>(target, exported.token, Some(peer));
         // Open now, so the first tell (and try_tell) need not wait.
         route.sender().await?;
         Ok(RemoteRef { route })
@@ -551,18 +618,20 @@ impl NodeInner {
                 let found = st.names.get(&name).and_then(|id| st.exports.get(id).map(|e| (*id, e.type_name)));
                 drop(st);
                 let answer = match found {
-                    Some((actor, type_name)) => Ok(Exported { actor, type_name: type_name.to_owned() }),
+                    Some((actor, type_name)) => {
+                        Ok(Exported { actor, token: self.caps.token(actor), type_name: type_name.to_owned() })
+                    }
                     None => Err(RemoteError::NotFound(name)),
                 };
                 let _ = reply.send(answer);
             }
-            Control::Open { target, type_name, reply } => self.open(from, target, type_name, reply),
-            Control::Watch { target, stopped } => self.add_watcher(target, stopped),
+            Control::Open { target, token, type_name, reply } => self.open(from, target, token, type_name, reply),
+            Control::Watch { target, token, stopped } => self.add_watcher(target, token, stopped),
         }
     }
 
     /// Answers (or forwards) a request to open a route to `target`.
-    fn open(&self, from: NodeId, target: ActorId, type_name: String, reply: RawSender) {
+    fn open(&self, from: NodeId, target: ActorId, token: Token, type_name: String, reply: RawSender) {
         let refuse = |reply: RawSender, e: RemoteError| {
             // `Err(e)` encodes the same whatever the `Ok` type is.
             if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
@@ -573,12 +642,16 @@ impl NodeInner {
             // Forward towards the owner, never back where it came from.
             match self.peer(target.node) {
                 Ok(p) if target.node != from => {
-                    let _ = p.control.try_send(Control::Open { target, type_name, reply });
+                    let _ = p.control.try_send(Control::Open { target, token, type_name, reply });
                 }
                 Ok(_) => refuse(reply, RemoteError::NoRoute(target.node)),
                 Err(e) => refuse(reply, e),
             }
             return;
+        }
+        if !self.caps.check(target.id, &token) {
+            tracing::warn!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
+            return refuse(reply, RemoteError::Forbidden);
         }
         let export = self.lock().exports.get(&target.id).cloned();
         match export {
@@ -590,19 +663,24 @@ impl NodeInner {
         }
     }
 
-    fn add_watcher(&self, target: ActorId, stopped: oneshot::Sender<()>) {
+    fn add_watcher(&self, target: ActorId, token: Token, stopped: Watcher) {
         if target.node != self.id {
             if let Ok(p) = self.peer(target.node) {
-                let _ = p.control.try_send(Control::Watch { target, stopped });
+                let _ = p.control.try_send(Control::Watch { target, token, stopped });
             }
             // No route: dropping `stopped` tells the watcher.
+            return;
+        }
+        if !self.caps.check(target.id, &token) {
+            tracing::warn!(actor = target.id, "watch of an actor refused: forged capability");
+            let _ = stopped.send(Err(RemoteError::Forbidden));
             return;
         }
         let export = self.lock().exports.get(&target.id).cloned();
         match export {
             Some(e) => e.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(stopped),
             None => {
-                let _ = stopped.send(());
+                let _ = stopped.send(Ok(()));
             }
         }
     }
@@ -624,7 +702,7 @@ impl NodeInner {
                 let _ = p.await;
             }
             for w in e.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                let _ = w.send(());
+                let _ = w.send(Ok(()));
             }
         });
     }
@@ -634,6 +712,7 @@ impl NodeInner {
         let same = st.peers.get(&peer).is_some_and(|p| Arc::ptr_eq(p.conn.shared(), conn.shared()));
         if same {
             st.peers.remove(&peer);
+            st.asks.remove(&peer);
             st.lost.insert(peer);
             if restarted(conn) {
                 st.restarted.insert(peer);
@@ -642,27 +721,49 @@ impl NodeInner {
         }
     }
 
-    pub(crate) fn forget_route(&self, target: ActorId) {
+    /// A permit for one more ask waiting on `peer`, if its limit allows.
+    pub(crate) fn ask_permit(&self, peer: NodeId) -> Result<tokio::sync::OwnedSemaphorePermit, crate::AskError> {
+        let limit = self.cfg.max_pending_asks as usize;
+        let permits = {
+            let mut st = self.lock();
+            if st.asks.len() > 64 && !st.asks.contains_key(&peer) {
+                // Forget nodes nobody waits on, so the table stays small.
+                st.asks.retain(|_, s| s.available_permits() < limit);
+            }
+            st.asks.entry(peer).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit))).clone()
+        };
+        permits.try_acquire_owned().map_err(|_| {
+            tracing::warn!(%peer, limit, "ask refused: too many pending");
+            crate::AskError::TooManyPending { limit: self.cfg.max_pending_asks }
+        })
+    }
+
+    pub(crate) fn forget_route(&self, target: ActorId, token: Token) {
         let mut st = self.lock();
-        if st.routes.get(&target).is_some_and(|w| w.strong_count() == 0) {
-            st.routes.remove(&target);
+        if st.routes.get(&(target, token)).is_some_and(|w| w.strong_count() == 0) {
+            st.routes.remove(&(target, token));
         }
     }
 
     /// The route to `target` for messages of type `M`, shared by every ref
     /// to it on this node.
-    pub(crate) fn route<M: RemoteMessage>(self: &Arc<Self>, target: ActorId, via: Option<NodeId>) -> Arc<Route<M>> {
+    pub(crate) fn route<M: RemoteMessage>(
+        self: &Arc<Self>,
+        target: ActorId,
+        token: Token,
+        via: Option<NodeId>,
+    ) -> Arc<Route<M>> {
         let mut st = self.lock();
         // A route of another message type is not reused (nor dropped under
         // the lock: its drop takes the lock).
         let mut other_type = None;
-        if let Some(existing) = st.routes.get(&target).and_then(Weak::upgrade) {
+        if let Some(existing) = st.routes.get(&(target, token)).and_then(Weak::upgrade) {
             match (existing as Arc<dyn Any + Send + Sync>).downcast::<Route<M>>() {
                 Ok(route) => return route,
                 Err(other) => other_type = Some(other),
             }
         }
-        let local = if target.node == self.id {
+        let local = if target.node == self.id && self.caps.check(target.id, &token) {
             st.exports.get(&target.id).and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
         } else {
             None
@@ -670,12 +771,13 @@ impl NodeInner {
         let route = Arc::new(Route {
             node: Arc::downgrade(self),
             target,
+            token,
             via: if target.node == self.id { None } else { via },
             local,
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
         });
-        st.routes.insert(target, Arc::downgrade(&route) as AnyRoute);
+        st.routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         drop(st);
         drop(other_type);
         if route.local.is_none() && target.node != self.id {
@@ -696,8 +798,21 @@ impl NodeInner {
     pub(crate) async fn open_route<M: RemoteMessage>(
         &self,
         target: ActorId,
+        token: Token,
         via: Option<NodeId>,
     ) -> Result<mpsc::Sender<M>, RemoteError> {
+        let type_name = std::any::type_name::<M>();
+        if target.node == self.id {
+            // A ref to one of ours without its mailbox: forged, stopped, or
+            // of another message type.
+            if !self.caps.check(target.id, &token) {
+                return Err(RemoteError::Forbidden);
+            }
+            return Err(match self.lock().exports.get(&target.id) {
+                Some(e) => RemoteError::TypeMismatch { expected: type_name.to_owned(), found: e.type_name.to_owned() },
+                None => RemoteError::Stopped,
+            });
+        }
         let hop = match self.peer(target.node) {
             Ok(p) => p,
             Err(direct) => match via {
@@ -707,32 +822,35 @@ impl NodeInner {
         };
         let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
         let raw = RawSender::from_oneshot(reply);
-        let type_name = std::any::type_name::<M>().to_owned();
+        let type_name = type_name.to_owned();
         hop.control
-            .send(Control::Open { target, type_name, reply: raw })
+            .send(Control::Open { target, token, type_name, reply: raw })
             .await
             .map_err(|_| self.why_unreachable(target.node))?;
         self.answer(answer).await?
     }
 
     /// Resolves when `target` can no longer be reached, saying why.
-    pub(crate) async fn watch(&self, target: ActorId, via: Option<NodeId>) -> WatchEvent {
+    pub(crate) async fn watch(&self, target: ActorId, token: Token, via: Option<NodeId>) -> WatchEvent {
         if target.node == self.id {
-            let (tx, rx) = oneshot::channel::<()>();
-            self.add_watcher(target, tx);
-            let _ = rx.await;
-            return WatchEvent::Stopped;
+            let (tx, rx) = oneshot::channel();
+            self.add_watcher(target, token, tx);
+            return match rx.await {
+                Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+                _ => WatchEvent::Stopped,
+            };
         }
         let hop = match self.peer(target.node).or_else(|e| via.ok_or(e).and_then(|v| self.peer(v))) {
             Ok(hop) => hop,
             Err(_) => return self.event_for(target.node),
         };
-        let (tx, rx) = oneshot::channel::<()>();
-        if hop.control.send(Control::Watch { target, stopped: tx }).await.is_err() {
+        let (tx, rx) = oneshot::channel();
+        if hop.control.send(Control::Watch { target, token, stopped: tx }).await.is_err() {
             return self.event_for(target.node);
         }
         match rx.await {
-            Ok(()) => WatchEvent::Stopped,
+            Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+            Ok(_) => WatchEvent::Stopped,
             Err(oneshot::RecvError::Connection(_)) => self.event_for(target.node),
             // Dropped unanswered: the owner has no such actor, or the link
             // towards it went; which one decides the event.

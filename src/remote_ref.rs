@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::auth::Token;
 use crate::chan::{mpsc, oneshot};
 use crate::node::{NodeInner, RemoteError};
 use crate::NodeId;
@@ -44,6 +45,8 @@ pub struct ActorId {
 pub(crate) struct Route<M> {
     pub(crate) node: Weak<NodeInner>,
     pub(crate) target: ActorId,
+    /// The capability token the owner checks before opening a route.
+    pub(crate) token: Token,
     /// The peer the ref came from, which can forward when we have no
     /// connection to the owner.
     pub(crate) via: Option<NodeId>,
@@ -56,7 +59,7 @@ pub(crate) struct Route<M> {
 impl<M> Drop for Route<M> {
     fn drop(&mut self) {
         if let Some(node) = self.node.upgrade() {
-            node.forget_route(self.target);
+            node.forget_route(self.target, self.token);
         }
     }
 }
@@ -71,7 +74,7 @@ impl<M: RemoteMessage> Route<M> {
             }
         }
         let node = self.node.upgrade().ok_or(RemoteError::NodeGone)?;
-        let s = node.open_route::<M>(self.target, self.via).await?;
+        let s = node.open_route::<M>(self.target, self.token, self.via).await?;
         *slot = Some(s.clone());
         *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         Ok(s)
@@ -85,6 +88,13 @@ impl<M: RemoteMessage> Route<M> {
 /// reaches the actor through the node it got the ref from if it has no
 /// connection of its own to the owner. Two refs to the same actor compare
 /// equal and hash alike wherever they came from.
+///
+/// A ref is a capability: besides the actor's id it carries a token only
+/// the owner node can mint, so holding a ref (sent by someone who had it, or
+/// found by name with [`Node::lookup`](crate::Node::lookup)) is what grants
+/// access. A ref built from a guessed id is refused with
+/// [`RemoteError::Forbidden`] and compares unequal to the real one. `Debug`
+/// shows the node and the id, never the token.
 pub struct RemoteRef<M> {
     pub(crate) route: Arc<Route<M>>,
 }
@@ -97,7 +107,7 @@ impl<M> Clone for RemoteRef<M> {
 
 impl<M> PartialEq for RemoteRef<M> {
     fn eq(&self, other: &Self) -> bool {
-        self.route.target == other.route.target
+        self.route.target == other.route.target && self.route.token == other.route.token
     }
 }
 
@@ -174,6 +184,14 @@ pub enum AskError {
     /// The reply does not decode, or its connection ended.
     #[error("reply lost: {0}")]
     Reply(oneshot::RecvError),
+    /// This node already waits on `limit` asks to the actor's node
+    /// ([`Config::max_pending_asks`](crate::Config::max_pending_asks)); the
+    /// request was not sent.
+    #[error("too many asks pending on the actor's node (limit {limit})")]
+    TooManyPending {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 impl<M: RemoteMessage> RemoteRef<M> {
@@ -226,11 +244,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// for the answer, at most `timeout`. Dropping the returned future drops
     /// the reply port's receiver: the actor sees [`ReplyPort::is_closed`],
     /// and a request still queued on the owner's node is not delivered.
+    ///
+    /// At most [`Config::max_pending_asks`](crate::Config::max_pending_asks)
+    /// asks wait on one remote node at once; beyond that `ask` fails at once
+    /// with [`AskError::TooManyPending`].
     pub async fn ask<R: RemoteMessage>(
         &self,
         make: impl FnOnce(ReplyPort<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
+        let _permit = self.__ask_permit()?;
         let (tx, rx) = oneshot::channel();
         let msg = make(ReplyPort(tx));
         let exchange = async {
@@ -250,14 +273,24 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// reached.
     pub fn monitor(&self) -> Monitor {
         let node = self.route.node.upgrade();
-        let target = self.route.target;
-        let via = self.route.via;
+        let (target, token, via) = (self.route.target, self.route.token, self.route.via);
         Monitor(Box::pin(async move {
             match node {
-                Some(node) => node.watch(target, via).await,
+                Some(node) => node.watch(target, token, via).await,
                 None => WatchEvent::NodeLost,
             }
         }))
+    }
+
+    /// Counts one ask against the actor's node's limit until dropped. For
+    /// adapters that carry replies by other means than [`RemoteRef::ask`].
+    #[doc(hidden)]
+    pub fn __ask_permit(&self) -> Result<Option<impl Send + Sync + 'static>, AskError> {
+        match (&self.route.local, self.route.node.upgrade()) {
+            (Some(_), _) => Ok(None),
+            (None, Some(node)) => node.ask_permit(self.route.target.node).map(Some),
+            (None, None) => Err(AskError::Unreachable(RemoteError::NodeGone)),
+        }
     }
 
     fn lost(&self) -> RemoteError {
@@ -279,6 +312,9 @@ pub enum WatchEvent {
     /// The actor's node restarted: it has a new identity, and the actor is
     /// gone with the old one.
     NodeRestarted,
+    /// The ref is not a capability for the actor (its token is forged), so
+    /// its owner refuses to say anything about it.
+    Forbidden,
 }
 
 /// A pending watch; await it for the [`WatchEvent`].
@@ -301,11 +337,13 @@ impl fmt::Debug for Monitor {
 struct RefWire {
     node: NodeId,
     actor: u64,
+    token: Token,
 }
 
 impl<M: RemoteMessage> Serialize for RemoteRef<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        RefWire { node: self.route.target.node, actor: self.route.target.id }.serialize(s)
+        let target = self.route.target;
+        RefWire { node: target.node, actor: target.id, token: self.route.token }.serialize(s)
     }
 }
 
@@ -315,7 +353,7 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
         let wire = RefWire::deserialize(d)?;
         let (node, via) = crate::chan::decoding_node()
             .ok_or_else(|| D::Error::custom("remote refs travel only between tether nodes"))?;
-        let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, Some(via));
+        let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, Some(via));
         Ok(RemoteRef { route })
     }
 }

@@ -1,21 +1,29 @@
 //! Runs the handshake on a fresh transport.
+//!
+//! Without cookies: the dialer sends its hello, the acceptor answers with
+//! its own. With cookies, each hello carries a fresh nonce, the acceptor
+//! sends its proof right after its hello, and the dialer answers with its
+//! own proof once the acceptor's checked out (see [`crate::auth`]). Frames
+//! may follow the dialer's proof at once; the acceptor reads none before it
+//! has checked that proof.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::ConnectError;
+use crate::auth::{Offer, Role, Transcript, PROOF_LEN};
 use crate::config::Config;
 use crate::transport::Transport;
 use crate::wire::{Hello, HelloLimits, VERSION};
 
-/// What the peer told us, and the bytes it sent after its hello.
+/// What the peer told us, and the bytes it sent after its handshake.
 pub(crate) struct PeerHello {
     pub(crate) hello: Hello,
     pub(crate) rest: BytesMut,
 }
 
-fn hello(cfg: &Config, node_id: Uuid, session_id: Uuid, resume_received: u64, resumable: bool) -> Hello {
+fn hello(cfg: &Config, node_id: Uuid, session_id: Uuid, resume_received: u64, resumable: bool, offer: Offer) -> Hello {
     Hello {
         version: VERSION,
         node_id,
@@ -24,14 +32,18 @@ fn hello(cfg: &Config, node_id: Uuid, session_id: Uuid, resume_received: u64, re
         resume_received,
         resumable,
         limits: cfg.hello_limits(),
-        auth: Vec::new(),
+        auth: offer.encode(),
     }
 }
 
-async fn send_hello<T: Transport>(io: &mut T, hello: &Hello) -> std::io::Result<()> {
+fn encoded(hello: &Hello) -> BytesMut {
     let mut out = BytesMut::new();
     hello.encode(&mut out);
-    io.write_all(&out).await?;
+    out
+}
+
+async fn send<T: Transport>(io: &mut T, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
     io.flush().await
 }
 
@@ -47,11 +59,35 @@ async fn read_hello<T: Transport>(io: &mut T) -> Result<PeerHello, ConnectError>
     }
 }
 
+/// Takes a proof from the front of `buf`, reading more as needed.
+async fn read_proof<T: Transport>(io: &mut T, buf: &mut BytesMut) -> Result<[u8; PROOF_LEN], ConnectError> {
+    while buf.len() < PROOF_LEN {
+        if io.read_buf(buf).await? == 0 {
+            return Err(ConnectError::Eof);
+        }
+    }
+    let mut proof = [0u8; PROOF_LEN];
+    buf.copy_to_slice(&mut proof);
+    Ok(proof)
+}
+
 async fn within<F: std::future::Future<Output = Result<PeerHello, ConnectError>>>(
     cfg: &Config,
     f: F,
 ) -> Result<PeerHello, ConnectError> {
     tokio::time::timeout(cfg.handshake_timeout, f).await.map_err(|_| ConnectError::Timeout(cfg.handshake_timeout))?
+}
+
+/// Whether the two sides' offers fit: both cookie, or both none.
+fn agree(ours: Offer, theirs: &Hello) -> Result<bool, ConnectError> {
+    let theirs = Offer::decode(&theirs.auth);
+    match (ours, theirs) {
+        (Offer::None, Some(Offer::None)) => Ok(false),
+        (Offer::Cookie(_), Some(Offer::Cookie(_))) => Ok(true),
+        (ours, theirs) => {
+            Err(ConnectError::AuthMismatch { ours: ours.scheme(), theirs: theirs.map_or("unknown", |t| t.scheme()) })
+        }
+    }
 }
 
 /// The dialing side speaks first: the session it wants (nil for a new one)
@@ -64,32 +100,68 @@ pub(crate) async fn client<T: Transport>(
     received: u64,
     resumable: bool,
 ) -> Result<PeerHello, ConnectError> {
-    let ours = hello(cfg, node_id, session, received, resumable);
-    let peer = within(cfg, async {
-        send_hello(io, &ours).await?;
-        read_hello(io).await
+    let offer = Offer::new(cfg.cookie.as_ref())?;
+    let ours = hello(cfg, node_id, session, received, resumable, offer);
+    let ours_bytes = encoded(&ours);
+    within(cfg, async {
+        send(io, &ours_bytes).await?;
+        let mut peer = read_hello(io).await?;
+        check(&ours, &peer.hello)?;
+        if agree(offer, &peer.hello)? {
+            let cookie = cfg.cookie.as_ref().expect("a cookie offer has a cookie");
+            let theirs_bytes = encoded(&peer.hello);
+            let transcript = Transcript { dialer_hello: &ours_bytes, acceptor_hello: &theirs_bytes };
+            let proof = read_proof(io, &mut peer.rest).await?;
+            if !transcript.verify(cookie, Role::Acceptor, &proof) {
+                // A proof that cannot check out, so the acceptor fails too
+                // (and logs it) rather than waiting for ours.
+                send(io, &[0u8; PROOF_LEN]).await?;
+                return Err(ConnectError::AuthFailed);
+            }
+            send(io, &transcript.proof(cookie, Role::Dialer)).await?;
+        }
+        Ok(peer)
     })
-    .await?;
-    check(&ours, &peer.hello)?;
-    Ok(peer)
+    .await
 }
 
 /// The accepting side reads first, then answers with the session it takes
 /// the connection into and its own resume position, as `session` decides
 /// from the dialer's hello. It answers even when it will refuse, so that the
-/// dialer can report the mismatch too.
+/// dialer can report the mismatch too. `session` must only look: nothing may
+/// change before the dialer has proved its cookie.
 pub(crate) async fn server<T: Transport>(
     io: &mut T,
     cfg: &Config,
     node_id: Uuid,
     session: impl FnOnce(&Hello) -> (Uuid, u64),
 ) -> Result<PeerHello, ConnectError> {
+    let offer = Offer::new(cfg.cookie.as_ref())?;
     within(cfg, async {
-        let peer = read_hello(io).await?;
+        let mut peer = read_hello(io).await?;
         let (id, received) = session(&peer.hello);
-        let ours = hello(cfg, node_id, id, received, false);
-        send_hello(io, &ours).await?;
+        let ours = hello(cfg, node_id, id, received, false, offer);
+        let ours_bytes = encoded(&ours);
+        let cookies = agree(offer, &peer.hello);
+        let proving = match (&cookies, &cfg.cookie) {
+            (Ok(true), Some(cookie)) => Some((cookie, encoded(&peer.hello))),
+            _ => None,
+        };
+        let mut out = ours_bytes.clone();
+        if let Some((cookie, theirs)) = &proving {
+            let transcript = Transcript { dialer_hello: theirs, acceptor_hello: &ours_bytes };
+            out.extend_from_slice(&transcript.proof(cookie, Role::Acceptor));
+        }
+        send(io, &out).await?;
         check(&ours, &peer.hello)?;
+        cookies?;
+        if let Some((cookie, theirs)) = &proving {
+            let transcript = Transcript { dialer_hello: theirs, acceptor_hello: &ours_bytes };
+            let proof = read_proof(io, &mut peer.rest).await?;
+            if !transcript.verify(cookie, Role::Dialer, &proof) {
+                return Err(ConnectError::AuthFailed);
+            }
+        }
         Ok(peer)
     })
     .await

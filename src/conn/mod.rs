@@ -11,8 +11,8 @@ mod session;
 mod supervisor;
 
 pub(crate) use crate::mux::Side;
-pub(crate) use session::dialer;
 use session::Recovery;
+pub(crate) use session::{dialer, Dialer};
 pub use session::{Accepted, Acceptor, ConnectionEvent, SessionLost};
 pub(crate) use supervisor::{NodeSupervisor, Parent as SupervisorParent};
 
@@ -41,7 +41,11 @@ pub enum ConnectError {
     Config(#[from] ConfigError),
     /// The transport failed.
     #[error("transport error during handshake: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, no client
+    /// certificate where one is required, no common protocol version...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
     /// The peer closed the transport during the handshake.
     #[error("peer closed the transport during the handshake")]
     Eof,
@@ -62,11 +66,33 @@ pub enum ConnectError {
     /// The peer announced limits that cannot work (described in the text).
     #[error("peer announced unusable limits: {0}")]
     BadLimits(String),
+    /// One side requires cookie authentication and the other does not
+    /// offer it (or offers a scheme this version does not know).
+    #[error("authentication mismatch: ours {ours}, theirs {theirs}")]
+    AuthMismatch {
+        /// Our scheme: "none" or "cookie".
+        ours: &'static str,
+        /// The peer's scheme: "none", "cookie" or "unknown".
+        theirs: &'static str,
+    },
+    /// The peer's proof of the cluster secret is wrong: it has another
+    /// cookie (or none of ours). Nothing of the connection was used.
+    #[error("authentication failed: the peer does not know our cookie")]
+    AuthFailed,
     /// The dialer asked to resume a session this side does not have (it
     /// expired, or this node is a new incarnation); it was told so and the
     /// transport closed.
     #[error("the dialer asked to resume an unknown session")]
     UnknownSession,
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        match crate::transport::TlsFailure::unwrap(e) {
+            Ok(tls) => ConnectError::Tls(tls),
+            Err(e) => ConnectError::Io(e),
+        }
+    }
 }
 
 /// Why an established connection ended.
@@ -541,6 +567,11 @@ impl Connection {
             st.wake_driver();
         }
         self.closed().await;
+    }
+
+    /// Turns true once the connection has ended; holds no part of it.
+    pub(crate) fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.ended.subscribe()
     }
 
     /// Resolves once the connection has ended, with the reason.

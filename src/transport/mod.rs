@@ -5,6 +5,10 @@
 //! `tokio::net::UnixStream`, a TLS stream, or the in-memory [`memory`] pair
 //! for tests.
 //!
+//! With the `tls` feature, `Node::listen_tls` and `Node::connect_tls` run
+//! TLS (or mutual TLS)
+//! under the node protocol; `tls` re-exports the `rustls` they take.
+//!
 //! With the `fault-injection` feature, `fault` wraps any transport in one
 //! whose faults (cut, black hole, delay, throttle, corruption) a test scripts
 //! at runtime, and runs a TCP proxy that injects them between processes.
@@ -15,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// A byte stream a connection can run over.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -28,6 +34,47 @@ pub(crate) fn tune<T: Transport>(io: &T) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
+    }
+}
+
+/// Carried inside an `io::Error` from a transport's setup: the TLS handshake
+/// failed, so [`ConnectError::Tls`](crate::ConnectError::Tls) is reported
+/// rather than a plain I/O error.
+#[derive(Debug)]
+pub(crate) struct TlsFailure(std::io::Error);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TlsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl TlsFailure {
+    /// Marks `e` as a TLS handshake failure.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn wrap(e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), TlsFailure(e))
+    }
+
+    /// The TLS failure inside `e`, or `e` itself if it is none. An error
+    /// rustls raised later (an alert refusing our certificate arrives after
+    /// TLS 1.3's handshake, at the first read) counts as one too.
+    pub(crate) fn unwrap(e: std::io::Error) -> Result<std::io::Error, std::io::Error> {
+        #[cfg(feature = "tls")]
+        if e.get_ref().is_some_and(|inner| inner.is::<tls::rustls::Error>()) {
+            return Ok(e);
+        }
+        if !e.get_ref().is_some_and(|inner| inner.is::<TlsFailure>()) {
+            return Err(e);
+        }
+        let inner = e.into_inner().expect("checked above");
+        Ok(inner.downcast::<TlsFailure>().map(|t| t.0).expect("checked above"))
     }
 }
 

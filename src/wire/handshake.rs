@@ -20,8 +20,13 @@
 //!   64     4  largest message this side accepts
 //!   68     4  most ports this side keeps open
 //!   72     2  authentication length (at most 1024)
-//!   74     n  authentication (reserved; empty)
+//!   74     n  authentication offer: empty, or scheme 1 (cookie) and a
+//!             32-byte nonce (see `crate::auth`)
 //! ```
+//!
+//! The handshake is canonical: a decoded `Hello` encodes to exactly the
+//! bytes it came from, so cookie proofs can cover the peer's `Hello` by
+//! encoding it again.
 
 use bytes::{Buf, BufMut, BytesMut};
 use uuid::Uuid;
@@ -57,7 +62,7 @@ pub(crate) struct Hello {
     pub(crate) resumable: bool,
     /// Limits the sender applies to what it receives.
     pub(crate) limits: HelloLimits,
-    /// Authentication material (reserved for the security work).
+    /// The authentication offer (see `crate::auth::Offer`).
     pub(crate) auth: Vec<u8>,
 }
 
@@ -186,6 +191,26 @@ mod tests {
         buf.extend_from_slice(b"rest");
         assert_eq!(Hello::decode(&mut buf).unwrap(), Some(h));
         assert_eq!(&buf[..], b"rest");
+    }
+
+    /// Cookie proofs cover the peer's hello by encoding it again, so every
+    /// hello that decodes must encode back to exactly its bytes.
+    #[test]
+    fn decoding_is_canonical() {
+        let mut base = BytesMut::new();
+        hello().encode(&mut base);
+        for pos in 0..base.len() {
+            for v in [0u8, 1, 2, 0x7f, 0x80, 0xff] {
+                let mut mutated = BytesMut::from(&base[..]);
+                mutated[pos] = v;
+                let original = mutated.clone();
+                let Ok(Some(h)) = Hello::decode(&mut mutated) else { continue };
+                let consumed = original.len() - mutated.len();
+                let mut again = BytesMut::new();
+                h.encode(&mut again);
+                assert_eq!(&again[..], &original[..consumed], "byte {pos} set to {v:#x}");
+            }
+        }
     }
 
     #[test]

@@ -104,3 +104,59 @@ impl<M: Send + 'static> tether::Mailbox<M> for TaskMailbox<M> {
         Box::pin(async move { tx.closed().await })
     }
 }
+
+/// A TCP relay that records every byte it carries, both directions, so a
+/// test can check what crossed the wire.
+pub struct Recorder {
+    pub addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    /// Relays connections made to `Recorder::addr` to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(target).await else { continue };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                tokio::spawn(relay(ir, ow, log.clone()));
+                tokio::spawn(relay(or, iw, log.clone()));
+            }
+        });
+        Recorder { addr, seen }
+    }
+
+    /// Whether `needle` crossed the relay in either direction.
+    pub fn saw(&self, needle: &[u8]) -> bool {
+        self.seen.lock().unwrap().windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Bytes relayed so far.
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        log.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}

@@ -26,6 +26,13 @@ pub enum RemoteMailboxError {
     /// larger than the connection allows.
     #[error("message not carried: {0}")]
     Message(String),
+    /// This node already waits on `limit` requests to the actor's node
+    /// (`tether::Config::max_pending_asks`); this one was not sent.
+    #[error("too many requests pending on the actor's node (limit {limit})")]
+    TooManyPending {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 impl RemoteMailboxError {

@@ -11,7 +11,8 @@ use actix::prelude::SendError;
 use actix::{Message, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tether::{
-    oneshot, ActorId, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError, WatchEvent,
+    oneshot, ActorId, AskError, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError,
+    WatchEvent,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -163,6 +164,11 @@ where
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
         let link = self.link.clone();
         async move {
+            let _permit = link.rref.__ask_permit().map_err(|e| match e {
+                AskError::TooManyPending { limit } => RemoteMailboxError::TooManyPending { limit },
+                AskError::Unreachable(e) => RemoteMailboxError::Unreachable(e),
+                other => RemoteMailboxError::Message(other.to_string()),
+            })?;
             let (reply, result) = oneshot::channel::<M::Result>();
             let (failed, failure) = tokio::sync::oneshot::channel();
             let exchange = async {

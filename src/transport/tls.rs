@@ -1,0 +1,56 @@
+//! TLS over TCP with rustls (feature `tls`).
+//!
+//! Build a `rustls::ServerConfig` (with a client certificate verifier for
+//! mutual TLS) and a `rustls::ClientConfig` (with the roots that sign the
+//! server's certificate, and a client certificate for mutual TLS), then use
+//! [`Node::listen_tls`](crate::Node::listen_tls) and
+//! [`Node::connect_tls`](crate::Node::connect_tls). The `rustls` here is the
+//! one tether links (ring crypto); `examples/tls.rs` shows a whole setup.
+//!
+//! TLS authenticates hosts and encrypts; a [`Cookie`](crate::Cookie) still
+//! decides, inside it, whether the peer belongs to the cluster. Use both on
+//! untrusted networks.
+
+use std::time::Duration;
+
+pub use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+
+use tokio::net::TcpStream;
+
+use super::TlsFailure;
+use crate::ConnectError;
+
+/// Parses the name the server's certificate must be valid for.
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, ConnectError> {
+    ServerName::try_from(name.to_owned()).map_err(|e| {
+        ConnectError::Tls(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad server name {name:?}: {e}"),
+        ))
+    })
+}
+
+/// Dials `addr` and runs the client side of TLS, within `limit`.
+pub(crate) async fn connect(
+    connector: TlsConnector,
+    name: ServerName<'static>,
+    addr: String,
+    limit: Duration,
+) -> std::io::Result<client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    // Tuned here: once wrapped, the stream is no longer recognised as TCP.
+    super::tune(&tcp);
+    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(TlsFailure::wrap(e)),
+        Err(_) => Err(TlsFailure::wrap(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))),
+    }
+}
+
+/// Runs the server side of TLS on an accepted stream (already tuned; the
+/// listener bounds the time).
+pub(crate) async fn accept(acceptor: TlsAcceptor, tcp: TcpStream) -> std::io::Result<server::TlsStream<TcpStream>> {
+    acceptor.accept(tcp).await.map_err(TlsFailure::wrap)
+}

@@ -1,0 +1,421 @@
+//! Security over real TCP: cookie authentication, capability refs, the
+//! listener's and the asker's limits, and handshake floods.
+//!
+//! The other limits are tested where their layer is: the handshake timeout,
+//! maximum message size and maximum ports per connection in
+//! `tests/handshake_and_limits.rs`, decoder limits in `tests/decoder_props.rs`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{within, Recorder, TaskMailbox};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tether::{
+    Acceptor, AskError, Config, ConnectError, Connection, Cookie, Node, NodeId, RemoteError, RemoteRef, ReplyPort,
+    TellError, WatchEvent,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+const T: Duration = Duration::from_secs(20);
+const ASK: Duration = Duration::from_secs(5);
+const SECRET: &str = "the cluster secret: 32 bytes ok!";
+const OTHER_SECRET: &str = "another secret, just as long....";
+
+fn with_cookie(secret: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.cookie = Some(Cookie::new(secret));
+    cfg
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Ping(u32, ReplyPort<u32>);
+
+/// Exports an actor answering `Ping(n)` with `n + 1`; counts the pings.
+fn serve_pings(node: &Node, name: Option<&str>) -> (RemoteRef<Ping>, Arc<AtomicUsize>) {
+    let (tx, mut rx) = unbounded_channel::<Ping>();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Some(Ping(n, reply)) = rx.recv().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = reply.send(n + 1);
+        }
+    });
+    (node.export(name, TaskMailbox(tx)).unwrap(), count)
+}
+
+async fn ping(r: &RemoteRef<Ping>, n: u32) -> Result<u32, AskError> {
+    r.ask(|reply| Ping(n, reply), ASK).await
+}
+
+// ----- cookie authentication ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_cookie_connect_and_the_secret_never_crosses_the_wire() {
+    within(T, async {
+        let a = Node::new(Some("a"), with_cookie(SECRET));
+        let b = Node::new(Some("b"), with_cookie(SECRET));
+        let addr = b.listen("127.0.0.1:0").await.unwrap();
+        serve_pings(&b, Some("ping"));
+        let wire = Recorder::start(addr).await;
+        let b_id = a.connect(&wire.addr.to_string()).await.unwrap();
+        let r = a.lookup::<Ping>(b_id, "ping").await.unwrap();
+        assert_eq!(ping(&r, 41).await.unwrap(), 42);
+        assert!(wire.len() > 0, "the traffic went through the recorder");
+        assert!(!wire.saw(SECRET.as_bytes()), "the cookie itself crossed the wire");
+    })
+    .await;
+}
+
+/// Runs a dialer and an acceptor with the given configurations over TCP.
+async fn handshake(client: Config, server: Config) -> (Result<Connection, ConnectError>, Result<(), ConnectError>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor::new(server);
+    let (c, s) =
+        tokio::join!(async { Connection::connect(TcpStream::connect(addr).await.unwrap(), client).await }, async {
+            acceptor.accept(listener.accept().await.unwrap().0).await.map(drop)
+        });
+    (c, s)
+}
+
+#[tokio::test]
+async fn a_wrong_cookie_fails_on_both_sides_with_a_typed_error() {
+    within(T, async {
+        let (client, server) = handshake(with_cookie(OTHER_SECRET), with_cookie(SECRET)).await;
+        assert!(matches!(client, Err(ConnectError::AuthFailed)), "{client:?}");
+        assert!(matches!(server, Err(ConnectError::AuthFailed)), "{server:?}");
+        // And the same cookie passes, on the very same path.
+        let (client, server) = handshake(with_cookie(SECRET), with_cookie(SECRET)).await;
+        assert!(client.is_ok() && server.is_ok(), "{client:?} {server:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cookie_on_one_side_only_is_a_mismatch_naming_both() {
+    within(T, async {
+        let (client, server) = handshake(with_cookie(SECRET), Config::default()).await;
+        assert!(matches!(client, Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })), "{client:?}");
+        assert!(matches!(server, Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })), "{server:?}");
+        let (client, server) = handshake(Config::default(), with_cookie(SECRET)).await;
+        assert!(matches!(client, Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })), "{client:?}");
+        assert!(matches!(server, Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })), "{server:?}");
+    })
+    .await;
+}
+
+#[test]
+fn a_short_cookie_is_a_configuration_error() {
+    assert!(with_cookie("too short").validate().is_err());
+    assert!(with_cookie(SECRET).validate().is_ok());
+}
+
+/// A hello as the protocol lays it out (docs/PROTOCOL.md), written by hand
+/// as an intruder would: it claims `node` and offers a cookie nonce.
+fn forged_hello(node: NodeId, nonce: [u8; 32]) -> Vec<u8> {
+    let cfg = Config::default();
+    let mut h = Vec::new();
+    h.extend_from_slice(b"TETHER");
+    h.extend_from_slice(&1u16.to_be_bytes()); // version
+    h.extend_from_slice(&1u16.to_be_bytes()); // flags: resumable
+    h.extend_from_slice(node.0.as_bytes());
+    h.push(1); // postcard
+    h.push(0); // reserved
+    h.extend_from_slice(&[0; 16]); // new session
+    h.extend_from_slice(&0u64.to_be_bytes());
+    for v in [cfg.port_window, cfg.conn_window, cfg.max_frame, cfg.max_message, cfg.max_ports] {
+        h.extend_from_slice(&v.to_be_bytes());
+    }
+    h.extend_from_slice(&33u16.to_be_bytes());
+    h.push(1); // scheme: cookie
+    h.extend_from_slice(&nonce);
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
+    within(T, async {
+        let a = Node::new(Some("a"), with_cookie(SECRET));
+        let b = Node::new(Some("b"), with_cookie(SECRET));
+        let addr = b.listen("127.0.0.1:0").await.unwrap().to_string();
+        let b_id = a.connect(&addr).await.unwrap();
+        serve_pings(&b, Some("ping"));
+        serve_pings(&a, Some("ping"));
+        let to_b = a.lookup::<Ping>(b_id, "ping").await.unwrap();
+        let to_a = b.lookup::<Ping>(a.id(), "ping").await.unwrap();
+        assert_eq!(ping(&to_b, 1).await.unwrap(), 2);
+        let (conn_a, conn_b) = (a.connection(b_id).unwrap(), b.connection(a.id()).unwrap());
+        let (mut events_a, mut events_b) = (conn_a.events(), conn_b.events());
+
+        // A node with the wrong cookie and the same name as `a`.
+        let mallory = Node::new(Some("a"), with_cookie(OTHER_SECRET));
+        let refused = mallory.connect(&addr).await;
+        assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
+
+        // Raw bytes claiming `a`'s node id, answering the challenge with a
+        // made-up proof.
+        let mut intruder = TcpStream::connect(&addr).await.unwrap();
+        intruder.write_all(&forged_hello(a.id(), [7; 32])).await.unwrap();
+        let mut answer = vec![0u8; 74 + 33 + 32]; // b's hello with its nonce, then its proof
+        intruder.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer[..6], b"TETHER");
+        intruder.write_all(&[0x5a; 32]).await.unwrap();
+        let mut rest = [0u8; 1];
+        let closed = intruder.read(&mut rest).await;
+        assert!(matches!(closed, Ok(0) | Err(_)), "b hung up on the intruder: {closed:?}");
+
+        // Nothing happened to the real session, in either direction.
+        assert_eq!(ping(&to_b, 2).await.unwrap(), 3);
+        assert_eq!(ping(&to_a, 3).await.unwrap(), 4);
+        assert!(conn_a.error().is_none() && conn_b.error().is_none());
+        assert!(events_a.try_recv().is_err() && events_b.try_recv().is_err(), "no connection event at all");
+        assert_eq!(b.peers(), vec![a.id()]);
+    })
+    .await;
+}
+
+// ----- capabilities -------------------------------------------------------
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Secret(u32);
+
+/// A ref's wire form (docs/PROTOCOL.md): owner node, actor id, token.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct RefWire {
+    node: NodeId,
+    actor: u64,
+    token: [u8; 16],
+}
+
+impl RefWire {
+    fn of<M: tether::RemoteMessage>(r: &RemoteRef<M>) -> RefWire {
+        postcard::from_bytes(&postcard::to_allocvec(r).unwrap()).unwrap()
+    }
+}
+
+/// What an intruder sends: a real ref, or one it made up. Received, both
+/// decode as a `RemoteRef`.
+enum Target {
+    Real(RemoteRef<Secret>),
+    Made(RefWire),
+}
+
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Target::Real(r) => r.serialize(s),
+            Target::Made(w) => w.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RemoteRef::deserialize(d).map(Target::Real)
+    }
+}
+
+impl Target {
+    fn into_ref(self) -> RemoteRef<Secret> {
+        match self {
+            Target::Real(r) => r,
+            Target::Made(_) => panic!("made-up refs only exist before they are sent"),
+        }
+    }
+}
+
+/// An actor taking one message type; the test reads what it receives.
+fn inbox<M: tether::RemoteMessage>(node: &Node, name: &str) -> (RemoteRef<M>, UnboundedReceiver<M>) {
+    let (tx, rx) = unbounded_channel();
+    (node.export(Some(name), TaskMailbox(tx)).unwrap(), rx)
+}
+
+async fn connect(from: &Node, to: &Node) -> NodeId {
+    let addr = to.listen("127.0.0.1:0").await.unwrap();
+    from.connect(&addr.to_string()).await.unwrap()
+}
+
+async fn assert_forbidden(r: &RemoteRef<Secret>, at: &str) {
+    match r.tell(Secret(666)).await {
+        Err(TellError::Unreachable { error: RemoteError::Forbidden, msg }) => assert_eq!(msg, Secret(666)),
+        other => panic!("tell through a made-up ref at {at}: {other:?}"),
+    }
+    match r.ask(|_: ReplyPort<()>| Secret(667), ASK).await {
+        Err(AskError::Unreachable(RemoteError::Forbidden)) => {}
+        other => panic!("ask through a made-up ref at {at}: {other:?}"),
+    }
+    assert_eq!(r.monitor().await, WatchEvent::Forbidden, "monitor through a made-up ref at {at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_refs_reach_nothing() {
+    within(T, async {
+        let owner = Node::new(Some("owner"), Config::default());
+        let mallory = Node::new(Some("mallory"), Config::default());
+        let carol = Node::new(Some("carol"), Config::default());
+        let owner_id = connect(&mallory, &owner).await;
+        let carol_id = connect(&mallory, &carol).await;
+        connect(&carol, &owner).await;
+
+        let (_public, mut public_rx) = inbox::<Secret>(&owner, "public");
+        let (secret, mut secret_rx) = inbox::<Secret>(&owner, "secret");
+        let (_, mut owner_sink) = inbox::<Target>(&owner, "sink");
+        let (_, mut carol_sink) = inbox::<Target>(&carol, "sink");
+
+        // Mallory holds a real capability (the public actor's) and knows the
+        // secret actor's id exactly: the strongest guess there is.
+        let granted = mallory.lookup::<Secret>(owner_id, "public").await.unwrap();
+        let real = RefWire::of(&granted);
+        let secret_id = secret.id().id;
+        let made = [
+            RefWire { actor: secret_id, ..real },                 // another actor's token
+            RefWire { actor: secret_id, token: [0; 16], ..real }, // no token at all
+        ];
+        for sink in
+            [mallory.lookup::<Target>(carol_id, "sink").await.unwrap(), mallory.lookup(owner_id, "sink").await.unwrap()]
+        {
+            for m in made {
+                sink.tell(Target::Made(m)).await.unwrap();
+            }
+        }
+
+        // Received by a third node, which asks the owner; and by the owner itself.
+        for (at, sink) in [("carol", &mut carol_sink), ("owner", &mut owner_sink)] {
+            for _ in made {
+                let forged = sink.recv().await.unwrap().into_ref();
+                assert_eq!(forged.id(), secret.id(), "the id is the secret actor's");
+                assert_ne!(forged, secret, "but the ref is not the real one");
+                assert_forbidden(&forged, at).await;
+            }
+        }
+
+        // Real refs still work, wherever they travel: the owner hands the
+        // secret actor's ref to carol, who uses it.
+        let to_carol = owner.lookup::<Target>(carol.id(), "sink").await.unwrap();
+        to_carol.tell(Target::Real(secret.clone())).await.unwrap();
+        let handed = carol_sink.recv().await.unwrap().into_ref();
+        assert_eq!(handed, secret);
+        handed.tell(Secret(1)).await.unwrap();
+        granted.tell(Secret(2)).await.unwrap();
+        assert_eq!(secret_rx.recv().await, Some(Secret(1)));
+        assert_eq!(public_rx.recv().await, Some(Secret(2)));
+        // The forged tells and asks above were refused before anything was
+        // sent, so nothing else is (or will be) queued for either actor.
+        assert!(secret_rx.try_recv().is_err(), "the secret actor received something through a made-up ref");
+        assert!(public_rx.try_recv().is_err());
+    })
+    .await;
+}
+
+// ----- limits --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_refuses_until_a_connection_ends() {
+    within(T, async {
+        let mut cfg = Config::default();
+        cfg.max_connections = 2;
+        let server = Node::new(Some("server"), cfg);
+        let addr = server.listen("127.0.0.1:0").await.unwrap().to_string();
+        let (x, y, z) = (Node::default(), Node::default(), Node::default());
+        let server_id = x.connect(&addr).await.unwrap();
+        y.connect(&addr).await.unwrap();
+        let refused = z.connect(&addr).await;
+        assert!(matches!(refused, Err(ConnectError::Eof | ConnectError::Io(_))), "{refused:?}");
+        x.connection(server_id).unwrap().close().await;
+        // The listener frees the slot when it sees the connection end, which
+        // nothing announces to `z`: try until it gets in.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match z.connect(&addr).await {
+                Ok(id) => break assert_eq!(id, server_id),
+                Err(e) if attempts < 200 => {
+                    tracing::debug!(error = %e, "still full");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("never admitted after a connection ended: {e}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_asks_are_bounded_per_peer() {
+    within(T, async {
+        let mut cfg = Config::default();
+        cfg.max_pending_asks = 3;
+        let asker = Node::new(Some("asker"), cfg);
+        let owner = Node::new(Some("owner"), Config::default());
+        let owner_id = connect(&asker, &owner).await;
+        // An actor that keeps the reply ports and answers only when told.
+        let (_silent, mut requests) = inbox::<Ping>(&owner, "silent");
+        let silent = asker.lookup::<Ping>(owner_id, "silent").await.unwrap();
+        let mut waiting: Vec<_> = (0..3)
+            .map(|n| {
+                let r = silent.clone();
+                Some(tokio::spawn(async move { ping(&r, n).await }))
+            })
+            .collect();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(requests.recv().await.unwrap());
+        }
+        match ping(&silent, 99).await {
+            Err(AskError::TooManyPending { limit: 3 }) => {}
+            other => panic!("a fourth pending ask: {other:?}"),
+        }
+        // One answer frees one permit (the asks arrive in any order).
+        let Ping(n, reply) = held.remove(0);
+        reply.send(n + 1).unwrap();
+        let answered = waiting[n as usize].take().unwrap();
+        assert_eq!(answered.await.unwrap().unwrap(), n + 1);
+        let fourth = tokio::spawn({
+            let r = silent.clone();
+            async move { ping(&r, 10).await }
+        });
+        let Ping(n, reply) = requests.recv().await.unwrap();
+        assert_eq!(n, 10, "the next ask got through");
+        reply.send(11).unwrap();
+        assert_eq!(fourth.await.unwrap().unwrap(), 11);
+        drop(silent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
+    within(Duration::from_secs(60), async {
+        let mut cfg = Config::default();
+        // Far longer than the test: timeouts make no room, only eviction.
+        cfg.handshake_timeout = Duration::from_secs(120);
+        // Fewer than the flood: without eviction the silent ones would fill
+        // the listener.
+        cfg.max_connections = 256;
+        let server = Node::new(Some("server"), cfg);
+        let addr = server.listen("127.0.0.1:0").await.unwrap();
+        serve_pings(&server, Some("ping"));
+        let mut flood = Vec::new();
+        for i in 0..1000 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 0 {
+                // Half of them stop mid-hello.
+                s.write_all(b"TETHER\0\x01").await.unwrap();
+            }
+            flood.push(s);
+        }
+        let peer = Node::new(Some("peer"), Config::default());
+        let id = within(Duration::from_secs(5), peer.connect(&addr.to_string())).await.unwrap();
+        let r = within(Duration::from_secs(5), peer.lookup::<Ping>(id, "ping")).await.unwrap();
+        assert_eq!(within(Duration::from_secs(5), ping(&r, 1)).await.unwrap(), 2);
+        // The flood is still open: it was outlasted, not timed out.
+        assert_eq!(flood.len(), 1000);
+    })
+    .await;
+}

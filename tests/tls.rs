@@ -1,0 +1,190 @@
+//! TLS and mutual TLS between nodes over real TCP, with certificates made
+//! at test time.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{within, Recorder, TaskMailbox};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use serde::{Deserialize, Serialize};
+use tether::transport::tls::rustls::{self, pki_types, server::WebPkiClientVerifier, RootCertStore};
+use tether::{Config, ConnectError, Cookie, Node, ReplyPort};
+use tokio::sync::mpsc::unbounded_channel;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A certificate authority that issues certificates for the tests.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// A certificate chain and its private key.
+struct Identity {
+    chain: Vec<pki_types::CertificateDer<'static>>,
+    key: pki_types::PrivateKeyDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca { cert: params.self_signed(&key).unwrap(), key }
+    }
+
+    fn issue(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Identity {
+            chain: vec![cert.der().clone()],
+            key: pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+
+    fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        Arc::new(roots)
+    }
+}
+
+fn server_tls(id: Identity, client_ca: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(WebPkiClientVerifier::builder(ca.roots()).build().unwrap()),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(builder.with_single_cert(id.chain, id.key).unwrap())
+}
+
+fn client_tls(server_ca: &Ca, id: Option<Identity>) -> Arc<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder().with_root_certificates(server_ca.roots());
+    Arc::new(match id {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key).unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct Echo(String, ReplyPort<String>);
+
+fn serve_echo(node: &Node) {
+    let (tx, mut rx) = unbounded_channel::<Echo>();
+    tokio::spawn(async move {
+        while let Some(Echo(text, reply)) = rx.recv().await {
+            let _ = reply.send(text);
+        }
+    });
+    node.export(Some("echo"), TaskMailbox(tx)).unwrap();
+}
+
+async fn echo(client: &Node, server: tether::NodeId, text: &str) -> String {
+    let r = client.lookup::<Echo>(server, "echo").await.unwrap();
+    r.ask(|reply| Echo(text.to_owned(), reply), Duration::from_secs(5)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_tls_and_nothing_crosses_in_clear() {
+    within(T, async {
+        let ca = Ca::new("tether test CA");
+        let server = Node::new(Some("server"), Config::default());
+        let addr = server
+            .listen_tls("127.0.0.1:0", server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None))
+            .await
+            .unwrap();
+        serve_echo(&server);
+        let wire = Recorder::start(addr).await;
+        let client = Node::new(Some("client"), Config::default());
+        let id = client.connect_tls(&wire.addr.to_string(), "localhost", client_tls(&ca, None)).await.unwrap();
+        assert_eq!(id, server.id());
+        let text = "a message that must not be readable on the wire";
+        assert_eq!(echo(&client, id, text).await, text);
+        assert!(wire.len() > 0);
+        assert!(!wire.saw(b"TETHER"), "tether's handshake crossed in clear");
+        assert!(!wire.saw(text.as_bytes()), "a message crossed in clear");
+        assert!(!wire.saw(server.id().0.as_bytes()), "a node id crossed in clear");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
+    within(T, async {
+        let (server_ca, client_ca, rogue_ca) = (Ca::new("servers"), Ca::new("clients"), Ca::new("rogue"));
+        let server = Node::new(Some("server"), Config::default());
+        let tls = server_tls(server_ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), Some(&client_ca));
+        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
+        serve_echo(&server);
+
+        // No client certificate, or one from a CA the server does not trust.
+        for (what, id) in
+            [("none", None), ("rogue", Some(rogue_ca.issue("client", ExtendedKeyUsagePurpose::ClientAuth)))]
+        {
+            let client = Node::new(Some("client"), Config::default());
+            let refused = client.connect_tls(&addr, "localhost", client_tls(&server_ca, id)).await;
+            match refused {
+                // The server refuses in an alert (CertificateRequired, UnknownCA).
+                Err(ConnectError::Tls(e)) => assert!(e.to_string().contains("alert"), "{what}: {e}"),
+                other => panic!("client certificate {what}: {other:?}"),
+            }
+            assert!(client.peers().is_empty());
+        }
+
+        let good = client_tls(&server_ca, Some(client_ca.issue("client", ExtendedKeyUsagePurpose::ClientAuth)));
+        let client = Node::new(Some("client"), Config::default());
+        let id = client.connect_tls(&addr, "localhost", good).await.unwrap();
+        assert_eq!(echo(&client, id, "hello").await, "hello");
+        assert_eq!(server.peers(), vec![client.id()], "only the trusted client got in");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_or_misnamed_server_is_refused() {
+    within(T, async {
+        let (ca, other_ca) = (Ca::new("servers"), Ca::new("other"));
+        let server = Node::new(Some("server"), Config::default());
+        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
+        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
+        let client = Node::new(Some("client"), Config::default());
+        for (name, trust) in [("localhost", &other_ca), ("elsewhere.example", &ca)] {
+            let refused = client.connect_tls(&addr, name, client_tls(trust, None)).await;
+            assert!(matches!(refused, Err(ConnectError::Tls(_))), "{name}: {refused:?}");
+        }
+        let bad_name = client.connect_tls(&addr, "not a name!", client_tls(&ca, None)).await;
+        assert!(matches!(bad_name, Err(ConnectError::Tls(_))), "{bad_name:?}");
+        assert!(server.peers().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_cookies_together() {
+    within(T, async {
+        let ca = Ca::new("servers");
+        let with_cookie = |secret: &str| {
+            let mut cfg = Config::default();
+            cfg.cookie = Some(Cookie::new(secret));
+            cfg
+        };
+        let server = Node::new(Some("server"), with_cookie("cluster secret, 32 bytes long..."));
+        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
+        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
+        serve_echo(&server);
+        // A trusted TLS client is not enough without the cookie.
+        let outsider = Node::new(None, with_cookie("some other secret, long enough.."));
+        let refused = outsider.connect_tls(&addr, "localhost", client_tls(&ca, None)).await;
+        assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
+        let member = Node::new(None, with_cookie("cluster secret, 32 bytes long..."));
+        let id = member.connect_tls(&addr, "localhost", client_tls(&ca, None)).await.unwrap();
+        assert_eq!(echo(&member, id, "in").await, "in");
+    })
+    .await;
+}
