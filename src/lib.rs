@@ -77,6 +77,7 @@ mod chan;
 pub mod codec;
 mod config;
 mod conn;
+#[cfg(any(fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
 mod listener;

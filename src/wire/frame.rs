@@ -142,7 +142,9 @@ impl Frame {
         }
     }
 
-    /// Writes the whole frame into `out`.
+    /// Writes the whole frame into `out` (only tests and the fuzz entry
+    /// points need it; the driver writes header and payload separately).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(crate) fn encode(&self, out: &mut BytesMut) {
         self.encode_header(out);
         if let Frame::Data { payload, .. } = self {

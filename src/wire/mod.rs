@@ -9,7 +9,9 @@ mod handshake;
 
 pub(crate) use envelope::{decode_table, encode_table, table_len, End, PortEntry};
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
-pub(crate) use handshake::{Hello, HelloLimits, HELLO_FIXED_LEN, MAGIC, MAX_AUTH_LEN, VERSION};
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub(crate) use handshake::HELLO_FIXED_LEN;
+pub(crate) use handshake::{Hello, HelloLimits, MAGIC, MAX_AUTH_LEN, VERSION};
 
 /// A byte stream that breaks the protocol. The connection that produced it
 /// cannot continue.
