@@ -258,18 +258,54 @@ pub fn decode_hello(data: &[u8]) -> Result<Option<HelloSpec>, String> {
     for piece in split(data, DEFAULT_PIECES) {
         buf.extend_from_slice(piece);
         if let Some(h) = Hello::decode(&mut buf).map_err(|e| e.to_string())? {
-            let l = h.limits;
-            return Ok(Some(HelloSpec {
-                node_id: *h.node_id.as_bytes(),
-                codec: h.codec,
-                session_id: *h.session_id.as_bytes(),
-                resume_received: h.resume_received,
-                limits: [l.port_window, l.conn_window, l.max_frame, l.max_message, l.max_ports],
-                auth: h.auth,
-            }));
+            return Ok(Some(spec_of(&h)));
         }
     }
     Ok(None)
+}
+
+/// The cookie the accepting side of [`handshake_input`] knows.
+pub const HANDSHAKE_COOKIE: [u8; 32] = [0x42; 32];
+
+/// Runs the accepting side's real handshake, configured with
+/// [`HANDSHAKE_COOKIE`], on `data` as everything the dialer sends (then the
+/// end of the stream): its `Hello`, and the proof of the cookie after the
+/// acceptor's answer. The dialer's hello on success (only possible with a
+/// proof made for that very answer, so in practice never), else the error
+/// text: a refused hello, an authentication mismatch or failure, or the end
+/// of the stream.
+pub fn handshake_input(data: &[u8]) -> Result<HelloSpec, String> {
+    use tokio::io::AsyncWriteExt;
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    }
+    let cfg = crate::Config { cookie: Some(crate::Cookie::new(HANDSHAKE_COOKIE)), ..crate::Config::default() };
+    RUNTIME.with(|rt| {
+        rt.block_on(async {
+            // Room for all of it, so that feeding never waits on the reader.
+            let (mut dialer, mut acceptor) = tokio::io::duplex(data.len() + 4096);
+            dialer.write_all(data).await.map_err(|e| e.to_string())?;
+            dialer.shutdown().await.map_err(|e| e.to_string())?;
+            let peer =
+                crate::conn::handshake::server(&mut acceptor, &cfg, uuid::Uuid::nil(), |_| (uuid::Uuid::nil(), 0))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Ok(spec_of(&peer.hello))
+        })
+    })
+}
+
+fn spec_of(h: &Hello) -> HelloSpec {
+    let l = h.limits;
+    HelloSpec {
+        node_id: *h.node_id.as_bytes(),
+        codec: h.codec,
+        session_id: *h.session_id.as_bytes(),
+        resume_received: h.resume_received,
+        limits: [l.port_window, l.conn_window, l.max_frame, l.max_message, l.max_ports],
+        auth: h.auth.clone(),
+    }
 }
 
 /// What a run of the fuzz mux did with its input.

@@ -19,8 +19,9 @@ use std::cell::Cell;
 
 use proptest::prelude::*;
 use tether::fuzz::{
-    decode_frame_specs, decode_frames, decode_hello, encode_frames, encode_hello, mux_input, mux_input_with, FrameSpec,
-    HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
+    decode_frame_specs, decode_frames, decode_hello, encode_frames, encode_hello, handshake_input, mux_input,
+    mux_input_with, FrameSpec, HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, MAX_HELLO_LEN, MAX_MESSAGE, MAX_PAYLOAD,
+    PORT_WINDOW,
 };
 
 // ----- a global allocator that measures -----------------------------------
@@ -432,6 +433,43 @@ proptest! {
         }
         let _ = decode_hello(&data);
     }
+
+    /// The whole accepting handshake, cookie proofs included, on a valid
+    /// hello offering a cookie, followed by a made-up proof, then mutated:
+    /// it refuses with an error's text and never panics or succeeds.
+    #[test]
+    fn hostile_dialers_never_pass_the_cookie_handshake(
+        nonce in any::<[u8; 32]>(),
+        proof in prop::collection::vec(any::<u8>(), 0..48),
+        mutations in prop::collection::vec(mutation(), 0..4),
+    ) {
+        let mut data = encode_hello(&cookie_hello(nonce));
+        data.extend_from_slice(&proof);
+        for m in &mutations {
+            mutate(&mut data, m);
+        }
+        prop_assert!(handshake_input(&data).is_err());
+    }
+}
+
+/// A hello the handshake entry point takes up to the proof: its codec and
+/// limits, offering a cookie with `nonce`.
+fn cookie_hello(nonce: [u8; 32]) -> HelloSpec {
+    let mut auth = vec![1u8];
+    auth.extend_from_slice(&nonce);
+    HelloSpec { codec: 1, limits: [256 * 1024, 16 << 20, 1 << 20, 128 << 20, 16384], auth, ..HelloSpec::default() }
+}
+
+#[test]
+fn the_cookie_handshake_refuses_each_way_in_by_its_name() {
+    let hello = encode_hello(&cookie_hello([9; 32]));
+    let with_proof = [&hello[..], &[0u8; 32]].concat();
+    assert_eq!(handshake_input(&with_proof).unwrap_err(), "authentication failed: the peer does not know our cookie");
+    assert_eq!(handshake_input(&hello).unwrap_err(), "peer closed the transport during the handshake");
+    let no_offer = encode_hello(&HelloSpec { auth: Vec::new(), ..cookie_hello([0; 32]) });
+    assert_eq!(handshake_input(&no_offer).unwrap_err(), "authentication mismatch: ours cookie, theirs none");
+    let bad_offer = encode_hello(&HelloSpec { auth: vec![7; 33], ..cookie_hello([0; 32]) });
+    assert_eq!(handshake_input(&bad_offer).unwrap_err(), "authentication mismatch: ours cookie, theirs unknown");
 }
 
 // ----- (d) no allocation beyond the limits ----------------------------------

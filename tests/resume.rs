@@ -22,6 +22,9 @@ fn quick() -> Config {
     cfg.reconnect.cap = Duration::from_millis(50);
     cfg.reconnect.give_up_after = Duration::from_secs(10);
     cfg.linger = Duration::from_secs(10);
+    // Every resume proves the cookie again, on a fresh nonce (the outage
+    // and fault tests run without one).
+    cfg.cookie = Some(tether::Cookie::new("resume tests' cluster secret...."));
     cfg
 }
 

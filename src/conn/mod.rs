@@ -6,7 +6,7 @@
 //! large writes. No message crosses a task boundary on its own.
 
 mod driver;
-mod handshake;
+pub(crate) mod handshake;
 mod session;
 mod supervisor;
 
