@@ -188,3 +188,30 @@ async fn tls_and_cookies_together() {
     })
     .await;
 }
+
+/// A TLS stream made by the application and handed to `connect_with` gets
+/// `TCP_NODELAY` on its socket too (small messages would otherwise wait in
+/// Nagle's buffer for delayed acknowledgements).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_streams_handed_over_get_nodelay() {
+    within(T, async {
+        let ca = Ca::new("servers");
+        let server = Node::new(Some("server"), Config::default());
+        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
+        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
+        serve_echo(&server);
+        let socket = std::net::TcpStream::connect(addr).unwrap();
+        // The clone shares the socket, so it sees its options.
+        let probe = socket.try_clone().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(socket).unwrap();
+        assert!(!probe.nodelay().unwrap());
+        let connector = tether::transport::tls::TlsConnector::from(client_tls(&ca, None));
+        let stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        let client = Node::new(Some("client"), Config::default());
+        let id = client.connect_with(stream, true).await.unwrap();
+        assert!(probe.nodelay().unwrap(), "TCP_NODELAY is set under TLS");
+        assert_eq!(echo(&client, id, "fast").await, "fast");
+    })
+    .await;
+}

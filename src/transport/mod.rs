@@ -27,10 +27,17 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
-/// Applies per-transport socket options: `TCP_NODELAY` on TCP, since the
-/// mux already batches small frames into large writes.
+/// Applies per-transport socket options: `TCP_NODELAY` on TCP (bare, or
+/// under tokio-rustls's TLS streams), since the mux already batches small
+/// frames into large writes.
 pub(crate) fn tune<T: Transport>(io: &T) {
-    if let Some(tcp) = (io as &dyn Any).downcast_ref::<tokio::net::TcpStream>() {
+    let io = io as &dyn Any;
+    let tcp = io.downcast_ref::<tokio::net::TcpStream>();
+    #[cfg(feature = "tls")]
+    let tcp = tcp
+        .or_else(|| io.downcast_ref::<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0))
+        .or_else(|| io.downcast_ref::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0));
+    if let Some(tcp) = tcp {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }

@@ -15,7 +15,11 @@ use std::time::Duration;
 
 pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+use tokio_rustls::{client, server};
+/// For TLS streams set up by hand and handed to
+/// [`Node::connect_with`](crate::Node::connect_with) or
+/// [`Connection`](crate::Connection) (tether sets `TCP_NODELAY` under them).
+pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use tokio::net::TcpStream;
 
