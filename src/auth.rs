@@ -4,12 +4,14 @@
 //! [`Cookie`]. When both sides of a connection have one, each proves it
 //! knows the secret without sending it: the hellos carry a fresh random
 //! nonce each, and each side sends HMAC-SHA256(cookie, label ‖ dialer's
-//! hello ‖ acceptor's hello). The labels differ by role, so a proof cannot
-//! be reflected back; the nonces make every proof good for one connection
-//! only; proofs are compared in constant time. Nothing of the connection
-//! (no session resumed, no peer registered) happens before both proofs
-//! check out, so a peer with a wrong cookie cannot disturb an existing
-//! session, even one it claims to be.
+//! hello ‖ acceptor's hello), the dialer first (so a peer that merely
+//! connects to a listener gets no proof to attack offline). The labels
+//! differ by role, so a proof cannot be reflected back; the nonces make
+//! every proof good for one connection only; proofs are compared in
+//! constant time. Nothing of the connection (no session resumed, no peer
+//! registered) happens before the dialer's proof checks out, so a peer with
+//! a wrong cookie cannot disturb an existing session, even one it claims to
+//! be.
 //!
 //! **Capabilities.** A [`RemoteRef`](crate::RemoteRef) carries, besides the
 //! actor's id, a token: HMAC-SHA256 of the id under a key the owner node
@@ -39,9 +41,11 @@ pub(crate) const MIN_COOKIE_LEN: usize = 16;
 
 /// A cluster secret: nodes connect only to peers that know the same one.
 ///
-/// Use at least 32 random bytes, distributed to the cluster's nodes out of
-/// band (a file readable only by the service, a secret store). The secret
-/// never crosses the wire and is not shown by `Debug`.
+/// Use 32 random bytes, never a password (a proof can be attacked offline
+/// by trying secrets), distributed to the cluster's nodes out of band (a
+/// file readable only by the service, a secret store). The secret never
+/// crosses the wire and is not shown by `Debug`. It admits members; it
+/// neither encrypts nor protects the stream after the handshake (TLS does).
 #[derive(Clone)]
 pub struct Cookie(Arc<[u8]>);
 

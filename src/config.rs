@@ -49,17 +49,22 @@ pub struct Config {
     /// waiting for the dialer to resume it. Default 30 s.
     pub linger: Duration,
     /// The cluster secret. When set, a connection comes up only if the peer
-    /// proves it knows the same secret (and proves this side's knowledge to
-    /// it); when unset, only with peers that have none either. Default none.
+    /// proves it knows the same secret (and this side proves it back); when
+    /// unset, only with peers that have none either. It must be random (a
+    /// dialer's proof can be attacked offline by whoever it dials), and it
+    /// does not protect the stream after the handshake: use TLS for that.
+    /// Default none.
     pub cookie: Option<Cookie>,
     /// Most connections a node's listener keeps at once, counting those
     /// still in their handshake; a transport beyond it is closed at once.
     /// Default 1,024.
     pub max_connections: u32,
     /// Most incoming transports a node's listener lets wait in their
-    /// handshake (TLS included) at once. When another arrives, the one that
-    /// has waited longest is dropped: a flood of connections that never
-    /// finish their handshake cannot keep a real peer out. Default 64.
+    /// handshake (TLS included) at once. When another arrives (or the
+    /// listener is full and some wait), the oldest waiting one from the
+    /// source address holding the most is dropped: a burst of connections
+    /// that never finish their handshake cannot keep a real peer out.
+    /// Default 64.
     pub max_handshakes: u32,
     /// Most asks a node waits on at once per peer node; more fail at once
     /// with [`AskError::TooManyPending`](crate::AskError::TooManyPending),

@@ -3,17 +3,22 @@
 //! to the node.
 //!
 //! Two limits protect it from floods. `max_connections` bounds everything
-//! the listener holds, handshakes included; a transport beyond it is closed
-//! at once. `max_handshakes` bounds the transports waiting in their
-//! handshake: when one more arrives, the one that has waited longest is
-//! dropped. A peer that opens connections and never speaks can therefore
-//! hold at most that many slots, and only until newer arrivals push it out,
-//! while a real peer finishes its handshake in a round trip or two.
+//! the listener holds, handshakes included. `max_handshakes` bounds the
+//! transports waiting in their handshake: when one more arrives (or the
+//! listener is full and some are waiting), one waiting handshake is dropped
+//! to make room: the oldest of the source address holding the most. Only
+//! when the listener is full of established connections is a newcomer
+//! closed at once. Connections that never speak can therefore hold at most
+//! `max_handshakes` slots, and only until newer arrivals push them out; a
+//! burst of them, however large, cannot keep a real peer out, and a
+//! sustained flood from a few addresses pushes out its own handshakes
+//! first. (A flood from many addresses at a high rate can still crowd out
+//! slow handshakes: that needs filtering in front of the node.)
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,20 +40,32 @@ struct Gate {
     /// Transports admitted and not yet released (handshaking or connected).
     live: AtomicUsize,
     waiting: Mutex<Waiting>,
+    /// A "listener full" warning was logged and nothing admitted since.
+    warned: AtomicBool,
 }
 
-/// Transports in their handshake, oldest first; sending on (or dropping)
-/// the sender evicts one.
+/// Transports in their handshake, oldest first.
 #[derive(Default)]
 struct Waiting {
     next: u64,
-    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+    queue: VecDeque<Waiter>,
+}
+
+struct Waiter {
+    ticket: u64,
+    source: IpAddr,
+    /// Sending evicts the handshake.
+    evict: oneshot::Sender<()>,
+    /// Set when a newcomer took this one's slot over as it evicted it: its
+    /// admission then releases nothing.
+    slot_taken: Arc<AtomicBool>,
 }
 
 /// One admitted transport's claim on the listener's limits; released on drop.
 struct Admission {
     gate: Arc<Gate>,
     ticket: u64,
+    slot_taken: Arc<AtomicBool>,
 }
 
 impl Gate {
@@ -56,39 +73,65 @@ impl Gate {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits one more transport, evicting the longest-waiting handshake if
-    /// too many wait; `None` if the listener is full. The receiver fires if
+    /// Admits one more transport from `source`, evicting a waiting
+    /// handshake if too many wait or the listener is full; `None` if the
+    /// listener is full of established connections. The receiver fires if
     /// this one is evicted in turn.
-    fn admit(self: &Arc<Self>) -> Option<(Admission, oneshot::Receiver<()>)> {
-        if self.live.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<(Admission, oneshot::Receiver<()>)> {
+        let mut w = self.lock();
+        let full = self.live.load(Ordering::Acquire) >= self.max_connections;
+        if full || w.queue.len() >= self.max_handshakes {
+            match w.evict_one() {
+                // The evicted handshake's slot passes to the newcomer.
+                Some(slot_taken) if full => slot_taken.store(true, Ordering::Release),
+                // Its task releases its slot when it stops.
+                Some(_) => {
+                    self.live.fetch_add(1, Ordering::AcqRel);
+                }
+                None => return None,
+            }
+        } else {
+            self.live.fetch_add(1, Ordering::AcqRel);
         }
         let (evict, evicted) = oneshot::channel();
-        let mut w = self.lock();
+        let slot_taken = Arc::new(AtomicBool::new(false));
         let ticket = w.next;
         w.next += 1;
-        if w.queue.len() >= self.max_handshakes {
-            if let Some((_, oldest)) = w.queue.pop_front() {
-                let _ = oldest.send(());
-            }
+        w.queue.push_back(Waiter { ticket, source, evict, slot_taken: slot_taken.clone() });
+        self.warned.store(false, Ordering::Relaxed);
+        Some((Admission { gate: self.clone(), ticket, slot_taken }, evicted))
+    }
+}
+
+impl Waiting {
+    /// Evicts the oldest waiting handshake of the source with the most of
+    /// them; returns its `slot_taken` flag.
+    fn evict_one(&mut self) -> Option<Arc<AtomicBool>> {
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for w in &self.queue {
+            *counts.entry(w.source).or_default() += 1;
         }
-        w.queue.push_back((ticket, evict));
-        Some((Admission { gate: self.clone(), ticket }, evicted))
+        let most = counts.values().copied().max()?;
+        let at = self.queue.iter().position(|w| counts[&w.source] == most)?;
+        let victim = self.queue.remove(at)?;
+        let _ = victim.evict.send(());
+        Some(victim.slot_taken)
     }
 }
 
 impl Admission {
     /// The handshake is over (either way): no longer evictable.
     fn handshake_done(&self) {
-        self.gate.lock().queue.retain(|(t, _)| *t != self.ticket);
+        self.gate.lock().queue.retain(|w| w.ticket != self.ticket);
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.handshake_done();
-        self.gate.live.fetch_sub(1, Ordering::AcqRel);
+        if !self.slot_taken.load(Ordering::Acquire) {
+            self.gate.live.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -107,6 +150,7 @@ where
         max_handshakes: cfg.max_handshakes as usize,
         live: AtomicUsize::new(0),
         waiting: Mutex::new(Waiting::default()),
+        warned: AtomicBool::new(false),
     });
     drop(inner);
     let upgrade = Arc::new(upgrade);
@@ -123,8 +167,11 @@ where
                     continue;
                 }
             };
-            let Some((admission, evicted)) = gate.admit() else {
-                tracing::warn!(%peer, limit = gate.max_connections, "incoming connection refused: listener full");
+            let Some((admission, evicted)) = gate.admit(peer.ip()) else {
+                // Once per episode: a flood must not flood the log too.
+                if !gate.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%peer, limit = gate.max_connections, "incoming connections refused: listener full");
+                }
                 continue;
             };
             tokio::spawn(handle(inner, stream, peer, upgrade.clone(), admission, evicted));
@@ -147,17 +194,15 @@ async fn handle<U, Fut, T>(
     T: Transport,
 {
     transport::tune(&stream);
+    // One deadline for all of it: TLS, then tether's handshake.
     let limit = inner.config().handshake_timeout;
     let handshake = async {
-        let io = tokio::time::timeout(limit, upgrade(stream))
-            .await
-            .map_err(|_| ConnectError::Timeout(limit))?
-            .map_err(ConnectError::from)?;
+        let io = upgrade(stream).await?;
         let parent = inner.supervisor().await.cloned();
         inner.acceptor().accept_under(io, parent.as_ref()).await
     };
     let outcome = tokio::select! {
-        outcome = handshake => outcome,
+        outcome = tokio::time::timeout(limit, handshake) => outcome.unwrap_or(Err(ConnectError::Timeout(limit))),
         _ = evicted => {
             tracing::info!(%peer, "handshake dropped: newer connections are waiting");
             return;
@@ -181,28 +226,53 @@ mod tests {
     use super::*;
 
     fn gate(max_connections: usize, max_handshakes: usize) -> Arc<Gate> {
-        Arc::new(Gate { max_connections, max_handshakes, live: AtomicUsize::new(0), waiting: Mutex::default() })
+        Arc::new(Gate {
+            max_connections,
+            max_handshakes,
+            live: AtomicUsize::new(0),
+            waiting: Mutex::default(),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
     }
 
     #[test]
-    fn the_oldest_handshake_is_evicted_and_full_listeners_refuse() {
-        let g = gate(5, 2);
-        let (a, mut a_evicted) = g.admit().unwrap();
-        let (b, mut b_evicted) = g.admit().unwrap();
-        assert!(a_evicted.try_recv().is_err() && b_evicted.try_recv().is_err());
-        let (_c, mut c_evicted) = g.admit().unwrap();
-        assert_eq!(a_evicted.try_recv(), Ok(()), "the oldest waiting handshake goes");
-        assert!(b_evicted.try_recv().is_err());
+    fn the_busiest_source_loses_its_oldest_handshake() {
+        let g = gate(10, 2);
+        let (_a, mut a_evicted) = g.admit(ip(1)).unwrap();
+        let (b, mut b_evicted) = g.admit(ip(1)).unwrap();
+        let (_c, mut c_evicted) = g.admit(ip(2)).unwrap();
+        assert_eq!(a_evicted.try_recv(), Ok(()), "source 1 held both waiting handshakes: its oldest goes");
+        assert!(b_evicted.try_recv().is_err() && c_evicted.try_recv().is_err());
+        let (_d, _) = g.admit(ip(2)).unwrap();
+        assert_eq!(b_evicted.try_recv(), Ok(()), "a tie: the oldest waiting goes");
+        let (_e, _) = g.admit(ip(3)).unwrap();
+        assert_eq!(c_evicted.try_recv(), Ok(()), "source 2 now holds both");
         // A finished handshake is no longer evictable, but still counts.
-        b.handshake_done();
-        let (_d, _) = g.admit().unwrap();
-        assert!(c_evicted.try_recv().is_err(), "c and d wait: room for two");
-        let (_e, _) = g.admit().unwrap();
-        assert_eq!(c_evicted.try_recv(), Ok(()), "c is now the oldest waiting");
-        assert_ne!(b_evicted.try_recv(), Ok(()), "b finished, so it was never evicted");
-        assert!(g.admit().is_none(), "five admitted (the evicted one not yet released): full");
+        drop(b);
+        assert_eq!(g.live.load(Ordering::Acquire), 4, "a, c, d, e (b released its slot when dropped)");
+    }
+
+    #[test]
+    fn a_full_listener_makes_room_from_waiting_handshakes_only() {
+        let g = gate(2, 64);
+        let (a, mut a_evicted) = g.admit(ip(1)).unwrap();
+        let (b, _) = g.admit(ip(1)).unwrap();
+        // Full, but a and b only wait: the oldest makes room, and its slot
+        // passes to the newcomer.
+        let (c, _) = g.admit(ip(2)).unwrap();
+        assert_eq!(a_evicted.try_recv(), Ok(()));
         drop(a);
-        assert!(g.admit().is_some(), "a released admission frees its slot");
-        assert_eq!(g.live.load(Ordering::Acquire), 4, "the probe's admission was released when dropped");
+        assert_eq!(g.live.load(Ordering::Acquire), 2, "a's slot is c's now");
+        // Full of established connections: a newcomer is refused.
+        b.handshake_done();
+        c.handshake_done();
+        assert!(g.admit(ip(3)).is_none());
+        drop(b);
+        assert!(g.admit(ip(3)).is_some(), "a released slot admits again");
+        assert_eq!(g.live.load(Ordering::Acquire), 1, "the probe's admission was released when dropped");
     }
 }

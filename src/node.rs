@@ -236,9 +236,9 @@ impl Node {
     /// the bound address (useful with port 0).
     ///
     /// At most [`Config::max_connections`] are held at once, and at most
-    /// [`Config::max_handshakes`] wait in their handshake (the longest
-    /// waiting is dropped for a newcomer), each handshake bounded by
-    /// [`Config::handshake_timeout`].
+    /// [`Config::max_handshakes`] wait in their handshake (when more come,
+    /// the oldest from the busiest source address is dropped), each
+    /// handshake bounded by [`Config::handshake_timeout`].
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<std::net::SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
@@ -248,8 +248,8 @@ impl Node {
 
     /// [`Node::listen`] over TLS: every incoming connection first completes
     /// a TLS handshake with `tls` (which may require client certificates:
-    /// mutual TLS), then tether's own. The TLS handshake counts against
-    /// [`Config::handshake_timeout`] and [`Config::max_handshakes`].
+    /// mutual TLS), then tether's own; [`Config::handshake_timeout`] bounds
+    /// the two together, and [`Config::max_handshakes`] counts both.
     #[cfg(feature = "tls")]
     pub async fn listen_tls(
         &self,
@@ -274,7 +274,9 @@ impl Node {
 
     /// [`Node::connect`] over TLS: the server's certificate must be valid
     /// for `server_name` under `tls`'s roots (and `tls` may carry a client
-    /// certificate, for mutual TLS). Reconnections dial TLS again.
+    /// certificate, for mutual TLS). Reconnections dial TLS again. The TCP
+    /// connection and the TLS handshake together are bounded by
+    /// [`Config::handshake_timeout`], and tether's handshake after them too.
     #[cfg(feature = "tls")]
     pub async fn connect_tls(
         &self,
@@ -465,6 +467,7 @@ impl Node {
             local: Some(mailbox),
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
+            forbidden: false.into(),
         });
         self.inner.lock().routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         Ok(RemoteRef { route })
@@ -650,7 +653,7 @@ impl NodeInner {
             return;
         }
         if !self.caps.check(target.id, &token) {
-            tracing::warn!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
+            tracing::debug!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
             return refuse(reply, RemoteError::Forbidden);
         }
         let export = self.lock().exports.get(&target.id).cloned();
@@ -672,7 +675,7 @@ impl NodeInner {
             return;
         }
         if !self.caps.check(target.id, &token) {
-            tracing::warn!(actor = target.id, "watch of an actor refused: forged capability");
+            tracing::debug!(actor = target.id, "watch of an actor refused: forged capability");
             let _ = stopped.send(Err(RemoteError::Forbidden));
             return;
         }
@@ -733,7 +736,7 @@ impl NodeInner {
             st.asks.entry(peer).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit))).clone()
         };
         permits.try_acquire_owned().map_err(|_| {
-            tracing::warn!(%peer, limit, "ask refused: too many pending");
+            tracing::debug!(%peer, limit, "ask refused: too many pending");
             crate::AskError::TooManyPending { limit: self.cfg.max_pending_asks }
         })
     }
@@ -763,7 +766,8 @@ impl NodeInner {
                 Err(other) => other_type = Some(other),
             }
         }
-        let local = if target.node == self.id && self.caps.check(target.id, &token) {
+        let forged = target.node == self.id && !self.caps.check(target.id, &token);
+        let local = if target.node == self.id && !forged {
             st.exports.get(&target.id).and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
         } else {
             None
@@ -776,6 +780,7 @@ impl NodeInner {
             local,
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
+            forbidden: forged.into(),
         });
         st.routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         drop(st);

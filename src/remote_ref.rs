@@ -54,6 +54,8 @@ pub(crate) struct Route<M> {
     pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
     /// The opened sender, for `try_tell` without waiting on the lock.
     pub(crate) ready: std::sync::Mutex<Option<mpsc::Sender<M>>>,
+    /// Set once the owner refused the ref's token: no send will ever pass.
+    pub(crate) forbidden: std::sync::atomic::AtomicBool,
 }
 
 impl<M> Drop for Route<M> {
@@ -73,8 +75,15 @@ impl<M: RemoteMessage> Route<M> {
                 return Ok(s.clone());
             }
         }
+        if self.forbidden.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(RemoteError::Forbidden);
+        }
         let node = self.node.upgrade().ok_or(RemoteError::NodeGone)?;
-        let s = node.open_route::<M>(self.target, self.token, self.via).await?;
+        let s = node.open_route::<M>(self.target, self.token, self.via).await.inspect_err(|e| {
+            if *e == RemoteError::Forbidden {
+                self.forbidden.store(true, std::sync::atomic::Ordering::Release);
+            }
+        })?;
         *slot = Some(s.clone());
         *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         Ok(s)
@@ -229,6 +238,9 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(sender) = ready else {
+            if self.route.forbidden.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(TellError::Unreachable { msg, error: RemoteError::Forbidden });
+            }
             // Not opened yet: nothing can be queued without waiting.
             return Err(TellError::Full(msg));
         };

@@ -117,17 +117,18 @@ fn a_short_cookie_is_a_configuration_error() {
 }
 
 /// A hello as the protocol lays it out (docs/PROTOCOL.md), written by hand
-/// as an intruder would: it claims `node` and offers a cookie nonce.
-fn forged_hello(node: NodeId, nonce: [u8; 32]) -> Vec<u8> {
+/// as an intruder would: it claims `node`, asks to resume `session` (nil for
+/// a new one) and offers a cookie nonce.
+fn forged_hello(node: NodeId, session: [u8; 16], nonce: [u8; 32]) -> Vec<u8> {
     let cfg = Config::default();
     let mut h = Vec::new();
     h.extend_from_slice(b"TETHER");
-    h.extend_from_slice(&1u16.to_be_bytes()); // version
+    h.extend_from_slice(&2u16.to_be_bytes()); // version
     h.extend_from_slice(&1u16.to_be_bytes()); // flags: resumable
     h.extend_from_slice(node.0.as_bytes());
     h.push(1); // postcard
     h.push(0); // reserved
-    h.extend_from_slice(&[0; 16]); // new session
+    h.extend_from_slice(&session);
     h.extend_from_slice(&0u64.to_be_bytes());
     for v in [cfg.port_window, cfg.conn_window, cfg.max_frame, cfg.max_message, cfg.max_ports] {
         h.extend_from_slice(&v.to_be_bytes());
@@ -138,13 +139,38 @@ fn forged_hello(node: NodeId, nonce: [u8; 32]) -> Vec<u8> {
     h
 }
 
+/// Length of a hello offering a cookie.
+const HELLO_LEN: usize = 74 + 33;
+
+/// Sends `hello` and a made-up proof to `addr`; returns the acceptor's
+/// hello. The acceptor must answer the proof with 32 zero bytes (its
+/// refusal) and hang up.
+async fn intrude(addr: &str, hello: &[u8]) -> Vec<u8> {
+    let mut intruder = TcpStream::connect(addr).await.unwrap();
+    intruder.write_all(hello).await.unwrap();
+    let mut answer = vec![0u8; HELLO_LEN];
+    intruder.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer[..6], b"TETHER");
+    intruder.write_all(&[0x5a; 32]).await.unwrap();
+    let mut refusal = [1u8; 32];
+    intruder.read_exact(&mut refusal).await.unwrap();
+    assert_eq!(refusal, [0; 32], "the acceptor refuses with a proof that cannot check out");
+    let mut rest = [0u8; 1];
+    let closed = intruder.read(&mut rest).await;
+    assert!(matches!(closed, Ok(0) | Err(_)), "the acceptor hung up: {closed:?}");
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
     within(T, async {
-        let a = Node::new(Some("a"), with_cookie(SECRET));
+        let mut cfg = with_cookie(SECRET);
+        cfg.reconnect.enabled = true; // so that b keeps a's session for resumption
+        let a = Node::new(Some("a"), cfg);
         let b = Node::new(Some("b"), with_cookie(SECRET));
-        let addr = b.listen("127.0.0.1:0").await.unwrap().to_string();
-        let b_id = a.connect(&addr).await.unwrap();
+        let b_addr = b.listen("127.0.0.1:0").await.unwrap();
+        let wire = Recorder::start(b_addr).await;
+        let b_id = a.connect(&wire.addr.to_string()).await.unwrap();
         serve_pings(&b, Some("ping"));
         serve_pings(&a, Some("ping"));
         let to_b = a.lookup::<Ping>(b_id, "ping").await.unwrap();
@@ -152,23 +178,21 @@ async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
         assert_eq!(ping(&to_b, 1).await.unwrap(), 2);
         let (conn_a, conn_b) = (a.connection(b_id).unwrap(), b.connection(a.id()).unwrap());
         let (mut events_a, mut events_b) = (conn_a.events(), conn_b.events());
+        // The session b gave a, as an eavesdropper reads it off b's hello.
+        let session: [u8; 16] = wire.sent_back()[28..44].try_into().unwrap();
+        assert_ne!(session, [0; 16]);
 
         // A node with the wrong cookie and the same name as `a`.
         let mallory = Node::new(Some("a"), with_cookie(OTHER_SECRET));
-        let refused = mallory.connect(&addr).await;
+        let refused = mallory.connect(&b_addr.to_string()).await;
         assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
 
-        // Raw bytes claiming `a`'s node id, answering the challenge with a
-        // made-up proof.
-        let mut intruder = TcpStream::connect(&addr).await.unwrap();
-        intruder.write_all(&forged_hello(a.id(), [7; 32])).await.unwrap();
-        let mut answer = vec![0u8; 74 + 33 + 32]; // b's hello with its nonce, then its proof
-        intruder.read_exact(&mut answer).await.unwrap();
-        assert_eq!(&answer[..6], b"TETHER");
-        intruder.write_all(&[0x5a; 32]).await.unwrap();
-        let mut rest = [0u8; 1];
-        let closed = intruder.read(&mut rest).await;
-        assert!(matches!(closed, Ok(0) | Err(_)), "b hung up on the intruder: {closed:?}");
+        // Raw bytes claiming `a`'s node id, as a new connection and as a
+        // resumption of a's very session, answering with made-up proofs.
+        let b_addr = b_addr.to_string();
+        intrude(&b_addr, &forged_hello(a.id(), [0; 16], [7; 32])).await;
+        let answer = intrude(&b_addr, &forged_hello(a.id(), session, [8; 32])).await;
+        assert_eq!(&answer[28..44], &session, "b recognised the session, yet did not hand it over");
 
         // Nothing happened to the real session, in either direction.
         assert_eq!(ping(&to_b, 2).await.unwrap(), 3);
@@ -243,6 +267,11 @@ async fn connect(from: &Node, to: &Node) -> NodeId {
 
 async fn assert_forbidden(r: &RemoteRef<Secret>, at: &str) {
     match r.tell(Secret(666)).await {
+        Err(TellError::Unreachable { error: RemoteError::Forbidden, msg }) => assert_eq!(msg, Secret(666)),
+        other => panic!("tell through a made-up ref at {at}: {other:?}"),
+    }
+    // Once refused, try_tell knows it too (rather than saying Full forever).
+    match r.try_tell(Secret(666)) {
         Err(TellError::Unreachable { error: RemoteError::Forbidden, msg }) => assert_eq!(msg, Secret(666)),
         other => panic!("tell through a made-up ref at {at}: {other:?}"),
     }
@@ -406,7 +435,7 @@ async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
             let mut s = TcpStream::connect(addr).await.unwrap();
             if i % 2 == 0 {
                 // Half of them stop mid-hello.
-                s.write_all(b"TETHER\0\x01").await.unwrap();
+                s.write_all(b"TETHER\0\x02").await.unwrap();
             }
             flood.push(s);
         }
@@ -414,8 +443,59 @@ async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
         let id = within(Duration::from_secs(5), peer.connect(&addr.to_string())).await.unwrap();
         let r = within(Duration::from_secs(5), peer.lookup::<Ping>(id, "ping")).await.unwrap();
         assert_eq!(within(Duration::from_secs(5), ping(&r, 1)).await.unwrap(), 2);
-        // The flood is still open: it was outlasted, not timed out.
-        assert_eq!(flood.len(), 1000);
+        // The flood was outlasted, not timed out: its first connections were
+        // dropped to make room, its last ones are still waiting.
+        let mut byte = [0u8; 1];
+        let first = within(Duration::from_secs(5), flood[0].read(&mut byte)).await;
+        assert!(matches!(first, Ok(0) | Err(_)), "the oldest silent connection was dropped: {first:?}");
+        for s in &flood[1000 - 32..] {
+            let still = s.try_read(&mut byte);
+            assert!(
+                matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "a recent silent connection is still open: {still:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_hangs_up_on_handshakes_that_take_too_long() {
+    within(T, async {
+        let mut cfg = Config::default();
+        cfg.handshake_timeout = Duration::from_millis(200);
+        let server = Node::new(Some("server"), cfg);
+        let addr = server.listen("127.0.0.1:0").await.unwrap();
+        for stall_after in [&b""[..], b"TETHER\0\x02", &forged_hello(NodeId(uuid::Uuid::nil()), [0; 16], [0; 32])[..10]]
+        {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(stall_after).await.unwrap();
+            let mut byte = [0u8; 1];
+            let hung_up = s.read(&mut byte).await;
+            assert!(matches!(hung_up, Ok(0) | Err(_)), "after {} bytes: {hung_up:?}", stall_after.len());
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_give_their_slots_back() {
+    within(T, async {
+        let mut cfg = with_cookie(SECRET);
+        cfg.max_connections = 2;
+        let server = Node::new(Some("server"), cfg);
+        let addr = server.listen("127.0.0.1:0").await.unwrap().to_string();
+        for _ in 0..5 {
+            let refused = Node::new(None, with_cookie(OTHER_SECRET)).connect(&addr).await;
+            assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
+            let refused = Node::default().connect(&addr).await;
+            assert!(matches!(refused, Err(ConnectError::AuthMismatch { .. })), "{refused:?}");
+        }
+        // Had any failure kept its slot, the second of these would not fit.
+        let (x, y) = (Node::new(None, with_cookie(SECRET)), Node::new(None, with_cookie(SECRET)));
+        x.connect(&addr).await.unwrap();
+        y.connect(&addr).await.unwrap();
+        assert_eq!(server.peers().len(), 2);
     })
     .await;
 }

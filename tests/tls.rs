@@ -215,3 +215,28 @@ async fn tls_streams_handed_over_get_nodelay() {
     })
     .await;
 }
+
+/// A client that opens TCP and never completes TLS is hung up on once the
+/// handshake timeout (which covers TLS and tether's handshake together)
+/// runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_hung_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within(T, async {
+        let ca = Ca::new("servers");
+        let mut cfg = Config::default();
+        cfg.handshake_timeout = Duration::from_millis(200);
+        let server = Node::new(Some("server"), cfg);
+        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
+        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
+        // Silent, and stalled after a TLS record header.
+        for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let mut byte = [0u8; 1];
+            let hung_up = s.read(&mut byte).await;
+            assert!(matches!(hung_up, Ok(0) | Err(_)), "after {} bytes: {hung_up:?}", sent.len());
+        }
+    })
+    .await;
+}

@@ -1,11 +1,13 @@
 //! Runs the handshake on a fresh transport.
 //!
 //! Without cookies: the dialer sends its hello, the acceptor answers with
-//! its own. With cookies, each hello carries a fresh nonce, the acceptor
-//! sends its proof right after its hello, and the dialer answers with its
-//! own proof once the acceptor's checked out (see [`crate::auth`]). Frames
-//! may follow the dialer's proof at once; the acceptor reads none before it
-//! has checked that proof.
+//! its own. With cookies, each hello carries a fresh nonce; the dialer sends
+//! its proof once it has the acceptor's hello, and the acceptor answers with
+//! its own proof once the dialer's checked out (see [`crate::auth`]). The
+//! dialer proves first because the acceptor is the exposed side: an
+//! anonymous peer that connects gets no proof it could attack offline.
+//! Frames follow each side's last handshake message; neither side sends
+//! any before the peer has proved itself.
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,14 +113,13 @@ pub(crate) async fn client<T: Transport>(
             let cookie = cfg.cookie.as_ref().expect("a cookie offer has a cookie");
             let theirs_bytes = encoded(&peer.hello);
             let transcript = Transcript { dialer_hello: &ours_bytes, acceptor_hello: &theirs_bytes };
+            send(io, &transcript.proof(cookie, Role::Dialer)).await?;
+            // Nothing of ours (no frame) goes out before the acceptor has
+            // proved it knows the cookie too.
             let proof = read_proof(io, &mut peer.rest).await?;
             if !transcript.verify(cookie, Role::Acceptor, &proof) {
-                // A proof that cannot check out, so the acceptor fails too
-                // (and logs it) rather than waiting for ours.
-                send(io, &[0u8; PROOF_LEN]).await?;
                 return Err(ConnectError::AuthFailed);
             }
-            send(io, &transcript.proof(cookie, Role::Dialer)).await?;
         }
         Ok(peer)
     })
@@ -142,25 +143,20 @@ pub(crate) async fn server<T: Transport>(
         let (id, received) = session(&peer.hello);
         let ours = hello(cfg, node_id, id, received, false, offer);
         let ours_bytes = encoded(&ours);
-        let cookies = agree(offer, &peer.hello);
-        let proving = match (&cookies, &cfg.cookie) {
-            (Ok(true), Some(cookie)) => Some((cookie, encoded(&peer.hello))),
-            _ => None,
-        };
-        let mut out = ours_bytes.clone();
-        if let Some((cookie, theirs)) = &proving {
-            let transcript = Transcript { dialer_hello: theirs, acceptor_hello: &ours_bytes };
-            out.extend_from_slice(&transcript.proof(cookie, Role::Acceptor));
-        }
-        send(io, &out).await?;
+        send(io, &ours_bytes).await?;
         check(&ours, &peer.hello)?;
-        cookies?;
-        if let Some((cookie, theirs)) = &proving {
-            let transcript = Transcript { dialer_hello: theirs, acceptor_hello: &ours_bytes };
+        if agree(offer, &peer.hello)? {
+            let cookie = cfg.cookie.as_ref().expect("a cookie offer has a cookie");
+            let theirs_bytes = encoded(&peer.hello);
+            let transcript = Transcript { dialer_hello: &theirs_bytes, acceptor_hello: &ours_bytes };
             let proof = read_proof(io, &mut peer.rest).await?;
             if !transcript.verify(cookie, Role::Dialer, &proof) {
+                // A proof that cannot check out, so the dialer fails with
+                // the same error rather than at the end of the stream.
+                send(io, &[0u8; PROOF_LEN]).await?;
                 return Err(ConnectError::AuthFailed);
             }
+            send(io, &transcript.proof(cookie, Role::Acceptor)).await?;
         }
         Ok(peer)
     })

@@ -36,20 +36,25 @@ pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, ConnectErro
     })
 }
 
-/// Dials `addr` and runs the client side of TLS, within `limit`.
+/// Dials `addr` and runs the client side of TLS, both within `limit`.
 pub(crate) async fn connect(
     connector: TlsConnector,
     name: ServerName<'static>,
     addr: String,
     limit: Duration,
 ) -> std::io::Result<client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    // Tuned here: once wrapped, the stream is no longer recognised as TCP.
-    super::tune(&tcp);
-    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(e)) => Err(TlsFailure::wrap(e)),
-        Err(_) => Err(TlsFailure::wrap(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))),
+    let dial = async {
+        let tcp = TcpStream::connect(addr).await?;
+        // Tuned now, so that the TLS handshake runs with NODELAY too.
+        super::tune(&tcp);
+        connector.connect(name, tcp).await.map_err(TlsFailure::wrap)
+    };
+    match tokio::time::timeout(limit, dial).await {
+        Ok(result) => result,
+        Err(_) => Err(TlsFailure::wrap(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting and the TLS handshake took longer than the handshake timeout",
+        ))),
     }
 }
 

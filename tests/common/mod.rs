@@ -105,11 +105,12 @@ impl<M: Send + 'static> tether::Mailbox<M> for TaskMailbox<M> {
     }
 }
 
-/// A TCP relay that records every byte it carries, both directions, so a
-/// test can check what crossed the wire.
+/// A TCP relay that records every byte it carries, each direction apart,
+/// so a test can check what crossed the wire.
 pub struct Recorder {
     pub addr: std::net::SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Bytes towards the target, then bytes back.
+    seen: [std::sync::Arc<std::sync::Mutex<Vec<u8>>>; 2],
 }
 
 impl Recorder {
@@ -117,15 +118,15 @@ impl Recorder {
     pub async fn start(target: std::net::SocketAddr) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let seen: [std::sync::Arc<std::sync::Mutex<Vec<u8>>>; 2] = Default::default();
+        let logs = seen.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Ok(outbound) = TcpStream::connect(target).await else { continue };
                 let (ir, iw) = inbound.into_split();
                 let (or, ow) = outbound.into_split();
-                tokio::spawn(relay(ir, ow, log.clone()));
-                tokio::spawn(relay(or, iw, log.clone()));
+                tokio::spawn(relay(ir, ow, logs[0].clone()));
+                tokio::spawn(relay(or, iw, logs[1].clone()));
             }
         });
         Recorder { addr, seen }
@@ -133,12 +134,17 @@ impl Recorder {
 
     /// Whether `needle` crossed the relay in either direction.
     pub fn saw(&self, needle: &[u8]) -> bool {
-        self.seen.lock().unwrap().windows(needle.len()).any(|w| w == needle)
+        self.seen.iter().any(|log| log.lock().unwrap().windows(needle.len()).any(|w| w == needle))
     }
 
-    /// Bytes relayed so far.
+    /// Bytes relayed so far, both directions.
     pub fn len(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        self.seen.iter().map(|log| log.lock().unwrap().len()).sum()
+    }
+
+    /// What the target has sent back so far.
+    pub fn sent_back(&self) -> Vec<u8> {
+        self.seen[1].lock().unwrap().clone()
     }
 }
 

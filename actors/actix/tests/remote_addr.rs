@@ -418,3 +418,29 @@ async fn a_blocked_actor_keeps_the_sender_bounded() {
     })
     .await;
 }
+
+#[actix::test]
+async fn sends_waiting_on_one_node_are_bounded() {
+    within(T, async {
+        let mut cfg = Config::default();
+        cfg.max_pending_asks = 2;
+        let a = Node::new(Some("a"), cfg);
+        let b = Node::new(Some("b"), Config::default());
+        let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
+        let (counter, gate) = counter_on(&a, &b, b_id).await;
+        counter.tell(Op::Block).await.unwrap();
+        // Two requests wait on the blocked actor (each polled once, so each
+        // holds its place).
+        let mut first = Box::pin(counter.send(Op::Add(1)));
+        let mut second = Box::pin(counter.send(Op::Add(2)));
+        assert!(futures::poll!(&mut first).is_pending() && futures::poll!(&mut second).is_pending());
+        let third = counter.send(Op::Add(4)).await;
+        assert_eq!(third.unwrap_err(), RemoteMailboxError::TooManyPending { limit: 2 });
+        gate.notify_one();
+        assert_eq!(first.await.unwrap().sum, 1);
+        assert_eq!(second.await.unwrap().sum, 3);
+        // Answered, they made room again.
+        assert_eq!(counter.send(Op::Add(4)).await.unwrap().sum, 7);
+    })
+    .await;
+}
