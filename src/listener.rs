@@ -120,15 +120,19 @@ impl Waiting {
 }
 
 impl Admission {
-    /// The handshake is over (either way): no longer evictable.
-    fn handshake_done(&self) {
-        self.gate.lock().queue.retain(|w| w.ticket != self.ticket);
+    /// The handshake is over (either way): no longer evictable. False if it
+    /// was evicted meanwhile: its slot may already be someone else's.
+    fn handshake_done(&self) -> bool {
+        let mut w = self.gate.lock();
+        let before = w.queue.len();
+        w.queue.retain(|w| w.ticket != self.ticket);
+        w.queue.len() < before
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.handshake_done();
+        let _ = self.handshake_done();
         if !self.slot_taken.load(Ordering::Acquire) {
             self.gate.live.fetch_sub(1, Ordering::AcqRel);
         }
@@ -208,7 +212,15 @@ async fn handle<U, Fut, T>(
             return;
         }
     };
-    admission.handshake_done();
+    if !admission.handshake_done() {
+        // Evicted just as it finished: the slot went to a newcomer. (A
+        // resumed session needs no slot of its own, so it stays.)
+        if let Ok(Accepted::New(conn)) = outcome {
+            tracing::info!(%peer, "handshake dropped: newer connections are waiting");
+            tokio::spawn(async move { conn.close().await });
+        }
+        return;
+    }
     match outcome {
         Ok(Accepted::New(conn)) => {
             let mut ended = conn.ended();
