@@ -109,6 +109,9 @@ impl<T> fmt::Debug for SendError<T> {
 #[derive(Default)]
 struct Attach {
     list: Mutex<AttachList>,
+    /// Set whenever `list.new` gains a port, so that the receiver looks at
+    /// the list (and takes its lock) only then.
+    fresh: std::sync::atomic::AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -256,6 +259,7 @@ where
                     if !list.receiver_gone {
                         list.new.push(port);
                         drop(list);
+                        attach.fresh.store(true, std::sync::atomic::Ordering::Release);
                         attach.waker.wake();
                     }
                 });
@@ -331,10 +335,15 @@ impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
 
 impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, RecvError>> {
+        // Ports and the local channel wake this task themselves when they
+        // return Pending; the attach waker is only for newly attached ports,
+        // and registered only before this poll gives up.
+        let mut registered = false;
         loop {
-            self.attach.waker.register(cx.waker());
-            self.remotes
-                .extend(self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.drain(..).map(RemoteRecv::new));
+            if self.attach.fresh.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                let mut list = self.attach.list.lock().unwrap_or_else(|e| e.into_inner());
+                self.remotes.extend(list.new.drain(..).map(RemoteRecv::new));
+            }
             let n = self.remotes.len();
             for i in 0..n {
                 let idx = (self.next + i) % n;
@@ -364,13 +373,24 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                     Poll::Pending => {}
                 }
             }
+            if !registered {
+                // A port attached after this registers wakes us; one attached
+                // before it is seen by another turn of the loop.
+                self.attach.waker.register(cx.waker());
+                registered = true;
+                if self.attach.fresh.load(std::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
+            }
             if self.local_done && self.remotes.is_empty() {
                 // A sender being serialized right now attaches before it can
                 // be dropped, so with no local sender left, an empty list is
                 // final.
-                if self.attach.list.lock().unwrap_or_else(|e| e.into_inner()).new.is_empty() {
+                let mut list = self.attach.list.lock().unwrap_or_else(|e| e.into_inner());
+                if list.new.is_empty() {
                     return Poll::Ready(Ok(None));
                 }
+                self.remotes.extend(list.new.drain(..).map(RemoteRecv::new));
                 continue;
             }
             return Poll::Pending;
