@@ -184,6 +184,37 @@ async fn dropping_ends_closes_the_other_side() {
     .await;
 }
 
+/// A receiver takes a few small messages off the connection ahead of the
+/// application; dropped with such messages unread, it still closes the
+/// ends they carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_receiver_closes_the_ends_of_messages_it_read_ahead() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (cr, mut sr) = roots(&c, &s).await;
+        let mut answers = Vec::new();
+        for i in 0..10 {
+            let (reply, answer) = oneshot::channel::<String>();
+            answers.push(answer);
+            cr.0.send(Msg::Ask { question: format!("q{i}"), reply }).await.unwrap();
+        }
+        // All ten are in (each announced its port) before the first read,
+        // which then takes the other nine along.
+        eventually("the ten asks arrived", Duration::from_secs(5), || s.stats().open_ports == 2 + 10).await;
+        let Some(Msg::Ask { question, reply }) = sr.1.recv().await.unwrap() else { panic!("an ask") };
+        assert_eq!(question, "q0");
+        reply.send("a0".into()).unwrap();
+        drop(sr);
+        let mut answers = answers.into_iter();
+        assert_eq!(within(Duration::from_secs(5), answers.next().unwrap()).await.unwrap(), "a0");
+        for answer in answers {
+            let dropped = within(Duration::from_secs(5), answer).await;
+            assert!(matches!(dropped, Err(oneshot::RecvError::Dropped)), "{dropped:?}");
+        }
+    })
+    .await;
+}
+
 /// 100,000 channel ends sent and dropped leave the open-port count where
 /// it started, on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

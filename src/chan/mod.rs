@@ -13,6 +13,7 @@ pub mod oneshot;
 pub mod watch;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,7 +23,7 @@ use serde::Serialize;
 
 use crate::codec::CodecError;
 use crate::conn::{ConnectionError, Shared, State};
-use crate::mux::{OutMessage, Pop, SendError as MuxSendError};
+use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError};
 use crate::wire::{self, End, PortEntry, PortId};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
@@ -115,6 +116,12 @@ impl PortHandle {
         cx: &mut Context<'_>,
         asm: &mut Assembly,
     ) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
+        // Whole messages read ahead on an earlier call come first, without
+        // the connection lock.
+        if let Some(c) = asm.ahead.pop_front() {
+            asm.ahead_bytes -= c.data.len();
+            return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
+        }
         // Chunks are only taken under the connection lock; copying them into
         // the reassembly buffer happens after it is released, so a large
         // message never holds up the driver (and every other port).
@@ -124,6 +131,17 @@ impl PortHandle {
             let end = loop {
                 match st.mux.pop_chunk(self.port) {
                     Pop::Chunk(c) if c.first && c.last && batch.is_empty() => {
+                        // Read a few more small messages ahead while the
+                        // lock is held: one lock for several receives.
+                        while asm.ahead.len() < READ_AHEAD_MSGS && asm.ahead_bytes < READ_AHEAD_BYTES {
+                            match st.mux.pop_chunk_if(self.port, |next| next.first && next.last) {
+                                Some(next) => {
+                                    asm.ahead_bytes += next.data.len();
+                                    asm.ahead.push_back(next);
+                                }
+                                None => break,
+                            }
+                        }
                         if st.mux.has_pending_control() {
                             st.wake_driver();
                         }
@@ -196,7 +214,17 @@ pub(crate) struct Assembly {
     ports: Vec<PortEntry>,
     /// Size of the last message assembled from several chunks.
     last_len: usize,
+    /// Whole small messages taken off the port ahead of their receive, at
+    /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
+    ahead: VecDeque<Chunk>,
+    ahead_bytes: usize,
 }
+
+/// Most messages a receive reads ahead under one lock.
+const READ_AHEAD_MSGS: usize = 32;
+/// Bytes a receive reads ahead at most (plus one message): what a receiver
+/// may hold beyond its port's window.
+const READ_AHEAD_BYTES: usize = 16 * 1024;
 
 /// The receiving end of a port: what a remote `Receiver` reads from.
 pub(crate) struct RemoteRecv {
@@ -244,8 +272,12 @@ impl RemoteRecv {
 
 impl Drop for RemoteRecv {
     fn drop(&mut self) {
-        // A half-received message's ports are ours to close.
+        // A half-received message's ports, and those of messages read
+        // ahead, are ours to close.
         discard(&self.port.shared, std::mem::take(&mut self.asm.ports));
+        for c in self.asm.ahead.drain(..) {
+            discard(&self.port.shared, c.ports);
+        }
     }
 }
 

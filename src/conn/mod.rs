@@ -377,7 +377,9 @@ pub struct ConnectionStats {
     pub open_ports: usize,
     /// Message bytes queued for sending and not yet written.
     pub send_queued: usize,
-    /// Received bytes the application has not read yet.
+    /// Received bytes the connection holds for the application (not
+    /// counting up to about 16 KiB per receiver already taken off the
+    /// connection ahead of its reads).
     pub recv_buffered: usize,
     /// Bytes kept until the peer acknowledges them.
     pub replay_bytes: usize,

@@ -625,6 +625,18 @@ impl Mux {
         }
     }
 
+    /// Pops the next chunk of `id` only if `want` accepts it.
+    pub(crate) fn pop_chunk_if(&mut self, id: PortId, want: impl FnOnce(&Chunk) -> bool) -> Option<Chunk> {
+        let next = self.ports.get(&id)?.chunks.front()?;
+        if !want(&next.chunk) {
+            return None;
+        }
+        match self.pop_chunk(id) {
+            Pop::Chunk(c) => Some(c),
+            Pop::Empty | Pop::Finished => None,
+        }
+    }
+
     fn consumed_conn(&mut self, len: usize) {
         self.conn_unreported += len as u64;
         if !self.conn_credit_queued && self.conn_unreported >= (self.cfg.local.conn_window as u64 / 4).max(1) {
