@@ -208,7 +208,8 @@ async fn handle<U, Fut, T>(
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(limit, handshake) => outcome.unwrap_or(Err(ConnectError::Timeout(limit))),
         _ = evicted => {
-            tracing::info!(%peer, "handshake dropped: newer connections are waiting");
+            // Debug only: a flood evicts by the thousand.
+            tracing::debug!(%peer, "handshake dropped: newer connections are waiting");
             return;
         }
     };
@@ -216,7 +217,7 @@ async fn handle<U, Fut, T>(
         // Evicted just as it finished: the slot went to a newcomer. (A
         // resumed session needs no slot of its own, so it stays.)
         if let Ok(Accepted::New(conn)) = outcome {
-            tracing::info!(%peer, "handshake dropped: newer connections are waiting");
+            tracing::debug!(%peer, "handshake dropped: newer connections are waiting");
             tokio::spawn(async move { conn.close().await });
         }
         return;
