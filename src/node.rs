@@ -652,11 +652,13 @@ impl NodeInner {
             }
             return;
         }
-        if !self.caps.check(target.id, &token) {
-            tracing::debug!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
-            return refuse(reply, RemoteError::Forbidden);
-        }
-        let export = self.lock().exports.get(&target.id).cloned();
+        let export = match self.export_for(target.id, &token) {
+            Ok(export) => export,
+            Err(e) => {
+                tracing::debug!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
+                return refuse(reply, e);
+            }
+        };
         match export {
             None => refuse(reply, RemoteError::Stopped),
             Some(e) if e.type_name != type_name => {
@@ -674,18 +676,26 @@ impl NodeInner {
             // No route: dropping `stopped` tells the watcher.
             return;
         }
-        if !self.caps.check(target.id, &token) {
-            tracing::debug!(actor = target.id, "watch of an actor refused: forged capability");
-            let _ = stopped.send(Err(RemoteError::Forbidden));
-            return;
-        }
-        let export = self.lock().exports.get(&target.id).cloned();
-        match export {
-            Some(e) => e.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(stopped),
-            None => {
+        match self.export_for(target.id, &token) {
+            Ok(Some(e)) => e.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(stopped),
+            Ok(None) => {
                 let _ = stopped.send(Ok(()));
             }
+            Err(e) => {
+                tracing::debug!(actor = target.id, "watch of an actor refused: forged capability");
+                let _ = stopped.send(Err(e));
+            }
         }
+    }
+
+    /// This node's export `actor`, if `token` is its capability:
+    /// `Forbidden` for a token this node did not mint, `None` if the actor
+    /// is gone (or never was: the check needs no record of it).
+    fn export_for(&self, actor: u64, token: &Token) -> Result<Option<Arc<Export>>, RemoteError> {
+        if !self.caps.check(actor, token) {
+            return Err(RemoteError::Forbidden);
+        }
+        Ok(self.lock().exports.get(&actor).cloned())
     }
 
     fn actor_stopped(&self, id: u64) {
@@ -810,10 +820,7 @@ impl NodeInner {
         if target.node == self.id {
             // A ref to one of ours without its mailbox: forged, stopped, or
             // of another message type.
-            if !self.caps.check(target.id, &token) {
-                return Err(RemoteError::Forbidden);
-            }
-            return Err(match self.lock().exports.get(&target.id) {
+            return Err(match self.export_for(target.id, &token)? {
                 Some(e) => RemoteError::TypeMismatch { expected: type_name.to_owned(), found: e.type_name.to_owned() },
                 None => RemoteError::Stopped,
             });
