@@ -85,6 +85,16 @@ fn serve_echo(node: &Node) {
     node.export(Some("echo"), TaskMailbox(tx)).unwrap();
 }
 
+/// A node serving "echo" over TLS as "localhost", certified by `ca`, that
+/// requires client certificates from `client_ca` if one is given.
+async fn echo_server(cfg: Config, ca: &Ca, client_ca: Option<&Ca>) -> (Node, std::net::SocketAddr) {
+    let server = Node::new(Some("server"), cfg);
+    let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), client_ca);
+    let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
+    serve_echo(&server);
+    (server, addr)
+}
+
 async fn echo(client: &Node, server: tether::NodeId, text: &str) -> String {
     let r = client.lookup::<Echo>(server, "echo").await.unwrap();
     r.ask(|reply| Echo(text.to_owned(), reply), Duration::from_secs(5)).await.unwrap()
@@ -94,12 +104,7 @@ async fn echo(client: &Node, server: tether::NodeId, text: &str) -> String {
 async fn nodes_talk_over_tls_and_nothing_crosses_in_clear() {
     within(T, async {
         let ca = Ca::new("tether test CA");
-        let server = Node::new(Some("server"), Config::default());
-        let addr = server
-            .listen_tls("127.0.0.1:0", server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None))
-            .await
-            .unwrap();
-        serve_echo(&server);
+        let (server, addr) = echo_server(Config::default(), &ca, None).await;
         let wire = Recorder::start(addr).await;
         let client = Node::new(Some("client"), Config::default());
         let id = client.connect_tls(&wire.addr.to_string(), "localhost", client_tls(&ca, None)).await.unwrap();
@@ -118,10 +123,8 @@ async fn nodes_talk_over_tls_and_nothing_crosses_in_clear() {
 async fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
     within(T, async {
         let (server_ca, client_ca, rogue_ca) = (Ca::new("servers"), Ca::new("clients"), Ca::new("rogue"));
-        let server = Node::new(Some("server"), Config::default());
-        let tls = server_tls(server_ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), Some(&client_ca));
-        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
-        serve_echo(&server);
+        let (server, addr) = echo_server(Config::default(), &server_ca, Some(&client_ca)).await;
+        let addr = addr.to_string();
 
         // No client certificate, or one from a CA the server does not trust.
         for (what, id) in
@@ -150,9 +153,8 @@ async fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
 async fn an_untrusted_or_misnamed_server_is_refused() {
     within(T, async {
         let (ca, other_ca) = (Ca::new("servers"), Ca::new("other"));
-        let server = Node::new(Some("server"), Config::default());
-        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
-        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
+        let (server, addr) = echo_server(Config::default(), &ca, None).await;
+        let addr = addr.to_string();
         let client = Node::new(Some("client"), Config::default());
         for (name, trust) in [("localhost", &other_ca), ("elsewhere.example", &ca)] {
             let refused = client.connect_tls(&addr, name, client_tls(trust, None)).await;
@@ -174,10 +176,8 @@ async fn tls_and_cookies_together() {
             cfg.cookie = Some(Cookie::new(secret));
             cfg
         };
-        let server = Node::new(Some("server"), with_cookie("cluster secret, 32 bytes long..."));
-        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
-        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap().to_string();
-        serve_echo(&server);
+        let (_server, addr) = echo_server(with_cookie("cluster secret, 32 bytes long..."), &ca, None).await;
+        let addr = addr.to_string();
         // A trusted TLS client is not enough without the cookie.
         let outsider = Node::new(None, with_cookie("some other secret, long enough.."));
         let refused = outsider.connect_tls(&addr, "localhost", client_tls(&ca, None)).await;
@@ -196,10 +196,7 @@ async fn tls_and_cookies_together() {
 async fn tls_streams_handed_over_get_nodelay() {
     within(T, async {
         let ca = Ca::new("servers");
-        let server = Node::new(Some("server"), Config::default());
-        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
-        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
-        serve_echo(&server);
+        let (_server, addr) = echo_server(Config::default(), &ca, None).await;
         let socket = std::net::TcpStream::connect(addr).unwrap();
         // The clone shares the socket, so it sees its options.
         let probe = socket.try_clone().unwrap();
@@ -226,9 +223,7 @@ async fn a_stalled_tls_handshake_is_hung_up_on() {
         let ca = Ca::new("servers");
         let mut cfg = Config::default();
         cfg.handshake_timeout = Duration::from_millis(200);
-        let server = Node::new(Some("server"), cfg);
-        let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), None);
-        let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
+        let (_server, addr) = echo_server(cfg, &ca, None).await;
         // Silent, and stalled after a TLS record header.
         for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
