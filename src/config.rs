@@ -19,13 +19,22 @@ pub struct Config {
     /// behind a large transfer, large enough that headers cost nothing.
     pub chunk_size: u32,
     /// Credit granted to each port's sender, in bytes: how much may be in
-    /// flight or queued at the receiver per port. Default 256 KiB.
+    /// flight or queued at the receiver per port. Default 1 MiB: a port
+    /// whose window is smaller than what its link carries in a round trip
+    /// stalls waiting for credit (256 KiB held one busy port on loopback to
+    /// a third of its speed).
     pub port_window: u32,
     /// Credit for all ports of the connection together. Default 16 MiB.
     pub conn_window: u32,
     /// Bytes a port may hold queued at the sender before `send` waits (one
     /// message may overshoot it). Default 256 KiB.
     pub send_buffer: u32,
+    /// Bytes all ports together may hold queued at the sender before their
+    /// sends wait; a port with nothing queued still takes one message, so a
+    /// large message on one port never holds up another. Default 512 KiB:
+    /// queued data only has to keep the transport busy until the next
+    /// write; more costs memory, and past the CPU caches, speed.
+    pub conn_send_buffer: u32,
     /// Largest `Data` frame payload accepted. Default 1 MiB; must be at
     /// least the peer's chunk size.
     pub max_frame: u32,
@@ -116,9 +125,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             chunk_size: 32 * 1024,
-            port_window: 256 * 1024,
+            port_window: 1024 * 1024,
             conn_window: 16 * 1024 * 1024,
             send_buffer: 256 * 1024,
+            conn_send_buffer: 512 * 1024,
             max_frame: 1024 * 1024,
             max_message: 128 * 1024 * 1024,
             max_ports: 16 * 1024,
@@ -156,6 +166,7 @@ impl Config {
         check(self.port_window >= MIN_WINDOW, "port_window must be at least 256 bytes")?;
         check(self.conn_window >= self.port_window, "conn_window must be at least port_window")?;
         check(self.send_buffer > 0, "send_buffer must not be zero")?;
+        check(self.conn_send_buffer >= self.send_buffer, "conn_send_buffer must be at least send_buffer")?;
         check(self.max_message > 0, "max_message must not be zero")?;
         check(self.max_ports >= 2, "max_ports must be at least 2")?;
         check(!self.ping_interval.is_zero(), "ping_interval must not be zero")?;
@@ -175,5 +186,21 @@ impl Config {
             max_message: self.max_message,
             max_ports: self.max_ports,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_validate() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_connection_send_limit_below_the_port_limit_is_refused() {
+        let cfg = Config { conn_send_buffer: 64 * 1024, send_buffer: 128 * 1024, ..Config::default() };
+        assert_eq!(cfg.validate(), Err(ConfigError("conn_send_buffer must be at least send_buffer")));
     }
 }

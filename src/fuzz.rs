@@ -348,6 +348,7 @@ fn fuzz_mux(now: Instant) -> Mux {
         peer: limits(),
         chunk_size: CHUNK_SIZE,
         send_buffer: PORT_WINDOW,
+        conn_send_buffer: CONN_WINDOW,
         ping_interval: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(5),
     };

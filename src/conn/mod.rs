@@ -487,6 +487,7 @@ impl Connection {
             peer: peer.hello.limits,
             chunk_size: cfg.chunk_size,
             send_buffer: cfg.send_buffer,
+            conn_send_buffer: cfg.conn_send_buffer,
             ping_interval: cfg.ping_interval,
             idle_timeout: cfg.idle_timeout,
         };

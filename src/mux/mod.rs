@@ -230,6 +230,9 @@ pub(crate) struct MuxConfig {
     pub chunk_size: u32,
     /// Bytes queued per port before `send` reports `Full`.
     pub send_buffer: u32,
+    /// Bytes queued on all ports before `send` reports `Full` for a port
+    /// that already has something queued.
+    pub conn_send_buffer: u32,
     /// Time between pings.
     pub ping_interval: Duration,
     /// Silence after which the peer is declared dead.
@@ -541,7 +544,7 @@ impl Mux {
             return Err(SendError::TooLarge { msg, max: first_max });
         }
         let limit = self.cfg.send_buffer as usize;
-        let conn_limit = self.cfg.peer.conn_window as usize;
+        let conn_limit = self.cfg.conn_send_buffer as usize;
         let conn_full = self.send_queued >= conn_limit;
         let Some(p) = self.ports.get_mut(&id) else {
             return Err(SendError::Closed(msg));
@@ -590,7 +593,7 @@ impl Mux {
                 p.peer_gone()
                     || p.queued == 0
                     || (p.queued < self.cfg.send_buffer as usize
-                        && self.send_queued < self.cfg.peer.conn_window as usize)
+                        && self.send_queued < self.cfg.conn_send_buffer as usize)
             }
             None => true,
         }
@@ -1271,7 +1274,7 @@ impl Mux {
     /// Ports refused for a full connection send queue are told when it has
     /// room again (after data left, or queued data was dropped).
     fn wake_conn_blocked(&mut self) {
-        if self.send_queued < self.cfg.peer.conn_window as usize && !self.conn_blocked.is_empty() {
+        if self.send_queued < self.cfg.conn_send_buffer as usize && !self.conn_blocked.is_empty() {
             for blocked in std::mem::take(&mut self.conn_blocked) {
                 self.notify(Event::Writable(blocked));
             }

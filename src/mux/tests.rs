@@ -19,6 +19,7 @@ struct Setup {
     max_ports: u32,
     chunk_size: u32,
     send_buffer: u32,
+    conn_send_buffer: u32,
     ping_interval: Duration,
     idle_timeout: Duration,
 }
@@ -33,6 +34,7 @@ impl Default for Setup {
             max_ports: 64,
             chunk_size: 256,
             send_buffer: 8192,
+            conn_send_buffer: 16384,
             ping_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
         }
@@ -56,6 +58,7 @@ impl Setup {
             peer: self.limits(),
             chunk_size: self.chunk_size,
             send_buffer: self.send_buffer,
+            conn_send_buffer: self.conn_send_buffer,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
         }
@@ -505,8 +508,14 @@ fn a_port_never_announced_is_dropped_silently() {
 
 #[test]
 fn small_messages_overtake_a_large_one() {
-    let setup =
-        Setup { chunk_size: 64, port_window: 1 << 16, conn_window: 1 << 20, send_buffer: 1 << 16, ..Setup::default() };
+    let setup = Setup {
+        chunk_size: 64,
+        port_window: 1 << 16,
+        conn_window: 1 << 20,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 1 << 20,
+        ..Setup::default()
+    };
     let mut p = Pair::new(setup);
     p.budget = 150; // about two chunks per transmit
     let b = p.open_and_claim(C, End::Sender);
@@ -577,8 +586,14 @@ fn chunks_never_exceed_chunk_size_and_table_stays_in_first_chunk() {
 
 #[test]
 fn control_frames_are_not_queued_behind_data() {
-    let setup =
-        Setup { chunk_size: 128, port_window: 1 << 16, conn_window: 1 << 16, send_buffer: 1 << 16, ..Setup::default() };
+    let setup = Setup {
+        chunk_size: 128,
+        port_window: 1 << 16,
+        conn_window: 1 << 16,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 1 << 16,
+        ..Setup::default()
+    };
     let mut p = Pair::new(setup);
     // A port the client receives on, to be stopped.
     let stopped = p.open_and_claim(S, End::Sender);
@@ -691,7 +706,14 @@ fn full_send_buffer_reports_full_then_writable() {
 
 #[test]
 fn conn_window_bounds_bytes_in_flight_across_ports() {
-    let setup = Setup { chunk_size: 64, port_window: 4096, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
+    let setup = Setup {
+        chunk_size: 64,
+        port_window: 4096,
+        conn_window: 512,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 512,
+        ..Setup::default()
+    };
     let mut p = Pair::new(setup);
     let b = p.open_and_claim(C, End::Sender);
     let c = p.open_and_claim(C, End::Sender);
@@ -701,7 +723,7 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
     for (i, &port) in ports.iter().enumerate() {
         p.send(C, port, &[], &[i as u8; 198]);
     }
-    // 600 bytes queued: above the peer's connection window.
+    // 600 bytes queued: above the connection's send limit.
     match p.client.send(b, msg(&[], b"more")) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
@@ -1192,14 +1214,57 @@ fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
     assert_quiet_and_clean(&p);
 }
 
+/// The connection's send queue is bounded by `conn_send_buffer`, however
+/// large the peer's window: a port that already has something queued is
+/// refused while the ports together hold that much, and told when it drains.
+#[test]
+fn conn_send_buffer_bounds_the_send_queue_below_the_peer_window() {
+    let setup = Setup {
+        chunk_size: 64,
+        port_window: 4096,
+        conn_window: 1 << 16,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 512,
+        ..Setup::default()
+    };
+    let mut p = Pair::new(setup);
+    let a = p.open_and_claim(C, End::Sender);
+    let root = ROOT_CLIENT_TO_SERVER;
+    p.send(C, a, &[], &[1; 600]);
+    // Another port with nothing queued still takes one message...
+    p.send(C, root, &[], b"first");
+    // ... but not a second while 600 bytes wait, far below the peer's window.
+    assert!(matches!(p.client.send(root, msg(&[], b"x")), Err(SendError::Full(_))));
+    assert!(matches!(p.client.send(a, msg(&[], b"x")), Err(SendError::Full(_))));
+    events(&mut p.client);
+    p.step();
+    assert!(p.client.stats().send_queued < 512, "the queue drained: {:?}", p.client.stats());
+    let woken = events(&mut p.client);
+    assert!(woken.contains(&Event::Writable(root)) && woken.contains(&Event::Writable(a)), "{woken:?}");
+    p.send(C, root, &[], b"x");
+    p.drive();
+    assert_eq!(
+        p.recv(S, root),
+        vec![Msg { ports: vec![], data: b"first".to_vec() }, Msg { ports: vec![], data: b"x".to_vec() }]
+    );
+}
+
 /// Writers refused because the connection's send queue was full wake up
 /// when a Stop drops queued bytes, not only when bytes leave.
 #[test]
 fn a_stop_wakes_writers_blocked_on_the_connection() {
-    let setup = Setup { chunk_size: 64, port_window: 128, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
+    let setup = Setup {
+        chunk_size: 64,
+        port_window: 128,
+        conn_window: 512,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 512,
+        ..Setup::default()
+    };
     let mut p = Pair::new(setup);
     let a = p.open_and_claim(C, End::Sender);
-    // a's window fills; 600 bytes stay queued, above the connection window.
+    // a's window fills; 600 bytes stay queued, above the connection's send
+    // limit.
     p.send(C, a, &[], &[1; 126]);
     p.send(C, a, &[], &[2; 598]);
     // A port with nothing queued always takes one message; the next ones
@@ -1234,7 +1299,14 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
 /// message is accepted and crosses while the large one is still going.
 #[test]
 fn a_large_queued_message_does_not_block_another_port() {
-    let setup = Setup { chunk_size: 64, port_window: 256, conn_window: 512, send_buffer: 1 << 16, ..Setup::default() };
+    let setup = Setup {
+        chunk_size: 64,
+        port_window: 256,
+        conn_window: 512,
+        send_buffer: 1 << 16,
+        conn_send_buffer: 512,
+        ..Setup::default()
+    };
     let mut p = Pair::new(setup);
     let big = p.open_and_claim(C, End::Sender);
     p.send(C, big, &[], &[7; 4096]);
