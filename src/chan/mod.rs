@@ -116,6 +116,15 @@ impl PortHandle {
         cx: &mut Context<'_>,
         asm: &mut Assembly,
     ) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
+        // The last receive woke the idle driver to return credit. The
+        // runtime runs a task woken that way on this worker only once the
+        // current task yields (and no other worker may take it meanwhile),
+        // so a receiver that never runs dry would hold the credit back and
+        // stall its sender: yield once to let it go out.
+        if std::mem::take(&mut asm.yield_next) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         // Whole messages read ahead on an earlier call come first, without
         // the connection lock.
         if let Some(c) = asm.ahead.pop_front() {
@@ -142,8 +151,8 @@ impl PortHandle {
                                 None => break,
                             }
                         }
-                        if st.mux.has_pending_control() {
-                            st.wake_driver();
+                        if st.mux.has_pending_control() && st.wake_driver() {
+                            asm.yield_next = true;
                         }
                         return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
                     }
@@ -181,7 +190,7 @@ impl PortHandle {
             asm.buf.extend_from_slice(&c.data);
             if c.last {
                 asm.last_len = asm.buf.len();
-                let data = asm.buf.split().freeze();
+                let data = std::mem::take(&mut asm.buf).freeze();
                 return Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
             }
         }
@@ -218,7 +227,30 @@ pub(crate) struct Assembly {
     /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
     ahead: VecDeque<Chunk>,
     ahead_bytes: usize,
+    /// Yield before the next receive (see `poll_recv_raw`).
+    yield_next: bool,
 }
+
+impl Assembly {
+    /// Takes back the buffer of a decoded message that was assembled from
+    /// chunks, to assemble the next one in: a stream of large messages
+    /// reuses one buffer instead of allocating (and page-faulting) a fresh
+    /// one per message.
+    fn reclaim(&mut self, data: Bytes) {
+        if !(RECLAIM_MIN..=RECLAIM_MAX).contains(&data.len()) || self.buf.capacity() >= data.len() {
+            return;
+        }
+        if let Ok(mut buf) = data.try_into_mut() {
+            buf.clear();
+            self.buf = buf;
+        }
+    }
+}
+
+/// Assembly buffers of decoded messages between these sizes are kept for
+/// the next message: at most `RECLAIM_MAX` stays with an idle receiver.
+const RECLAIM_MIN: usize = 64 * 1024;
+const RECLAIM_MAX: usize = 2 * 1024 * 1024;
 
 /// Most messages a receive reads ahead under one lock.
 const READ_AHEAD_MSGS: usize = 32;
@@ -259,13 +291,18 @@ impl RemoteRecv {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
-            Poll::Ready(Some(Ok(raw))) if raw.data.len() >= LONG_DECODE && multi_thread() => {
-                // Hand this worker's queued tasks (the driver just woken,
-                // among them) to another thread while the decode runs.
+            Poll::Ready(Some(Ok(RawMessage { ports, data }))) => {
                 let shared = &self.port.shared;
-                Poll::Ready(Some(tokio::task::block_in_place(|| decode(shared, raw)).map_err(RecvError::Decode)))
+                let res = if data.len() >= LONG_DECODE && multi_thread() {
+                    // Hand this worker's queued tasks (the driver just woken,
+                    // among them) to another thread while the decode runs.
+                    tokio::task::block_in_place(|| decode(shared, ports, &data))
+                } else {
+                    decode(shared, ports, &data)
+                };
+                self.asm.reclaim(data);
+                Poll::Ready(Some(res.map_err(RecvError::Decode)))
             }
-            Poll::Ready(Some(Ok(raw))) => Poll::Ready(Some(decode(&self.port.shared, raw).map_err(RecvError::Decode))),
         }
     }
 }
@@ -334,6 +371,46 @@ thread_local! {
 
 /// Largest scratch buffer kept between encodings.
 const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Buffers of large encodings, given back once the mux is done with them
+/// (sent and acknowledged), for the next large encoding on any thread: a
+/// stream of large messages cycles through a few buffers instead of
+/// allocating, and page-faulting, a fresh one per message. At most
+/// `POOL_BUFFERS` buffers of at most `POOL_MAX` bytes each are kept.
+static LARGE_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOL_BUFFERS: usize = 4;
+const POOL_MAX: usize = 2 * 1024 * 1024;
+
+/// A large encoding lent to the mux; its buffer returns to the pool.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.0));
+    }
+}
+
+fn give_back(buf: Vec<u8>) {
+    if (SCRATCH_KEEP + 1..=POOL_MAX).contains(&buf.capacity()) {
+        let mut pool = LARGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A pooled buffer with room for `len` bytes, if there is one.
+fn take_pooled(len: usize) -> Option<Vec<u8>> {
+    let mut pool = LARGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let i = pool.iter().position(|b| b.capacity() >= len)?;
+    Some(pool.swap_remove(i))
+}
 
 /// Restores the previous context when dropped (also on panic).
 struct CtxGuard(Option<Ctx>);
@@ -423,11 +500,13 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // Encode into a reused buffer that starts with an empty port table (the
     // common case), then copy once into an exact-size allocation: no growth
     // reallocations per message. A large encoding is handed over whole.
-    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    buf.clear();
     // After a large message, expect another of its size: one allocation
-    // instead of a chain of growing copies.
-    buf.reserve(LARGE_HINT.get());
+    // (or none, from the pool) instead of a chain of growing copies.
+    let hint = LARGE_HINT.get();
+    let pooled = if hint > SCRATCH_KEEP { take_pooled(hint) } else { None };
+    let mut buf = pooled.unwrap_or_else(|| SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut())));
+    buf.clear();
+    buf.reserve(hint);
     buf.extend_from_slice(&[0, 0]);
     let res = shared.codec.encode(value, &mut buf);
     let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
@@ -438,7 +517,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
             out.extend_from_slice(&buf[2..]);
             out.freeze()
         } else if buf.len() > SCRATCH_KEEP {
-            Bytes::from(std::mem::take(&mut buf))
+            Bytes::from_owner(Pooled(std::mem::take(&mut buf)))
         } else {
             Bytes::copy_from_slice(&buf)
         }
@@ -450,6 +529,8 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     });
     if buf.capacity() <= SCRATCH_KEEP {
         SCRATCH.with(|s| *s.borrow_mut() = buf);
+    } else {
+        give_back(buf);
     }
     // On failure, dropping `ctx` drops the handles held by deferred work,
     // which closes the ports allocated so far.
@@ -462,9 +543,13 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
 
 /// Decodes a received message for the connection `shared`; table entries
 /// the value does not claim are closed.
-pub(crate) fn decode<T: DeserializeOwned>(shared: &Arc<Shared>, msg: RawMessage) -> Result<T, CodecError> {
-    let guard = CtxGuard::enter(Ctx::Decode(DecodeCtx { entries: msg.ports.into_iter().map(Some).collect() }));
-    let res = SHARED.set(shared, || shared.codec.decode(&msg.data));
+pub(crate) fn decode<T: DeserializeOwned>(
+    shared: &Arc<Shared>,
+    ports: Vec<PortEntry>,
+    data: &[u8],
+) -> Result<T, CodecError> {
+    let guard = CtxGuard::enter(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect() }));
+    let res = SHARED.set(shared, || shared.codec.decode(data));
     let Some(Ctx::Decode(ctx)) = guard.leave() else { unreachable!("context replaced during decoding") };
     discard(shared, ctx.entries.into_iter().flatten().collect());
     if let Err(e) = &res {
@@ -612,5 +697,28 @@ impl std::error::Error for TextError {}
 impl serde::ser::Error for TextError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
         TextError(msg.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pool of encoding buffers keeps at most `POOL_BUFFERS` buffers,
+    /// none of them small or above `POOL_MAX`, however many come back.
+    #[test]
+    fn the_encoding_pool_is_bounded() {
+        for _ in 0..3 * POOL_BUFFERS {
+            give_back(Vec::with_capacity(1 << 20));
+        }
+        give_back(Vec::with_capacity(POOL_MAX + 1));
+        give_back(Vec::with_capacity(1024));
+        let pool = LARGE_POOL.lock().unwrap();
+        assert!(pool.len() <= POOL_BUFFERS, "{} buffers kept", pool.len());
+        assert!(pool.iter().all(|b| (SCRATCH_KEEP + 1..=POOL_MAX).contains(&b.capacity())));
+        drop(pool);
+        let taken = take_pooled(1 << 20).expect("a 1 MiB buffer was kept");
+        assert!(taken.capacity() >= 1 << 20);
+        assert!(take_pooled(POOL_MAX + 1).is_none(), "no buffer above POOL_MAX is kept");
     }
 }

@@ -192,9 +192,13 @@ impl State {
     }
 
     /// Asks the driver to run: there is something to send.
-    pub(crate) fn wake_driver(&mut self) {
-        if let Some(w) = self.driver_waker.take() {
-            w.wake();
+    pub(crate) fn wake_driver(&mut self) -> bool {
+        match self.driver_waker.take() {
+            Some(w) => {
+                w.wake();
+                true
+            }
+            None => false,
         }
     }
 
@@ -273,14 +277,15 @@ impl Shared {
     }
 
     /// Takes the session over on a new transport, after the handshake said
-    /// how much of ours the peer has.
-    fn resume<T: Transport>(self: &Arc<Self>, io: T, peer: handshake::PeerHello) {
+    /// how much of ours the peer has, and told it that we had received
+    /// `told` frames.
+    fn resume<T: Transport>(self: &Arc<Self>, io: T, peer: handshake::PeerHello, told: u64) {
         {
             let mut st = self.lock();
             // Stop the old driver from touching the mux first (it may not
             // have noticed its transport is dead).
             st.generation += 1;
-            if let Err(e) = st.mux.resume(peer.hello.resume_received, Instant::now()) {
+            if let Err(e) = st.mux.resume(peer.hello.resume_received, told, Instant::now()) {
                 drop(st);
                 tracing::warn!(peer = %self.peer_id, error = %e, "cannot resume");
                 self.fail(ConnectionError::SessionLost(SessionLost::Mismatch));

@@ -152,13 +152,18 @@ impl Acceptor {
         cfg.validate()?;
         transport::tune(&io);
         let mut resumed = None;
+        let mut told = 0;
         let mut unknown = false;
         let new_session = Uuid::new_v4();
         let peer = handshake::server(&mut io, cfg, self.inner.node_id.0, |hello| {
             let known = self.lookup(hello.session_id, NodeId(hello.node_id));
             match known {
                 Some(shared) => {
+                    // Our old transport may still deliver frames after
+                    // this count goes out; the resumed mux drops the
+                    // dialer's second copies of them.
                     let received = shared.lock().mux.received_seq();
+                    told = received;
                     resumed = Some(shared);
                     (hello.session_id, received)
                 }
@@ -171,7 +176,7 @@ impl Acceptor {
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
         if let Some(shared) = resumed {
-            shared.resume(io, peer);
+            shared.resume(io, peer, told);
             return Ok(Accepted::Resumed(Connection { shared }));
         }
         if unknown {

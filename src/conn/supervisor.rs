@@ -151,7 +151,7 @@ async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result
     if peer.hello.session_id != shared.session {
         return Err(Some(SessionLost::Expired));
     }
-    shared.resume(io, peer);
+    shared.resume(io, peer, received);
     Ok(())
 }
 

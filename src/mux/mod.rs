@@ -321,6 +321,10 @@ pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
 pub(crate) const ACK_EVERY: u64 = 64;
 /// ... or until this many terminal frames wait.
 const LAZY_EVERY: usize = 64;
+/// ... or until this many payload bytes arrived: the sender frees what it
+/// keeps for replay only once acknowledged, and for bulk data 64 frames are
+/// megabytes.
+pub(crate) const ACK_BYTES: usize = 256 * 1024;
 
 /// Control frames waiting to go out ahead of data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +386,11 @@ pub(crate) struct Mux {
     sent_seq: u64,
     received_seq: u64,
     acked_sent: u64,
+    /// Payload bytes received since the last acknowledgement we sent.
+    unacked_bytes: usize,
+    /// Reliable frames the peer will send again that we already have (see
+    /// `resume`): dropped on arrival.
+    duplicates: u64,
     replay: VecDeque<Frame>,
     replay_base: u64,
     replay_bytes: usize,
@@ -431,6 +440,8 @@ impl Mux {
             sent_seq: 0,
             received_seq: 0,
             acked_sent: 0,
+            unacked_bytes: 0,
+            duplicates: 0,
             replay: VecDeque::new(),
             replay_base: 0,
             replay_bytes: 0,
@@ -819,6 +830,10 @@ impl Mux {
 
     fn handle_frame(&mut self, frame: Frame) -> Result<(), MuxError> {
         if frame.is_reliable() {
+            if self.duplicates > 0 {
+                self.duplicates -= 1;
+                return Ok(());
+            }
             self.received_seq += 1;
         }
         match frame {
@@ -917,6 +932,7 @@ impl Mux {
     }
 
     fn on_data(&mut self, id: PortId, flags: u8, mut payload: Bytes) -> Result<(), MuxError> {
+        self.unacked_bytes += payload.len();
         let cost = chunk_cost(payload.len());
         if cost > self.conn_window_left {
             return Err(MuxError::CreditExceeded(0));
@@ -1092,7 +1108,7 @@ impl Mux {
             }
         }
         // Acknowledgements ride along with other output; alone they wait
-        // for ACK_EVERY frames or ACK_DELAY, so a request/response exchange
+        // for ACK_EVERY frames, ACK_BYTES or ACK_DELAY, so a request/response exchange
         // does not cost an extra write and wake-up per message.
         let unacked = self.received_seq - self.acked_sent;
         let other_output = !self.control.is_empty()
@@ -1100,10 +1116,12 @@ impl Mux {
             || !self.pongs.is_empty()
             || self.ping_due
             || self.closing.is_some();
-        let due = self.ack_now || unacked >= ACK_EVERY || self.lazy.len() >= LAZY_EVERY;
+        let due =
+            self.ack_now || unacked >= ACK_EVERY || self.unacked_bytes >= ACK_BYTES || self.lazy.len() >= LAZY_EVERY;
         if other_output || due {
             if unacked > 0 {
                 self.acked_sent = self.received_seq;
+                self.unacked_bytes = 0;
                 out.push(&Frame::Ack { received: self.received_seq });
             }
             self.control.extend(self.lazy.drain(..));
@@ -1320,10 +1338,20 @@ impl Mux {
 
     /// Resumes on a new transport: the peer has received `peer_received`
     /// frames; everything after that is sent again, before new frames.
-    pub(crate) fn resume(&mut self, peer_received: u64, now: Instant) -> Result<(), MuxError> {
+    ///
+    /// `told` is the count of frames received that we gave the peer in the
+    /// resume handshake. The previous transport may have delivered more
+    /// since (an accepting side learns of a resume before its old transport
+    /// fails): the peer sends those again from `told` on, and they are
+    /// dropped as duplicates.
+    pub(crate) fn resume(&mut self, peer_received: u64, told: u64, now: Instant) -> Result<(), MuxError> {
         if peer_received < self.replay_base || peer_received > self.sent_seq {
             return Err(MuxError::BadAck { acked: peer_received, sent: self.sent_seq });
         }
+        if told > self.received_seq {
+            return Err(MuxError::BadAck { acked: told, sent: self.received_seq });
+        }
+        self.duplicates = self.received_seq - told;
         self.trim_replay(peer_received);
         self.replay_cursor = Some(0);
         self.acked_sent = 0;

@@ -1020,8 +1020,8 @@ fn resume_after_a_lost_transmit_delivers_each_message_once_in_order() {
         p.advance(Duration::from_secs(1));
         let now = p.now();
         let (c_seen, s_seen) = (p.client.received_seq(), p.server.received_seq());
-        p.client.resume(s_seen, now).unwrap();
-        p.server.resume(c_seen, now).unwrap();
+        p.client.resume(s_seen, c_seen, now).unwrap();
+        p.server.resume(c_seen, s_seen, now).unwrap();
         for _ in 0..200 {
             let moved = p.step();
             got_s.extend(p.recv_whole(S, ROOT_CLIENT_TO_SERVER));
@@ -1042,13 +1042,54 @@ fn resume_after_a_lost_transmit_delivers_each_message_once_in_order() {
     }
 }
 
+/// An accepting side tells the dialer how much it received, then its old
+/// transport still delivers a few frames before it fails: the dialer sends
+/// those again, and they are dropped, not delivered twice.
+#[test]
+fn frames_received_after_the_resume_count_went_out_are_not_delivered_twice() {
+    let setup = Setup { chunk_size: 64, port_window: 4096, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    p.budget = 200;
+    let sent: Vec<Vec<u8>> = (0..30u32).map(|i| pattern(10 + (i as usize * 37) % 150, i as u8)).collect();
+    for body in &sent {
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], body);
+    }
+    let mut got = Vec::new();
+    let first = p.transmit(C);
+    p.deliver(S, first);
+    got.extend(p.recv_whole(S, ROOT_CLIENT_TO_SERVER));
+    // The dialer reconnects; the server's count goes out in the handshake...
+    let told = p.server.received_seq();
+    // ... while its old transport still delivers more.
+    let late = p.transmit(C);
+    p.deliver(S, late);
+    got.extend(p.recv_whole(S, ROOT_CLIENT_TO_SERVER));
+    assert!(p.server.received_seq() > told, "frames arrived after the count went out");
+    // Then the old transport fails, losing what was in flight.
+    let _lost = p.transmit(C);
+    let now = p.now();
+    let c_seen = p.client.received_seq();
+    p.client.resume(told, c_seen, now).unwrap();
+    p.server.resume(c_seen, told, now).unwrap();
+    for _ in 0..500 {
+        let moved = p.step();
+        got.extend(p.recv_whole(S, ROOT_CLIENT_TO_SERVER));
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(got, sent, "each message exactly once, in order");
+    assert_eq!(p.server.received_seq(), p.client.stats().sent_seq, "the sequences agree again");
+}
+
 #[test]
 fn resume_rejects_an_impossible_position() {
     let mut p = Pair::new(Setup::default());
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"x");
     p.drive();
     let now = p.now();
-    assert_eq!(p.client.resume(5, now), Err(MuxError::BadAck { acked: 5, sent: 1 }));
+    assert_eq!(p.client.resume(5, 0, now), Err(MuxError::BadAck { acked: 5, sent: 1 }));
+    assert_eq!(p.client.resume(1, 3, now), Err(MuxError::BadAck { acked: 3, sent: 0 }), "told more than received");
 }
 
 // ----- 10. protocol violations ------------------------------------------------------
@@ -1545,4 +1586,37 @@ fn acks_ride_along_with_data_or_go_alone_after_ack_every_frames() {
     p.deliver(S, out);
     let fs = frames(p.transmit(S));
     assert_eq!(fs, vec![Frame::Ack { received: 1 + crate::mux::ACK_EVERY }]);
+}
+
+/// Bulk data is acknowledged once `ACK_BYTES` arrived, in far fewer than
+/// `ACK_EVERY` frames, so the sender frees what it keeps for replay without
+/// waiting for `ACK_DELAY`; less than that waits as before.
+#[test]
+fn acks_go_alone_after_ack_bytes_of_payload() {
+    let setup = Setup {
+        chunk_size: 32 * 1024,
+        max_frame: 64 * 1024,
+        port_window: 1 << 20,
+        conn_window: 4 << 20,
+        send_buffer: 1 << 20,
+        conn_send_buffer: 4 << 20,
+        ..Setup::default()
+    };
+    let mut p = Pair::new(setup);
+    p.budget = 1 << 20;
+    let below = crate::mux::ACK_BYTES - 64 * 1024;
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &vec![1; below]);
+    let out = p.transmit(C);
+    p.deliver(S, out);
+    assert!(p.transmit(S).is_empty(), "below ACK_BYTES a lone ack waits");
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &vec![2; 128 * 1024]);
+    let out = p.transmit(C);
+    let sent = p.client.stats().sent_seq;
+    assert!(sent < crate::mux::ACK_EVERY, "{sent} frames");
+    assert!(p.client.stats().replay_bytes > crate::mux::ACK_BYTES);
+    p.deliver(S, out);
+    let fs = frames(p.transmit(S));
+    assert_eq!(fs, vec![Frame::Ack { received: sent }]);
+    p.deliver(C, raw(&fs));
+    assert_eq!(p.client.stats().replay_bytes, 0);
 }
