@@ -527,10 +527,12 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     } else {
         0
     });
-    if buf.capacity() <= SCRATCH_KEEP {
-        SCRATCH.with(|s| *s.borrow_mut() = buf);
-    } else {
-        give_back(buf);
+    // A buffer handed over whole leaves nothing to keep; storing its empty
+    // shell would drop this thread's scratch when the buffer was pooled.
+    match buf.capacity() {
+        0 => {}
+        n if n <= SCRATCH_KEEP => SCRATCH.with(|s| *s.borrow_mut() = buf),
+        _ => give_back(buf),
     }
     // On failure, dropping `ctx` drops the handles held by deferred work,
     // which closes the ports allocated so far.
