@@ -107,10 +107,9 @@ struct Export {
     type_name: &'static str,
     /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
     mailbox: Arc<dyn Any + Send + Sync>,
-    /// Turns true when the actor stops: its mailbox routes close.
-    stopped: tokio::sync::watch::Sender<bool>,
-    /// The tasks feeding the actor from its routes.
-    pumps: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The tasks feeding the actor from its routes; `None` once the actor
+    /// stopped (its routes are closed, and no new one opens).
+    pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Box<dyn Fn(RawSender) + Send + Sync>,
     /// Watchers to tell when the actor stops.
@@ -392,35 +391,31 @@ impl Node {
         };
         let target = ActorId { node: self.inner.id, id };
         let token = self.inner.caps.token(id);
-        let (stop_tx, _) = tokio::sync::watch::channel(false);
         let export = Arc::new_cyclic(|this: &Weak<Export>| {
             let this = this.clone();
             let mb = mailbox.clone();
             Export {
                 type_name: std::any::type_name::<M>(),
                 mailbox: Arc::new(mailbox.clone()),
-                stopped: stop_tx,
                 open: Box::new(move |raw: RawSender| {
                     let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
                     let Some(export) = this.upgrade() else {
                         let _ = reply.send(Err(RemoteError::Stopped));
                         return;
                     };
-                    let mut stopped = export.stopped.subscribe();
-                    if *stopped.borrow() {
+                    let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(pumps) = guard.as_mut() else {
+                        drop(guard);
                         let _ = reply.send(Err(RemoteError::Stopped));
                         return;
-                    }
+                    };
                     let (tx, mut rx) = mpsc::channel::<M>(64);
                     let mb = mb.clone();
+                    // Ends when the route closes, when the actor refuses a
+                    // message, or when `actor_stopped` aborts it.
                     let pump = tokio::spawn(async move {
                         loop {
-                            let msg = tokio::select! {
-                                biased;
-                                _ = stopped.wait_for(|s| *s) => break,
-                                msg = rx.recv() => msg,
-                            };
-                            match msg {
+                            match rx.recv().await {
                                 Ok(Some(msg)) => {
                                     if mb.deliver(msg).is_err() {
                                         break;
@@ -431,14 +426,13 @@ impl Node {
                             }
                         }
                     });
-                    let mut pumps = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
                     pumps.retain(|p| !p.is_finished());
                     pumps.push(pump);
-                    drop(pumps);
+                    drop(guard);
                     let _ = reply.send(Ok(tx));
                 }),
                 watchers: Mutex::new(Vec::new()),
-                pumps: Mutex::new(Vec::new()),
+                pumps: Mutex::new(Some(Vec::new())),
             }
         });
         {
@@ -708,8 +702,10 @@ impl NodeInner {
         // Close every route into the actor first (their receivers drop and
         // senders see `Closed`), then tell the watchers: a tell after the
         // `Stopped` event fails instead of vanishing.
-        e.stopped.send_replace(true);
-        let pumps: Vec<_> = e.pumps.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let pumps = e.pumps.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        for p in &pumps {
+            p.abort();
+        }
         tokio::spawn(async move {
             for p in pumps {
                 let _ = p.await;

@@ -69,6 +69,11 @@ impl<M> Drop for Route<M> {
 impl<M: RemoteMessage> Route<M> {
     /// The sender to the actor's mailbox, opening it if needed.
     pub(crate) async fn sender(&self) -> Result<mpsc::Sender<M>, RemoteError> {
+        if let Some(s) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
         let mut slot = self.sender.lock().await;
         if let Some(s) = slot.as_ref() {
             if !s.is_closed() {

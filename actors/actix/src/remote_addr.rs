@@ -430,7 +430,11 @@ where
 
     /// Accepts a message, waiting for room in the outbox.
     async fn submit_wait(self: &Arc<Self>, p: Pending<M>) -> Result<(), (Pending<M>, RemoteMailboxError)> {
-        let mut p = p;
+        let mut p = match self.submit(p) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed(back, e)) => return Err((back, e)),
+            Err(Refused::Full(back)) => back,
+        };
         loop {
             let room = self.space.notified();
             let mut room = std::pin::pin!(room);
@@ -452,10 +456,15 @@ where
                 let credit = self.credit.notified();
                 {
                     let mut st = self.lock();
+                    // Only a full outbox turns senders away.
+                    let was_full = st.outbox.len() >= OUTBOX;
                     let Some(p) = st.outbox.pop_front() else {
                         st.pumping = false;
                         return;
                     };
+                    if was_full {
+                        self.space.notify_waiters();
+                    }
                     match self.envelope(&mut st, p) {
                         Ok((env, w)) => {
                             // Credit is taken before the wait for the
@@ -475,7 +484,6 @@ where
                 }
                 credit.await;
             };
-            self.space.notify_waiters();
             if let Kind::Send { reply, .. } = &env.0 {
                 if reply.is_closed() {
                     continue; // the asker gave up while it waited here
