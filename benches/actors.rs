@@ -2,30 +2,29 @@
 //! trips) actor to actor, for ractor→ractor, actix→actix and actix→ractor, over TCP on
 //! 127.0.0.1 between two tether `Node`s in this process.
 //!
-//! Arrangement (the same for every measurement; each gets fresh runtimes):
+//! Arrangement (each measurement gets a fresh tokio runtime and fresh actix Systems):
 //!
-//! - **tokio**: a fresh multi-threaded runtime with two worker threads, as in `channels.rs`.
-//!   Both tether nodes are created, listen and connect on it, so their connection drivers,
-//!   accept loops and the per-route pumps that hand decoded messages to an exported actor's
-//!   mailbox run on those two workers. ractor actors (`tokio_runtime`) run there too, and the
-//!   ractor-side sender is a plain task there (what an actor's handler awaiting `send` in a
-//!   loop amounts to).
+//! - **tokio**: a multi-threaded runtime with two worker threads, as in `channels.rs`. ractor
+//!   actors (`tokio_runtime`) run there, and a ractor-side sender is a plain task there (what
+//!   an actor's handler awaiting `send` in a loop amounts to).
 //! - **actix**: every actix `System` runs on its own thread (`System::new().run()`); work is
 //!   handed to it through its `ArbiterHandle` and run with `actix::spawn` (spawn_local), so the
-//!   actix sender loop runs where an actor's `ctx.spawn`ed future would. Each node with actix
-//!   actors gets its own System, as if the nodes were two processes: actix→actix uses two
-//!   Systems (sender side, receiver side), actix→ractor one (sender side), the local actix
-//!   baseline one. Handles made inside a System (`export`, `lookup`) run their helper tasks
-//!   there (`RemoteAddr`'s outbox pump, ack waiters, the export's stop poll); the connections
-//!   stay on the tokio runtime. tether supports nodes on their own runtime beside a System
-//!   (see actors/actix/tests/separate_runtime.rs).
-//! - **W6-*-actix-insys** (extra): actix→actix with each node created *inside* its System
-//!   (listener, driver and actor on System B; driver and sender on System A), i.e. two
-//!   single-threaded sides as in two actix processes; no hop between a System and tokio.
+//!   actix sender loop runs where an actor's `ctx.spawn`ed future would. Each side with actix
+//!   actors gets its own System, as if the two nodes were two processes.
+//! - **Nodes, headline workloads** (`W6-*-ractor`, `W6-*-actix`, `W6-*-actix-ractor`): each
+//!   node runs where its actors run, i.e. on the tokio runtime for ractor and *inside* the
+//!   actor's System for actix (a node made in `#[actix::main]`, as tether-actix's docs do):
+//!   its listener, its connection driver and the pumps feeding its actors run there.
+//! - **Nodes, extra workloads** (`W6-*-actix-beside`, `W6-*-actix-ractor-beside`): both nodes
+//!   on the tokio runtime and the actix actors and sender on Systems beside it (supported; see
+//!   actors/actix/tests/separate_runtime.rs). Every message then also crosses between a System
+//!   thread and a tokio worker.
 //!
-//! Each actix hop between threads is a cross-thread wake-up. On a 2-vCPU VM these are either
-//! cheap (both threads on one vCPU) or cost tens of µs (waking an idle vCPU), so the actix
-//! round trips are bimodal from run to run; `taskset -c 0` makes them stable (and faster).
+//! Each hop between threads that are not both busy is a cross-thread wake-up. On a 2-vCPU VM
+//! waking an idle vCPU costs tens of µs, so the round trip between two single-threaded actix
+//! Systems is dominated by it, for raw TCP as for tether (`taskset -c 0` shows the cost of the
+//! work alone). That is why each ask line compares with a raw-TCP round trip between the same
+//! threads as its nodes (below).
 //!
 //! Throughput (W6-tell-*): `n` small messages (u64 + 32 bytes) told to a remote actor that
 //! counts them (and checks their order); timed from the first send until the actor has seen
@@ -38,10 +37,14 @@
 //! `peak_send_queued` (bytes; a 1 ms sampler can miss shorter peaks).
 //!
 //! Round trips (W6-ask-*): sequential request/response (ractor `call` with a tether
-//! `ReplyPort`; actix `send` with the handler's result), after a warm-up, beside the raw-TCP
-//! round trip of `channels.rs` W2 (tokio, u32 length-prefixed frames, one task per side)
-//! measured once in the same run. `ratio` = tether median / raw median. `local` is the
-//! framework's own local round trip (ractor `call` with `RpcReplyPort`, actix `Addr::send`).
+//! `ReplyPort`; actix `send` with the handler's result), after a warm-up. `raw` is the raw-TCP
+//! round trip of `channels.rs` W2 (tokio, u32 length-prefixed frames, an echo task and an
+//! asking task, `TCP_NODELAY`) run between the same threads as the two nodes, in the same run:
+//! on the tokio runtime where both nodes are there, else with the echo task where node `b`
+//! runs and the asking task where node `a` runs (`raw_of` says which). `ratio` = tether
+//! median / raw median. Lines whose raw baseline is not the tokio one also give the tokio one
+//! (`raw_tokio`, `ratio_raw_tokio`). `local` is the framework's own local round trip (ractor
+//! `call` with `RpcReplyPort`, actix `Addr::send`).
 //!
 //! Output: one JSON object per workload on stdout, progress on stderr.
 //!
@@ -49,6 +52,7 @@
 //! cargo bench --bench actors                  # full counts
 //! cargo bench --bench actors -- --quick       # smaller counts, under a minute
 //! cargo bench --bench actors -- W6-tell       # only workloads whose name starts so
+//! cargo bench --bench actors -- 'W6-tell-actix$'   # only the workload of that name
 //! ```
 //!
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
@@ -69,6 +73,8 @@ const BENCH: Bench = Bench { tag: "actors", tether_only_env: false };
 
 /// How long a single remote ask may take before it counts as failed.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// In how many rounds the raw round trips are interleaved with tether's (see `remote_ask`).
+const ROUNDS: usize = 20;
 /// How often the sender's `send_queued` is sampled during a tell run.
 const SAMPLE_EVERY: Duration = Duration::from_millis(1);
 
@@ -116,14 +122,31 @@ fn print_tell(workload: &str, local_of: &str, n: u64, tether: &Res<Tell>, local:
     );
 }
 
-fn print_ask(workload: &str, tether: &Res<Lat>, raw: &Res<Lat>, local: &Res<Lat>, local_of: &str, threads: &str) {
+/// What the raw round trip on the tokio runtime is.
+const RAW_TOKIO: &str = "raw TCP, both ends on the tokio runtime";
+
+/// One ask line: `raw` is the baseline for the ratio (with what it is); `raw_tokio`, when that
+/// baseline is not the tokio one, is added beside it with its own ratio.
+fn print_ask(
+    workload: &str,
+    tether: &Res<Lat>,
+    (raw, raw_of): (&Res<Lat>, &str),
+    raw_tokio: Option<&Res<Lat>>,
+    (local, local_of): (&Res<Lat>, &str),
+    threads: &str,
+) {
     let lat = Lat::json_or_null;
+    let median = |r: &Res<Lat>| r.as_ref().ok().map(|l| l.median);
+    let tokio_fields = raw_tokio
+        .map(|rt| format!(",\"raw_tokio\":{},\"ratio_raw_tokio\":{}", lat(rt), ratio(median(tether), median(rt))))
+        .unwrap_or_default();
     println!(
-        "{{\"workload\":\"{workload}\",\"unit\":\"us\",\"tether\":{},\"raw\":{},\"ratio\":{},\"local\":{},\
-         \"local_of\":{},\"threads\":{}{}}}",
+        "{{\"workload\":\"{workload}\",\"unit\":\"us\",\"tether\":{},\"raw\":{},\"ratio\":{},\"raw_of\":{}{tokio_fields},\
+         \"local\":{},\"local_of\":{},\"threads\":{}{}}}",
         lat(tether),
         lat(raw),
-        ratio(tether.as_ref().ok().map(|l| l.median), raw.as_ref().ok().map(|l| l.median)),
+        ratio(median(tether), median(raw)),
+        json_str(raw_of),
         lat(local),
         json_str(local_of),
         json_str(threads),
@@ -194,17 +217,6 @@ impl Tally {
         }
         Ok(())
     }
-}
-
-/// Two nodes on the current (tokio) runtime, `a` connected to `b`. Returns `b`'s id as `a`
-/// knows it.
-async fn node_pair(p: &Progress) -> Res<(Node, Node, NodeId)> {
-    p.stage("nodes: listen and connect");
-    let a = Node::new(Some("a"), Config::default());
-    let b = Node::new(Some("b"), Config::default());
-    let addr = b.listen("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
-    let b_id = a.connect(&addr.to_string()).await.map_err(|e| format!("connect: {e:?}"))?;
-    Ok((a, b, b_id))
 }
 
 /// Samples a connection's `send_queued` from a plain thread until finished (or dropped).
@@ -485,17 +497,6 @@ mod act {
         })
         .await
     }
-
-    /// Starts a counter on `ax`'s System and exports it on `node` as "counter".
-    pub(super) async fn export_counter(node: &Node, ax: &Ax, tally: Arc<Tally>) -> Res<()> {
-        let node = node.clone();
-        ax.run(move || async move {
-            tether_actix::export(&node, Some("counter"), Counter(tally).start())
-                .map(drop)
-                .map_err(|e| format!("export: {e}"))
-        })
-        .await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,23 +511,56 @@ enum Pair {
     ActixRactor,
 }
 
+/// Where the two nodes run.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    /// Each node on the runtime of its actors: the tokio runtime for ractor, the actor's actix
+    /// System for actix (a node made in `#[actix::main]`, as tether-actix's docs do it).
+    WithActors,
+    /// Both nodes on the tokio runtime; the actix actors and the actix sender on Systems
+    /// beside it (supported; see actors/actix/tests/separate_runtime.rs).
+    Beside,
+}
+
 impl Pair {
-    fn suffix(self) -> &'static str {
-        match self {
-            Pair::RactorRactor => "ractor",
-            Pair::ActixActix => "actix",
-            Pair::ActixRactor => "actix-ractor",
+    fn sender_is_actix(self) -> bool {
+        self != Pair::RactorRactor
+    }
+
+    fn receiver_is_actix(self) -> bool {
+        self == Pair::ActixActix
+    }
+
+    /// The workload name after `W6-tell-` / `W6-ask-`.
+    fn suffix(self, placement: Placement) -> &'static str {
+        match (self, placement) {
+            (Pair::RactorRactor, _) => "ractor",
+            (Pair::ActixActix, Placement::WithActors) => "actix",
+            (Pair::ActixRactor, Placement::WithActors) => "actix-ractor",
+            (Pair::ActixActix, Placement::Beside) => "actix-beside",
+            (Pair::ActixRactor, Placement::Beside) => "actix-ractor-beside",
         }
     }
 
-    fn threads(self) -> &'static str {
-        match self {
-            Pair::RactorRactor => "tokio 2",
-            Pair::ActixActix => "tokio 2 + actix System x2",
-            Pair::ActixRactor => "tokio 2 + actix System x1",
+    fn threads(self, placement: Placement) -> &'static str {
+        match (self, placement) {
+            (Pair::RactorRactor, _) => "tokio 2 (both nodes)",
+            (Pair::ActixActix, Placement::WithActors) => "actix System x2 (a node inside each)",
+            (Pair::ActixRactor, Placement::WithActors) => "actix System (node a) + tokio 2 (node b)",
+            (Pair::ActixActix, Placement::Beside) => "tokio 2 (both nodes) + actix System x2 (actors)",
+            (Pair::ActixRactor, Placement::Beside) => "tokio 2 (both nodes) + actix System (sender)",
         }
     }
 }
+
+/// The measured arrangements, headline ones first.
+const CASES: [(Pair, Placement); 5] = [
+    (Pair::RactorRactor, Placement::WithActors),
+    (Pair::ActixActix, Placement::WithActors),
+    (Pair::ActixRactor, Placement::WithActors),
+    (Pair::ActixActix, Placement::Beside),
+    (Pair::ActixRactor, Placement::Beside),
+];
 
 /// The actix Systems a pair needs: (sender side, receiver side).
 fn systems(pair: Pair) -> Res<(Option<SysThread>, Option<SysThread>)> {
@@ -537,24 +571,111 @@ fn systems(pair: Pair) -> Res<(Option<SysThread>, Option<SysThread>)> {
     })
 }
 
-/// Sets up the receiving actor on `b` (exported as "counter"); for ractor returns its ref, to
-/// stop it afterwards.
-async fn receiver(
-    pair: Pair,
-    b: &Node,
-    rx_ax: Option<&Ax>,
-    tally: Arc<Tally>,
-) -> Res<Option<ractor::ActorRef<rac::RMsg>>> {
-    match pair {
-        Pair::ActixActix => {
-            act::export_counter(b, rx_ax.ok_or("no receiver System")?, tally).await?;
-            Ok(None)
+/// Where a piece of work runs: the measurement's tokio runtime, or an actix System.
+#[derive(Clone)]
+enum Home {
+    Tokio,
+    System(Ax),
+}
+
+impl Home {
+    /// Runs `f()` there; its result comes back here.
+    async fn run<T, F, Fut>(&self, f: F) -> Res<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Res<T>> + Send + 'static,
+    {
+        match self {
+            Home::Tokio => join(tokio::spawn(f())).await,
+            Home::System(ax) => ax.run(f).await,
         }
-        Pair::RactorRactor | Pair::ActixRactor => {
-            let actor = rac::spawn_counter(tally).await?;
-            tether_ractor::export(b, Some("counter"), actor.clone()).map_err(|e| format!("export: {e}"))?;
-            Ok(Some(actor))
+    }
+}
+
+/// One side of a measurement: where its node runs, and where its actor (or its sending loop)
+/// runs.
+struct Side {
+    node: Home,
+    actor: Home,
+}
+
+/// The two sides (sender, receiver) of `pair` under `placement`, on the Systems that
+/// [`systems`] started for it.
+fn sides(pair: Pair, placement: Placement, tx: Option<Ax>, rx: Option<Ax>) -> Res<(Side, Side)> {
+    let actor_home = |actix: bool, ax: Option<Ax>| -> Res<Home> {
+        if actix {
+            ax.map(Home::System).ok_or_else(|| "no actix System".to_string())
+        } else {
+            Ok(Home::Tokio)
         }
+    };
+    let side = |actor: Home| Side {
+        node: if placement == Placement::WithActors { actor.clone() } else { Home::Tokio },
+        actor,
+    };
+    Ok((side(actor_home(pair.sender_is_actix(), tx)?), side(actor_home(pair.receiver_is_actix(), rx)?)))
+}
+
+/// Two connected nodes with the counting actor exported on `b` as "counter".
+struct Setup {
+    a: Node,
+    b: Node,
+    /// `b`'s id as `a` knows it.
+    b_id: NodeId,
+    /// The ractor counter, stopped at the end.
+    ractor_actor: Option<ractor::ActorRef<rac::RMsg>>,
+}
+
+impl Setup {
+    async fn new(pair: Pair, a_side: &Side, b_side: &Side, tally: Arc<Tally>, p: &Progress) -> Res<Setup> {
+        p.stage("node b: listen");
+        let (b, addr) = b_side
+            .node
+            .run(|| async {
+                let b = Node::new(Some("b"), Config::default());
+                let addr = b.listen("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
+                Ok((b, addr.to_string()))
+            })
+            .await?;
+        p.stage("export");
+        let node = b.clone();
+        let ractor_actor = if pair.receiver_is_actix() {
+            b_side
+                .actor
+                .run(move || async move {
+                    tether_actix::export(&node, Some("counter"), actix::Actor::start(act::Counter(tally)))
+                        .map(|_| None)
+                        .map_err(|e| format!("export: {e}"))
+                })
+                .await?
+        } else {
+            b_side
+                .actor
+                .run(move || async move {
+                    let actor = rac::spawn_counter(tally).await?;
+                    tether_ractor::export(&node, Some("counter"), actor.clone()).map_err(|e| format!("export: {e}"))?;
+                    Ok(Some(actor))
+                })
+                .await?
+        };
+        p.stage("node a: connect");
+        let (a, b_id) = a_side
+            .node
+            .run(move || async move {
+                let a = Node::new(Some("a"), Config::default());
+                let b_id = a.connect(&addr).await.map_err(|e| format!("connect: {e:?}"))?;
+                Ok((a, b_id))
+            })
+            .await?;
+        Ok(Setup { a, b, b_id, ractor_actor })
+    }
+
+    fn finish(self) {
+        if let Some(actor) = self.ractor_actor {
+            actor.stop(None);
+        }
+        drop((self.a, self.b));
     }
 }
 
@@ -601,194 +722,162 @@ async fn actix_tells(
     Ok((sampler, t0))
 }
 
-/// The asking loop of a round-trip run to a ractor actor (`call` with a tether `ReplyPort`).
-async fn ractor_asks(remote: &tether_ractor::RemoteActorRef<rac::RMsg>, n: usize, p: &Progress) -> Res<Vec<u64>> {
-    Ok(sample_rtts!(n, |i| {
-        let t = Instant::now();
-        let m = remote
-            .call(|port| rac::RMsg::Ask(Small::new(i), port), ASK_TIMEOUT)
-            .await
-            .map_err(|e| format!("call {i}: {e}"))?;
-        let rtt = t.elapsed();
-        if m.seq != i {
-            return Err("reply out of order".into());
-        }
-        p.sent();
-        rtt
-    }))
+/// A counter on another node, looked up through either adapter.
+enum Remote {
+    Ractor(tether_ractor::RemoteActorRef<rac::RMsg>),
+    Actix(tether_actix::RemoteAddr<act::AMsg>),
 }
 
-/// The same to an actix actor (`send` with the handler's result).
-async fn actix_asks(remote: &tether_actix::RemoteAddr<act::AMsg>, n: usize, p: &Progress) -> Res<Vec<u64>> {
-    Ok(sample_rtts!(n, |i| {
+impl Remote {
+    async fn lookup(pair: Pair, a: &Node, b_id: NodeId) -> Res<Remote> {
+        Ok(match pair.receiver_is_actix() {
+            true => Remote::Actix(actix_counter(a, b_id).await?),
+            false => Remote::Ractor(ractor_counter(a, b_id).await?),
+        })
+    }
+
+    /// Asks with message `i` (ractor `call` with a tether `ReplyPort`; actix `send` with the
+    /// handler's result) and checks the echo; returns the round-trip time.
+    async fn ask(&self, i: u64) -> Res<Duration> {
         let t = Instant::now();
-        let m =
-            remote.send_timeout(act::AMsg(Small::new(i)), ASK_TIMEOUT).await.map_err(|e| format!("send {i}: {e}"))?;
+        let echoed = match self {
+            Remote::Ractor(r) => r
+                .call(|port| rac::RMsg::Ask(Small::new(i), port), ASK_TIMEOUT)
+                .await
+                .map_err(|e| format!("call {i}: {e}"))?,
+            Remote::Actix(r) => {
+                r.send_timeout(act::AMsg(Small::new(i)), ASK_TIMEOUT).await.map_err(|e| format!("send {i}: {e}"))?
+            }
+        };
         let rtt = t.elapsed();
-        if m.seq != i {
+        if echoed.seq != i {
             return Err("reply out of order".into());
         }
-        p.sent();
-        rtt
-    }))
+        Ok(rtt)
+    }
 }
 
 /// W6 tell: `n` tells from node `a` to the counter on node `b`; until it has seen them all.
-async fn remote_tell(pair: Pair, n: u64, tx_ax: Option<Ax>, rx_ax: Option<Ax>, p: Arc<Progress>) -> Res<Tell> {
-    let (a, b, b_id) = node_pair(&p).await?;
+async fn remote_tell(
+    pair: Pair,
+    placement: Placement,
+    n: u64,
+    tx: Option<Ax>,
+    rx: Option<Ax>,
+    p: Arc<Progress>,
+) -> Res<Tell> {
+    let (a_side, b_side) = sides(pair, placement, tx, rx)?;
     let tally = Tally::new(n, p.clone());
-    p.stage("export");
-    let ractor_actor = receiver(pair, &b, rx_ax.as_ref(), tally.clone()).await?;
-    let conn = a.connection(b_id).ok_or("no connection to b")?;
+    let setup = Setup::new(pair, &a_side, &b_side, tally.clone(), &p).await?;
+    let conn = setup.a.connection(setup.b_id).ok_or("no connection to b")?;
 
     p.stage("lookup and tells");
-    let ps = p.clone();
-    // Each sender returns when its lookup is done and when its last send was accepted.
-    let sender: tokio::task::JoinHandle<Res<(QueueSampler, Instant)>> = match pair {
-        Pair::RactorRactor => tokio::spawn(async move {
-            let remote = ractor_counter(&a, b_id).await?;
-            ractor_tells(&remote, conn, n, &ps).await
-        }),
-        Pair::ActixRactor => {
-            let ax = tx_ax.ok_or("no sender System")?;
-            tokio::spawn(async move {
-                ax.run(move || async move {
-                    let remote = ractor_counter(&a, b_id).await?;
-                    ractor_tells(&remote, conn, n, &ps).await
-                })
-                .await
+    let (a, b_id, ps) = (setup.a.clone(), setup.b_id, p.clone());
+    // Returns when its lookup is done and when its last send was accepted.
+    let sender = tokio::spawn(async move {
+        a_side
+            .actor
+            .run(move || async move {
+                if pair.receiver_is_actix() {
+                    actix_tells(&actix_counter(&a, b_id).await?, conn, n, &ps).await
+                } else {
+                    ractor_tells(&ractor_counter(&a, b_id).await?, conn, n, &ps).await
+                }
             })
-        }
-        Pair::ActixActix => {
-            let ax = tx_ax.ok_or("no sender System")?;
-            tokio::spawn(async move {
-                ax.run(move || async move {
-                    let remote = actix_counter(&a, b_id).await?;
-                    actix_tells(&remote, conn, n, &ps).await
-                })
-                .await
-            })
-        }
-    };
+            .await
+    });
     let t1 = tally.wait().await;
     let (sampler, t0) = join(sender).await?;
     let (peak, samples) = sampler.finish();
     tally.check()?;
-    if let Some(actor) = ractor_actor {
-        actor.stop(None);
-    }
-    drop(b);
+    setup.finish();
     Ok(Tell { rate: n as f64 / (t1 - t0).as_secs_f64(), peak_send_queued: peak, queue_samples: samples })
 }
 
-/// W6 ask: sequential round trips from node `a` to the counter on node `b`.
-async fn remote_ask(pair: Pair, n: usize, tx_ax: Option<Ax>, rx_ax: Option<Ax>, p: Arc<Progress>) -> Res<Lat> {
-    let (a, b, b_id) = node_pair(&p).await?;
-    let tally = Tally::new(u64::MAX, p.clone());
-    p.stage("export");
-    let ractor_actor = receiver(pair, &b, rx_ax.as_ref(), tally).await?;
+/// W6 ask: sequential round trips from node `a` to the counter on node `b`, and with
+/// [`Placement::WithActors`] raw-TCP round trips between the same two threads (the echo task
+/// where node `b` runs, the asking task where node `a` runs), interleaved with them in
+/// [`ROUNDS`] rounds so that both meet the same placement of those threads on the CPUs.
+/// Returns (tether, raw) round-trip times.
+async fn remote_ask(
+    pair: Pair,
+    placement: Placement,
+    n: usize,
+    tx: Option<Ax>,
+    rx: Option<Ax>,
+    p: Arc<Progress>,
+) -> Res<(Lat, Option<Lat>)> {
+    let (a_side, b_side) = sides(pair, placement, tx, rx)?;
+    let setup = Setup::new(pair, &a_side, &b_side, Tally::new(u64::MAX, p.clone()), &p).await?;
+    let echo = if placement == Placement::WithActors {
+        p.stage("raw echo: listen");
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let echo = tokio::spawn(async move {
+            b_side
+                .node
+                .run(move || async move {
+                    let listener =
+                        tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+                    let _ = addr_tx.send(listener.local_addr().map_err(|e| format!("local_addr: {e}"))?);
+                    let (stream, _) = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+                    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                    common::raw_echo(stream).await
+                })
+                .await
+        });
+        let addr = addr_rx.await.map_err(|_| "the raw echo did not listen".to_string())?;
+        Some((echo, addr))
+    } else {
+        None
+    };
+    let raw_addr = echo.as_ref().map(|(_, addr)| *addr);
 
     p.stage("lookup and round trips");
-    let ps = p.clone();
-    let asker: tokio::task::JoinHandle<Res<Vec<u64>>> = match pair {
-        Pair::RactorRactor => tokio::spawn(async move {
-            let remote = ractor_counter(&a, b_id).await?;
-            ractor_asks(&remote, n, &ps).await
-        }),
-        Pair::ActixRactor => {
-            let ax = tx_ax.ok_or("no sender System")?;
-            tokio::spawn(async move {
-                ax.run(move || async move {
-                    let remote = ractor_counter(&a, b_id).await?;
-                    ractor_asks(&remote, n, &ps).await
-                })
-                .await
-            })
-        }
-        Pair::ActixActix => {
-            let ax = tx_ax.ok_or("no sender System")?;
-            tokio::spawn(async move {
-                ax.run(move || async move {
-                    let remote = actix_counter(&a, b_id).await?;
-                    actix_asks(&remote, n, &ps).await
-                })
-                .await
-            })
-        }
-    };
-    let samples = join(asker).await?;
-    if let Some(actor) = ractor_actor {
-        actor.stop(None);
-    }
-    drop(b);
-    Lat::from_nanos(samples)
-}
-
-/// Variant of actix→actix with each node *inside* its actix System (node `b`, its listener,
-/// driver and the actor on System B; node `a`, its driver and the sender on System A): two
-/// single-threaded sides, like two single-threaded actix processes, with no hop between a
-/// System and the tokio runtime. Sets up `b`; returns it (kept alive by the caller) and its
-/// address.
-async fn insys_receiver(rx: &Ax, tally: Arc<Tally>, p: &Progress) -> Res<(Node, String)> {
-    p.stage("node b: listen and export (System B)");
-    rx.run(move || async move {
-        let b = Node::new(Some("b"), Config::default());
-        let addr = b.listen("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
-        tether_actix::export(&b, Some("counter"), actix::Actor::start(act::Counter(tally)))
-            .map_err(|e| format!("export: {e}"))?;
-        Ok((b, addr.to_string()))
-    })
-    .await
-}
-
-/// Node `a` inside System A, connected to `addr`, and a handle to its "counter".
-async fn insys_sender(addr: String) -> Res<(Node, tether_actix::RemoteAddr<act::AMsg>, Connection)> {
-    let a = Node::new(Some("a"), Config::default());
-    let b_id = a.connect(&addr).await.map_err(|e| format!("connect: {e:?}"))?;
-    let remote = actix_counter(&a, b_id).await?;
-    let conn = a.connection(b_id).ok_or("no connection to b")?;
-    Ok((a, remote, conn))
-}
-
-/// W6 tell, actix→actix with the nodes inside the Systems (see [`insys_receiver`]).
-async fn insys_tell(n: u64, tx: Option<Ax>, rx: Option<Ax>, p: Arc<Progress>) -> Res<Tell> {
-    let (tx, rx) = (tx.ok_or("no sender System")?, rx.ok_or("no receiver System")?);
-    let tally = Tally::new(n, p.clone());
-    let (b, addr) = insys_receiver(&rx, tally.clone(), &p).await?;
-    p.stage("connect, lookup and tells (System A)");
-    let ps = p.clone();
-    let sender = tokio::spawn(async move {
-        tx.run(move || async move {
-            let (a, remote, conn) = insys_sender(addr).await?;
-            let (sampler, t0) = actix_tells(&remote, conn, n, &ps).await?;
-            Ok((a, sampler, t0))
-        })
-        .await
-    });
-    let t1 = tally.wait().await;
-    let (a, sampler, t0) = join(sender).await?;
-    let (peak, samples) = sampler.finish();
-    tally.check()?;
-    drop((a, b));
-    Ok(Tell { rate: n as f64 / (t1 - t0).as_secs_f64(), peak_send_queued: peak, queue_samples: samples })
-}
-
-/// W6 ask, actix→actix with the nodes inside the Systems (see [`insys_receiver`]).
-async fn insys_ask(n: usize, tx: Option<Ax>, rx: Option<Ax>, p: Arc<Progress>) -> Res<Lat> {
-    let (tx, rx) = (tx.ok_or("no sender System")?, rx.ok_or("no receiver System")?);
-    let (b, addr) = insys_receiver(&rx, Tally::new(u64::MAX, p.clone()), &p).await?;
-    p.stage("connect, lookup and round trips (System A)");
-    let ps = p.clone();
-    let samples = tx
+    let (a, b_id, ps) = (setup.a.clone(), setup.b_id, p.clone());
+    // `a_side.actor` is where node `a` runs too when the raw round trips are wanted.
+    let (tether, raw) = a_side
+        .actor
         .run(move || async move {
-            let (a, remote, _conn) = insys_sender(addr).await?;
-            let samples = actix_asks(&remote, n, &ps).await?;
-            drop(a);
-            Ok(samples)
+            let remote = Remote::lookup(pair, &a, b_id).await?;
+            let mut raw = match raw_addr {
+                Some(addr) => {
+                    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+                    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+                    Some(common::RawAsker::new(stream))
+                }
+                None => None,
+            };
+            let mut i = 0u64;
+            for _ in 0..common::WARMUP_RTT {
+                remote.ask(i).await?;
+                if let Some(raw) = raw.as_mut() {
+                    raw.round_trip(i).await?;
+                }
+                i += 1;
+            }
+            let (mut tether, mut raws) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let per_round = n.div_ceil(ROUNDS);
+            while tether.len() < n {
+                for _ in 0..per_round.min(n - tether.len()) {
+                    tether.push(remote.ask(i).await?.as_nanos() as u64);
+                    ps.sent();
+                    i += 1;
+                }
+                if let Some(raw) = raw.as_mut() {
+                    for _ in 0..per_round.min(n - raws.len()) {
+                        raws.push(raw.round_trip(i).await?.as_nanos() as u64);
+                        i += 1;
+                    }
+                }
+            }
+            Ok((tether, raw.map(|_| raws)))
         })
         .await?;
-    drop(b);
-    Lat::from_nanos(samples)
+    if let Some((echo, _)) = echo {
+        join(echo).await?;
+    }
+    setup.finish();
+    Ok((Lat::from_nanos(tether)?, raw.map(Lat::from_nanos).transpose()?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -829,83 +918,76 @@ where
 
 fn main() {
     let args = BENCH.args();
-    let wanted = |name: &str| args.wanted(name);
     let s = if args.quick { Sizes::quick() } else { Sizes::full() };
     let d = s.deadline;
-    let pairs = [Pair::RactorRactor, Pair::ActixActix, Pair::ActixRactor];
+    let name = |kind: &str, (pair, placement): (Pair, Placement)| format!("W6-{kind}-{}", pair.suffix(placement));
 
-    // W6 tell: local baselines first (each measured once, used by every pair whose receiver
+    // W6 tell: local baselines first (each measured once, used by every case whose receiver
     // runs that framework), then the remote runs.
     let n = s.tell_msgs;
-    let tell_wanted = |pair: Pair| wanted(&format!("W6-tell-{}", pair.suffix()));
-    if pairs.iter().any(|&pr| tell_wanted(pr)) || wanted("W6-tell-actix-insys") {
-        let need_ractor = tell_wanted(Pair::RactorRactor) || tell_wanted(Pair::ActixRactor);
-        let ractor_local = if need_ractor {
+    let tells: Vec<_> = CASES.into_iter().filter(|&c| args.wanted(&name("tell", c))).collect();
+    if !tells.is_empty() {
+        let ractor_local = if tells.iter().any(|(pair, _)| !pair.receiver_is_actix()) {
             BENCH.measure("W6 tell local ractor", d, move |p| rac::local_tell(n, p))
         } else {
             Err("not run".into())
         };
-        let actix_local = if tell_wanted(Pair::ActixActix) || wanted("W6-tell-actix-insys") {
+        let actix_local = if tells.iter().any(|(pair, _)| pair.receiver_is_actix()) {
             with_local_system("W6 tell local actix", d, move |ax, p| act::local_tell(n, ax, p))
         } else {
             Err("not run".into())
         };
-        for pair in pairs {
-            if !tell_wanted(pair) {
-                continue;
-            }
-            let name = format!("W6-tell-{}", pair.suffix());
-            let tether =
-                with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| remote_tell(pair, n, tx, rx, p));
-            let (local, local_of) = match pair {
-                Pair::ActixActix => (&actix_local, "actix Addr::do_send, local actor"),
-                _ => (&ractor_local, "ractor ActorRef::cast, local actor"),
+        for (pair, placement) in tells {
+            let name = name("tell", (pair, placement));
+            let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
+                remote_tell(pair, placement, n, tx, rx, p)
+            });
+            let (local, local_of) = match pair.receiver_is_actix() {
+                true => (&actix_local, "actix Addr::do_send, local actor"),
+                false => (&ractor_local, "ractor ActorRef::cast, local actor"),
             };
-            print_tell(&name, local_of, n, &tether, local, pair.threads());
-        }
-        if wanted("W6-tell-actix-insys") {
-            let name = "W6-tell-actix-insys";
-            let tether =
-                with_systems(&format!("{name} tether"), d, Pair::ActixActix, move |tx, rx, p| insys_tell(n, tx, rx, p));
-            let local_of = "actix Addr::do_send, local actor";
-            print_tell(name, local_of, n, &tether, &actix_local, "actix System x2 (nodes inside), tokio unused");
+            print_tell(&name, local_of, n, &tether, local, pair.threads(placement));
         }
     }
 
-    // W6 ask: one raw round-trip baseline and one local baseline per framework.
+    // W6 ask: the raw round trip on the tokio runtime once, the local baselines once per
+    // framework; with the nodes with their actors, `remote_ask` also measures the raw round
+    // trip between the nodes' threads, and that is the baseline of the ratio.
     let n = s.ask_rtts;
-    let ask_wanted = |pair: Pair| wanted(&format!("W6-ask-{}", pair.suffix()));
-    if pairs.iter().any(|&pr| ask_wanted(pr)) || wanted("W6-ask-actix-insys") {
-        let raw = BENCH.measure("W6 ask raw", d, move |p| raw_rtt(n, p));
-        let ractor_local = if ask_wanted(Pair::RactorRactor) || ask_wanted(Pair::ActixRactor) {
+    let asks: Vec<_> = CASES.into_iter().filter(|&c| args.wanted(&name("ask", c))).collect();
+    if !asks.is_empty() {
+        let raw_tokio = BENCH.measure("W6 ask raw", d, move |p| raw_rtt(n, p));
+        let ractor_local = if asks.iter().any(|(pair, _)| !pair.receiver_is_actix()) {
             BENCH.measure("W6 ask local ractor", d, move |p| rac::local_ask(n, p))
         } else {
             Err("not run".into())
         };
-        let actix_local = if ask_wanted(Pair::ActixActix) || wanted("W6-ask-actix-insys") {
+        let actix_local = if asks.iter().any(|(pair, _)| pair.receiver_is_actix()) {
             with_local_system("W6 ask local actix", d, move |ax, p| act::local_ask(n, ax, p))
         } else {
             Err("not run".into())
         };
-        for pair in pairs {
-            if !ask_wanted(pair) {
-                continue;
-            }
-            let name = format!("W6-ask-{}", pair.suffix());
-            let tether =
-                with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| remote_ask(pair, n, tx, rx, p));
-            let (local, local_of) = match pair {
-                Pair::ActixActix => (&actix_local, "actix Addr::send, local actor"),
-                _ => (&ractor_local, "ractor ActorRef::call, local actor"),
+        for (pair, placement) in asks {
+            let name = name("ask", (pair, placement));
+            let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
+                remote_ask(pair, placement, n, tx, rx, p)
+            });
+            let (local, local_of) = match pair.receiver_is_actix() {
+                true => (&actix_local, "actix Addr::send, local actor"),
+                false => (&ractor_local, "ractor ActorRef::call, local actor"),
             };
-            print_ask(&name, &tether, &raw, local, local_of, pair.threads());
-        }
-        if wanted("W6-ask-actix-insys") {
-            let name = "W6-ask-actix-insys";
-            let tether =
-                with_systems(&format!("{name} tether"), d, Pair::ActixActix, move |tx, rx, p| insys_ask(n, tx, rx, p));
-            let local_of = "actix Addr::send, local actor";
-            print_ask(name, &tether, &raw, &actix_local, local_of, "actix System x2 (nodes inside), tokio unused");
+            let threads = pair.threads(placement);
+            let (tether, raw) = match tether {
+                Ok((t, raw)) => (Ok(t), raw),
+                Err(e) => (Err(e), None),
+            };
+            match raw {
+                Some(raw) => {
+                    let raw_of = "raw TCP between the threads of the two nodes, interleaved with the asks";
+                    print_ask(&name, &tether, (&Ok(raw), raw_of), Some(&raw_tokio), (local, local_of), threads);
+                }
+                None => print_ask(&name, &tether, (&raw_tokio, RAW_TOKIO), None, (local, local_of), threads),
+            }
         }
     }
 }

@@ -69,11 +69,15 @@ pub struct Args {
 }
 
 impl Args {
-    /// Whether the workload `name` was asked for: no filters, or one is a prefix of it
-    /// (case-insensitive).
+    /// Whether the workload `name` was asked for: no filters, or one is a prefix of it, or
+    /// one ending in `$` is all of it (case-insensitive).
     pub fn wanted(&self, name: &str) -> bool {
         let name = name.to_ascii_uppercase();
-        self.filters.is_empty() || self.filters.iter().any(|f| name.starts_with(f.as_str()))
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match f.strip_suffix('$') {
+                Some(exact) => name == exact,
+                None => name.starts_with(f.as_str()),
+            })
     }
 }
 
@@ -325,38 +329,64 @@ pub async fn join<T>(h: tokio::task::JoinHandle<Res<T>>) -> Res<T> {
 pub async fn raw_rtt(n: usize, p: Arc<Progress>) -> Res<Lat> {
     p.stage("connect");
     let (a, b) = raw_pair().await?;
-    let echo = tokio::spawn(async move {
-        let (r, w) = b.into_split();
-        let mut r = BufReader::with_capacity(RAW_BUF, r);
-        let mut w = BufWriter::with_capacity(RAW_BUF, w);
-        let mut buf = Vec::new();
-        while read_frame(&mut r, &mut buf).await? {
-            write_frame(&mut w, &buf).await?;
-            flush(&mut w).await?;
-        }
-        Ok(())
-    });
-    let (r, w) = a.into_split();
+    let echo = tokio::spawn(raw_echo(b));
+    let samples = raw_round_trips(a, n, &p).await?;
+    join(echo).await?;
+    Lat::from_nanos(samples)
+}
+
+/// The echoing end of [`raw_rtt`]: answers every frame with itself until the stream ends.
+pub async fn raw_echo(stream: TcpStream) -> Res<()> {
+    let (r, w) = stream.into_split();
     let mut r = BufReader::with_capacity(RAW_BUF, r);
     let mut w = BufWriter::with_capacity(RAW_BUF, w);
     let mut buf = Vec::new();
+    while read_frame(&mut r, &mut buf).await? {
+        write_frame(&mut w, &buf).await?;
+        flush(&mut w).await?;
+    }
+    Ok(())
+}
+
+/// The asking end of [`raw_rtt`]: `n` timed round trips (nanoseconds each); closes the
+/// stream when done, which ends the echo.
+pub async fn raw_round_trips(stream: TcpStream, n: usize, p: &Progress) -> Res<Vec<u64>> {
+    let mut raw = RawAsker::new(stream);
     p.stage("round trips");
     let samples = sample_rtts!(n, |i| {
-        let t = Instant::now();
-        write_frame(&mut w, &Small::new(i).encode()).await?;
-        flush(&mut w).await?;
+        let rtt = raw.round_trip(i).await?;
         p.sent();
-        if !read_frame(&mut r, &mut buf).await? {
-            return Err("echo side closed".into());
-        }
-        let rtt = t.elapsed();
-        if Small::decode(&buf)?.seq != i {
-            return Err("response out of order".into());
-        }
         p.received();
         rtt
     });
-    drop(w);
-    join(echo).await?;
-    Lat::from_nanos(samples)
+    Ok(samples)
+}
+
+/// The asking end of a raw round-trip connection, one round trip at a time.
+pub struct RawAsker {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    buf: Vec<u8>,
+}
+
+impl RawAsker {
+    pub fn new(stream: TcpStream) -> RawAsker {
+        let (r, w) = stream.into_split();
+        RawAsker { r: BufReader::with_capacity(RAW_BUF, r), w: BufWriter::with_capacity(RAW_BUF, w), buf: Vec::new() }
+    }
+
+    /// Sends message `i`, waits for its echo and checks it; returns the time it took.
+    pub async fn round_trip(&mut self, i: u64) -> Res<std::time::Duration> {
+        let t = Instant::now();
+        write_frame(&mut self.w, &Small::new(i).encode()).await?;
+        flush(&mut self.w).await?;
+        if !read_frame(&mut self.r, &mut self.buf).await? {
+            return Err("echo side closed".into());
+        }
+        let rtt = t.elapsed();
+        if Small::decode(&self.buf)?.seq != i {
+            return Err("response out of order".into());
+        }
+        Ok(rtt)
+    }
 }
