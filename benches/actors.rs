@@ -37,14 +37,20 @@
 //! `peak_send_queued` (bytes; a 1 ms sampler can miss shorter peaks).
 //!
 //! Round trips (W6-ask-*): sequential request/response (ractor `call` with a tether
-//! `ReplyPort`; actix `send` with the handler's result), after a warm-up. `raw` is the raw-TCP
-//! round trip of `channels.rs` W2 (tokio, u32 length-prefixed frames, an echo task and an
-//! asking task, `TCP_NODELAY`) run between the same threads as the two nodes, in the same run:
-//! on the tokio runtime where both nodes are there, else with the echo task where node `b`
-//! runs and the asking task where node `a` runs (`raw_of` says which). `ratio` = tether
-//! median / raw median. Lines whose raw baseline is not the tokio one also give the tokio one
-//! (`raw_tokio`, `ratio_raw_tokio`). `local` is the framework's own local round trip (ractor
-//! `call` with `RpcReplyPort`, actix `Addr::send`).
+//! `ReplyPort`; actix `send` with the handler's result), after a warm-up. The raw-TCP round
+//! trip is that of `channels.rs` W2 (tokio, u32 length-prefixed frames, an echo task and an
+//! asking task, `TCP_NODELAY`), measured in the same run in two ways:
+//!
+//! - between the threads of the two nodes (the echo task where node `b` runs, the asking task
+//!   where node `a` runs), interleaved with tether's round trips in 20 rounds so that both meet
+//!   the same placement of those threads on the CPUs. The headline lines compare with this one
+//!   (`raw`, `raw_of`, `ratio` = tether median / raw median) and give the standalone one beside
+//!   it (`raw_tokio`, `ratio_raw_tokio`);
+//! - standalone, both ends on the tokio runtime, once before the tether runs. The `-beside`
+//!   lines, whose nodes are both on the tokio runtime, compare with this one.
+//!
+//! `local` is the framework's own local round trip (ractor `call` with `RpcReplyPort`, actix
+//! `Addr::send`).
 //!
 //! Output: one JSON object per workload on stdout, progress on stderr.
 //!
@@ -806,7 +812,7 @@ async fn remote_ask(
     tx: Option<Ax>,
     rx: Option<Ax>,
     p: Arc<Progress>,
-) -> Res<(Lat, Option<Lat>)> {
+) -> Res<(Lat, Option<Res<Lat>>)> {
     let (a_side, b_side) = sides(pair, placement, tx, rx)?;
     let setup = Setup::new(pair, &a_side, &b_side, Tally::new(u64::MAX, p.clone()), &p).await?;
     let echo = if placement == Placement::WithActors {
@@ -835,27 +841,22 @@ async fn remote_ask(
     p.stage("lookup and round trips");
     let (a, b_id, ps) = (setup.a.clone(), setup.b_id, p.clone());
     // `a_side.actor` is where node `a` runs too when the raw round trips are wanted.
-    let (tether, raw) = a_side
+    let (tether, mut raw) = a_side
         .actor
         .run(move || async move {
             let remote = Remote::lookup(pair, &a, b_id).await?;
+            // The raw side fails on its own: its error becomes the raw baseline's.
             let mut raw = match raw_addr {
-                Some(addr) => {
-                    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-                    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-                    Some(common::RawAsker::new(stream))
-                }
+                Some(addr) => Some(raw_asker(addr).await.map(|r| (r, Vec::with_capacity(n)))),
                 None => None,
             };
             let mut i = 0u64;
             for _ in 0..common::WARMUP_RTT {
                 remote.ask(i).await?;
-                if let Some(raw) = raw.as_mut() {
-                    raw.round_trip(i).await?;
-                }
+                raw_round_trip(&mut raw, i, false).await;
                 i += 1;
             }
-            let (mut tether, mut raws) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut tether = Vec::with_capacity(n);
             let per_round = n.div_ceil(ROUNDS);
             while tether.len() < n {
                 for _ in 0..per_round.min(n - tether.len()) {
@@ -863,21 +864,41 @@ async fn remote_ask(
                     ps.sent();
                     i += 1;
                 }
-                if let Some(raw) = raw.as_mut() {
-                    for _ in 0..per_round.min(n - raws.len()) {
-                        raws.push(raw.round_trip(i).await?.as_nanos() as u64);
-                        i += 1;
+                for _ in 0..per_round {
+                    match &raw {
+                        Some(Ok((_, samples))) if samples.len() < n => raw_round_trip(&mut raw, i, true).await,
+                        _ => break,
                     }
+                    i += 1;
                 }
             }
-            Ok((tether, raw.map(|_| raws)))
+            Ok((tether, raw.map(|r| r.map(|(_, samples)| samples))))
         })
         .await?;
     if let Some((echo, _)) = echo {
-        join(echo).await?;
+        let echoed = join(echo).await;
+        raw = raw.map(|r| r.and_then(|samples| echoed.map(|()| samples)));
     }
     setup.finish();
-    Ok((Lat::from_nanos(tether)?, raw.map(Lat::from_nanos).transpose()?))
+    Ok((Lat::from_nanos(tether)?, raw.map(|r| r.and_then(Lat::from_nanos))))
+}
+
+/// A raw round-trip connection to the echo at `addr`.
+async fn raw_asker(addr: std::net::SocketAddr) -> Res<common::RawAsker> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    Ok(common::RawAsker::new(stream))
+}
+
+/// One raw round trip with message `i`, its time kept if `keep`; a failure replaces the raw
+/// side with its error (and ends it).
+async fn raw_round_trip(raw: &mut Option<Res<(common::RawAsker, Vec<u64>)>>, i: u64, keep: bool) {
+    let Some(Ok((asker, samples))) = raw else { return };
+    match asker.round_trip(i).await {
+        Ok(rtt) if keep => samples.push(rtt.as_nanos() as u64),
+        Ok(_) => {}
+        Err(e) => *raw = Some(Err(e)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -984,7 +1005,7 @@ fn main() {
             match raw {
                 Some(raw) => {
                     let raw_of = "raw TCP between the threads of the two nodes, interleaved with the asks";
-                    print_ask(&name, &tether, (&Ok(raw), raw_of), Some(&raw_tokio), (local, local_of), threads);
+                    print_ask(&name, &tether, (&raw, raw_of), Some(&raw_tokio), (local, local_of), threads);
                 }
                 None => print_ask(&name, &tether, (&raw_tokio, RAW_TOKIO), None, (local, local_of), threads),
             }

@@ -116,6 +116,17 @@ struct Export {
     watchers: Mutex<Vec<Watcher>>,
 }
 
+impl Drop for Export {
+    /// Pumps still running (the node went away with the actor alive) stop
+    /// too, releasing the mailbox they hold.
+    fn drop(&mut self) {
+        let pumps = self.pumps.get_mut().unwrap_or_else(|e| e.into_inner());
+        for p in pumps.take().into_iter().flatten() {
+            p.abort();
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Peer {
     conn: Connection,

@@ -52,7 +52,8 @@ pub(crate) struct Route<M> {
     pub(crate) via: Option<NodeId>,
     pub(crate) local: Option<Arc<dyn Mailbox<M>>>,
     pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
-    /// The opened sender, for `try_tell` without waiting on the lock.
+    /// The opened sender, for `try_tell` and for `sender` without waiting on
+    /// the async lock.
     pub(crate) ready: std::sync::Mutex<Option<mpsc::Sender<M>>>,
     /// Set once the owner refused the ref's token: no send will ever pass.
     pub(crate) forbidden: std::sync::atomic::AtomicBool,

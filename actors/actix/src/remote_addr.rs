@@ -308,7 +308,7 @@ struct Link<M: Message> {
     state: Mutex<State<M>>,
     /// An acknowledgement came back.
     credit: Notify,
-    /// The outbox shrank.
+    /// The outbox stopped being full.
     space: Notify,
 }
 
@@ -462,11 +462,11 @@ where
                         st.pumping = false;
                         return;
                     };
-                    if was_full {
-                        self.space.notify_waiters();
-                    }
                     match self.envelope(&mut st, p) {
                         Ok((env, w)) => {
+                            if was_full {
+                                self.space.notify_waiters();
+                            }
                             // Credit is taken before the wait for the
                             // window; an acknowledgement port that is never
                             // sent gives it back when dropped.

@@ -444,3 +444,44 @@ async fn sends_waiting_on_one_node_are_bounded() {
     })
     .await;
 }
+
+/// Reports when it stops.
+struct Quiet(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Actor for Quiet {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+struct Nudge;
+
+impl Handler<Nudge> for Quiet {
+    type Result = ();
+
+    fn handle(&mut self, _: Nudge, _: &mut Context<Self>) {}
+}
+
+#[actix::test]
+async fn dropping_the_node_lets_go_of_its_exported_actors() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
+        export(&b, Some("quiet"), Quiet(Some(stopped_tx)).start()).unwrap();
+        let quiet = lookup::<Nudge>(&a, b_id, "quiet").await.unwrap();
+        // A route is open now: on `b`, a task feeding the actor holds its `Addr`.
+        quiet.send(Nudge).await.unwrap();
+        // The connection outlives the node; the actor must not (actix stops an actor once
+        // no `Addr` to it is left).
+        drop(b);
+        stopped.await.expect("the actor stopped");
+        drop(a);
+    })
+    .await;
+}
