@@ -937,6 +937,16 @@ where
     BENCH.measure(label, d, move |p| f(ax, p))
 }
 
+/// A local baseline, measured only if some of `cases` has an actix receiver (`actix`) or a
+/// ractor one (`!actix`).
+fn if_receiver<T>(cases: &[(Pair, Placement)], actix: bool, measure: impl FnOnce() -> Res<T>) -> Res<T> {
+    if cases.iter().any(|(pair, _)| pair.receiver_is_actix() == actix) {
+        measure()
+    } else {
+        Err("not run".into())
+    }
+}
+
 fn main() {
     let args = BENCH.args();
     let s = if args.quick { Sizes::quick() } else { Sizes::full() };
@@ -948,16 +958,11 @@ fn main() {
     let n = s.tell_msgs;
     let tells: Vec<_> = CASES.into_iter().filter(|&c| args.wanted(&name("tell", c))).collect();
     if !tells.is_empty() {
-        let ractor_local = if tells.iter().any(|(pair, _)| !pair.receiver_is_actix()) {
-            BENCH.measure("W6 tell local ractor", d, move |p| rac::local_tell(n, p))
-        } else {
-            Err("not run".into())
-        };
-        let actix_local = if tells.iter().any(|(pair, _)| pair.receiver_is_actix()) {
+        let ractor_local =
+            if_receiver(&tells, false, || BENCH.measure("W6 tell local ractor", d, move |p| rac::local_tell(n, p)));
+        let actix_local = if_receiver(&tells, true, || {
             with_local_system("W6 tell local actix", d, move |ax, p| act::local_tell(n, ax, p))
-        } else {
-            Err("not run".into())
-        };
+        });
         for (pair, placement) in tells {
             let name = name("tell", (pair, placement));
             let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
@@ -978,16 +983,11 @@ fn main() {
     let asks: Vec<_> = CASES.into_iter().filter(|&c| args.wanted(&name("ask", c))).collect();
     if !asks.is_empty() {
         let raw_tokio = BENCH.measure("W6 ask raw", d, move |p| raw_rtt(n, p));
-        let ractor_local = if asks.iter().any(|(pair, _)| !pair.receiver_is_actix()) {
-            BENCH.measure("W6 ask local ractor", d, move |p| rac::local_ask(n, p))
-        } else {
-            Err("not run".into())
-        };
-        let actix_local = if asks.iter().any(|(pair, _)| pair.receiver_is_actix()) {
+        let ractor_local =
+            if_receiver(&asks, false, || BENCH.measure("W6 ask local ractor", d, move |p| rac::local_ask(n, p)));
+        let actix_local = if_receiver(&asks, true, || {
             with_local_system("W6 ask local actix", d, move |ax, p| act::local_ask(n, ax, p))
-        } else {
-            Err("not run".into())
-        };
+        });
         for (pair, placement) in asks {
             let name = name("ask", (pair, placement));
             let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
