@@ -69,7 +69,8 @@ struct Ask {
 
 /// 100,000 numbered tells and 2,000 asks while the proxy cuts the link 20+
 /// times: the receiver sees 0..99,999 exactly once, in order; every ask gets
-/// exactly its answer.
+/// exactly its answer. The sender goes in batches, each after one more cut,
+/// so the transfer outlasts the cuts however fast the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbered_messages_survive_twenty_cuts_exactly_once() {
     within(Duration::from_secs(120), async {
@@ -83,9 +84,15 @@ async fn numbered_messages_survive_twenty_cuts_exactly_once() {
         let mut events = client.events();
 
         const N: u64 = 100_000;
+        const BATCHES: u64 = 25;
+        let (cut_tx, mut cut_rx) = tokio::sync::watch::channel(0u64);
         let sender = tokio::spawn(async move {
             let mut asks = Vec::new();
             for i in 0..N {
+                let batch = i / (N / BATCHES);
+                if i % (N / BATCHES) == 0 {
+                    cut_rx.wait_for(|&cuts| cuts >= batch).await.expect("the cutter runs until the end");
+                }
                 let ask = if i % 50 == 0 {
                     let (reply, answer) = oneshot::channel();
                     asks.push((i, answer));
@@ -109,7 +116,7 @@ async fn numbered_messages_survive_twenty_cuts_exactly_once() {
 
         // Cut at random moments; wait for each resume before the next cut.
         let mut cuts = 0;
-        while !receiver.is_finished() && cuts < 40 {
+        while !receiver.is_finished() && cuts < BATCHES {
             let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 4;
             tokio::time::sleep(Duration::from_millis(pause)).await;
             proxy.cut_all();
@@ -122,6 +129,7 @@ async fn numbered_messages_survive_twenty_cuts_exactly_once() {
                     Err(e) => panic!("events ended: {e}"),
                 }
             }
+            cut_tx.send_replace(cuts);
         }
         receiver.await.unwrap();
         let asks = sender.await.unwrap();

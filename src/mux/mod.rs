@@ -816,7 +816,7 @@ impl Mux {
                 Err(e) => break Err(e.into()),
             }
         };
-        if self.received_seq > self.acked_sent && self.ack_due.is_none() {
+        if self.ack_point() > self.acked_sent && self.ack_due.is_none() {
             self.ack_due = Some(now + ACK_DELAY);
         }
         if any {
@@ -1110,7 +1110,8 @@ impl Mux {
         // Acknowledgements ride along with other output; alone they wait
         // for ACK_EVERY frames, ACK_BYTES or ACK_DELAY, so a request/response exchange
         // does not cost an extra write and wake-up per message.
-        let unacked = self.received_seq - self.acked_sent;
+        let ack_point = self.ack_point();
+        let unacked = ack_point - self.acked_sent;
         let other_output = !self.control.is_empty()
             || !self.ready.is_empty()
             || !self.pongs.is_empty()
@@ -1120,9 +1121,9 @@ impl Mux {
             self.ack_now || unacked >= ACK_EVERY || self.unacked_bytes >= ACK_BYTES || self.lazy.len() >= LAZY_EVERY;
         if other_output || due {
             if unacked > 0 {
-                self.acked_sent = self.received_seq;
+                self.acked_sent = ack_point;
                 self.unacked_bytes = 0;
-                out.push(&Frame::Ack { received: self.received_seq });
+                out.push(&Frame::Ack { received: ack_point });
             }
             self.control.extend(self.lazy.drain(..));
             self.ack_now = false;
@@ -1334,6 +1335,16 @@ impl Mux {
     /// Reliable frames received so far; sent in the resume handshake.
     pub(crate) fn received_seq(&self) -> u64 {
         self.received_seq
+    }
+
+    /// The count our acknowledgements report: frames received, less the
+    /// duplicates still expected. After a resume the peer replays from the
+    /// count we told it, and we drop the first `duplicates` frames of that
+    /// replay because an old transport delivered them since. Acknowledging
+    /// them would let the peer forget them before it replays: it would
+    /// replay from further on, and we would drop new frames instead.
+    fn ack_point(&self) -> u64 {
+        self.received_seq - self.duplicates
     }
 
     /// Resumes on a new transport: the peer has received `peer_received`
