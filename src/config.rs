@@ -19,10 +19,13 @@ pub struct Config {
     /// behind a large transfer, large enough that headers cost nothing.
     pub chunk_size: u32,
     /// Credit granted to each port's sender, in bytes: how much may be in
-    /// flight or queued at the receiver per port. Default 1 MiB: a port
+    /// flight or queued at the receiver per port. Default 2 MiB: a port
     /// whose window is smaller than what its link carries in a round trip
     /// stalls waiting for credit (256 KiB held one busy port on loopback to
-    /// a third of its speed).
+    /// a third of its speed), and a stream of large messages needs room for
+    /// the next one to arrive while the application decodes the last (1 MiB
+    /// messages on loopback: 1.8 GB/s with a 1 MiB window, 2.4–2.9 GB/s with
+    /// 2 MiB, no faster with 4 MiB).
     pub port_window: u32,
     /// Credit for all ports of the connection together. Default 16 MiB.
     pub conn_window: u32,
@@ -125,7 +128,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             chunk_size: 32 * 1024,
-            port_window: 1024 * 1024,
+            port_window: 2 * 1024 * 1024,
             conn_window: 16 * 1024 * 1024,
             send_buffer: 256 * 1024,
             conn_send_buffer: 512 * 1024,

@@ -114,87 +114,81 @@ impl PortHandle {
     pub(crate) fn poll_recv_raw(
         &self,
         cx: &mut Context<'_>,
-        asm: &mut Assembly,
+        state: &mut RecvState,
     ) -> Poll<Option<Result<RawMessage, ConnectionError>>> {
         // The last receive woke the idle driver to return credit. The
         // runtime runs a task woken that way on this worker only once the
         // current task yields (and no other worker may take it meanwhile),
         // so a receiver that never runs dry would hold the credit back and
         // stall its sender: yield once to let it go out.
-        if std::mem::take(&mut asm.yield_next) {
+        if std::mem::take(&mut state.yield_next) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         // Whole messages read ahead on an earlier call come first, without
         // the connection lock.
-        if let Some(c) = asm.ahead.pop_front() {
-            asm.ahead_bytes -= c.data.len();
+        if let Some(c) = state.ahead.pop_front() {
+            state.ahead_bytes -= c.data.len();
             return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
         }
-        // Chunks are only taken under the connection lock; copying them into
-        // the reassembly buffer happens after it is released, so a large
-        // message never holds up the driver (and every other port).
-        let mut batch = Vec::new();
-        let end = {
-            let mut st = self.shared.lock();
-            let end = loop {
-                match st.mux.pop_chunk(self.port) {
-                    Pop::Chunk(c) if c.first && c.last && batch.is_empty() => {
-                        // Read a few more small messages ahead while the
-                        // lock is held: one lock for several receives.
-                        while asm.ahead.len() < READ_AHEAD_MSGS && asm.ahead_bytes < READ_AHEAD_BYTES {
-                            match st.mux.pop_chunk_if(self.port, |next| next.first && next.last) {
-                                Some(next) => {
-                                    asm.ahead_bytes += next.data.len();
-                                    asm.ahead.push_back(next);
-                                }
-                                None => break,
+        let mut st = self.shared.lock();
+        let end = loop {
+            match st.mux.pop_chunk(self.port) {
+                Pop::Chunk(c) if c.first && c.last => {
+                    // Read a few more small messages ahead while the lock is
+                    // held: one lock for several receives.
+                    while state.ahead.len() < READ_AHEAD_MSGS && state.ahead_bytes < READ_AHEAD_BYTES {
+                        match st.mux.pop_chunk_if(self.port, |next| next.first && next.last) {
+                            Some(next) => {
+                                state.ahead_bytes += next.data.len();
+                                state.ahead.push_back(next);
                             }
-                        }
-                        if st.mux.has_pending_control() && st.wake_driver() {
-                            asm.yield_next = true;
-                        }
-                        return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
-                    }
-                    Pop::Chunk(c) => {
-                        let last = c.last;
-                        batch.push(c);
-                        if last {
-                            break Poll::Pending;
+                            None => break,
                         }
                     }
-                    Pop::Empty => match &st.error {
-                        // A graceful close ends the stream once drained.
-                        Some(ConnectionError::Closed) => break Poll::Ready(None),
-                        Some(e) => break Poll::Ready(Some(Err(e.clone()))),
-                        None => {
-                            st.register_recv(self.port, cx.waker());
-                            break Poll::Pending;
-                        }
-                    },
-                    Pop::Finished => break Poll::Ready(None),
+                    if st.mux.has_pending_control() && st.wake_driver() {
+                        state.yield_next = true;
+                    }
+                    return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
                 }
-            };
-            if st.mux.has_pending_control() {
-                st.wake_driver();
+                // The mux reassembles a message of several chunks; popping
+                // its chunks only returns their credit.
+                Pop::Chunk(c) => {
+                    if c.first {
+                        state.ports = c.ports;
+                    }
+                    if c.last {
+                        let ports = std::mem::take(&mut state.ports);
+                        break Poll::Ready(Some(Ok(RawMessage { ports, data: c.data })));
+                    }
+                }
+                Pop::Empty => match &st.error {
+                    // A graceful close ends the stream once drained.
+                    Some(ConnectionError::Closed) => break Poll::Ready(None),
+                    Some(e) => break Poll::Ready(Some(Err(e.clone()))),
+                    None => {
+                        st.register_recv(self.port, cx.waker());
+                        break Poll::Pending;
+                    }
+                },
+                Pop::Finished => break Poll::Ready(None),
             }
-            end
         };
-        for c in batch {
-            if c.first {
-                asm.ports = c.ports;
-                asm.buf.clear();
-                // Expect a message like the last multi-chunk one.
-                asm.buf.reserve(asm.last_len.max(c.data.len() * 2));
-            }
-            asm.buf.extend_from_slice(&c.data);
-            if c.last {
-                asm.last_len = asm.buf.len();
-                let data = std::mem::take(&mut asm.buf).freeze();
-                return Poll::Ready(Some(Ok(RawMessage { ports: std::mem::take(&mut asm.ports), data })));
-            }
+        if st.mux.has_pending_control() {
+            st.wake_driver();
         }
         end
+    }
+
+    /// Hands the buffer of a decoded message back to the mux, to reassemble
+    /// the next large message of this port in.
+    fn reclaim(&self, data: Bytes) {
+        if data.len() < RECLAIM_MIN {
+            return;
+        }
+        if let Ok(buf) = data.try_into_mut() {
+            self.shared.lock().mux.reclaim(self.port, buf.into());
+        }
     }
 }
 
@@ -216,13 +210,11 @@ pub(crate) enum SendFailure {
     TooLarge { size: usize, max: u32 },
 }
 
-/// Chunks of a message being received.
+/// What a receiver keeps between receives.
 #[derive(Default)]
-pub(crate) struct Assembly {
-    buf: BytesMut,
+pub(crate) struct RecvState {
+    /// The ports carried by a message whose chunks are still arriving.
     ports: Vec<PortEntry>,
-    /// Size of the last message assembled from several chunks.
-    last_len: usize,
     /// Whole small messages taken off the port ahead of their receive, at
     /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
     ahead: VecDeque<Chunk>,
@@ -231,26 +223,9 @@ pub(crate) struct Assembly {
     yield_next: bool,
 }
 
-impl Assembly {
-    /// Takes back the buffer of a decoded message that was assembled from
-    /// chunks, to assemble the next one in: a stream of large messages
-    /// reuses one buffer instead of allocating (and page-faulting) a fresh
-    /// one per message.
-    fn reclaim(&mut self, data: Bytes) {
-        if !(RECLAIM_MIN..=RECLAIM_MAX).contains(&data.len()) || self.buf.capacity() >= data.len() {
-            return;
-        }
-        if let Ok(mut buf) = data.try_into_mut() {
-            buf.clear();
-            self.buf = buf;
-        }
-    }
-}
-
-/// Assembly buffers of decoded messages between these sizes are kept for
-/// the next message: at most `RECLAIM_MAX` stays with an idle receiver.
+/// Decoded messages at least this large give their buffer back for the
+/// next one (below, a lock would cost more than an allocation saves).
 const RECLAIM_MIN: usize = 64 * 1024;
-const RECLAIM_MAX: usize = 2 * 1024 * 1024;
 
 /// Most messages a receive reads ahead under one lock.
 const READ_AHEAD_MSGS: usize = 32;
@@ -261,7 +236,7 @@ const READ_AHEAD_BYTES: usize = 16 * 1024;
 /// The receiving end of a port: what a remote `Receiver` reads from.
 pub(crate) struct RemoteRecv {
     pub(crate) port: PortHandle,
-    asm: Assembly,
+    state: RecvState,
 }
 
 /// Messages at least this large are decoded in `block_in_place`: popping
@@ -278,7 +253,7 @@ fn multi_thread() -> bool {
 
 impl RemoteRecv {
     pub(crate) fn new(port: PortHandle) -> Self {
-        RemoteRecv { port, asm: Assembly::default() }
+        RemoteRecv { port, state: RecvState::default() }
     }
 
     /// The next message, decoded. A message that does not decode is
@@ -287,7 +262,7 @@ impl RemoteRecv {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, RecvError>>> {
-        match self.port.poll_recv_raw(cx, &mut self.asm) {
+        match self.port.poll_recv_raw(cx, &mut self.state) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
@@ -300,7 +275,7 @@ impl RemoteRecv {
                 } else {
                     decode(shared, ports, &data)
                 };
-                self.asm.reclaim(data);
+                self.port.reclaim(data);
                 Poll::Ready(Some(res.map_err(RecvError::Decode)))
             }
         }
@@ -311,8 +286,8 @@ impl Drop for RemoteRecv {
     fn drop(&mut self) {
         // A half-received message's ports, and those of messages read
         // ahead, are ours to close.
-        discard(&self.port.shared, std::mem::take(&mut self.asm.ports));
-        for c in self.asm.ahead.drain(..) {
+        discard(&self.port.shared, std::mem::take(&mut self.state.ports));
+        for c in self.state.ahead.drain(..) {
             discard(&self.port.shared, c.ports);
         }
     }
@@ -635,7 +610,7 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
             let raw = tokio::select! {
                 biased;
                 _ = std::future::poll_fn(|cx| to.poll_send_closed(cx)) => break,
-                raw = std::future::poll_fn(|cx| from.port.poll_recv_raw(cx, &mut from.asm)) => raw,
+                raw = std::future::poll_fn(|cx| from.port.poll_recv_raw(cx, &mut from.state)) => raw,
             };
             let Some(Ok(raw)) = raw else { break };
             let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else { break };

@@ -177,7 +177,8 @@ pub(crate) struct Chunk {
     /// On a first chunk: the ports the message carries. The caller owns
     /// them and must claim or close each.
     pub ports: Vec<PortEntry>,
-    /// Payload bytes (after the port table).
+    /// The message, on its last chunk; nothing on the others. The mux
+    /// reassembles a message that spans several chunks as they arrive.
     pub data: Bytes,
 }
 
@@ -300,6 +301,9 @@ impl Transmit {
         }
     }
 }
+
+/// The largest reassembly buffer a receiver keeps for its next message.
+pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
 
 /// Credit every `Data` frame costs beyond its payload. Charging it bounds
 /// the per-chunk bookkeeping of a receiver by its window, however small the
@@ -651,6 +655,19 @@ impl Mux {
         }
     }
 
+    /// Takes back the buffer of a reassembled message of `id` once it was
+    /// decoded, to reassemble the next one in: a stream of large messages
+    /// reuses two buffers instead of allocating (and page-faulting) one per
+    /// message.
+    pub(crate) fn reclaim(&mut self, id: PortId, mut buf: Vec<u8>) {
+        if let Some(p) = self.ports.get_mut(&id) {
+            if p.handle_open && buf.capacity() <= RECLAIM_MAX && buf.capacity() > p.spare.capacity() {
+                buf.clear();
+                p.spare = buf;
+            }
+        }
+    }
+
     fn consumed_conn(&mut self, len: usize) {
         self.conn_unreported += len as u64;
         if !self.conn_credit_queued && self.conn_unreported >= (self.cfg.local.conn_window as u64 / 4).max(1) {
@@ -675,6 +692,7 @@ impl Mux {
                 }
             }
             End::Receiver => {
+                p.drop_reassembly();
                 let chunks: Vec<_> = p.chunks.drain(..).collect();
                 let buffered = std::mem::take(&mut p.buffered);
                 self.recv_buffered -= buffered;
@@ -969,11 +987,10 @@ impl Mux {
         }
         let p = self.ports.get_mut(&id).expect("checked above");
         if p.handle_open {
+            let data = if first && last { payload } else { p.reassemble(first, last, &payload, max_message as usize) };
             p.buffered += cost as usize;
-            p.chunks.push_back(port::QueuedChunk {
-                wire_len: cost as usize,
-                chunk: Chunk { first, last, ports, data: payload },
-            });
+            p.chunks
+                .push_back(port::QueuedChunk { wire_len: cost as usize, chunk: Chunk { first, last, ports, data } });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));
         } else {

@@ -62,6 +62,15 @@ pub(super) struct Port {
     pub(super) credit_queued: bool,
     /// Bytes of the message being received, if one is in progress.
     pub(super) assembling: Option<usize>,
+    /// The message in progress, when it spans several chunks: each chunk is
+    /// copied here as it arrives, so no chunk pins the transport's read
+    /// buffer.
+    pub(super) asm: Vec<u8>,
+    /// A buffer handed back once a reassembled message was decoded, for the
+    /// next one.
+    pub(super) spare: Vec<u8>,
+    /// Size of the last message reassembled here.
+    pub(super) last_len: usize,
 }
 
 impl Port {
@@ -89,7 +98,42 @@ impl Port {
             unreported: 0,
             credit_queued: false,
             assembling: None,
+            asm: Vec::new(),
+            spare: Vec::new(),
+            last_len: 0,
         }
+    }
+
+    /// Adds a chunk of a message that spans several to the reassembly
+    /// buffer, which never grows past `max_message` (the caller checked the
+    /// message fits). Returns the whole message with its last chunk, and
+    /// nothing before.
+    pub(super) fn reassemble(&mut self, first: bool, last: bool, payload: &[u8], max_message: usize) -> Bytes {
+        if first {
+            self.asm = std::mem::take(&mut self.spare);
+            self.asm.clear();
+        }
+        let need = self.asm.len() + payload.len();
+        if need > self.asm.capacity() {
+            // Expect a message like the last one, else double. Growing
+            // in place (`realloc`, which moves a large buffer's pages rather
+            // than copying them) keeps the driver from copying a long
+            // message over and over while it holds the connection lock.
+            let hint = if first { self.last_len.max(2 * payload.len()).min(super::RECLAIM_MAX) } else { 2 * need };
+            self.asm.reserve_exact(need.max(hint).min(max_message) - self.asm.len());
+        }
+        self.asm.extend_from_slice(payload);
+        if !last {
+            return Bytes::new();
+        }
+        self.last_len = self.asm.len();
+        Bytes::from(std::mem::take(&mut self.asm))
+    }
+
+    /// Lets go of reassembly buffers: the port will not be read again.
+    pub(super) fn drop_reassembly(&mut self) {
+        self.asm = Vec::new();
+        self.spare = Vec::new();
     }
 
     /// The other end is gone (or never existed): sends fail, reads end once

@@ -506,6 +506,84 @@ fn a_port_never_announced_is_dropped_silently() {
 
 // ----- 3. chunking and interleaving ---------------------------------------------
 
+/// Pops every chunk of `port` and returns the data of the last one, which
+/// carries the whole message; panics if no message completed.
+fn recv_long(p: &mut Pair, side: Side, port: PortId) -> Bytes {
+    let mut whole = None;
+    while let Pop::Chunk(c) = p.mux(side).pop_chunk(port) {
+        if c.last {
+            whole = Some(c.data);
+        } else {
+            assert!(c.data.is_empty(), "a message of several chunks comes whole with its last chunk");
+        }
+    }
+    whole.expect("a message completed")
+}
+
+#[test]
+fn chunks_of_a_long_message_do_not_pin_the_read_buffer() {
+    // Chunks this large are split off the read buffer without a copy; the
+    // mux copies them into the message being reassembled at once, so the
+    // transport's buffer is free for the next read even while none of the
+    // message has been popped.
+    let setup = Setup {
+        chunk_size: 32 * 1024,
+        max_frame: 64 * 1024,
+        port_window: 1 << 20,
+        conn_window: 1 << 22,
+        ..Setup::default()
+    };
+    let mut p = Pair::new(setup);
+    p.budget = 1 << 20;
+    let body = pattern(200_000, 3);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+    let mut buf = p.transmit(C);
+    assert!(frames(buf.clone()).iter().filter(|f| matches!(f, Frame::Data { .. })).count() > 1, "several chunks");
+    let cap = buf.capacity();
+    let now = p.now();
+    p.server.handle_input(&mut buf, now).expect("valid input");
+    assert!(buf.is_empty());
+    assert!(buf.try_reclaim(cap), "no received chunk still refers to the read buffer");
+    assert_eq!(recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER), body);
+}
+
+#[test]
+fn a_stream_of_long_messages_reuses_the_reassembly_buffer() {
+    let setup = Setup { chunk_size: 1024, port_window: 1 << 16, conn_window: 1 << 18, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let mut buffers = Vec::new();
+    for seed in 0..3 {
+        let body = pattern(10_000, seed);
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+        p.drive();
+        let data = recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER);
+        assert_eq!(data, body);
+        buffers.push(data.as_ptr());
+        // What a receiver does once it decoded the message.
+        let buf = data.try_into_mut().expect("the only reference");
+        p.server.reclaim(ROOT_CLIENT_TO_SERVER, buf.into());
+    }
+    assert!(buffers.iter().all(|&b| b == buffers[0]), "each message reassembled in the one before's buffer");
+}
+
+#[test]
+fn reassembly_never_grows_past_the_message_limit() {
+    let max = 50_000;
+    let setup =
+        Setup { chunk_size: 1024, max_message: max, port_window: 1 << 17, conn_window: 1 << 18, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    p.budget = 4096; // a few chunks per step
+    let body = pattern(max as usize - 2, 5);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+    let mut largest = 0;
+    while p.step() {
+        largest = largest.max(p.server.ports[&ROOT_CLIENT_TO_SERVER].asm.capacity());
+    }
+    assert!(largest > max as usize / 2, "the buffer grew with the message: {largest}");
+    assert!(largest <= max as usize, "{largest} bytes reserved for a message of at most {max}");
+    assert_eq!(recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER), body);
+}
+
 #[test]
 fn small_messages_overtake_a_large_one() {
     let setup = Setup {
