@@ -792,8 +792,15 @@ async fn remote_tell(
             })
             .await
     });
-    let t1 = tally.wait().await;
-    let (sampler, t0) = join(sender).await?;
+    // A sender that fails ends the run with its own error, not the deadline's.
+    let mut sender = std::pin::pin!(join(sender));
+    let (t1, (sampler, t0)) = tokio::select! {
+        t1 = tally.wait() => (t1, sender.await?),
+        sent = &mut sender => {
+            let sent = sent?;
+            (tally.wait().await, sent)
+        }
+    };
     let (peak, samples) = sampler.finish();
     tally.check()?;
     setup.finish();
