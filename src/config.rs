@@ -49,7 +49,8 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A peer silent for this long is declared dead. Default 5 s.
     pub idle_timeout: Duration,
-    /// Longest time the handshake may take. Default 10 s.
+    /// Longest time connecting may take (each dial, reconnections too),
+    /// and then the handshake. Default 10 s.
     pub handshake_timeout: Duration,
     /// Codec for messages; both sides must use the same. Default postcard.
     pub codec: CodecKind,

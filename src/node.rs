@@ -277,6 +277,8 @@ impl Node {
 
     /// Connects to the node listening at `addr`, or returns the existing
     /// connection if this node already has one to the node there.
+    /// [`Config::handshake_timeout`] bounds the TCP connect (here and on
+    /// each reconnection), and tether's handshake after it.
     pub async fn connect(&self, addr: &str) -> Result<NodeId, ConnectError> {
         let target = addr.to_owned();
         self.connect_dialer(addr, crate::conn::dialer(move || TcpStream::connect(target.clone()))).await

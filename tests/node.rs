@@ -207,3 +207,28 @@ async fn a_restart_is_known_when_connect_returns() {
     })
     .await;
 }
+
+/// A peer that never answers (here a listener whose queue is full, so the
+/// kernel drops further SYNs) fails `connect` with a timeout once
+/// `handshake_timeout` has passed, not after the operating system's connect
+/// timeout of minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_peer_that_never_answers_times_out() {
+    within(T, async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fills the queue of one; nothing is ever accepted.
+        let _queued = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut cfg = Config::default();
+        cfg.handshake_timeout = Duration::from_millis(300);
+        let a = Node::new(Some("a"), cfg);
+        match a.connect(&addr.to_string()).await {
+            Err(tether::ConnectError::Timeout(limit)) => assert_eq!(limit, Duration::from_millis(300)),
+            other => panic!("expected the connect timeout, got {other:?}"),
+        }
+        drop(listener);
+    })
+    .await;
+}

@@ -170,3 +170,57 @@ async fn an_expired_session_ends_with_a_typed_error() {
     })
     .await;
 }
+
+/// Reconnection attempts whose dial never completes (a listener with a full
+/// queue: the kernel drops the SYNs) each give up after the handshake
+/// timeout, and the next attempt follows; once dials reach the server
+/// again, the session resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_dial_that_hangs_gives_way_to_the_next_attempt() {
+    within(Duration::from_secs(30), async {
+        let (server_addr, mut incoming, _) = acceptor(quick()).await;
+        let proxy = Proxy::start(server_addr).await.unwrap();
+        let via = proxy.local_addr();
+        let silent = tokio::net::TcpSocket::new_v4().unwrap();
+        silent.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let silent = silent.listen(0).unwrap();
+        let nowhere = silent.local_addr().unwrap();
+        // Fills its queue of one; nothing is ever accepted.
+        let _queued = TcpStream::connect(nowhere).await.unwrap();
+
+        let to_nowhere = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = to_nowhere.clone();
+        let mut cfg = quick();
+        cfg.handshake_timeout = Duration::from_millis(200);
+        let dial = move || {
+            let target = if flag.load(Ordering::SeqCst) { nowhere } else { via };
+            TcpStream::connect(target)
+        };
+        let client = tether::Connection::dial(dial, cfg).await.unwrap();
+        let _server = incoming.recv().await.unwrap();
+        let mut events = client.events();
+        to_nowhere.store(true, Ordering::SeqCst);
+        proxy.cut_all();
+        // Three attempts begin while dials hang: each earlier one timed out.
+        let mut attempts = 0;
+        while attempts < 3 {
+            match events.recv().await {
+                Ok(ConnectionEvent::Reconnecting { attempt, .. }) => attempts = attempt,
+                Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+        to_nowhere.store(false, Ordering::SeqCst);
+        loop {
+            match events.recv().await {
+                Ok(ConnectionEvent::Resumed) => break,
+                Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+        drop(silent);
+    })
+    .await;
+}

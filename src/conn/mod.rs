@@ -49,8 +49,9 @@ pub enum ConnectError {
     /// The peer closed the transport during the handshake.
     #[error("peer closed the transport during the handshake")]
     Eof,
-    /// The handshake did not complete in time.
-    #[error("handshake did not complete within {0:?}")]
+    /// Connecting, or the handshake after it, did not complete in time
+    /// ([`Config::handshake_timeout`] bounds each).
+    #[error("connecting or the handshake did not complete within {0:?}")]
     Timeout(std::time::Duration),
     /// The peer's hello is not acceptable (wrong magic or version, or malformed).
     #[error(transparent)]
@@ -418,7 +419,7 @@ impl Connection {
         T: Transport,
     {
         let dial = session::dialer(dial);
-        let io = dial().await?;
+        let io = session::first_dial(&dial, &cfg).await?;
         Self::dial_once(io, cfg, crate::node_id(), Recovery::Dial(dial), None).await
     }
 
@@ -451,7 +452,7 @@ impl Connection {
         local: NodeId,
         parent: Option<&SupervisorParent>,
     ) -> Result<Connection, ConnectError> {
-        let io = dial().await?;
+        let io = session::first_dial(&dial, &cfg).await?;
         let recovery = if cfg.reconnect.enabled { Recovery::Dial(dial) } else { Recovery::None };
         Self::dial_once(io, cfg, local, recovery, parent).await
     }

@@ -39,6 +39,19 @@ where
     })
 }
 
+/// Dials with `limit`: a peer that never answers (its host down, SYNs
+/// dropped) fails the attempt in time, not after the operating system's
+/// own connect timeout, which is minutes. `None` when the time ran out.
+pub(crate) async fn dial_within(dial: &Dialer, limit: Duration) -> Option<std::io::Result<Box<dyn Transport>>> {
+    tokio::time::timeout(limit, dial()).await.ok()
+}
+
+/// The first dial of a connection, within the handshake timeout.
+pub(crate) async fn first_dial(dial: &Dialer, cfg: &Config) -> Result<Box<dyn Transport>, ConnectError> {
+    let limit = cfg.handshake_timeout;
+    Ok(dial_within(dial, limit).await.ok_or(ConnectError::Timeout(limit))??)
+}
+
 /// What happens to a connection over its life. Every event is also logged.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -133,10 +133,18 @@ async fn reconnect(myself: &ActorRef<SupervisorMsg>, shared: &Arc<Shared>, attem
 }
 
 async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result<(), Option<SessionLost>> {
-    let mut io = dial().await.map_err(|e| {
-        tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
-        None
-    })?;
+    let limit = shared.cfg.handshake_timeout;
+    let mut io = match super::session::dial_within(dial, limit).await {
+        Some(Ok(io)) => io,
+        Some(Err(e)) => {
+            tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
+            return Err(None);
+        }
+        None => {
+            tracing::debug!(peer = %shared.peer_id, ?limit, attempt, "reconnect timed out");
+            return Err(None);
+        }
+    };
     transport::tune(&io);
     let received = shared.lock().mux.received_seq();
     let peer = handshake::client(&mut io, &shared.cfg, shared.local_id.0, shared.session, received, true)
