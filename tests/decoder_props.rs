@@ -11,8 +11,9 @@
 //! - valid streams with bytes flipped, cut, inserted or spliced never panic;
 //! - headers claiming huge lengths never make a single allocation larger than
 //!   twice the largest frame payload (a counting global allocator watches), and
-//!   a mux whose application stops reading buffers no more than its windows,
-//!   however many (empty) chunks it is sent.
+//!   a mux whose application stops reading buffers no more than its windows
+//!   (counted in credit), however many (empty) chunks it is sent; the message
+//!   it reassembles meanwhile is bounded by the message limit.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

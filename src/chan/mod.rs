@@ -129,7 +129,7 @@ impl PortHandle {
         // the connection lock.
         if let Some(c) = state.ahead.pop_front() {
             state.ahead_bytes -= c.data.len();
-            return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
+            return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
         }
         let mut st = self.shared.lock();
         let end = loop {
@@ -149,17 +149,18 @@ impl PortHandle {
                     if st.mux.has_pending_control() && st.wake_driver() {
                         state.yield_next = true;
                     }
-                    return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data })));
+                    return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
                 }
                 // The mux reassembles a message of several chunks; popping
-                // its chunks only returns their credit.
-                Pop::Chunk(c) => {
+                // its chunks only returns their credit, and the last one
+                // brings the message.
+                Pop::Chunk(mut c) => {
                     if c.first {
-                        state.ports = c.ports;
+                        state.ports = std::mem::take(&mut c.ports);
                     }
                     if c.last {
                         let ports = std::mem::take(&mut state.ports);
-                        break Poll::Ready(Some(Ok(RawMessage { ports, data: c.data })));
+                        break Poll::Ready(Some(Ok(RawMessage { ports, data: c.data, tail: c.tail })));
                     }
                 }
                 Pop::Empty => match &st.error {
@@ -183,11 +184,13 @@ impl PortHandle {
     /// Hands the buffer of a decoded message back to the mux, to reassemble
     /// the next large message of this port in.
     fn reclaim(&self, data: Bytes) {
-        if data.len() < RECLAIM_MIN {
+        if !(RECLAIM_MIN..=crate::mux::RECLAIM_MAX).contains(&data.len()) {
             return;
         }
         if let Ok(buf) = data.try_into_mut() {
-            self.shared.lock().mux.reclaim(self.port, buf.into());
+            let buf = Vec::from(buf);
+            // Whatever the mux does not keep is freed after the lock.
+            let _unkept = self.shared.lock().mux.reclaim(self.port, buf);
         }
     }
 }
@@ -266,14 +269,21 @@ impl RemoteRecv {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
-            Poll::Ready(Some(Ok(RawMessage { ports, data }))) => {
+            Poll::Ready(Some(Ok(raw))) => {
                 let shared = &self.port.shared;
-                let res = if data.len() >= LONG_DECODE && multi_thread() {
+                let long = raw.len() >= LONG_DECODE;
+                // Joins the segments of a long message (without the
+                // connection lock), then decodes.
+                let run = || {
+                    let data = crate::mux::join(raw.data, raw.tail);
+                    (decode(shared, raw.ports, &data), data)
+                };
+                let (res, data) = if long && multi_thread() {
                     // Hand this worker's queued tasks (the driver just woken,
                     // among them) to another thread while the decode runs.
-                    tokio::task::block_in_place(|| decode(shared, ports, &data))
+                    tokio::task::block_in_place(run)
                 } else {
-                    decode(shared, ports, &data)
+                    run()
                 };
                 self.port.reclaim(data);
                 Poll::Ready(Some(res.map_err(RecvError::Decode)))
@@ -310,6 +320,14 @@ pub enum RecvError {
 pub(crate) struct RawMessage {
     pub(crate) ports: Vec<PortEntry>,
     pub(crate) data: Bytes,
+    /// Further segments of a long message (see `Chunk::tail`).
+    pub(crate) tail: Vec<Bytes>,
+}
+
+impl RawMessage {
+    fn len(&self) -> usize {
+        self.data.len() + self.tail.iter().map(Bytes::len).sum::<usize>()
+    }
 }
 
 // ----- serialization context ------------------------------------------------
@@ -638,9 +656,11 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
             End::Receiver => (original, twin),
         });
     }
-    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + raw.data.len());
+    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + raw.len());
     wire::encode_table(&entries, &mut out);
-    out.extend_from_slice(&raw.data);
+    for segment in std::iter::once(&raw.data).chain(&raw.tail) {
+        out.extend_from_slice(segment);
+    }
     let ports = entries.iter().map(|e| e.port).collect();
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));

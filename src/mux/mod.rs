@@ -180,6 +180,30 @@ pub(crate) struct Chunk {
     /// The message, on its last chunk; nothing on the others. The mux
     /// reassembles a message that spans several chunks as they arrive.
     pub data: Bytes,
+    /// Further segments of the message, when the mux reassembled a long
+    /// one in pieces: the message is `data` followed by these.
+    pub tail: Vec<Bytes>,
+}
+
+impl Chunk {
+    /// The message this last chunk carries, in one buffer.
+    #[cfg(test)]
+    pub(crate) fn into_message(self) -> Bytes {
+        join(self.data, self.tail)
+    }
+}
+
+/// A message reassembled in segments, `head` then `tail`, in one buffer.
+pub(crate) fn join(head: Bytes, tail: Vec<Bytes>) -> Bytes {
+    if tail.is_empty() {
+        return head;
+    }
+    let len = head.len() + tail.iter().map(Bytes::len).sum::<usize>();
+    let mut whole = Vec::with_capacity(len);
+    for segment in std::iter::once(&head).chain(&tail) {
+        whole.extend_from_slice(segment);
+    }
+    Bytes::from(whole)
 }
 
 /// Something a handle may be waiting for.
@@ -211,6 +235,8 @@ pub(crate) struct MuxStats {
     pub send_queued: usize,
     /// Credit held by received chunks not yet read by the application: their
     /// payload bytes plus [`CHUNK_OVERHEAD`] per chunk. At most the windows.
+    /// (The payload of a message of several chunks sits in its port's
+    /// reassembly segments, not in the chunks.)
     pub recv_buffered: usize,
     /// Sent bytes kept for replay until the peer acknowledges them.
     pub replay_bytes: usize,
@@ -658,13 +684,15 @@ impl Mux {
     /// Takes back the buffer of a reassembled message of `id` once it was
     /// decoded, to reassemble the next one in: a stream of large messages
     /// reuses two buffers instead of allocating (and page-faulting) one per
-    /// message.
-    pub(crate) fn reclaim(&mut self, id: PortId, mut buf: Vec<u8>) {
-        if let Some(p) = self.ports.get_mut(&id) {
-            if p.handle_open && buf.capacity() <= RECLAIM_MAX && buf.capacity() > p.spare.capacity() {
+    /// message. Returns the buffer not kept (`buf`, or the smaller one it
+    /// replaced), for the caller to free once it released the lock.
+    pub(crate) fn reclaim(&mut self, id: PortId, mut buf: Vec<u8>) -> Vec<u8> {
+        match self.ports.get_mut(&id) {
+            Some(p) if p.handle_open && buf.capacity() <= RECLAIM_MAX && buf.capacity() > p.spare.capacity() => {
                 buf.clear();
-                p.spare = buf;
+                std::mem::replace(&mut p.spare, buf)
             }
+            _ => buf,
         }
     }
 
@@ -987,10 +1015,14 @@ impl Mux {
         }
         let p = self.ports.get_mut(&id).expect("checked above");
         if p.handle_open {
-            let data = if first && last { payload } else { p.reassemble(first, last, &payload, max_message as usize) };
+            let (data, tail) = if first && last {
+                (payload, Vec::new())
+            } else {
+                p.reassemble(first, last, &payload, max_message as usize)
+            };
             p.buffered += cost as usize;
-            p.chunks
-                .push_back(port::QueuedChunk { wire_len: cost as usize, chunk: Chunk { first, last, ports, data } });
+            let chunk = Chunk { first, last, ports, data, tail };
+            p.chunks.push_back(port::QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));
         } else {
@@ -1215,11 +1247,14 @@ impl Mux {
     /// Most reliable frames the peer may leave unacknowledged. `Data` frames
     /// cost at least [`CHUNK_OVERHEAD`] of connection credit each, and a
     /// receiver acknowledges them before it returns their credit, so at most
-    /// `conn_window / CHUNK_OVERHEAD` of them are ever unacknowledged by a
-    /// peer that follows the protocol; [`UNACKED_SLACK`] covers the `Credit`,
-    /// `Fin` and `Stop` frames sent meanwhile.
+    /// `conn_window / CHUNK_OVERHEAD` of them are unacknowledged by a peer
+    /// that follows the protocol. Twice that, because right after a resume
+    /// the peer's replay may return credit for frames it counts as
+    /// duplicates before its `Ack` covers them (see [`Mux::resume`]);
+    /// [`UNACKED_SLACK`] covers the `Credit`, `Fin` and `Stop` frames sent
+    /// meanwhile.
     pub(crate) fn max_unacked(&self) -> u64 {
-        self.cfg.peer.conn_window as u64 / CHUNK_OVERHEAD + UNACKED_SLACK
+        2 * (self.cfg.peer.conn_window as u64 / CHUNK_OVERHEAD) + UNACKED_SLACK
     }
 
     /// Sends a reliable frame and keeps it for replay, unless the replay

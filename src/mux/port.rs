@@ -66,6 +66,8 @@ pub(super) struct Port {
     /// copied here as it arrives, so no chunk pins the transport's read
     /// buffer.
     pub(super) asm: Vec<u8>,
+    /// Segments of the message in progress that filled up before `asm`.
+    pub(super) asm_full: Vec<Bytes>,
     /// A buffer handed back once a reassembled message was decoded, for the
     /// next one.
     pub(super) spare: Vec<u8>,
@@ -99,40 +101,69 @@ impl Port {
             credit_queued: false,
             assembling: None,
             asm: Vec::new(),
+            asm_full: Vec::new(),
             spare: Vec::new(),
             last_len: 0,
         }
     }
 
-    /// Adds a chunk of a message that spans several to the reassembly
-    /// buffer, which never grows past `max_message` (the caller checked the
-    /// message fits). Returns the whole message with its last chunk, and
-    /// nothing before.
-    pub(super) fn reassemble(&mut self, first: bool, last: bool, payload: &[u8], max_message: usize) -> Bytes {
+    /// Adds a chunk of a message that spans several to its reassembly.
+    /// Returns the whole message with its last chunk (see [`Chunk::tail`]),
+    /// and nothing before.
+    ///
+    /// A buffer that fills up is not grown (that would copy the message so
+    /// far, while the driver holds the connection lock, stalling every
+    /// port): the message goes on in a new segment as large as all before
+    /// it, and the receiver joins the segments once it has the whole. With
+    /// the buffer handed back after the last message, a stream of messages of
+    /// one size needs one segment each. The segments never hold more than
+    /// `max_message` together (the caller checked that the message fits).
+    pub(super) fn reassemble(
+        &mut self,
+        first: bool,
+        last: bool,
+        mut payload: &[u8],
+        max_message: usize,
+    ) -> (Bytes, Vec<Bytes>) {
         if first {
             self.asm = std::mem::take(&mut self.spare);
             self.asm.clear();
+            self.asm_full.clear();
+            // Expect a message like the last one.
+            let hint = self.last_len.max(2 * payload.len()).min(super::RECLAIM_MAX).min(max_message);
+            self.asm.reserve_exact(hint);
         }
-        let need = self.asm.len() + payload.len();
-        if need > self.asm.capacity() {
-            // Expect a message like the last one, else double. Growing
-            // in place (`realloc`, which moves a large buffer's pages rather
-            // than copying them) keeps the driver from copying a long
-            // message over and over while it holds the connection lock.
-            let hint = if first { self.last_len.max(2 * payload.len()).min(super::RECLAIM_MAX) } else { 2 * need };
-            self.asm.reserve_exact(need.max(hint).min(max_message) - self.asm.len());
+        loop {
+            let room = self.asm.capacity() - self.asm.len();
+            if payload.len() <= room {
+                self.asm.extend_from_slice(payload);
+                break;
+            }
+            self.asm.extend_from_slice(&payload[..room]);
+            payload = &payload[room..];
+            let held = self.asm_full.iter().map(Bytes::len).sum::<usize>() + self.asm.len();
+            let next = held.max(payload.len()).min(max_message - held);
+            let full = std::mem::replace(&mut self.asm, Vec::with_capacity(next));
+            self.asm_full.push(Bytes::from(full));
         }
-        self.asm.extend_from_slice(payload);
         if !last {
-            return Bytes::new();
+            return (Bytes::new(), Vec::new());
         }
-        self.last_len = self.asm.len();
-        Bytes::from(std::mem::take(&mut self.asm))
+        let tail = Bytes::from(std::mem::take(&mut self.asm));
+        self.last_len = self.asm_full.iter().map(Bytes::len).sum::<usize>() + tail.len();
+        if self.asm_full.is_empty() {
+            return (tail, Vec::new());
+        }
+        let mut segments = std::mem::take(&mut self.asm_full);
+        let head = segments.remove(0);
+        segments.push(tail);
+        (head, segments)
     }
 
     /// Lets go of reassembly buffers: the port will not be read again.
     pub(super) fn drop_reassembly(&mut self) {
         self.asm = Vec::new();
+        self.asm_full = Vec::new();
         self.spare = Vec::new();
     }
 
