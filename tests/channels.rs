@@ -321,3 +321,64 @@ async fn a_stream_of_large_messages_arrives_intact() {
     })
     .await;
 }
+
+/// While a long message decodes, the connection goes on: a round trip on
+/// another channel completes. The decode here waits (on a gate the test
+/// opens) until that round trip is done, so a receiver that held up the
+/// connection's driver while decoding would never see it, and the test
+/// would time out (it does so in most runs when the receiver decodes at
+/// once: whether the driver is then stuck behind the decode depends on
+/// which worker woke it last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_decode_does_not_hold_up_other_channels() {
+    use std::sync::mpsc as std_mpsc;
+    use std::sync::Mutex;
+
+    /// Told when the decode started; waited on before it ends.
+    static STARTED: Mutex<Option<tokio::sync::oneshot::Sender<()>>> = Mutex::new(None);
+    static GATE: Mutex<Option<std_mpsc::Receiver<()>>> = Mutex::new(None);
+
+    /// Bytes whose decode blocks until the gate opens.
+    #[derive(Serialize)]
+    struct Gated(#[serde(with = "serde_bytes")] Vec<u8>);
+    impl<'de> Deserialize<'de> for Gated {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+            let _ = STARTED.lock().unwrap().take().expect("one gated decode").send(());
+            let gate = GATE.lock().unwrap().take().expect("one gated decode");
+            gate.recv().expect("the test opens the gate");
+            Ok(Gated(bytes.into_vec()))
+        }
+    }
+    type Echo = (u32, oneshot::Sender<u32>);
+
+    within(T, async {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        *STARTED.lock().unwrap() = Some(started_tx);
+        let (open, gate) = std_mpsc::channel();
+        *GATE.lock().unwrap() = Some(gate);
+        let (c, s) = pair(Kind::Tcp).await;
+        let (_c_out, mut c_in) = c.root::<(), (mpsc::Sender<Gated>, mpsc::Sender<Echo>)>().unwrap();
+        let (s_out, _s_in) = s.root::<(mpsc::Sender<Gated>, mpsc::Sender<Echo>), ()>().unwrap();
+        let (big_tx, mut big_rx) = mpsc::channel::<Gated>(1);
+        let (echo_tx, mut echo_rx) = mpsc::channel::<Echo>(8);
+        s_out.send((big_tx, echo_tx)).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok(Some((n, reply))) = echo_rx.recv().await {
+                let _ = reply.send(n);
+            }
+        });
+        let big_len = 5 << 20;
+        let decoded = tokio::spawn(async move { big_rx.recv().await.unwrap().unwrap().0.len() });
+        let (big, echo) = c_in.recv().await.unwrap().unwrap();
+        big.send(Gated(vec![7; big_len])).await.unwrap();
+        started.await.expect("the decode started");
+        // The decode is under way and waits for this round trip.
+        let (reply, answer) = oneshot::channel();
+        echo.send((1, reply)).await.unwrap();
+        assert_eq!(answer.await.unwrap(), 1);
+        open.send(()).unwrap();
+        assert_eq!(decoded.await.unwrap(), big_len);
+    })
+    .await;
+}

@@ -224,6 +224,9 @@ pub(crate) struct RecvState {
     ahead_bytes: usize,
     /// Yield before the next receive (see `poll_recv_raw`).
     yield_next: bool,
+    /// A long message taken off the port, decoded after a yield (see
+    /// [`LONG_DECODE`]).
+    long: Option<RawMessage>,
 }
 
 /// Decoded messages at least this large give their buffer back for the
@@ -242,17 +245,16 @@ pub(crate) struct RemoteRecv {
     state: RecvState,
 }
 
-/// Messages at least this large are decoded in `block_in_place`: popping
-/// them woke the driver (to return credit), and the runtime puts a task
-/// woken that way in a slot no other worker may steal, so a long decode on
-/// this worker would keep the whole connection waiting for it.
+/// Messages at least this large are decoded only after the receiver
+/// yielded once: popping them woke the driver (to return credit), and the
+/// runtime puts a task woken that way in a slot of this worker that no other
+/// worker may take, so decoding at once would keep the whole connection
+/// waiting. After the yield the driver has run, and the tasks it wakes
+/// meanwhile can go to the other workers. (`block_in_place` would do it too,
+/// but its extra thread competes for the cores with the workers, and on a
+/// machine with as many cores as workers that stalls them for whole
+/// scheduler slices.)
 const LONG_DECODE: usize = 4 * 1024 * 1024;
-
-/// Whether `block_in_place` may be used here.
-fn multi_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
 
 impl RemoteRecv {
     pub(crate) fn new(port: PortHandle) -> Self {
@@ -265,30 +267,26 @@ impl RemoteRecv {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, RecvError>>> {
-        match self.port.poll_recv_raw(cx, &mut self.state) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RecvError::Connection(e)))),
-            Poll::Ready(Some(Ok(raw))) => {
-                let shared = &self.port.shared;
-                let long = raw.len() >= LONG_DECODE;
-                // Joins the segments of a long message (without the
-                // connection lock), then decodes.
-                let run = || {
-                    let data = crate::mux::join(raw.data, raw.tail);
-                    (decode(shared, raw.ports, &data), data)
-                };
-                let (res, data) = if long && multi_thread() {
-                    // Hand this worker's queued tasks (the driver just woken,
-                    // among them) to another thread while the decode runs.
-                    tokio::task::block_in_place(run)
-                } else {
-                    run()
-                };
-                self.port.reclaim(data);
-                Poll::Ready(Some(res.map_err(RecvError::Decode)))
-            }
-        }
+        let raw = match self.state.long.take() {
+            Some(raw) => raw,
+            None => match self.port.poll_recv_raw(cx, &mut self.state) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(RecvError::Connection(e)))),
+                Poll::Ready(Some(Ok(raw))) if raw.len() >= LONG_DECODE => {
+                    self.state.long = Some(raw);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(raw))) => raw,
+            },
+        };
+        // The segments of a long message are joined here, without the
+        // connection lock.
+        let data = crate::mux::join(raw.data, raw.tail);
+        let res = decode(&self.port.shared, raw.ports, &data);
+        self.port.reclaim(data);
+        Poll::Ready(Some(res.map_err(RecvError::Decode)))
     }
 }
 
@@ -299,6 +297,9 @@ impl Drop for RemoteRecv {
         discard(&self.port.shared, std::mem::take(&mut self.state.ports));
         for c in self.state.ahead.drain(..) {
             discard(&self.port.shared, c.ports);
+        }
+        if let Some(raw) = self.state.long.take() {
+            discard(&self.port.shared, raw.ports);
         }
     }
 }
