@@ -215,12 +215,7 @@ async fn a_restart_is_known_when_connect_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_a_peer_that_never_answers_times_out() {
     within(T, async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(0).unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Fills the queue of one; nothing is ever accepted.
-        let _queued = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_listener, _queued, addr) = common::silent_listener().await;
         let mut cfg = Config::default();
         cfg.handshake_timeout = Duration::from_millis(300);
         let a = Node::new(Some("a"), cfg);
@@ -228,7 +223,6 @@ async fn connecting_to_a_peer_that_never_answers_times_out() {
             Err(tether::ConnectError::Timeout(limit)) => assert_eq!(limit, Duration::from_millis(300)),
             other => panic!("expected the connect timeout, got {other:?}"),
         }
-        drop(listener);
     })
     .await;
 }

@@ -181,12 +181,7 @@ async fn a_reconnect_dial_that_hangs_gives_way_to_the_next_attempt() {
         let (server_addr, mut incoming, _) = acceptor(quick()).await;
         let proxy = Proxy::start(server_addr).await.unwrap();
         let via = proxy.local_addr();
-        let silent = tokio::net::TcpSocket::new_v4().unwrap();
-        silent.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let silent = silent.listen(0).unwrap();
-        let nowhere = silent.local_addr().unwrap();
-        // Fills its queue of one; nothing is ever accepted.
-        let _queued = TcpStream::connect(nowhere).await.unwrap();
+        let (_silent, _queued, nowhere) = common::silent_listener().await;
 
         let to_nowhere = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = to_nowhere.clone();
@@ -220,7 +215,6 @@ async fn a_reconnect_dial_that_hangs_gives_way_to_the_next_attempt() {
                 Err(e) => panic!("events ended: {e}"),
             }
         }
-        drop(silent);
     })
     .await;
 }

@@ -166,3 +166,15 @@ async fn relay(
     }
     let _ = to.shutdown().await;
 }
+
+/// An address where a TCP connect hangs: a listener whose queue of one is
+/// filled and never accepted, so the kernel drops further SYNs. Keep all
+/// three alive while it is used.
+pub async fn silent_listener() -> (tokio::net::TcpListener, tokio::net::TcpStream, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let queued = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (listener, queued, addr)
+}
