@@ -298,9 +298,9 @@ impl Node {
     ) -> Result<NodeId, ConnectError> {
         let name = crate::transport::tls::server_name(server_name)?;
         let connector = tokio_rustls::TlsConnector::from(tls);
-        let (target, limit) = (addr.to_owned(), self.inner.cfg.handshake_timeout);
+        let target = addr.to_owned();
         let dial = crate::conn::dialer(move || {
-            crate::transport::tls::connect(connector.clone(), name.clone(), target.clone(), limit)
+            crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
         });
         self.connect_dialer(addr, dial).await
     }

@@ -11,8 +11,6 @@
 //! decides, inside it, whether the peer belongs to the cluster. Use both on
 //! untrusted networks.
 
-use std::time::Duration;
-
 pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{client, server};
@@ -36,26 +34,17 @@ pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, ConnectErro
     })
 }
 
-/// Dials `addr` and runs the client side of TLS, both within `limit`.
+/// Dials `addr` and runs the client side of TLS. The caller bounds the
+/// time, as it bounds every dial (`Config::handshake_timeout`).
 pub(crate) async fn connect(
     connector: TlsConnector,
     name: ServerName<'static>,
     addr: String,
-    limit: Duration,
 ) -> std::io::Result<client::TlsStream<TcpStream>> {
-    let dial = async {
-        let tcp = TcpStream::connect(addr).await?;
-        // Tuned now, so that the TLS handshake runs with NODELAY too.
-        super::tune(&tcp);
-        connector.connect(name, tcp).await.map_err(TlsFailure::wrap)
-    };
-    match tokio::time::timeout(limit, dial).await {
-        Ok(result) => result,
-        Err(_) => Err(TlsFailure::wrap(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "connecting and the TLS handshake took longer than the handshake timeout",
-        ))),
-    }
+    let tcp = TcpStream::connect(addr).await?;
+    // Tuned now, so that the TLS handshake runs with NODELAY too.
+    super::tune(&tcp);
+    connector.connect(name, tcp).await.map_err(TlsFailure::wrap)
 }
 
 /// Runs the server side of TLS on an accepted stream (already tuned; the
