@@ -27,16 +27,22 @@ pub struct Config {
     /// messages on loopback: 1.8 GB/s with a 1 MiB window, 2.4–2.9 GB/s with
     /// 2 MiB, no faster with 4 MiB).
     pub port_window: u32,
-    /// Credit for all ports of the connection together. Default 16 MiB.
+    /// Credit for all ports of the connection together: what a receiver
+    /// holds at most. A port whose reader is slow (a channel nobody reads, a
+    /// route to a slow actor) keeps up to `port_window` of it meanwhile, so
+    /// `conn_window / port_window` such ports stall the others. Default
+    /// 16 MiB.
     pub conn_window: u32,
     /// Bytes a port may hold queued at the sender before `send` waits (one
-    /// message may overshoot it). Default 256 KiB.
+    /// message may overshoot it). Each message counts 64 bytes beyond its
+    /// encoding, for its bookkeeping. Default 256 KiB.
     pub send_buffer: u32,
     /// Bytes all ports together may hold queued at the sender before their
-    /// sends wait; a port with nothing queued still takes one message, so a
-    /// large message on one port never holds up another. Default 512 KiB:
-    /// queued data only has to keep the transport busy until the next
-    /// write; more costs memory, and past the CPU caches, speed.
+    /// sends wait, counted as for `send_buffer`; a port with nothing queued
+    /// still takes one message, so a large message on one port never holds
+    /// up another. Default 512 KiB: queued data only has to keep the
+    /// transport busy until the next write; more costs memory, and past the
+    /// CPU caches, speed.
     pub conn_send_buffer: u32,
     /// Largest `Data` frame payload accepted. Default 1 MiB; must be at
     /// least the peer's chunk size.

@@ -104,7 +104,8 @@ fn fill(tx: &tether::mpsc::Sender<(u64, Vec<u8>)>, next: &mut u64) {
 /// The link stops (paused: no byte lost, no FIN) for longer than the idle
 /// timeout while the sender keeps offering: `try_send` until `Full`, and a
 /// task blocked in `send().await`. The sender's queued and replay bytes stay
-/// within `send_buffer` + one message and the port window while the
+/// within `send_buffer` + one message (which counts 64 bytes beyond its
+/// encoding) and the port window while the
 /// transport is declared dead and reconnection attempts fail; once the link
 /// heals (the second time also cut) every message arrives exactly once, in
 /// order.
@@ -115,7 +116,7 @@ async fn sender_memory_stays_bounded_through_a_partition() {
         cfg.chunk_size = 4096;
         cfg.port_window = 16 * 1024;
         cfg.send_buffer = 8 * 1024;
-        let send_limit = cfg.send_buffer as usize + MSG_MAX;
+        let send_limit = cfg.send_buffer as usize + MSG_MAX + 64;
         let replay_limit = cfg.port_window as usize;
 
         let (server_addr, mut incoming) = acceptor(cfg.clone()).await;

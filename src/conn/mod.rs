@@ -381,7 +381,8 @@ impl std::fmt::Debug for Connection {
 pub struct ConnectionStats {
     /// Ports open, including the two root ports.
     pub open_ports: usize,
-    /// Message bytes queued for sending and not yet written.
+    /// Message bytes queued for sending and not yet written, plus 64 per
+    /// message (what the send buffers count).
     pub send_queued: usize,
     /// Received bytes the connection holds for the application (not
     /// counting up to about 16 KiB per receiver already taken off the

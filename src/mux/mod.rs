@@ -231,7 +231,8 @@ pub(crate) enum Pop {
 pub(crate) struct MuxStats {
     /// Ports known to this side, including the two root ports.
     pub open_ports: usize,
-    /// Message bytes queued here and not yet sent.
+    /// Message bytes queued here and not yet sent, plus [`MSG_OVERHEAD`]
+    /// per message.
     pub send_queued: usize,
     /// Credit held by received chunks not yet read by the application: their
     /// payload bytes plus [`CHUNK_OVERHEAD`] per chunk. At most the windows.
@@ -335,6 +336,11 @@ pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
 /// the per-chunk bookkeeping of a receiver by its window, however small the
 /// chunks a peer sends.
 pub(crate) const CHUNK_OVERHEAD: u64 = 64;
+
+/// What a message queued for sending counts against the send buffers beyond
+/// its bytes: its allocation and queue entry. Without it a stream of tiny
+/// messages would hold many times the configured buffers in memory.
+pub(crate) const MSG_OVERHEAD: usize = 64;
 
 /// Credit a `Data` frame with `len` payload bytes consumes.
 fn chunk_cost(len: usize) -> u64 {
@@ -607,7 +613,7 @@ impl Mux {
             }
             return Err(SendError::Full(msg));
         }
-        let len = msg.bytes.len();
+        let len = msg.bytes.len() + MSG_OVERHEAD;
         p.queued += len;
         if p.announced && !p.in_ready && p.credit > CHUNK_OVERHEAD {
             p.in_ready = true;
@@ -797,7 +803,7 @@ impl Mux {
         let p = self.ports.remove(&id).expect("checked above");
         // Messages never sent: their unannounced ports die with them.
         for m in p.queue {
-            self.abort_carried(&m);
+            self.drop_queued(&m);
         }
         if id == ROOT_CLIENT_TO_SERVER || id == ROOT_SERVER_TO_CLIENT {
             return;
@@ -810,13 +816,23 @@ impl Mux {
         }
     }
 
+    /// A queued message is dropped: if its first chunk never left, it no
+    /// longer counts against the send buffer, and the ports it would have
+    /// announced are void. (The rest of a message partly sent is the
+    /// caller's to uncount.)
+    fn drop_queued(&mut self, m: &OutMsg) {
+        if m.offset == 0 {
+            self.send_queued -= m.bytes.len() + MSG_OVERHEAD;
+        }
+        self.abort_carried(m);
+    }
+
     /// A message is dropped unsent: if its first chunk never left, the ports
     /// it would have announced are void.
     fn abort_carried(&mut self, m: &OutMsg) {
         if m.offset > 0 {
             return;
         }
-        self.send_queued -= m.bytes.len() - m.offset;
         for &id in &m.ports {
             if let Some(p) = self.ports.get_mut(&id) {
                 if p.announced {
@@ -834,7 +850,7 @@ impl Mux {
                 };
                 self.events.push_back(ev);
                 for inner in &queue {
-                    self.abort_carried(inner);
+                    self.drop_queued(inner);
                 }
                 self.maybe_release(id);
             }
@@ -932,13 +948,16 @@ impl Mux {
                 // Nothing queued will be read: drop it (messages whose first
                 // chunk left are the peer's to clean up).
                 let queue: Vec<_> = p.queue.drain(..).collect();
-                let partial_rest =
-                    queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset).sum::<usize>();
+                let partial_rest = queue
+                    .iter()
+                    .filter(|m| m.offset > 0)
+                    .map(|m| m.bytes.len() - m.offset + MSG_OVERHEAD)
+                    .sum::<usize>();
                 p.queued = 0;
                 let handle_open = p.handle_open;
                 self.send_queued -= partial_rest;
                 for m in &queue {
-                    self.abort_carried(m);
+                    self.drop_queued(m);
                 }
                 self.notify(Event::Writable(port));
                 self.wake_conn_blocked();
@@ -1312,7 +1331,8 @@ impl Mux {
         m.offset += n;
         let carried = if first { std::mem::take(&mut m.ports) } else { Vec::new() };
         p.credit -= chunk_cost(n);
-        p.queued -= n;
+        let released = n + if last { MSG_OVERHEAD } else { 0 };
+        p.queued -= released;
         if last {
             p.queue.pop_front();
         }
@@ -1327,7 +1347,7 @@ impl Mux {
             self.ready.push_back(id);
         }
         self.conn_credit -= chunk_cost(n);
-        self.send_queued -= n;
+        self.send_queued -= released;
         let flags = if first { FLAG_FIRST } else { 0 } | if last { FLAG_LAST } else { 0 };
         self.emit_reliable(Frame::Data { port: id, flags, payload }, out);
         if writable {

@@ -748,7 +748,7 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
     assert_eq!(per_window, 128);
     p.drive();
     assert_eq!(p.server.stats().recv_buffered, 256, "exactly one window in flight");
-    assert_eq!(p.client.stats().send_queued, total - per_window);
+    assert_eq!(p.client.stats().send_queued, total - per_window + MSG_OVERHEAD);
     let mut got = Vec::new();
     let mut rounds = 0;
     loop {
@@ -769,9 +769,38 @@ fn port_window_bounds_bytes_in_flight_and_pops_refill_it() {
     assert_quiet_and_clean(&p);
 }
 
+/// A stream of tiny messages is bounded by what each costs to hold, not by
+/// its bytes alone: a 1-byte message counts its 2-byte port table header
+/// and MSG_OVERHEAD.
+#[test]
+fn tiny_messages_count_their_overhead_against_the_send_buffer() {
+    let setup = Setup { send_buffer: 10 * 67, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let port = ROOT_CLIENT_TO_SERVER;
+    let mut accepted = 0;
+    let refused = loop {
+        match p.client.send(port, msg(&[], &[7])) {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full(m)) => break m,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(accepted <= 10, "more than the buffer holds");
+    };
+    assert_eq!(accepted, 10);
+    assert_eq!(p.client.stats().send_queued, 10 * (3 + MSG_OVERHEAD));
+    // A refused message given up was never counted.
+    p.client.discard_unsent(refused);
+    assert_eq!(p.client.stats().send_queued, 10 * (3 + MSG_OVERHEAD));
+    // Once sent, the overhead is released with the bytes.
+    p.drive();
+    assert_eq!(p.client.stats().send_queued, 0);
+    assert_eq!(p.recv(S, port).len(), 10);
+}
+
 #[test]
 fn full_send_buffer_reports_full_then_writable() {
-    let setup = Setup { chunk_size: 64, port_window: 256, send_buffer: 512, ..Setup::default() };
+    // Three messages of 200 bytes, each counting MSG_OVERHEAD more, fill it.
+    let setup = Setup { chunk_size: 64, port_window: 256, send_buffer: 700, ..Setup::default() };
     let mut p = Pair::new(setup);
     let port = ROOT_CLIENT_TO_SERVER;
     for i in 0..3u8 {
@@ -786,12 +815,12 @@ fn full_send_buffer_reports_full_then_writable() {
     }
     assert!(events(&mut p.client).is_empty());
     // One window leaves: 256 bytes of credit, two 64-byte chunks at
-    // 64 + CHUNK_OVERHEAD each, so 128 payload bytes; 472 stay queued, below
-    // the limit.
+    // 64 + CHUNK_OVERHEAD each, so 128 payload bytes; 664 stay counted,
+    // below the limit.
     p.drive();
     let per_window = (256 / (64 + CHUNK_OVERHEAD) * 64) as usize;
-    assert_eq!(p.client.stats().send_queued, 600 - per_window);
-    assert_eq!(600 - per_window, 472);
+    assert_eq!(p.client.stats().send_queued, 3 * (200 + MSG_OVERHEAD) - per_window);
+    assert_eq!(3 * (200 + MSG_OVERHEAD) - per_window, 664);
     assert_eq!(events(&mut p.client), vec![Event::Writable(port)]);
     assert!(p.client.send_ready(port));
     p.send(C, port, &[], &[3; 198]);
@@ -824,7 +853,7 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
     for (i, &port) in ports.iter().enumerate() {
         p.send(C, port, &[], &[i as u8; 198]);
     }
-    // 600 bytes queued: above the connection's send limit.
+    // 600 bytes queued (792 counted): above the connection's send limit.
     match p.client.send(b, msg(&[], b"more")) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
@@ -1388,7 +1417,8 @@ fn conn_send_buffer_bounds_the_send_queue_below_the_peer_window() {
     p.send(C, a, &[], &[1; 600]);
     // Another port with nothing queued still takes one message...
     p.send(C, root, &[], b"first");
-    // ... but not a second while 600 bytes wait, far below the peer's window.
+    // ... but not a second while 600 bytes (and more counted) wait, far
+    // below the peer's window.
     assert!(matches!(p.client.send(root, msg(&[], b"x")), Err(SendError::Full(_))));
     assert!(matches!(p.client.send(a, msg(&[], b"x")), Err(SendError::Full(_))));
     events(&mut p.client);
@@ -1418,8 +1448,8 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
     };
     let mut p = Pair::new(setup);
     let a = p.open_and_claim(C, End::Sender);
-    // a's window fills; 600 bytes stay queued, above the connection's send
-    // limit.
+    // a's window fills; 600 bytes (and more counted) stay queued, above the
+    // connection's send limit.
     p.send(C, a, &[], &[1; 126]);
     p.send(C, a, &[], &[2; 598]);
     // A port with nothing queued always takes one message; the next ones
