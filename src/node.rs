@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, oneshot, RawSender};
 use crate::conn::Side;
-use crate::remote_ref::{ActorId, AnyRoute, Mailbox, RemoteMessage, RemoteRef, Route, WatchEvent};
+use crate::remote_ref::{ActorId, AnyRoute, Local, Mailbox, RemoteMessage, RemoteRef, Route, Tracker, WatchEvent};
 use crate::transport::Transport;
 use crate::{Config, ConnectError, Connection, NodeId};
 
@@ -422,23 +422,8 @@ impl Node {
                         let _ = reply.send(Err(RemoteError::Stopped));
                         return;
                     };
-                    let (tx, mut rx) = mpsc::channel::<M>(64);
-                    let mb = mb.clone();
-                    // Ends when the route closes, when the actor refuses a
-                    // message, or when `actor_stopped` aborts it.
-                    let pump = tokio::spawn(async move {
-                        loop {
-                            match rx.recv().await {
-                                Ok(Some(msg)) => {
-                                    if mb.deliver(msg).is_err() {
-                                        break;
-                                    }
-                                }
-                                Ok(None) | Err(crate::RecvError::Connection(_)) => break,
-                                Err(e) => tracing::warn!(error = %e, "message for a local actor dropped"),
-                            }
-                        }
-                    });
+                    let (tx, rx) = mpsc::channel::<M>(64);
+                    let pump = tokio::spawn(pump(rx, mb.clone()));
                     pumps.retain(|p| !p.is_finished());
                     pumps.push(pump);
                     drop(guard);
@@ -471,7 +456,7 @@ impl Node {
             target,
             token,
             via: None,
-            local: Some(mailbox),
+            local: Some(Local::new(mailbox)),
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
             forbidden: false.into(),
@@ -520,6 +505,34 @@ impl Node {
 /// Whether `conn` ended because reconnection found the peer restarted.
 fn restarted(conn: &Connection) -> bool {
     matches!(conn.error(), Some(crate::ConnectionError::SessionLost(crate::SessionLost::PeerRestarted)))
+}
+
+/// Hands one route's messages to a local actor, in order, paced by a
+/// [`Tracker`]: while the actor has not handled the last tracked message,
+/// the pump reads no more, so the route's window fills and pushes back on
+/// the senders. Ends when the route closes, when the actor refuses a
+/// message, or when `actor_stopped` aborts it.
+async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dyn Mailbox<M>>) {
+    let mut tracker = Tracker::default();
+    loop {
+        let msg = match rx.recv().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) | Err(crate::RecvError::Connection(_)) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "message for a local actor dropped");
+                continue;
+            }
+        };
+        let len = rx.last_len();
+        if tracker.next_is_due(len) {
+            if let Some(handled) = tracker.unhandled() {
+                handled.await;
+            }
+        }
+        if tracker.deliver(&*mb, msg, len).is_err() {
+            break;
+        }
+    }
 }
 
 fn rand_u64() -> u64 {
@@ -787,7 +800,10 @@ impl NodeInner {
         }
         let forged = target.node == self.id && !self.caps.check(target.id, &token);
         let local = if target.node == self.id && !forged {
-            st.exports.get(&target.id).and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+            st.exports
+                .get(&target.id)
+                .and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+                .map(Local::new)
         } else {
             None
         };

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -27,8 +27,120 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteMessage for T {}
 pub trait Mailbox<M>: Send + Sync + 'static {
     /// Delivers `msg` to the actor; gives it back if the actor is gone.
     fn deliver(&self, msg: M) -> Result<(), M>;
+
+    /// Delivers `msg` like [`deliver`](Self::deliver), and returns a future
+    /// that resolves once the actor is done with it (handled it, or stopped).
+    /// The future must not need to be polled for the message to be handled:
+    /// the node may drop it.
+    ///
+    /// This is how a slow actor pushes back on its senders. The node delivers
+    /// every 256th message of a route through this method (sooner once the
+    /// encodings since the last add up to 256 KiB), and delivers the next
+    /// tracked one only once the previous one is done. So fewer than 512 of a
+    /// route's messages (and about 512 KiB, plus one message) wait in the
+    /// actor's mailbox; meanwhile the node reads no more from the route, its
+    /// window fills, and the senders wait (or get `Full`). Sends from this
+    /// node to the actor are paced the same way.
+    ///
+    /// Two consequences. A handler that waits for a message sent more than
+    /// 255 messages after its own on the same route waits forever. And a
+    /// route waiting here holds up to `Config::port_window` of its
+    /// connection's window: once `conn_window / port_window` routes (8 by
+    /// default) of one connection are full at once, its other ports stall
+    /// too, until an actor catches up.
+    ///
+    /// The default returns `None`: the framework cannot tell when a message
+    /// was handled, and messages go into the actor's mailbox as they arrive.
+    fn deliver_tracked(&self, msg: M) -> Result<Option<BoxFuture<'static, ()>>, M> {
+        self.deliver(msg).map(|()| None)
+    }
+
     /// Resolves once the actor has stopped.
     fn stopped(&self) -> BoxFuture<'static, ()>;
+}
+
+/// The node tracks one of a route's messages every `TRACK_EVERY` (see
+/// [`Mailbox::deliver_tracked`]), or sooner once `TRACK_BYTES` of
+/// encodings went by since the last.
+const TRACK_EVERY: u32 = 256;
+const TRACK_BYTES: usize = 256 * 1024;
+
+/// Paces the deliveries of one route to an actor's mailbox: every so often
+/// a message is delivered tracked, and the next tracked one only once the
+/// previous was handled (see [`Mailbox::deliver_tracked`]).
+#[derive(Default)]
+pub(crate) struct Tracker {
+    count: u32,
+    bytes: usize,
+    handled: Option<Handled>,
+}
+
+/// Resolves once a tracked message is handled; shared by those waiting.
+type Handled = Shared<BoxFuture<'static, ()>>;
+
+impl Tracker {
+    /// Whether the next message, of `len` encoded bytes, is to be tracked.
+    pub(crate) fn next_is_due(&self, len: usize) -> bool {
+        self.count.saturating_add(1) >= TRACK_EVERY || self.bytes.saturating_add(len) >= TRACK_BYTES
+    }
+
+    /// The previous tracked message, if the actor has not handled it yet.
+    pub(crate) fn unhandled(&mut self) -> Option<Handled> {
+        let h = self.handled.as_ref()?;
+        if h.clone().now_or_never().is_some() {
+            self.handled = None;
+            return None;
+        }
+        Some(h.clone())
+    }
+
+    /// Delivers `msg` (of `len` encoded bytes), tracked if it is due; the
+    /// caller has made sure the previous tracked one was handled then.
+    pub(crate) fn deliver<M: 'static>(&mut self, mb: &dyn Mailbox<M>, msg: M, len: usize) -> Result<(), M> {
+        if !self.next_is_due(len) {
+            self.count += 1;
+            self.bytes += len;
+            return mb.deliver(msg);
+        }
+        match mb.deliver_tracked(msg)? {
+            Some(handled) => *self = Tracker { count: 0, bytes: 0, handled: Some(handled.shared()) },
+            // Not trackable (an adapter that cannot tell, or not this kind
+            // of message): the next one is tried instead.
+            None => {
+                self.count = self.count.saturating_add(1);
+                self.bytes = self.bytes.saturating_add(len);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An actor of this node, as its routes reach it.
+pub(crate) struct Local<M> {
+    pub(crate) mailbox: Arc<dyn Mailbox<M>>,
+    /// Pacing for messages sent on this node (never encoded: counted only).
+    pub(crate) track: std::sync::Mutex<Tracker>,
+}
+
+impl<M: 'static> Local<M> {
+    pub(crate) fn new(mailbox: Arc<dyn Mailbox<M>>) -> Self {
+        Local { mailbox, track: Default::default() }
+    }
+
+    fn track(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.track.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers now, or gives the message back with what to wait for.
+    fn try_deliver(&self, msg: M) -> Result<Result<(), M>, (M, Handled)> {
+        let mut t = self.track();
+        if t.next_is_due(0) {
+            if let Some(wait) = t.unhandled() {
+                return Err((msg, wait));
+            }
+        }
+        Ok(t.deliver(&*self.mailbox, msg, 0))
+    }
 }
 
 /// The identity of an actor: its node and its id there.
@@ -50,7 +162,7 @@ pub(crate) struct Route<M> {
     /// The peer the ref came from, which can forward when we have no
     /// connection to the owner.
     pub(crate) via: Option<NodeId>,
-    pub(crate) local: Option<Arc<dyn Mailbox<M>>>,
+    pub(crate) local: Option<Local<M>>,
     pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
     /// The opened sender, for `try_tell` and for `sender` without waiting on
     /// the async lock.
@@ -217,10 +329,18 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// Sends a message, waiting while the actor's window is full.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
-        if let Some(local) = &self.route.local {
-            return local.deliver(msg).map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped });
-        }
         let mut msg = msg;
+        if let Some(local) = &self.route.local {
+            loop {
+                match local.try_deliver(msg) {
+                    Ok(res) => return res.map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped }),
+                    Err((back, handled)) => {
+                        msg = back;
+                        handled.await;
+                    }
+                }
+            }
+        }
         // One retry: a route whose connection ended is opened again.
         for attempt in 0..2 {
             let sender = match self.route.sender().await {
@@ -240,7 +360,10 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Sends a message if there is room now; never waits.
     pub fn try_tell(&self, msg: M) -> Result<(), TellError<M>> {
         if let Some(local) = &self.route.local {
-            return local.deliver(msg).map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped });
+            return match local.try_deliver(msg) {
+                Ok(res) => res.map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped }),
+                Err((msg, _)) => Err(TellError::Full(msg)),
+            };
         }
         let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(sender) = ready else {

@@ -3,12 +3,16 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, within, TaskMailbox};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tether::{AskError, Config, Node, RemoteError, RemoteRef, ReplyPort, WatchEvent};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{oneshot, Notify};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -223,6 +227,143 @@ async fn connecting_to_a_peer_that_never_answers_times_out() {
             Err(tether::ConnectError::Timeout(limit)) => assert_eq!(limit, Duration::from_millis(300)),
             other => panic!("expected the connect timeout, got {other:?}"),
         }
+    })
+    .await;
+}
+
+/// A mailbox whose actor handles nothing until its gate opens, and which can
+/// say when a message was handled: how a framework with bounded mailboxes
+/// plugs into the node's backpressure.
+struct GatedMailbox {
+    tx: UnboundedSender<(u64, Option<oneshot::Sender<()>>)>,
+    delivered: Arc<AtomicU64>,
+}
+
+/// The gated actor's side: its gate, how many messages it handled, and
+/// whether each was the next in order.
+struct Gated {
+    gate: Arc<Notify>,
+    handled: Arc<AtomicU64>,
+    in_order: Arc<AtomicBool>,
+}
+
+impl GatedMailbox {
+    fn spawn() -> (GatedMailbox, Gated) {
+        let (tx, mut rx) = unbounded_channel::<(u64, Option<oneshot::Sender<()>>)>();
+        let gated = Gated { gate: Default::default(), handled: Default::default(), in_order: Arc::new(true.into()) };
+        let (gate, handled, in_order) = (gated.gate.clone(), gated.handled.clone(), gated.in_order.clone());
+        tokio::spawn(async move {
+            gate.notified().await;
+            while let Some((n, done)) = rx.recv().await {
+                if n != handled.fetch_add(1, SeqCst) {
+                    in_order.store(false, SeqCst);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        });
+        (GatedMailbox { tx, delivered: Default::default() }, gated)
+    }
+}
+
+impl tether::Mailbox<u64> for GatedMailbox {
+    fn deliver(&self, msg: u64) -> Result<(), u64> {
+        self.delivered.fetch_add(1, SeqCst);
+        self.tx.send((msg, None)).map_err(|e| e.0 .0)
+    }
+
+    fn deliver_tracked(&self, msg: u64) -> Result<Option<BoxFuture<'static, ()>>, u64> {
+        self.delivered.fetch_add(1, SeqCst);
+        let (done, handled) = oneshot::channel();
+        self.tx.send((msg, Some(done))).map_err(|e| e.0 .0)?;
+        Ok(Some(Box::pin(async move {
+            let _ = handled.await;
+        })))
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        let tx = self.tx.clone();
+        Box::pin(async move { tx.closed().await })
+    }
+}
+
+/// An actor that handles nothing gets 511 of a route's messages (the 256th
+/// tracked, and 255 more until the next one is due); the rest wait in the
+/// route's window, and then the sender is told `Full`. Once the actor runs
+/// again, everything arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_actor_pushes_back_on_its_senders() {
+    within(T, async {
+        // The pump reads about 40 KB before it stops, less than the quarter
+        // of the window after which credit would go back: once full, the
+        // window stays full.
+        let mut cfg = Config::default();
+        cfg.port_window = 256 * 1024;
+        cfg.send_buffer = 16 * 1024;
+        let a = Node::new(Some("a"), cfg.clone());
+        let b = Node::new(Some("b"), cfg.clone());
+        let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
+        let (mailbox, gated) = GatedMailbox::spawn();
+        let delivered = mailbox.delivered.clone();
+        b.export(Some("stalled"), mailbox).unwrap();
+        let r: RemoteRef<u64> = a.lookup(b_id, "stalled").await.unwrap();
+
+        const N: u64 = 100_000;
+        let sender = tokio::spawn({
+            let r = r.clone();
+            async move {
+                for i in 0..N {
+                    r.tell(i).await.unwrap();
+                }
+            }
+        });
+        let (at_a, at_b) = (a.connection(b_id).unwrap(), b.connection(a.id()).unwrap());
+        eventually("the actor, the window and then the sender's buffer fill", Duration::from_secs(10), || {
+            delivered.load(SeqCst) == 511
+                && at_b.stats().recv_buffered > cfg.port_window as usize / 2
+                && at_a.stats().send_queued >= cfg.send_buffer as usize
+        })
+        .await;
+        assert!(matches!(r.try_tell(N), Err(tether::TellError::Full(_))));
+        assert!(!sender.is_finished());
+        assert_eq!(gated.handled.load(SeqCst), 0);
+
+        gated.gate.notify_one();
+        sender.await.unwrap();
+        eventually("everything is handled", Duration::from_secs(10), || gated.handled.load(SeqCst) == N).await;
+        assert_eq!(delivered.load(SeqCst), N);
+        assert!(gated.in_order.load(SeqCst), "messages handled out of order");
+    })
+    .await;
+}
+
+/// Sends to an actor of the same node are paced alike: `try_tell` is `Full`
+/// after 511 unhandled messages, and `tell` waits until the actor catches
+/// up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_local_actor_pushes_back_too() {
+    within(T, async {
+        let node = Node::new(Some("solo"), Config::default());
+        let (mailbox, gated) = GatedMailbox::spawn();
+        let delivered = mailbox.delivered.clone();
+        let r = node.export(None, mailbox).unwrap();
+        let mut accepted = 0;
+        while r.try_tell(accepted).is_ok() {
+            accepted += 1;
+            assert!(accepted <= 511, "more than the actor's share");
+        }
+        assert_eq!(accepted, 511);
+        assert_eq!(delivered.load(SeqCst), 511);
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.tell(511).await }
+        });
+        gated.gate.notify_one();
+        waiting.await.unwrap().unwrap();
+        r.tell(512).await.unwrap();
+        eventually("everything is handled", Duration::from_secs(10), || gated.handled.load(SeqCst) == 513).await;
+        assert!(gated.in_order.load(SeqCst), "messages handled out of order");
     })
     .await;
 }

@@ -227,6 +227,8 @@ pub(crate) struct RecvState {
     /// A long message taken off the port, decoded after a yield (see
     /// [`LONG_DECODE`]).
     long: Option<RawMessage>,
+    /// The encoded length of the last message received.
+    last_len: usize,
 }
 
 /// Decoded messages at least this large give their buffer back for the
@@ -261,6 +263,11 @@ impl RemoteRecv {
         RemoteRecv { port, state: RecvState::default() }
     }
 
+    /// The encoded length of the message the last receive returned.
+    pub(crate) fn last_len(&self) -> usize {
+        self.state.last_len
+    }
+
     /// The next message, decoded. A message that does not decode is
     /// reported and skipped; the channel goes on.
     pub(crate) fn poll_recv<T: DeserializeOwned>(
@@ -284,6 +291,7 @@ impl RemoteRecv {
         // The segments of a long message are joined here, without the
         // connection lock.
         let data = crate::mux::join(raw.data, raw.tail);
+        self.state.last_len = data.len();
         let res = decode(&self.port.shared, raw.ports, &data);
         self.port.reclaim(data);
         Poll::Ready(Some(res.map_err(RecvError::Decode)))

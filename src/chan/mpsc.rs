@@ -36,6 +36,7 @@ pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
                 remotes: Vec::new(),
                 next: 0,
                 local_done: false,
+                last_len: 0,
             }))),
         },
     )
@@ -302,6 +303,9 @@ struct LocalRecv<T> {
     remotes: Vec<RemoteRecv>,
     next: usize,
     local_done: bool,
+    /// The encoded length of the message the last receive returned (0 for
+    /// one sent on this node, which is never encoded).
+    last_len: usize,
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -320,6 +324,16 @@ impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
     /// decode) leaves the channel usable; a connection error is final.
     pub async fn recv(&mut self) -> Result<Option<T>, RecvError> {
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The encoded length of the message the last receive returned: what it
+    /// took on the wire, or 0 if it was sent on this node.
+    pub(crate) fn last_len(&mut self) -> usize {
+        match self.inner.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            Some(RecvInner::Remote(r)) => r.last_len(),
+            Some(RecvInner::Local(l)) => l.last_len,
+            None => 0,
+        }
     }
 
     /// Polls for the next message; see [`Receiver::recv`].
@@ -350,6 +364,7 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                 match self.remotes[idx].poll_recv::<T>(cx) {
                     Poll::Ready(Some(Ok(v))) => {
                         self.next = idx + 1;
+                        self.last_len = self.remotes[idx].last_len();
                         return Poll::Ready(Ok(Some(v)));
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -368,7 +383,10 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
             }
             if !self.local_done {
                 match self.rx.poll_recv(cx) {
-                    Poll::Ready(Some(v)) => return Poll::Ready(Ok(Some(v))),
+                    Poll::Ready(Some(v)) => {
+                        self.last_len = 0;
+                        return Poll::Ready(Ok(Some(v)));
+                    }
                     Poll::Ready(None) => self.local_done = true,
                     Poll::Pending => {}
                 }

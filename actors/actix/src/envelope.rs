@@ -19,9 +19,8 @@ pub struct Envelope<M: actix::Message>(pub(crate) Kind<M>);
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "M: RemoteMessage, M::Result: RemoteMessage")]
 pub(crate) enum Kind<M: actix::Message> {
-    /// Fire and forget. Every `ACK_EVERY`-th tell of a sender carries `ack`,
-    /// answered once the actor has handled it: the sender's credit.
-    Tell { msg: M, ack: Option<oneshot::Sender<()>> },
+    /// Fire and forget.
+    Tell { msg: M },
     /// A request; the handler's result is sent on `reply`. A closed `reply`
     /// means the asker gave up, so the work is skipped.
     Send { msg: M, reply: oneshot::Sender<M::Result> },
@@ -30,7 +29,7 @@ pub(crate) enum Kind<M: actix::Message> {
 impl<M: actix::Message> fmt::Debug for Envelope<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Kind::Tell { ack, .. } => write!(f, "Envelope::Tell(ack: {})", ack.is_some()),
+            Kind::Tell { .. } => f.write_str("Envelope::Tell"),
             Kind::Send { .. } => f.write_str("Envelope::Send"),
         }
     }

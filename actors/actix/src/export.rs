@@ -64,6 +64,43 @@ impl<A: Actor, M> AddrMailbox<A, M> {
     }
 }
 
+impl<A, M> AddrMailbox<A, M>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    /// Hands a request to the actor and its result to `reply`; `done` (if
+    /// any) is dropped once that is over.
+    fn ask(&self, msg: M, reply: tether::oneshot::Sender<M::Result>, done: Option<tokio::sync::oneshot::Sender<()>>) {
+        if reply.is_closed() {
+            // The asker gave up before delivery: skip the work.
+            return;
+        }
+        let handled = self.addr.clone().send(msg);
+        self.spawn(async move {
+            // Dropping `handled` early makes actix skip the handler if it
+            // has not started (its envelope checks whether the response
+            // channel is closed before handling).
+            let outcome = {
+                let handled = std::pin::pin!(handled);
+                let gone = std::pin::pin!(reply.closed());
+                match future::select(handled, gone).await {
+                    Either::Left((outcome, _)) => Some(outcome),
+                    Either::Right(_) => None,
+                }
+            };
+            // `Err(Closed)`: the actor stopped first; dropping `reply` tells
+            // the asker at once.
+            if let Some(Ok(result)) = outcome {
+                let _ = reply.send(result);
+            }
+            drop(done);
+        });
+    }
+}
+
 impl<A, M> Mailbox<Envelope<M>> for AddrMailbox<A, M>
 where
     A: Actor + Handler<M>,
@@ -83,41 +120,36 @@ where
             return Err(env);
         }
         match env.0 {
-            Kind::Tell { msg, ack: None } => self.addr.do_send(msg),
-            Kind::Tell { msg, ack: Some(ack) } => {
+            Kind::Tell { msg } => self.addr.do_send(msg),
+            Kind::Send { msg, reply } => self.ask(msg, reply, None),
+        }
+        Ok(())
+    }
+
+    // A tell is tracked by sending it with `send` instead of `do_send`: its
+    // `Request` resolves once the handler ran, or with an error once the
+    // actor stopped. actix skips the handler of a message whose `Request`
+    // was dropped, so a task of its own awaits it, not the caller. An ask is
+    // over once it was answered or its asker gave up.
+    fn deliver_tracked(&self, env: Envelope<M>) -> Result<Option<BoxFuture<'static, ()>>, Envelope<M>> {
+        if !self.addr.connected() {
+            self.stopped.notify_one();
+            return Err(env);
+        }
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        match env.0 {
+            Kind::Tell { msg } => {
                 let handled = self.addr.clone().send(msg);
                 self.spawn(async move {
                     let _ = handled.await;
-                    let _ = ack.send(());
+                    drop(done);
                 });
             }
-            Kind::Send { msg, reply } => {
-                if reply.is_closed() {
-                    // The asker gave up before delivery: skip the work.
-                    return Ok(());
-                }
-                let handled = self.addr.clone().send(msg);
-                self.spawn(async move {
-                    // Dropping `handled` early makes actix skip the handler
-                    // if it has not started (its envelope checks whether
-                    // the response channel is closed before handling).
-                    let outcome = {
-                        let handled = std::pin::pin!(handled);
-                        let gone = std::pin::pin!(reply.closed());
-                        match future::select(handled, gone).await {
-                            Either::Left((outcome, _)) => Some(outcome),
-                            Either::Right(_) => None,
-                        }
-                    };
-                    // `Err(Closed)`: the actor stopped first; dropping
-                    // `reply` tells the asker at once.
-                    if let Some(Ok(result)) = outcome {
-                        let _ = reply.send(result);
-                    }
-                });
-            }
+            Kind::Send { msg, reply } => self.ask(msg, reply, Some(done)),
         }
-        Ok(())
+        Ok(Some(Box::pin(async move {
+            let _ = finished.await;
+        })))
     }
 
     fn stopped(&self) -> BoxFuture<'static, ()> {

@@ -27,17 +27,8 @@ use crate::RemoteMailboxError;
 /// default), so 10 s leaves room for a slow handler.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Every this many tells, one carries an acknowledgement port, answered
-/// once the actor has *handled* that message.
-const ACK_EVERY: u32 = 128;
-/// Unanswered acknowledgements a handle may have. With `ACK_EVERY` this
-/// bounds the tells of one handle waiting in the actor's actix mailbox to
-/// about `ACK_EVERY * (MAX_UNACKED + 1)` = 640: the core hands messages to
-/// the actix mailbox as fast as they arrive (its mailbox hook cannot wait),
-/// so this credit is what makes a slow actor push back on its senders.
-const MAX_UNACKED: u32 = 4;
-/// Messages a handle holds back while the connection's window or the
-/// credit is exhausted, or its route is being opened.
+/// Messages a handle holds back while the route's window is full or the
+/// route is being opened.
 const OUTBOX: usize = 256;
 
 /// The address of an actix actor that may live on another node, for
@@ -58,14 +49,18 @@ const OUTBOX: usize = 256;
 /// | [`tell`](Self::tell) | room | waits |
 /// | [`send`](Self::send) | room and the result | waits, within the timeout |
 ///
-/// The *window* of a handle is the connection's send buffer for the route,
-/// plus an outbox of 256 messages, plus the credit that keeps at most about
-/// 640 of its tells waiting in the actor's actix mailbox. A blocked actor
-/// therefore makes `try_send` fail with `Full`, and memory at the sender
-/// stays bounded.
+/// The *window* of a handle is the route's window on the connection (the
+/// send buffer here, the port window at the actor's node) plus an outbox of
+/// 256 messages, which also holds what is sent while the route is being
+/// opened. The actor's node hands fewer than 512 of a route's messages to
+/// the actor's actix mailbox before it waits for the actor to handle them,
+/// and meanwhile reads no more from the route. A blocked actor therefore
+/// makes `try_send` fail with `Full` once the window is full, and memory at
+/// the sender stays bounded. A handle to an actor of this node has no
+/// connection: its window is those 512 messages and the outbox.
 ///
 /// Methods that may need a background task (to open a route, wait for
-/// credit, or watch) run it on the tokio runtime current at the call, or
+/// room, or watch) run it on the tokio runtime current at the call, or
 /// else the one the handle was made on.
 pub struct RemoteAddr<M: Message> {
     link: Arc<Link<M>>,
@@ -236,14 +231,7 @@ where
             link: Arc::new(Link {
                 rref,
                 rt: Handle::try_current().ok(),
-                state: Mutex::new(State {
-                    outbox: VecDeque::new(),
-                    pumping: false,
-                    since_ack: 0,
-                    unacked: 0,
-                    dropping: false,
-                }),
-                credit: Notify::new(),
+                state: Mutex::new(State { outbox: VecDeque::new(), pumping: false, dropping: false }),
                 space: Notify::new(),
             }),
         }
@@ -306,8 +294,6 @@ struct Link<M: Message> {
     rref: RemoteRef<Envelope<M>>,
     rt: Option<Handle>,
     state: Mutex<State<M>>,
-    /// An acknowledgement came back.
-    credit: Notify,
     /// The outbox stopped being full.
     space: Notify,
 }
@@ -318,9 +304,6 @@ struct State<M: Message> {
     /// behind it: that is what keeps order.
     outbox: VecDeque<Pending<M>>,
     pumping: bool,
-    /// Tells since the last one that carried an acknowledgement port.
-    since_ack: u32,
-    unacked: u32,
     /// `do_send` is dropping (to log once per episode).
     dropping: bool,
 }
@@ -328,13 +311,33 @@ struct State<M: Message> {
 enum Pending<M: Message> {
     Tell(M),
     /// A request, its reply port, and where to say why it was not sent.
-    Send(M, oneshot::Sender<M::Result>, tokio::sync::oneshot::Sender<RemoteMailboxError>),
+    Send(M, oneshot::Sender<M::Result>, Failed),
 }
+
+/// Where a request says why it was not sent.
+type Failed = tokio::sync::oneshot::Sender<RemoteMailboxError>;
 
 impl<M: Message> Pending<M> {
     fn into_msg(self) -> M {
         match self {
             Pending::Tell(m) | Pending::Send(m, ..) => m,
+        }
+    }
+
+    fn into_envelope(self) -> (Envelope<M>, Option<Failed>) {
+        match self {
+            Pending::Tell(msg) => (Envelope(Kind::Tell { msg }), None),
+            Pending::Send(msg, reply, failed) => (Envelope(Kind::Send { msg, reply }), Some(failed)),
+        }
+    }
+
+    /// Takes an envelope the core gave back apart again.
+    fn from_envelope(env: Envelope<M>, failed: Option<Failed>) -> Self {
+        match env.0 {
+            Kind::Tell { msg } => Pending::Tell(msg),
+            Kind::Send { msg, reply } => {
+                Pending::Send(msg, reply, failed.unwrap_or_else(|| tokio::sync::oneshot::channel().0))
+            }
         }
     }
 }
@@ -357,64 +360,26 @@ where
         Handle::try_current().ok().or_else(|| self.rt.clone()).expect("tether-actix needs a tokio runtime")
     }
 
-    /// Takes credit for one more message, building its envelope; `None`
-    /// if a tell needs an acknowledgement and too many are unanswered.
-    fn envelope(&self, st: &mut State<M>, p: Pending<M>) -> Result<(Envelope<M>, Option<Watcher>), Pending<M>> {
-        match p {
-            Pending::Send(msg, reply, failed) => {
-                Ok((Envelope(Kind::Send { msg, reply }), Some(Watcher::Failed(failed))))
-            }
-            Pending::Tell(msg) if st.since_ack + 1 < ACK_EVERY => Ok((Envelope(Kind::Tell { msg, ack: None }), None)),
-            Pending::Tell(msg) if st.unacked < MAX_UNACKED => {
-                let (ack, acked) = oneshot::channel();
-                Ok((Envelope(Kind::Tell { msg, ack: Some(ack) }), Some(Watcher::Ack(acked))))
-            }
-            p => Err(p),
-        }
-    }
-
-    /// Counts a message handed to the core.
-    fn sent(self: &Arc<Self>, st: &mut State<M>, w: Option<Watcher>) {
-        match w {
-            Some(Watcher::Ack(acked)) => {
-                st.since_ack = 0;
-                st.unacked += 1;
-                let link = self.clone();
-                self.runtime().spawn(async move {
-                    // Answered, dropped or lost with its connection: either
-                    // way the credit comes back.
-                    let _ = acked.await;
-                    link.lock().unacked -= 1;
-                    link.credit.notify_one();
-                });
-            }
-            Some(Watcher::Failed(_)) => {}
-            None => st.since_ack += 1,
-        }
-    }
-
     /// Accepts a message without waiting: straight to the core if nothing
     /// is queued before it and there is room, else into the outbox.
     fn submit(self: &Arc<Self>, p: Pending<M>) -> Result<(), Refused<M>> {
         let mut st = self.lock();
         let mut p = p;
         if st.outbox.is_empty() && !st.pumping {
-            match self.envelope(&mut st, p) {
-                Ok((env, w)) => match self.rref.try_tell(env) {
-                    Ok(()) => {
-                        self.sent(&mut st, w);
-                        return Ok(());
-                    }
-                    Err(TellError::Full(env)) => p = unpack(env, w),
-                    Err(TellError::Unreachable { msg, error }) => {
-                        return Err(Refused::Closed(unpack(msg, w), RemoteMailboxError::from_remote(error)));
-                    }
-                    Err(e) => {
-                        let why = RemoteMailboxError::Message(e.to_string());
-                        return Err(Refused::Closed(unpack(e.into_inner(), w), why));
-                    }
-                },
-                Err(back) => p = back,
+            let (env, failed) = p.into_envelope();
+            match self.rref.try_tell(env) {
+                Ok(()) => return Ok(()),
+                Err(TellError::Full(env)) => p = Pending::from_envelope(env, failed),
+                Err(TellError::Unreachable { msg, error }) => {
+                    return Err(Refused::Closed(
+                        Pending::from_envelope(msg, failed),
+                        RemoteMailboxError::from_remote(error),
+                    ));
+                }
+                Err(e) => {
+                    let why = RemoteMailboxError::Message(e.to_string());
+                    return Err(Refused::Closed(Pending::from_envelope(e.into_inner(), failed), why));
+                }
             }
         }
         if st.outbox.len() >= OUTBOX {
@@ -448,41 +413,22 @@ where
         }
     }
 
-    /// Hands the outbox to the core in order, waiting for the window and
-    /// for credit; ends when the outbox is empty.
+    /// Hands the outbox to the core in order, waiting for the window; ends
+    /// when the outbox is empty.
     async fn pump(self: Arc<Self>) {
         loop {
-            let (env, failed) = loop {
-                let credit = self.credit.notified();
-                {
-                    let mut st = self.lock();
-                    // Only a full outbox turns senders away.
-                    let was_full = st.outbox.len() >= OUTBOX;
-                    let Some(p) = st.outbox.pop_front() else {
-                        st.pumping = false;
-                        return;
-                    };
-                    match self.envelope(&mut st, p) {
-                        Ok((env, w)) => {
-                            if was_full {
-                                self.space.notify_waiters();
-                            }
-                            // Credit is taken before the wait for the
-                            // window; an acknowledgement port that is never
-                            // sent gives it back when dropped.
-                            let failed = match w {
-                                Some(Watcher::Failed(f)) => Some(f),
-                                other => {
-                                    self.sent(&mut st, other);
-                                    None
-                                }
-                            };
-                            break (env, failed);
-                        }
-                        Err(back) => st.outbox.push_front(back),
-                    }
+            let (env, failed) = {
+                let mut st = self.lock();
+                // Only a full outbox turns senders away.
+                let was_full = st.outbox.len() >= OUTBOX;
+                let Some(p) = st.outbox.pop_front() else {
+                    st.pumping = false;
+                    return;
+                };
+                if was_full {
+                    self.space.notify_waiters();
                 }
-                credit.await;
+                p.into_envelope()
             };
             if let Kind::Send { reply, .. } = &env.0 {
                 if reply.is_closed() {
@@ -503,26 +449,5 @@ where
             }
             drop(e);
         }
-    }
-}
-
-/// What to do once a message is handed over.
-enum Watcher {
-    /// A tell's acknowledgement to await, for credit.
-    Ack(oneshot::Receiver<()>),
-    /// A request's channel for saying why it was not sent.
-    Failed(tokio::sync::oneshot::Sender<RemoteMailboxError>),
-}
-
-/// Takes an envelope the core gave back apart again.
-fn unpack<M: Message>(env: Envelope<M>, w: Option<Watcher>) -> Pending<M> {
-    match (env.0, w) {
-        (Kind::Send { msg, reply }, Some(Watcher::Failed(failed))) => Pending::Send(msg, reply, failed),
-        (Kind::Send { msg, reply }, _) => {
-            let (failed, _) = tokio::sync::oneshot::channel();
-            Pending::Send(msg, reply, failed)
-        }
-        // The acknowledgement port, never sent, is dropped with its receiver.
-        (Kind::Tell { msg, .. }, _) => Pending::Tell(msg),
     }
 }
