@@ -19,6 +19,9 @@
 //!   on the tokio runtime and the actix actors and sender on Systems beside it (supported; see
 //!   actors/actix/tests/separate_runtime.rs). Every message then also crosses between a System
 //!   thread and a tokio worker.
+//! - **One System** (`W6-*-actix-one-system`, extra): actix→actix with both nodes and both
+//!   actors in one System, so on one thread, as the standalone raw round trip runs both its
+//!   ends on one runtime. Its ask compares with raw TCP on that same thread, interleaved.
 //!
 //! Each hop between threads that are not both busy is a cross-thread wake-up. On a 2-vCPU VM
 //! waking an idle vCPU costs tens of µs, so the round trip between two single-threaded actix
@@ -43,9 +46,10 @@
 //!
 //! - between the threads of the two nodes (the echo task where node `b` runs, the asking task
 //!   where node `a` runs), interleaved with tether's round trips in 20 rounds so that both meet
-//!   the same placement of those threads on the CPUs. The headline lines compare with this one
-//!   (`raw`, `raw_of`, `ratio` = tether median / raw median) and give the standalone one beside
-//!   it (`raw_tokio`, `ratio_raw_tokio`);
+//!   the same placement of those threads on the CPUs (one thread for `-one-system`). The
+//!   headline and `-one-system` lines compare with this one (`raw`, `raw_of`, `ratio` = tether
+//!   median / raw median) and give the standalone one beside it (`raw_tokio`,
+//!   `ratio_raw_tokio`);
 //! - standalone, both ends on the tokio runtime, once before the tether runs. The `-beside`
 //!   lines, whose nodes are both on the tokio runtime, compare with this one.
 //!
@@ -526,6 +530,9 @@ enum Placement {
     /// Both nodes on the tokio runtime; the actix actors and the actix sender on Systems
     /// beside it (supported; see actors/actix/tests/separate_runtime.rs).
     Beside,
+    /// actix→actix only: both nodes and both actors in one actix System, i.e. on one thread, as
+    /// the standalone raw round trip has both its ends on one tokio runtime.
+    OneSystem,
 }
 
 impl Pair {
@@ -545,6 +552,8 @@ impl Pair {
             (Pair::ActixRactor, Placement::WithActors) => "actix-ractor",
             (Pair::ActixActix, Placement::Beside) => "actix-beside",
             (Pair::ActixRactor, Placement::Beside) => "actix-ractor-beside",
+            (Pair::ActixActix, Placement::OneSystem) => "actix-one-system",
+            (Pair::ActixRactor, Placement::OneSystem) => unreachable!("not measured"),
         }
     }
 
@@ -555,23 +564,28 @@ impl Pair {
             (Pair::ActixRactor, Placement::WithActors) => "actix System (node a) + tokio 2 (node b)",
             (Pair::ActixActix, Placement::Beside) => "tokio 2 (both nodes) + actix System x2 (actors)",
             (Pair::ActixRactor, Placement::Beside) => "tokio 2 (both nodes) + actix System (sender)",
+            (Pair::ActixActix, Placement::OneSystem) => "actix System x1 (both nodes and actors)",
+            (Pair::ActixRactor, Placement::OneSystem) => unreachable!("not measured"),
         }
     }
 }
 
 /// The measured arrangements, headline ones first.
-const CASES: [(Pair, Placement); 5] = [
+const CASES: [(Pair, Placement); 6] = [
     (Pair::RactorRactor, Placement::WithActors),
     (Pair::ActixActix, Placement::WithActors),
     (Pair::ActixRactor, Placement::WithActors),
     (Pair::ActixActix, Placement::Beside),
     (Pair::ActixRactor, Placement::Beside),
+    (Pair::ActixActix, Placement::OneSystem),
 ];
 
-/// The actix Systems a pair needs: (sender side, receiver side).
-fn systems(pair: Pair) -> Res<(Option<SysThread>, Option<SysThread>)> {
+/// The actix Systems a pair needs: (sender side, receiver side). With
+/// [`Placement::OneSystem`], the sender's System is the receiver's too.
+fn systems(pair: Pair, placement: Placement) -> Res<(Option<SysThread>, Option<SysThread>)> {
     Ok(match pair {
         Pair::RactorRactor => (None, None),
+        Pair::ActixActix if placement == Placement::OneSystem => (Some(SysThread::start("actix-ab")?), None),
         Pair::ActixActix => (Some(SysThread::start("actix-a")?), Some(SysThread::start("actix-b")?)),
         Pair::ActixRactor => (Some(SysThread::start("actix-a")?), None),
     })
@@ -616,10 +630,9 @@ fn sides(pair: Pair, placement: Placement, tx: Option<Ax>, rx: Option<Ax>) -> Re
             Ok(Home::Tokio)
         }
     };
-    let side = |actor: Home| Side {
-        node: if placement == Placement::WithActors { actor.clone() } else { Home::Tokio },
-        actor,
-    };
+    let side =
+        |actor: Home| Side { node: if placement == Placement::Beside { Home::Tokio } else { actor.clone() }, actor };
+    let rx = if placement == Placement::OneSystem { tx.clone() } else { rx };
     Ok((side(actor_home(pair.sender_is_actix(), tx)?), side(actor_home(pair.receiver_is_actix(), rx)?)))
 }
 
@@ -807,8 +820,8 @@ async fn remote_tell(
     Ok(Tell { rate: n as f64 / (t1 - t0).as_secs_f64(), peak_send_queued: peak, queue_samples: samples })
 }
 
-/// W6 ask: sequential round trips from node `a` to the counter on node `b`, and with
-/// [`Placement::WithActors`] raw-TCP round trips between the same two threads (the echo task
+/// W6 ask: sequential round trips from node `a` to the counter on node `b`, and unless
+/// [`Placement::Beside`] raw-TCP round trips between the same two threads (the echo task
 /// where node `b` runs, the asking task where node `a` runs), interleaved with them in
 /// [`ROUNDS`] rounds so that both meet the same placement of those threads on the CPUs.
 /// Returns (tether, raw) round-trip times.
@@ -822,7 +835,7 @@ async fn remote_ask(
 ) -> Res<(Lat, Option<Res<Lat>>)> {
     let (a_side, b_side) = sides(pair, placement, tx, rx)?;
     let setup = Setup::new(pair, &a_side, &b_side, Tally::new(u64::MAX, p.clone()), &p).await?;
-    let echo = if placement == Placement::WithActors {
+    let echo = if placement != Placement::Beside {
         p.stage("raw echo: listen");
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let echo = tokio::spawn(async move {
@@ -917,13 +930,13 @@ async fn raw_round_trip(raw: &mut Option<Res<(common::RawAsker, Vec<u64>)>>, i: 
 fn with_systems<T: Send + 'static, Fut>(
     label: &str,
     d: Duration,
-    pair: Pair,
+    (pair, placement): (Pair, Placement),
     f: impl FnOnce(Option<Ax>, Option<Ax>, Arc<Progress>) -> Fut,
 ) -> Res<T>
 where
     Fut: Future<Output = Res<T>> + Send + 'static,
 {
-    let (tx, rx) = systems(pair)?;
+    let (tx, rx) = systems(pair, placement)?;
     let (tx_ax, rx_ax) = (tx.as_ref().map(SysThread::ax), rx.as_ref().map(SysThread::ax));
     let out = BENCH.measure(label, d, move |p| f(tx_ax, rx_ax, p));
     drop((tx, rx));
@@ -972,7 +985,7 @@ fn main() {
         });
         for (pair, placement) in tells {
             let name = name("tell", (pair, placement));
-            let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
+            let tether = with_systems(&format!("{name} tether"), d, (pair, placement), move |tx, rx, p| {
                 remote_tell(pair, placement, n, tx, rx, p)
             });
             let (local, local_of) = match pair.receiver_is_actix() {
@@ -984,8 +997,8 @@ fn main() {
     }
 
     // W6 ask: the raw round trip on the tokio runtime once, the local baselines once per
-    // framework; with the nodes with their actors, `remote_ask` also measures the raw round
-    // trip between the nodes' threads, and that is the baseline of the ratio.
+    // framework; unless the nodes run beside their actors, `remote_ask` also measures the raw
+    // round trip between the nodes' threads, and that is the baseline of the ratio.
     let n = s.ask_rtts;
     let asks: Vec<_> = CASES.into_iter().filter(|&c| args.wanted(&name("ask", c))).collect();
     if !asks.is_empty() {
@@ -997,7 +1010,7 @@ fn main() {
         });
         for (pair, placement) in asks {
             let name = name("ask", (pair, placement));
-            let tether = with_systems(&format!("{name} tether"), d, pair, move |tx, rx, p| {
+            let tether = with_systems(&format!("{name} tether"), d, (pair, placement), move |tx, rx, p| {
                 remote_ask(pair, placement, n, tx, rx, p)
             });
             let (local, local_of) = match pair.receiver_is_actix() {
@@ -1011,7 +1024,10 @@ fn main() {
             };
             match raw {
                 Some(raw) => {
-                    let raw_of = "raw TCP between the threads of the two nodes, interleaved with the asks";
+                    let raw_of = match placement {
+                        Placement::OneSystem => "raw TCP on the thread of both nodes, interleaved with the asks",
+                        _ => "raw TCP between the threads of the two nodes, interleaved with the asks",
+                    };
                     print_ask(&name, &tether, (&raw, raw_of), Some(&raw_tokio), (local, local_of), threads);
                 }
                 None => print_ask(&name, &tether, (&raw_tokio, RAW_TOKIO), None, (local, local_of), threads),
