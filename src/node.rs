@@ -524,10 +524,8 @@ async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dyn Mailbox<M
             }
         };
         let len = rx.last_len();
-        if tracker.next_is_due(len) {
-            if let Some(handled) = tracker.unhandled() {
-                handled.await;
-            }
+        if let Some(handled) = tracker.wait_before(len) {
+            handled.await;
         }
         if tracker.deliver(&*mb, msg, len).is_err() {
             break;

@@ -80,12 +80,17 @@ type Handled = Shared<BoxFuture<'static, ()>>;
 
 impl Tracker {
     /// Whether the next message, of `len` encoded bytes, is to be tracked.
-    pub(crate) fn next_is_due(&self, len: usize) -> bool {
+    fn next_is_due(&self, len: usize) -> bool {
         self.count.saturating_add(1) >= TRACK_EVERY || self.bytes.saturating_add(len) >= TRACK_BYTES
     }
 
-    /// The previous tracked message, if the actor has not handled it yet.
-    pub(crate) fn unhandled(&mut self) -> Option<Handled> {
+    /// What must be handled before the next message, of `len` encoded
+    /// bytes, may be delivered: the previous tracked one, if that is due and
+    /// the actor has not handled it yet.
+    pub(crate) fn wait_before(&mut self, len: usize) -> Option<Handled> {
+        if !self.next_is_due(len) {
+            return None;
+        }
         let h = self.handled.as_ref()?;
         if h.clone().now_or_never().is_some() {
             self.handled = None;
@@ -95,31 +100,28 @@ impl Tracker {
     }
 
     /// Delivers `msg` (of `len` encoded bytes), tracked if it is due; the
-    /// caller has made sure the previous tracked one was handled then.
+    /// caller has waited for [`wait_before`](Self::wait_before) first.
     pub(crate) fn deliver<M: 'static>(&mut self, mb: &dyn Mailbox<M>, msg: M, len: usize) -> Result<(), M> {
         if !self.next_is_due(len) {
-            self.count += 1;
-            self.bytes += len;
-            return mb.deliver(msg);
+            mb.deliver(msg)?;
+        } else if let Some(handled) = mb.deliver_tracked(msg)? {
+            *self = Tracker { count: 0, bytes: 0, handled: Some(handled.shared()) };
+            return Ok(());
         }
-        match mb.deliver_tracked(msg)? {
-            Some(handled) => *self = Tracker { count: 0, bytes: 0, handled: Some(handled.shared()) },
-            // Not trackable (an adapter that cannot tell, or not this kind
-            // of message): the next one is tried instead.
-            None => {
-                self.count = self.count.saturating_add(1);
-                self.bytes = self.bytes.saturating_add(len);
-            }
-        }
+        // Untracked, or not trackable (an adapter that cannot tell, or not
+        // this kind of message: the next one is tried instead). Saturating:
+        // with an adapter that never tracks, the counts never reset.
+        self.count = self.count.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(len);
         Ok(())
     }
 }
 
 /// An actor of this node, as its routes reach it.
 pub(crate) struct Local<M> {
-    pub(crate) mailbox: Arc<dyn Mailbox<M>>,
+    mailbox: Arc<dyn Mailbox<M>>,
     /// Pacing for messages sent on this node (never encoded: counted only).
-    pub(crate) track: std::sync::Mutex<Tracker>,
+    track: std::sync::Mutex<Tracker>,
 }
 
 impl<M: 'static> Local<M> {
@@ -134,12 +136,10 @@ impl<M: 'static> Local<M> {
     /// Delivers now, or gives the message back with what to wait for.
     fn try_deliver(&self, msg: M) -> Result<Result<(), M>, (M, Handled)> {
         let mut t = self.track();
-        if t.next_is_due(0) {
-            if let Some(wait) = t.unhandled() {
-                return Err((msg, wait));
-            }
+        match t.wait_before(0) {
+            Some(wait) => Err((msg, wait)),
+            None => Ok(t.deliver(&*self.mailbox, msg, 0)),
         }
-        Ok(t.deliver(&*self.mailbox, msg, 0))
     }
 }
 

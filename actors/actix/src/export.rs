@@ -56,6 +56,15 @@ struct AddrMailbox<A: Actor, M> {
 }
 
 impl<A: Actor, M> AddrMailbox<A, M> {
+    /// Whether the actor has stopped; if so, its export learns it at once.
+    fn gone(&self) -> bool {
+        let gone = !self.addr.connected();
+        if gone {
+            self.stopped.notify_one();
+        }
+        gone
+    }
+
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         match Handle::try_current() {
             Ok(rt) => rt.spawn(fut),
@@ -115,8 +124,7 @@ where
     // defer its message to the first poll of the `Request`, behind later
     // `do_send`s, and actix never wakes such a `Request`; hence the clone.
     fn deliver(&self, env: Envelope<M>) -> Result<(), Envelope<M>> {
-        if !self.addr.connected() {
-            self.stopped.notify_one();
+        if self.gone() {
             return Err(env);
         }
         match env.0 {
@@ -132,8 +140,7 @@ where
     // was dropped, so a task of its own awaits it, not the caller. An ask is
     // over once it was answered or its asker gave up.
     fn deliver_tracked(&self, env: Envelope<M>) -> Result<Option<BoxFuture<'static, ()>>, Envelope<M>> {
-        if !self.addr.connected() {
-            self.stopped.notify_one();
+        if self.gone() {
             return Err(env);
         }
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
