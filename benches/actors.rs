@@ -652,7 +652,7 @@ impl Setup {
         let (b, addr) = b_side
             .node
             .run(|| async {
-                let b = Node::new(Some("b"), Config::default());
+                let b = Node::new(Some("b"), Config::default()).unwrap();
                 let addr = b.listen("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
                 Ok((b, addr.to_string()))
             })
@@ -682,7 +682,7 @@ impl Setup {
         let (a, b_id) = a_side
             .node
             .run(move || async move {
-                let a = Node::new(Some("a"), Config::default());
+                let a = Node::new(Some("a"), Config::default()).unwrap();
                 let b_id = a.connect(&addr).await.map_err(|e| format!("connect: {e:?}"))?;
                 Ok((a, b_id))
             })

@@ -205,7 +205,7 @@ impl ractor::Actor for Room {
 }
 
 async fn room_process() -> Result<(), Box<dyn Error>> {
-    let node = Node::new(Some("room-node"), Config::default());
+    let node = Node::new(Some("room-node"), Config::default())?;
     let addr = node.listen("127.0.0.1:0").await?.to_string();
     let (empty, mut emptied) = tokio::sync::oneshot::channel();
     let (room, room_task) = ractor::Actor::spawn(None, Room, empty).await?;
@@ -318,7 +318,7 @@ impl Handler<Event> for Alice {
 }
 
 async fn actix_member(name: String, addr: String) -> Result<(), Box<dyn Error>> {
-    let node = Node::new(Some(&name), Config::default());
+    let node = Node::new(Some(&name), Config::default())?;
     let room_node = node.connect(&addr).await?;
     let room = tether_ractor::lookup::<RoomMsg>(&node, room_node, "room").await?;
     let alice = Alice { room: room.clone(), greeted: false, leaving: false }.start();
@@ -388,7 +388,7 @@ impl ractor::Actor for Bob {
 }
 
 async fn ractor_member(name: String, addr: String) -> Result<(), Box<dyn Error>> {
-    let node = Node::new(Some(&name), Config::default());
+    let node = Node::new(Some(&name), Config::default())?;
     let room_node = node.connect(&addr).await?;
     let room = tether_ractor::lookup::<RoomMsg>(&node, room_node, "room").await?;
     let (bob, _task) = ractor::Actor::spawn(None, Bob, room.clone()).await?;

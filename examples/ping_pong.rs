@@ -163,7 +163,7 @@ impl PingerState {
 }
 
 async fn ractor_process() -> Result<(), Box<dyn Error>> {
-    let node = Node::new(Some("ractor-node"), Config::default());
+    let node = Node::new(Some("ractor-node"), Config::default())?;
     let addr = node.listen("127.0.0.1:0").await?;
     let (done, mut watched) = tokio::sync::oneshot::channel();
     let (pinger, pinger_task) = ractor::Actor::spawn(None, Pinger, (node.clone(), done)).await?;
@@ -243,7 +243,7 @@ impl Handler<PongerMsg> for Ponger {
 }
 
 async fn actix_process(addr: String) -> Result<(), Box<dyn Error>> {
-    let node = Node::new(Some("actix-node"), Config::default());
+    let node = Node::new(Some("actix-node"), Config::default())?;
     let ractor_node = node.connect(&addr).await?;
     say("actix", format!("node {} connected to {ractor_node}", node.id()));
 

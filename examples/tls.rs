@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let server_tls = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(server_chain, server_key)?;
-    let server = Node::new(Some("server"), cluster_config());
+    let server = Node::new(Some("server"), cluster_config())?;
     let addr = server.listen_tls("127.0.0.1:0", Arc::new(server_tls)).await?.to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -106,7 +106,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .with_root_certificates(roots.clone())
             .with_client_auth_cert(client_chain, client_key)?,
     );
-    let client = Node::new(Some("client"), cluster_config());
+    let client = Node::new(Some("client"), cluster_config())?;
     let server_id = client.connect_tls(&addr, "localhost", client_tls.clone()).await?;
     println!("client connected: certificates checked both ways, cookie proved both ways");
 
@@ -116,13 +116,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("greeter answered: {greeting:?}");
 
     // 5. Outsiders are refused.
-    let no_cookie = Node::new(Some("outsider"), Config::default());
+    let no_cookie = Node::new(Some("outsider"), Config::default())?;
     match no_cookie.connect_tls(&addr, "localhost", client_tls).await {
         Err(e) => println!("a node with a certificate but no cookie is refused: {e}"),
         Ok(_) => return Err("a node without the cookie got in".into()),
     }
     let no_cert = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
-    match Node::new(Some("stranger"), cluster_config()).connect_tls(&addr, "localhost", no_cert).await {
+    match Node::new(Some("stranger"), cluster_config()).unwrap().connect_tls(&addr, "localhost", no_cert).await {
         Err(e) => println!("a node without a client certificate is refused: {e}"),
         Ok(_) => return Err("a node without a certificate got in".into()),
     }

@@ -71,6 +71,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(unreachable_pub, missing_docs)]
+#![forbid(unsafe_code)]
 
 mod auth;
 mod chan;
@@ -80,10 +81,8 @@ mod conn;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
-mod listener;
 mod mux;
 mod node;
-mod remote_ref;
 pub mod transport;
 mod wire;
 
@@ -91,11 +90,13 @@ pub use auth::Cookie;
 pub use chan::{mpsc, oneshot, watch, RecvError};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{
-    Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, SessionLost,
+    Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, Role, SessionLost,
 };
 pub use mux::MuxError as ProtocolError;
-pub use node::{LookupError, NameTaken, Node, RemoteError};
-pub use remote_ref::{ActorId, AskError, Mailbox, Monitor, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent};
+pub use node::{
+    ActorId, AskError, AskPermit, LookupError, Mailbox, Monitor, NameTaken, Node, NodeStats, RemoteError,
+    RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent,
+};
 pub use wire::WireError;
 
 use std::sync::OnceLock;

@@ -180,7 +180,7 @@ fn netns_child() {
         // The harness has printed `test netns_child ... ` without a line
         // break: start a line of our own.
         say("");
-        let node = Node::new(Some(&role), config());
+        let node = Node::new(Some(&role), config()).unwrap();
         match role.as_str() {
             ROLE_OWNER => owner(&node, &addr).await,
             ROLE_SENDER => sender(&node, &addr).await,

@@ -49,8 +49,8 @@ fn counter() -> TaskMailbox<Counter> {
 }
 
 async fn two_nodes() -> (Node, Node, tether::NodeId) {
-    let a = Node::new(Some("a"), Config::default());
-    let b = Node::new(Some("b"), Config::default());
+    let a = Node::new(Some("a"), Config::default()).unwrap();
+    let b = Node::new(Some("b"), Config::default()).unwrap();
     let addr = b.listen("127.0.0.1:0").await.unwrap();
     let b_id = a.connect(&addr.to_string()).await.unwrap();
     assert_eq!(b_id, b.id());
@@ -105,9 +105,9 @@ async fn lookup_errors_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ref_forwarded_to_a_third_node_reaches_its_actor() {
     within(T, async {
-        let a = Node::new(Some("a"), Config::default());
-        let b = Node::new(Some("b"), Config::default());
-        let c = Node::new(Some("c"), Config::default());
+        let a = Node::new(Some("a"), Config::default()).unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
+        let c = Node::new(Some("c"), Config::default()).unwrap();
         let a_addr = a.listen("127.0.0.1:0").await.unwrap().to_string();
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let a_id = c.connect(&a_addr).await.unwrap();
@@ -193,8 +193,8 @@ async fn monitors_and_reply_ports() {
 async fn a_restart_is_known_when_connect_returns() {
     within(T, async {
         for _ in 0..50 {
-            let a = Node::new(Some("a"), Config::default());
-            let first = Node::new(Some("b"), Config::default());
+            let a = Node::new(Some("a"), Config::default()).unwrap();
+            let first = Node::new(Some("b"), Config::default()).unwrap();
             let addr = first.listen("127.0.0.1:0").await.unwrap();
             first.export(Some("counter"), counter()).unwrap();
             let old_id = a.connect(&addr.to_string()).await.unwrap();
@@ -203,7 +203,7 @@ async fn a_restart_is_known_when_connect_returns() {
             a.connection(old_id).unwrap().close().await;
             assert_eq!(watch.await, WatchEvent::NodeLost);
 
-            let second = Node::new(Some("b"), Config::default());
+            let second = Node::new(Some("b"), Config::default()).unwrap();
             let addr = second.listen("127.0.0.1:0").await.unwrap();
             a.connect(&addr.to_string()).await.unwrap();
             assert_eq!(old.monitor().await, WatchEvent::NodeRestarted);
@@ -222,9 +222,15 @@ async fn connecting_to_a_peer_that_never_answers_times_out() {
         let (_listener, _queued, addr) = common::silent_listener().await;
         let mut cfg = Config::default();
         cfg.handshake_timeout = Duration::from_millis(300);
-        let a = Node::new(Some("a"), cfg);
+        let a = Node::new(Some("a"), cfg).unwrap();
         match a.connect(&addr.to_string()).await {
-            Err(tether::ConnectError::Timeout(limit)) => assert_eq!(limit, Duration::from_millis(300)),
+            Err(e) => {
+                assert!(
+                    matches!(e.cause(), tether::ConnectError::Timeout(l) if *l == Duration::from_millis(300)),
+                    "{e}"
+                );
+                assert!(e.to_string().contains(&addr.to_string()), "the error names the address: {e}");
+            }
             other => panic!("expected the connect timeout, got {other:?}"),
         }
     })
@@ -301,8 +307,8 @@ async fn a_stalled_actor_pushes_back_on_its_senders() {
         let mut cfg = Config::default();
         cfg.port_window = 256 * 1024;
         cfg.send_buffer = 16 * 1024;
-        let a = Node::new(Some("a"), cfg.clone());
-        let b = Node::new(Some("b"), cfg.clone());
+        let a = Node::new(Some("a"), cfg.clone()).unwrap();
+        let b = Node::new(Some("b"), cfg.clone()).unwrap();
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let (mailbox, gated) = GatedMailbox::spawn();
         let delivered = mailbox.delivered.clone();
@@ -344,7 +350,7 @@ async fn a_stalled_actor_pushes_back_on_its_senders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_local_actor_pushes_back_too() {
     within(T, async {
-        let node = Node::new(Some("solo"), Config::default());
+        let node = Node::new(Some("solo"), Config::default()).unwrap();
         let (mailbox, gated) = GatedMailbox::spawn();
         let delivered = mailbox.delivered.clone();
         let r = node.export(None, mailbox).unwrap();

@@ -345,8 +345,8 @@ fn dialing() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_link_survives_cuts() {
     within(Duration::from_secs(60), async {
-        let a = Node::new(Some("a"), dialing());
-        let b = Node::new(Some("b"), quick());
+        let a = Node::new(Some("a"), dialing()).unwrap();
+        let b = Node::new(Some("b"), quick()).unwrap();
         let (proxy, _, b_id, r, mut seen) = nodes_through_proxy(&a, &b).await;
         let monitor = tokio::spawn(r.monitor());
         let conn = a.connection(b_id).unwrap();
@@ -398,10 +398,10 @@ async fn node_link_survives_cuts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_link_lost_when_the_peer_forgot_the_session() {
     within(Duration::from_secs(30), async {
-        let a = Node::new(Some("a"), dialing());
+        let a = Node::new(Some("a"), dialing()).unwrap();
         let mut b_cfg = quick();
         b_cfg.linger = Duration::from_millis(200);
-        let b = Node::new(Some("b"), b_cfg);
+        let b = Node::new(Some("b"), b_cfg).unwrap();
         let (proxy, _, b_id, r, _seen) = nodes_through_proxy(&a, &b).await;
         let monitor = tokio::spawn(r.monitor());
         let conn = a.connection(b_id).unwrap();
@@ -460,8 +460,8 @@ async fn node_link_lost_when_the_peer_forgot_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restart_behind_the_same_address() {
     within(Duration::from_secs(30), async {
-        let a = Node::new(Some("a"), dialing());
-        let b = Node::new(Some("b"), quick());
+        let a = Node::new(Some("a"), dialing()).unwrap();
+        let b = Node::new(Some("b"), quick()).unwrap();
         let (proxy, b_addr, b_id, r, _seen) = nodes_through_proxy(&a, &b).await;
         let monitor = tokio::spawn(r.monitor());
         let conn = a.connection(b_id).unwrap();
@@ -481,7 +481,7 @@ async fn node_restart_behind_the_same_address() {
 
         // The dead node's listener lets go of the port at its next accept;
         // bind the new incarnation there (no event announces the release).
-        let b2 = Node::new(Some("b"), quick());
+        let b2 = Node::new(Some("b"), quick()).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match b2.listen(b_addr).await {

@@ -52,6 +52,9 @@ fn config() -> Config {
     let mut cfg = Config::default();
     cfg.idle_timeout = IDLE;
     cfg.ping_interval = PING;
+    // Bounds how long a connection refused as a duplicate waits for the
+    // kept one (see a_frozen_child_is_lost_by_heartbeat_and_comes_back).
+    cfg.handshake_timeout = Duration::from_secs(1);
     cfg
 }
 
@@ -90,7 +93,7 @@ fn child_process() {
     assert_eq!(role, ROLE_BRIDGE, "unknown child role");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let node = Node::new(Some(CHILD_NAME), config());
+        let node = Node::new(Some(CHILD_NAME), config()).unwrap();
         let addr = node.listen("127.0.0.1:0").await.expect("child: listen");
         let (bridge, _) = RactorActor::spawn(None, BridgeActor, node.clone()).await.expect("child: spawn");
         tether_ractor::export(&node, Some("bridge"), bridge.clone()).expect("child: export");
@@ -294,7 +297,7 @@ fn in_system<F: std::future::Future<Output = ()>>(limit: Duration, body: F) {
 fn actix_and_ractor_ask_each_other_across_processes() {
     in_system(Duration::from_secs(60), async {
         let child = ChildNode::start().await;
-        let node = Node::new(Some(PARENT_NAME), config());
+        let node = Node::new(Some(PARENT_NAME), config()).unwrap();
         let child_id = node.connect(&child.addr).await.expect("connect to the child");
         assert_ne!(child_id, node.id());
 
@@ -361,7 +364,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn death_watch_across_kill_9_and_restart() {
     within(Duration::from_secs(60), async {
-        let node = Node::new(Some(PARENT_NAME), config());
+        let node = Node::new(Some(PARENT_NAME), config()).unwrap();
 
         // First incarnation.
         let mut first = ChildNode::start().await;
@@ -425,7 +428,7 @@ async fn death_watch_across_kill_9_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
     within(Duration::from_secs(60), async {
-        let node = Node::new(Some(PARENT_NAME), config());
+        let node = Node::new(Some(PARENT_NAME), config()).unwrap();
         let child = ChildNode::start().await;
         let id = node.connect(&child.addr).await.expect("connect to the child");
         let bridge = tether_ractor::lookup::<Bridge>(&node, id, "bridge").await.expect("lookup bridge");
@@ -448,16 +451,17 @@ async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
 
         child.signal("-CONT");
         // Until the thawed child notices that its old link is dead (its FIN
-        // or its own idle timeout, at most `IDLE` away), it keeps that link
-        // and closes a new one from the same node as a duplicate, and our
-        // `connect` fails with `Eof`. Nothing tells us when it has noticed,
-        // so retry, paced and bounded.
+        // or its own idle timeout, at most `IDLE` away), it may keep that
+        // link (if it decides the tie-break) and close a new one from the
+        // same node as a duplicate; our `connect` then waits for a kept
+        // connection that never comes and times out. Nothing tells us when
+        // it has noticed, so retry, paced and bounded.
         let mut refused = 0;
         let again = within(IDLE + Duration::from_secs(5), async {
             loop {
                 match node.connect(&child.addr).await {
                     Ok(id) => break id,
-                    Err(tether::ConnectError::Eof) => refused += 1,
+                    Err(e) if e.is_timeout() || matches!(e.cause(), tether::ConnectError::Eof) => refused += 1,
                     Err(e) => panic!("connect to the thawed child: {e}"),
                 }
                 tokio::time::sleep(PING / 4).await;

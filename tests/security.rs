@@ -58,8 +58,8 @@ async fn ping(r: &RemoteRef<Ping>, n: u32) -> Result<u32, AskError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_a_cookie_connect_and_the_secret_never_crosses_the_wire() {
     within(T, async {
-        let a = Node::new(Some("a"), with_cookie(SECRET));
-        let b = Node::new(Some("b"), with_cookie(SECRET));
+        let a = Node::new(Some("a"), with_cookie(SECRET)).unwrap();
+        let b = Node::new(Some("b"), with_cookie(SECRET)).unwrap();
         let addr = b.listen("127.0.0.1:0").await.unwrap();
         serve_pings(&b, Some("ping"));
         let wire = Recorder::start(addr).await;
@@ -88,8 +88,8 @@ async fn handshake(client: Config, server: Config) -> (Result<Connection, Connec
 async fn a_wrong_cookie_fails_on_both_sides_with_a_typed_error() {
     within(T, async {
         let (client, server) = handshake(with_cookie(OTHER_SECRET), with_cookie(SECRET)).await;
-        assert!(matches!(client, Err(ConnectError::AuthFailed)), "{client:?}");
-        assert!(matches!(server, Err(ConnectError::AuthFailed)), "{server:?}");
+        assert!(matches!(client.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthFailed)), "{client:?}");
+        assert!(matches!(server.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthFailed)), "{server:?}");
         // And the same cookie passes, on the very same path.
         let (client, server) = handshake(with_cookie(SECRET), with_cookie(SECRET)).await;
         assert!(client.is_ok() && server.is_ok(), "{client:?} {server:?}");
@@ -101,11 +101,35 @@ async fn a_wrong_cookie_fails_on_both_sides_with_a_typed_error() {
 async fn a_cookie_on_one_side_only_is_a_mismatch_naming_both() {
     within(T, async {
         let (client, server) = handshake(with_cookie(SECRET), Config::default()).await;
-        assert!(matches!(client, Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })), "{client:?}");
-        assert!(matches!(server, Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })), "{server:?}");
+        assert!(
+            matches!(
+                client.as_ref().map_err(ConnectError::cause),
+                Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })
+            ),
+            "{client:?}"
+        );
+        assert!(
+            matches!(
+                server.as_ref().map_err(ConnectError::cause),
+                Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })
+            ),
+            "{server:?}"
+        );
         let (client, server) = handshake(Config::default(), with_cookie(SECRET)).await;
-        assert!(matches!(client, Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })), "{client:?}");
-        assert!(matches!(server, Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })), "{server:?}");
+        assert!(
+            matches!(
+                client.as_ref().map_err(ConnectError::cause),
+                Err(ConnectError::AuthMismatch { ours: "none", theirs: "cookie" })
+            ),
+            "{client:?}"
+        );
+        assert!(
+            matches!(
+                server.as_ref().map_err(ConnectError::cause),
+                Err(ConnectError::AuthMismatch { ours: "cookie", theirs: "none" })
+            ),
+            "{server:?}"
+        );
     })
     .await;
 }
@@ -166,8 +190,8 @@ async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
     within(T, async {
         let mut cfg = with_cookie(SECRET);
         cfg.reconnect.enabled = true; // so that b keeps a's session for resumption
-        let a = Node::new(Some("a"), cfg);
-        let b = Node::new(Some("b"), with_cookie(SECRET));
+        let a = Node::new(Some("a"), cfg).unwrap();
+        let b = Node::new(Some("b"), with_cookie(SECRET)).unwrap();
         let b_addr = b.listen("127.0.0.1:0").await.unwrap();
         let wire = Recorder::start(b_addr).await;
         let b_id = a.connect(&wire.addr.to_string()).await.unwrap();
@@ -183,9 +207,9 @@ async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
         assert_ne!(session, [0; 16]);
 
         // A node with the wrong cookie and the same name as `a`.
-        let mallory = Node::new(Some("a"), with_cookie(OTHER_SECRET));
+        let mallory = Node::new(Some("a"), with_cookie(OTHER_SECRET)).unwrap();
         let refused = mallory.connect(&b_addr.to_string()).await;
-        assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
+        assert!(matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthFailed)), "{refused:?}");
 
         // Raw bytes claiming `a`'s node id, as a new connection and as a
         // resumption of a's very session, answering with made-up proofs.
@@ -285,9 +309,9 @@ async fn assert_forbidden(r: &RemoteRef<Secret>, at: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_refs_reach_nothing() {
     within(T, async {
-        let owner = Node::new(Some("owner"), Config::default());
-        let mallory = Node::new(Some("mallory"), Config::default());
-        let carol = Node::new(Some("carol"), Config::default());
+        let owner = Node::new(Some("owner"), Config::default()).unwrap();
+        let mallory = Node::new(Some("mallory"), Config::default()).unwrap();
+        let carol = Node::new(Some("carol"), Config::default()).unwrap();
         let owner_id = connect(&mallory, &owner).await;
         let carol_id = connect(&mallory, &carol).await;
         connect(&carol, &owner).await;
@@ -349,13 +373,16 @@ async fn a_full_listener_refuses_until_a_connection_ends() {
     within(T, async {
         let mut cfg = Config::default();
         cfg.max_connections = 2;
-        let server = Node::new(Some("server"), cfg);
+        let server = Node::new(Some("server"), cfg).unwrap();
         let addr = server.listen("127.0.0.1:0").await.unwrap().to_string();
         let (x, y, z) = (Node::default(), Node::default(), Node::default());
         let server_id = x.connect(&addr).await.unwrap();
         y.connect(&addr).await.unwrap();
         let refused = z.connect(&addr).await;
-        assert!(matches!(refused, Err(ConnectError::Eof | ConnectError::Io(_))), "{refused:?}");
+        assert!(
+            matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::Eof | ConnectError::Io(_))),
+            "{refused:?}"
+        );
         x.connection(server_id).unwrap().close().await;
         // The listener frees the slot when it sees the connection end, which
         // nothing announces to `z`: try until it gets in.
@@ -380,8 +407,8 @@ async fn pending_asks_are_bounded_per_peer() {
     within(T, async {
         let mut cfg = Config::default();
         cfg.max_pending_asks = 3;
-        let asker = Node::new(Some("asker"), cfg);
-        let owner = Node::new(Some("owner"), Config::default());
+        let asker = Node::new(Some("asker"), cfg).unwrap();
+        let owner = Node::new(Some("owner"), Config::default()).unwrap();
         let owner_id = connect(&asker, &owner).await;
         // An actor that keeps the reply ports and answers only when told.
         let (_silent, mut requests) = inbox::<Ping>(&owner, "silent");
@@ -427,7 +454,7 @@ async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
         // Fewer than the flood: without eviction the silent ones would fill
         // the listener.
         cfg.max_connections = 256;
-        let server = Node::new(Some("server"), cfg);
+        let server = Node::new(Some("server"), cfg).unwrap();
         let addr = server.listen("127.0.0.1:0").await.unwrap();
         serve_pings(&server, Some("ping"));
         let mut flood = Vec::new();
@@ -439,7 +466,7 @@ async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
             }
             flood.push(s);
         }
-        let peer = Node::new(Some("peer"), Config::default());
+        let peer = Node::new(Some("peer"), Config::default()).unwrap();
         let id = within(Duration::from_secs(5), peer.connect(&addr.to_string())).await.unwrap();
         let r = within(Duration::from_secs(5), peer.lookup::<Ping>(id, "ping")).await.unwrap();
         assert_eq!(within(Duration::from_secs(5), ping(&r, 1)).await.unwrap(), 2);
@@ -464,7 +491,7 @@ async fn the_listener_hangs_up_on_handshakes_that_take_too_long() {
     within(T, async {
         let mut cfg = Config::default();
         cfg.handshake_timeout = Duration::from_millis(200);
-        let server = Node::new(Some("server"), cfg);
+        let server = Node::new(Some("server"), cfg).unwrap();
         let addr = server.listen("127.0.0.1:0").await.unwrap();
         for stall_after in [&b""[..], b"TETHER\0\x02", &forged_hello(NodeId(uuid::Uuid::nil()), [0; 16], [0; 32])[..10]]
         {
@@ -483,16 +510,22 @@ async fn failed_handshakes_give_their_slots_back() {
     within(T, async {
         let mut cfg = with_cookie(SECRET);
         cfg.max_connections = 2;
-        let server = Node::new(Some("server"), cfg);
+        let server = Node::new(Some("server"), cfg).unwrap();
         let addr = server.listen("127.0.0.1:0").await.unwrap().to_string();
         for _ in 0..5 {
-            let refused = Node::new(None, with_cookie(OTHER_SECRET)).connect(&addr).await;
-            assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
+            let refused = Node::new(None, with_cookie(OTHER_SECRET)).unwrap().connect(&addr).await;
+            assert!(
+                matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthFailed)),
+                "{refused:?}"
+            );
             let refused = Node::default().connect(&addr).await;
-            assert!(matches!(refused, Err(ConnectError::AuthMismatch { .. })), "{refused:?}");
+            assert!(
+                matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthMismatch { .. })),
+                "{refused:?}"
+            );
         }
         // Had any failure kept its slot, the second of these would not fit.
-        let (x, y) = (Node::new(None, with_cookie(SECRET)), Node::new(None, with_cookie(SECRET)));
+        let (x, y) = (Node::new(None, with_cookie(SECRET)).unwrap(), Node::new(None, with_cookie(SECRET)).unwrap());
         x.connect(&addr).await.unwrap();
         y.connect(&addr).await.unwrap();
         assert_eq!(server.peers().len(), 2);

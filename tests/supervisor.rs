@@ -1,7 +1,7 @@
-//! Each connection's recovery is owned by a ractor actor (its supervisor),
-//! linked to its node's actor. A panic in the driver (here: in the
-//! transport it polls) or in the supervisor ends the connection with a typed
-//! error: pending receives and asks fail promptly, never hang.
+//! A panic in a connection's driver (here: in the transport it polls) ends
+//! the connection with a typed error: pending receives and asks fail
+//! promptly, never hang. (A panic in the supervisor actor is tested in
+//! `src/conn/supervisor.rs` and `src/node`, where it can be injected.)
 
 mod common;
 
@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{eventually, within, Kind};
+use common::within;
 use futures::future::BoxFuture;
-use ractor::ActorStatus;
 use serde::{Deserialize, Serialize};
 use tether::{AskError, Config, Connection, ConnectionError, Mailbox, Node, RecvError, RemoteRef, ReplyPort};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
@@ -60,7 +59,8 @@ fn quick() -> Config {
     cfg
 }
 
-/// A mailbox feeding a task that keeps every request and never answers.
+/// A mailbox feeding a task that keeps every request and never answers; it
+/// tells `arrived` of each request.
 struct Silent(UnboundedSender<Req>);
 
 impl Mailbox<Req> for Silent {
@@ -78,25 +78,17 @@ enum Req {
     Get(ReplyPort<u64>),
 }
 
-fn silent() -> Silent {
+fn silent() -> (Silent, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let (tx, mut rx) = unbounded_channel::<Req>();
+    let (arrived_tx, arrived) = unbounded_channel();
     tokio::spawn(async move {
         let mut kept = Vec::new();
         while let Some(m) = rx.recv().await {
             kept.push(m);
+            let _ = arrived_tx.send(());
         }
     });
-    Silent(tx)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisor_is_an_actor_that_stops_with_its_connection() {
-    let (c, s) = common::pair(Kind::Tcp).await;
-    let sup = c.__supervisor().expect("a supervisor actor");
-    eventually("supervisor running", T, || sup.get_status() == ActorStatus::Running).await;
-    assert_ne!(sup.get_id(), s.__supervisor().unwrap().get_id());
-    within(T, c.close()).await;
-    eventually("supervisor stopped", T, || sup.get_status() == ActorStatus::Stopped).await;
+    (Silent(tx), arrived)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,60 +99,36 @@ async fn driver_panic_fails_pending_recv() {
     },);
     let (_tx, mut rx) = c.root::<u32, u32>().unwrap();
     let (stx, _srx) = s.root::<u32, u32>().unwrap();
-    let pending = tokio::spawn(async move { rx.recv().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut pending = Box::pin(rx.recv());
+    assert!(futures::poll!(&mut pending).is_pending(), "the receive waits before the panic");
     armed.store(true, Ordering::SeqCst);
     stx.send(1).await.unwrap();
-    let got = within(T, pending).await.unwrap();
+    let got = within(T, pending).await;
     assert!(matches!(got, Err(RecvError::Connection(ConnectionError::DriverPanicked))), "{got:?}");
     assert!(matches!(within(T, c.closed()).await, ConnectionError::DriverPanicked));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_panic_fails_pending_ask_on_a_node() {
-    let a = Node::new(Some("a"), quick());
-    let b = Node::new(Some("b"), quick());
-    b.export(Some("silent"), silent()).unwrap();
+    let a = Node::new(Some("a"), quick()).unwrap();
+    let b = Node::new(Some("b"), quick()).unwrap();
+    let (mailbox, mut arrived) = silent();
+    b.export(Some("silent"), mailbox).unwrap();
     let (io, other, armed) = panicky();
-    let (ra, rb) = tokio::join!(a.connect_with(io, true), b.connect_with(other, false));
+    let (ra, rb) = tokio::join!(a.connect_with(io, tether::Role::Dial), b.connect_with(other, tether::Role::Accept));
     let b_id = ra.unwrap();
     rb.unwrap();
     let r: RemoteRef<Req> = a.lookup(b_id, "silent").await.unwrap();
     let conn = a.connection(b_id).unwrap();
     let ask = tokio::spawn(async move { r.ask(Req::Get, Duration::from_secs(60)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    within(T, arrived.recv()).await.expect("the request reached the actor");
     armed.store(true, Ordering::SeqCst);
+    // Something must be read for the panicking read to run.
+    b.connection(a.id()).unwrap().root::<u8, u8>();
     let got = within(T, ask).await.unwrap();
-    assert!(got.is_err() && !matches!(got, Err(AskError::Timeout(_))), "{got:?}");
+    assert!(
+        matches!(got, Err(AskError::Reply(tether::oneshot::RecvError::Connection(ConnectionError::DriverPanicked)))),
+        "{got:?}"
+    );
     assert!(matches!(within(T, conn.closed()).await, ConnectionError::DriverPanicked));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisor_panic_is_noticed_by_the_node() {
-    let a = Node::new(Some("a"), quick());
-    let b = Node::new(Some("b"), quick());
-    b.export(Some("silent"), silent()).unwrap();
-    let addr = b.listen("127.0.0.1:0").await.unwrap();
-    let b_id = a.connect(&addr.to_string()).await.unwrap();
-    let r: RemoteRef<Req> = a.lookup(b_id, "silent").await.unwrap();
-    let conn = a.connection(b_id).unwrap();
-    let sup = conn.__supervisor().unwrap();
-    let ask = tokio::spawn(async move { r.ask(Req::Get, Duration::from_secs(60)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    conn.__panic_supervisor();
-    let got = within(T, ask).await.unwrap();
-    assert!(got.is_err() && !matches!(got, Err(AskError::Timeout(_))), "{got:?}");
-    assert!(matches!(within(T, conn.closed()).await, ConnectionError::SupervisorFailed));
-    eventually("supervisor stopped", T, || sup.get_status() == ActorStatus::Stopped).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisor_panic_without_a_node_fails_the_connection() {
-    let (c, _s) = common::pair(Kind::Memory).await;
-    let (_tx, mut rx) = c.root::<u32, u32>().unwrap();
-    let pending = tokio::spawn(async move { rx.recv().await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    c.__panic_supervisor();
-    let got = within(T, pending).await.unwrap();
-    assert!(matches!(got, Err(RecvError::Connection(ConnectionError::SupervisorFailed))), "{got:?}");
 }

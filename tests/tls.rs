@@ -88,7 +88,7 @@ fn serve_echo(node: &Node) {
 /// A node serving "echo" over TLS as "localhost", certified by `ca`, that
 /// requires client certificates from `client_ca` if one is given.
 async fn echo_server(cfg: Config, ca: &Ca, client_ca: Option<&Ca>) -> (Node, std::net::SocketAddr) {
-    let server = Node::new(Some("server"), cfg);
+    let server = Node::new(Some("server"), cfg).unwrap();
     let tls = server_tls(ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth), client_ca);
     let addr = server.listen_tls("127.0.0.1:0", tls).await.unwrap();
     serve_echo(&server);
@@ -106,7 +106,7 @@ async fn nodes_talk_over_tls_and_nothing_crosses_in_clear() {
         let ca = Ca::new("tether test CA");
         let (server, addr) = echo_server(Config::default(), &ca, None).await;
         let wire = Recorder::start(addr).await;
-        let client = Node::new(Some("client"), Config::default());
+        let client = Node::new(Some("client"), Config::default()).unwrap();
         let id = client.connect_tls(&wire.addr.to_string(), "localhost", client_tls(&ca, None)).await.unwrap();
         assert_eq!(id, server.id());
         let text = "a message that must not be readable on the wire";
@@ -130,9 +130,9 @@ async fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
         for (what, id) in
             [("none", None), ("rogue", Some(rogue_ca.issue("client", ExtendedKeyUsagePurpose::ClientAuth)))]
         {
-            let client = Node::new(Some("client"), Config::default());
+            let client = Node::new(Some("client"), Config::default()).unwrap();
             let refused = client.connect_tls(&addr, "localhost", client_tls(&server_ca, id)).await;
-            match refused {
+            match refused.as_ref().map_err(ConnectError::cause) {
                 // The server refuses in an alert (CertificateRequired, UnknownCA).
                 Err(ConnectError::Tls(e)) => assert!(e.to_string().contains("alert"), "{what}: {e}"),
                 other => panic!("client certificate {what}: {other:?}"),
@@ -141,7 +141,7 @@ async fn mutual_tls_admits_only_clients_with_a_trusted_certificate() {
         }
 
         let good = client_tls(&server_ca, Some(client_ca.issue("client", ExtendedKeyUsagePurpose::ClientAuth)));
-        let client = Node::new(Some("client"), Config::default());
+        let client = Node::new(Some("client"), Config::default()).unwrap();
         let id = client.connect_tls(&addr, "localhost", good).await.unwrap();
         assert_eq!(echo(&client, id, "hello").await, "hello");
         assert_eq!(server.peers(), vec![client.id()], "only the trusted client got in");
@@ -155,13 +155,16 @@ async fn an_untrusted_or_misnamed_server_is_refused() {
         let (ca, other_ca) = (Ca::new("servers"), Ca::new("other"));
         let (server, addr) = echo_server(Config::default(), &ca, None).await;
         let addr = addr.to_string();
-        let client = Node::new(Some("client"), Config::default());
+        let client = Node::new(Some("client"), Config::default()).unwrap();
         for (name, trust) in [("localhost", &other_ca), ("elsewhere.example", &ca)] {
             let refused = client.connect_tls(&addr, name, client_tls(trust, None)).await;
-            assert!(matches!(refused, Err(ConnectError::Tls(_))), "{name}: {refused:?}");
+            assert!(
+                matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::Tls(_))),
+                "{name}: {refused:?}"
+            );
         }
         let bad_name = client.connect_tls(&addr, "not a name!", client_tls(&ca, None)).await;
-        assert!(matches!(bad_name, Err(ConnectError::Tls(_))), "{bad_name:?}");
+        assert!(matches!(bad_name.as_ref().map_err(ConnectError::cause), Err(ConnectError::Tls(_))), "{bad_name:?}");
         assert!(server.peers().is_empty());
     })
     .await;
@@ -179,10 +182,10 @@ async fn tls_and_cookies_together() {
         let (_server, addr) = echo_server(with_cookie("cluster secret, 32 bytes long..."), &ca, None).await;
         let addr = addr.to_string();
         // A trusted TLS client is not enough without the cookie.
-        let outsider = Node::new(None, with_cookie("some other secret, long enough.."));
+        let outsider = Node::new(None, with_cookie("some other secret, long enough..")).unwrap();
         let refused = outsider.connect_tls(&addr, "localhost", client_tls(&ca, None)).await;
-        assert!(matches!(refused, Err(ConnectError::AuthFailed)), "{refused:?}");
-        let member = Node::new(None, with_cookie("cluster secret, 32 bytes long..."));
+        assert!(matches!(refused.as_ref().map_err(ConnectError::cause), Err(ConnectError::AuthFailed)), "{refused:?}");
+        let member = Node::new(None, with_cookie("cluster secret, 32 bytes long...")).unwrap();
         let id = member.connect_tls(&addr, "localhost", client_tls(&ca, None)).await.unwrap();
         assert_eq!(echo(&member, id, "in").await, "in");
     })
@@ -205,8 +208,8 @@ async fn tls_streams_handed_over_get_nodelay() {
         assert!(!probe.nodelay().unwrap());
         let connector = tether::transport::tls::TlsConnector::from(client_tls(&ca, None));
         let stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
-        let client = Node::new(Some("client"), Config::default());
-        let id = client.connect_with(stream, true).await.unwrap();
+        let client = Node::new(Some("client"), Config::default()).unwrap();
+        let id = client.connect_with(stream, tether::Role::Dial).await.unwrap();
         assert!(probe.nodelay().unwrap(), "TCP_NODELAY is set under TLS");
         assert_eq!(echo(&client, id, "fast").await, "fast");
     })

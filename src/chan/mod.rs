@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::CodecError;
-use crate::conn::{ConnectionError, Shared, State};
+use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError};
 use crate::wire::{self, End, PortEntry, PortId};
 
@@ -34,7 +34,9 @@ pub(crate) struct PortHandle {
 }
 
 impl PortHandle {
+    /// A handle on `port`, which keeps its connection open while it lives.
     pub(crate) fn new(shared: Arc<Shared>, port: PortId) -> Self {
+        shared.hold();
         PortHandle { shared, port }
     }
 
@@ -165,7 +167,7 @@ impl PortHandle {
                 }
                 Pop::Empty => match &st.error {
                     // A graceful close ends the stream once drained.
-                    Some(ConnectionError::Closed) => break Poll::Ready(None),
+                    Some(e) if e.is_graceful() => break Poll::Ready(None),
                     Some(e) => break Poll::Ready(Some(Err(e.clone()))),
                     None => {
                         st.register_recv(self.port, cx.waker());
@@ -202,6 +204,8 @@ impl Drop for PortHandle {
         st.mux.close_end(self.port);
         st.dispatch_events();
         st.wake_driver();
+        drop(st);
+        self.shared.release();
     }
 }
 
@@ -677,14 +681,34 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     Ok(OutMessage { bytes: out.freeze(), ports })
 }
 
-/// While a message decodes: the node that owns the receiving connection,
-/// and the peer the message came from.
-pub(crate) fn decoding_node() -> Option<(Arc<crate::node::NodeInner>, crate::NodeId)> {
+/// While a message decodes: the owner of the receiving connection (see
+/// `Shared::set_owner`), and the peer the message came from.
+pub(crate) fn decoding_owner() -> Option<(Arc<dyn std::any::Any + Send + Sync>, crate::NodeId)> {
     let decoding = CTX.with(|c| matches!(c.borrow().as_ref(), Some(Ctx::Decode(_))));
     if !decoding || !SHARED.is_set() {
         return None;
     }
-    SHARED.with(|shared| shared.node().map(|n| (n, shared.peer_id)))
+    SHARED.with(|shared| shared.owner().map(|owner| (owner, shared.peer_id)))
+}
+
+/// The root channel of a connection: the first channel of every
+/// connection, from which all others are reached by sending channel ends
+/// inside messages.
+impl Connection {
+    /// The root channel. `S` is what this side sends, `R` what it receives;
+    /// the peer uses the same pair swapped. Returns `None` after the first
+    /// call.
+    pub fn root<S, R>(&self) -> Option<(mpsc::Sender<S>, mpsc::Receiver<R>)>
+    where
+        S: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let shared = self.shared();
+        let (send, recv) = shared.take_root()?;
+        let tx = mpsc::Sender::from_port(PortHandle::new(shared.clone(), send));
+        let rx = mpsc::Receiver::from_port(PortHandle::new(shared.clone(), recv));
+        Some((tx, rx))
+    }
 }
 
 /// A serde error that only carries its text, for attaching ports outside a

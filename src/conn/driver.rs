@@ -9,9 +9,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
 
-use super::{ConnectionError, Shared};
+use super::error::ConnectionError;
+use super::shared::{Shared, State};
 use crate::mux::{MuxError, Transmit};
 use crate::transport::Transport;
 
@@ -26,7 +26,7 @@ const READS_PER_POLL: usize = 16;
 
 /// Locks the state, unless a newer transport has taken the session over or
 /// the connection ended (then the driver must stop without touching the mux).
-fn lock(shared: &Shared, generation: u64) -> Result<std::sync::MutexGuard<'_, super::State>, ConnectionError> {
+fn lock(shared: &Shared, generation: u64) -> Result<std::sync::MutexGuard<'_, State>, ConnectionError> {
     let st = shared.lock();
     if st.generation != generation || st.error.is_some() {
         return Err(ConnectionError::DriverGone);
@@ -64,18 +64,11 @@ impl<T: Transport> Driver<T> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<(), ConnectionError> {
         for _ in 0..READS_PER_POLL {
             self.read_buf.reserve(READ_CHUNK);
-            let dst = self.read_buf.spare_capacity_mut();
-            let mut rb = ReadBuf::uninit(dst);
-            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        return Err(ConnectionError::Eof);
-                    }
-                    // SAFETY: `poll_read` initialised the first `n` bytes of
-                    // the spare capacity (ReadBuf::filled), and `reserve`
-                    // guaranteed that capacity exists.
-                    unsafe { self.read_buf.set_len(self.read_buf.len() + n) };
+            // tokio-util reads into the spare capacity without zeroing it
+            // first (its own, audited `unsafe`; this crate has none).
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+                Poll::Ready(Ok(0)) => return Err(ConnectionError::Eof),
+                Poll::Ready(Ok(_)) => {
                     let mut st = lock(&self.shared, self.generation)?;
                     st.mux.handle_input(&mut self.read_buf, Instant::now())?;
                     st.dispatch_events();
@@ -189,7 +182,10 @@ impl<T: Transport> Future for Driver<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ConnectionError> {
         self.poll_inner(cx).map(|res| match res {
-            Ok(()) | Err(ConnectionError::Protocol(MuxError::PeerClosed { .. })) => ConnectionError::Closed,
+            Ok(()) => ConnectionError::Closed,
+            Err(ConnectionError::Protocol(MuxError::PeerClosed { code, reason })) => {
+                ConnectionError::PeerClosed { code, reason }
+            }
             Err(e) => e,
         })
     }

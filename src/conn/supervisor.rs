@@ -1,16 +1,16 @@
-//! The supervisor: one ractor actor per connection that owns its recovery.
+//! The supervisor: one ractor actor per connection, a thin shell that runs
+//! the connection's [`Recovery`] state machine.
 //!
 //! The driver (a plain tokio task, the data path) reports its end here as a
-//! [`SupervisorMsg::LinkFailed`]; the supervisor decides whether the session
-//! outlives the transport, redials with backoff or waits for the dialer to
-//! come back, and ends the connection when it cannot. Messages between the
-//! two peers never pass through its mailbox.
+//! [`SupervisorMsg::LinkFailed`]; the shell feeds it to the state machine with
+//! the time, carries out what the machine asks for (emit an event, dial and
+//! resume, end the connection) and wakes it when its timer is due. Messages
+//! between the two peers never pass through its mailbox.
 //!
 //! A node spawns its connections' supervisors linked to a node-level actor
 //! ([`NodeSupervisor`]), which fails a connection whose supervisor panicked.
-//! A connection made without a node (`Connection::connect`, `accept`,
-//! `dial`, a standalone `Acceptor`) gets an unlinked supervisor, watched by a
-//! small task that fails the connection if the actor dies while it is up.
+//! A connection made without a node gets an unlinked supervisor, watched by
+//! a small task that fails the connection if the actor dies while it is up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -18,123 +18,110 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::session::{unit_random, ConnectionEvent, Dialer, Recovery, SessionLost};
-use super::{handshake, ConnectionError, Shared};
+use super::dial::{dial_within, Dialer};
+use super::error::{ConnectionError, SessionLost};
+use super::handshake;
+use super::recovery::{Action, Policy, Recovery};
+use super::shared::Shared;
 use crate::transport;
 use crate::NodeId;
 
-/// Lifecycle commands of one connection.
+/// What the supervisor hears.
 pub(crate) enum SupervisorMsg {
     /// The driver of transport `generation` stopped with `error`.
     LinkFailed { generation: u64, error: ConnectionError },
-    /// Time for reconnection attempt `attempt` (the first was scheduled at `started`).
-    Reconnect { attempt: u32, started: Instant },
-    /// The linger time of transport `generation` ran out.
-    LingerExpired { generation: u64 },
+    /// The dialer came back: transport `generation` carries the session.
+    Resumed { generation: u64 },
+    /// The recovery's timer may be due.
+    Tick,
     /// Test hook: panic inside the actor.
-    #[cfg(feature = "fault-injection")]
+    #[cfg(test)]
     Panic,
+}
+
+/// What a supervisor starts with: how to recover, and how to dial again.
+pub(crate) struct Args {
+    pub(crate) policy: Policy,
+    pub(crate) dial: Option<Dialer>,
 }
 
 pub(crate) struct ConnSupervisor;
 
+pub(crate) struct State {
+    shared: Weak<Shared>,
+    recovery: Recovery,
+    dial: Option<Dialer>,
+}
+
+/// The time, from tokio's clock (so that tests can pause it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Actor for ConnSupervisor {
     type Msg = SupervisorMsg;
-    type State = Weak<Shared>;
-    type Arguments = Weak<Shared>;
+    type State = State;
+    type Arguments = State;
 
-    async fn pre_start(
-        &self,
-        _: ActorRef<Self::Msg>,
-        shared: Weak<Shared>,
-    ) -> Result<Weak<Shared>, ActorProcessingErr> {
-        Ok(shared)
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, state: State) -> Result<State, ActorProcessingErr> {
+        Ok(state)
     }
 
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        shared: &mut Weak<Shared>,
+        st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(shared) = shared.upgrade() else {
+        let Some(shared) = st.shared.upgrade() else {
             myself.stop(None);
             return Ok(());
         };
         match msg {
-            SupervisorMsg::LinkFailed { generation, error } => link_failed(&myself, &shared, generation, error),
-            SupervisorMsg::Reconnect { attempt, started } => reconnect(&myself, &shared, attempt, started).await,
-            SupervisorMsg::LingerExpired { generation } => {
-                let down = {
-                    let st = shared.lock();
-                    st.generation == generation && !st.link_up
-                };
-                if down {
-                    shared.fail(ConnectionError::SessionLost(SessionLost::Expired));
+            SupervisorMsg::LinkFailed { generation, error } => {
+                if shared.link_down(generation) {
+                    st.recovery.link_failed(generation, error, now());
                 }
             }
-            #[cfg(feature = "fault-injection")]
+            SupervisorMsg::Resumed { generation } => st.recovery.resumed(generation),
+            SupervisorMsg::Tick => st.recovery.handle_timeout(now()),
+            #[cfg(test)]
             SupervisorMsg::Panic => panic!("supervisor panic injected for testing"),
         }
+        run(&myself, &shared, st).await;
         Ok(())
     }
 }
 
-/// The driver of transport `generation` stopped with `err`: resume if the
-/// session can outlive it, else end the connection.
-fn link_failed(myself: &ActorRef<SupervisorMsg>, shared: &Arc<Shared>, generation: u64, err: ConnectionError) {
-    {
-        let mut st = shared.lock();
-        if st.generation != generation || st.error.is_some() {
-            return;
+/// Carries out what the recovery asks for, then sets its timer.
+async fn run(myself: &ActorRef<SupervisorMsg>, shared: &Arc<Shared>, st: &mut State) {
+    while let Some(action) = st.recovery.poll_action() {
+        match action {
+            Action::Emit(event) => shared.emit(event),
+            Action::End(error) => shared.fail(error),
+            Action::Dial { attempt } => {
+                let Some(dial) = &st.dial else { continue };
+                match try_resume(shared, dial, attempt).await {
+                    Ok(generation) => st.recovery.resumed(generation),
+                    Err(None) => st.recovery.dial_failed(now()),
+                    Err(Some(lost)) => st.recovery.dial_lost(lost),
+                }
+            }
         }
-        let recoverable = err.is_transport_failure() && !matches!(shared.recovery, Recovery::None);
-        if !recoverable {
-            drop(st);
-            shared.fail(err);
-            return;
-        }
-        st.link_up = false;
-        st.driver = None;
     }
-    shared.emit(ConnectionEvent::Disconnected(err));
-    match &shared.recovery {
-        Recovery::Dial(_) => schedule(myself, shared, 1, Instant::now()),
-        Recovery::Linger(d) => {
-            myself.send_after(*d, move || SupervisorMsg::LingerExpired { generation });
-        }
-        Recovery::None => unreachable!("checked above"),
+    if let Some(at) = st.recovery.poll_timeout() {
+        myself.send_after(at.saturating_duration_since(now()), || SupervisorMsg::Tick);
     }
-}
-
-/// Schedules reconnection attempt `attempt`, or gives up.
-fn schedule(myself: &ActorRef<SupervisorMsg>, shared: &Shared, attempt: u32, started: Instant) {
-    let policy = &shared.cfg.reconnect;
-    if attempt > policy.max_attempts || started.elapsed() >= policy.give_up_after {
-        shared.fail(ConnectionError::SessionLost(SessionLost::GaveUp { attempts: attempt - 1 }));
-        return;
-    }
-    let delay = policy.delay(attempt, unit_random());
-    shared.emit(ConnectionEvent::Reconnecting { attempt, delay });
-    myself.send_after(delay, move || SupervisorMsg::Reconnect { attempt, started });
 }
 
 /// One reconnection attempt: dial, resume handshake, take the session over.
-async fn reconnect(myself: &ActorRef<SupervisorMsg>, shared: &Arc<Shared>, attempt: u32, started: Instant) {
-    let Recovery::Dial(dial) = &shared.recovery else { return };
+/// `Err(None)` for a failure another attempt may cure.
+async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result<u64, Option<SessionLost>> {
     if shared.lock().error.is_some() {
-        return;
+        return Err(None);
     }
-    match try_resume(shared, dial, attempt).await {
-        Ok(()) => {}
-        Err(Some(lost)) => shared.fail(ConnectionError::SessionLost(lost)),
-        Err(None) => schedule(myself, shared, attempt + 1, started),
-    }
-}
-
-async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result<(), Option<SessionLost>> {
     let limit = shared.cfg.handshake_timeout;
-    let mut io = match super::session::dial_within(dial, limit).await {
+    let mut io = match dial_within(dial, limit).await {
         Some(Ok(io)) => io,
         Some(Err(e)) => {
             tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
@@ -159,8 +146,9 @@ async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result
     if peer.hello.session_id != shared.session {
         return Err(Some(SessionLost::Expired));
     }
-    shared.resume(io, peer, received);
-    Ok(())
+    // A mismatch ended the connection already; the recovery hears of it
+    // when the supervisor stops.
+    shared.resume(io, peer, received).ok_or(None)
 }
 
 /// Where a node's connection supervisors are spawned: linked to the node's
@@ -172,11 +160,15 @@ pub(crate) struct Parent {
 }
 
 /// Spawns the supervisor of `shared`, linked to `parent` if given.
-pub(crate) async fn spawn(shared: &Arc<Shared>, parent: Option<&Parent>) {
-    let args = Arc::downgrade(shared);
+pub(crate) async fn spawn(shared: &Arc<Shared>, args: Args, parent: Option<&Parent>) {
+    // Spawned before the first transport is driven (so that none of its
+    // failures can go unheard): that transport will be the next generation.
+    let generation = shared.lock().generation + 1;
+    let state =
+        State { shared: Arc::downgrade(shared), recovery: Recovery::new(args.policy, generation), dial: args.dial };
     let spawned = match parent {
-        Some(p) => ConnSupervisor::spawn_linked(None, ConnSupervisor, args, p.cell.clone()).await,
-        None => ConnSupervisor::spawn(None, ConnSupervisor, args).await,
+        Some(p) => ConnSupervisor::spawn_linked(None, ConnSupervisor, state, p.cell.clone()).await,
+        None => ConnSupervisor::spawn(None, ConnSupervisor, state).await,
     };
     let (actor, handle) = match spawned {
         Ok(spawned) => spawned,
@@ -193,6 +185,7 @@ pub(crate) async fn spawn(shared: &Arc<Shared>, parent: Option<&Parent>) {
         }
         None => {
             let weak = Arc::downgrade(shared);
+            // Ends with the actor, which ends with the connection.
             tokio::spawn(async move {
                 let _ = handle.await;
                 // The actor stops after the connection ended; ending first
@@ -210,6 +203,7 @@ pub(crate) async fn spawn(shared: &Arc<Shared>, parent: Option<&Parent>) {
 pub(crate) struct NodeSupervisor;
 
 impl NodeSupervisor {
+    /// Spawns a node's actor; `None` (logged) if the runtime refuses.
     pub(crate) async fn start() -> Option<Parent> {
         let conns = Arc::new(Mutex::new(HashMap::new()));
         match NodeSupervisor::spawn(None, NodeSupervisor, conns.clone()).await {
@@ -223,8 +217,14 @@ impl NodeSupervisor {
 }
 
 impl Parent {
+    /// Stops the node's actor and, with it, its connections' supervisors.
     pub(crate) fn stop(&self) {
         self.cell.stop(None);
+    }
+
+    /// Resolves once the node's actor has stopped.
+    pub(crate) async fn stopped(&self) {
+        let _ = self.cell.wait(None).await;
     }
 }
 
@@ -259,5 +259,40 @@ impl Actor for NodeSupervisor {
             shared.fail(err);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Connection};
+
+    async fn pair() -> (Connection, Connection) {
+        let (a, b) = crate::transport::memory(64 * 1024);
+        tokio::try_join!(Connection::connect(a, Config::default()), Connection::accept(b, Config::default())).unwrap()
+    }
+
+    /// Each connection has its own supervisor actor, and the actor ends with
+    /// the connection: no task outlives what it supervises.
+    #[tokio::test]
+    async fn each_connection_has_a_supervisor_that_ends_with_it() {
+        let (c, s) = pair().await;
+        let sup = c.shared().supervisor.get().expect("a supervisor actor").get_cell();
+        assert_ne!(sup.get_id(), s.shared().supervisor.get().unwrap().get_id());
+        c.close().await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), sup.wait(None))
+            .await
+            .expect("the supervisor stops once its connection closed")
+            .unwrap();
+    }
+
+    /// A supervisor that panics fails its connection: nothing would recover
+    /// or end it any more, so its handles are told at once.
+    #[tokio::test]
+    async fn a_panicking_supervisor_fails_its_connection() {
+        let (c, _s) = pair().await;
+        let _ = c.shared().supervisor.get().unwrap().cast(SupervisorMsg::Panic);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), c.closed()).await.unwrap();
+        assert!(matches!(err, ConnectionError::SupervisorFailed), "{err:?}");
     }
 }

@@ -44,8 +44,8 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! System::new().block_on(async {
-//!     let here = Node::new(Some("here"), Config::default());
-//!     let there = Node::new(Some("there"), Config::default());
+//!     let here = Node::new(Some("here"), Config::default())?;
+//!     let there = Node::new(Some("there"), Config::default())?;
 //!     let addr = there.listen("127.0.0.1:0").await?;
 //!     let peer = here.connect(&addr.to_string()).await?;
 //!

@@ -159,7 +159,7 @@ where
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
         let link = self.link.clone();
         async move {
-            let _permit = link.rref.__ask_permit().map_err(|e| match e {
+            let _permit = link.rref.ask_permit().map_err(|e| match e {
                 AskError::TooManyPending { limit } => RemoteMailboxError::TooManyPending { limit },
                 AskError::Unreachable(e) => RemoteMailboxError::Unreachable(e),
                 other => RemoteMailboxError::Message(other.to_string()),

@@ -170,8 +170,8 @@ impl Handler<Terminated> for Watcher {
 // ---- helpers ----
 
 async fn two_nodes() -> (Node, Node, NodeId) {
-    let a = Node::new(Some("a"), Config::default());
-    let b = Node::new(Some("b"), Config::default());
+    let a = Node::new(Some("a"), Config::default()).unwrap();
+    let b = Node::new(Some("b"), Config::default()).unwrap();
     let addr = b.listen("127.0.0.1:0").await.unwrap();
     let b_id = a.connect(&addr.to_string()).await.unwrap();
     (a, b, b_id)
@@ -293,9 +293,9 @@ async fn lookup_errors_are_typed() {
 #[actix::test]
 async fn remote_addr_travels_to_a_third_node() {
     within(T, async {
-        let a = Node::new(Some("a"), Config::default());
-        let b = Node::new(Some("b"), Config::default());
-        let c = Node::new(Some("c"), Config::default());
+        let a = Node::new(Some("a"), Config::default()).unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
+        let c = Node::new(Some("c"), Config::default()).unwrap();
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let c_id = a.connect(&c.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let (counter, _gate) = counter_on(&a, &b, b_id).await;
@@ -432,8 +432,8 @@ async fn sends_waiting_on_one_node_are_bounded() {
     within(T, async {
         let mut cfg = Config::default();
         cfg.max_pending_asks = 2;
-        let a = Node::new(Some("a"), cfg);
-        let b = Node::new(Some("b"), Config::default());
+        let a = Node::new(Some("a"), cfg).unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let (counter, gate) = counter_on(&a, &b, b_id).await;
         counter.tell(Op::Block).await.unwrap();

@@ -41,8 +41,8 @@ fn nodes_on_their_own_runtime_serve_actors_in_a_system() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // Listening, dialing and the connection drivers live on `rt`.
     let (a, b, b_id) = rt.block_on(async {
-        let a = Node::new(Some("a"), Config::default());
-        let b = Node::new(Some("b"), Config::default());
+        let a = Node::new(Some("a"), Config::default()).unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
         let addr = b.listen("127.0.0.1:0").await.unwrap();
         let b_id = a.connect(&addr.to_string()).await.unwrap();
         (a, b, b_id)

@@ -69,12 +69,12 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Node B runs the actor; node A reaches it over TCP.
-//! let b = Node::new(Some("b"), Config::default());
+//! let b = Node::new(Some("b"), Config::default())?;
 //! let addr = b.listen("127.0.0.1:0").await?;
 //! let (counter, _) = Actor::spawn(None, Counter, ()).await?;
 //! tether_ractor::export(&b, Some("counter"), counter)?;
 //!
-//! let a = Node::new(Some("a"), Config::default());
+//! let a = Node::new(Some("a"), Config::default())?;
 //! let b_id = a.connect(&addr.to_string()).await?;
 //! let remote = tether_ractor::lookup::<CounterMsg>(&a, b_id, "counter").await?;
 //!

@@ -109,9 +109,9 @@ async fn lookup_errors_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ref_inside_a_message_reaches_its_actor_from_a_third_node() {
     within(T, async {
-        let a = Node::new(Some("a"), Config::default());
-        let b = Node::new(Some("b"), Config::default());
-        let c = Node::new(Some("c"), Config::default());
+        let a = Node::new(Some("a"), Config::default()).unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
+        let c = Node::new(Some("c"), Config::default()).unwrap();
         // A dials both: `connect` returns once the dialing side has the peer
         // (the accepting side attaches it a moment later).
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
@@ -143,8 +143,8 @@ async fn a_blocked_actor_does_not_grow_the_senders_memory() {
         cfg.chunk_size = 4 * 1024;
         cfg.port_window = 8 * 1024;
         cfg.send_buffer = 8 * 1024;
-        let a = Node::new(Some("a"), cfg.clone());
-        let b = Node::new(Some("b"), cfg.clone());
+        let a = Node::new(Some("a"), cfg.clone()).unwrap();
+        let b = Node::new(Some("b"), cfg.clone()).unwrap();
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let (actor, gate) = counter().await;
         export(&b, Some("slow"), actor).unwrap();

@@ -19,13 +19,13 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::node::{Node, NodeInner};
+use super::inner::NodeInner;
 use crate::transport::{self, Transport};
 use crate::{Accepted, ConnectError};
 
@@ -139,16 +139,17 @@ impl Drop for Admission {
     }
 }
 
-/// Accepts on `listener` until the node is dropped, turning each TCP stream
-/// into a transport with `upgrade` (identity, or a TLS handshake).
-pub(crate) fn spawn<U, Fut, T>(listener: TcpListener, node: Weak<NodeInner>, upgrade: U)
+/// Accepts on `listener` until the node shuts down or is dropped, turning
+/// each TCP stream into a transport with `upgrade` (identity, or a TLS
+/// handshake). The node keeps the task and stops it first at shutdown;
+/// the listening socket closes with it.
+pub(crate) fn spawn<U, Fut, T>(listener: TcpListener, node: &Arc<NodeInner>, upgrade: U)
 where
     U: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::io::Result<T>> + Send + 'static,
     T: Transport,
 {
-    let Some(inner) = node.upgrade() else { return };
-    let cfg = inner.config();
+    let cfg = &node.cfg;
     let gate = Arc::new(Gate {
         max_connections: cfg.max_connections as usize,
         max_handshakes: cfg.max_handshakes as usize,
@@ -156,12 +157,17 @@ where
         waiting: Mutex::new(Waiting::default()),
         warned: AtomicBool::new(false),
     });
-    drop(inner);
     let upgrade = Arc::new(upgrade);
-    tokio::spawn(async move {
+    let shutdown = node.on_shutdown();
+    let weak = Arc::downgrade(node);
+    let task = tokio::spawn(async move {
+        tokio::pin!(shutdown);
         loop {
-            let accepted = listener.accept().await;
-            let Some(inner) = node.upgrade() else { break };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let Some(inner) = weak.upgrade() else { break };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -178,9 +184,12 @@ where
                 }
                 continue;
             };
+            // Bounded by the handshake timeout, then by its connection,
+            // which the node closes at shutdown.
             tokio::spawn(handle(inner, stream, peer, upgrade.clone(), admission, evicted));
         }
     });
+    node.add_listener(task);
 }
 
 /// Runs one incoming transport's handshakes; a new connection keeps its
@@ -199,11 +208,11 @@ async fn handle<U, Fut, T>(
 {
     transport::tune(&stream);
     // One deadline for all of it: TLS, then tether's handshake.
-    let limit = inner.config().handshake_timeout;
+    let limit = inner.cfg.handshake_timeout;
     let handshake = async {
         let io = upgrade(stream).await?;
         let parent = inner.supervisor().await.cloned();
-        inner.acceptor().accept_under(io, parent.as_ref()).await
+        inner.acceptor.accept_under(io, parent.as_ref()).await
     };
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(limit, handshake) => outcome.unwrap_or(Err(ConnectError::Timeout(limit))),
@@ -225,7 +234,9 @@ async fn handle<U, Fut, T>(
     match outcome {
         Ok(Accepted::New(conn)) => {
             let mut ended = conn.ended();
-            let _ = Node::from_inner(inner).attach(conn, None);
+            let _ = inner.attach(conn, None);
+            // The connection holds no node; neither does its admission.
+            drop(inner);
             let _ = ended.wait_for(|e| *e).await;
             drop(admission);
         }

@@ -1,147 +1,22 @@
-//! `RemoteRef<M>`: a typed, serializable handle to an actor on any node.
+//! [`RemoteRef<M>`]: a typed, serializable handle to an actor on any node,
+//! and what its operations report.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::error::RemoteError;
+use super::inner::NodeInner;
+use super::mailbox::RemoteMessage;
+use super::route::Route;
 use crate::auth::Token;
 use crate::chan::{mpsc, oneshot};
-use crate::node::{NodeInner, RemoteError};
 use crate::NodeId;
-
-/// Messages that can be sent to remote actors: anything serde can carry,
-/// including refs, channel ends and reply ports.
-pub trait RemoteMessage: Serialize + DeserializeOwned + Send + 'static {}
-
-impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteMessage for T {}
-
-/// How a framework adapter hands messages to a local actor.
-pub trait Mailbox<M>: Send + Sync + 'static {
-    /// Delivers `msg` to the actor; gives it back if the actor is gone.
-    fn deliver(&self, msg: M) -> Result<(), M>;
-
-    /// Delivers `msg` like [`deliver`](Self::deliver), and returns a future
-    /// that resolves once the actor is done with it (handled it, or stopped).
-    /// The future must not need to be polled for the message to be handled:
-    /// the node may drop it.
-    ///
-    /// This is how a slow actor pushes back on its senders. The node delivers
-    /// every 256th message of a route through this method (sooner once the
-    /// encodings since the last add up to 256 KiB), and delivers the next
-    /// tracked one only once the previous one is done. So fewer than 512 of a
-    /// route's messages (and about 512 KiB, plus one message) wait in the
-    /// actor's mailbox; meanwhile the node reads no more from the route, its
-    /// window fills, and the senders wait (or get `Full`). Sends from this
-    /// node to the actor are paced the same way.
-    ///
-    /// Two consequences. A handler that waits for a message sent more than
-    /// 255 messages after its own on the same route waits forever. And a
-    /// route waiting here holds up to `Config::port_window` of its
-    /// connection's window: once `conn_window / port_window` routes (8 by
-    /// default) of one connection are full at once, its other ports stall
-    /// too, until an actor catches up.
-    ///
-    /// The default returns `None`: the framework cannot tell when a message
-    /// was handled, and messages go into the actor's mailbox as they arrive.
-    fn deliver_tracked(&self, msg: M) -> Result<Option<BoxFuture<'static, ()>>, M> {
-        self.deliver(msg).map(|()| None)
-    }
-
-    /// Resolves once the actor has stopped.
-    fn stopped(&self) -> BoxFuture<'static, ()>;
-}
-
-/// The node tracks one of a route's messages every `TRACK_EVERY` (see
-/// [`Mailbox::deliver_tracked`]), or sooner once `TRACK_BYTES` of
-/// encodings went by since the last.
-const TRACK_EVERY: u32 = 256;
-const TRACK_BYTES: usize = 256 * 1024;
-
-/// Paces the deliveries of one route to an actor's mailbox: every so often
-/// a message is delivered tracked, and the next tracked one only once the
-/// previous was handled (see [`Mailbox::deliver_tracked`]).
-#[derive(Default)]
-pub(crate) struct Tracker {
-    count: u32,
-    bytes: usize,
-    handled: Option<Handled>,
-}
-
-/// Resolves once a tracked message is handled; shared by those waiting.
-type Handled = Shared<BoxFuture<'static, ()>>;
-
-impl Tracker {
-    /// Whether the next message, of `len` encoded bytes, is to be tracked.
-    fn next_is_due(&self, len: usize) -> bool {
-        self.count.saturating_add(1) >= TRACK_EVERY || self.bytes.saturating_add(len) >= TRACK_BYTES
-    }
-
-    /// What must be handled before the next message, of `len` encoded
-    /// bytes, may be delivered: the previous tracked one, if that is due and
-    /// the actor has not handled it yet.
-    pub(crate) fn wait_before(&mut self, len: usize) -> Option<Handled> {
-        if !self.next_is_due(len) {
-            return None;
-        }
-        let h = self.handled.as_ref()?;
-        if h.clone().now_or_never().is_some() {
-            self.handled = None;
-            return None;
-        }
-        Some(h.clone())
-    }
-
-    /// Delivers `msg` (of `len` encoded bytes), tracked if it is due; the
-    /// caller has waited for [`wait_before`](Self::wait_before) first.
-    pub(crate) fn deliver<M: 'static>(&mut self, mb: &dyn Mailbox<M>, msg: M, len: usize) -> Result<(), M> {
-        if !self.next_is_due(len) {
-            mb.deliver(msg)?;
-        } else if let Some(handled) = mb.deliver_tracked(msg)? {
-            *self = Tracker { count: 0, bytes: 0, handled: Some(handled.shared()) };
-            return Ok(());
-        }
-        // Untracked, or not trackable (an adapter that cannot tell, or not
-        // this kind of message: the next one is tried instead). Saturating:
-        // with an adapter that never tracks, the counts never reset.
-        self.count = self.count.saturating_add(1);
-        self.bytes = self.bytes.saturating_add(len);
-        Ok(())
-    }
-}
-
-/// An actor of this node, as its routes reach it.
-pub(crate) struct Local<M> {
-    mailbox: Arc<dyn Mailbox<M>>,
-    /// Pacing for messages sent on this node (never encoded: counted only).
-    track: std::sync::Mutex<Tracker>,
-}
-
-impl<M: 'static> Local<M> {
-    pub(crate) fn new(mailbox: Arc<dyn Mailbox<M>>) -> Self {
-        Local { mailbox, track: Default::default() }
-    }
-
-    fn track(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.track.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Delivers now, or gives the message back with what to wait for.
-    fn try_deliver(&self, msg: M) -> Result<Result<(), M>, (M, Handled)> {
-        let mut t = self.track();
-        match t.wait_before(0) {
-            Some(wait) => Err((msg, wait)),
-            None => Ok(t.deliver(&*self.mailbox, msg, 0)),
-        }
-    }
-}
 
 /// The identity of an actor: its node and its id there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -150,62 +25,6 @@ pub struct ActorId {
     pub node: NodeId,
     /// Its id on that node (random, so it cannot be guessed).
     pub id: u64,
-}
-
-/// How messages reach one actor from this node. Shared by every copy of a
-/// ref on this node, so a ref received many times costs one route.
-pub(crate) struct Route<M> {
-    pub(crate) node: Weak<NodeInner>,
-    pub(crate) target: ActorId,
-    /// The capability token the owner checks before opening a route.
-    pub(crate) token: Token,
-    /// The peer the ref came from, which can forward when we have no
-    /// connection to the owner.
-    pub(crate) via: Option<NodeId>,
-    pub(crate) local: Option<Local<M>>,
-    pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
-    /// The opened sender, for `try_tell` and for `sender` without waiting on
-    /// the async lock.
-    pub(crate) ready: std::sync::Mutex<Option<mpsc::Sender<M>>>,
-    /// Set once the owner refused the ref's token: no send will ever pass.
-    pub(crate) forbidden: std::sync::atomic::AtomicBool,
-}
-
-impl<M> Drop for Route<M> {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.upgrade() {
-            node.forget_route(self.target, self.token);
-        }
-    }
-}
-
-impl<M: RemoteMessage> Route<M> {
-    /// The sender to the actor's mailbox, opening it if needed.
-    pub(crate) async fn sender(&self) -> Result<mpsc::Sender<M>, RemoteError> {
-        if let Some(s) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if !s.is_closed() {
-                return Ok(s.clone());
-            }
-        }
-        let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref() {
-            if !s.is_closed() {
-                return Ok(s.clone());
-            }
-        }
-        if self.forbidden.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(RemoteError::Forbidden);
-        }
-        let node = self.node.upgrade().ok_or(RemoteError::NodeGone)?;
-        let s = node.open_route::<M>(self.target, self.token, self.via).await.inspect_err(|e| {
-            if *e == RemoteError::Forbidden {
-                self.forbidden.store(true, std::sync::atomic::Ordering::Release);
-            }
-        })?;
-        *slot = Some(s.clone());
-        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-        Ok(s)
-    }
 }
 
 /// A typed handle to an actor that may live on another node.
@@ -394,7 +213,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         make: impl FnOnce(ReplyPort<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let _permit = self.__ask_permit()?;
+        let _permit = self.ask_permit()?;
         let (tx, rx) = oneshot::channel();
         let msg = make(ReplyPort(tx));
         let exchange = async {
@@ -423,13 +242,14 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }))
     }
 
-    /// Counts one ask against the actor's node's limit until dropped. For
-    /// adapters that carry replies by other means than [`RemoteRef::ask`].
-    #[doc(hidden)]
-    pub fn __ask_permit(&self) -> Result<Option<impl Send + Sync + 'static>, AskError> {
+    /// Counts one ask against the limit of asks waiting on the actor's node
+    /// ([`Config::max_pending_asks`](crate::Config::max_pending_asks)) until
+    /// the permit is dropped. [`RemoteRef::ask`] takes one itself; adapters
+    /// that carry replies by other means take one per request the same way.
+    pub fn ask_permit(&self) -> Result<AskPermit, AskError> {
         match (&self.route.local, self.route.node.upgrade()) {
-            (Some(_), _) => Ok(None),
-            (None, Some(node)) => node.ask_permit(self.route.target.node).map(Some),
+            (Some(_), _) => Ok(AskPermit(None)),
+            (None, Some(node)) => node.ask_permit(self.route.target.node).map(|p| AskPermit(Some(p))),
             (None, None) => Err(AskError::Unreachable(RemoteError::NodeGone)),
         }
     }
@@ -450,6 +270,8 @@ pub enum WatchEvent {
     Stopped,
     /// The actor's node cannot be reached (crashed, or the link is gone).
     NodeLost,
+    /// The actor's node shut down and said goodbye.
+    NodeLeft,
     /// The actor's node restarted: it has a new identity, and the actor is
     /// gone with the old one.
     NodeRestarted,
@@ -492,7 +314,8 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let wire = RefWire::deserialize(d)?;
-        let (node, via) = crate::chan::decoding_node()
+        let (node, via) = crate::chan::decoding_owner()
+            .and_then(|(owner, via)| owner.downcast::<NodeInner>().ok().map(|node| (node, via)))
             .ok_or_else(|| D::Error::custom("remote refs travel only between tether nodes"))?;
         let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, Some(via));
         Ok(RemoteRef { route })
@@ -541,5 +364,7 @@ impl<'de, R: RemoteMessage> Deserialize<'de> for ReplyPort<R> {
     }
 }
 
-/// Type-erased route kept in the node's table.
-pub(crate) type AnyRoute = Weak<dyn Any + Send + Sync>;
+/// One ask counted against the limit of asks waiting on a node; see
+/// [`RemoteRef::ask_permit`]. Dropping it gives the place back.
+#[derive(Debug)]
+pub struct AskPermit(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);

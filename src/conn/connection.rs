@@ -1,0 +1,264 @@
+//! [`Connection`]: the handle users and the layers above hold, and how one
+//! is made (dial, accept, handshake, then supervisor and driver).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dial::{self, Dialer};
+use super::error::{ConnectError, ConnectionError};
+use super::handshake;
+use super::recovery::{ConnectionEvent, Policy};
+use super::shared::{Parts, Shared};
+use super::supervisor::{self, Parent};
+use crate::config::Config;
+use crate::mux::{Mux, MuxConfig, MuxStats, Side};
+use crate::transport::{self, Transport};
+use crate::NodeId;
+
+/// Which part a side plays in a connection's handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The side that dialed: it speaks first and may resume the session.
+    Dial,
+    /// The side that accepted.
+    Accept,
+}
+
+/// A live connection to one peer.
+///
+/// Cloning is cheap. The connection stays open while any clone or any
+/// channel end bound to it lives; when the last goes, it closes itself with
+/// a goodbye. [`Connection::close`] ends it at once.
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection::hold(self.shared.clone())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("peer", &self.shared.peer_id).finish()
+    }
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Ports open, including the two root ports.
+    pub open_ports: usize,
+    /// Message bytes queued for sending and not yet written, plus 64 per
+    /// message (what the send buffers count).
+    pub send_queued: usize,
+    /// Received bytes the connection holds for the application (not
+    /// counting up to about 16 KiB per receiver already taken off the
+    /// connection ahead of its reads).
+    pub recv_buffered: usize,
+    /// Bytes kept until the peer acknowledges them.
+    pub replay_bytes: usize,
+}
+
+impl Connection {
+    /// A new handle on `shared`.
+    pub(crate) fn hold(shared: Arc<Shared>) -> Connection {
+        shared.hold();
+        Connection { shared }
+    }
+
+    /// Dials: runs the handshake on `io` as the connecting side and starts
+    /// the connection's driver on the current tokio runtime. The connection
+    /// ends with its transport; see [`Connection::dial`] for one that
+    /// reconnects.
+    pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        Self::establish(io, cfg, Role::Dial, crate::node_id(), None).await
+    }
+
+    /// Accepts: runs the handshake on `io` as the accepting side. The
+    /// connection ends with its transport; see [`Acceptor`](crate::Acceptor)
+    /// for sessions that dialers can resume.
+    pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        Self::establish(io, cfg, Role::Accept, crate::node_id(), None).await
+    }
+
+    /// Dials with `dial` and keeps the session alive across broken
+    /// transports: when the transport fails or goes silent, `dial` is called
+    /// again (with backoff, per [`Config::reconnect`]) and the session
+    /// resumes where it stopped, every message delivered exactly once and in
+    /// order. The peer must accept through an [`Acceptor`](crate::Acceptor).
+    pub async fn dial<F, Fut, T>(dial: F, cfg: Config) -> Result<Connection, ConnectError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+        T: Transport,
+    {
+        cfg.validate()?;
+        let dial = dial::dialer(dial);
+        let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
+        let policy = Policy::Dial(cfg.reconnect.clone());
+        Self::dial_once(io, cfg, crate::node_id(), policy, Some(dial), None).await
+    }
+
+    /// A connection without recovery, on behalf of the node `local`.
+    pub(crate) async fn establish<T: Transport>(
+        mut io: T,
+        cfg: Config,
+        role: Role,
+        local: NodeId,
+        parent: Option<&Parent>,
+    ) -> Result<Connection, ConnectError> {
+        match role {
+            Role::Dial => Self::dial_once(io, cfg, local, Policy::None, None, parent).await,
+            Role::Accept => {
+                cfg.validate()?;
+                transport::tune(&io);
+                let session = uuid::Uuid::new_v4();
+                let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Policy::None, None, parent).await)
+            }
+        }
+    }
+
+    /// A node's dial: recovery as its configuration says.
+    pub(crate) async fn dial_as(
+        dial: Dialer,
+        cfg: Config,
+        local: NodeId,
+        parent: Option<&Parent>,
+    ) -> Result<Connection, ConnectError> {
+        let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
+        let (policy, dial) = if cfg.reconnect.enabled {
+            (Policy::Dial(cfg.reconnect.clone()), Some(dial))
+        } else {
+            (Policy::None, None)
+        };
+        Self::dial_once(io, cfg, local, policy, dial, parent).await
+    }
+
+    async fn dial_once<T: Transport>(
+        mut io: T,
+        cfg: Config,
+        local: NodeId,
+        policy: Policy,
+        dial: Option<Dialer>,
+        parent: Option<&Parent>,
+    ) -> Result<Connection, ConnectError> {
+        cfg.validate()?;
+        transport::tune(&io);
+        let resumable = matches!(policy, Policy::Dial(_));
+        let peer = handshake::client(&mut io, &cfg, local.0, uuid::Uuid::nil(), 0, resumable)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+        let session = peer.hello.session_id;
+        Ok(Self::start(io, cfg, Side::Client, local, session, peer, policy, dial, parent).await)
+    }
+
+    /// Builds the connection's state after a handshake, spawns its
+    /// supervisor (linked to `parent`, a node's actor, if given) and starts
+    /// driving it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start<T: Transport>(
+        io: T,
+        cfg: Config,
+        side: Side,
+        local: NodeId,
+        session: uuid::Uuid,
+        peer: handshake::PeerHello,
+        policy: Policy,
+        dial: Option<Dialer>,
+        parent: Option<&Parent>,
+    ) -> Connection {
+        let mux_cfg = MuxConfig {
+            local: cfg.hello_limits(),
+            peer: peer.hello.limits,
+            chunk_size: cfg.chunk_size,
+            send_buffer: cfg.send_buffer,
+            conn_send_buffer: cfg.conn_send_buffer,
+            ping_interval: cfg.ping_interval,
+            idle_timeout: cfg.idle_timeout,
+        };
+        let shared = Shared::new(Parts {
+            mux: Mux::new(side, mux_cfg, Instant::now()),
+            peer_id: NodeId(peer.hello.node_id),
+            local_id: local,
+            session,
+            resumable: super::recovery::Recovery::is_resumable(&policy),
+            cfg,
+        });
+        tracing::debug!(peer = %shared.peer_id, ?side, %session, "connection established");
+        let conn = Connection::hold(shared);
+        conn.shared.supervise(supervisor::Args { policy, dial }, parent).await;
+        let generation = conn.shared.start_driver(io, peer.rest);
+        debug_assert_eq!(generation, 1, "the supervisor expects the first transport");
+        conn
+    }
+
+    /// Lifecycle events from now on (a slow subscriber misses old ones).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.shared.subscribe()
+    }
+
+    /// The peer's node id.
+    pub fn peer_id(&self) -> NodeId {
+        self.shared.peer_id
+    }
+
+    /// Counters, for monitoring and tests.
+    pub fn stats(&self) -> ConnectionStats {
+        let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, .. } = self.shared.lock().mux.stats();
+        ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes }
+    }
+
+    /// Closes the connection gracefully: what is queued is sent, then a
+    /// goodbye, and the transport is shut down. Receivers on both sides see
+    /// the end of their streams; later sends fail with `Closed`. Resolves
+    /// once the connection has ended.
+    pub async fn close(&self) {
+        self.close_with(0, "closed by application").await
+    }
+
+    /// [`Connection::close`] with a close code and reason the peer sees
+    /// ([`ConnectionError::PeerClosed`]).
+    pub(crate) async fn close_with(&self, code: u32, reason: &str) {
+        self.shared.close(code, reason);
+        self.closed().await;
+    }
+
+    /// Turns true once the connection has ended; holds no part of it.
+    pub(crate) fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.ended()
+    }
+
+    /// Resolves once the connection has ended, with the reason.
+    pub async fn closed(&self) -> ConnectionError {
+        let mut ended = self.shared.ended();
+        let _ = ended.wait_for(|e| *e).await;
+        self.error().unwrap_or(ConnectionError::Closed)
+    }
+
+    /// The error that ended the connection, once it has ended.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.shared.lock().error.clone()
+    }
+
+    /// Whether a transport carries the session now (false while a broken
+    /// one waits to be replaced, and once the connection ended).
+    pub fn is_link_up(&self) -> bool {
+        self.shared.lock().link_up
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}

@@ -1,0 +1,529 @@
+//! What a node is behind its handles: identity, configuration, the peer
+//! table, the registry and the routes, and the work that serves peers (one
+//! task per connection reading its control messages).
+//!
+//! Lifecycle. A node owns every task it starts: the listeners, one serving
+//! task per connection, one task per export waiting for its actor to stop,
+//! and the short tasks that tell watchers an actor stopped. `shutdown`
+//! ends them in an order peers can rely on: listeners first (the port is
+//! free when it returns), then stop notifications are queued, then each
+//! connection says goodbye after what it already queued, so a watcher
+//! hears `Stopped` before it hears that the node left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::control::{decides, Control, Watcher, CLOSE_DUPLICATE, CLOSE_NODE_LEFT};
+use super::error::RemoteError;
+use super::peers::{Peer, PeerTable};
+use super::registry::{self, Export, Registry};
+use super::remote_ref::{ActorId, WatchEvent};
+use super::route::AnyRoute;
+use crate::auth::{CapabilityKey, Token};
+use crate::chan::{mpsc, oneshot, RawSender};
+use crate::conn::{NodeSupervisor, SupervisorParent};
+use crate::{Acceptor, Config, ConnectError, Connection, NodeId};
+
+#[derive(Default)]
+pub(crate) struct NodeState {
+    pub(crate) peers: PeerTable,
+    pub(crate) registry: Registry,
+    /// Keyed by token too: a forged ref must not share a real one's route.
+    pub(crate) routes: HashMap<(ActorId, Token), AnyRoute>,
+    /// Set by `shutdown` (or the drop of the last handle): nothing new is
+    /// taken in.
+    pub(crate) closing: bool,
+    listeners: Vec<JoinHandle<()>>,
+    /// One task per connection, serving its control messages.
+    serving: JoinSet<()>,
+    /// One task per export, waiting for its actor to stop.
+    watching: JoinSet<()>,
+    /// Actors that stopped, their watchers being told.
+    stopping: JoinSet<()>,
+}
+
+/// Reaps the finished tasks of `set`, so it holds only running ones.
+fn reap(set: &mut JoinSet<()>) {
+    while set.try_join_next().is_some() {}
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) name: Option<String>,
+    pub(crate) cfg: Config,
+    /// Mints and checks the capability tokens of this node's actors.
+    pub(crate) caps: CapabilityKey,
+    /// Takes incoming transports: new peers, or sessions coming back.
+    pub(crate) acceptor: Acceptor,
+    state: Mutex<NodeState>,
+    /// Woken whenever the peer table changes.
+    peers_changed: tokio::sync::Notify,
+    /// Turns true when the node shuts down; dropped with the node.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// The node's actor, parent of its connections' supervisors; spawned on
+    /// first use (a node can be made outside a runtime).
+    supervisor: tokio::sync::OnceCell<Option<SupervisorParent>>,
+}
+
+impl NodeInner {
+    pub(crate) fn new(name: Option<&str>, cfg: Config) -> NodeInner {
+        let id = NodeId(uuid::Uuid::new_v4());
+        NodeInner {
+            id,
+            name: name.map(str::to_owned),
+            acceptor: Acceptor::for_node(cfg.clone(), id),
+            cfg,
+            caps: CapabilityKey::new(),
+            state: Mutex::new(NodeState::default()),
+            peers_changed: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::watch::channel(false).0,
+            supervisor: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) async fn supervisor(&self) -> Option<&SupervisorParent> {
+        self.supervisor.get_or_init(NodeSupervisor::start).await.as_ref()
+    }
+
+    /// Resolves when the node shuts down (or is dropped).
+    pub(crate) fn on_shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+
+    /// Keeps a listener's task, to stop it at shutdown.
+    pub(crate) fn add_listener(&self, task: JoinHandle<()>) {
+        let mut st = self.lock();
+        if st.closing {
+            task.abort();
+        } else {
+            st.listeners.retain(|l| !l.is_finished());
+            st.listeners.push(task);
+        }
+    }
+
+    /// Waits for `actor` to stop, then unregisters it and tells its watchers.
+    pub(crate) fn watch_export(self: &Arc<Self>, id: u64, stopped: futures::future::BoxFuture<'static, ()>) {
+        let node = Arc::downgrade(self);
+        let mut st = self.lock();
+        reap(&mut st.watching);
+        st.watching.spawn(async move {
+            stopped.await;
+            if let Some(node) = node.upgrade() {
+                node.actor_stopped(id);
+            }
+        });
+    }
+
+    /// Takes a fresh connection in: one connection per peer node. Returns
+    /// the peer and a signal: `true` once the connection is usable (kept,
+    /// and the peer's hello heard), `false` if it lost the tie-break to
+    /// another connection with the same node (see [`Control`]).
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        conn: Connection,
+        dialed: Option<String>,
+    ) -> (NodeId, tokio::sync::oneshot::Receiver<bool>) {
+        let peer_id = conn.peer_id();
+        let owner: Weak<dyn std::any::Any + Send + Sync> = Arc::downgrade(self) as _;
+        conn.shared().set_owner(owner);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let Some((control, incoming)) = conn.root::<Control, Control>() else {
+            // Taken by someone else: not a node's connection.
+            return (peer_id, ready_rx);
+        };
+        let mut st = self.lock();
+        if st.closing {
+            drop(st);
+            conn.shared().close(CLOSE_NODE_LEFT, "node shut down");
+            return (peer_id, ready_rx);
+        }
+        if let Some(addr) = dialed {
+            st.peers.dialed(addr, peer_id);
+        }
+        let decider = decides(self.id, peer_id);
+        // The decider keeps the first connection with the peer that carries
+        // traffic; one that ended or waits for its transport is replaced.
+        let keep = decider && !st.peers.is_up(peer_id);
+        if decider && keep {
+            self.take_peer(&mut st, peer_id, Peer { conn: conn.clone(), control: control.clone() });
+        }
+        let _ = control.try_send(Control::Hello { name: self.name.clone(), keep });
+        if decider && !keep {
+            // The other side closes it once it has read our hello; until
+            // then it is held (closing it here could cut the hello off).
+            tracing::debug!(peer = %peer_id, "second connection with the peer not kept (tie-break)");
+            let _ = ready_tx.send(false);
+            let shutdown = self.on_shutdown();
+            reap(&mut st.serving);
+            st.serving.spawn(async move {
+                let _hold = (control, incoming);
+                let limit = conn.shared().cfg.handshake_timeout;
+                tokio::select! {
+                    _ = tokio::time::timeout(limit, conn.closed()) => {}
+                    () = shutdown => {}
+                }
+                conn.shared().close(CLOSE_DUPLICATE, "another connection with this node is kept");
+            });
+            return (peer_id, ready_rx);
+        }
+        let serve = Serve {
+            node: Arc::downgrade(self),
+            peer: peer_id,
+            conn,
+            control,
+            incoming,
+            ready: Some(ready_tx),
+            kept: decider,
+        };
+        reap(&mut st.serving);
+        st.serving.spawn(serve.run(self.on_shutdown()));
+        (peer_id, ready_rx)
+    }
+
+    /// Makes `peer` the connection to `id`, closing one it replaces.
+    fn take_peer(&self, st: &mut NodeState, id: NodeId, peer: Peer) {
+        if let Some(old) = st.peers.insert(id, peer) {
+            old.conn.shared().close(CLOSE_DUPLICATE, "replaced by a newer connection");
+        }
+        self.peers_changed.notify_waiters();
+    }
+
+    /// Waits up to `limit` for a live connection to `id`.
+    pub(crate) async fn until_live(&self, id: NodeId, limit: Duration) -> Result<(), ConnectError> {
+        let wait = async {
+            loop {
+                let changed = self.peers_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.lock().peers.get(id).is_some() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.map_err(|_| ConnectError::Timeout(limit))
+    }
+
+    /// A peer's connection ended.
+    fn peer_lost(&self, peer: NodeId, conn: &Connection) {
+        let fate = self.lock().peers.remove(peer, conn);
+        if let Some(fate) = fate {
+            tracing::info!(%peer, ?fate, "peer gone");
+            self.peers_changed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn peer(&self, id: NodeId) -> Result<Peer, RemoteError> {
+        let peer = self.lock().peers.get(id).cloned();
+        peer.ok_or_else(|| self.why_unreachable(id))
+    }
+
+    pub(crate) fn why_unreachable(&self, id: NodeId) -> RemoteError {
+        let st = self.lock();
+        if st.closing {
+            return RemoteError::NodeGone;
+        }
+        match st.peers.fate(id) {
+            Some(fate) => fate.error(id),
+            None => RemoteError::NoRoute(id),
+        }
+    }
+
+    /// Why a route to an actor on `node` closed: the actor stopped if the
+    /// node is still connected, else whatever happened to the node.
+    pub(crate) fn why_closed(&self, node: NodeId) -> RemoteError {
+        if node == self.id || self.peer(node).is_ok() {
+            RemoteError::Stopped
+        } else {
+            self.why_unreachable(node)
+        }
+    }
+
+    /// Waits for a peer's answer, bounded by the handshake timeout.
+    pub(crate) async fn answer<T: crate::RemoteMessage>(&self, rx: oneshot::Receiver<T>) -> Result<T, RemoteError> {
+        let limit = self.cfg.handshake_timeout;
+        match tokio::time::timeout(limit, rx).await {
+            Err(_) => Err(RemoteError::Timeout(limit)),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(RemoteError::Stopped),
+        }
+    }
+
+    fn handle(&self, from: NodeId, msg: Control) {
+        match msg {
+            Control::Hello { name, .. } => {
+                tracing::debug!(peer = %from, ?name, "peer said hello");
+                if let Some(name) = name {
+                    self.lock().peers.named(name, from);
+                }
+            }
+            Control::Lookup { name, reply } => {
+                let answer = self.lock().registry.lookup(&name, &self.caps);
+                let _ = reply.send(answer);
+            }
+            Control::Open { target, token, type_name, reply } => self.open(from, target, token, type_name, reply),
+            Control::Watch { target, token, stopped } => self.add_watcher(target, token, stopped),
+        }
+    }
+
+    /// Answers (or forwards) a request to open a route to `target`.
+    fn open(&self, from: NodeId, target: ActorId, token: Token, type_name: String, reply: RawSender) {
+        let refuse = |reply: RawSender, e: RemoteError| {
+            // `Err(e)` encodes the same whatever the `Ok` type is.
+            if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
+                let _ = tx.send(Err(e));
+            }
+        };
+        if target.node != self.id {
+            // Forward towards the owner, never back where it came from.
+            match self.peer(target.node) {
+                Ok(p) if target.node != from => {
+                    let _ = p.control.try_send(Control::Open { target, token, type_name, reply });
+                }
+                Ok(_) => refuse(reply, RemoteError::NoRoute(target.node)),
+                Err(e) => refuse(reply, e),
+            }
+            return;
+        }
+        let export = match self.export_for(target.id, &token) {
+            Ok(export) => export,
+            Err(e) => {
+                tracing::debug!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
+                return refuse(reply, e);
+            }
+        };
+        match export {
+            None => refuse(reply, RemoteError::Stopped),
+            Some(e) if e.type_name != type_name => {
+                refuse(reply, RemoteError::TypeMismatch { expected: type_name, found: e.type_name.to_owned() })
+            }
+            Some(e) => e.open(reply),
+        }
+    }
+
+    pub(crate) fn add_watcher(&self, target: ActorId, token: Token, stopped: Watcher) {
+        if target.node != self.id {
+            if let Ok(p) = self.peer(target.node) {
+                let _ = p.control.try_send(Control::Watch { target, token, stopped });
+            }
+            // No route: dropping `stopped` tells the watcher.
+            return;
+        }
+        match self.export_for(target.id, &token) {
+            Ok(Some(e)) => e.add_watcher(stopped),
+            Ok(None) => {
+                let _ = stopped.send(Ok(()));
+            }
+            Err(e) => {
+                tracing::debug!(actor = target.id, "watch of an actor refused: forged capability");
+                let _ = stopped.send(Err(e));
+            }
+        }
+    }
+
+    /// This node's export `actor`, if `token` is its capability:
+    /// `Forbidden` for a token this node did not mint, `None` if the actor
+    /// is gone (or never was: the check needs no record of it).
+    pub(crate) fn export_for(&self, actor: u64, token: &Token) -> Result<Option<Arc<Export>>, RemoteError> {
+        registry::check(&self.caps, actor, token)?;
+        Ok(self.lock().registry.get(actor).cloned())
+    }
+
+    /// The actor `id` stopped: unregisters it, and tells its watchers once
+    /// its routes are closed.
+    fn actor_stopped(&self, id: u64) {
+        let mut st = self.lock();
+        let Some(export) = st.registry.remove(id) else { return };
+        reap(&mut st.stopping);
+        st.stopping.spawn(export.stop());
+    }
+
+    /// A permit for one more ask waiting on `peer`, if its limit allows.
+    pub(crate) fn ask_permit(&self, peer: NodeId) -> Result<tokio::sync::OwnedSemaphorePermit, crate::AskError> {
+        let limit = self.cfg.max_pending_asks as usize;
+        let permits = self.lock().peers.asks(peer, limit);
+        permits.try_acquire_owned().map_err(|_| {
+            tracing::debug!(%peer, limit, "ask refused: too many pending");
+            crate::AskError::TooManyPending { limit: self.cfg.max_pending_asks }
+        })
+    }
+
+    /// Resolves when `target` can no longer be reached, saying why.
+    pub(crate) async fn watch(&self, target: ActorId, token: Token, via: Option<NodeId>) -> WatchEvent {
+        if target.node == self.id {
+            let (tx, rx) = oneshot::channel();
+            self.add_watcher(target, token, tx);
+            return match rx.await {
+                Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+                _ => WatchEvent::Stopped,
+            };
+        }
+        let hop = match self.peer(target.node).or_else(|e| via.ok_or(e).and_then(|v| self.peer(v))) {
+            Ok(hop) => hop,
+            Err(_) => return self.event_for(target.node),
+        };
+        let (tx, rx) = oneshot::channel();
+        if hop.control.send(Control::Watch { target, token, stopped: tx }).await.is_err() {
+            return self.event_for(target.node);
+        }
+        match rx.await {
+            Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+            Ok(_) => WatchEvent::Stopped,
+            Err(oneshot::RecvError::Connection(_)) => self.event_for(target.node),
+            // Dropped unanswered: the owner has no such actor, or the link
+            // towards it went; which one decides the event.
+            Err(_) => match self.peer(target.node) {
+                Ok(_) => WatchEvent::Stopped,
+                Err(_) => self.event_for(target.node),
+            },
+        }
+    }
+
+    fn event_for(&self, node: NodeId) -> WatchEvent {
+        match self.why_unreachable(node) {
+            RemoteError::NodeRestarted(_) => WatchEvent::NodeRestarted,
+            RemoteError::NodeLeft(_) => WatchEvent::NodeLeft,
+            _ => WatchEvent::NodeLost,
+        }
+    }
+
+    /// Shuts the node down (see the module docs); idempotent.
+    pub(crate) async fn shutdown(&self) {
+        let (listeners, mut watching) = {
+            let mut st = self.lock();
+            st.closing = true;
+            (std::mem::take(&mut st.listeners), std::mem::take(&mut st.watching))
+        };
+        self.shutdown.send_replace(true);
+        for l in listeners {
+            let _ = l.await;
+        }
+        // Actors that stopped without this node hearing yet are heard now,
+        // so their watchers are told before the goodbye.
+        let unheard = self.lock().registry.stopped_unheard();
+        for id in unheard {
+            self.actor_stopped(id);
+        }
+        watching.shutdown().await;
+        let mut stopping = std::mem::take(&mut self.lock().stopping);
+        while stopping.join_next().await.is_some() {}
+        // Each serving task says goodbye on its connection once what is
+        // queued went out, and ends with it.
+        let mut serving = std::mem::take(&mut self.lock().serving);
+        while serving.join_next().await.is_some() {}
+        self.peers_changed.notify_waiters();
+        if let Some(Some(parent)) = self.supervisor.get() {
+            parent.stop();
+            parent.stopped().await;
+        }
+    }
+}
+
+impl Drop for NodeInner {
+    /// The last handle went without `shutdown`: the same, as far as can be
+    /// done without waiting. Every connection says goodbye; listeners and
+    /// other tasks stop at their next turn (their sets abort them).
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.closing = true;
+        for conn in st.peers.connections() {
+            conn.shared().close(CLOSE_NODE_LEFT, "node shut down");
+        }
+        for l in st.listeners.drain(..) {
+            l.abort();
+        }
+        if let Some(Some(parent)) = self.supervisor.get() {
+            parent.stop();
+        }
+    }
+}
+
+/// The task serving one connection's control messages.
+struct Serve {
+    node: Weak<NodeInner>,
+    peer: NodeId,
+    conn: Connection,
+    control: mpsc::Sender<Control>,
+    incoming: mpsc::Receiver<Control>,
+    /// Told whether the connection is usable, once that is known.
+    ready: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// Whether the connection is in the peer table (the decider's side puts
+    /// it there at once; the other side once the decider's hello says so).
+    kept: bool,
+}
+
+impl Serve {
+    /// Serves until the connection ends, or says goodbye on it when
+    /// `shutdown` resolves.
+    async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        tokio::pin!(shutdown);
+        loop {
+            let msg = tokio::select! {
+                msg = self.incoming.recv() => msg,
+                () = &mut shutdown => {
+                    // What is queued goes out first, then the goodbye; a peer
+                    // that does not take it is given the handshake timeout.
+                    let limit = self.node.upgrade().map_or(Duration::from_secs(5), |n| n.cfg.handshake_timeout);
+                    let _ = tokio::time::timeout(limit, self.conn.close_with(CLOSE_NODE_LEFT, "node shut down")).await;
+                    return;
+                }
+            };
+            let msg = match msg {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(crate::RecvError::Connection(_)) => break,
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "bad control message");
+                    continue;
+                }
+            };
+            let Some(node) = self.node.upgrade() else { return };
+            if let Control::Hello { keep, .. } = &msg {
+                if !self.kept && !self.decided(&node, *keep) {
+                    return;
+                }
+            }
+            let is_hello = matches!(msg, Control::Hello { .. });
+            node.handle(self.peer, msg);
+            // Only once the hello is handled (a restart of a named peer
+            // noted), so that `connect` returns to a node that already knows.
+            if is_hello {
+                if let Some(ready) = self.ready.take() {
+                    let _ = ready.send(true);
+                }
+            }
+        }
+        if let Some(node) = self.node.upgrade() {
+            node.peer_lost(self.peer, &self.conn);
+        }
+    }
+
+    /// The decider said whether this connection is kept; false if not (it
+    /// is closed, and the caller waits for the kept one).
+    fn decided(&mut self, node: &Arc<NodeInner>, keep: bool) -> bool {
+        if keep {
+            let mut st = node.lock();
+            if !st.closing {
+                let peer = Peer { conn: self.conn.clone(), control: self.control.clone() };
+                node.take_peer(&mut st, self.peer, peer);
+                self.kept = true;
+                return true;
+            }
+        }
+        tracing::debug!(peer = %self.peer, "the peer keeps another connection with us");
+        self.conn.shared().close(CLOSE_DUPLICATE, "another connection with this node is kept");
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(false);
+        }
+        false
+    }
+}

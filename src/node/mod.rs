@@ -1,0 +1,332 @@
+//! The node layer: a [`Node`] is a process's identity among its peers. It
+//! listens and connects (one connection per peer node), exports actors and
+//! reaches actors elsewhere through [`RemoteRef`]s.
+//!
+//! - `mod.rs`: the [`Node`] handle, what users call.
+//! - `inner.rs`: the node behind its handles: serving peers, watching,
+//!   lifecycle and shutdown.
+//! - `control.rs`: the control vocabulary nodes exchange (one enum), and the
+//!   tie-break between two connections of the same two nodes.
+//! - `peers.rs`: the peer table, live and departed, bounded.
+//! - `registry.rs`: this node's exports, by id and by name.
+//! - `route.rs`: how messages reach one actor; shared by every ref to it.
+//! - `remote_ref.rs`: [`RemoteRef`] and what its operations report.
+//! - `mailbox.rs`: the [`Mailbox`] adapters implement, and pacing.
+//! - `listener.rs`: admitting incoming transports within limits.
+//! - `error.rs`: [`RemoteError`].
+
+mod control;
+mod error;
+mod inner;
+mod listener;
+mod mailbox;
+mod peers;
+mod registry;
+mod remote_ref;
+mod route;
+
+pub use error::{LookupError, NameTaken, RemoteError};
+pub use mailbox::{Mailbox, RemoteMessage};
+pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
+
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+
+use crate::chan::oneshot;
+use crate::conn::Role;
+use crate::transport::Transport;
+use crate::{Config, ConnectError, Connection, NodeId};
+use control::Control;
+use inner::NodeInner;
+use mailbox::Local;
+use registry::Export;
+use route::{AnyRoute, Route};
+
+/// A tether node: the unit of identity. Cloning is cheap.
+///
+/// A process normally has one. Its [`NodeId`] is drawn at start, so a
+/// restarted process is a new node; peers notice and report
+/// [`WatchEvent::NodeRestarted`] for refs to the old one.
+///
+/// A node owns its listeners, connections and the tasks serving them.
+/// [`Node::shutdown`] ends them all, and peers see it leave
+/// ([`WatchEvent::NodeLeft`]); dropping the last handle does the same
+/// without waiting.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).field("name", &self.inner.name).finish()
+    }
+}
+
+impl Default for Node {
+    /// An unnamed node with the default configuration.
+    fn default() -> Self {
+        Node { inner: Arc::new(NodeInner::new(None, Config::default())) }
+    }
+}
+
+/// Counters of a node's bookkeeping, for monitoring and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Peers with a live connection.
+    pub peers: usize,
+    /// Entries in all of the peer table's maps: live peers, departed ones
+    /// remembered (at most 1,024), their addresses and names, and ask
+    /// limits of live peers.
+    pub peer_entries: usize,
+    /// Actors exported.
+    pub exports: usize,
+    /// Routes held (one per actor this node holds refs to).
+    pub routes: usize,
+}
+
+impl Node {
+    /// A node with an optional human-readable name and the configuration of
+    /// every connection it makes or accepts.
+    ///
+    /// # Errors
+    ///
+    /// The configuration is checked here, once ([`Config::validate`]).
+    pub fn new(name: Option<&str>, cfg: Config) -> Result<Node, crate::ConfigError> {
+        cfg.validate()?;
+        Ok(Node { inner: Arc::new(NodeInner::new(name, cfg)) })
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// Accepts TCP connections on `addr` until the node shuts down. Returns
+    /// the bound address (useful with port 0).
+    ///
+    /// At most [`Config::max_connections`] are held at once, and at most
+    /// [`Config::max_handshakes`] wait in their handshake (when more come,
+    /// the oldest from the busiest source address is dropped), each
+    /// handshake bounded by [`Config::handshake_timeout`].
+    pub async fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<std::net::SocketAddr> {
+        let listener = self.bind(addr).await?;
+        let local = listener.local_addr()?;
+        listener::spawn(listener, &self.inner, |stream| std::future::ready(Ok(stream)));
+        Ok(local)
+    }
+
+    /// [`Node::listen`] over TLS: every incoming connection first completes
+    /// a TLS handshake with `tls` (which may require client certificates:
+    /// mutual TLS), then tether's own; [`Config::handshake_timeout`] bounds
+    /// the two together, and [`Config::max_handshakes`] counts both.
+    #[cfg(feature = "tls")]
+    pub async fn listen_tls(
+        &self,
+        addr: impl ToSocketAddrs,
+        tls: Arc<crate::transport::tls::rustls::ServerConfig>,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let listener = self.bind(addr).await?;
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        listener::spawn(listener, &self.inner, move |stream| crate::transport::tls::accept(acceptor.clone(), stream));
+        Ok(local)
+    }
+
+    async fn bind(&self, addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+        if self.inner.lock().closing {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "the node is shut down"));
+        }
+        TcpListener::bind(addr).await
+    }
+
+    /// Connects to the node listening at `addr`, or returns the existing
+    /// connection if this node already has one to the node there.
+    /// [`Config::handshake_timeout`] bounds the TCP connect (here and on
+    /// each reconnection), and tether's handshake after it.
+    ///
+    /// Two nodes that connect to each other at the same moment end up with
+    /// one connection between them, the same on both sides.
+    pub async fn connect(&self, addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<NodeId, ConnectError> {
+        let target: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&addr).await {
+            Ok(found) => found.collect(),
+            Err(e) => return Err(ConnectError::Io(e).at(format_args!("{addr:?}"))),
+        };
+        // Named by where it resolved to, so that two spellings of one
+        // address are one address.
+        let Some(name) = target.first().map(|a| a.to_string()) else {
+            let none = std::io::Error::new(std::io::ErrorKind::NotFound, "no address found");
+            return Err(ConnectError::Io(none).at(format_args!("{addr:?}")));
+        };
+        let dial = crate::conn::dialer(move || {
+            let target = target.clone();
+            async move { TcpStream::connect(&target[..]).await }
+        });
+        self.connect_dialer(name.clone(), dial).await.map_err(|e| e.at(name))
+    }
+
+    /// [`Node::connect`] over TLS: the server's certificate must be valid
+    /// for `server_name` under `tls`'s roots (and `tls` may carry a client
+    /// certificate, for mutual TLS). Reconnections dial TLS again. The TCP
+    /// connection and the TLS handshake together are bounded by
+    /// [`Config::handshake_timeout`], and tether's handshake after them too.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        &self,
+        addr: &str,
+        server_name: &str,
+        tls: Arc<crate::transport::tls::rustls::ClientConfig>,
+    ) -> Result<NodeId, ConnectError> {
+        let name = crate::transport::tls::server_name(server_name)?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let target = addr.to_owned();
+        let dial = crate::conn::dialer(move || {
+            crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
+        });
+        self.connect_dialer(addr.to_owned(), dial).await.map_err(|e| e.at(addr))
+    }
+
+    async fn connect_dialer(&self, addr: String, dial: crate::conn::Dialer) -> Result<NodeId, ConnectError> {
+        {
+            let st = self.inner.lock();
+            if st.closing {
+                return Err(ConnectError::NodeShutDown);
+            }
+            if let Some(id) = st.peers.live_at(&addr) {
+                return Ok(id);
+            }
+        }
+        // The session survives broken transports: the same address is dialed
+        // again and the session resumed (see `Config::reconnect`).
+        let parent = self.inner.supervisor().await;
+        let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id, parent).await?;
+        self.join(conn, Some(addr)).await
+    }
+
+    /// Runs the node protocol over a transport made by other means (Unix
+    /// socket, TLS, memory), in the given role of its handshake.
+    pub async fn connect_with<T: Transport>(&self, io: T, role: Role) -> Result<NodeId, ConnectError> {
+        if self.inner.lock().closing {
+            return Err(ConnectError::NodeShutDown);
+        }
+        let parent = self.inner.supervisor().await;
+        let conn = Connection::establish(io, self.inner.cfg.clone(), role, self.inner.id, parent).await?;
+        self.join(conn, None).await
+    }
+
+    /// Takes a fresh connection in and waits until the peer can be asked
+    /// things: its hello heard, or, if another connection with it was kept
+    /// instead, that one live.
+    async fn join(&self, conn: Connection, dialed: Option<String>) -> Result<NodeId, ConnectError> {
+        let limit = self.inner.cfg.handshake_timeout;
+        let (id, ready) = self.inner.attach(conn, dialed);
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(true)) => Ok(id),
+            Ok(Ok(false)) => self.inner.until_live(id, limit).await.map(|()| id),
+            Ok(Err(_)) if self.inner.lock().closing => Err(ConnectError::NodeShutDown),
+            Ok(Err(_)) => Err(ConnectError::Eof),
+            Err(_) => Err(ConnectError::Timeout(limit)),
+        }
+    }
+
+    /// Exports an actor, by name if `name` is given. The returned ref can be
+    /// sent to peers; `lookup` finds named exports.
+    pub fn export<M: RemoteMessage>(
+        &self,
+        name: Option<&str>,
+        mailbox: impl Mailbox<M>,
+    ) -> Result<RemoteRef<M>, NameTaken> {
+        let mailbox: Arc<dyn Mailbox<M>> = Arc::new(mailbox);
+        let export = Export::new(mailbox.clone());
+        let id = {
+            let mut st = self.inner.lock();
+            let id = st.registry.fresh_id();
+            st.registry.insert(id, name, export)?;
+            id
+        };
+        self.inner.watch_export(id, mailbox.stopped());
+        let target = ActorId { node: self.inner.id, id };
+        let token = self.inner.caps.token(id);
+        let route = Arc::new(Route {
+            node: Arc::downgrade(&self.inner),
+            target,
+            token,
+            via: None,
+            local: Some(Local::new(mailbox)),
+            sender: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+            forbidden: false.into(),
+        });
+        self.inner.lock().routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
+        Ok(RemoteRef { route })
+    }
+
+    /// Removes a name; refs already handed out keep working.
+    pub fn unexport(&self, name: &str) -> bool {
+        self.inner.lock().registry.unname(name)
+    }
+
+    /// Finds the actor exported as `name` on the connected node `peer`,
+    /// checking that it takes messages of type `M`.
+    pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
+        let control = self.inner.peer(peer)?.control;
+        let (reply, answer) = oneshot::channel();
+        control
+            .send(Control::Lookup { name: name.to_owned(), reply })
+            .await
+            .map_err(|_| self.inner.why_unreachable(peer))?;
+        let exported = self.inner.answer(answer).await??;
+        let expected = std::any::type_name::<M>();
+        if exported.type_name != expected {
+            return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
+        }
+        let target = ActorId { node: peer, id: exported.actor };
+        let route = self.inner.route::<M>(target, exported.token, Some(peer));
+        // Open now, so the first tell (and try_tell) need not wait.
+        route.sender().await?;
+        Ok(RemoteRef { route })
+    }
+
+    /// Nodes this node has a live connection to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.inner.lock().peers.ids()
+    }
+
+    /// The connection to `peer`, if there is one.
+    pub fn connection(&self, peer: NodeId) -> Option<Connection> {
+        self.inner.lock().peers.get(peer).map(|p| p.conn.clone())
+    }
+
+    /// Counters of the node's bookkeeping.
+    pub fn stats(&self) -> NodeStats {
+        let st = self.inner.lock();
+        let (peers, peer_entries) = st.peers.sizes();
+        NodeStats { peers, peer_entries, exports: st.registry.len(), routes: st.routes.len() }
+    }
+
+    /// Shuts the node down, in an order peers can rely on:
+    ///
+    /// 1. Its listeners stop; when this returns their ports can be bound
+    ///    again.
+    /// 2. Watchers of its actors that have stopped are told so (these
+    ///    messages go out before the goodbyes below).
+    /// 3. Every connection sends what it has queued, then says goodbye:
+    ///    peers see the node leave ([`WatchEvent::NodeLeft`],
+    ///    [`RemoteError::NodeLeft`]) within a round trip. A peer that does
+    ///    not take the goodbye is given [`Config::handshake_timeout`].
+    /// 4. Its supervisor actors stop.
+    ///
+    /// Afterwards the node takes nothing new in: `listen` and `connect`
+    /// fail, and refs held through it report [`RemoteError::NodeGone`].
+    /// Calling it again does nothing more.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}

@@ -1,0 +1,185 @@
+//! The registry: the actors this node exports, by id and by name, and what
+//! each export needs to serve peers (its mailbox, its routes' pumps, its
+//! watchers).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::control::{Exported, Watcher};
+use super::error::{NameTaken, RemoteError};
+use super::mailbox::{pump, Mailbox, RemoteMessage};
+use crate::auth::{CapabilityKey, Token};
+use crate::chan::{mpsc, RawSender};
+
+/// An exported actor.
+pub(crate) struct Export {
+    pub(crate) type_name: &'static str,
+    /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
+    pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
+    /// Whether the actor has stopped, asked without waiting.
+    stopped: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The tasks feeding the actor from its routes; `None` once the actor
+    /// stopped (its routes are closed, and no new one opens).
+    pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Answers an `Open` with a fresh sender into the actor's mailbox.
+    open: Box<dyn Fn(RawSender) + Send + Sync>,
+    /// Watchers to tell when the actor stops.
+    watchers: Mutex<Vec<Watcher>>,
+}
+
+impl Drop for Export {
+    /// Pumps still running (the node went away with the actor alive) stop
+    /// too, releasing the mailbox they hold.
+    fn drop(&mut self) {
+        let pumps = self.pumps.get_mut().unwrap_or_else(|e| e.into_inner());
+        for p in pumps.take().into_iter().flatten() {
+            p.abort();
+        }
+    }
+}
+
+impl Export {
+    /// An export of `mailbox`, not yet registered.
+    pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Arc<Export> {
+        Arc::new_cyclic(|this: &Weak<Export>| {
+            let this = this.clone();
+            let mb = mailbox.clone();
+            let probe = mailbox.clone();
+            Export {
+                type_name: std::any::type_name::<M>(),
+                mailbox: Arc::new(mailbox),
+                stopped: Box::new(move || {
+                    use futures::FutureExt;
+                    probe.stopped().now_or_never().is_some()
+                }),
+                open: Box::new(move |raw: RawSender| {
+                    let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
+                    let Some(export) = this.upgrade() else {
+                        let _ = reply.send(Err(RemoteError::Stopped));
+                        return;
+                    };
+                    let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(pumps) = guard.as_mut() else {
+                        drop(guard);
+                        let _ = reply.send(Err(RemoteError::Stopped));
+                        return;
+                    };
+                    let (tx, rx) = mpsc::channel::<M>(64);
+                    // Owned by the export: aborted when the actor stops or
+                    // the export is dropped, and ends with its route.
+                    let pump = tokio::spawn(pump(rx, mb.clone()));
+                    pumps.retain(|p| !p.is_finished());
+                    pumps.push(pump);
+                    drop(guard);
+                    let _ = reply.send(Ok(tx));
+                }),
+                watchers: Mutex::new(Vec::new()),
+                pumps: Mutex::new(Some(Vec::new())),
+            }
+        })
+    }
+
+    /// Answers an `Open` with a fresh route into the actor.
+    pub(crate) fn open(&self, reply: RawSender) {
+        (self.open)(reply)
+    }
+
+    /// Whether the actor has stopped (its node may not have heard yet).
+    pub(crate) fn has_stopped(&self) -> bool {
+        (self.stopped)()
+    }
+
+    pub(crate) fn add_watcher(&self, w: Watcher) {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+    }
+
+    /// The actor stopped: closes every route into it (their receivers drop
+    /// and senders see `Closed`), then tells the watchers, so that a tell
+    /// after the `Stopped` event fails instead of vanishing.
+    pub(crate) async fn stop(self: Arc<Self>) {
+        let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        for p in &pumps {
+            p.abort();
+        }
+        for p in pumps {
+            let _ = p.await;
+        }
+        for w in self.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = w.send(Ok(()));
+        }
+    }
+}
+
+/// This node's exports.
+#[derive(Default)]
+pub(crate) struct Registry {
+    exports: HashMap<u64, Arc<Export>>,
+    names: HashMap<String, u64>,
+}
+
+impl Registry {
+    /// A fresh id, not in use.
+    pub(crate) fn fresh_id(&self) -> u64 {
+        loop {
+            let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+            let id = hi ^ lo;
+            if !self.exports.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Registers `export` as `id`, under `name` if given.
+    pub(crate) fn insert(&mut self, id: u64, name: Option<&str>, export: Arc<Export>) -> Result<(), NameTaken> {
+        if let Some(name) = name {
+            if self.names.contains_key(name) {
+                return Err(NameTaken(name.to_owned()));
+            }
+            self.names.insert(name.to_owned(), id);
+        }
+        self.exports.insert(id, export);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Arc<Export>> {
+        self.exports.get(&id)
+    }
+
+    /// Removes a name; the actor stays exported.
+    pub(crate) fn unname(&mut self, name: &str) -> bool {
+        self.names.remove(name).is_some()
+    }
+
+    /// Removes the export `id` and its names.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Arc<Export>> {
+        self.names.retain(|_, v| *v != id);
+        self.exports.remove(&id)
+    }
+
+    /// Exports whose actor stopped without the node hearing yet.
+    pub(crate) fn stopped_unheard(&self) -> Vec<u64> {
+        self.exports.iter().filter(|(_, e)| e.has_stopped()).map(|(id, _)| *id).collect()
+    }
+
+    /// The answer to a `Lookup` of `name`.
+    pub(crate) fn lookup(&self, name: &str, caps: &CapabilityKey) -> Result<Exported, RemoteError> {
+        let actor = *self.names.get(name).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
+        let e = self.exports.get(&actor).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
+        Ok(Exported { actor, token: caps.token(actor), type_name: e.type_name.to_owned() })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.exports.len()
+    }
+}
+
+/// Checks a capability before anything about the actor is revealed:
+/// `Forbidden` for a token this node did not mint.
+pub(crate) fn check(caps: &CapabilityKey, actor: u64, token: &Token) -> Result<(), RemoteError> {
+    if caps.check(actor, token) {
+        Ok(())
+    } else {
+        Err(RemoteError::Forbidden)
+    }
+}

@@ -1,0 +1,172 @@
+//! Routes: how messages reach one actor from this node. Every ref to the
+//! same actor on this node shares one route (so a ref received many times
+//! costs one), which opens a channel into the actor's mailbox on its owner
+//! the first time it is needed, directly or through the node the ref came
+//! from, and opens it again after its connection ended.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::control::Control;
+use super::error::RemoteError;
+use super::inner::NodeInner;
+use super::mailbox::{Local, Mailbox, RemoteMessage};
+use super::remote_ref::ActorId;
+use crate::auth::Token;
+use crate::chan::{mpsc, oneshot, RawSender};
+use crate::NodeId;
+
+/// Type-erased route kept in the node's table.
+pub(crate) type AnyRoute = Weak<dyn Any + Send + Sync>;
+
+/// How messages reach one actor from this node. Shared by every copy of a
+/// ref on this node, so a ref received many times costs one route.
+pub(crate) struct Route<M> {
+    pub(crate) node: Weak<NodeInner>,
+    pub(crate) target: ActorId,
+    /// The capability token the owner checks before opening a route.
+    pub(crate) token: Token,
+    /// The peer the ref came from, which can forward when we have no
+    /// connection to the owner.
+    pub(crate) via: Option<NodeId>,
+    pub(crate) local: Option<Local<M>>,
+    pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
+    /// The opened sender, for `try_tell` and for `sender` without waiting on
+    /// the async lock.
+    pub(crate) ready: std::sync::Mutex<Option<mpsc::Sender<M>>>,
+    /// Set once the owner refused the ref's token: no send will ever pass.
+    pub(crate) forbidden: std::sync::atomic::AtomicBool,
+}
+
+impl<M> Drop for Route<M> {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.forget_route(self.target, self.token);
+        }
+    }
+}
+
+impl<M: RemoteMessage> Route<M> {
+    /// The sender to the actor's mailbox, opening it if needed.
+    pub(crate) async fn sender(&self) -> Result<mpsc::Sender<M>, RemoteError> {
+        if let Some(s) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        let mut slot = self.sender.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        if self.forbidden.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(RemoteError::Forbidden);
+        }
+        let node = self.node.upgrade().ok_or(RemoteError::NodeGone)?;
+        let s = node.open_route::<M>(self.target, self.token, self.via).await.inspect_err(|e| {
+            if *e == RemoteError::Forbidden {
+                self.forbidden.store(true, std::sync::atomic::Ordering::Release);
+            }
+        })?;
+        *slot = Some(s.clone());
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        Ok(s)
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn forget_route(&self, target: ActorId, token: Token) {
+        let mut st = self.lock();
+        if st.routes.get(&(target, token)).is_some_and(|w| w.strong_count() == 0) {
+            st.routes.remove(&(target, token));
+        }
+    }
+
+    /// The route to `target` for messages of type `M`, shared by every ref
+    /// to it on this node.
+    pub(crate) fn route<M: RemoteMessage>(
+        self: &Arc<Self>,
+        target: ActorId,
+        token: Token,
+        via: Option<NodeId>,
+    ) -> Arc<Route<M>> {
+        let mut st = self.lock();
+        // A route of another message type is not reused (nor dropped under
+        // the lock: its drop takes the lock).
+        let mut other_type = None;
+        if let Some(existing) = st.routes.get(&(target, token)).and_then(Weak::upgrade) {
+            match (existing as Arc<dyn Any + Send + Sync>).downcast::<Route<M>>() {
+                Ok(route) => return route,
+                Err(other) => other_type = Some(other),
+            }
+        }
+        let forged = target.node == self.id && !self.caps.check(target.id, &token);
+        let local = if target.node == self.id && !forged {
+            st.registry
+                .get(target.id)
+                .and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+                .map(Local::new)
+        } else {
+            None
+        };
+        let route = Arc::new(Route {
+            node: Arc::downgrade(self),
+            target,
+            token,
+            via: if target.node == self.id { None } else { via },
+            local,
+            sender: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+            forbidden: forged.into(),
+        });
+        st.routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
+        drop(st);
+        drop(other_type);
+        if route.local.is_none() && target.node != self.id {
+            // Open at once, so `try_tell` works soon after the ref arrives;
+            // a failure here is reported by the first tell, which retries.
+            let eager = Arc::downgrade(&route);
+            tokio::spawn(async move {
+                if let Some(route) = eager.upgrade() {
+                    let _ = route.sender().await;
+                }
+            });
+        }
+        route
+    }
+
+    /// Asks the owner (directly, or through `via`) for a sender into the
+    /// actor's mailbox.
+    pub(crate) async fn open_route<M: RemoteMessage>(
+        &self,
+        target: ActorId,
+        token: Token,
+        via: Option<NodeId>,
+    ) -> Result<mpsc::Sender<M>, RemoteError> {
+        let type_name = std::any::type_name::<M>();
+        if target.node == self.id {
+            // A ref to one of ours without its mailbox: forged, stopped, or
+            // of another message type.
+            return Err(match self.export_for(target.id, &token)? {
+                Some(e) => RemoteError::TypeMismatch { expected: type_name.to_owned(), found: e.type_name.to_owned() },
+                None => RemoteError::Stopped,
+            });
+        }
+        let hop = match self.peer(target.node) {
+            Ok(p) => p,
+            Err(direct) => match via {
+                Some(v) if v != target.node => self.peer(v).map_err(|_| direct)?,
+                _ => return Err(direct),
+            },
+        };
+        let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
+        let raw = RawSender::from_oneshot(reply);
+        let type_name = type_name.to_owned();
+        hop.control
+            .send(Control::Open { target, token, type_name, reply: raw })
+            .await
+            .map_err(|_| self.why_unreachable(target.node))?;
+        self.answer(answer).await?
+    }
+}
