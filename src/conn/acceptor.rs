@@ -9,9 +9,8 @@ use uuid::Uuid;
 use super::connection::Connection;
 use super::error::ConnectError;
 use super::handshake;
-use super::recovery::Policy;
 use super::shared::Shared;
-use super::supervisor::{Parent, SupervisorMsg};
+use super::supervisor::{Args, Parent, SupervisorMsg};
 use crate::config::Config;
 use crate::mux::Side;
 use crate::transport::{self, Transport};
@@ -119,19 +118,10 @@ impl Acceptor {
         }
         // Keep the session after a broken transport only for a dialer that
         // said it will come back.
-        let policy = if peer.hello.resumable { Policy::Linger(cfg.linger) } else { Policy::None };
-        let conn = Connection::start(
-            io,
-            cfg.clone(),
-            Side::Server,
-            self.inner.node_id,
-            new_session,
-            peer,
-            policy,
-            None,
-            parent,
-        )
-        .await;
+        let recover = if peer.hello.resumable { Args::Linger(cfg.linger) } else { Args::None };
+        let conn =
+            Connection::start(io, cfg.clone(), Side::Server, self.inner.node_id, new_session, peer, recover, parent)
+                .await;
         let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.upgrade().is_some_and(|s| s.lock().error.is_none()));
         sessions.insert(new_session, Arc::downgrade(conn.shared()));

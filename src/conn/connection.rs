@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::dial::{self, Dialer};
 use super::error::{ConnectError, ConnectionError};
 use super::handshake;
-use super::recovery::{ConnectionEvent, Policy};
+use super::recovery::ConnectionEvent;
 use super::shared::{Parts, Shared};
-use super::supervisor::{self, Parent};
+use super::supervisor::{self, Args, Parent};
 use crate::config::Config;
 use crate::mux::{Mux, MuxConfig, MuxStats, Side};
 use crate::transport::{self, Transport};
@@ -104,8 +104,8 @@ impl Connection {
         cfg.validate()?;
         let dial = dial::dialer(dial);
         let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
-        let policy = Policy::Dial(cfg.reconnect.clone());
-        Self::dial_once(io, cfg, crate::node_id(), policy, Some(dial), None).await
+        let recover = Args::Dial { policy: cfg.reconnect.clone(), dial };
+        Self::dial_once(io, cfg, crate::node_id(), recover, None).await
     }
 
     /// A connection without recovery, on behalf of the node `local`.
@@ -117,7 +117,7 @@ impl Connection {
         parent: Option<&Parent>,
     ) -> Result<Connection, ConnectError> {
         match role {
-            Role::Dial => Self::dial_once(io, cfg, local, Policy::None, None, parent).await,
+            Role::Dial => Self::dial_once(io, cfg, local, Args::None, parent).await,
             Role::Accept => {
                 cfg.validate()?;
                 transport::tune(&io);
@@ -125,7 +125,7 @@ impl Connection {
                 let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
                     .await
                     .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
-                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Policy::None, None, parent).await)
+                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Args::None, parent).await)
             }
         }
     }
@@ -138,30 +138,26 @@ impl Connection {
         parent: Option<&Parent>,
     ) -> Result<Connection, ConnectError> {
         let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
-        let (policy, dial) = if cfg.reconnect.enabled {
-            (Policy::Dial(cfg.reconnect.clone()), Some(dial))
-        } else {
-            (Policy::None, None)
-        };
-        Self::dial_once(io, cfg, local, policy, dial, parent).await
+        let recover =
+            if cfg.reconnect.enabled { Args::Dial { policy: cfg.reconnect.clone(), dial } } else { Args::None };
+        Self::dial_once(io, cfg, local, recover, parent).await
     }
 
     async fn dial_once<T: Transport>(
         mut io: T,
         cfg: Config,
         local: NodeId,
-        policy: Policy,
-        dial: Option<Dialer>,
+        recover: Args,
         parent: Option<&Parent>,
     ) -> Result<Connection, ConnectError> {
         cfg.validate()?;
         transport::tune(&io);
-        let resumable = matches!(policy, Policy::Dial(_));
+        let resumable = matches!(recover, Args::Dial { .. });
         let peer = handshake::client(&mut io, &cfg, local.0, uuid::Uuid::nil(), 0, resumable)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
         let session = peer.hello.session_id;
-        Ok(Self::start(io, cfg, Side::Client, local, session, peer, policy, dial, parent).await)
+        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recover, parent).await)
     }
 
     /// Builds the connection's state after a handshake, spawns its
@@ -175,8 +171,7 @@ impl Connection {
         local: NodeId,
         session: uuid::Uuid,
         peer: handshake::PeerHello,
-        policy: Policy,
-        dial: Option<Dialer>,
+        recover: Args,
         parent: Option<&Parent>,
     ) -> Connection {
         let mux_cfg = MuxConfig {
@@ -193,12 +188,12 @@ impl Connection {
             peer_id: NodeId(peer.hello.node_id),
             local_id: local,
             session,
-            resumable: super::recovery::Recovery::is_resumable(&policy),
+            resumable: recover.is_resumable(),
             cfg,
         });
         tracing::debug!(peer = %shared.peer_id, ?side, %session, "connection established");
         let conn = Connection::hold(shared);
-        conn.shared.supervise(supervisor::Args { policy, dial }, parent).await;
+        supervisor::spawn(&conn.shared, recover, parent).await;
         let generation = conn.shared.start_driver(io, peer.rest);
         debug_assert_eq!(generation, 1, "the supervisor expects the first transport");
         conn

@@ -102,11 +102,6 @@ impl Recovery {
         Recovery { policy, phase: Phase::Up { generation }, jitter, actions: VecDeque::new() }
     }
 
-    /// Whether a broken transport can leave the session waiting to resume.
-    pub(crate) fn is_resumable(policy: &Policy) -> bool {
-        !matches!(policy, Policy::None)
-    }
-
     /// Whether the session is over.
     #[cfg(test)]
     pub(crate) fn is_ended(&self) -> bool {

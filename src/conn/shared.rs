@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::error::{ConnectionError, SessionLost};
 use super::recovery::ConnectionEvent;
-use super::supervisor::{self, SupervisorMsg};
+use super::supervisor::SupervisorMsg;
 use super::{driver, handshake};
 use crate::codec::CodecKind;
 use crate::config::Config;
@@ -355,10 +355,5 @@ impl Shared {
         if let Some(actor) = self.supervisor.get() {
             actor.stop(None);
         }
-    }
-
-    /// Spawns the connection's supervisor (see [`supervisor::spawn`]).
-    pub(super) async fn supervise(self: &Arc<Self>, args: supervisor::Args, parent: Option<&supervisor::Parent>) {
-        supervisor::spawn(self, args, parent).await
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
@@ -23,6 +23,7 @@ use super::error::{ConnectionError, SessionLost};
 use super::handshake;
 use super::recovery::{Action, Policy, Recovery};
 use super::shared::Shared;
+use crate::config::ReconnectPolicy;
 use crate::transport;
 use crate::NodeId;
 
@@ -39,10 +40,31 @@ pub(crate) enum SupervisorMsg {
     Panic,
 }
 
-/// What a supervisor starts with: how to recover, and how to dial again.
-pub(crate) struct Args {
-    pub(crate) policy: Policy,
-    pub(crate) dial: Option<Dialer>,
+/// How a connection recovers a broken transport, with what it needs for
+/// that: a dialing side's policy comes with the means to dial again.
+pub(crate) enum Args {
+    /// Not at all.
+    None,
+    /// Dial again with `dial`, as `policy` says.
+    Dial { policy: ReconnectPolicy, dial: Dialer },
+    /// Wait this long for the dialer to come back.
+    Linger(Duration),
+}
+
+impl Args {
+    /// Whether a broken transport can leave the session waiting to resume.
+    pub(crate) fn is_resumable(&self) -> bool {
+        !matches!(self, Args::None)
+    }
+
+    /// The state machine's policy, and the dialer its shell keeps.
+    fn split(self) -> (Policy, Option<Dialer>) {
+        match self {
+            Args::None => (Policy::None, None),
+            Args::Dial { policy, dial } => (Policy::Dial(policy), Some(dial)),
+            Args::Linger(d) => (Policy::Linger(d), None),
+        }
+    }
 }
 
 pub(crate) struct ConnSupervisor;
@@ -50,6 +72,7 @@ pub(crate) struct ConnSupervisor;
 pub(crate) struct State {
     shared: Weak<Shared>,
     recovery: Recovery,
+    /// Present exactly when the policy dials (see [`Args::split`]).
     dial: Option<Dialer>,
 }
 
@@ -100,6 +123,7 @@ async fn run(myself: &ActorRef<SupervisorMsg>, shared: &Arc<Shared>, st: &mut St
             Action::Emit(event) => shared.emit(event),
             Action::End(error) => shared.fail(error),
             Action::Dial { attempt } => {
+                // Only a dialing policy asks to dial, and it comes with a dialer.
                 let Some(dial) = &st.dial else { continue };
                 match try_resume(shared, dial, attempt).await {
                     Ok(generation) => st.recovery.resumed(generation),
@@ -164,8 +188,8 @@ pub(crate) async fn spawn(shared: &Arc<Shared>, args: Args, parent: Option<&Pare
     // Spawned before the first transport is driven (so that none of its
     // failures can go unheard): that transport will be the next generation.
     let generation = shared.lock().generation + 1;
-    let state =
-        State { shared: Arc::downgrade(shared), recovery: Recovery::new(args.policy, generation), dial: args.dial };
+    let (policy, dial) = args.split();
+    let state = State { shared: Arc::downgrade(shared), recovery: Recovery::new(policy, generation), dial };
     let spawned = match parent {
         Some(p) => ConnSupervisor::spawn_linked(None, ConnSupervisor, state, p.cell.clone()).await,
         None => ConnSupervisor::spawn(None, ConnSupervisor, state).await,

@@ -45,9 +45,11 @@ pub(crate) struct NodeState {
     stopping: JoinSet<()>,
 }
 
-/// Reaps the finished tasks of `set`, so it holds only running ones.
-fn reap(set: &mut JoinSet<()>) {
+/// Spawns `task` into `set`, reaping the finished ones first, so a set
+/// holds only running tasks.
+fn spawn_in(set: &mut JoinSet<()>, task: impl std::future::Future<Output = ()> + Send + 'static) {
     while set.try_join_next().is_some() {}
+    set.spawn(task);
 }
 
 pub(crate) struct NodeInner {
@@ -115,8 +117,7 @@ impl NodeInner {
     pub(crate) fn watch_export(self: &Arc<Self>, id: u64, stopped: futures::future::BoxFuture<'static, ()>) {
         let node = Arc::downgrade(self);
         let mut st = self.lock();
-        reap(&mut st.watching);
-        st.watching.spawn(async move {
+        spawn_in(&mut st.watching, async move {
             stopped.await;
             if let Some(node) = node.upgrade() {
                 node.actor_stopped(id);
@@ -164,8 +165,7 @@ impl NodeInner {
             tracing::debug!(peer = %peer_id, "second connection with the peer not kept (tie-break)");
             let _ = ready_tx.send(false);
             let shutdown = self.on_shutdown();
-            reap(&mut st.serving);
-            st.serving.spawn(async move {
+            spawn_in(&mut st.serving, async move {
                 let _hold = (control, incoming);
                 let limit = conn.shared().cfg.handshake_timeout;
                 tokio::select! {
@@ -185,8 +185,7 @@ impl NodeInner {
             ready: Some(ready_tx),
             kept: decider,
         };
-        reap(&mut st.serving);
-        st.serving.spawn(serve.run(self.on_shutdown()));
+        spawn_in(&mut st.serving, serve.run(self.on_shutdown()));
         (peer_id, ready_rx)
     }
 
@@ -344,8 +343,7 @@ impl NodeInner {
     fn actor_stopped(&self, id: u64) {
         let mut st = self.lock();
         let Some(export) = st.registry.remove(id) else { return };
-        reap(&mut st.stopping);
-        st.stopping.spawn(export.stop());
+        spawn_in(&mut st.stopping, export.stop());
     }
 
     /// A permit for one more ask waiting on `peer`, if its limit allows.
