@@ -14,6 +14,9 @@ use crate::{Connection, ConnectionError, NodeId, SessionLost};
 /// `NoRoute`. Older ones are forgotten, with their addresses and names.
 pub(crate) const DEPARTED_KEPT: usize = 1024;
 
+/// Nodes whose ask limits are kept while nobody waits on them.
+const ASKS_KEPT: usize = 64;
+
 /// A connected peer.
 #[derive(Clone)]
 pub(crate) struct Peer {
@@ -64,7 +67,7 @@ pub(crate) struct PeerTable {
     /// Names peers gave in their hello, to recognise a restarted node that
     /// comes back at another address.
     named: HashMap<String, NodeId>,
-    /// Permits for the asks waiting on each live peer
+    /// Permits for the asks waiting on each node
     /// (`Config::max_pending_asks` each).
     asks: HashMap<NodeId, Arc<tokio::sync::Semaphore>>,
 }
@@ -129,9 +132,14 @@ impl PeerTable {
         }
     }
 
-    /// Why `id` went, if it did and is remembered.
+    /// Why `id` went, if it did and is remembered: also when its
+    /// connection has ended but the task serving it has not yet taken it
+    /// out of the table.
     pub(crate) fn fate(&self, id: NodeId) -> Option<Fate> {
-        self.fates.get(&id).copied()
+        match self.live.get(&id) {
+            Some(p) if p.conn.error().is_some() => Some(Fate::of(&p.conn)),
+            _ => self.fates.get(&id).copied(),
+        }
     }
 
     /// The node answering at `addr`, if a live one does.
@@ -163,11 +171,13 @@ impl PeerTable {
         }
     }
 
-    /// The ask permits of `id`, made on first use.
+    /// The ask permits of `id` (a live peer, or a node reached through
+    /// one), made on first use. Entries nobody waits on are forgotten once
+    /// there are more than [`ASKS_KEPT`], so the table holds at most the
+    /// nodes with asks pending plus that many.
     pub(crate) fn asks(&mut self, id: NodeId, limit: usize) -> Arc<tokio::sync::Semaphore> {
-        if !self.live.contains_key(&id) {
-            // Not kept for nodes we have no connection to: nothing bounds them.
-            return Arc::new(tokio::sync::Semaphore::new(limit));
+        if self.asks.len() > ASKS_KEPT && !self.asks.contains_key(&id) {
+            self.asks.retain(|_, s| s.available_permits() < limit);
         }
         self.asks.entry(id).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit))).clone()
     }
