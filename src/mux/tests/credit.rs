@@ -67,7 +67,7 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
     assert_eq!(p.server.conn_window_left, 0, "the whole connection window is used");
     assert_eq!(p.server.stats().recv_buffered + p.server.conn_unreported as usize, 512);
     assert!(p.server.stats().recv_buffered > 512 - 64);
-    let per_port: Vec<usize> = ports.iter().map(|&port| p.server.ports[&port].buffered).collect();
+    let per_port: Vec<usize> = ports.iter().map(|&port| p.server.ports[&port].rx().buffered).collect();
     assert!(per_port.iter().all(|&n| n >= 128), "round robin shares the window: {per_port:?}");
     let mut got = vec![Vec::new(); 3];
     for _ in 0..10 {
@@ -100,7 +100,7 @@ fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
     // The 40-byte message took 40 + CHUNK_OVERHEAD = 104 of the 256: 152 of
     // credit left, room for an 88-byte payload: more than a chunk, less than
     // the 102-byte table.
-    let left = p.client.ports[&ROOT_CLIENT_TO_SERVER].credit;
+    let left = p.client.ports[&ROOT_CLIENT_TO_SERVER].tx().credit;
     assert_eq!(left, 256 - (40 + CHUNK_OVERHEAD));
     assert_eq!(left - CHUNK_OVERHEAD, 88);
     let carried: Vec<_> =

@@ -184,7 +184,7 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
                 Ok(()) => accepted += 1,
                 Err(e) => break e,
             }
-            let queued = p.server.ports[&root].chunks.len() as u64;
+            let queued = p.server.ports[&root].rx().chunks.len() as u64;
             assert_eq!(queued, accepted);
             assert!(queued * CHUNK_OVERHEAD <= window, "{queued} chunks queued");
             assert!(p.server.stats().recv_buffered as u64 <= window);
@@ -219,10 +219,10 @@ fn tiny_chunks_cannot_queue_more_than_the_window_allows() {
                 break 'feed e;
             }
             accepted += 1;
-            let queued: u64 = ports.iter().map(|id| p.server.ports[id].chunks.len() as u64).sum();
+            let queued: u64 = ports.iter().map(|id| p.server.ports[id].rx().chunks.len() as u64).sum();
             assert_eq!(queued, accepted);
             assert!(queued * CHUNK_OVERHEAD <= window, "{queued} chunks queued");
-            assert!(ports.iter().all(|id| (p.server.ports[id].chunks.len() as u64) * CHUNK_OVERHEAD < window));
+            assert!(ports.iter().all(|id| (p.server.ports[id].rx().chunks.len() as u64) * CHUNK_OVERHEAD < window));
         }
     };
     assert_eq!(err, MuxError::CreditExceeded(0));

@@ -253,6 +253,17 @@ impl Pair {
     }
 }
 
+/// The halves of a port, for tests that look inside one.
+impl Port {
+    fn tx(&self) -> &super::send::SendHalf {
+        self.sender().expect("a port whose sender end this side holds")
+    }
+
+    fn rx(&self) -> &super::recv::RecvHalf {
+        self.receiver().expect("a port whose receiver end this side holds")
+    }
+}
+
 fn peer(side: Side) -> Side {
     match side {
         Side::Client => Side::Server,

@@ -289,7 +289,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     // 64-byte message (2-byte table) in one chunk takes the whole window.
     p.send(C, carrier, &[], &[0; 62]);
     p.drive();
-    assert_eq!(p.client.ports[&carrier].credit, 0);
+    assert_eq!(p.client.ports[&carrier].tx().credit, 0);
     assert_eq!(p.server.stats().recv_buffered, 64 + CHUNK_OVERHEAD as usize);
     let x = p.client.open_port(End::Sender).unwrap();
     let y = p.client.open_port(End::Receiver).unwrap();

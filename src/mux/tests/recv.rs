@@ -64,7 +64,7 @@ fn a_stream_of_long_messages_reuses_the_reassembly_buffer() {
         let buf = data.try_into_mut().expect("the only reference");
         let unkept = p.server.reclaim(ROOT_CLIENT_TO_SERVER, buf.into());
         assert_eq!(unkept.capacity(), 0, "nothing was kept before");
-        assert_eq!(p.server.ports[&ROOT_CLIENT_TO_SERVER].spare.as_ptr(), buffers[seed as usize], "kept");
+        assert_eq!(p.server.ports[&ROOT_CLIENT_TO_SERVER].rx().spare.as_ptr(), buffers[seed as usize], "kept");
     }
     assert!(buffers.iter().all(|&b| b == buffers[0]), "each message reassembled in the one before's buffer");
 }
@@ -83,7 +83,7 @@ fn a_long_message_is_reassembled_in_segments_within_the_message_limit() {
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
     let mut largest = 0;
     while p.step() {
-        let port = &p.server.ports[&ROOT_CLIENT_TO_SERVER];
+        let port = p.server.ports[&ROOT_CLIENT_TO_SERVER].rx();
         let reserved = port.asm.capacity() + port.asm_full.iter().map(Bytes::len).sum::<usize>();
         largest = largest.max(reserved);
     }
