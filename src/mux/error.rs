@@ -1,8 +1,8 @@
 //! Errors of the mux, and the one path by which a fatal error is recorded.
 //!
 //! Two kinds of failure, kept apart:
-//! - A *refusal* leaves the mux as it was and is returned to the caller of
-//!   the command: [`SendError`] from `send`, [`MuxError::TooManyPorts`] from
+//! - A *refusal* is returned to the caller of a command and does not end
+//!   the mux: [`SendError`] from `send`, [`MuxError::TooManyPorts`] from
 //!   `open_port`, [`MuxError::BadAck`] from `resume`.
 //! - A *fatal error* ends the mux for good. It is recorded once, by
 //!   [`Mux::fail`], the only writer of `Mux::error`. From then on

@@ -1,10 +1,65 @@
 //! The multiplexer: many ports over one ordered byte stream, as a state
 //! machine without I/O and without a clock.
 //!
-//! Inputs are [`Mux::handle_input`] (bytes from the transport) and
-//! [`Mux::handle_timeout`] (the time, passed in); commands are `send`,
-//! `pop_chunk`, `close_end`, `open_port`; outputs are [`Mux::poll_transmit`]
-//! (bytes for the transport), [`Mux::poll_timeout`] and [`Mux::poll_event`].
+//! # Driving a mux
+//!
+//! A [`Mux`] never reads a socket, never sleeps and never looks at a clock;
+//! a driver (`conn::driver`, or the `Pair` of the tests) moves bytes and
+//! time in and out of it. As in quinn-proto's `Connection`, its methods are
+//! of four kinds:
+//!
+//! - A. Getters, taking `&self`: `side`, `stats`, `error`, `is_closed`,
+//!   `is_send_closed`, `send_ready`, `has_pending_control`, `received_seq`,
+//!   `max_unacked`. Call them whenever.
+//! - B. Inputs, named `handle_*`: [`Mux::handle_input`] with the bytes read
+//!   from the transport (it applies every complete frame and leaves a
+//!   partial one in the buffer, to be completed by the next read), and
+//!   [`Mux::handle_timeout`] once the instant of [`Mux::poll_timeout`] has
+//!   come (earlier is harmless).
+//! - C. Commands, from the handles: `open_port`, `send`, `send_unbuffered`,
+//!   `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `reclaim`, `close_end`,
+//!   `discard_ports`, `close`; and from the session: `resume` when a new
+//!   transport takes over, `forget_timeout` when a timed-out session will
+//!   resume. They take no `now`.
+//! - D. Outputs, named `poll_*`: [`Mux::poll_transmit`] (frames for the
+//!   transport), [`Mux::poll_timeout`] (when to call `handle_timeout`),
+//!   [`Mux::poll_event`] (which handles to wake).
+//!
+//! After any B or C call, as soon as feasible, call the outputs in this
+//! order, and act on each:
+//!
+//! 1. `poll_transmit`, into an empty [`Transmit`]; write its segments,
+//!    [`Transmit::advance`] by what was written, and once it is empty call
+//!    `poll_transmit` again, until it adds nothing. Control frames always
+//!    go in full; data stops at about `budget` bytes.
+//! 2. `poll_timeout`. It moves after inputs, after commands that queue a
+//!    terminal frame, and after transmits: a transmit that sends an
+//!    acknowledgement clears a deadline, and one that sends the last chunk
+//!    of a closed port queues its `Fin`, which waits up to `ACK_DELAY`.
+//! 3. `poll_event` until `None`. Inputs queue events (data, `Fin`, `Stop`),
+//!    so do transmits (send buffer space freed) and discarding a message
+//!    (the ports it carried end).
+//!
+//! A command that produces output does not say so: after `send`,
+//! `close_end` or `close` the driver must run; after `pop_chunk` it must run
+//! when `has_pending_control` says a credit grant is waiting.
+//!
+//! **Time.** `now` is the driver's clock: `Instant::now()` in the driver, a
+//! virtual clock in the tests. It must never go backwards from one input (or
+//! `resume`) to the next. Deadlines are instants computed from it; a
+//! command that sets one (closing a port queues a terminal frame that waits
+//! at most `ACK_DELAY`) uses the latest `now` passed in.
+//!
+//! **Errors.** A fatal error ends the mux for good (see `error.rs`): the
+//! inputs return it, [`Mux::error`] reports it, `poll_transmit` produces
+//! nothing more and sends fail with `Closed`. `poll_transmit` itself returns
+//! nothing: a driver checks `error()` after it (a peer that never
+//! acknowledges fails the mux there). A refused command (`send`,
+//! `open_port`, `resume`) is not an error of the mux: it returns why, and
+//! the mux goes on as before (a send refused as `Full` only remembers to
+//! wake its handle with `Writable`).
+//!
+//! # Layout
 //!
 //! One file per concept, each opening with the protocol facts it relies on:
 //!

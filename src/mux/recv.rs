@@ -7,7 +7,7 @@
 //!   with another message of that port. A continuation without a start, or
 //!   a start in the middle of a message, breaks the protocol.
 //! - Every `Data` frame costs its payload length plus
-//!   [`CHUNK_OVERHEAD`](super::CHUNK_OVERHEAD) of
+//!   [`CHUNK_OVERHEAD`](super::credit::CHUNK_OVERHEAD) of
 //!   credit, so the chunks a receiver queues are bounded in number, not
 //!   only in bytes, by its windows.
 //! - A sender cuts a message short only after our `Stop`, which we send only
