@@ -139,13 +139,20 @@ pub(super) enum EndState {
     Receiver(RecvHalf),
 }
 
+/// One entry of the port table. It is forgotten once `local` and `peer` are
+/// both `Closed`; a `Closing` port is `Announced`, a `Deferred` one
+/// `Carried`, and an `Aborted` one is `Held` with its peer `Closed`.
 #[derive(Debug)]
 pub(super) struct Port {
+    /// Whether the peer knows of the port.
     pub(super) known: Known,
+    /// How far our terminal frame has got.
     pub(super) local: LocalState,
+    /// Whether the peer's terminal frame has arrived.
     pub(super) peer: PeerState,
     /// An event for this port is queued and not yet polled.
     pub(super) event_pending: bool,
+    /// The end we hold, with its queue or its reassembly.
     pub(super) end: EndState,
 }
 
