@@ -1,0 +1,328 @@
+//! Receiving: `Data` and `Fin` from the peer, reassembly of messages that
+//! span several chunks, and the chunks a handle pops.
+//!
+//! Protocol facts relied on here:
+//! - A message is one first chunk (which carries the whole port table), any
+//!   continuations, and a last chunk; chunks of one port never interleave
+//!   with another message of that port. A continuation without a start, or
+//!   a start in the middle of a message, breaks the protocol.
+//! - Every `Data` frame costs its payload length plus
+//!   [`CHUNK_OVERHEAD`](super::credit::CHUNK_OVERHEAD) of
+//!   credit, so the chunks a receiver queues are bounded in number, not
+//!   only in bytes, by its windows.
+//! - A sender cuts a message short only after our `Stop`, which we send only
+//!   once our handle is gone: with the handle open, a `Fin` inside a message
+//!   breaks the protocol.
+//! - Every check of a `Data` frame that can fail is done before any state
+//!   changes, so a refused frame leaves the counters consistent.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::credit::{chunk_cost, grant_threshold};
+use super::ports::{EndState, PeerState};
+use super::transmit::Ctl;
+use super::{Event, Mux, MuxError};
+use crate::wire::{self, PortEntry, PortId, FLAG_FIRST, FLAG_LAST};
+
+/// The largest reassembly buffer a receiver keeps for its next message.
+pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
+
+/// A chunk of a received message.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// Starts a message.
+    pub first: bool,
+    /// Ends a message.
+    pub last: bool,
+    /// On a first chunk: the ports the message carries. The caller owns
+    /// them and must claim or close each.
+    pub ports: Vec<PortEntry>,
+    /// The message, on its last chunk; nothing on the others. The mux
+    /// reassembles a message that spans several chunks as they arrive.
+    pub data: Bytes,
+    /// Further segments of the message, when the mux reassembled a long
+    /// one in pieces: the message is `data` followed by these.
+    pub tail: Vec<Bytes>,
+}
+
+impl Chunk {
+    /// The message this last chunk carries, in one buffer.
+    #[cfg(test)]
+    pub(crate) fn into_message(self) -> Bytes {
+        join(self.data, self.tail)
+    }
+}
+
+/// A message reassembled in segments, `head` then `tail`, in one buffer.
+pub(crate) fn join(head: Bytes, tail: Vec<Bytes>) -> Bytes {
+    if tail.is_empty() {
+        return head;
+    }
+    let len = head.len() + tail.iter().map(Bytes::len).sum::<usize>();
+    let mut whole = Vec::with_capacity(len);
+    for segment in std::iter::once(&head).chain(&tail) {
+        whole.extend_from_slice(segment);
+    }
+    Bytes::from(whole)
+}
+
+/// Result of popping from a port.
+#[derive(Debug)]
+pub(crate) enum Pop {
+    /// A chunk.
+    Chunk(Chunk),
+    /// Nothing yet.
+    Empty,
+    /// The sender finished and everything was read.
+    Finished,
+}
+
+/// A received chunk with the bytes it took from the window.
+#[derive(Debug)]
+pub(super) struct QueuedChunk {
+    pub(super) wire_len: usize,
+    pub(super) chunk: Chunk,
+}
+
+/// The half of a port whose receiver end we hold.
+#[derive(Debug)]
+pub(super) struct RecvHalf {
+    pub(super) chunks: VecDeque<QueuedChunk>,
+    /// Credit held by `chunks` (see [`MuxStats::recv_buffered`](super::MuxStats)).
+    pub(super) buffered: usize,
+    /// Credit the peer still holds for this port.
+    pub(super) window_left: u64,
+    /// Bytes consumed and not yet granted back.
+    pub(super) unreported: u64,
+    /// A `Credit` for this port is in the control queue.
+    pub(super) credit_queued: bool,
+    /// Bytes of the message being received, if one is in progress.
+    pub(super) assembling: Option<usize>,
+    /// The message in progress, when it spans several chunks: each chunk is
+    /// copied here as it arrives, so no chunk pins the transport's read
+    /// buffer.
+    pub(super) asm: Vec<u8>,
+    /// Segments of the message in progress that filled up before `asm`.
+    pub(super) asm_full: Vec<Bytes>,
+    /// A buffer handed back once a reassembled message was decoded, for the
+    /// next one.
+    pub(super) spare: Vec<u8>,
+    /// Size of the last message reassembled here.
+    pub(super) last_len: usize,
+}
+
+impl RecvHalf {
+    /// `window` is our initial port window.
+    pub(super) fn new(window: u32) -> RecvHalf {
+        RecvHalf {
+            chunks: VecDeque::new(),
+            buffered: 0,
+            window_left: window as u64,
+            unreported: 0,
+            credit_queued: false,
+            assembling: None,
+            asm: Vec::new(),
+            asm_full: Vec::new(),
+            spare: Vec::new(),
+            last_len: 0,
+        }
+    }
+
+    /// Adds a chunk of a message that spans several to its reassembly.
+    /// Returns the whole message with its last chunk (see [`Chunk::tail`]),
+    /// and nothing before.
+    ///
+    /// A buffer that fills up is not grown (that would copy the message so
+    /// far, while the driver holds the connection lock, stalling every
+    /// port): the message goes on in a new segment as large as all before
+    /// it, and the receiver joins the segments once it has the whole. With
+    /// the buffer handed back after the last message, a stream of messages of
+    /// one size needs one segment each. The segments never hold more than
+    /// `max_message` together (the caller checked that the message fits).
+    pub(super) fn reassemble(
+        &mut self,
+        first: bool,
+        last: bool,
+        mut payload: &[u8],
+        max_message: usize,
+    ) -> (Bytes, Vec<Bytes>) {
+        if first {
+            self.asm = std::mem::take(&mut self.spare);
+            self.asm.clear();
+            self.asm_full.clear();
+            // Expect a message like the last one.
+            let hint = self.last_len.max(2 * payload.len()).min(RECLAIM_MAX).min(max_message);
+            self.asm.reserve_exact(hint);
+        }
+        loop {
+            let room = self.asm.capacity() - self.asm.len();
+            if payload.len() <= room {
+                self.asm.extend_from_slice(payload);
+                break;
+            }
+            self.asm.extend_from_slice(&payload[..room]);
+            payload = &payload[room..];
+            let held = self.asm_full.iter().map(Bytes::len).sum::<usize>() + self.asm.len();
+            let next = held.max(payload.len()).min(max_message - held);
+            let full = std::mem::replace(&mut self.asm, Vec::with_capacity(next));
+            self.asm_full.push(Bytes::from(full));
+        }
+        if !last {
+            return (Bytes::new(), Vec::new());
+        }
+        let tail = Bytes::from(std::mem::take(&mut self.asm));
+        self.last_len = self.asm_full.iter().map(Bytes::len).sum::<usize>() + tail.len();
+        if self.asm_full.is_empty() {
+            return (tail, Vec::new());
+        }
+        let mut segments = std::mem::take(&mut self.asm_full);
+        let head = segments.remove(0);
+        segments.push(tail);
+        (head, segments)
+    }
+
+    /// Lets go of reassembly buffers: the port will not be read again.
+    pub(super) fn drop_reassembly(&mut self) {
+        self.asm = Vec::new();
+        self.asm_full = Vec::new();
+        self.spare = Vec::new();
+    }
+}
+
+impl Mux {
+    /// A `Data` frame: checked against the windows and the message limit,
+    /// then queued for the handle (or dropped, if the handle is gone).
+    pub(super) fn on_data(&mut self, id: PortId, flags: u8, mut payload: Bytes) -> Result<(), MuxError> {
+        self.unacked_bytes += payload.len();
+        let cost = chunk_cost(payload.len());
+        if cost > self.conn_window_left {
+            return Err(MuxError::CreditExceeded(0));
+        }
+        let max_message = self.cfg.local.max_message;
+        let p = self.known_port(id)?;
+        let (EndState::Receiver(r), PeerState::Open) = (&mut p.end, p.peer) else {
+            return Err(MuxError::WrongEnd(id));
+        };
+        if cost > r.window_left {
+            return Err(MuxError::CreditExceeded(id));
+        }
+        let first = flags & FLAG_FIRST != 0;
+        let last = flags & FLAG_LAST != 0;
+        let so_far = match (first, r.assembling) {
+            (true, None) => 0,
+            (false, Some(n)) => n,
+            _ => return Err(MuxError::ChunkOrder(id)),
+        };
+        let ports = if first { wire::decode_table(&mut payload)? } else { Vec::new() };
+        let size = so_far + payload.len();
+        if size > max_message as usize {
+            return Err(MuxError::MessageTooLarge { port: id, max: max_message });
+        }
+        self.check_announced(&ports)?;
+        let p = self.ports.get_mut(&id).expect("checked above");
+        let EndState::Receiver(r) = &mut p.end else { unreachable!("checked above") };
+        r.window_left -= cost;
+        self.conn_window_left -= cost;
+        r.assembling = if last { None } else { Some(size) };
+        for entry in &ports {
+            self.accept_announced(*entry);
+        }
+        let p = self.ports.get_mut(&id).expect("checked above");
+        let handle_open = p.handle_open();
+        let EndState::Receiver(r) = &mut p.end else { unreachable!("checked above") };
+        if handle_open {
+            let (data, tail) = if first && last {
+                (payload, Vec::new())
+            } else {
+                r.reassemble(first, last, &payload, max_message as usize)
+            };
+            r.buffered += cost as usize;
+            let chunk = Chunk { first, last, ports, data, tail };
+            r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
+            self.recv_buffered += cost as usize;
+            self.notify(Event::Readable(id));
+        } else {
+            // Stopped here: the message will never be read.
+            self.consumed_conn(cost as usize);
+            self.discard_ports(&ports);
+        }
+        Ok(())
+    }
+
+    /// The peer's `Fin`: it will send nothing more on `port`.
+    pub(super) fn on_fin(&mut self, port: PortId) -> Result<(), MuxError> {
+        let p = self.known_port(port)?;
+        let handle_open = p.handle_open();
+        let (EndState::Receiver(r), PeerState::Open) = (&mut p.end, p.peer) else {
+            return Err(MuxError::WrongEnd(port));
+        };
+        if r.assembling.is_some() && handle_open {
+            return Err(MuxError::ChunkOrder(port));
+        }
+        r.assembling = None;
+        p.peer = PeerState::Closed;
+        self.notify(Event::Readable(port));
+        self.maybe_release(port);
+        Ok(())
+    }
+
+    /// Takes the next received chunk of `port`.
+    pub(crate) fn pop_chunk(&mut self, id: PortId) -> Pop {
+        let Some(p) = self.ports.get_mut(&id) else {
+            return Pop::Finished;
+        };
+        let peer_gone = p.peer_gone();
+        let EndState::Receiver(r) = &mut p.end else {
+            return if peer_gone { Pop::Finished } else { Pop::Empty };
+        };
+        match r.chunks.pop_front() {
+            Some(chunk) => {
+                let len = chunk.wire_len;
+                r.buffered -= len;
+                self.recv_buffered -= len;
+                r.unreported += len as u64;
+                if !r.credit_queued && !peer_gone && r.unreported >= grant_threshold(self.cfg.local.port_window) {
+                    r.credit_queued = true;
+                    self.control.push_back(Ctl::Credit(id));
+                }
+                self.consumed_conn(len);
+                Pop::Chunk(chunk.chunk)
+            }
+            None if peer_gone => Pop::Finished,
+            None => Pop::Empty,
+        }
+    }
+
+    /// Pops the next chunk of `id` only if `want` accepts it.
+    pub(crate) fn pop_chunk_if(&mut self, id: PortId, want: impl FnOnce(&Chunk) -> bool) -> Option<Chunk> {
+        let next = self.ports.get(&id)?.receiver()?.chunks.front()?;
+        if !want(&next.chunk) {
+            return None;
+        }
+        match self.pop_chunk(id) {
+            Pop::Chunk(c) => Some(c),
+            Pop::Empty | Pop::Finished => None,
+        }
+    }
+
+    /// Takes back the buffer of a reassembled message of `id` once it was
+    /// decoded, to reassemble the next one in: a stream of large messages
+    /// reuses two buffers instead of allocating (and page-faulting) one per
+    /// message. Returns the buffer not kept (`buf`, or the smaller one it
+    /// replaced), for the caller to free once it released the lock.
+    pub(crate) fn reclaim(&mut self, id: PortId, mut buf: Vec<u8>) -> Vec<u8> {
+        let Some(p) = self.ports.get_mut(&id) else { return buf };
+        let handle_open = p.handle_open();
+        match &mut p.end {
+            EndState::Receiver(r)
+                if handle_open && buf.capacity() <= RECLAIM_MAX && buf.capacity() > r.spare.capacity() =>
+            {
+                buf.clear();
+                std::mem::replace(&mut r.spare, buf)
+            }
+            _ => buf,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Sending: the send queue of each port, the send buffers that bound it, and
+//! the chunk scheduler that cuts queued messages into `Data` frames,
+//! round-robin across the ports that are ready.
+//!
+//! Protocol facts relied on here:
+//! - A message's first chunk carries its whole port table, even beyond the
+//!   chunk size; so that table must fit one frame and the credit the peer
+//!   can ever have outstanding (checked by `send`).
+//! - Chunks are at most half the peer's port window, and a port waits for
+//!   credit rather than cut silly little chunks: the receiver returns credit
+//!   once a quarter of its window is consumed, so this never deadlocks.
+//! - A port is in the `ready` queue at most once (`SendHalf::in_ready`), and
+//!   only when it is announced, has a message queued and more than
+//!   [`CHUNK_OVERHEAD`] of credit. Whoever adds credit or a message makes it
+//!   ready; `emit_chunk` takes it out and puts it back at the end while it
+//!   can go on, which is the round robin.
+//! - The send buffers count [`MSG_OVERHEAD`] per message beside its bytes;
+//!   a message counts until its last chunk leaves, or until it is dropped.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::credit::{chunk_cost, CHUNK_OVERHEAD};
+use super::ports::{EndState, Known, PeerState, Port};
+use super::transmit::Transmit;
+use super::{Event, Mux, MuxError, SendError};
+use crate::wire::{self, Frame, PortId, FLAG_FIRST, FLAG_LAST};
+
+/// What a message queued for sending counts against the send buffers beyond
+/// its bytes: its allocation and queue entry. Without it a stream of tiny
+/// messages would hold many times the configured buffers in memory.
+pub(crate) const MSG_OVERHEAD: usize = 64;
+
+/// A message ready to be sent: its bytes begin with its port table.
+#[derive(Debug)]
+pub(crate) struct OutMessage {
+    /// Port table and payload, as encoded by [`wire::encode_table`].
+    pub bytes: Bytes,
+    /// The local ports the table announces.
+    pub ports: Vec<PortId>,
+}
+
+/// A message in a port's send queue; `offset` bytes of it have been sent.
+#[derive(Debug)]
+pub(super) struct OutMsg {
+    pub(super) bytes: Bytes,
+    /// Local ports announced by this message (emptied once announced).
+    pub(super) ports: Vec<PortId>,
+    pub(super) offset: usize,
+}
+
+/// The half of a port whose sender end we hold.
+#[derive(Debug)]
+pub(super) struct SendHalf {
+    pub(super) queue: VecDeque<OutMsg>,
+    /// What `queue` counts against the send buffers: bytes not yet sent, plus
+    /// [`MSG_OVERHEAD`] per message.
+    pub(super) queued: usize,
+    /// Credit the peer granted and we have not used.
+    pub(super) credit: u64,
+    /// The port is in `Mux::ready`.
+    pub(super) in_ready: bool,
+    /// A send was refused with `Full`; the handle waits for `Writable`.
+    pub(super) write_blocked: bool,
+}
+
+impl SendHalf {
+    /// `window` is the peer's initial port window.
+    pub(super) fn new(window: u32) -> SendHalf {
+        SendHalf { queue: VecDeque::new(), queued: 0, credit: window as u64, in_ready: false, write_blocked: false }
+    }
+}
+
+impl Port {
+    fn sender_mut(&mut self) -> Option<&mut SendHalf> {
+        match &mut self.end {
+            EndState::Sender(s) => Some(s),
+            EndState::Receiver(_) => None,
+        }
+    }
+}
+
+impl Mux {
+    /// Queues a message on a port whose sender end we hold.
+    pub(crate) fn send(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
+        self.send_inner(port, msg, false)
+    }
+
+    /// Like [`Mux::send`], but ignores the send buffer limits. For one-shot
+    /// replies, whose single message is bounded by the message size limit.
+    pub(crate) fn send_unbuffered(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
+        self.send_inner(port, msg, true)
+    }
+
+    fn send_inner(&mut self, id: PortId, msg: OutMessage, force: bool) -> Result<(), SendError> {
+        if self.error.is_some() || self.closing.is_some() {
+            return Err(SendError::Closed(msg));
+        }
+        let max = self.cfg.peer.max_message;
+        if msg.bytes.len() > max as usize {
+            return Err(SendError::TooLarge { msg, max });
+        }
+        // The first chunk holds the whole port table; it must fit in one
+        // frame and in the credit the peer can ever have outstanding (it
+        // keeps up to a quarter of its window until the next grant).
+        let first = (wire::table_len(msg.ports.len()) as u64 + CHUNK_OVERHEAD) as u32;
+        let first_max = self.cfg.peer.max_frame.min(self.cfg.peer.port_window / 4 * 3);
+        if first > first_max {
+            return Err(SendError::TooLarge { msg, max: first_max });
+        }
+        let limit = self.cfg.send_buffer as usize;
+        let conn_limit = self.cfg.conn_send_buffer as usize;
+        let conn_full = self.send_queued >= conn_limit;
+        let Some(p) = self.ports.get_mut(&id) else {
+            return Err(SendError::Closed(msg));
+        };
+        debug_assert!(matches!(p.end, EndState::Sender(_)), "send on a receiving port");
+        let closed = p.peer_gone() || !p.handle_open();
+        let announced = p.known == Known::Announced;
+        let (EndState::Sender(s), false) = (&mut p.end, closed) else {
+            return Err(SendError::Closed(msg));
+        };
+        // The connection limit bounds messages piling up behind others; a
+        // port with nothing queued always takes one message (its sender
+        // holds it anyway), so a large message queued on one port never
+        // blocks the first message of another.
+        let conn_full = conn_full && s.queued > 0;
+        if !force && (s.queued >= limit || conn_full) {
+            s.write_blocked = true;
+            // Each port at most once: repeated refusals must not grow this.
+            if conn_full && !self.conn_blocked.contains(&id) {
+                self.conn_blocked.push(id);
+            }
+            return Err(SendError::Full(msg));
+        }
+        let len = msg.bytes.len() + MSG_OVERHEAD;
+        s.queued += len;
+        if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
+            s.in_ready = true;
+            self.ready.push_back(id);
+        }
+        for carried in &msg.ports {
+            if let Some(c) = self.ports.get_mut(carried) {
+                if c.known == Known::Unannounced {
+                    c.known = Known::Carried;
+                }
+            }
+        }
+        let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
+        s.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
+        self.send_queued += len;
+        Ok(())
+    }
+
+    /// Whether a send on `port` would be accepted now.
+    #[allow(dead_code, reason = "for a readiness check before a try-send; no caller yet")]
+    pub(crate) fn send_ready(&self, port: PortId) -> bool {
+        match self.ports.get(&port) {
+            Some(p) => {
+                p.peer_gone()
+                    || p.sender().is_none_or(|s| {
+                        s.queued == 0
+                            || (s.queued < self.cfg.send_buffer as usize
+                                && self.send_queued < self.cfg.conn_send_buffer as usize)
+                    })
+            }
+            None => true,
+        }
+    }
+
+    /// Whether the peer stopped reading `port` (sends fail with `Closed`).
+    pub(crate) fn is_send_closed(&self, port: PortId) -> bool {
+        self.error.is_some() || self.ports.get(&port).is_none_or(|p| p.peer_gone())
+    }
+
+    /// A queued message is dropped: if its first chunk never left, it no
+    /// longer counts against the send buffer, and the ports it would have
+    /// announced are void. (The rest of a message partly sent is the
+    /// caller's to uncount.)
+    pub(super) fn drop_queued(&mut self, m: &OutMsg) {
+        if m.offset == 0 {
+            self.send_queued -= m.bytes.len() + MSG_OVERHEAD;
+        }
+        self.abort_carried(m);
+    }
+
+    /// The peer's `Stop`: it will read nothing more on `port`.
+    pub(super) fn on_stop(&mut self, port: PortId) -> Result<(), MuxError> {
+        let p = self.known_port(port)?;
+        let handle_open = p.handle_open();
+        let (EndState::Sender(s), PeerState::Open) = (&mut p.end, p.peer) else {
+            return Err(MuxError::WrongEnd(port));
+        };
+        p.peer = PeerState::Closed;
+        // Nothing queued will be read: drop it (messages whose first chunk
+        // left are the peer's to clean up).
+        let queue: Vec<_> = s.queue.drain(..).collect();
+        let partial_rest =
+            queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset + MSG_OVERHEAD).sum::<usize>();
+        s.queued = 0;
+        self.send_queued -= partial_rest;
+        for m in &queue {
+            self.drop_queued(m);
+        }
+        self.notify(Event::Writable(port));
+        self.wake_conn_blocked();
+        if !handle_open {
+            self.queue_terminal(port);
+        }
+        self.maybe_release(port);
+        Ok(())
+    }
+
+    /// Sender ports that may have become ready with connection credit.
+    pub(super) fn ready_candidates(&self) -> Vec<PortId> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| {
+                p.known == Known::Announced && p.sender().is_some_and(|s| !s.in_ready && !s.queue.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Puts `id` in the ready queue if it can send a chunk.
+    pub(super) fn make_ready(&mut self, id: PortId) {
+        let Some(p) = self.ports.get_mut(&id) else { return };
+        if p.known != Known::Announced {
+            return;
+        }
+        if let EndState::Sender(s) = &mut p.end {
+            if !s.in_ready && !s.queue.is_empty() && s.credit > CHUNK_OVERHEAD {
+                s.in_ready = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Cuts the next chunk of `id`'s first queued message into `out`, if
+    /// credit allows. Fails only when the replay buffer is full (see
+    /// [`Mux::emit_reliable`]).
+    pub(super) fn emit_chunk(&mut self, id: PortId, out: &mut Transmit) -> Result<(), MuxError> {
+        // Chunks stay well inside the peer's window, so that waiting for a
+        // quarter of it to come back never deadlocks.
+        let chunk_size = self.cfg.chunk_size.min(self.cfg.peer.max_frame).min(self.cfg.peer.port_window / 2) as usize;
+        let conn_credit = self.conn_credit;
+        let Some(p) = self.ports.get_mut(&id) else { return Ok(()) };
+        let handle_open = p.handle_open();
+        let EndState::Sender(s) = &mut p.end else { return Ok(()) };
+        s.in_ready = false;
+        let Some(m) = s.queue.front_mut() else { return Ok(()) };
+        let remaining = m.bytes.len() - m.offset;
+        let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
+        let want = remaining.min(chunk_size);
+        let min_first = if m.offset == 0 { wire::table_len(m.ports.len()) } else { 1 };
+        // The first chunk holds the whole port table, even beyond
+        // chunk_size; it must still fit the credit (n <= credit below).
+        let need = min_first.min(remaining);
+        // Do not cut silly little chunks while waiting for credit; the
+        // receiver returns credit once a quarter of its window is consumed.
+        // Waiting ports are made ready again when credit arrives.
+        if credit < need || (credit < want && credit < want.min(chunk_size / 8)) {
+            return Ok(());
+        }
+        let n = want.min(credit).max(need);
+        let first = m.offset == 0;
+        let last = m.offset + n == m.bytes.len();
+        // A message sent in one chunk moves into the frame (and from there
+        // into the replay buffer): no slice, no shared reference count.
+        let payload = if first && last { std::mem::take(&mut m.bytes) } else { m.bytes.slice(m.offset..m.offset + n) };
+        m.offset += n;
+        let carried = if first { std::mem::take(&mut m.ports) } else { Vec::new() };
+        s.credit -= chunk_cost(n);
+        let released = n + if last { MSG_OVERHEAD } else { 0 };
+        s.queued -= released;
+        if last {
+            s.queue.pop_front();
+        }
+        let more = !s.queue.is_empty();
+        let finish = !more && !handle_open;
+        let writable = s.write_blocked && s.queued < self.cfg.send_buffer as usize;
+        if writable {
+            s.write_blocked = false;
+        }
+        if more && s.credit > CHUNK_OVERHEAD {
+            s.in_ready = true;
+            self.ready.push_back(id);
+        }
+        self.conn_credit -= chunk_cost(n);
+        self.send_queued -= released;
+        let flags = if first { FLAG_FIRST } else { 0 } | if last { FLAG_LAST } else { 0 };
+        self.emit_reliable(Frame::Data { port: id, flags, payload }, out)?;
+        if writable {
+            self.notify(Event::Writable(id));
+        }
+        self.wake_conn_blocked();
+        for carried_id in carried {
+            self.announce(carried_id);
+        }
+        if finish {
+            self.queue_terminal(id);
+        }
+        Ok(())
+    }
+
+    /// Ports refused for a full connection send queue are told when it has
+    /// room again (after data left, or queued data was dropped).
+    pub(super) fn wake_conn_blocked(&mut self) {
+        if self.send_queued < self.cfg.conn_send_buffer as usize && !self.conn_blocked.is_empty() {
+            for blocked in std::mem::take(&mut self.conn_blocked) {
+                self.notify(Event::Writable(blocked));
+            }
+        }
+    }
+}

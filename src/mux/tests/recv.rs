@@ -1,0 +1,102 @@
+//! Receiving: reassembly of long messages in segments, without pinning the
+//! transport's read buffer, and reuse of the reassembly buffer.
+
+use super::*;
+
+/// Pops every chunk of `port` and returns the last one, which carries the
+/// whole message; panics if no message completed.
+fn recv_long(p: &mut Pair, side: Side, port: PortId) -> Chunk {
+    let mut whole = None;
+    while let Pop::Chunk(c) = p.mux(side).pop_chunk(port) {
+        if c.last {
+            whole = Some(c);
+        } else {
+            assert!(c.data.is_empty() && c.tail.is_empty(), "a message of several chunks comes with its last chunk");
+        }
+    }
+    whole.expect("a message completed")
+}
+
+#[test]
+fn chunks_of_a_long_message_do_not_pin_the_read_buffer() {
+    // Chunks this large are split off the read buffer without a copy; the
+    // mux copies them into the message being reassembled at once, so the
+    // transport's buffer is free for the next read even while none of the
+    // message has been popped.
+    let setup = Setup {
+        chunk_size: 32 * 1024,
+        max_frame: 64 * 1024,
+        port_window: 1 << 20,
+        conn_window: 1 << 22,
+        ..Setup::default()
+    };
+    let mut p = Pair::new(setup);
+    p.budget = 1 << 20;
+    let body = pattern(200_000, 3);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+    let mut buf = p.transmit(C);
+    assert!(frames(buf.clone()).iter().filter(|f| matches!(f, Frame::Data { .. })).count() > 1, "several chunks");
+    let cap = buf.capacity();
+    let now = p.now();
+    p.server.handle_input(&mut buf, now).expect("valid input");
+    assert!(buf.is_empty());
+    assert!(buf.try_reclaim(cap), "no received chunk still refers to the read buffer");
+    assert_eq!(recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER).into_message(), body);
+}
+
+#[test]
+fn a_stream_of_long_messages_reuses_the_reassembly_buffer() {
+    let setup = Setup { chunk_size: 1024, port_window: 1 << 16, conn_window: 1 << 18, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let mut buffers = Vec::new();
+    for seed in 0..3 {
+        let body = pattern(10_000, seed);
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+        p.drive();
+        let last = recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER);
+        // The first message came in segments; the next ones fit the buffer
+        // handed back.
+        assert_eq!(last.tail.is_empty(), seed > 0, "message {seed} in one segment");
+        let data = last.into_message();
+        assert_eq!(data, body);
+        buffers.push(data.as_ptr());
+        // What a receiver does once it decoded the message.
+        let buf = data.try_into_mut().expect("the only reference");
+        let unkept = p.server.reclaim(ROOT_CLIENT_TO_SERVER, buf.into());
+        assert_eq!(unkept.capacity(), 0, "nothing was kept before");
+        assert_eq!(p.server.ports[&ROOT_CLIENT_TO_SERVER].rx().spare.as_ptr(), buffers[seed as usize], "kept");
+    }
+    assert!(buffers.iter().all(|&b| b == buffers[0]), "each message reassembled in the one before's buffer");
+}
+
+#[test]
+fn a_long_message_is_reassembled_in_segments_within_the_message_limit() {
+    // A segment that fills up is never grown (that would copy the message
+    // so far while the connection lock is held): the next one is as large
+    // as all before it, and together they never exceed max_message.
+    let max = 50_000;
+    let setup =
+        Setup { chunk_size: 1024, max_message: max, port_window: 1 << 17, conn_window: 1 << 18, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    p.budget = 4096; // a few chunks per step
+    let body = pattern(max as usize - 2, 5);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &body);
+    let mut largest = 0;
+    while p.step() {
+        let port = p.server.ports[&ROOT_CLIENT_TO_SERVER].rx();
+        let reserved = port.asm.capacity() + port.asm_full.iter().map(Bytes::len).sum::<usize>();
+        largest = largest.max(reserved);
+    }
+    assert!(largest > max as usize / 2, "the segments grew with the message: {largest}");
+    assert!(largest <= max as usize, "{largest} bytes reserved for a message of at most {max}");
+    let last = recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER);
+    let sizes: Vec<usize> = std::iter::once(&last.data).chain(&last.tail).map(Bytes::len).collect();
+    assert!(sizes.len() > 2, "several segments: {sizes:?}");
+    for (i, pair) in sizes.windows(2).enumerate() {
+        if i + 2 < sizes.len() {
+            let before: usize = sizes[..=i].iter().sum();
+            assert_eq!(pair[1], before, "segment {} as large as all before it: {sizes:?}", i + 1);
+        }
+    }
+    assert_eq!(last.into_message(), body);
+}
