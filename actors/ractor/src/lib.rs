@@ -1,17 +1,19 @@
 //! ractor adapter for tether: remote actors in ractor's idiom.
 //!
-//! A ractor actor becomes reachable from other processes by [`export`]ing
-//! its `ActorRef` on a [`tether::Node`]. Peers find it by name with
-//! [`lookup`] and get a [`RemoteActorRef`], which works like an `ActorRef`:
-//! [`cast`](RemoteActorRef::cast) a message, or
-//! [`call`](RemoteActorRef::call) with a reply port built into the message.
-//! A `RemoteActorRef` is serializable, so it can itself travel inside
-//! messages, and [`watch`] tells a local actor when a remote one is gone.
+//! A ractor actor becomes reachable from other processes by exporting it on
+//! a [`tether::Node`]: spawn it with [`Paced::spawn`] (instead of ractor's
+//! `Actor::spawn`) and [`export_paced`] it, or [`export`] any `ActorRef`.
+//! Peers find it by name with [`lookup`] and get a [`RemoteActorRef`],
+//! which works like an `ActorRef`: [`cast`](RemoteActorRef::cast) a
+//! message, or [`call`](RemoteActorRef::call) with a reply port built into
+//! the message. A `RemoteActorRef` is serializable, so it can itself travel
+//! inside messages, and [`watch`] tells a local actor when a remote one is
+//! gone.
 //!
 //! ```text
 //!  node A                                         node B
 //!  RemoteActorRef::cast / send / call             exported ActorRef<M>
-//!    │ tether RemoteRef: serialize M, windows        ▲ ActorRef::cast(M)
+//!    │ tether RemoteRef: serialize M, windows        ▲ ActorRef::cast(M), paced
 //!    ▼                                               │
 //!  connection (mux, TCP) ─────────────────────────▶ node: decode M, per-sender order
 //! ```
@@ -20,11 +22,28 @@
 //! ractor's `RpcReplyPort<R>`, a remote one holds [`tether::ReplyPort<R>`],
 //! which travels with the message and answers the caller's `call`.
 //!
-//! Backpressure: the sender's memory is bounded by the connection's windows;
-//! [`cast`](RemoteActorRef::cast) fails with `Full` instead of queueing more,
-//! [`send`](RemoteActorRef::send) waits. On the actor's node, messages are
-//! handed to ractor's mailbox as they arrive, and ractor mailboxes are
-//! unbounded: a slow actor queues there, not at the sender.
+//! # Backpressure
+//!
+//! The sender's memory is bounded by the connection's windows and send
+//! buffers: [`cast`](RemoteActorRef::cast) fails with `Full` instead of
+//! queueing more, [`send`](RemoteActorRef::send) waits. What happens on the
+//! actor's node depends on how the actor was exported:
+//!
+//! - [`export_paced`], for an actor spawned with [`Paced::spawn`] or
+//!   [`Paced::spawn_linked`]: the node hands the actor messages no faster
+//!   than it handles them. Fewer than 512 of one route's messages (those
+//!   from one node) are in its mailbox at once (about 512 KiB of their
+//!   encodings at most, plus one message); the rest wait in the route's
+//!   window, so a slow actor makes its remote senders wait, as a slow actix
+//!   actor does. [`Paced`] only counts the messages its actor handled: ractor
+//!   tells a holder of an `ActorRef` nothing about the mailbox. Messages sent
+//!   to the actor around tether (its `ActorRef`'s `cast`, ractor timers) are
+//!   not paced, and each one it handles while tether's wait lets one more of
+//!   tether's in (see [`export_paced`]).
+//! - [`export`], for any `ActorRef`: ractor cannot tell when a plain actor
+//!   handled a message, so the node hands it messages as they arrive and
+//!   ractor's unbounded mailbox takes them all; a slow actor queues there,
+//!   and its senders never wait for it.
 //!
 //! This crate never enables ractor's `cluster` feature, so message types
 //! are plain Rust enums, as in any ractor program.
@@ -71,8 +90,9 @@
 //! // Node B runs the actor; node A reaches it over TCP.
 //! let b = Node::new(Some("b"), Config::default())?;
 //! let addr = b.listen("127.0.0.1:0").await?;
-//! let (counter, _) = Actor::spawn(None, Counter, ()).await?;
-//! tether_ractor::export(&b, Some("counter"), counter)?;
+//! // Like `Actor::spawn`, and a slow counter makes its senders wait.
+//! let (counter, _) = tether_ractor::Paced::spawn(None, Counter, ()).await?;
+//! tether_ractor::export_paced(&b, Some("counter"), counter)?;
 //!
 //! let a = Node::new(Some("a"), Config::default())?;
 //! let b_id = a.connect(&addr.to_string()).await?;
@@ -88,11 +108,13 @@
 
 mod error;
 mod export;
+mod pace;
 mod remote_ref;
 mod watch;
 
 pub use error::CallError;
-pub use export::export;
+pub use export::{export, export_paced};
+pub use pace::Paced;
 pub use remote_ref::{lookup, RemoteActorRef};
 pub use watch::{watch, Watch};
 

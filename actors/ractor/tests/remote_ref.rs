@@ -133,10 +133,13 @@ async fn a_ref_inside_a_message_reaches_its_actor_from_a_third_node() {
     .await;
 }
 
-/// A blocked actor: `cast` fails with `Full` instead of queueing at the
-/// sender, `send` waits, and the sender's queue stays within its buffer.
+/// Whatever the receiving side does (an unpaced export takes everything
+/// into the actor's mailbox), the sender queues no more than its send
+/// buffer: `cast` fails with `Full` rather than queueing, and `send` waits
+/// for room. That the actor itself holds senders back is `export_paced`'s
+/// part, tested in `pacing.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_actor_does_not_grow_the_senders_memory() {
+async fn a_fast_sender_queues_no_more_than_its_send_buffer() {
     within(T, async {
         // Small windows, so that the sender outruns the credit round trip.
         let mut cfg = Config::default();

@@ -26,8 +26,13 @@ pub async fn within<F: Future>(limit: Duration, fut: F) -> F::Output {
 
 /// Two nodes, A connected to B over TCP on 127.0.0.1.
 pub async fn two_nodes() -> (Node, Node, NodeId) {
-    let a = Node::new(Some("a"), Config::default()).unwrap();
-    let b = Node::new(Some("b"), Config::default()).unwrap();
+    two_nodes_with(Config::default()).await
+}
+
+/// Two nodes configured with `cfg`, A connected to B over TCP on 127.0.0.1.
+pub async fn two_nodes_with(cfg: Config) -> (Node, Node, NodeId) {
+    let a = Node::new(Some("a"), cfg.clone()).unwrap();
+    let b = Node::new(Some("b"), cfg).unwrap();
     let addr = b.listen("127.0.0.1:0").await.unwrap();
     let b_id = a.connect(&addr.to_string()).await.unwrap();
     assert_eq!(b_id, b.id());
