@@ -53,12 +53,18 @@ async fn wrong_magic_version_and_codec_name_both_sides() {
         let err = accept_from_raw(b"GET / HTTP/1.1\r\n\r\n".to_vec(), Config::default()).await.unwrap_err();
         assert!(matches!(err, ConnectError::Wire(WireError::BadMagic { theirs }) if &theirs == b"GET / "), "{err}");
 
-        // Version 1 peers predate authentication and capability tokens.
-        let err = accept_from_raw(raw_hello(1, 1), Config::default()).await.unwrap_err();
-        assert!(matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 2, theirs: 1 })), "{err}");
-        assert!(err.to_string().contains("ours 2, theirs 1"));
+        // Version 1 peers predate authentication and capability tokens,
+        // version 2 ones the node hello's tie-break.
+        for old in [1, 2] {
+            let err = accept_from_raw(raw_hello(old, 1), Config::default()).await.unwrap_err();
+            assert!(
+                matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 3, theirs }) if theirs == old),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&format!("ours 3, theirs {old}")));
+        }
 
-        let err = accept_from_raw(raw_hello(2, 2), Config::default()).await.unwrap_err();
+        let err = accept_from_raw(raw_hello(3, 2), Config::default()).await.unwrap_err();
         assert!(matches!(err, ConnectError::CodecMismatch { ours: 1, theirs: 2 }), "{err}");
 
         // The same between two real tether ends.
@@ -96,7 +102,7 @@ async fn garbage_ends_only_the_offending_connection() {
         let (gtx, _) = good_c.root::<u64, u64>().unwrap();
         let (_, mut grx) = good_s.root::<u64, u64>().unwrap();
 
-        let mut garbage = raw_hello(2, 1);
+        let mut garbage = raw_hello(3, 1);
         // A Data frame on a port nobody announced, then noise.
         garbage.extend_from_slice(&[1, 0x03, 0, 0, 0x10, 0x01, 0, 0, 0, 4, 1, 2, 3, 4]);
         garbage.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));

@@ -110,8 +110,10 @@ fn child_process() {
         })
         .await
         .unwrap();
-        bridge.stop(None);
-        drop(node);
+        // Stop the actor, then leave: its watchers hear `Stopped` before
+        // the node's goodbye.
+        bridge.stop_and_wait(None, Some(T)).await.expect("child: stop the bridge");
+        node.shutdown().await;
     });
     rt.shutdown_timeout(Duration::from_secs(1));
 }
@@ -351,11 +353,16 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         });
         futures::future::join_all(asks).await;
 
-        // Closing its stdin ends the child; the parent notices.
-        let monitor = bridge.monitor();
+        // Closing its stdin ends the child, which stops its actor and shuts
+        // its node down; the parent hears that the actor stopped, and then
+        // that the node left.
+        let mut monitor = bridge.monitor();
+        assert!(futures::poll!(&mut monitor).is_pending());
+        bridge.call(Bridge::Pid, T).await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
-        assert_eq!(tokio::time::timeout(T, monitor).await.unwrap(), WatchEvent::NodeLost);
+        assert_eq!(tokio::time::timeout(T, monitor).await.unwrap(), WatchEvent::Stopped);
+        assert_eq!(tokio::time::timeout(T, bridge.monitor()).await.unwrap(), WatchEvent::NodeLeft);
     });
 }
 
@@ -418,6 +425,38 @@ async fn death_watch_across_kill_9_and_restart() {
 
         let status = second.shut_down().await;
         assert!(status.success(), "child exited with {status}");
+    })
+    .await;
+}
+
+/// A process that stops its actor and exits gives the actor's watchers
+/// `Stopped`, not `NodeLeft` or `NodeLost`, every time: the stop notice
+/// leaves before the node's goodbye. 100 children, four at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
+    within(Duration::from_secs(240), async {
+        let node = Node::new(Some(PARENT_NAME), config()).unwrap();
+        for batch in 0..25 {
+            let rounds = (0..4).map(|i| {
+                let node = node.clone();
+                async move {
+                    let child = ChildNode::start().await;
+                    let id = node.connect(&child.addr).await.expect("connect to the child");
+                    let bridge = tether_ractor::lookup::<Bridge>(&node, id, "bridge").await.expect("lookup bridge");
+                    let mut watching = bridge.monitor();
+                    assert!(futures::poll!(&mut watching).is_pending());
+                    // Answered after the watch went out on the same channel,
+                    // so the child has registered it.
+                    assert_eq!(bridge.call(Bridge::Pid, T).await.unwrap(), child.pid());
+                    let status = child.shut_down().await;
+                    assert!(status.success(), "child exited with {status}");
+                    (batch * 4 + i, within(T, watching).await)
+                }
+            });
+            for (round, event) in futures::future::join_all(rounds).await {
+                assert_eq!(event, WatchEvent::Stopped, "child {round}");
+            }
+        }
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! A panic in a connection's driver (here: in the transport it polls) ends
 //! the connection with a typed error: pending receives and asks fail
 //! promptly, never hang. (A panic in the supervisor actor is tested in
-//! `src/conn/supervisor.rs` and `src/node`, where it can be injected.)
+//! `src/conn/supervisor.rs` and `src/node/mod.rs`, where it can be injected.)
 
 mod common;
 

@@ -215,6 +215,14 @@ impl Shared {
         })
     }
 
+    /// Test hook: makes the connection's supervisor actor panic.
+    #[cfg(test)]
+    pub(crate) fn panic_supervisor(&self) {
+        if let Some(actor) = self.supervisor.get() {
+            let _ = actor.cast(SupervisorMsg::Panic);
+        }
+    }
+
     /// Whether a broken transport leaves the session waiting to resume.
     pub(crate) fn resumable(&self) -> bool {
         self.resumable

@@ -315,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_supervisor_fails_its_connection() {
         let (c, _s) = pair().await;
-        let _ = c.shared().supervisor.get().unwrap().cast(SupervisorMsg::Panic);
+        c.shared().panic_supervisor();
         let err = tokio::time::timeout(std::time::Duration::from_secs(10), c.closed()).await.unwrap();
         assert!(matches!(err, ConnectionError::SupervisorFailed), "{err:?}");
     }

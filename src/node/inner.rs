@@ -45,6 +45,16 @@ pub(crate) struct NodeState {
     stopping: JoinSet<()>,
 }
 
+/// How far a node's shutdown has come; tasks wait for their phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Running,
+    /// Listeners stop; nothing new is taken in.
+    Closing,
+    /// Stop notices are queued: connections say goodbye.
+    Goodbye,
+}
+
 /// Spawns `task` into `set`, reaping the finished ones first, so a set
 /// holds only running tasks.
 fn spawn_in(set: &mut JoinSet<()>, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -63,8 +73,9 @@ pub(crate) struct NodeInner {
     state: Mutex<NodeState>,
     /// Woken whenever the peer table changes.
     peers_changed: tokio::sync::Notify,
-    /// Turns true when the node shuts down; dropped with the node.
-    shutdown: tokio::sync::watch::Sender<bool>,
+    /// How far shutdown has come; dropped with the node (which ends every
+    /// wait on it).
+    shutdown: tokio::sync::watch::Sender<Phase>,
     /// The node's actor, parent of its connections' supervisors; spawned on
     /// first use (a node can be made outside a runtime).
     supervisor: tokio::sync::OnceCell<Option<SupervisorParent>>,
@@ -81,7 +92,7 @@ impl NodeInner {
             caps: CapabilityKey::new(),
             state: Mutex::new(NodeState::default()),
             peers_changed: tokio::sync::Notify::new(),
-            shutdown: tokio::sync::watch::channel(false).0,
+            shutdown: tokio::sync::watch::channel(Phase::Running).0,
             supervisor: tokio::sync::OnceCell::new(),
         }
     }
@@ -94,11 +105,11 @@ impl NodeInner {
         self.supervisor.get_or_init(NodeSupervisor::start).await.as_ref()
     }
 
-    /// Resolves when the node shuts down (or is dropped).
-    pub(crate) fn on_shutdown(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Resolves once shutdown has reached `phase` (or the node is dropped).
+    pub(crate) fn on_shutdown(&self, phase: Phase) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.shutdown.subscribe();
         async move {
-            let _ = rx.wait_for(|down| *down).await;
+            let _ = rx.wait_for(|now| *now >= phase).await;
         }
     }
 
@@ -164,7 +175,7 @@ impl NodeInner {
             // then it is held (closing it here could cut the hello off).
             tracing::debug!(peer = %peer_id, "second connection with the peer not kept (tie-break)");
             let _ = ready_tx.send(false);
-            let shutdown = self.on_shutdown();
+            let shutdown = self.on_shutdown(Phase::Goodbye);
             spawn_in(&mut st.serving, async move {
                 let _hold = (control, incoming);
                 let limit = conn.shared().cfg.handshake_timeout;
@@ -185,7 +196,7 @@ impl NodeInner {
             ready: Some(ready_tx),
             kept: decider,
         };
-        spawn_in(&mut st.serving, serve.run(self.on_shutdown()));
+        spawn_in(&mut st.serving, serve.run(self.on_shutdown(Phase::Goodbye)));
         (peer_id, ready_rx)
     }
 
@@ -199,18 +210,22 @@ impl NodeInner {
 
     /// Waits up to `limit` for a live connection to `id`.
     pub(crate) async fn until_live(&self, id: NodeId, limit: Duration) -> Result<(), ConnectError> {
-        let wait = async {
-            loop {
-                let changed = self.peers_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if self.lock().peers.get(id).is_some() {
-                    return;
-                }
-                changed.await;
+        let live = self.until_peers(|peers| peers.get(id).is_some());
+        tokio::time::timeout(limit, live).await.map_err(|_| ConnectError::Timeout(limit))
+    }
+
+    /// Resolves once `cond` holds of the peer table, checked again whenever
+    /// the table changes.
+    pub(crate) async fn until_peers(&self, cond: impl Fn(&PeerTable) -> bool) {
+        loop {
+            let changed = self.peers_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if cond(&self.lock().peers) {
+                return;
             }
-        };
-        tokio::time::timeout(limit, wait).await.map_err(|_| ConnectError::Timeout(limit))
+            changed.await;
+        }
     }
 
     /// A peer's connection ended.
@@ -264,6 +279,8 @@ impl NodeInner {
                 tracing::debug!(peer = %from, ?name, "peer said hello");
                 if let Some(name) = name {
                     self.lock().peers.named(name, from);
+                    // It may have noted an older incarnation as restarted.
+                    self.peers_changed.notify_waiters();
                 }
             }
             Control::Lookup { name, reply } => {
@@ -402,7 +419,7 @@ impl NodeInner {
             st.closing = true;
             (std::mem::take(&mut st.listeners), std::mem::take(&mut st.watching))
         };
-        self.shutdown.send_replace(true);
+        self.shutdown.send_replace(Phase::Closing);
         for l in listeners {
             let _ = l.await;
         }
@@ -416,7 +433,8 @@ impl NodeInner {
         let mut stopping = std::mem::take(&mut self.lock().stopping);
         while stopping.join_next().await.is_some() {}
         // Each serving task says goodbye on its connection once what is
-        // queued went out, and ends with it.
+        // queued went out (the stop notices above included), and ends with it.
+        self.shutdown.send_replace(Phase::Goodbye);
         let mut serving = std::mem::take(&mut self.lock().serving);
         while serving.join_next().await.is_some() {}
         self.peers_changed.notify_waiters();

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::inner::NodeInner;
+use super::inner::{NodeInner, Phase};
 use crate::transport::{self, Transport};
 use crate::{Accepted, ConnectError};
 
@@ -158,7 +158,7 @@ where
         warned: AtomicBool::new(false),
     });
     let upgrade = Arc::new(upgrade);
-    let shutdown = node.on_shutdown();
+    let shutdown = node.on_shutdown(Phase::Closing);
     let weak = Arc::downgrade(node);
     let task = tokio::spawn(async move {
         tokio::pin!(shutdown);

@@ -184,7 +184,7 @@ impl Node {
         server_name: &str,
         tls: Arc<crate::transport::tls::rustls::ClientConfig>,
     ) -> Result<NodeId, ConnectError> {
-        let name = crate::transport::tls::server_name(server_name)?;
+        let name = crate::transport::tls::server_name(server_name).map_err(|e| ConnectError::from(e).at(addr))?;
         let connector = tokio_rustls::TlsConnector::from(tls);
         let target = addr.to_owned();
         let dial = crate::conn::dialer(move || {
@@ -328,5 +328,54 @@ impl Node {
     /// Calling it again does nothing more.
     pub async fn shutdown(&self) {
         self.inner.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{AskError, ConnectionError};
+
+    /// A mailbox that keeps every request unanswered and says when one came.
+    struct Silent(tokio::sync::mpsc::UnboundedSender<ReplyPort<u8>>);
+
+    impl Mailbox<ReplyPort<u8>> for Silent {
+        fn deliver(&self, msg: ReplyPort<u8>) -> Result<(), ReplyPort<u8>> {
+            self.0.send(msg).map_err(|e| e.0)
+        }
+        fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+            let tx = self.0.clone();
+            Box::pin(async move { tx.closed().await })
+        }
+    }
+
+    /// A node's connection whose supervisor actor panics ends with
+    /// `SupervisorFailed` (the node's actor, its parent, sees to it): a
+    /// pending ask fails at once with that, and the peer is gone from the
+    /// node's table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_connection_supervisor_fails_its_connection() {
+        const T: Duration = Duration::from_secs(10);
+        let (a, b) =
+            (Node::new(Some("a"), Config::default()).unwrap(), Node::new(Some("b"), Config::default()).unwrap());
+        let (tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        b.export(Some("silent"), Silent(tx)).unwrap();
+        let b_id = a.connect(b.listen("127.0.0.1:0").await.unwrap()).await.unwrap();
+        let r: RemoteRef<ReplyPort<u8>> = a.lookup(b_id, "silent").await.unwrap();
+        let ask = tokio::spawn(async move { r.ask(|reply| reply, Duration::from_secs(60)).await });
+        let _kept = tokio::time::timeout(T, arrived.recv()).await.unwrap().expect("the ask arrived");
+
+        let conn = a.connection(b_id).unwrap();
+        conn.shared().panic_supervisor();
+        let got = tokio::time::timeout(T, ask).await.unwrap().unwrap();
+        assert!(
+            matches!(got, Err(AskError::Reply(oneshot::RecvError::Connection(ConnectionError::SupervisorFailed)))),
+            "{got:?}"
+        );
+        assert!(matches!(conn.closed().await, ConnectionError::SupervisorFailed));
+        let gone = a.inner.until_peers(|peers| peers.ids().is_empty());
+        tokio::time::timeout(T, gone).await.expect("the node forgets the peer");
     }
 }

@@ -118,8 +118,13 @@ impl PeerTable {
     /// Remembers why `id` went (a later, better-informed fate replaces an
     /// earlier one), forgetting the oldest beyond the bound.
     fn depart(&mut self, id: NodeId, fate: Fate) {
-        if self.live.contains_key(&id) {
+        if self.get(id).is_some() {
             return;
+        }
+        // Its connection ended, and the task serving it has not taken it out
+        // yet: it goes now, with what is known of it.
+        if self.live.remove(&id).is_some() {
+            self.asks.remove(&id);
         }
         if self.fates.insert(id, fate).is_none() {
             self.departed.push_back(id);
@@ -152,7 +157,7 @@ impl PeerTable {
     /// that one restarted.
     pub(crate) fn dialed(&mut self, addr: String, id: NodeId) {
         if let Some(old) = self.dialed.insert(addr, id) {
-            if old != id && !self.live.contains_key(&old) {
+            if old != id && self.get(old).is_none() {
                 tracing::info!(old = %old, new = %id, "node at this address restarted");
                 self.depart(old, Fate::Restarted);
             }

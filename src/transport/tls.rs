@@ -22,12 +22,12 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio::net::TcpStream;
 
 use super::TlsFailure;
-use crate::ConnectError;
 
-/// Parses the name the server's certificate must be valid for.
-pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, ConnectError> {
+/// Parses the name the server's certificate must be valid for; a bad one is
+/// a TLS failure (see [`TlsFailure`]).
+pub(crate) fn server_name(name: &str) -> std::io::Result<ServerName<'static>> {
     ServerName::try_from(name.to_owned()).map_err(|e| {
-        ConnectError::Tls(std::io::Error::new(
+        TlsFailure::wrap(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("bad server name {name:?}: {e}"),
         ))
