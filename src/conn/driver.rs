@@ -44,10 +44,16 @@ pub(crate) struct Driver<T> {
     transmit: Transmit,
     timer: Pin<Box<tokio::time::Sleep>>,
     needs_flush: bool,
+    /// Bytes read with the handshake and not yet given to the mux: frames
+    /// the peer sent right after its hello. They are handled on the first
+    /// poll, not when more bytes happen to arrive (which may be never: the
+    /// peer may be waiting for our answer to them).
+    unread: bool,
 }
 
 impl<T: Transport> Driver<T> {
     pub(crate) fn new(io: T, shared: Arc<Shared>, read_buf: BytesMut, generation: u64) -> Self {
+        let unread = !read_buf.is_empty();
         Driver {
             io,
             shared,
@@ -57,11 +63,17 @@ impl<T: Transport> Driver<T> {
             transmit: Transmit::default(),
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
             needs_flush: false,
+            unread,
         }
     }
 
     /// Reads what is available and feeds it to the mux.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<(), ConnectionError> {
+        if std::mem::take(&mut self.unread) {
+            let mut st = lock(&self.shared, self.generation)?;
+            st.mux.handle_input(&mut self.read_buf, Instant::now())?;
+            st.dispatch_events();
+        }
         for _ in 0..READS_PER_POLL {
             self.read_buf.reserve(READ_CHUNK);
             // tokio-util reads into the spare capacity without zeroing it

@@ -4,12 +4,14 @@
 //!
 //! The root channel carries `Control` values encoded with the connection's
 //! codec, like any channel; reply ports inside them are channel ends.
-//! Each side sends `Hello` first. Of two nodes, the one with the smaller
-//! [`NodeId`] decides whether a connection between them is kept: its
-//! `Hello` says so, and the other side uses the connection only once it
-//! has heard that it is kept. So two nodes that dial each other at the same
-//! moment keep exactly one connection, the same on both sides, and nothing
-//! is sent on the other.
+//! `Hello` comes first, from both sides. Of two nodes, the one with the
+//! smaller [`NodeId`] (the decider) decides whether a connection between
+//! them is kept, and says so in its `Hello`, which it sends at once. The
+//! other side waits for it: if the connection is kept, it takes it in and
+//! answers with its own `Hello`; if not, it closes it without a word. So
+//! two nodes that dial each other at the same moment keep exactly one
+//! connection, the same on both sides, nothing is sent on the other, and
+//! when the decider hears the other's `Hello` both list each other.
 
 use serde::{Deserialize, Serialize};
 

@@ -169,7 +169,12 @@ impl NodeInner {
         if decider && keep {
             self.take_peer(&mut st, peer_id, Peer { conn: conn.clone(), control: control.clone() });
         }
-        let _ = control.try_send(Control::Hello { name: self.name.clone(), keep });
+        // The other side says hello only once it has taken the connection
+        // in (see `Serve::decided`), so the decider's `connect` returns to a
+        // peer that already lists it.
+        if decider {
+            let _ = control.try_send(Control::Hello { name: self.name.clone(), keep });
+        }
         if decider && !keep {
             // The other side closes it once it has read our hello; until
             // then it is held (closing it here could cut the hello off).
@@ -532,6 +537,7 @@ impl Serve {
                 let peer = Peer { conn: self.conn.clone(), control: self.control.clone() };
                 node.take_peer(&mut st, self.peer, peer);
                 self.kept = true;
+                let _ = self.control.try_send(Control::Hello { name: node.name.clone(), keep: false });
                 return true;
             }
         }
