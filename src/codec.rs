@@ -6,6 +6,9 @@
 //! names, so a field added with `#[serde(default)]` stays compatible with
 //! peers built before it.
 
+use std::cell::RefCell;
+use std::fmt::Display;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -13,16 +16,71 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
-    /// The value could not be encoded.
-    #[error("encoding failed: {0}")]
-    Encode(String),
-    /// The bytes do not decode as the expected type.
-    #[error("decoding failed: {0}")]
-    Decode(String),
+    /// A value of `type_name` could not be encoded.
+    #[error("encoding a {type_name} failed: {message}")]
+    Encode {
+        /// The type being encoded.
+        type_name: &'static str,
+        /// What serde (or the serializer) said.
+        message: String,
+    },
+    /// The bytes do not decode as a `type_name`.
+    #[error("decoding a {type_name} failed: {message}")]
+    Decode {
+        /// The type expected.
+        type_name: &'static str,
+        /// What serde (or the deserializer) said.
+        message: String,
+    },
 }
 
-/// A serde format for messages.
-pub trait Codec {
+thread_local! {
+    /// The text of the last error tether's own serde impls raised on this
+    /// thread: postcard keeps no text of custom errors ("Serde Serialization
+    /// Error"), so the codec reports this one instead.
+    static RAISED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A serializer error with `msg`, whose text survives any codec.
+pub(crate) fn ser_error<E: serde::ser::Error>(msg: impl Display) -> E {
+    let text = msg.to_string();
+    let e = E::custom(&text);
+    RAISED.with(|r| *r.borrow_mut() = Some(text));
+    e
+}
+
+/// A deserializer error with `msg`, whose text survives any codec.
+pub(crate) fn de_error<E: serde::de::Error>(msg: impl Display) -> E {
+    let text = msg.to_string();
+    let e = E::custom(&text);
+    RAISED.with(|r| *r.borrow_mut() = Some(text));
+    e
+}
+
+/// Runs a codec, naming `T` and keeping the text of an error tether raised.
+fn run<R, E: Display>(
+    f: impl FnOnce() -> Result<R, E>,
+    wrap: impl FnOnce(&'static str, String) -> CodecError,
+    type_name: &'static str,
+) -> Result<R, CodecError> {
+    RAISED.with(|r| r.borrow_mut().take());
+    f().map_err(|e| {
+        let message = RAISED.with(|r| r.borrow_mut().take()).unwrap_or_else(|| e.to_string());
+        wrap(type_name, message)
+    })
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Postcard {}
+    #[cfg(feature = "msgpack")]
+    impl Sealed for super::MessagePack {}
+}
+
+/// A serde format for messages: one of those tether ships, chosen with
+/// [`CodecKind`] in [`Config`](crate::Config) (sealed: both sides must know
+/// the codec by its id).
+pub trait Codec: sealed::Sealed {
     /// Identifier carried in the handshake.
     const ID: u8;
     /// Appends the encoding of `value` to `out`.
@@ -39,11 +97,13 @@ impl Codec for Postcard {
     const ID: u8 = 1;
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        postcard::serialize_with_flavor(value, VecTail(out)).map_err(|e| CodecError::Encode(e.to_string()))
+        let f = || postcard::serialize_with_flavor(value, VecTail(out));
+        run(f, |type_name, message| CodecError::Encode { type_name, message }, std::any::type_name::<T>())
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        postcard::from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+        let f = || postcard::from_bytes(bytes);
+        run(f, |type_name, message| CodecError::Decode { type_name, message }, std::any::type_name::<T>())
     }
 }
 
@@ -82,11 +142,13 @@ impl Codec for MessagePack {
     const ID: u8 = 2;
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        rmp_serde::encode::write_named(out, value).map_err(|e| CodecError::Encode(e.to_string()))
+        let f = || rmp_serde::encode::write_named(out, value);
+        run(f, |type_name, message| CodecError::Encode { type_name, message }, std::any::type_name::<T>())
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+        let f = || rmp_serde::from_slice(bytes);
+        run(f, |type_name, message| CodecError::Decode { type_name, message }, std::any::type_name::<T>())
     }
 }
 
@@ -103,6 +165,15 @@ pub enum CodecKind {
 }
 
 impl CodecKind {
+    /// The name of the codec with handshake id `id`, for error messages.
+    pub(crate) fn name_of(id: u8) -> &'static str {
+        match id {
+            1 => "postcard",
+            2 => "msgpack",
+            _ => "unknown",
+        }
+    }
+
     /// The identifier sent in the handshake.
     pub fn id(self) -> u8 {
         match self {

@@ -185,6 +185,7 @@ impl Config {
         check(self.max_connections > 0, "max_connections must not be zero")?;
         check(self.max_handshakes > 0, "max_handshakes must not be zero")?;
         check(self.max_pending_asks > 0, "max_pending_asks must not be zero")?;
+        check(!self.handshake_timeout.is_zero(), "handshake_timeout must not be zero")?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::CodecError;
+use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError};
 use crate::wire::{self, End, PortEntry, PortId};
@@ -316,7 +316,7 @@ impl Drop for RemoteRecv {
     }
 }
 
-/// Why a receive failed.
+/// Why a receive failed, on any kind of channel.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -327,6 +327,9 @@ pub enum RecvError {
     /// The connection carrying the channel ended.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    /// One-shot channels only: the sender was dropped without sending.
+    #[error("sender dropped without sending")]
+    Dropped,
 }
 
 /// A received message, not yet decoded.
@@ -450,12 +453,12 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
     CTX.with(|c| {
         let mut c = c.borrow_mut();
         let (Some(Ctx::Encode(ctx)), true) = (c.as_mut(), SHARED.is_set()) else {
-            return Err(E::custom(NO_CONTEXT));
+            return Err(ser_error(NO_CONTEXT));
         };
         SHARED.with(|shared| {
-            let port = shared.lock().mux.open_port(travelling).map_err(E::custom)?;
+            let port = shared.lock().mux.open_port(travelling).map_err(ser_error)?;
             if ctx.entries.len() >= u16::MAX as usize {
-                return Err(E::custom("too many channel ends in one message"));
+                return Err(ser_error("too many channel ends in one message"));
             }
             ctx.entries.push(PortEntry { port, end: travelling });
             ctx.local.push(port);
@@ -480,17 +483,17 @@ pub(crate) fn claim_port<E: serde::de::Error>(index: u32, expected: End) -> Resu
     CTX.with(|c| {
         let mut c = c.borrow_mut();
         let (Some(Ctx::Decode(ctx)), true) = (c.as_mut(), SHARED.is_set()) else {
-            return Err(E::custom(NO_CONTEXT));
+            return Err(de_error(NO_CONTEXT));
         };
-        let slot = ctx.entries.get_mut(index as usize).ok_or_else(|| E::custom("channel end index out of range"))?;
+        let slot = ctx.entries.get_mut(index as usize).ok_or_else(|| de_error("channel end index out of range"))?;
         match slot {
             Some(entry) if entry.end == expected => {
                 let port = entry.port;
                 *slot = None;
                 Ok(PortHandle::new(SHARED.with(Arc::clone), port))
             }
-            Some(_) => Err(E::custom("channel end of the wrong kind")),
-            None => Err(E::custom("channel end claimed twice")),
+            Some(_) => Err(de_error("channel end of the wrong kind")),
+            None => Err(de_error("channel end claimed twice")),
         }
     })
 }
@@ -606,17 +609,16 @@ impl RawSender {
 
 impl Serialize for RawSender {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
         let taken = std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), RawInner::Taken);
         let index = match taken {
-            RawInner::Typed(attach) => attach().map_err(S::Error::custom)?,
+            RawInner::Typed(attach) => attach().map_err(ser_error::<S::Error>)?,
             RawInner::Port(original) => {
                 // Sending it on: the new port is spliced to the original.
                 let (index, ours) = attach_port::<S::Error>(End::Sender)?;
                 defer(move || spawn_splice(RemoteRecv::new(ours), Arc::new(original)));
                 index
             }
-            RawInner::Taken => return Err(S::Error::custom("raw sender already sent")),
+            RawInner::Taken => return Err(ser_error("raw sender already sent")),
         };
         index.serialize(s)
     }

@@ -52,8 +52,8 @@ pub enum SendError<T> {
     /// [`Sender::try_send`] only: no room right now.
     #[error("channel full")]
     Full(T),
-    /// The message exceeds the peer's message size limit.
-    #[error("message of {size} bytes exceeds the peer's limit of {max}")]
+    /// The message's encoding exceeds the peer's `max_message` limit.
+    #[error("message of {size} bytes exceeds the peer's max_message of {max}")]
     TooLarge {
         /// The message.
         value: T,
@@ -81,6 +81,16 @@ impl<T> SendError<T> {
         }
     }
 
+    /// The message, and this error without it.
+    pub fn split(self) -> (T, SendError<()>) {
+        match self {
+            SendError::Closed(v) => (v, SendError::Closed(())),
+            SendError::Full(v) => (v, SendError::Full(())),
+            SendError::TooLarge { value, size, max } => (value, SendError::TooLarge { value: (), size, max }),
+            SendError::Encode { value, error } => (value, SendError::Encode { value: (), error }),
+        }
+    }
+
     /// Whether no later send on this channel can succeed either.
     pub fn is_closed(&self) -> bool {
         matches!(self, SendError::Closed(_))
@@ -91,6 +101,18 @@ impl<T> SendError<T> {
             SendFailure::Closed => SendError::Closed(value),
             SendFailure::Full => SendError::Full(value),
             SendFailure::TooLarge { size, max } => SendError::TooLarge { value, size, max },
+        }
+    }
+}
+
+impl SendError<()> {
+    /// This error, handing back `value` as the message.
+    pub fn with_value<T>(self, value: T) -> SendError<T> {
+        match self {
+            SendError::Closed(()) => SendError::Closed(value),
+            SendError::Full(()) => SendError::Full(value),
+            SendError::TooLarge { size, max, .. } => SendError::TooLarge { value, size, max },
+            SendError::Encode { error, .. } => SendError::Encode { value, error },
         }
     }
 }
@@ -429,10 +451,9 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
         let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(inner) = taken else {
-            return Err(S::Error::custom("this receiver was already sent elsewhere"));
+            return Err(crate::codec::ser_error("this receiver was already sent elsewhere"));
         };
         // The peer gets the receiver end; this side writes to the port what
         // the old receiver would have read.
@@ -477,7 +498,7 @@ where
                     }
                     Ok(None) => break,
                     Err(RecvError::Decode(_)) => continue,
-                    Err(RecvError::Connection(_)) => break,
+                    Err(RecvError::Connection(_) | RecvError::Dropped) => break,
                 },
             }
         }

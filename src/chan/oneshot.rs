@@ -14,7 +14,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::mpsc;
 use crate::codec::CodecError;
-use crate::conn::ConnectionError;
 
 /// Creates a one-shot channel.
 pub fn channel<T: Send + 'static>() -> (Sender<T>, Receiver<T>) {
@@ -22,19 +21,70 @@ pub fn channel<T: Send + 'static>() -> (Sender<T>, Receiver<T>) {
     (Sender(tx), Receiver(rx))
 }
 
-/// Why a one-shot receive failed.
-#[derive(Clone, Debug, thiserror::Error)]
+/// Why a one-shot receive failed: the channels' one [`RecvError`]; a
+/// sender dropped without sending is [`RecvError::Dropped`].
+pub use super::RecvError;
+
+/// Why a one-shot send failed; the value is handed back.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
-pub enum RecvError {
-    /// The sender was dropped without sending.
-    #[error("sender dropped without sending")]
-    Dropped,
-    /// The message does not decode as the expected type.
-    #[error("received message does not decode: {0}")]
-    Decode(CodecError),
-    /// The connection carrying the channel ended.
-    #[error(transparent)]
-    Connection(ConnectionError),
+pub enum SendError<T> {
+    /// The receiver is gone, or the connection carrying the channel ended.
+    #[error("receiver gone")]
+    Closed(T),
+    /// The value's encoding exceeds the peer's `max_message` limit.
+    #[error("the value's {size} bytes exceed the peer's max_message of {max}")]
+    TooLarge {
+        /// The value.
+        value: T,
+        /// Its encoded size.
+        size: usize,
+        /// The peer's limit.
+        max: u32,
+    },
+    /// The value does not encode.
+    #[error("the value does not encode: {error}")]
+    Encode {
+        /// The value.
+        value: T,
+        /// What went wrong.
+        error: CodecError,
+    },
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(v) | SendError::TooLarge { value: v, .. } | SendError::Encode { value: v, .. } => v,
+        }
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SendError::Closed(_))
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::TooLarge { size, max, .. } => write!(f, "TooLarge {{ size: {size}, max: {max} }}"),
+            SendError::Encode { error, .. } => write!(f, "Encode({error:?})"),
+        }
+    }
+}
+
+impl<T> From<mpsc::SendError<T>> for SendError<T> {
+    fn from(e: mpsc::SendError<T>) -> Self {
+        match e {
+            // A one-shot's single message is never refused for room.
+            mpsc::SendError::Closed(v) | mpsc::SendError::Full(v) => SendError::Closed(v),
+            mpsc::SendError::TooLarge { value, size, max } => SendError::TooLarge { value, size, max },
+            mpsc::SendError::Encode { value, error } => SendError::Encode { value, error },
+        }
+    }
 }
 
 /// Sends the one message.
@@ -53,8 +103,8 @@ impl<T: Serialize + Send + 'static> Sender<T> {
 
     /// Sends the value; never waits. Fails with `Closed` if the receiver is
     /// gone.
-    pub fn send(self, value: T) -> Result<(), mpsc::SendError<T>> {
-        self.0.send_now(value, true)
+    pub fn send(self, value: T) -> Result<(), SendError<T>> {
+        self.0.send_now(value, true).map_err(SendError::from)
     }
 
     /// Resolves once the receiver is gone.
@@ -84,8 +134,7 @@ impl<T: DeserializeOwned + Send + 'static> Future for Receiver<T> {
         self.get_mut().0.poll_recv(cx).map(|r| match r {
             Ok(Some(v)) => Ok(v),
             Ok(None) => Err(RecvError::Dropped),
-            Err(mpsc::RecvError::Decode(e)) => Err(RecvError::Decode(e)),
-            Err(mpsc::RecvError::Connection(e)) => Err(RecvError::Connection(e)),
+            Err(e) => Err(e),
         })
     }
 }

@@ -32,7 +32,11 @@ pub enum ConnectError {
     #[error(transparent)]
     Wire(#[from] WireError),
     /// The two sides are configured with different codecs.
-    #[error("codec mismatch: ours {ours}, theirs {theirs}")]
+    #[error(
+        "codec mismatch: ours {} ({ours}), theirs {} ({theirs})",
+        crate::codec::CodecKind::name_of(*ours),
+        crate::codec::CodecKind::name_of(*theirs)
+    )]
     CodecMismatch {
         /// Our codec id.
         ours: u8,

@@ -124,9 +124,10 @@ pub enum AskError {
     /// The request could not be delivered.
     #[error("request not delivered: {0}")]
     Unreachable(RemoteError),
-    /// The request could not be sent (too large, or does not encode).
+    /// The request could not be sent (too large, or does not encode); the
+    /// request itself was dropped with the ask.
     #[error("request not sent: {0}")]
-    Send(String),
+    Send(mpsc::SendError<()>),
     /// The reply does not decode, or its connection ended.
     #[error("reply lost: {0}")]
     Reply(oneshot::RecvError),
@@ -219,7 +220,9 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let exchange = async {
             self.tell(msg).await.map_err(|e| match e {
                 TellError::Unreachable { error, .. } => AskError::Unreachable(error),
-                other => AskError::Send(other.to_string()),
+                TellError::Send(e) => AskError::Send(e.split().1),
+                // `tell` waits for room instead.
+                TellError::Full(_) => AskError::Send(mpsc::SendError::Full(())),
             })?;
             rx.await.map_err(|e| match e {
                 oneshot::RecvError::Dropped => AskError::NoReply,
@@ -312,11 +315,10 @@ impl<M: RemoteMessage> Serialize for RemoteRef<M> {
 
 impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
         let wire = RefWire::deserialize(d)?;
         let (node, via) = crate::chan::decoding_owner()
             .and_then(|(owner, via)| owner.downcast::<NodeInner>().ok().map(|node| (node, via)))
-            .ok_or_else(|| D::Error::custom("remote refs travel only between tether nodes"))?;
+            .ok_or_else(|| crate::codec::de_error::<D::Error>("remote refs travel only between tether nodes"))?;
         let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, Some(via));
         Ok(RemoteRef { route })
     }

@@ -7,7 +7,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actix::prelude::SendError;
 use actix::{Message, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tether::{
@@ -45,7 +44,7 @@ const OUTBOX: usize = 256;
 /// | method | waits for | when the window is full |
 /// |---|---|---|
 /// | [`do_send`](Self::do_send) | nothing | the message is dropped (logged) |
-/// | [`try_send`](Self::try_send) | nothing | `Err(SendError::Full(msg))` |
+/// | [`try_send`](Self::try_send) | nothing | `Err(TellError::Full(msg))` |
 /// | [`tell`](Self::tell) | room | waits |
 /// | [`send`](Self::send) | room and the result | waits, within the timeout |
 ///
@@ -113,27 +112,28 @@ where
                 }
             }
             Err(Refused::Closed(..)) => {}
+            Err(Refused::Unsent(_, error)) => {
+                tracing::warn!(actor = ?self.link.rref, %error, "do_send: message not sent");
+            }
         }
     }
 
     /// Sends a message if there is room in the window now; never waits.
     ///
     /// `Full` when the window is full (the actor is slow or the connection
-    /// is congested); `Closed` when the actor stopped or cannot be reached.
-    /// `Ok` means accepted: it will be delivered in order unless the actor
-    /// stops or its node is lost first.
-    pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
-        self.link.submit(Pending::Tell(msg)).map_err(|e| match e {
-            Refused::Full(p) => SendError::Full(p.into_msg()),
-            Refused::Closed(p, _) => SendError::Closed(p.into_msg()),
-        })
+    /// is congested); `Unreachable` when the actor stopped or cannot be
+    /// reached; `Send` when the message does not encode or exceeds the
+    /// peer's limit. `Ok` means accepted: it will be delivered in order
+    /// unless the actor stops or its node is lost first.
+    pub fn try_send(&self, msg: M) -> Result<(), TellError<M>> {
+        self.link.submit(Pending::Tell(msg)).map_err(Refused::into_tell_error)
     }
 
     /// Sends a message without a result, waiting while the window is full.
-    /// Fails only with `SendError::Closed`, when the actor stopped or cannot
-    /// be reached.
-    pub async fn tell(&self, msg: M) -> Result<(), SendError<M>> {
-        self.link.submit_wait(Pending::Tell(msg)).await.map_err(|(p, _)| SendError::Closed(p.into_msg()))
+    /// Fails with `Unreachable` when the actor stopped or cannot be
+    /// reached, with `Send` when the message cannot be carried.
+    pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
+        self.link.submit_wait(Pending::Tell(msg)).await.map_err(Refused::into_tell_error)
     }
 
     /// Sends a message and waits for the handler's result, at most
@@ -167,7 +167,7 @@ where
             let (reply, result) = oneshot::channel::<M::Result>();
             let (failed, failure) = tokio::sync::oneshot::channel();
             let exchange = async {
-                link.submit_wait(Pending::Send(msg, reply, failed)).await.map_err(|(_, e)| e)?;
+                link.submit_wait(Pending::Send(msg, reply, failed)).await.map_err(Refused::into_mailbox_error)?;
                 let node = link.rref.id().node;
                 match result.await {
                     Ok(r) => Ok(r),
@@ -342,9 +342,37 @@ impl<M: Message> Pending<M> {
     }
 }
 
+/// Why a message was not accepted; it is handed back.
 enum Refused<M: Message> {
+    /// No room now.
     Full(Pending<M>),
-    Closed(Pending<M>, RemoteMailboxError),
+    /// The actor stopped or cannot be reached.
+    Closed(Pending<M>, RemoteError),
+    /// It cannot be carried: it does not encode, or is too large.
+    Unsent(Pending<M>, tether::mpsc::SendError<()>),
+}
+
+impl<M> Refused<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn into_tell_error(self) -> TellError<M> {
+        match self {
+            Refused::Full(p) => TellError::Full(p.into_msg()),
+            Refused::Closed(p, error) => TellError::Unreachable { msg: p.into_msg(), error },
+            Refused::Unsent(p, error) => TellError::Send(error.with_value(p.into_msg())),
+        }
+    }
+
+    fn into_mailbox_error(self) -> RemoteMailboxError {
+        match self {
+            Refused::Closed(_, error) => RemoteMailboxError::from_remote(error),
+            Refused::Unsent(_, error) => RemoteMailboxError::Message(error.to_string()),
+            // `submit_wait` waits for room instead.
+            Refused::Full(_) => RemoteMailboxError::Message("no room".into()),
+        }
+    }
 }
 
 impl<M> Link<M>
@@ -371,14 +399,16 @@ where
                 Ok(()) => return Ok(()),
                 Err(TellError::Full(env)) => p = Pending::from_envelope(env, failed),
                 Err(TellError::Unreachable { msg, error }) => {
-                    return Err(Refused::Closed(
-                        Pending::from_envelope(msg, failed),
-                        RemoteMailboxError::from_remote(error),
-                    ));
+                    return Err(Refused::Closed(Pending::from_envelope(msg, failed), error));
+                }
+                Err(TellError::Send(e)) => {
+                    let (env, error) = e.split();
+                    return Err(Refused::Unsent(Pending::from_envelope(env, failed), error));
                 }
                 Err(e) => {
-                    let why = RemoteMailboxError::Message(e.to_string());
-                    return Err(Refused::Closed(Pending::from_envelope(e.into_inner(), failed), why));
+                    // Nothing else comes from `try_tell`; kept as unsent.
+                    let error = tether::mpsc::SendError::Closed(());
+                    return Err(Refused::Unsent(Pending::from_envelope(e.into_inner(), failed), error));
                 }
             }
         }
@@ -394,11 +424,11 @@ where
     }
 
     /// Accepts a message, waiting for room in the outbox.
-    async fn submit_wait(self: &Arc<Self>, p: Pending<M>) -> Result<(), (Pending<M>, RemoteMailboxError)> {
+    async fn submit_wait(self: &Arc<Self>, p: Pending<M>) -> Result<(), Refused<M>> {
         let mut p = match self.submit(p) {
             Ok(()) => return Ok(()),
-            Err(Refused::Closed(back, e)) => return Err((back, e)),
             Err(Refused::Full(back)) => back,
+            Err(refused) => return Err(refused),
         };
         loop {
             let room = self.space.notified();
@@ -406,8 +436,8 @@ where
             room.as_mut().enable();
             match self.submit(p) {
                 Ok(()) => return Ok(()),
-                Err(Refused::Closed(back, e)) => return Err((back, e)),
                 Err(Refused::Full(back)) => p = back,
+                Err(refused) => return Err(refused),
             }
             room.await;
         }

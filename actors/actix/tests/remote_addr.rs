@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use tether::{Config, Node, NodeId, RemoteError, WatchEvent};
+use tether::{Config, Node, NodeId, RemoteError, TellError, WatchEvent};
 use tether_actix::{export, lookup, RemoteAddr, RemoteMailboxError, Terminated};
 use tokio::sync::{mpsc, Notify};
 
@@ -339,7 +339,7 @@ async fn death_watch_reports_a_stopped_actor() {
         }
         let err = counter.send(Op::Get).await.unwrap_err();
         assert_eq!(err, RemoteMailboxError::Closed);
-        assert!(matches!(counter.try_send(Op::Get), Err(SendError::Closed(_))));
+        assert!(matches!(counter.try_send(Op::Get), Err(TellError::Unreachable { .. })));
     })
     .await;
 }
@@ -387,11 +387,11 @@ async fn a_blocked_actor_keeps_the_sender_bounded() {
         for i in 0..1_000_000u64 {
             match counter.try_send(Op::Add(1)) {
                 Ok(()) => accepted += 1,
-                Err(SendError::Full(_)) => {
+                Err(TellError::Full(_)) => {
                     full = true;
                     break;
                 }
-                Err(SendError::Closed(_)) => panic!("actor gone"),
+                Err(e) => panic!("try_send {i}: {e}"),
             }
             if i % 64 == 0 {
                 // Let the connection and the peer run.
@@ -413,7 +413,7 @@ async fn a_blocked_actor_keeps_the_sender_bounded() {
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(5)).await;
             max_queued = max_queued.max(conn.stats().send_queued);
-            assert!(matches!(counter.try_send(Op::Add(1)), Err(SendError::Full(_))));
+            assert!(matches!(counter.try_send(Op::Add(1)), Err(TellError::Full(_))));
         }
         assert!(!waiting.is_finished(), "tell waits while the window is full");
         assert!(max_queued <= 512 * 1024, "send_queued reached {max_queued} bytes");
