@@ -12,7 +12,7 @@ use bytes::BytesMut;
 
 use super::error::ConnectionError;
 use super::shared::{Shared, State};
-use crate::mux::{MuxError, Transmit};
+use crate::mux::{Liveness, MuxError, Transmit};
 use crate::transport::Transport;
 
 /// Bytes read per call, and the most the driver hands the transport at once.
@@ -137,11 +137,11 @@ impl<T: Transport> Driver<T> {
             let mut st = lock(&self.shared, self.generation)?;
             let now = Instant::now();
             if fired || now >= st.mux.poll_timeout() {
-                if let Err(e) = st.mux.handle_timeout(now) {
-                    // Only this transport is dead if the session can resume.
-                    if self.shared.resumable() {
-                        st.mux.forget_timeout();
-                    }
+                if let Liveness::Silent(silent) = st.mux.handle_timeout(now)? {
+                    // Only this transport is dead if the session can resume:
+                    // the mux goes on (sends still queue) and waits for the
+                    // next one. Otherwise the silence ends the session.
+                    let e = if self.shared.resumable() { MuxError::Timeout(silent) } else { st.mux.time_out(silent) };
                     return Poll::Ready(Err(e.into()));
                 }
             }

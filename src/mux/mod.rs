@@ -15,12 +15,14 @@
 //!   from the transport (it applies every complete frame and leaves a
 //!   partial one in the buffer, to be completed by the next read), and
 //!   [`Mux::handle_timeout`] once the instant of [`Mux::poll_timeout`] has
-//!   come (earlier is harmless).
+//!   come (earlier is harmless). It reports a peer silent for the idle
+//!   timeout ([`Liveness::Silent`]) without ending the mux: the driver
+//!   decides whether the session ends (`time_out`) or waits to resume.
 //! - C. Commands, from the handles: `open_port`, `send`, `send_unbuffered`,
 //!   `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `reclaim`, `close_end`,
 //!   `discard_ports`, `close`; and from the session: `resume` when a new
-//!   transport takes over, `forget_timeout` when a timed-out session will
-//!   resume. They take no `now`.
+//!   transport takes over, `time_out` when a silent peer ends the session.
+//!   They take no `now`.
 //! - D. Outputs, named `poll_*`: [`Mux::poll_transmit`] (frames for the
 //!   transport), [`Mux::poll_timeout`] (when to call `handle_timeout`),
 //!   [`Mux::poll_event`] (which handles to wake).
@@ -97,6 +99,7 @@ use ports::{Port, PortMap, FIRST_ALLOCATED};
 pub(crate) use ports::{Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
 pub(crate) use recv::{join, Chunk, Pop, RECLAIM_MAX};
 pub(crate) use send::OutMessage;
+pub(crate) use timers::Liveness;
 use transmit::Ctl;
 pub(crate) use transmit::Transmit;
 

@@ -174,8 +174,8 @@ impl Pair {
             let Some(due) = due else { return };
             self.offset = self.offset.max(due - self.epoch);
             let now = self.now();
-            self.client.handle_timeout(now).expect("client alive");
-            self.server.handle_timeout(now).expect("server alive");
+            assert_eq!(self.client.handle_timeout(now), Ok(Liveness::Alive), "client alive");
+            assert_eq!(self.server.handle_timeout(now), Ok(Liveness::Alive), "server alive");
         }
         panic!("the pair never went quiet");
     }

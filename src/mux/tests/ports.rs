@@ -302,7 +302,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     assert!(p.transmit(S).is_empty(), "a lone Stop waits to ride along, or for ACK_DELAY");
     p.advance(crate::mux::ACK_DELAY);
     let now = p.now();
-    p.server.handle_timeout(now).unwrap();
+    assert_eq!(p.server.handle_timeout(now), Ok(Liveness::Alive));
     let stop = p.transmit(S);
     assert!(frames(stop.clone()).contains(&Frame::Stop { port: carrier }));
     p.deliver(C, stop);
@@ -318,7 +318,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     }
     p.advance(crate::mux::ACK_DELAY);
     let now = p.now();
-    p.client.handle_timeout(now).unwrap();
+    assert_eq!(p.client.handle_timeout(now), Ok(Liveness::Alive));
     let out = frames(p.transmit(C));
     assert_eq!(out.iter().filter(|f| f.is_reliable()).cloned().collect::<Vec<_>>(), vec![Frame::Fin { port: carrier }]);
     p.deliver(S, raw(&out));
