@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::codec::CodecError;
 use crate::conn::{Connection, ConnectionError, Shared, State};
-use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError};
+use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
 use crate::wire::{self, End, PortEntry, PortId};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
@@ -46,14 +46,13 @@ impl PortHandle {
         &self,
         st: &mut State,
         msg: OutMessage,
-        unbuffered: bool,
+        limit: SendLimit,
     ) -> Result<(), (SendFailure, Option<OutMessage>)> {
         if st.error.is_some() {
             st.mux.discard_unsent(msg);
             return Err((SendFailure::Closed, None));
         }
-        let res = if unbuffered { st.mux.send_unbuffered(self.port, msg) } else { st.mux.send(self.port, msg) };
-        match res {
+        match st.mux.send(self.port, msg, limit) {
             Ok(()) => {
                 st.wake_driver();
                 Ok(())
@@ -79,7 +78,7 @@ impl PortHandle {
     ) -> Poll<Result<(), SendFailure>> {
         let mut st = self.shared.lock();
         let msg = slot.take().expect("polled after completion");
-        match self.offer(&mut st, msg, false) {
+        match self.offer(&mut st, msg, SendLimit::Buffers) {
             Ok(()) => Poll::Ready(Ok(())),
             Err((SendFailure::Full, Some(msg))) => {
                 *slot = Some(msg);
@@ -91,10 +90,12 @@ impl PortHandle {
     }
 
     /// Queues an encoded message now: `Full` if the send buffer is (unless
-    /// `unbuffered`, for a one-shot's single message).
+    /// `unbuffered`, for a one-shot's single message: a channel that sends
+    /// once bounds its own queue, so the send buffers need not).
     pub(crate) fn send_now(&self, msg: OutMessage, unbuffered: bool) -> Result<(), SendFailure> {
+        let limit = if unbuffered { SendLimit::MessageOnly } else { SendLimit::Buffers };
         let mut st = self.shared.lock();
-        self.offer(&mut st, msg, unbuffered).map_err(|(failure, unsent)| {
+        self.offer(&mut st, msg, limit).map_err(|(failure, unsent)| {
             if let Some(msg) = unsent {
                 st.mux.discard_unsent(msg);
             }

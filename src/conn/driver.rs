@@ -235,7 +235,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use crate::conn::handshake;
-    use crate::mux::{OutMessage, ROOT_SERVER_TO_CLIENT};
+    use crate::mux::{OutMessage, SendLimit, ROOT_SERVER_TO_CLIENT};
     use crate::wire::{self, End, Frame, FrameDecoder, PortEntry};
     use crate::{Config, Connection};
 
@@ -271,8 +271,8 @@ mod tests {
             // transmit that sends that message.
             let port = st.mux.open_port(End::Receiver).expect("a port");
             let entry = PortEntry { port, end: End::Receiver };
-            st.mux.send(ROOT_SERVER_TO_CLIENT, msg(&[entry], b"here")).expect("root send");
-            st.mux.send(port, msg(&[], b"last")).expect("port send");
+            st.mux.send(ROOT_SERVER_TO_CLIENT, msg(&[entry], b"here"), SendLimit::Buffers).expect("root send");
+            st.mux.send(port, msg(&[], b"last"), SendLimit::Buffers).expect("port send");
             st.mux.close_end(port);
             st.wake_driver();
             port

@@ -57,7 +57,7 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
         p.send(C, port, &[], &[i as u8; 198]);
     }
     // 600 bytes queued (792 counted): above the connection's send limit.
-    match p.client.send(b, msg(&[], b"more")) {
+    match p.client.send(b, msg(&[], b"more"), SendLimit::Buffers) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
     }

@@ -181,7 +181,7 @@ impl Pair {
     }
 
     fn send(&mut self, side: Side, port: PortId, carried: &[PortEntry], payload: &[u8]) {
-        if let Err(e) = self.mux(side).send(port, msg(carried, payload)) {
+        if let Err(e) = self.mux(side).send(port, msg(carried, payload), SendLimit::Buffers) {
             panic!("send on {port} refused: {e:?}");
         }
     }

@@ -210,7 +210,7 @@ fn receiver_close_fails_later_sends_with_closed() {
     p.drive();
     assert!(p.client.is_send_closed(id));
     assert!(events(&mut p.client).contains(&Event::Writable(id)), "a waiting writer wakes up");
-    match p.client.send(id, msg(&[], b"too late")) {
+    match p.client.send(id, msg(&[], b"too late"), SendLimit::Buffers) {
         Err(SendError::Closed(m)) => assert_eq!(&m.bytes[2..], b"too late"),
         other => panic!("expected Closed, got {other:?}"),
     }

@@ -17,7 +17,10 @@ fn silent_peer_times_out() {
     assert_eq!(p.client.time_out(setup.idle_timeout), MuxError::Timeout(setup.idle_timeout));
     assert_eq!(p.client.error(), Some(&MuxError::Timeout(setup.idle_timeout)));
     assert!(p.transmit(C).is_empty(), "a dead mux sends nothing");
-    assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Closed(_))));
+    assert!(matches!(
+        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x"), SendLimit::Buffers),
+        Err(SendError::Closed(_))
+    ));
     assert_eq!(p.client.handle_timeout(p.now()), Err(MuxError::Timeout(setup.idle_timeout)));
 }
 
