@@ -54,6 +54,10 @@ impl PortHandle {
         }
         match st.mux.send(self.port, msg, limit) {
             Ok(()) => {
+                // Every accepted send wakes the driver, whatever `poll_wake`
+                // says: the transmit it runs also takes the terminal frames
+                // and acknowledgements waiting to ride along.
+                let _ = st.mux.poll_wake();
                 st.wake_driver();
                 Ok(())
             }
@@ -135,6 +139,8 @@ impl PortHandle {
             return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
         }
         let mut st = self.shared.lock();
+        // Whether a whole small message is returned (see `yield_next`).
+        let mut single = false;
         let end = loop {
             match st.mux.pop_chunk(self.port) {
                 Pop::Chunk(c) if c.first && c.last => {
@@ -149,10 +155,8 @@ impl PortHandle {
                             None => break,
                         }
                     }
-                    if st.mux.has_pending_control() && st.wake_driver() {
-                        state.yield_next = true;
-                    }
-                    return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
+                    single = true;
+                    break Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
                 }
                 // The mux reassembles a message of several chunks; popping
                 // its chunks only returns their credit, and the last one
@@ -178,8 +182,9 @@ impl PortHandle {
                 Pop::Finished => break Poll::Ready(None),
             }
         };
-        if st.mux.has_pending_control() {
-            st.wake_driver();
+        // A read may return credit: the driver must send it.
+        if st.mux.poll_wake() && st.wake_driver() {
+            state.yield_next = single;
         }
         end
     }

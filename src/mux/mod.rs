@@ -9,7 +9,7 @@
 //! of four kinds:
 //!
 //! - A. Getters, taking `&self`: `side`, `stats`, `error`, `is_closed`,
-//!   `is_send_closed`, `send_ready`, `has_pending_control`, `received_seq`,
+//!   `is_send_closed`, `send_ready`, `received_seq`,
 //!   `max_unacked`. Call them whenever.
 //! - B. Inputs, named `handle_*`: [`Mux::handle_input`] with the bytes read
 //!   from the transport (it applies every complete frame and leaves a
@@ -25,7 +25,8 @@
 //!   They take no `now`.
 //! - D. Outputs, named `poll_*`: [`Mux::poll_transmit`] (frames for the
 //!   transport), [`Mux::poll_timeout`] (when to call `handle_timeout`),
-//!   [`Mux::poll_event`] (which handles to wake).
+//!   [`Mux::poll_event`] (which handles to wake), and for the handles
+//!   [`Mux::poll_wake`] (whether to wake the driver).
 //!
 //! After any B or C call, as soon as feasible, call the outputs in this
 //! order, and act on each:
@@ -42,9 +43,11 @@
 //!    so do transmits (send buffer space freed) and discarding a message
 //!    (the ports it carried end).
 //!
-//! A command that produces output does not say so: after `send`,
-//! `close_end` or `close` the driver must run; after `pop_chunk` it must run
-//! when `has_pending_control` says a credit grant is waiting.
+//! A command that produces output does not say so itself; after commands,
+//! a handle calls [`Mux::poll_wake`] and wakes the driver if it says so: a
+//! send made its port ready, a read queued a credit grant, closing a port
+//! queued a terminal frame with a new deadline, `close` asked for a
+//! `GoAway`.
 //!
 //! **Time.** `now` is the driver's clock: `Instant::now()` in the driver, a
 //! virtual clock in the tests. It must never go backwards from one input (or
@@ -185,6 +188,9 @@ pub(crate) struct Mux {
     ready: VecDeque<PortId>,
     /// Control frames to go ahead of data.
     control: VecDeque<Ctl>,
+    /// Output (or an earlier deadline) was queued since the last
+    /// `poll_transmit` or `poll_wake`: see [`Mux::poll_wake`].
+    wants_transmit: bool,
     /// Message bytes queued on all ports (see [`MuxStats::send_queued`]).
     send_queued: usize,
     /// Ports refused for a full connection send queue, to wake when it
@@ -257,6 +263,7 @@ impl Mux {
             peer_count: 0,
             ready: VecDeque::new(),
             control: VecDeque::new(),
+            wants_transmit: false,
             conn_credit: cfg.peer.conn_window as u64,
             send_queued: 0,
             conn_blocked: Vec::new(),
@@ -316,6 +323,7 @@ impl Mux {
     pub(crate) fn close(&mut self, code: u32, reason: &str) {
         if self.closing.is_none() && self.error.is_none() {
             self.closing = Some((code, reason.to_owned()));
+            self.wants_transmit = true;
         }
     }
 

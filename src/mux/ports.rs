@@ -452,6 +452,7 @@ impl Mux {
         if let EndState::Receiver(r) = &p.end {
             if r.credit_queued {
                 self.control.push_back(super::transmit::Ctl::Credit(id));
+                self.wants_transmit = true;
             }
         }
         self.make_ready(id);

@@ -145,6 +145,7 @@ impl Mux {
         if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
             s.in_ready = true;
             self.ready.push_back(id);
+            self.wants_transmit = true;
         }
         for carried in &msg.ports {
             if let Some(c) = self.ports.get_mut(carried) {

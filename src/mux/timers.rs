@@ -105,6 +105,8 @@ impl Mux {
     pub(super) fn queue_lazy(&mut self, ctl: Ctl) {
         self.lazy.push(ctl);
         self.ack_due.get_or_insert(self.last_now + ACK_DELAY);
+        // Queued by a command, the deadline is news to the driver.
+        self.wants_transmit = true;
     }
 
     /// Received reliable frames wait at most [`ACK_DELAY`] for their
