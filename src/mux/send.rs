@@ -147,13 +147,6 @@ impl Mux {
             self.ready.push_back(id);
             self.wants_transmit = true;
         }
-        for carried in &msg.ports {
-            if let Some(c) = self.ports.get_mut(carried) {
-                if c.known == Known::Unannounced {
-                    c.known = Known::Carried;
-                }
-            }
-        }
         let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
         s.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
         self.send_queued += len;
