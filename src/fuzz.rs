@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::mux::{Mux, MuxConfig, OutMessage, Pop, Side, Transmit, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
+use crate::mux::{
+    Mux, MuxConfig, OutMessage, Pop, SendLimit, Side, Transmit, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT,
+};
 use crate::wire::{self, End, Frame, FrameDecoder, Hello, HelloLimits, PortEntry, FLAG_FIRST, FLAG_LAST};
 
 /// Largest `Data` payload the fuzz decoders and the fuzz mux accept.
@@ -359,7 +361,7 @@ fn fuzz_mux(now: Instant) -> Mux {
         bytes.resize(wire::table_len(entries.len()) + len, 0x5a);
         let ports = entries.iter().map(|e| e.port).collect();
         // Cannot fail on a fresh mux: the port is open and the buffers empty.
-        let _ = mux.send(port, OutMessage { bytes: bytes.freeze(), ports });
+        let _ = mux.send(port, OutMessage { bytes: bytes.freeze(), ports }, SendLimit::Buffers);
     };
     let (Ok(recv), Ok(send)) = (mux.open_port(End::Sender), mux.open_port(End::Receiver)) else {
         return mux;

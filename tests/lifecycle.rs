@@ -215,9 +215,10 @@ async fn bookkeeping_stays_bounded_as_peers_come_and_go() {
         common::eventually("the last guest is gone", T, || hub.peers().len() == 1).await;
         let stats = hub.stats();
         assert_eq!(stats.peers, 1, "{stats:?}");
-        // One live peer (its entry, its name) and at most 1,024 departed ones
-        // remembered, with their names; asks are not kept for idle nodes.
-        assert!(stats.peer_entries <= 2 + 2 * 1024, "{stats:?}");
+        // One live peer (its entry, its name), the last guest's entry if its
+        // serving task has not taken it out yet, and at most 1,024 departed
+        // ones remembered, with their names; asks are not kept for idle nodes.
+        assert!(stats.peer_entries <= 3 + 2 * 1024, "{stats:?}");
         assert_eq!(stats.exports, 1, "{stats:?}");
     })
     .await;

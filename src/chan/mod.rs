@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
-use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError};
+use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
 use crate::wire::{self, End, PortEntry, PortId};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
@@ -46,15 +46,18 @@ impl PortHandle {
         &self,
         st: &mut State,
         msg: OutMessage,
-        unbuffered: bool,
+        limit: SendLimit,
     ) -> Result<(), (SendFailure, Option<OutMessage>)> {
         if st.error.is_some() {
             st.mux.discard_unsent(msg);
             return Err((SendFailure::Closed, None));
         }
-        let res = if unbuffered { st.mux.send_unbuffered(self.port, msg) } else { st.mux.send(self.port, msg) };
-        match res {
+        match st.mux.send(self.port, msg, limit) {
             Ok(()) => {
+                // Every accepted send wakes the driver, whatever `poll_wake`
+                // says: the transmit it runs also takes the terminal frames
+                // and acknowledgements waiting to ride along.
+                let _ = st.mux.poll_wake();
                 st.wake_driver();
                 Ok(())
             }
@@ -79,7 +82,7 @@ impl PortHandle {
     ) -> Poll<Result<(), SendFailure>> {
         let mut st = self.shared.lock();
         let msg = slot.take().expect("polled after completion");
-        match self.offer(&mut st, msg, false) {
+        match self.offer(&mut st, msg, SendLimit::Buffers) {
             Ok(()) => Poll::Ready(Ok(())),
             Err((SendFailure::Full, Some(msg))) => {
                 *slot = Some(msg);
@@ -91,10 +94,12 @@ impl PortHandle {
     }
 
     /// Queues an encoded message now: `Full` if the send buffer is (unless
-    /// `unbuffered`, for a one-shot's single message).
+    /// `unbuffered`, for a one-shot's single message: a channel that sends
+    /// once bounds its own queue, so the send buffers need not).
     pub(crate) fn send_now(&self, msg: OutMessage, unbuffered: bool) -> Result<(), SendFailure> {
+        let limit = if unbuffered { SendLimit::MessageOnly } else { SendLimit::Buffers };
         let mut st = self.shared.lock();
-        self.offer(&mut st, msg, unbuffered).map_err(|(failure, unsent)| {
+        self.offer(&mut st, msg, limit).map_err(|(failure, unsent)| {
             if let Some(msg) = unsent {
                 st.mux.discard_unsent(msg);
             }
@@ -134,6 +139,8 @@ impl PortHandle {
             return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
         }
         let mut st = self.shared.lock();
+        // Whether a whole small message is returned (see `yield_next`).
+        let mut single = false;
         let end = loop {
             match st.mux.pop_chunk(self.port) {
                 Pop::Chunk(c) if c.first && c.last => {
@@ -148,10 +155,8 @@ impl PortHandle {
                             None => break,
                         }
                     }
-                    if st.mux.has_pending_control() && st.wake_driver() {
-                        state.yield_next = true;
-                    }
-                    return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
+                    single = true;
+                    break Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
                 }
                 // The mux reassembles a message of several chunks; popping
                 // its chunks only returns their credit, and the last one
@@ -177,8 +182,9 @@ impl PortHandle {
                 Pop::Finished => break Poll::Ready(None),
             }
         };
-        if st.mux.has_pending_control() {
-            st.wake_driver();
+        // A read may return credit: the driver must send it.
+        if st.mux.poll_wake() && st.wake_driver() {
+            state.yield_next = single;
         }
         end
     }
@@ -456,10 +462,10 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
             return Err(ser_error(NO_CONTEXT));
         };
         SHARED.with(|shared| {
-            let port = shared.lock().mux.open_port(travelling).map_err(ser_error)?;
             if ctx.entries.len() >= u16::MAX as usize {
                 return Err(ser_error("too many channel ends in one message"));
             }
+            let port = shared.lock().mux.open_port(travelling).map_err(ser_error)?;
             ctx.entries.push(PortEntry { port, end: travelling });
             ctx.local.push(port);
             Ok(((ctx.entries.len() - 1) as u32, PortHandle::new(shared.clone(), port)))
@@ -543,13 +549,21 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
         n if n <= SCRATCH_KEEP => SCRATCH.with(|s| *s.borrow_mut() = buf),
         _ => give_back(buf),
     }
-    // On failure, dropping `ctx` drops the handles held by deferred work,
-    // which closes the ports allocated so far.
-    let bytes = bytes?;
+    // On failure the ports allocated so far will never be announced: give
+    // them back (the mux keeps a port opened for a message until then), and
+    // dropping `ctx` drops the handles held by deferred work.
+    let bytes = bytes.inspect_err(|_| discard_opened(shared, ctx.local.clone()))?;
     for f in ctx.deferred {
         f();
     }
     Ok(OutMessage { bytes, ports: ctx.local })
+}
+
+/// Gives back the ports opened for a message that will not be sent.
+fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
+    if !ports.is_empty() {
+        shared.lock().mux.discard_unsent(OutMessage { bytes: Bytes::new(), ports });
+    }
 }
 
 /// Decodes a received message for the connection `shared`; table entries
@@ -662,7 +676,14 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     // Claim every original first, so that an error below closes them all.
     let originals: Vec<_> = raw.ports.iter().map(|e| (e.end, PortHandle::new(from.clone(), e.port))).collect();
     for (end, original) in originals {
-        let twin = to.lock().mux.open_port(end)?;
+        let twin = match to.lock().mux.open_port(end) {
+            Ok(twin) => twin,
+            Err(e) => {
+                // The twins opened so far will not be announced.
+                discard_opened(to, entries.iter().map(|e: &PortEntry| e.port).collect());
+                return Err(e);
+            }
+        };
         entries.push(PortEntry { port: twin, end });
         let twin = PortHandle::new(to.clone(), twin);
         // We hold `end` of the original and the opposite end of the twin.
@@ -752,5 +773,53 @@ mod tests {
         let taken = take_pooled(1 << 20).expect("a 1 MiB buffer was kept");
         assert!(taken.capacity() >= 1 << 20);
         assert!(take_pooled(POOL_MAX + 1).is_none(), "no buffer above POOL_MAX is kept");
+    }
+
+    async fn pair() -> (Connection, Connection) {
+        let (a, b) = crate::transport::memory(64 * 1024);
+        let cfg = crate::Config::default();
+        tokio::try_join!(Connection::connect(a, cfg.clone()), Connection::accept(b, cfg)).unwrap()
+    }
+
+    /// A sender whose receiver is already gone, sent to the peer: its port's
+    /// handle goes while the message is encoded, before it is queued. The
+    /// message still announces the port, so the port must live until then;
+    /// freed at once, the peer's `Fin` for it ended the connection with
+    /// `UnknownPort`.
+    #[tokio::test]
+    async fn a_sender_whose_receiver_is_gone_can_be_sent() {
+        let (c, s) = pair().await;
+        let (ctx, _crx) = c.root::<mpsc::Sender<u32>, ()>().unwrap();
+        let (_stx, mut srx) = s.root::<(), mpsc::Sender<u32>>().unwrap();
+        let (tx, rx) = mpsc::channel::<u32>(1);
+        drop(rx);
+        ctx.send(tx).await.unwrap();
+        let got = srx.recv().await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), got.closed()).await.expect("the receiver is gone");
+        drop(got);
+        let start = std::time::Instant::now();
+        while c.stats().open_ports != 2 || s.stats().open_ports != 2 {
+            assert!(c.error().is_none() && s.error().is_none(), "{:?} {:?}", c.error(), s.error());
+            assert!(start.elapsed() < std::time::Duration::from_secs(5), "the port is never released");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(c.error().is_none() && s.error().is_none(), "{:?} {:?}", c.error(), s.error());
+    }
+
+    /// A message that fails to encode after a channel end was attached gives
+    /// its port back.
+    #[tokio::test]
+    async fn a_message_that_does_not_encode_gives_its_ports_back() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let (c, _s) = pair().await;
+        let (tx, _rx) = mpsc::channel::<u32>(1);
+        let res = encode(c.shared(), &(tx, Fails));
+        assert!(res.is_err());
+        assert_eq!(c.stats().open_ports, 2);
     }
 }

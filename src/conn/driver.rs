@@ -12,7 +12,7 @@ use bytes::BytesMut;
 
 use super::error::ConnectionError;
 use super::shared::{Shared, State};
-use crate::mux::{MuxError, Transmit};
+use crate::mux::{Liveness, MuxError, Transmit};
 use crate::transport::Transport;
 
 /// Bytes read per call, and the most the driver hands the transport at once.
@@ -149,19 +149,12 @@ impl<T: Transport> Driver<T> {
             let mut st = lock(&self.shared, self.generation)?;
             let now = Instant::now();
             if fired || now >= st.mux.poll_timeout() {
-                if let Err(e) = st.mux.handle_timeout(now) {
-                    // Only this transport is dead if the session can resume.
-                    if self.shared.resumable() {
-                        st.mux.forget_timeout();
-                    }
+                if let Liveness::Silent(silent) = st.mux.handle_timeout(now)? {
+                    // Only this transport is dead if the session can resume:
+                    // the mux goes on (sends still queue) and waits for the
+                    // next one. Otherwise the silence ends the session.
+                    let e = if self.shared.resumable() { MuxError::Timeout(silent) } else { st.mux.time_out(silent) };
                     return Poll::Ready(Err(e.into()));
-                }
-            }
-            let deadline = st.mux.poll_timeout();
-            if fired || deadline < self.timer.deadline().into_std() {
-                self.timer.as_mut().reset(deadline.into());
-                if self.timer.as_mut().poll(cx).is_ready() {
-                    cx.waker().wake_by_ref();
                 }
             }
         }
@@ -174,6 +167,17 @@ impl<T: Transport> Driver<T> {
         }
         let (closed, error) = {
             let st = lock(&self.shared, self.generation)?;
+            // The deadline is read after the transmit (the mux's call
+            // order): a transmit that sends the last chunk of a closed port
+            // queues its `Fin`, which must leave within `ACK_DELAY`, not at
+            // the next ping.
+            let deadline = st.mux.poll_timeout();
+            if fired || deadline < self.timer.deadline().into_std() {
+                self.timer.as_mut().reset(deadline.into());
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+            }
             (st.mux.is_closed(), st.mux.error().cloned())
         };
         if let Some(e) = error {
@@ -232,5 +236,79 @@ impl<T> Drop for Driver<T> {
         if !self.finished {
             self.shared.fail_if_current(self.generation, ConnectionError::DriverGone);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::AsyncReadExt;
+
+    use crate::conn::handshake;
+    use crate::mux::{OutMessage, SendLimit, ROOT_SERVER_TO_CLIENT};
+    use crate::wire::{self, End, Frame, FrameDecoder, PortEntry};
+    use crate::{Config, Connection};
+
+    fn msg(carried: &[PortEntry], payload: &[u8]) -> OutMessage {
+        let mut bytes = BytesMut::new();
+        wire::encode_table(carried, &mut bytes);
+        bytes.extend_from_slice(payload);
+        OutMessage { bytes: bytes.freeze(), ports: carried.iter().map(|e| e.port).collect() }
+    }
+
+    /// A transmit that sends the last chunk of a closed port queues its
+    /// `Fin`, which waits at most `ACK_DELAY` for other output. The driver
+    /// must arm its timer for it after the transmit: here the peer sends
+    /// nothing at all (not even an `Ack`, which would wake the driver) and
+    /// the next ping is a minute away, so only that timer sends the `Fin`.
+    #[tokio::test]
+    async fn a_fin_queued_by_a_transmit_does_not_wait_for_the_next_ping() {
+        let cfg = Config {
+            ping_interval: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            ..Config::default()
+        };
+        let (mut raw, io) = crate::transport::memory(64 * 1024);
+        let accept = tokio::spawn(Connection::accept(io, cfg.clone()));
+        let peer = handshake::client(&mut raw, &cfg, uuid::Uuid::new_v4(), uuid::Uuid::nil(), 0, false)
+            .await
+            .expect("handshake");
+        let conn = accept.await.unwrap().expect("accepted");
+        let port = {
+            let mut st = conn.shared().lock();
+            // A port announced on the root, with a message queued on it, whose
+            // handle is gone before anything left: its `Fin` is queued by the
+            // transmit that sends that message.
+            let port = st.mux.open_port(End::Receiver).expect("a port");
+            let entry = PortEntry { port, end: End::Receiver };
+            st.mux.send(ROOT_SERVER_TO_CLIENT, msg(&[entry], b"here"), SendLimit::Buffers).expect("root send");
+            st.mux.send(port, msg(&[], b"last"), SendLimit::Buffers).expect("port send");
+            st.mux.close_end(port);
+            st.wake_driver();
+            port
+        };
+        let dec = FrameDecoder::new(u32::MAX);
+        let mut buf = peer.rest;
+        let read_until_fin = async {
+            let mut data = Vec::new();
+            loop {
+                while let Some(frame) = dec.decode(&mut buf).expect("the driver's frames decode") {
+                    match frame {
+                        Frame::Fin { port: p } if p == port => return data,
+                        Frame::Data { port: p, payload, .. } if p == port => data.push(payload),
+                        _ => {}
+                    }
+                }
+                assert_ne!(raw.read_buf(&mut buf).await.expect("read"), 0, "the connection ended");
+            }
+        };
+        let data = tokio::time::timeout(Duration::from_secs(2), read_until_fin)
+            .await
+            .expect("the Fin left within ACK_DELAY, not at the next ping (60 s)");
+        // An empty port table (two bytes), then the payload.
+        assert_eq!(data, vec![Bytes::from_static(b"\0\0last")]);
+        drop(conn);
     }
 }

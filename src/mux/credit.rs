@@ -72,6 +72,7 @@ impl Mux {
         if !self.conn_credit_queued && self.conn_unreported >= grant_threshold(self.cfg.local.conn_window) {
             self.conn_credit_queued = true;
             self.control.push_back(Ctl::ConnCredit);
+            self.wants_transmit = true;
         }
     }
 

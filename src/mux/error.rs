@@ -10,8 +10,9 @@
 //!   copy of it, `poll_transmit` produces nothing and sends fail with
 //!   `Closed`. Code below the public methods returns `Result` and never
 //!   records anything itself; the public method records what came back.
-//!   (`forget_timeout`, for a session that resumes on another transport, is
-//!   the one exception: it clears a [`MuxError::Timeout`].)
+//!   A silent peer is not an error of the mux: `handle_timeout` reports it,
+//!   and the driver records [`MuxError::Timeout`] with `time_out` only if
+//!   the session ends with it.
 
 use std::time::Duration;
 
@@ -76,7 +77,8 @@ pub enum MuxError {
         /// Frames sent on this session.
         sent: u64,
     },
-    /// Nothing was heard from the peer within the idle timeout.
+    /// Nothing was heard from the peer within the idle timeout, and the
+    /// session cannot wait for another transport.
     #[error("peer silent for {0:?}")]
     Timeout(Duration),
     /// The peer closed the connection.

@@ -9,21 +9,24 @@
 //! of four kinds:
 //!
 //! - A. Getters, taking `&self`: `side`, `stats`, `error`, `is_closed`,
-//!   `is_send_closed`, `send_ready`, `has_pending_control`, `received_seq`,
+//!   `is_send_closed`, `send_ready`, `received_seq`,
 //!   `max_unacked`. Call them whenever.
 //! - B. Inputs, named `handle_*`: [`Mux::handle_input`] with the bytes read
 //!   from the transport (it applies every complete frame and leaves a
 //!   partial one in the buffer, to be completed by the next read), and
 //!   [`Mux::handle_timeout`] once the instant of [`Mux::poll_timeout`] has
-//!   come (earlier is harmless).
-//! - C. Commands, from the handles: `open_port`, `send`, `send_unbuffered`,
-//!   `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `reclaim`, `close_end`,
+//!   come (earlier is harmless). It reports a peer silent for the idle
+//!   timeout ([`Liveness::Silent`]) without ending the mux: the driver
+//!   decides whether the session ends (`time_out`) or waits to resume.
+//! - C. Commands, from the handles: `open_port`, `send` (with the
+//!   [`SendLimit`] the caller picks), `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `reclaim`, `close_end`,
 //!   `discard_ports`, `close`; and from the session: `resume` when a new
-//!   transport takes over, `forget_timeout` when a timed-out session will
-//!   resume. They take no `now`.
+//!   transport takes over, `time_out` when a silent peer ends the session.
+//!   They take no `now`.
 //! - D. Outputs, named `poll_*`: [`Mux::poll_transmit`] (frames for the
 //!   transport), [`Mux::poll_timeout`] (when to call `handle_timeout`),
-//!   [`Mux::poll_event`] (which handles to wake).
+//!   [`Mux::poll_event`] (which handles to wake), and for the handles
+//!   [`Mux::poll_wake`] (whether to wake the driver).
 //!
 //! After any B or C call, as soon as feasible, call the outputs in this
 //! order, and act on each:
@@ -40,9 +43,11 @@
 //!    so do transmits (send buffer space freed) and discarding a message
 //!    (the ports it carried end).
 //!
-//! A command that produces output does not say so: after `send`,
-//! `close_end` or `close` the driver must run; after `pop_chunk` it must run
-//! when `has_pending_control` says a credit grant is waiting.
+//! A command that produces output does not say so itself; after commands,
+//! a handle calls [`Mux::poll_wake`] and wakes the driver if it says so: a
+//! send made its port ready, a read queued a credit grant, closing a port
+//! queued a terminal frame with a new deadline, `close` asked for a
+//! `GoAway`.
 //!
 //! **Time.** `now` is the driver's clock: `Instant::now()` in the driver, a
 //! virtual clock in the tests. It must never go backwards from one input (or
@@ -96,7 +101,8 @@ pub(crate) use error::SendError;
 use ports::{Port, PortMap, FIRST_ALLOCATED};
 pub(crate) use ports::{Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
 pub(crate) use recv::{join, Chunk, Pop, RECLAIM_MAX};
-pub(crate) use send::OutMessage;
+pub(crate) use send::{OutMessage, SendLimit};
+pub(crate) use timers::Liveness;
 use transmit::Ctl;
 pub(crate) use transmit::Transmit;
 
@@ -182,6 +188,9 @@ pub(crate) struct Mux {
     ready: VecDeque<PortId>,
     /// Control frames to go ahead of data.
     control: VecDeque<Ctl>,
+    /// Output (or an earlier deadline) was queued since the last
+    /// `poll_transmit` or `poll_wake`: see [`Mux::poll_wake`].
+    wants_transmit: bool,
     /// Message bytes queued on all ports (see [`MuxStats::send_queued`]).
     send_queued: usize,
     /// Ports refused for a full connection send queue, to wake when it
@@ -254,6 +263,7 @@ impl Mux {
             peer_count: 0,
             ready: VecDeque::new(),
             control: VecDeque::new(),
+            wants_transmit: false,
             conn_credit: cfg.peer.conn_window as u64,
             send_queued: 0,
             conn_blocked: Vec::new(),
@@ -313,6 +323,7 @@ impl Mux {
     pub(crate) fn close(&mut self, code: u32, reason: &str) {
         if self.closing.is_none() && self.error.is_none() {
             self.closing = Some((code, reason.to_owned()));
+            self.wants_transmit = true;
         }
     }
 

@@ -25,6 +25,12 @@
 //!   leave, and any frame for it from the peer is refused as
 //!   [`MuxError::UnknownPort`]. If that message is discarded unsent, the
 //!   port is dropped without a frame.
+//! - A port is opened for the message that will carry it, and its id stays
+//!   taken until that message is queued and announces it, or is given back
+//!   with `discard_unsent`, even if the port's handle goes first (which it
+//!   may while the message is still being encoded or waits after `Full`).
+//!   Freeing it earlier would let the message announce an id this side no
+//!   longer knows, or one reused for another port.
 //! - A port travels in one message at most: its end moves into the message
 //!   that announces it.
 
@@ -86,10 +92,10 @@ pub(super) type PortMap = HashMap<PortId, Port, BuildHasherDefault<PortHasher>>;
 /// Whether the peer knows of a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Known {
-    /// Allocated here, and in no queued message yet.
-    Unannounced,
-    /// Allocated here; a queued message announces it. Until that message's
-    /// first chunk leaves, the port must outlive its handle.
+    /// Allocated here for a message that will announce it: one being
+    /// encoded, waiting to be queued, or queued. Until that message's first
+    /// chunk leaves (or it is discarded unsent), the port must outlive its
+    /// handle.
     Carried,
     /// The peer knows of it: it allocated the port, it is a root port, or
     /// the first chunk of the message announcing it has left.
@@ -161,7 +167,7 @@ impl Port {
     /// peer grants us when we send, what we grant the peer when we receive.
     pub(super) fn new(ours: End, announced: bool, window: u32) -> Port {
         Port {
-            known: if announced { Known::Announced } else { Known::Unannounced },
+            known: if announced { Known::Announced } else { Known::Carried },
             local: LocalState::Held,
             peer: PeerState::Open,
             event_pending: false,
@@ -222,6 +228,10 @@ impl Mux {
     /// Allocates a port whose `travelling` end will be sent to the peer in a
     /// message; this side holds the other end. Fails when the peer's port
     /// limit is reached.
+    ///
+    /// The port is [`Known::Carried`] from now on: the message must end up
+    /// in [`Mux::send`] or [`Mux::discard_unsent`] (also when encoding it
+    /// fails), or the port is never freed.
     pub(crate) fn open_port(&mut self, travelling: End) -> Result<PortId, MuxError> {
         if self.local_count >= self.cfg.peer.max_ports {
             return Err(MuxError::TooManyPorts(self.cfg.peer.max_ports));
@@ -304,13 +314,13 @@ impl Mux {
         match p.known {
             Known::Announced => {}
             Known::Carried => {
-                // A queued message will still announce the port: its terminal
-                // frame waits for announce() (or the port dies with the
-                // message in abort_carried).
+                // A message will still announce the port: its terminal frame
+                // waits for announce() (or the port dies with the message in
+                // abort_carried).
                 p.local = LocalState::Deferred;
                 return;
             }
-            Known::Unannounced | Known::Aborted => {
+            Known::Aborted => {
                 // Never announced, and now never will be: nothing to tell the
                 // peer.
                 p.local = LocalState::Closed;
@@ -452,6 +462,7 @@ impl Mux {
         if let EndState::Receiver(r) = &p.end {
             if r.credit_queued {
                 self.control.push_back(super::transmit::Ctl::Credit(id));
+                self.wants_transmit = true;
             }
         }
         self.make_ready(id);

@@ -286,6 +286,7 @@ impl Mux {
                 if !r.credit_queued && !peer_gone && r.unreported >= grant_threshold(self.cfg.local.port_window) {
                     r.credit_queued = true;
                     self.control.push_back(Ctl::Credit(id));
+                    self.wants_transmit = true;
                 }
                 self.consumed_conn(len);
                 Pop::Chunk(chunk.chunk)

@@ -32,6 +32,21 @@ use crate::wire::{self, Frame, PortId, FLAG_FIRST, FLAG_LAST};
 /// messages would hold many times the configured buffers in memory.
 pub(crate) const MSG_OVERHEAD: usize = 64;
 
+/// Which limits a send must fit besides the message size limits, which are
+/// always checked. The caller picks: the mux knows nothing of the channels
+/// above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendLimit {
+    /// The port's and the connection's send buffers
+    /// ([`MuxConfig::send_buffer`](super::MuxConfig::send_buffer),
+    /// [`MuxConfig::conn_send_buffer`](super::MuxConfig::conn_send_buffer)):
+    /// a send that finds them full is refused with [`SendError::Full`].
+    Buffers,
+    /// None: for a caller that bounds what it queues on the port itself (a
+    /// channel that carries a single message in its life).
+    MessageOnly,
+}
+
 /// A message ready to be sent: its bytes begin with its port table.
 #[derive(Debug)]
 pub(crate) struct OutMessage {
@@ -82,18 +97,9 @@ impl Port {
 }
 
 impl Mux {
-    /// Queues a message on a port whose sender end we hold.
-    pub(crate) fn send(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
-        self.send_inner(port, msg, false)
-    }
-
-    /// Like [`Mux::send`], but ignores the send buffer limits. For one-shot
-    /// replies, whose single message is bounded by the message size limit.
-    pub(crate) fn send_unbuffered(&mut self, port: PortId, msg: OutMessage) -> Result<(), SendError> {
-        self.send_inner(port, msg, true)
-    }
-
-    fn send_inner(&mut self, id: PortId, msg: OutMessage, force: bool) -> Result<(), SendError> {
+    /// Queues a message on a port whose sender end we hold, if it fits the
+    /// message size limits and `send_limit`.
+    pub(crate) fn send(&mut self, id: PortId, msg: OutMessage, send_limit: SendLimit) -> Result<(), SendError> {
         if self.error.is_some() || self.closing.is_some() {
             return Err(SendError::Closed(msg));
         }
@@ -126,7 +132,7 @@ impl Mux {
         // holds it anyway), so a large message queued on one port never
         // blocks the first message of another.
         let conn_full = conn_full && s.queued > 0;
-        if !force && (s.queued >= limit || conn_full) {
+        if send_limit == SendLimit::Buffers && (s.queued >= limit || conn_full) {
             s.write_blocked = true;
             // Each port at most once: repeated refusals must not grow this.
             if conn_full && !self.conn_blocked.contains(&id) {
@@ -139,13 +145,7 @@ impl Mux {
         if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
             s.in_ready = true;
             self.ready.push_back(id);
-        }
-        for carried in &msg.ports {
-            if let Some(c) = self.ports.get_mut(carried) {
-                if c.known == Known::Unannounced {
-                    c.known = Known::Carried;
-                }
-            }
+            self.wants_transmit = true;
         }
         let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
         s.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });

@@ -9,8 +9,10 @@
 //! - Any frame from the peer shows it is alive. A side sends a `Ping` every
 //!   `ping_interval` and answers each `Ping` with a `Pong` of the same
 //!   nonce, so a live peer is never silent for longer than its ping
-//!   interval plus a round trip; silence for `idle_timeout` is fatal
-//!   ([`MuxError::Timeout`]).
+//!   interval plus a round trip. Silence for `idle_timeout` is reported
+//!   ([`Liveness::Silent`]), not recorded: whether it ends the session or
+//!   only the transport (a session that resumes on another) is the
+//!   driver's decision, and [`Mux::time_out`] is how it ends the session.
 //! - At most 16 pongs are owed at a time: a peer flooding pings gets no
 //!   more answers, not more memory.
 //! - Acknowledgements and terminal frames (`Fin`, `Stop`) only free
@@ -32,15 +34,27 @@ pub(super) const LAZY_EVERY: usize = 64;
 /// Pongs owed at most; pings beyond are not answered.
 const MAX_PONGS: usize = 16;
 
+/// What [`Mux::handle_timeout`] found out about the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a silent peer is for the driver to act on"]
+pub(crate) enum Liveness {
+    /// The peer was heard within the idle timeout.
+    Alive,
+    /// Nothing was heard from the peer for this long, the idle timeout or
+    /// more. Nothing is recorded and the mux goes on: the driver ends the
+    /// session ([`Mux::time_out`]) or abandons only this transport.
+    Silent(Duration),
+}
+
 impl Mux {
-    /// Applies the passage of time: schedules pings and detects a silent
-    /// peer.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), MuxError> {
+    /// Applies the passage of time: schedules pings and reports a silent
+    /// peer. `Err` only once the mux has ended (the recorded error).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<Liveness, MuxError> {
         self.check_alive()?;
         self.last_now = self.last_now.max(now);
         let silent = now.saturating_duration_since(self.last_heard);
         if silent >= self.cfg.idle_timeout {
-            return Err(self.fail(MuxError::Timeout(silent)));
+            return Ok(Liveness::Silent(silent));
         }
         if now >= self.next_ping {
             self.ping_due = true;
@@ -49,16 +63,16 @@ impl Mux {
         if self.ack_due.is_some_and(|due| now >= due) {
             self.ack_now = true;
         }
-        Ok(())
+        Ok(Liveness::Alive)
     }
 
-    /// Forgets an idle timeout: the silent transport is abandoned and the
-    /// session waits to resume on another, so sends must still queue and
-    /// the resumed transport must not fail at once with the old timeout.
-    pub(crate) fn forget_timeout(&mut self) {
-        if matches!(self.error, Some(MuxError::Timeout(_))) {
-            self.error = None;
-        }
+    /// Ends the mux because the peer was `silent` for too long (as
+    /// [`Liveness::Silent`] reported): records [`MuxError::Timeout`] and
+    /// returns the error recorded. A session that will resume on another
+    /// transport does not call this; it stays usable, sends still queue, and
+    /// `resume` restarts the clock.
+    pub(crate) fn time_out(&mut self, silent: Duration) -> MuxError {
+        self.fail(MuxError::Timeout(silent))
     }
 
     /// The next instant [`Mux::handle_timeout`] must be called.
@@ -91,6 +105,8 @@ impl Mux {
     pub(super) fn queue_lazy(&mut self, ctl: Ctl) {
         self.lazy.push(ctl);
         self.ack_due.get_or_insert(self.last_now + ACK_DELAY);
+        // Queued by a command, the deadline is news to the driver.
+        self.wants_transmit = true;
     }
 
     /// Received reliable frames wait at most [`ACK_DELAY`] for their

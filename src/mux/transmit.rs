@@ -106,6 +106,7 @@ impl Mux {
     /// before the failure stay in `out`, nothing after it, and
     /// [`Mux::error`] tells.
     pub(crate) fn poll_transmit(&mut self, out: &mut Transmit, budget: usize) {
+        self.wants_transmit = false;
         if self.error.is_some() || self.goaway_sent {
             return;
         }
@@ -150,9 +151,14 @@ impl Mux {
         Ok(())
     }
 
-    /// Control frames are waiting to be sent (for example credit returned by
-    /// a read): the driver should run.
-    pub(crate) fn has_pending_control(&self) -> bool {
-        !self.control.is_empty()
+    /// Whether the driver must be woken: commands since the last transmit
+    /// (or the last call) queued output or a deadline that only a transmit
+    /// and `poll_timeout` collect. True once per batch: whoever is told
+    /// wakes the driver, which then collects everything; a driver already
+    /// waiting on the transport needs no second wake. Output the driver
+    /// produces or paces itself (data held back by credit or the transport,
+    /// acknowledgements, pings) never makes this true.
+    pub(crate) fn poll_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wants_transmit)
     }
 }

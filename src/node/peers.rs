@@ -190,7 +190,7 @@ impl PeerTable {
     /// Live peers, and entries held in all of the table's maps.
     pub(crate) fn sizes(&self) -> (usize, usize) {
         let held = self.live.len() + self.fates.len() + self.dialed.len() + self.named.len() + self.asks.len();
-        (self.live.len(), held)
+        (self.ids().len(), held)
     }
 }
 

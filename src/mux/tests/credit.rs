@@ -57,7 +57,7 @@ fn conn_window_bounds_bytes_in_flight_across_ports() {
         p.send(C, port, &[], &[i as u8; 198]);
     }
     // 600 bytes queued (792 counted): above the connection's send limit.
-    match p.client.send(b, msg(&[], b"more")) {
+    match p.client.send(b, msg(&[], b"more"), SendLimit::Buffers) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
     }
@@ -117,4 +117,43 @@ fn a_port_table_larger_than_a_chunk_waits_for_enough_credit() {
     }
     p.drive();
     assert_quiet_and_clean(&p);
+}
+
+/// A read that returns credit asks for the driver, once; reads that return
+/// none, and output the driver collects itself, do not.
+#[test]
+fn a_read_that_returns_credit_asks_for_the_driver_once() {
+    let setup = Setup { chunk_size: 64, port_window: 1024, conn_window: 1 << 16, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    // Eight chunks of 64 + CHUNK_OVERHEAD: 1024 of credit, the whole window.
+    for i in 0..8 {
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[i; 62]);
+    }
+    p.drive();
+    assert!(!p.server.poll_wake(), "transmits collected everything");
+    // A quarter of the window (256) is two chunks: the first read returns
+    // nothing yet, the second queues a grant.
+    assert!(matches!(p.server.pop_chunk(ROOT_CLIENT_TO_SERVER), Pop::Chunk(_)));
+    assert!(!p.server.poll_wake(), "below the grant threshold");
+    assert!(matches!(p.server.pop_chunk(ROOT_CLIENT_TO_SERVER), Pop::Chunk(_)));
+    assert!(p.server.poll_wake(), "a credit grant waits for the driver");
+    assert!(!p.server.poll_wake(), "the driver was told once");
+    // The grant leaves with the next transmit and the sender resumes.
+    assert!(frames(p.transmit(S)).iter().any(|f| matches!(f, Frame::Credit { port: ROOT_CLIENT_TO_SERVER, .. })));
+    // A send that makes its port ready asks too; one on a port already
+    // ready does not (the driver will cut it anyway).
+    p.send(S, ROOT_SERVER_TO_CLIENT, &[], b"a");
+    assert!(p.server.poll_wake());
+    p.send(S, ROOT_SERVER_TO_CLIENT, &[], b"b");
+    assert!(!p.server.poll_wake());
+    p.drive();
+    assert_eq!(p.recv(C, root_rx(C)).len(), 2);
+    // Closing a port queues its terminal frame with a deadline the driver
+    // must arm.
+    let id = p.open_and_claim(S, End::Sender);
+    assert!(!p.server.poll_wake());
+    p.server.close_end(id);
+    assert!(p.server.poll_wake());
+    p.drive();
+    assert!(!p.server.poll_wake() && !p.client.poll_wake());
 }

@@ -86,7 +86,7 @@ fn a_message_beyond_max_message_is_refused() {
     // The sender checks the peer's limit before queueing.
     let mut p = Pair::new(setup);
     assert!(matches!(
-        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], &[0; 120])),
+        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], &[0; 120]), SendLimit::Buffers),
         Err(SendError::TooLarge { max: 100, .. })
     ));
 }

@@ -174,14 +174,14 @@ impl Pair {
             let Some(due) = due else { return };
             self.offset = self.offset.max(due - self.epoch);
             let now = self.now();
-            self.client.handle_timeout(now).expect("client alive");
-            self.server.handle_timeout(now).expect("server alive");
+            assert_eq!(self.client.handle_timeout(now), Ok(Liveness::Alive), "client alive");
+            assert_eq!(self.server.handle_timeout(now), Ok(Liveness::Alive), "server alive");
         }
         panic!("the pair never went quiet");
     }
 
     fn send(&mut self, side: Side, port: PortId, carried: &[PortEntry], payload: &[u8]) {
-        if let Err(e) = self.mux(side).send(port, msg(carried, payload)) {
+        if let Err(e) = self.mux(side).send(port, msg(carried, payload), SendLimit::Buffers) {
             panic!("send on {port} refused: {e:?}");
         }
     }

@@ -168,14 +168,17 @@ fn closing_a_port_before_its_announcement_leaves() {
     }
 }
 
-/// A port opened and dropped without ever being put in a message is
-/// forgotten at once, without a frame.
+/// A port whose message is never sent (its encoding failed, or its send was
+/// given up) is forgotten once that message is discarded and its handle is
+/// gone, without a frame.
 #[test]
 fn a_port_never_announced_is_dropped_silently() {
     let mut p = Pair::new(Setup::default());
     let id = p.client.open_port(End::Receiver).unwrap();
     assert_eq!(p.client.stats().open_ports, 3);
     p.client.close_end(id);
+    assert_eq!(p.client.stats().open_ports, 3, "its message may still be sent");
+    p.client.discard_unsent(msg(&[PortEntry { port: id, end: End::Receiver }], b""));
     assert_eq!(p.client.stats().open_ports, 2);
     assert!(p.transmit(C).is_empty());
     assert_eq!(p.client.open_port(End::Receiver).unwrap(), id, "id reused");
@@ -210,7 +213,7 @@ fn receiver_close_fails_later_sends_with_closed() {
     p.drive();
     assert!(p.client.is_send_closed(id));
     assert!(events(&mut p.client).contains(&Event::Writable(id)), "a waiting writer wakes up");
-    match p.client.send(id, msg(&[], b"too late")) {
+    match p.client.send(id, msg(&[], b"too late"), SendLimit::Buffers) {
         Err(SendError::Closed(m)) => assert_eq!(&m.bytes[2..], b"too late"),
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -302,7 +305,7 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     assert!(p.transmit(S).is_empty(), "a lone Stop waits to ride along, or for ACK_DELAY");
     p.advance(crate::mux::ACK_DELAY);
     let now = p.now();
-    p.server.handle_timeout(now).unwrap();
+    assert_eq!(p.server.handle_timeout(now), Ok(Liveness::Alive));
     let stop = p.transmit(S);
     assert!(frames(stop.clone()).contains(&Frame::Stop { port: carrier }));
     p.deliver(C, stop);
@@ -318,10 +321,49 @@ fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     }
     p.advance(crate::mux::ACK_DELAY);
     let now = p.now();
-    p.client.handle_timeout(now).unwrap();
+    assert_eq!(p.client.handle_timeout(now), Ok(Liveness::Alive));
     let out = frames(p.transmit(C));
     assert_eq!(out.iter().filter(|f| f.is_reliable()).cloned().collect::<Vec<_>>(), vec![Frame::Fin { port: carrier }]);
     p.deliver(S, raw(&out));
     p.drive();
     assert_quiet_and_clean(&p);
+}
+
+/// The handle of a port goes before the message that will announce it is
+/// queued: while it is encoded, or while it waits to be retried after
+/// `Full`. The id stays taken, so a port opened meanwhile gets another, and
+/// the retried message announces the right port, which then closes like any
+/// other.
+#[test]
+fn closing_a_port_before_its_message_is_queued() {
+    for kept in [End::Sender, End::Receiver] {
+        let mut p = Pair::new(Setup { send_buffer: 64, ..Setup::default() });
+        let root = ROOT_CLIENT_TO_SERVER;
+        p.send(C, root, &[], &[0; 100]);
+        let id = p.client.open_port(other_end(kept)).unwrap();
+        let entry = PortEntry { port: id, end: other_end(kept) };
+        let refused = match p.client.send(root, msg(&[entry], b"m"), SendLimit::Buffers) {
+            Err(SendError::Full(m)) => m,
+            other => panic!("expected Full, got {other:?}"),
+        };
+        p.client.close_end(id);
+        let id2 = p.client.open_port(End::Sender).unwrap();
+        assert_ne!(id, id2, "the id of a port still to be announced is not reused");
+        p.client.discard_unsent(msg(&[PortEntry { port: id2, end: End::Sender }], b""));
+        p.client.close_end(id2);
+        p.drive();
+        p.client.send(root, refused, SendLimit::Buffers).expect("retried");
+        p.drive();
+        let msgs = p.recv(S, root_rx(S));
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].ports, vec![entry]);
+        // The server learns the client end is gone.
+        match kept {
+            End::Sender => assert!(matches!(p.server.pop_chunk(id), Pop::Finished)),
+            End::Receiver => assert!(p.server.is_send_closed(id)),
+        }
+        p.server.close_end(id);
+        p.drive();
+        assert_quiet_and_clean(&p);
+    }
 }

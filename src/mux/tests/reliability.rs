@@ -19,7 +19,7 @@ fn sequence_numbers_count_reliable_frames_and_acks_trim_replay() {
     assert!(p.transmit(S).is_empty(), "no ack-only write at once");
     p.advance(crate::mux::ACK_DELAY);
     let now = p.now();
-    p.server.handle_timeout(now).unwrap();
+    assert_eq!(p.server.handle_timeout(now), Ok(Liveness::Alive));
     let back = frames(p.transmit(S));
     assert_eq!(back, vec![Frame::Ack { received: 4 }], "acks are not counted");
     assert_eq!(p.server.stats().sent_seq, 0);

@@ -161,7 +161,7 @@ fn tiny_messages_count_their_overhead_against_the_send_buffer() {
     let port = ROOT_CLIENT_TO_SERVER;
     let mut accepted = 0;
     let refused = loop {
-        match p.client.send(port, msg(&[], &[7])) {
+        match p.client.send(port, msg(&[], &[7]), SendLimit::Buffers) {
             Ok(()) => accepted += 1,
             Err(SendError::Full(m)) => break m,
             Err(e) => panic!("{e:?}"),
@@ -189,7 +189,7 @@ fn full_send_buffer_reports_full_then_writable() {
         p.send(C, port, &[], &[i; 198]);
     }
     assert!(!p.client.send_ready(port));
-    match p.client.send(port, msg(&[], &[3; 198])) {
+    match p.client.send(port, msg(&[], &[3; 198]), SendLimit::Buffers) {
         Err(SendError::Full(m)) => {
             assert_eq!(&m.bytes[2..], &[3; 198][..], "the message is handed back")
         }
@@ -237,8 +237,8 @@ fn conn_send_buffer_bounds_the_send_queue_below_the_peer_window() {
     p.send(C, root, &[], b"first");
     // ... but not a second while 600 bytes (and more counted) wait, far
     // below the peer's window.
-    assert!(matches!(p.client.send(root, msg(&[], b"x")), Err(SendError::Full(_))));
-    assert!(matches!(p.client.send(a, msg(&[], b"x")), Err(SendError::Full(_))));
+    assert!(matches!(p.client.send(root, msg(&[], b"x"), SendLimit::Buffers), Err(SendError::Full(_))));
+    assert!(matches!(p.client.send(a, msg(&[], b"x"), SendLimit::Buffers), Err(SendError::Full(_))));
     events(&mut p.client);
     p.step();
     assert!(p.client.stats().send_queued < 512, "the queue drained: {:?}", p.client.stats());
@@ -273,12 +273,15 @@ fn a_stop_wakes_writers_blocked_on_the_connection() {
     // A port with nothing queued always takes one message; the next ones
     // wait for the connection to drain.
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], b"first");
-    match p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")) {
+    match p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x"), SendLimit::Buffers) {
         Err(SendError::Full(_)) => {}
         other => panic!("expected Full, got {other:?}"),
     }
     for _ in 0..3 {
-        assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Full(_))));
+        assert!(matches!(
+            p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x"), SendLimit::Buffers),
+            Err(SendError::Full(_))
+        ));
     }
     assert_eq!(p.client.conn_blocked, vec![ROOT_CLIENT_TO_SERVER], "refusals are remembered once");
     events(&mut p.client);
@@ -339,7 +342,10 @@ fn graceful_close_sends_goaway_after_queued_data() {
     let mut p = Pair::new(Setup { chunk_size: 64, ..Setup::default() });
     p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(500, 2));
     p.client.close(3, "done");
-    assert!(matches!(p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x")), Err(SendError::Closed(_))));
+    assert!(matches!(
+        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x"), SendLimit::Buffers),
+        Err(SendError::Closed(_))
+    ));
     let out = p.transmit(C);
     let fs = frames(out.clone());
     assert_eq!(fs.last(), Some(&Frame::GoAway { code: 3, reason: "done".into() }));
@@ -348,4 +354,31 @@ fn graceful_close_sends_goaway_after_queued_data() {
     let err = p.server.handle_input(&mut out.clone(), now).unwrap_err();
     assert_eq!(err, MuxError::PeerClosed { code: 3, reason: "done".into() });
     assert_eq!(p.recv_partial(S, ROOT_CLIENT_TO_SERVER), pattern(500, 2), "data before the GoAway is kept");
+}
+
+/// `SendLimit::MessageOnly` skips the port's and the connection's send
+/// buffers, which the caller bounds itself, but not the message size limit;
+/// it leaves the refused port's wake-up bookkeeping alone.
+#[test]
+fn a_send_limited_by_message_size_only_ignores_full_buffers() {
+    let setup = Setup { send_buffer: 256, conn_send_buffer: 512, max_message: 4096, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let a = p.open_and_claim(C, End::Sender);
+    p.send(C, a, &[], &[1; 600]);
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[2; 300]);
+    // Both buffers are full: the port's (300 > 256) and the connection's.
+    assert!(matches!(
+        p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"x"), SendLimit::Buffers),
+        Err(SendError::Full(_))
+    ));
+    let blocked = p.client.conn_blocked.clone();
+    p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], b"reply"), SendLimit::MessageOnly).expect("not bounded by buffers");
+    assert_eq!(p.client.conn_blocked, blocked);
+    match p.client.send(ROOT_CLIENT_TO_SERVER, msg(&[], &[0; 4097]), SendLimit::MessageOnly) {
+        Err(SendError::TooLarge { max: 4096, .. }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    p.drive();
+    let got: Vec<_> = p.recv(S, root_rx(S)).into_iter().map(|m| m.data).collect();
+    assert_eq!(got, vec![vec![2; 300], b"reply".to_vec()]);
 }
