@@ -7,6 +7,20 @@
 //! index becomes a live end bound to the port. Table entries nobody claims
 //! are closed once decoding ends, so a dropped or garbled message leaks no
 //! port.
+//!
+//! - `mod.rs`: a channel end's hold on its port (`PortHandle`), sending and
+//!   receiving raw messages, the serialization context (`encode`,
+//!   `decode`, `attach_port`, `claim_port`), reply ports whose type only
+//!   the far side knows (`RawSender`), splicing a port onto another
+//!   connection (`spawn_splice`), and the root channel
+//!   ([`Connection::root`]).
+//! - `mpsc.rs`: the bounded multi-producer channel, the one the others and
+//!   the node layer build on.
+//! - `oneshot.rs`: one message, the usual reply port.
+//! - `watch.rs`: the latest value of a watched value.
+//!
+//! This layer knows connections, not nodes: whoever owns a connection is
+//! opaque here (`decoding_owner`).
 
 pub mod mpsc;
 pub mod oneshot;

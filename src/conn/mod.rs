@@ -9,7 +9,8 @@
 //! - `handshake.rs`: the hello exchange and cookie proofs before any frame.
 //! - `dial.rs`: making (and remaking) a dialer's transport, bounded in time.
 //! - `recovery.rs`: backoff, linger, give-up and resume as a state machine
-//!   without I/O or clock; `supervisor.rs` is the actor that runs it.
+//!   without I/O or clock; `supervisor.rs` is the actor that runs it, one
+//!   per connection, and the node-level actor a node links them to.
 //! - `acceptor.rs`: accepting, and handing a returning dialer its session.
 //! - `error.rs`: why a connection could not be made, or ended.
 //!

@@ -79,6 +79,7 @@
 //! | `timers.rs`      | ping, idle timeout, ack delay                                 |
 //! | `transmit.rs`    | the [`Transmit`] buffer and [`Mux::poll_transmit`]            |
 //! | `error.rs`       | [`MuxError`], [`SendError`], how a fatal error is recorded    |
+//! | `tests/`         | the `Pair` harness with a virtual clock; one file per area    |
 
 mod credit;
 mod error;

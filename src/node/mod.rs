@@ -3,15 +3,18 @@
 //! reaches actors elsewhere through [`RemoteRef`]s.
 //!
 //! - `mod.rs`: the [`Node`] handle, what users call.
-//! - `inner.rs`: the node behind its handles: serving peers, watching,
+//! - `inner.rs`: the node behind its handles: taking connections in
+//!   (`attach`, which carries out the tie-break), serving peers, watching,
 //!   lifecycle and shutdown.
-//! - `control.rs`: the control vocabulary nodes exchange (one enum), and the
-//!   tie-break between two connections of the same two nodes.
+//! - `control.rs`: the control vocabulary nodes exchange (one enum), its
+//!   close codes, and which node decides the tie-break between two
+//!   connections of the same two nodes.
 //! - `peers.rs`: the peer table, live and departed, bounded.
 //! - `registry.rs`: this node's exports, by id and by name.
 //! - `route.rs`: how messages reach one actor; shared by every ref to it.
 //! - `remote_ref.rs`: [`RemoteRef`] and what its operations report.
-//! - `mailbox.rs`: the [`Mailbox`] adapters implement, and pacing.
+//! - `mailbox.rs`: the [`Mailbox`] adapters implement, pacing, and the pump
+//!   that feeds a route's messages to a local actor.
 //! - `listener.rs`: admitting incoming transports within limits.
 //! - `error.rs`: [`RemoteError`].
 

@@ -12,6 +12,12 @@
 //! With the `fault-injection` feature, `fault` wraps any transport in one
 //! whose faults (cut, black hole, delay, throttle, corruption) a test scripts
 //! at runtime, and runs a TCP proxy that injects them between processes.
+//!
+//! - `mod.rs`: the [`Transport`] trait, socket tuning (`TCP_NODELAY`), the
+//!   marker that tells a TLS failure from a plain I/O error, and [`memory`].
+//! - `tls.rs`: dialing and accepting TLS for the node (feature `tls`).
+//! - `fault.rs`: the fault-injecting wrapper and proxy (feature
+//!   `fault-injection`).
 
 use std::any::Any;
 

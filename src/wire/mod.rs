@@ -1,7 +1,15 @@
 //! The wire format: handshake, frames and the message port table.
 //!
 //! Pure encoding and decoding over byte buffers: no I/O, no clock. The byte
-//! layouts are written down in `docs/PROTOCOL.md`.
+//! layouts are written down in `docs/PROTOCOL.md`. The lowest layer: it
+//! imports nothing else of the crate.
+//!
+//! - `mod.rs`: [`WireError`], every way bytes can fail to decode.
+//! - `handshake.rs`: the `Hello` each side sends first, and its decoder's
+//!   early checks (magic, version, authentication length).
+//! - `frame.rs`: the frame header and the eight frame kinds (`Frame`), and
+//!   `FrameDecoder`, which checks a header before buffering its payload.
+//! - `envelope.rs`: the port table that opens every message.
 
 mod envelope;
 mod frame;
