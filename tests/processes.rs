@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tether::{Config, Node, RemoteError, ReplyPort, TellError, WatchEvent};
 use tether_actix::RemoteAddr;
 use tether_ractor::{CallError, RemoteActorRef};
+use tether_test_support::within;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// Selects the child's role; unset in the parent.
@@ -478,9 +479,4 @@ async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
         assert!(status.success(), "child exited with {status}");
     })
     .await;
-}
-
-/// Runs `body`, failing the test if it takes longer than `limit`.
-async fn within<F: std::future::Future>(limit: Duration, body: F) -> F::Output {
-    tokio::time::timeout(limit, body).await.expect("test timed out")
 }

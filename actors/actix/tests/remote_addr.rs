@@ -1,7 +1,6 @@
 //! tether-actix over real TCP on 127.0.0.1, with two or three tether nodes
 //! in one process and a real actix runtime.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +8,11 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tether::{Config, Node, NodeId, RemoteError, WatchEvent};
 use tether_actix::{export, lookup, RemoteAddr, RemoteMailboxError, Terminated};
+use tether_test_support::within;
 use tokio::sync::{mpsc, Notify};
 
 /// Upper bound on any one test; every wait inside is on an event.
 const T: Duration = Duration::from_secs(30);
-
-async fn within<F: Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f).await.expect("test timed out")
-}
 
 // ---- actors ----
 
