@@ -356,7 +356,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         let monitor = bridge.monitor();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
-        assert_eq!(tokio::time::timeout(T, monitor).await.unwrap(), WatchEvent::NodeLost);
+        assert_eq!(within(T, monitor).await, WatchEvent::NodeLost);
     });
 }
 
@@ -389,7 +389,7 @@ async fn death_watch_across_kill_9_and_restart() {
         eprintln!("kill -9 noticed after {detected:?} (idle timeout {IDLE:?})");
         assert!(!node.peers().contains(&old_id));
         // A monitor made now reports the same at once; a tell fails.
-        assert_eq!(tokio::time::timeout(T, old.monitor()).await.unwrap(), WatchEvent::NodeLost);
+        assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeLost);
         match old.send(Bridge::Shout("anyone?".into(), ReplyPort::channel().0)).await {
             Err(TellError::Unreachable { error: RemoteError::NodeLost(id), .. }) => assert_eq!(id, old_id),
             other => panic!("tell to a killed node: {:?}", other.map_err(|e| e.to_string())),
@@ -405,7 +405,7 @@ async fn death_watch_across_kill_9_and_restart() {
         assert_eq!(fresh.call(|r| Bridge::Shout("again".into(), r), T).await.unwrap(), "AGAIN");
 
         // The old ref knows its node restarted.
-        assert_eq!(tokio::time::timeout(T, old.monitor()).await.unwrap(), WatchEvent::NodeRestarted);
+        assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeRestarted);
         match old.send(Bridge::Shout("anyone?".into(), ReplyPort::channel().0)).await {
             Err(TellError::Unreachable { error: RemoteError::NodeRestarted(id), .. }) => assert_eq!(id, old_id),
             other => panic!("tell to a restarted node: {:?}", other.map_err(|e| e.to_string())),

@@ -404,6 +404,7 @@ async fn a_full_listener_refuses_until_a_connection_ends() {
                 Ok(id) => break assert_eq!(id, server_id),
                 Err(e) if attempts < 200 => {
                     tracing::debug!(error = %e, "still full");
+                    // Paces the retries.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(e) => panic!("never admitted after a connection ended: {e}"),

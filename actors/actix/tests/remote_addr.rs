@@ -407,6 +407,8 @@ async fn a_blocked_actor_keeps_the_sender_bounded() {
             async move { counter.tell(Op::Add(1)).await }
         });
         for _ in 0..50 {
+            // The sampling pace: staying full is what is observed, and no
+            // event can say that nothing more happens.
             tokio::time::sleep(Duration::from_millis(5)).await;
             max_queued = max_queued.max(conn.stats().send_queued);
             assert!(matches!(counter.try_send(Op::Add(1)), Err(SendError::Full(_))));
