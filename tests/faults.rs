@@ -199,7 +199,7 @@ async fn corruption_at_any_offset_never_panics_or_hangs() {
 /// transport close (EOF): neither waits for a timeout, which would end them
 /// with `Timeout` instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_fails_the_connection_promptly() {
+async fn a_cut_fails_both_ends_without_a_timeout() {
     within(T, async {
         let (c, s, ctl) = faulty_client(Config::default()).await;
         // Both senders stay alive: a dropped one would end the peer's stream
