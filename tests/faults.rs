@@ -70,6 +70,8 @@ async fn a_black_holed_link_is_declared_dead_within_the_idle_timeout() {
         // Silence is counted from the last byte heard, which may precede the
         // black hole by up to one ping interval.
         assert!(elapsed >= cfg.idle_timeout - cfg.ping_interval, "declared dead after {elapsed:?}");
+        // The idle timeout plus slack for a loaded machine: what it rules out
+        // is waiting for the operating system's TCP timeouts (minutes).
         assert!(elapsed < Duration::from_secs(3), "declared dead only after {elapsed:?}");
         let got = waiting.await.unwrap();
         assert!(matches!(&got, Err(RecvError::Connection(e)) if is_timeout(e)), "{got:?}");
@@ -136,7 +138,7 @@ async fn corrupted_bytes_end_only_that_connection_with_a_typed_error() {
         assert_eq!(ctl.corrupted(), 1);
         // The server sees the client go away.
         let err = s.closed().await;
-        assert!(matches!(err, ConnectionError::Eof | ConnectionError::Io(_)), "{err}");
+        assert!(matches!(err, ConnectionError::Eof), "{err}");
 
         for n in 0..100 {
             gtx.send(n).await.unwrap();
@@ -178,16 +180,26 @@ async fn corruption_at_any_offset_never_panics_or_hangs() {
                 }
             }
             assert!(!matches!(c.error(), Some(ConnectionError::DriverGone)));
+            // The three bytes were inverted (the stream is longer than any
+            // offset here); only a connection ended by the first of them
+            // may not have read the others.
+            let corrupted = ctl.corrupted();
+            if outcome == "protocol error" {
+                assert!((1..=3).contains(&corrupted), "skip {skip}: {corrupted} bytes corrupted");
+            } else {
+                assert_eq!(corrupted, 3, "skip {skip}: corrupted bytes");
+            }
             eprintln!("corruption after {skip} bytes: {outcome}");
         }
     })
     .await;
 }
 
-/// A cut fails the wrapped end at once with an I/O error, and the peer
-/// sees the transport close; neither waits for a timeout.
+/// A cut fails the wrapped end with the reset, and the peer sees the
+/// transport close (EOF): neither waits for a timeout, which would end them
+/// with `Timeout` instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_fails_the_connection_promptly() {
+async fn a_cut_fails_both_ends_without_a_timeout() {
     within(T, async {
         let (c, s, ctl) = faulty_client(Config::default()).await;
         // Both senders stay alive: a dropped one would end the peer's stream
@@ -197,24 +209,24 @@ async fn a_cut_fails_the_connection_promptly() {
         let waiting = tokio::spawn(async move { c_rx.recv().await });
         tokio::task::yield_now().await;
 
-        let started = Instant::now();
         ctl.cut();
         let (ce, se) = tokio::join!(c.closed(), s.closed());
-        let elapsed = started.elapsed();
         assert!(matches!(&ce, ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{ce}");
-        assert!(matches!(se, ConnectionError::Eof | ConnectionError::Io(_)), "{se}");
-        assert!(elapsed < Duration::from_secs(1), "noticed after {elapsed:?}, not at once");
+        assert!(matches!(se, ConnectionError::Eof), "{se}");
         let got = waiting.await.unwrap();
-        assert!(matches!(got, Err(RecvError::Connection(ConnectionError::Io(_)))), "{got:?}");
+        assert!(
+            matches!(&got, Err(RecvError::Connection(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{got:?}"
+        );
         let got = s_rx.recv().await;
-        assert!(matches!(got, Err(RecvError::Connection(_))), "{got:?}");
-        eprintln!("cut noticed after {elapsed:?}");
+        assert!(matches!(got, Err(RecvError::Connection(ConnectionError::Eof))), "{got:?}");
     })
     .await;
 }
 
 /// The proxy cuts every connection through it; both ends see the transport
-/// close, and a new connection through the proxy works.
+/// close (EOF, not the idle timeout), and a new connection through the
+/// proxy works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_cuts_all_connections_and_lets_new_ones_through() {
     within(T, async {
@@ -229,16 +241,13 @@ async fn the_proxy_cuts_all_connections_and_lets_new_ones_through() {
             pairs.push((c.unwrap(), s.unwrap()));
         }
         assert_eq!(proxy.connections().len(), 3);
-        let started = Instant::now();
         proxy.cut_all();
         for (c, s) in &pairs {
             let (ce, se) = tokio::join!(c.closed(), s.closed());
             for e in [ce, se] {
-                assert!(matches!(e, ConnectionError::Eof | ConnectionError::Io(_)), "{e}");
+                assert!(matches!(e, ConnectionError::Eof), "{e}");
             }
         }
-        let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "noticed after {elapsed:?}, not at once");
 
         let (c, s) = tokio::join!(
             async { Connection::connect(TcpStream::connect(proxy.local_addr()).await.unwrap(), quick()).await },
@@ -265,14 +274,15 @@ fn numbered(n: u32, len: usize) -> Numbered {
 }
 
 /// Delay in both directions: messages arrive intact and in order, and a
-/// round trip takes at least the two delays.
+/// round trip takes the two delays, applied once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_messages_arrive_intact_and_in_order() {
     within(T, async {
         let (c, s, proxy) = through_proxy(Config::default()).await;
         let (tx, mut back) = c.root::<Numbered, u32>().unwrap();
         let (ack, mut rx) = s.root::<u32, Numbered>().unwrap();
-        let delay = Duration::from_millis(50);
+        // Long enough that a delay applied twice stands out from the slack.
+        let delay = Duration::from_millis(250);
         proxy.connection(0).await.delay(delay);
 
         let started = Instant::now();
@@ -281,7 +291,14 @@ async fn delayed_messages_arrive_intact_and_in_order() {
         ack.send(0).await.unwrap();
         assert_eq!(back.recv().await.unwrap(), Some(0));
         let rtt = started.elapsed();
+        // Both directions are delayed, once each: at least the two delays,
+        // and less than three (one delay of slack for a loaded machine; a
+        // delay applied twice, or per read, would make it four or more).
         assert!(rtt >= 2 * delay, "round trip {rtt:?}");
+        assert!(rtt < 3 * delay, "round trip {rtt:?}");
+
+        // A shorter delay for the stream, whose credit makes round trips too.
+        proxy.connection(0).await.delay(delay / 5);
 
         let sender = tokio::spawn(async move {
             for n in 1..=300 {

@@ -69,6 +69,8 @@ async fn a_stalled_receiver_bounds_memory_on_both_sides() {
         let mut stalled_samples = 0;
         let mut last = usize::MAX;
         while stalled_samples < 50 {
+            // The sampling pace: staying stalled is what is observed, and no
+            // event can say that nothing more happens.
             tokio::time::sleep(Duration::from_millis(5)).await;
             let (cs, ss) = (c.stats(), s.stats());
             let at_sender = cs.send_queued + cs.replay_bytes;

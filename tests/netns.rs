@@ -208,6 +208,7 @@ async fn owner(node: &Node, addr: &str) {
             if let Some(p) = node.peers().first() {
                 break *p;
             }
+            // A node announces no new peer: poll, paced.
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         print_events(node.connection(peer).expect("owner: the connection"));

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{eventually, within, TaskMailbox};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tether::{AskError, Config, Node, RemoteError, RemoteRef, ReplyPort, WatchEvent};
+use tether::{AskError, Config, Node, RemoteError, RemoteRef, ReplyPort, TellError, WatchEvent};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -27,12 +27,22 @@ enum Counter {
 
 /// Spawns a counter actor; returns its mailbox end.
 fn counter() -> TaskMailbox<Counter> {
+    counter_watched().0
+}
+
+/// Spawns a counter actor; returns its mailbox end and its running total,
+/// for tests that wait until a total is reached.
+fn counter_watched() -> (TaskMailbox<Counter>, watch::Receiver<u64>) {
     let (tx, mut rx): (UnboundedSender<Counter>, UnboundedReceiver<Counter>) = unbounded_channel();
+    let (total_tx, total_rx) = watch::channel(0);
     tokio::spawn(async move {
         let mut total = 0;
         while let Some(msg) = rx.recv().await {
             match msg {
-                Counter::Add(n) => total += n,
+                Counter::Add(n) => {
+                    total += n;
+                    total_tx.send_replace(total);
+                }
                 Counter::Get(reply) => {
                     let _ = reply.send(total);
                 }
@@ -45,7 +55,7 @@ fn counter() -> TaskMailbox<Counter> {
             }
         }
     });
-    TaskMailbox(tx)
+    (TaskMailbox(tx), total_rx)
 }
 
 async fn two_nodes() -> (Node, Node, tether::NodeId) {
@@ -112,18 +122,18 @@ async fn a_ref_forwarded_to_a_third_node_reaches_its_actor() {
         let b_id = a.connect(&b.listen("127.0.0.1:0").await.unwrap().to_string()).await.unwrap();
         let a_id = c.connect(&a_addr).await.unwrap();
 
-        b.export(Some("counter"), counter()).unwrap();
+        let (b_sink, mut b_total) = counter_watched();
+        b.export(Some("counter"), b_sink).unwrap();
         a.export(Some("relay"), counter()).unwrap();
         let c_sink = c.export(Some("sink"), counter()).unwrap();
         let b_counter: RemoteRef<Counter> = a.lookup(b_id, "counter").await.unwrap();
         // C gets B's ref inside a message from A: C's own counter forwards to it.
         let c_counter: RemoteRef<Counter> = a.lookup(c.id(), "sink").await.unwrap();
         c_counter.tell(Counter::Forward(b_counter.clone(), 5)).await.unwrap();
-        // C's tell goes C -> A -> B; poll B's total (bounded by `within`).
-        while b_counter.ask(Counter::Get, Duration::from_secs(5)).await.unwrap() != 5 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        assert!(c.peers() == vec![a_id], "C never connected to B");
+        // C's tell goes C -> A -> B.
+        b_total.wait_for(|&total| total == 5).await.unwrap();
+        assert_eq!(b_counter.ask(Counter::Get, Duration::from_secs(5)).await.unwrap(), 5);
+        assert_eq!(c.peers(), vec![a_id], "C never connected to B");
         drop(c_sink);
     })
     .await;
@@ -134,29 +144,31 @@ async fn a_ref_forwarded_to_a_third_node_reaches_its_actor() {
 async fn sending_a_ref_many_times_does_not_grow_ports() {
     within(Duration::from_secs(120), async {
         let (a, b, b_id) = two_nodes().await;
-        let target = a.export(Some("target"), counter()).unwrap();
+        let (sink, mut total) = counter_watched();
+        let target = a.export(Some("target"), sink).unwrap();
         b.export(Some("hub"), counter()).unwrap();
         let hub: RemoteRef<Counter> = a.lookup(b_id, "hub").await.unwrap();
         let conn = a.connection(b_id).unwrap();
-        for _ in 0..100_000 {
+        // Sampled while the refs flow, so that routes opened per ref and
+        // closed later would show too.
+        let mut peak = 0;
+        for i in 0..100_000 {
             hub.tell(Counter::Forward(target.clone(), 1)).await.unwrap();
-        }
-        let total = loop {
-            let t = target.ask(Counter::Get, Duration::from_secs(5)).await.unwrap();
-            if t == 100_000 {
-                break t;
+            if i % 1000 == 0 {
+                peak = peak.max(conn.stats().open_ports);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        assert_eq!(total, 100_000);
+        }
+        total.wait_for(|&total| total == 100_000).await.unwrap();
+        assert_eq!(target.ask(Counter::Get, Duration::from_secs(5)).await.unwrap(), 100_000);
         // Control ports, the hub route, and one route back to `target`.
-        assert!(conn.stats().open_ports < 16, "ports: {}", conn.stats().open_ports);
+        let end = conn.stats().open_ports;
+        assert!(peak.max(end) < 16, "ports: {peak} at most while sending, {end} at the end");
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn monitors_and_reply_ports() {
+async fn a_dropped_reply_port_fails_the_ask_and_a_monitor_sees_the_stop() {
     within(T, async {
         let (a, b, b_id) = two_nodes().await;
         b.export(Some("counter"), counter()).unwrap();
@@ -172,15 +184,15 @@ async fn monitors_and_reply_ports() {
             }
         });
         let silent: RemoteRef<Counter> = a.lookup(b_id, "silent").await.unwrap();
-        let started = std::time::Instant::now();
-        let err = silent.ask(Counter::Get, Duration::from_secs(10)).await.unwrap_err();
+        // `NoReply`, not `Timeout`: the ask ended because the port was
+        // dropped, before its timeout (longer than the test's bound).
+        let err = silent.ask(Counter::Get, 2 * T).await.unwrap_err();
         assert!(matches!(err, AskError::NoReply), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "not a timeout");
 
         r.tell(Counter::Stop).await.unwrap();
         assert_eq!(within(Duration::from_secs(5), watch).await, WatchEvent::Stopped);
         let err = r.ask(Counter::Get, Duration::from_secs(5)).await.unwrap_err();
-        assert!(matches!(err, AskError::Unreachable(_) | AskError::NoReply), "{err:?}");
+        assert!(matches!(err, AskError::Unreachable(RemoteError::Stopped)), "{err:?}");
     })
     .await;
 }
@@ -331,7 +343,8 @@ async fn a_stalled_actor_pushes_back_on_its_senders() {
                 && at_a.stats().send_queued >= cfg.send_buffer as usize
         })
         .await;
-        assert!(matches!(r.try_tell(N), Err(tether::TellError::Full(_))));
+        let refused = r.try_tell(N).unwrap_err();
+        assert!(matches!(refused, TellError::Full(n) if n == N), "{refused:?}");
         assert!(!sender.is_finished());
         assert_eq!(gated.handled.load(SeqCst), 0);
 
@@ -346,7 +359,8 @@ async fn a_stalled_actor_pushes_back_on_its_senders() {
 
 /// Sends to an actor of the same node are paced alike: `try_tell` is `Full`
 /// after 511 unhandled messages, and `tell` waits until the actor catches
-/// up.
+/// up: it is still pending after another actor of the node answered an ask
+/// meanwhile, and returns once the gate opens and the actor handled some.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_local_actor_pushes_back_too() {
     within(T, async {
@@ -355,18 +369,32 @@ async fn a_stalled_local_actor_pushes_back_too() {
         let delivered = mailbox.delivered.clone();
         let r = node.export(None, mailbox).unwrap();
         let mut accepted = 0;
-        while r.try_tell(accepted).is_ok() {
-            accepted += 1;
+        let refused = loop {
+            match r.try_tell(accepted) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
             assert!(accepted <= 511, "more than the actor's share");
-        }
-        assert_eq!(accepted, 511);
+        };
+        assert!(matches!(refused, TellError::Full(511)), "{refused:?}");
         assert_eq!(delivered.load(SeqCst), 511);
-        let waiting = tokio::spawn({
-            let r = r.clone();
-            async move { r.tell(511).await }
-        });
+
+        let other = node.export(None, counter()).unwrap();
+        let mut waiting = std::pin::pin!(r.tell(511));
+        assert!(futures::poll!(&mut waiting).is_pending(), "tell waits while the actor is stalled");
+        // The node goes on meanwhile: another actor's round trip completes,
+        // and the tell still waits.
+        tokio::select! {
+            biased;
+            done = &mut waiting => panic!("tell returned while the actor was stalled: {done:?}"),
+            total = other.ask(Counter::Get, T) => assert_eq!(total.unwrap(), 0),
+        }
+        assert_eq!(delivered.load(SeqCst), 511, "the waiting tell delivered nothing yet");
+        assert_eq!(gated.handled.load(SeqCst), 0);
+
         gated.gate.notify_one();
-        waiting.await.unwrap().unwrap();
+        waiting.await.unwrap();
+        assert!(gated.handled.load(SeqCst) > 0, "tell returned before the actor handled anything");
         r.tell(512).await.unwrap();
         eventually("everything is handled", Duration::from_secs(10), || gated.handled.load(SeqCst) == 513).await;
         assert!(gated.in_order.load(SeqCst), "messages handled out of order");

@@ -152,6 +152,8 @@ async fn sender_memory_stays_bounded_through_a_partition() {
                     let s = client.stats();
                     peaks.0.fetch_max(s.send_queued, Ordering::SeqCst);
                     peaks.1.fetch_max(s.replay_bytes, Ordering::SeqCst);
+                    // The sampling pace: the peaks are what is measured,
+                    // nothing waits on this.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
@@ -286,7 +288,8 @@ async fn lifecycle_events_in_order_and_giving_up() {
             matches!(got, Err(tether::RecvError::Connection(ConnectionError::SessionLost(SessionLost::GaveUp { .. })))),
             "{got:?}"
         );
-        assert!(tx.send(99).await.is_err());
+        let refused = tx.send(99).await;
+        assert!(matches!(refused, Err(tether::mpsc::SendError::Closed(99))), "{refused:?}");
     })
     .await;
 }
@@ -363,6 +366,8 @@ async fn node_link_survives_cuts() {
         };
         let mut cuts = 0u64;
         while cuts < 5 {
+            // The subject: cuts at random moments of the stream, not a wait
+            // for anything.
             let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 5;
             tokio::time::sleep(Duration::from_millis(pause)).await;
             proxy.cut_all();
@@ -383,7 +388,8 @@ async fn node_link_survives_cuts() {
         // An ask travels behind every tell on the same route: once it is
         // answered, a duplicate would have shown.
         assert_eq!(r.ask(|p| Msg::Double(21, p), Duration::from_secs(10)).await.unwrap(), 42);
-        assert!(seen.try_recv().is_err(), "nothing twice");
+        let got = seen.try_recv();
+        assert!(matches!(got, Err(tokio::sync::mpsc::error::TryRecvError::Empty)), "nothing twice: {got:?}");
         assert!(!monitor.is_finished(), "no monitor fires during an outage");
         assert_eq!(a.peers(), vec![b_id]);
         assert_eq!(b.peers(), vec![a.id()]);
@@ -489,6 +495,7 @@ async fn node_restart_behind_the_same_address() {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     assert!(tokio::time::Instant::now() < deadline, "port {b_addr} never freed");
                     let _ = TcpStream::connect(b_addr).await;
+                    // Paces the retries of a bind nothing announces.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(e) => panic!("bind {b_addr}: {e}"),

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tether::{Config, Node, RemoteError, ReplyPort, TellError, WatchEvent};
 use tether_actix::RemoteAddr;
 use tether_ractor::{CallError, RemoteActorRef};
+use tether_test_support::within;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// Selects the child's role; unset in the parent.
@@ -361,8 +362,8 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         bridge.call(Bridge::Pid, T).await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
-        assert_eq!(tokio::time::timeout(T, monitor).await.unwrap(), WatchEvent::Stopped);
-        assert_eq!(tokio::time::timeout(T, bridge.monitor()).await.unwrap(), WatchEvent::NodeLeft);
+        assert_eq!(within(T, monitor).await, WatchEvent::Stopped);
+        assert_eq!(within(T, bridge.monitor()).await, WatchEvent::NodeLeft);
     });
 }
 
@@ -395,7 +396,7 @@ async fn death_watch_across_kill_9_and_restart() {
         eprintln!("kill -9 noticed after {detected:?} (idle timeout {IDLE:?})");
         assert!(!node.peers().contains(&old_id));
         // A monitor made now reports the same at once; a tell fails.
-        assert_eq!(tokio::time::timeout(T, old.monitor()).await.unwrap(), WatchEvent::NodeLost);
+        assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeLost);
         match old.send(Bridge::Shout("anyone?".into(), ReplyPort::channel().0)).await {
             Err(TellError::Unreachable { error: RemoteError::NodeLost(id), .. }) => assert_eq!(id, old_id),
             other => panic!("tell to a killed node: {:?}", other.map_err(|e| e.to_string())),
@@ -411,7 +412,7 @@ async fn death_watch_across_kill_9_and_restart() {
         assert_eq!(fresh.call(|r| Bridge::Shout("again".into(), r), T).await.unwrap(), "AGAIN");
 
         // The old ref knows its node restarted.
-        assert_eq!(tokio::time::timeout(T, old.monitor()).await.unwrap(), WatchEvent::NodeRestarted);
+        assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeRestarted);
         match old.send(Bridge::Shout("anyone?".into(), ReplyPort::channel().0)).await {
             Err(TellError::Unreachable { error: RemoteError::NodeRestarted(id), .. }) => assert_eq!(id, old_id),
             other => panic!("tell to a restarted node: {:?}", other.map_err(|e| e.to_string())),
@@ -517,9 +518,4 @@ async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
         assert!(status.success(), "child exited with {status}");
     })
     .await;
-}
-
-/// Runs `body`, failing the test if it takes longer than `limit`.
-async fn within<F: std::future::Future>(limit: Duration, body: F) -> F::Output {
-    tokio::time::timeout(limit, body).await.expect("test timed out")
 }

@@ -226,14 +226,23 @@ async fn a_stalled_tls_handshake_is_hung_up_on() {
         let ca = Ca::new("servers");
         let mut cfg = Config::default();
         cfg.handshake_timeout = Duration::from_millis(200);
-        let (_server, addr) = echo_server(cfg, &ca, None).await;
+        let (_server, addr) = echo_server(cfg.clone(), &ca, None).await;
         // Silent, and stalled after a TLS record header.
         for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+            // Before the connect: the server's clock starts at its accept.
+            let started = std::time::Instant::now();
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(sent).await.unwrap();
             let mut byte = [0u8; 1];
             let hung_up = s.read(&mut byte).await;
-            assert!(matches!(hung_up, Ok(0) | Err(_)), "after {} bytes: {hung_up:?}", sent.len());
+            let waited = started.elapsed();
+            // A FIN: the server read what was sent and closed.
+            assert!(matches!(hung_up, Ok(0)), "after {} bytes: {hung_up:?}", sent.len());
+            // Not before the handshake timeout ran out (a server hanging up
+            // at once would pass otherwise), and not long after it: two
+            // seconds of slack for a loaded machine.
+            assert!(waited >= cfg.handshake_timeout, "hung up after {waited:?}, before the timeout");
+            assert!(waited < cfg.handshake_timeout + Duration::from_secs(2), "hung up only after {waited:?}");
         }
     })
     .await;

@@ -2,11 +2,12 @@
 //! transports, and bounded waiting for conditions no event announces.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::time::Duration;
-
 use tether::{Config, Connection};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use tether_test_support::{eventually, within};
 
 /// The transports every channel test runs over.
 #[derive(Clone, Copy, Debug)]
@@ -66,29 +67,6 @@ fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Waits until `cond` holds, checking after every scheduling turn and then
-/// every millisecond, for at most `limit`; panics with `what` otherwise. For
-/// states reached by background work that announces nothing (a pump task
-/// noticing a closed port, say).
-pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut turns = 0u32;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        if turns < 100 {
-            tokio::task::yield_now().await;
-            turns += 1;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-/// Runs `fut` with a deadline, so a bug shows as a failure, not a hang.
-pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, fut).await.expect("operation did not finish in time")
 }
 
 /// A mailbox feeding a tokio task: the smallest actor, for testing the core

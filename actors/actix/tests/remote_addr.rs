@@ -1,7 +1,6 @@
 //! tether-actix over real TCP on 127.0.0.1, with two or three tether nodes
 //! in one process and a real actix runtime.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +8,11 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tether::{Config, Node, NodeId, RemoteError, TellError, WatchEvent};
 use tether_actix::{export, lookup, RemoteAddr, RemoteMailboxError, Terminated};
+use tether_test_support::within;
 use tokio::sync::{mpsc, Notify};
 
 /// Upper bound on any one test; every wait inside is on an event.
 const T: Duration = Duration::from_secs(30);
-
-async fn within<F: Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f).await.expect("test timed out")
-}
 
 // ---- actors ----
 
@@ -411,6 +407,8 @@ async fn a_blocked_actor_keeps_the_sender_bounded() {
             async move { counter.tell(Op::Add(1)).await }
         });
         for _ in 0..50 {
+            // The sampling pace: staying full is what is observed, and no
+            // event can say that nothing more happens.
             tokio::time::sleep(Duration::from_millis(5)).await;
             max_queued = max_queued.max(conn.stats().send_queued);
             assert!(matches!(counter.try_send(Op::Add(1)), Err(TellError::Full(_))));

@@ -7,6 +7,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tether::{Config, Node, WatchEvent};
 use tether_actix::{export, lookup};
+use tether_test_support::within;
 
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
@@ -49,7 +50,7 @@ fn nodes_on_their_own_runtime_serve_actors_in_a_system() {
     });
 
     System::new().block_on(async move {
-        tokio::time::timeout(Duration::from_secs(30), async move {
+        within(Duration::from_secs(30), async move {
             // Exported from the System, looked up and used from it.
             export(&b, Some("tally"), Tallier::default().start()).unwrap();
             let tally = lookup::<Tally>(&a, b_id, "tally").await.unwrap();
@@ -61,8 +62,7 @@ fn nodes_on_their_own_runtime_serve_actors_in_a_system() {
             tally.do_send(Tally::Stop);
             assert_eq!(monitor.await, WatchEvent::Stopped);
         })
-        .await
-        .expect("test timed out");
+        .await;
     });
     drop(rt);
 }

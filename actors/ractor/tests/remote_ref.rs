@@ -62,7 +62,12 @@ async fn call_times_out_when_the_handler_keeps_the_port() {
         let err = remote.call(CounterMsg::Hold, limit).await.unwrap_err();
         assert!(matches!(err, CallError::Timeout(t) if t == limit), "{err:?}");
         assert!(err.is_timeout());
-        assert!(started.elapsed() >= limit);
+        // It waited out its limit, and gave up then: a second of slack for
+        // a loaded machine, far below anything else that could end it (the
+        // connection's idle timeout, the test's bound).
+        let waited = started.elapsed();
+        assert!(waited >= limit, "gave up after {waited:?}");
+        assert!(waited < limit + Duration::from_secs(1), "gave up only after {waited:?}");
         // The actor is still there.
         assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
     })
@@ -70,15 +75,15 @@ async fn call_times_out_when_the_handler_keeps_the_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_reply_port_fails_the_call_at_once() {
+async fn a_dropped_reply_port_fails_the_call_with_no_reply() {
     within(T, async {
         let (a, b, b_id) = two_nodes().await;
         export(&b, Some("counter"), counter().await.0).unwrap();
         let remote = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap();
-        let started = Instant::now();
-        let err = remote.call(CounterMsg::Ignore, Duration::from_secs(20)).await.unwrap_err();
+        // `NoReply`, not `Timeout`: the call ended because the port was
+        // dropped, before its limit (longer than the test's bound).
+        let err = remote.call(CounterMsg::Ignore, 2 * T).await.unwrap_err();
         assert!(matches!(err, CallError::NoReply), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "reported at once, not as a timeout");
     })
     .await;
 }

@@ -25,8 +25,9 @@ async fn the_watcher_is_told_when_the_remote_actor_stops() {
         assert_eq!(event, Some(WatchEvent::Stopped));
 
         let err = remote.call(CounterMsg::Get, CALL).await.unwrap_err();
-        assert!(matches!(err, CallError::Unreachable(_) | CallError::NoReply), "{err:?}");
-        assert!(lookup::<CounterMsg>(&a, b_id, "counter").await.is_err(), "the name went with the actor");
+        assert!(matches!(err, CallError::Unreachable(tether::RemoteError::Stopped)), "{err:?}");
+        let err = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap_err();
+        assert_eq!(err, tether::RemoteError::NotFound("counter".into()), "the name went with the actor");
     })
     .await;
 }
@@ -74,9 +75,14 @@ async fn a_cancelled_watch_sends_nothing() {
         actor.stop_and_wait(None, Some(Duration::from_secs(5))).await.unwrap();
         assert_eq!(within(Duration::from_secs(5), events2.recv()).await, Some(WatchEvent::Stopped));
         // The watcher's mailbox is processed in order: once it has handled a
-        // drain, anything the cancelled watch had sent would be out.
+        // drain (and stopped, dropping its sender), anything the cancelled
+        // watch had sent would be out. Nothing was, and nothing can come.
         w.drain_and_wait(Some(Duration::from_secs(5))).await.unwrap();
-        assert!(events.try_recv().is_err(), "the cancelled watch sent nothing");
+        let got = events.try_recv();
+        assert!(
+            matches!(got, Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)),
+            "the cancelled watch sent: {got:?}"
+        );
     })
     .await;
 }

@@ -1,7 +1,6 @@
 //! Actors and node pairs shared by the integration tests.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +10,12 @@ use tether::{Config, Node, NodeId, ReplyPort, WatchEvent};
 use tether_ractor::RemoteActorRef;
 use tokio::sync::{mpsc, Notify};
 
+pub use tether_test_support::within;
+
 /// Every test's overall bound.
 pub const T: Duration = Duration::from_secs(30);
 /// The bound of one call.
 pub const CALL: Duration = Duration::from_secs(5);
-
-/// Fails the test if `fut` takes longer than `limit`.
-pub async fn within<F: Future>(limit: Duration, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("not done within {limit:?}"),
-    }
-}
 
 /// Two nodes, A connected to B over TCP on 127.0.0.1.
 pub async fn two_nodes() -> (Node, Node, NodeId) {
