@@ -544,7 +544,7 @@ fn hostile_messages_are_typed_errors() {
     frames.extend(std::iter::repeat_n(chunk, (MAX_MESSAGE as usize / 60_000) + 1));
     let data = encode_frames(&frames);
     let (res, m) = measure(|| mux_input(&data));
-    assert!(res.unwrap_err().contains("exceeds the limit of"));
+    assert!(res.unwrap_err().contains("exceeds our max_message of"));
     // The mux reassembles the message as its chunks arrive: its buffer
     // grows with them, never past the message limit.
     assert!(m.largest <= MAX_MESSAGE as usize, "allocated {} bytes at once", m.largest);

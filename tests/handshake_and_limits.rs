@@ -157,7 +157,15 @@ async fn limits_are_enforced_with_typed_errors() {
         let before = c.stats().open_ports;
         let many: Vec<mpsc::Sender<u8>> = (0..10).map(|_| mpsc::channel::<u8>(1).0).collect();
         let err = tx.send(Msg::Ends(many)).await.unwrap_err();
-        assert!(matches!(err, mpsc::SendError::Encode { .. }), "{err:?}");
+        // The error names the message type and keeps the text of what went
+        // wrong (postcard alone would say "Serde Serialization Error").
+        match &err {
+            mpsc::SendError::Encode { error: tether::codec::CodecError::Encode { type_name, message }, .. } => {
+                assert!(type_name.ends_with("Msg"), "{type_name}");
+                assert!(message.contains("limit of 8 open ports"), "{message}");
+            }
+            other => panic!("expected an encode error, got {other:?}"),
+        }
         assert_eq!(c.stats().open_ports, before, "no port leaked by the failed encode");
 
         // Within the limit it works.

@@ -37,7 +37,7 @@ pub enum MuxError {
     #[error("message announces port {0}, which is in use or not the peer's to allocate")]
     BadAnnounce(PortId),
     /// The peer has more ports open than we allow.
-    #[error("peer exceeds the limit of {0} open ports")]
+    #[error("the limit of {0} open ports is reached")]
     TooManyPorts(u32),
     /// The peer sent more than the credit it was given.
     #[error("peer exceeded its credit on port {0}")]
@@ -49,8 +49,8 @@ pub enum MuxError {
     /// in the middle of a message.
     #[error("chunks of a message on port {0} are out of order")]
     ChunkOrder(PortId),
-    /// A message larger than the limit.
-    #[error("message on port {port} exceeds the limit of {max} bytes")]
+    /// The peer sent a message larger than our `max_message`.
+    #[error("message on port {port} exceeds our max_message of {max} bytes")]
     MessageTooLarge {
         /// The port.
         port: PortId,
@@ -89,9 +89,6 @@ pub enum MuxError {
         /// The peer's reason.
         reason: String,
     },
-    /// We closed the connection.
-    #[error("connection closed locally")]
-    LocallyClosed,
 }
 
 /// Why a send was refused. The message is handed back.

@@ -162,6 +162,10 @@ where
     let weak = Arc::downgrade(node);
     let task = tokio::spawn(async move {
         tokio::pin!(shutdown);
+        // One task per admitted transport: its handshake, then (for a new
+        // connection) holding its admission while the connection lives. At
+        // most `max_connections`; they stop with the accept loop.
+        let mut admitted = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -184,9 +188,8 @@ where
                 }
                 continue;
             };
-            // Bounded by the handshake timeout, then by its connection,
-            // which the node closes at shutdown.
-            tokio::spawn(handle(inner, stream, peer, upgrade.clone(), admission, evicted));
+            while admitted.try_join_next().is_some() {}
+            admitted.spawn(handle(inner, stream, peer, upgrade.clone(), admission, evicted));
         }
     });
     node.add_listener(task);
