@@ -205,3 +205,16 @@ async fn msgpack_lets_old_and_new_structs_interoperate() {
     })
     .await;
 }
+
+/// A configuration is checked once, where it enters: `Node::new` and
+/// `Acceptor::new` refuse a bad one with the reason, so no connect or accept
+/// finds it later.
+#[test]
+fn a_bad_configuration_is_refused_where_it_enters() {
+    let mut cfg = Config::default();
+    cfg.handshake_timeout = Duration::ZERO;
+    let err = tether::Node::new(None, cfg.clone()).unwrap_err();
+    assert_eq!(err.to_string(), "invalid configuration: handshake_timeout must not be zero");
+    let err = tether::Acceptor::new(cfg).unwrap_err();
+    assert_eq!(err.to_string(), "invalid configuration: handshake_timeout must not be zero");
+}

@@ -38,7 +38,7 @@ fn quick() -> Config {
 async fn acceptor(cfg: Config) -> (std::net::SocketAddr, UnboundedReceiver<Connection>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor::new(cfg);
+    let acceptor = Acceptor::new(cfg).unwrap();
     let (tx, rx) = unbounded_channel();
     tokio::spawn(async move {
         loop {

@@ -35,7 +35,7 @@ async fn acceptor(
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<tether::Connection>, Arc<AtomicU32>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor::new(cfg);
+    let acceptor = Acceptor::new(cfg).unwrap();
     let (tx, rx) = unbounded_channel();
     let resumed = Arc::new(AtomicU32::new(0));
     let counter = resumed.clone();

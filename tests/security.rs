@@ -76,7 +76,7 @@ async fn nodes_sharing_a_cookie_connect_and_the_secret_never_crosses_the_wire() 
 async fn handshake(client: Config, server: Config) -> (Result<Connection, ConnectError>, Result<(), ConnectError>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor::new(server);
+    let acceptor = Acceptor::new(server).unwrap();
     let (c, s) =
         tokio::join!(async { Connection::connect(TcpStream::connect(addr).await.unwrap(), client).await }, async {
             acceptor.accept(listener.accept().await.unwrap().0).await.map(drop)

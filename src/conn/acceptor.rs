@@ -11,7 +11,7 @@ use super::error::ConnectError;
 use super::handshake;
 use super::shared::Shared;
 use super::supervisor::{Args, Parent, SupervisorMsg};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::mux::Side;
 use crate::transport::{self, Transport};
 use crate::NodeId;
@@ -53,10 +53,16 @@ impl std::fmt::Debug for Acceptor {
 
 impl Acceptor {
     /// An acceptor for connections of this process's node.
-    pub fn new(cfg: Config) -> Acceptor {
-        Acceptor::for_node(cfg, crate::node_id())
+    ///
+    /// # Errors
+    ///
+    /// The configuration is checked here, once ([`Config::validate`]).
+    pub fn new(cfg: Config) -> Result<Acceptor, ConfigError> {
+        cfg.validate()?;
+        Ok(Acceptor::for_node(cfg, crate::node_id()))
     }
 
+    /// An acceptor for a node's connections; `cfg` was validated by the node.
     pub(crate) fn for_node(cfg: Config, node_id: NodeId) -> Acceptor {
         Acceptor { inner: Arc::new(AcceptorInner { cfg, node_id, sessions: Mutex::new(HashMap::new()) }) }
     }
@@ -74,7 +80,6 @@ impl Acceptor {
         parent: Option<&Parent>,
     ) -> Result<Accepted, ConnectError> {
         let cfg = &self.inner.cfg;
-        cfg.validate()?;
         transport::tune(&io);
         let mut resumed = None;
         let mut told = 0;

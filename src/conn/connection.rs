@@ -80,6 +80,7 @@ impl Connection {
     /// ends with its transport; see [`Connection::dial`] for one that
     /// reconnects.
     pub async fn connect<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        cfg.validate()?;
         Self::establish(io, cfg, Role::Dial, crate::node_id(), None).await
     }
 
@@ -87,6 +88,7 @@ impl Connection {
     /// connection ends with its transport; see [`Acceptor`](crate::Acceptor)
     /// for sessions that dialers can resume.
     pub async fn accept<T: Transport>(io: T, cfg: Config) -> Result<Connection, ConnectError> {
+        cfg.validate()?;
         Self::establish(io, cfg, Role::Accept, crate::node_id(), None).await
     }
 
@@ -108,7 +110,8 @@ impl Connection {
         Self::dial_once(io, cfg, crate::node_id(), recover, None).await
     }
 
-    /// A connection without recovery, on behalf of the node `local`.
+    /// A connection without recovery, on behalf of the node `local`;
+    /// `cfg` was validated by the caller.
     pub(crate) async fn establish<T: Transport>(
         mut io: T,
         cfg: Config,
@@ -119,7 +122,6 @@ impl Connection {
         match role {
             Role::Dial => Self::dial_once(io, cfg, local, Args::None, parent).await,
             Role::Accept => {
-                cfg.validate()?;
                 transport::tune(&io);
                 let session = uuid::Uuid::new_v4();
                 let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
@@ -130,7 +132,8 @@ impl Connection {
         }
     }
 
-    /// A node's dial: recovery as its configuration says.
+    /// A node's dial: recovery as its configuration says (validated by the
+    /// node).
     pub(crate) async fn dial_as(
         dial: Dialer,
         cfg: Config,
@@ -150,7 +153,6 @@ impl Connection {
         recover: Args,
         parent: Option<&Parent>,
     ) -> Result<Connection, ConnectError> {
-        cfg.validate()?;
         transport::tune(&io);
         let resumable = matches!(recover, Args::Dial { .. });
         let peer = handshake::client(&mut io, &cfg, local.0, uuid::Uuid::nil(), 0, resumable)
