@@ -66,6 +66,7 @@ async fn wrong_magic_version_and_codec_name_both_sides() {
 
         let err = accept_from_raw(raw_hello(3, 2), Config::default()).await.unwrap_err();
         assert!(matches!(err, ConnectError::CodecMismatch { ours: 1, theirs: 2 }), "{err}");
+        assert_eq!(err.to_string(), "codec mismatch: ours postcard (1), theirs msgpack (2)");
 
         // The same between two real tether ends.
         let mut mp = Config::default();
