@@ -401,3 +401,59 @@ async fn a_stalled_local_actor_pushes_back_too() {
     })
     .await;
 }
+
+/// A ref passed along a chain of five nodes, each connected only to its
+/// neighbours, still reaches its actor from the fifth: the ref remembers the
+/// nodes it came through, and each forwards the request one step back,
+/// though none of them holds the ref any more. A monitor goes the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_passed_along_five_nodes_reaches_its_actor() {
+    within(T, async {
+        let nodes: Vec<Node> = (1..=5).map(|i| Node::new(Some(&format!("n{i}")), Config::default()).unwrap()).collect();
+        let mut ids = vec![nodes[0].id()];
+        for pair in nodes.windows(2) {
+            let addr = pair[1].listen("127.0.0.1:0").await.unwrap();
+            ids.push(pair[0].connect(addr).await.unwrap());
+        }
+        // Each of nodes 2 to 5 keeps what it is handed in a slot.
+        let mut slots = Vec::new();
+        for node in &nodes[1..] {
+            let slot = Arc::new(std::sync::Mutex::new(None::<RemoteRef<Counter>>));
+            let (tx, mut rx) = unbounded_channel::<Counter>();
+            let (arrived_tx, arrived) = watch::channel(0u32);
+            let keep = slot.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    if let Counter::Forward(r, _) = msg {
+                        *keep.lock().unwrap() = Some(r);
+                        arrived_tx.send_modify(|n| *n += 1);
+                    }
+                }
+            });
+            node.export(Some("hold"), TaskMailbox(tx)).unwrap();
+            slots.push((slot, arrived));
+        }
+        let (sink, mut total) = counter_watched();
+        let mut next = nodes[0].export(Some("counter"), sink).unwrap();
+        // 1 -> 2 -> 3 -> 4 -> 5, each node handing on what it was handed.
+        for i in 0..4 {
+            let hold: RemoteRef<Counter> = nodes[i].lookup(ids[i + 1], "hold").await.unwrap();
+            hold.tell(Counter::Forward(next, 0)).await.unwrap();
+            let (slot, arrived) = &mut slots[i];
+            arrived.wait_for(|&n| n == 1).await.unwrap();
+            next = slot.lock().unwrap().take().expect("the ref arrived");
+        }
+        // Only node 5 holds the ref now; nodes 2 to 4 dropped theirs.
+        let far = next;
+        assert_eq!(nodes[4].peers(), vec![ids[3]], "node 5 knows only node 4");
+        far.tell(Counter::Add(7)).await.unwrap();
+        total.wait_for(|&t| t == 7).await.unwrap();
+        assert_eq!(far.ask(Counter::Get, Duration::from_secs(5)).await.unwrap(), 7);
+        // The watch travels the chain too; whether it reaches node 1 before
+        // the stop or after, it reports `Stopped`.
+        let watching = tokio::spawn(far.monitor());
+        far.tell(Counter::Stop).await.unwrap();
+        assert_eq!(watching.await.unwrap(), WatchEvent::Stopped);
+    })
+    .await;
+}

@@ -238,12 +238,13 @@ async fn a_wrong_cookie_cannot_disturb_a_session_even_claiming_its_node() {
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Secret(u32);
 
-/// A ref's wire form (docs/PROTOCOL.md): owner node, actor id, token.
-#[derive(Serialize, Deserialize, Clone, Copy)]
+/// A ref's wire form (docs/PROTOCOL.md): owner node, actor id, token, hops.
+#[derive(Serialize, Deserialize, Clone)]
 struct RefWire {
     node: NodeId,
     actor: u64,
     token: [u8; 16],
+    hops: Vec<NodeId>,
 }
 
 impl RefWire {
@@ -332,20 +333,20 @@ async fn made_up_refs_reach_nothing() {
         let real = RefWire::of(&granted);
         let secret_id = secret.id().id;
         let made = [
-            RefWire { actor: secret_id, ..real },                 // another actor's token
-            RefWire { actor: secret_id, token: [0; 16], ..real }, // no token at all
+            RefWire { actor: secret_id, ..real.clone() }, // another actor's token
+            RefWire { actor: secret_id, token: [0; 16], ..real.clone() }, // no token at all
         ];
         for sink in
             [mallory.lookup::<Target>(carol_id, "sink").await.unwrap(), mallory.lookup(owner_id, "sink").await.unwrap()]
         {
-            for m in made {
+            for m in made.clone() {
                 sink.tell(Target::Made(m)).await.unwrap();
             }
         }
 
         // Received by a third node, which asks the owner; and by the owner itself.
         for (at, sink) in [("carol", &mut carol_sink), ("owner", &mut owner_sink)] {
-            for _ in made {
+            for _ in &made {
                 let forged = sink.recv().await.unwrap().into_ref();
                 assert_eq!(forged.id(), secret.id(), "the id is the secret actor's");
                 assert_ne!(forged, secret, "but the ref is not the real one");

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::RemoteError;
+use super::route::Hops;
 use crate::auth::Token;
 use crate::chan::{oneshot, RawSender};
 use crate::NodeId;
@@ -44,10 +45,12 @@ pub(crate) enum Control {
     /// Open a mailbox route to `target`; `reply` is a
     /// `oneshot::Sender<Result<mpsc::Sender<M>, RemoteError>>` whose `M` only
     /// the owner's registry knows. Forwarded hop by hop to the owner.
-    Open { target: crate::ActorId, token: Token, type_name: String, reply: RawSender },
+    /// `hops`: where to forward next if the receiver has no connection to
+    /// the owner (see `route::Hops`).
+    Open { target: crate::ActorId, token: Token, type_name: String, reply: RawSender, hops: Hops },
     /// Tell `stopped` when `target` stops (or at once why not). Forwarded
     /// like `Open`.
-    Watch { target: crate::ActorId, token: Token, stopped: Watcher },
+    Watch { target: crate::ActorId, token: Token, stopped: Watcher, hops: Hops },
 }
 
 /// The answer to a `Lookup`.

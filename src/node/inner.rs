@@ -21,7 +21,7 @@ use super::error::RemoteError;
 use super::peers::{Peer, PeerTable};
 use super::registry::{self, Export, Registry};
 use super::remote_ref::{ActorId, WatchEvent};
-use super::route::AnyRoute;
+use super::route::{AnyRoute, Hops};
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, oneshot, RawSender};
 use crate::conn::{NodeSupervisor, SupervisorParent};
@@ -292,13 +292,17 @@ impl NodeInner {
                 let answer = self.lock().registry.lookup(&name, &self.caps);
                 let _ = reply.send(answer);
             }
-            Control::Open { target, token, type_name, reply } => self.open(from, target, token, type_name, reply),
-            Control::Watch { target, token, stopped } => self.add_watcher(target, token, stopped),
+            Control::Open { target, token, type_name, reply, hops } => {
+                self.open(from, target, token, type_name, reply, hops)
+            }
+            Control::Watch { target, token, stopped, hops } => {
+                self.add_watcher(Some(from), target, token, stopped, hops)
+            }
         }
     }
 
     /// Answers (or forwards) a request to open a route to `target`.
-    fn open(&self, from: NodeId, target: ActorId, token: Token, type_name: String, reply: RawSender) {
+    fn open(&self, from: NodeId, target: ActorId, token: Token, type_name: String, reply: RawSender, hops: Hops) {
         let refuse = |reply: RawSender, e: RemoteError| {
             // `Err(e)` encodes the same whatever the `Ok` type is.
             if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
@@ -307,11 +311,10 @@ impl NodeInner {
         };
         if target.node != self.id {
             // Forward towards the owner, never back where it came from.
-            match self.peer(target.node) {
-                Ok(p) if target.node != from => {
-                    let _ = p.control.try_send(Control::Open { target, token, type_name, reply });
+            match self.next_hop(target.node, &hops, Some(from)) {
+                Ok((p, hops)) => {
+                    let _ = p.control.try_send(Control::Open { target, token, type_name, reply, hops });
                 }
-                Ok(_) => refuse(reply, RemoteError::NoRoute(target.node)),
                 Err(e) => refuse(reply, e),
             }
             return;
@@ -332,10 +335,19 @@ impl NodeInner {
         }
     }
 
-    pub(crate) fn add_watcher(&self, target: ActorId, token: Token, stopped: Watcher) {
+    /// Adds a watcher of `target` (from the peer `from`, or from this
+    /// node), or forwards the watch towards the owner like `open`.
+    pub(crate) fn add_watcher(
+        &self,
+        from: Option<NodeId>,
+        target: ActorId,
+        token: Token,
+        stopped: Watcher,
+        hops: Hops,
+    ) {
         if target.node != self.id {
-            if let Ok(p) = self.peer(target.node) {
-                let _ = p.control.try_send(Control::Watch { target, token, stopped });
+            if let Ok((p, hops)) = self.next_hop(target.node, &hops, from) {
+                let _ = p.control.try_send(Control::Watch { target, token, stopped, hops });
             }
             // No route: dropping `stopped` tells the watcher.
             return;
@@ -379,21 +391,21 @@ impl NodeInner {
     }
 
     /// Resolves when `target` can no longer be reached, saying why.
-    pub(crate) async fn watch(&self, target: ActorId, token: Token, via: Option<NodeId>) -> WatchEvent {
+    pub(crate) async fn watch(&self, target: ActorId, token: Token, hops: &Hops) -> WatchEvent {
         if target.node == self.id {
             let (tx, rx) = oneshot::channel();
-            self.add_watcher(target, token, tx);
+            self.add_watcher(None, target, token, tx, Hops::default());
             return match rx.await {
                 Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
                 _ => WatchEvent::Stopped,
             };
         }
-        let hop = match self.peer(target.node).or_else(|e| via.ok_or(e).and_then(|v| self.peer(v))) {
-            Ok(hop) => hop,
+        let (hop, hops) = match self.next_hop(target.node, hops, None) {
+            Ok(next) => next,
             Err(_) => return self.event_for(target.node),
         };
         let (tx, rx) = oneshot::channel();
-        if hop.control.send(Control::Watch { target, token, stopped: tx }).await.is_err() {
+        if hop.control.send(Control::Watch { target, token, stopped: tx, hops }).await.is_err() {
             return self.event_for(target.node);
         }
         match rx.await {

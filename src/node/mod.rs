@@ -261,7 +261,7 @@ impl Node {
             node: Arc::downgrade(&self.inner),
             target,
             token,
-            via: None,
+            hops: Default::default(),
             local: Some(Local::new(mailbox)),
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
@@ -291,7 +291,7 @@ impl Node {
             return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
         }
         let target = ActorId { node: peer, id: exported.actor };
-        let route = self.inner.route::<M>(target, exported.token, Some(peer));
+        let route = self.inner.route::<M>(target, exported.token, Default::default());
         // Open now, so the first tell (and try_tell) need not wait.
         route.sender().await?;
         Ok(RemoteRef { route })

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::RemoteError;
 use super::inner::NodeInner;
 use super::mailbox::RemoteMessage;
-use super::route::Route;
+use super::route::{Hops, Route};
 use crate::auth::Token;
 use crate::chan::{mpsc, oneshot};
 use crate::NodeId;
@@ -30,10 +30,11 @@ pub struct ActorId {
 /// A typed handle to an actor that may live on another node.
 ///
 /// It serializes as the actor's identity, so it can travel inside any
-/// message; received on another node it is live there too, and a third node
-/// reaches the actor through the node it got the ref from if it has no
-/// connection of its own to the owner. Two refs to the same actor compare
-/// equal and hash alike wherever they came from.
+/// message; received on another node it is live there too. A node with no
+/// connection of its own to the owner reaches the actor back along the
+/// nodes the ref came through (up to 16), which need not hold it any more.
+/// Two refs to the same actor compare equal and hash alike wherever they
+/// came from.
 ///
 /// A ref is a capability: besides the actor's id it carries a token only
 /// the owner node can mint, so holding a ref (sent by someone who had it, or
@@ -236,10 +237,10 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// reached.
     pub fn monitor(&self) -> Monitor {
         let node = self.route.node.upgrade();
-        let (target, token, via) = (self.route.target, self.route.token, self.route.via);
+        let (target, token, hops) = (self.route.target, self.route.token, self.route.hops.clone());
         Monitor(Box::pin(async move {
             match node {
-                Some(node) => node.watch(target, token, via).await,
+                Some(node) => node.watch(target, token, &hops).await,
                 None => WatchEvent::NodeLost,
             }
         }))
@@ -299,17 +300,22 @@ impl fmt::Debug for Monitor {
     }
 }
 
+/// A ref on the wire: the actor, its capability token, and the nodes
+/// through which the sender reaches the owner (empty if the sender is the
+/// owner or got the ref from it).
 #[derive(Serialize, Deserialize)]
 struct RefWire {
     node: NodeId,
     actor: u64,
     token: Token,
+    hops: Hops,
 }
 
 impl<M: RemoteMessage> Serialize for RemoteRef<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let target = self.route.target;
-        RefWire { node: target.node, actor: target.id, token: self.route.token }.serialize(s)
+        let hops = self.route.hops.clone();
+        RefWire { node: target.node, actor: target.id, token: self.route.token, hops }.serialize(s)
     }
 }
 
@@ -319,7 +325,8 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
         let (node, via) = crate::chan::decoding_owner()
             .and_then(|(owner, via)| owner.downcast::<NodeInner>().ok().map(|node| (node, via)))
             .ok_or_else(|| crate::codec::de_error::<D::Error>("remote refs travel only between tether nodes"))?;
-        let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, Some(via));
+        let hops = if via == wire.node { Hops::default() } else { Hops::received(via, wire.hops) };
+        let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, hops);
         Ok(RemoteRef { route })
     }
 }

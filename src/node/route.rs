@@ -11,6 +11,7 @@ use super::control::Control;
 use super::error::RemoteError;
 use super::inner::NodeInner;
 use super::mailbox::{Local, Mailbox, RemoteMessage};
+use super::peers::Peer;
 use super::remote_ref::ActorId;
 use crate::auth::Token;
 use crate::chan::{mpsc, oneshot, RawSender};
@@ -26,9 +27,10 @@ pub(crate) struct Route<M> {
     pub(crate) target: ActorId,
     /// The capability token the owner checks before opening a route.
     pub(crate) token: Token,
-    /// The peer the ref came from, which can forward when we have no
-    /// connection to the owner.
-    pub(crate) via: Option<NodeId>,
+    /// Nodes that can forward towards the owner when this node has no
+    /// connection to it, nearest first: the peer the ref came from, then the
+    /// ones it named (see [`Hops`]).
+    pub(crate) hops: Hops,
     pub(crate) local: Option<Local<M>>,
     pub(crate) sender: tokio::sync::Mutex<Option<mpsc::Sender<M>>>,
     /// The opened sender, for `try_tell` and for `sender` without waiting on
@@ -64,7 +66,7 @@ impl<M: RemoteMessage> Route<M> {
             return Err(RemoteError::Forbidden);
         }
         let node = self.node.upgrade().ok_or(RemoteError::NodeGone)?;
-        let s = node.open_route::<M>(self.target, self.token, self.via).await.inspect_err(|e| {
+        let s = node.open_route::<M>(self.target, self.token, &self.hops).await.inspect_err(|e| {
             if *e == RemoteError::Forbidden {
                 self.forbidden.store(true, std::sync::atomic::Ordering::Release);
             }
@@ -89,7 +91,7 @@ impl NodeInner {
         self: &Arc<Self>,
         target: ActorId,
         token: Token,
-        via: Option<NodeId>,
+        hops: Hops,
     ) -> Arc<Route<M>> {
         let mut st = self.lock();
         // A route of another message type is not reused (nor dropped under
@@ -114,7 +116,7 @@ impl NodeInner {
             node: Arc::downgrade(self),
             target,
             token,
-            via: if target.node == self.id { None } else { via },
+            hops: if target.node == self.id { Hops::default() } else { hops },
             local,
             sender: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
@@ -136,13 +138,13 @@ impl NodeInner {
         route
     }
 
-    /// Asks the owner (directly, or through `via`) for a sender into the
-    /// actor's mailbox.
+    /// Asks the owner (directly, or through the first of `hops` this node
+    /// is connected to) for a sender into the actor's mailbox.
     pub(crate) async fn open_route<M: RemoteMessage>(
         &self,
         target: ActorId,
         token: Token,
-        via: Option<NodeId>,
+        hops: &Hops,
     ) -> Result<mpsc::Sender<M>, RemoteError> {
         let type_name = std::any::type_name::<M>();
         if target.node == self.id {
@@ -153,20 +155,84 @@ impl NodeInner {
                 None => RemoteError::Stopped,
             });
         }
-        let hop = match self.peer(target.node) {
-            Ok(p) => p,
-            Err(direct) => match via {
-                Some(v) if v != target.node => self.peer(v).map_err(|_| direct)?,
-                _ => return Err(direct),
-            },
-        };
+        let (hop, rest) = self.next_hop(target.node, hops, None)?;
         let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
         let raw = RawSender::from_oneshot(reply);
         let type_name = type_name.to_owned();
         hop.control
-            .send(Control::Open { target, token, type_name, reply: raw })
+            .send(Control::Open { target, token, type_name, reply: raw, hops: rest })
             .await
             .map_err(|_| self.why_unreachable(target.node))?;
         self.answer(answer).await?
+    }
+
+    /// The peer to send a request for an actor of `owner` to: the owner
+    /// itself if connected, else the first of `hops` this node is connected
+    /// to (never `from`, where the request came from); and the hops that
+    /// remain after it. Without either, why the owner cannot be reached.
+    pub(crate) fn next_hop(
+        &self,
+        owner: NodeId,
+        hops: &Hops,
+        from: Option<NodeId>,
+    ) -> Result<(Peer, Hops), RemoteError> {
+        let direct = match self.peer(owner) {
+            Ok(p) if Some(owner) != from => return Ok((p, Hops::default())),
+            Ok(_) => RemoteError::NoRoute(owner),
+            Err(e) => e,
+        };
+        for (i, &hop) in hops.0.iter().enumerate() {
+            if hop == self.id || Some(hop) == from || hop == owner {
+                continue;
+            }
+            if let Ok(p) = self.peer(hop) {
+                // A peer's list is bounded here too, whatever it sent.
+                return Ok((p, Hops(hops.0[i + 1..].iter().take(MAX_HOPS).copied().collect())));
+            }
+        }
+        Err(direct)
+    }
+}
+
+/// Most hops a ref remembers towards its owner; a ref passed on further
+/// keeps the nearest ones.
+pub(crate) const MAX_HOPS: usize = 16;
+
+/// Nodes through which an actor's owner can be reached from here, nearest
+/// first, at most [`MAX_HOPS`]. A ref that travels away from its owner
+/// carries them (each node adds the one it got the ref from), so a node
+/// with no connection to the owner reaches it through any chain of nodes
+/// the ref went along, as long as they are connected in turn.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Hops(pub(crate) Vec<NodeId>);
+
+impl Hops {
+    /// The hops of a ref received from `from`, which named `further`.
+    pub(crate) fn received(from: NodeId, further: Hops) -> Hops {
+        let mut hops = Vec::with_capacity((further.0.len() + 1).min(MAX_HOPS));
+        hops.push(from);
+        hops.extend(further.0.into_iter().filter(|h| *h != from).take(MAX_HOPS - 1));
+        Hops(hops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> NodeId {
+        NodeId(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn a_received_ref_puts_its_sender_first_and_keeps_at_most_max_hops() {
+        let further = Hops((1..=40).map(id).collect());
+        let hops = Hops::received(id(99), further);
+        assert_eq!(hops.0.len(), MAX_HOPS);
+        assert_eq!(hops.0[0], id(99));
+        assert_eq!(hops.0[1..], (1..MAX_HOPS as u128).map(id).collect::<Vec<_>>()[..]);
+        // The sender named again further on is not repeated.
+        let hops = Hops::received(id(5), Hops(vec![id(5), id(6)]));
+        assert_eq!(hops.0, vec![id(5), id(6)]);
     }
 }
