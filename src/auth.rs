@@ -63,6 +63,14 @@ impl Cookie {
     fn mac(&self) -> HmacSha256 {
         HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length")
     }
+
+    /// A key for one purpose, derived from the secret: HMAC-SHA256(cookie,
+    /// `label`). Keys of different labels tell nothing of each other.
+    pub(crate) fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl fmt::Debug for Cookie {

@@ -75,6 +75,7 @@
 
 mod auth;
 mod chan;
+pub mod cluster;
 pub mod codec;
 mod config;
 mod conn;

@@ -17,6 +17,7 @@ const RANKS: &[(&str, u8)] = &[
     ("conn", 3),
     ("chan", 4),
     ("node", 5),
+    ("cluster", 6),
 ];
 
 /// Names the crate root re-exports, and the module each comes from.

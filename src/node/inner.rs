@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::control::{decides, Control, Watcher, CLOSE_DUPLICATE, CLOSE_NODE_LEFT};
+use super::directory::Directory;
 use super::error::RemoteError;
 use super::peers::{Peer, PeerTable};
 use super::registry::{self, Export, Registry};
@@ -43,6 +44,10 @@ pub(crate) struct NodeState {
     watching: JoinSet<()>,
     /// Actors that stopped, their watchers being told.
     stopping: JoinSet<()>,
+    /// Tasks of the layers above (a cluster's membership) that end on their
+    /// own once shutdown begins; waited for at shutdown, left to finish
+    /// when the node is dropped.
+    services: Vec<JoinHandle<()>>,
 }
 
 /// How far a node's shutdown has come; tasks wait for their phase.
@@ -79,6 +84,10 @@ pub(crate) struct NodeInner {
     /// The node's actor, parent of its connections' supervisors; spawned on
     /// first use (a node can be made outside a runtime).
     supervisor: tokio::sync::OnceCell<Option<SupervisorParent>>,
+    /// Where nodes not connected to are found: the cluster, once joined.
+    pub(crate) directory: std::sync::OnceLock<Arc<dyn Directory>>,
+    /// One dial at a time per address, for connections made on demand.
+    pub(crate) dialing: super::directory::Dialing,
 }
 
 impl NodeInner {
@@ -94,6 +103,8 @@ impl NodeInner {
             peers_changed: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::channel(Phase::Running).0,
             supervisor: tokio::sync::OnceCell::new(),
+            directory: std::sync::OnceLock::new(),
+            dialing: Default::default(),
         }
     }
 
@@ -211,6 +222,61 @@ impl NodeInner {
             old.conn.shared().close(CLOSE_DUPLICATE, "replaced by a newer connection");
         }
         self.peers_changed.notify_waiters();
+    }
+
+    /// Dials with `dial` (the session resumes across broken transports as
+    /// `cfg.reconnect` says), unless a peer dialed at `addr` is live.
+    pub(crate) async fn connect_dialer(
+        self: &Arc<Self>,
+        addr: String,
+        dial: crate::conn::Dialer,
+        cfg: Config,
+    ) -> Result<NodeId, ConnectError> {
+        {
+            let st = self.lock();
+            if st.closing {
+                return Err(ConnectError::NodeShutDown);
+            }
+            if let Some(id) = st.peers.live_at(&addr) {
+                return Ok(id);
+            }
+        }
+        let parent = self.supervisor().await;
+        let conn = Connection::dial_as(dial, cfg, self.id, parent).await?;
+        self.join(conn, Some(addr)).await
+    }
+
+    /// Takes a fresh connection in and waits until the peer can be asked
+    /// things: its hello heard, or, if another connection with it was kept
+    /// instead, that one live.
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        conn: Connection,
+        dialed: Option<String>,
+    ) -> Result<NodeId, ConnectError> {
+        let limit = self.cfg.handshake_timeout;
+        let (id, ready) = self.attach(conn, dialed);
+        match tokio::time::timeout(limit, ready).await {
+            Ok(Ok(true)) => Ok(id),
+            Ok(Ok(false)) => self.until_live(id, limit).await.map(|()| id),
+            Ok(Err(_)) if self.lock().closing => Err(ConnectError::NodeShutDown),
+            Ok(Err(_)) => Err(ConnectError::Eof),
+            Err(_) => Err(ConnectError::Timeout(limit)),
+        }
+    }
+
+    /// Runs `task`, which must end by itself once shutdown reaches
+    /// `Closing` (or the node is dropped): shutdown waits for it before its
+    /// goodbye phase; a dropped node lets it finish. False if the node is
+    /// shutting down.
+    pub(crate) fn spawn_service(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        let mut st = self.lock();
+        if st.closing {
+            return false;
+        }
+        st.services.retain(|t| !t.is_finished());
+        st.services.push(tokio::spawn(task));
+        true
     }
 
     /// Waits up to `limit` for a live connection to `id`.
@@ -391,7 +457,7 @@ impl NodeInner {
     }
 
     /// Resolves when `target` can no longer be reached, saying why.
-    pub(crate) async fn watch(&self, target: ActorId, token: Token, hops: &Hops) -> WatchEvent {
+    pub(crate) async fn watch(self: &Arc<Self>, target: ActorId, token: Token, hops: &Hops) -> WatchEvent {
         if target.node == self.id {
             let (tx, rx) = oneshot::channel();
             self.add_watcher(None, target, token, tx, Hops::default());
@@ -400,10 +466,11 @@ impl NodeInner {
                 _ => WatchEvent::Stopped,
             };
         }
-        let (hop, hops) = match self.next_hop(target.node, hops, None) {
-            Ok(next) => next,
-            Err(_) => return self.event_for(target.node),
+        let next = match self.reach(target.node).await {
+            Ok(owner) => Ok((owner, Hops::default())),
+            Err(_) => self.next_hop(target.node, hops, None),
         };
+        let Ok((hop, hops)) = next else { return self.event_for(target.node) };
         let (tx, rx) = oneshot::channel();
         if hop.control.send(Control::Watch { target, token, stopped: tx, hops }).await.is_err() {
             return self.event_for(target.node);
@@ -447,6 +514,10 @@ impl NodeInner {
             self.actor_stopped(id);
         }
         watching.shutdown().await;
+        let services = std::mem::take(&mut self.lock().services);
+        for s in services {
+            let _ = s.await;
+        }
         let mut stopping = std::mem::take(&mut self.lock().stopping);
         while stopping.join_next().await.is_some() {}
         // Each serving task says goodbye on its connection once what is

@@ -17,8 +17,11 @@
 //!   that feeds a route's messages to a local actor.
 //! - `listener.rs`: admitting incoming transports within limits.
 //! - `error.rs`: [`RemoteError`].
+//! - `directory.rs`: where a node not connected to is found (the cluster
+//!   above tells), and connecting to it on demand.
 
 mod control;
+mod directory;
 mod error;
 mod inner;
 mod listener;
@@ -28,7 +31,9 @@ mod registry;
 mod remote_ref;
 mod route;
 
+pub(crate) use directory::Directory;
 pub use error::{LookupError, NameTaken, RemoteError};
+pub(crate) use inner::{NodeInner, Phase};
 pub use mailbox::{Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
 
@@ -41,7 +46,6 @@ use crate::conn::Role;
 use crate::transport::Transport;
 use crate::{Config, ConnectError, Connection, NodeId};
 use control::Control;
-use inner::NodeInner;
 use mailbox::Local;
 use registry::Export;
 use route::{AnyRoute, Route};
@@ -91,6 +95,11 @@ pub struct NodeStats {
 }
 
 impl Node {
+    /// The node behind this handle, for the layers above.
+    pub(crate) fn inner(&self) -> &Arc<NodeInner> {
+        &self.inner
+    }
+
     /// A node with an optional human-readable name and the configuration of
     /// every connection it makes or accepts.
     ///
@@ -172,7 +181,7 @@ impl Node {
             let target = target.clone();
             async move { TcpStream::connect(&target[..]).await }
         });
-        self.connect_dialer(name.clone(), dial).await.map_err(|e| e.at(name))
+        self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone()).await.map_err(|e| e.at(name))
     }
 
     /// [`Node::connect`] over TLS: the server's certificate must be valid
@@ -193,24 +202,7 @@ impl Node {
         let dial = crate::conn::dialer(move || {
             crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
         });
-        self.connect_dialer(addr.to_owned(), dial).await.map_err(|e| e.at(addr))
-    }
-
-    async fn connect_dialer(&self, addr: String, dial: crate::conn::Dialer) -> Result<NodeId, ConnectError> {
-        {
-            let st = self.inner.lock();
-            if st.closing {
-                return Err(ConnectError::NodeShutDown);
-            }
-            if let Some(id) = st.peers.live_at(&addr) {
-                return Ok(id);
-            }
-        }
-        // The session survives broken transports: the same address is dialed
-        // again and the session resumed (see `Config::reconnect`).
-        let parent = self.inner.supervisor().await;
-        let conn = Connection::dial_as(dial, self.inner.cfg.clone(), self.inner.id, parent).await?;
-        self.join(conn, Some(addr)).await
+        self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone()).await.map_err(|e| e.at(addr))
     }
 
     /// Runs the node protocol over a transport made by other means (Unix
@@ -221,22 +213,7 @@ impl Node {
         }
         let parent = self.inner.supervisor().await;
         let conn = Connection::establish(io, self.inner.cfg.clone(), role, self.inner.id, parent).await?;
-        self.join(conn, None).await
-    }
-
-    /// Takes a fresh connection in and waits until the peer can be asked
-    /// things: its hello heard, or, if another connection with it was kept
-    /// instead, that one live.
-    async fn join(&self, conn: Connection, dialed: Option<String>) -> Result<NodeId, ConnectError> {
-        let limit = self.inner.cfg.handshake_timeout;
-        let (id, ready) = self.inner.attach(conn, dialed);
-        match tokio::time::timeout(limit, ready).await {
-            Ok(Ok(true)) => Ok(id),
-            Ok(Ok(false)) => self.inner.until_live(id, limit).await.map(|()| id),
-            Ok(Err(_)) if self.inner.lock().closing => Err(ConnectError::NodeShutDown),
-            Ok(Err(_)) => Err(ConnectError::Eof),
-            Err(_) => Err(ConnectError::Timeout(limit)),
-        }
+        self.inner.join(conn, None).await
     }
 
     /// Exports an actor, by name if `name` is given. The returned ref can be
@@ -276,10 +253,11 @@ impl Node {
         self.inner.lock().registry.unname(name)
     }
 
-    /// Finds the actor exported as `name` on the connected node `peer`,
-    /// checking that it takes messages of type `M`.
+    /// Finds the actor exported as `name` on the node `peer`, checking that
+    /// it takes messages of type `M`. `peer` is a node this node is connected
+    /// to, or a member of its cluster (connected to now).
     pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
-        let control = self.inner.peer(peer)?.control;
+        let control = self.inner.reach(peer).await?.control;
         let (reply, answer) = oneshot::channel();
         control
             .send(Control::Lookup { name: name.to_owned(), reply })

@@ -138,10 +138,11 @@ impl NodeInner {
         route
     }
 
-    /// Asks the owner (directly, or through the first of `hops` this node
-    /// is connected to) for a sender into the actor's mailbox.
+    /// Asks the owner (directly, connecting to it if it is a cluster member,
+    /// or through the first of `hops` this node is connected to) for a
+    /// sender into the actor's mailbox.
     pub(crate) async fn open_route<M: RemoteMessage>(
-        &self,
+        self: &Arc<Self>,
         target: ActorId,
         token: Token,
         hops: &Hops,
@@ -155,7 +156,12 @@ impl NodeInner {
                 None => RemoteError::Stopped,
             });
         }
-        let (hop, rest) = self.next_hop(target.node, hops, None)?;
+        // A member of this node's cluster is connected to on demand; else
+        // the owner or a hop towards it must be connected already.
+        let (hop, rest) = match self.reach(target.node).await {
+            Ok(owner) => (owner, Hops::default()),
+            Err(_) => self.next_hop(target.node, hops, None)?,
+        };
         let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
         let raw = RawSender::from_oneshot(reply);
         let type_name = type_name.to_owned();

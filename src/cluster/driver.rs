@@ -1,0 +1,145 @@
+//! The task that runs a node's membership: one UDP socket, the engine's
+//! timers, seed rounds, and publishing the view for handles. Ends when the
+//! node shuts down, after leaving the cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use foca::Timer;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::engine::{Engine, MAX_DATAGRAM};
+use super::identity::Ident;
+use super::{seeds, ClusterConfig, ClusterError, Shared};
+use crate::node::Phase;
+use crate::Node;
+
+pub(super) fn start(
+    node: &Node,
+    engine: Engine,
+    socket: UdpSocket,
+    cfg: ClusterConfig,
+    shared: Arc<Shared>,
+) -> Result<(), ClusterError> {
+    let inner = node.inner();
+    if inner.lock().closing {
+        return Err(ClusterError::NodeShutDown);
+    }
+    if !inner.set_directory(shared.clone()) {
+        return Err(ClusterError::AlreadyJoined);
+    }
+    let closing = inner.on_shutdown(Phase::Closing);
+    if !inner.spawn_service(run(engine, socket, cfg, shared, closing)) {
+        return Err(ClusterError::NodeShutDown);
+    }
+    Ok(())
+}
+
+/// Timers foca asked for, due first first.
+#[derive(Default)]
+struct Timers {
+    due: BTreeMap<(Instant, u64), Timer<Ident>>,
+    seq: u64,
+}
+
+impl Timers {
+    fn next(&self) -> Option<Instant> {
+        self.due.keys().next().map(|k| k.0)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Timer<Ident>> {
+        let entry = self.due.first_entry()?;
+        (entry.key().0 <= now).then(|| entry.remove())
+    }
+}
+
+async fn run(
+    mut engine: Engine,
+    socket: UdpSocket,
+    cfg: ClusterConfig,
+    shared: Arc<Shared>,
+    closing: impl std::future::Future<Output = ()>,
+) {
+    let (seed_tx, mut seed_rx) = tokio::sync::mpsc::channel(1);
+    let resolver = tokio::spawn(seeds::watch(cfg.seeds.clone(), cfg.seed_interval, seed_tx));
+    let _resolver = AbortOnDrop(resolver);
+    let mut timers = Timers::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    tokio::pin!(closing);
+    loop {
+        flush(&mut engine, &socket, &mut timers, &shared).await;
+        let next = timers.next();
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, _)) => engine.handle_datagram(&buf[..n]),
+                Err(e) => tracing::debug!(error = %e, "gossip socket"),
+            },
+            () = sleep_until(next) => {
+                let now = Instant::now();
+                while let Some(t) = timers.pop_due(now) {
+                    engine.handle_timer(t);
+                }
+            }
+            Some(addrs) = seed_rx.recv() => {
+                for addr in addrs {
+                    if !engine.is_active(addr) {
+                        engine.announce(addr);
+                    }
+                }
+            }
+            () = &mut closing => {
+                engine.leave();
+                flush(&mut engine, &socket, &mut timers, &shared).await;
+                break;
+            }
+        }
+    }
+    // Subscribers hear the end.
+    shared.lock().events = None;
+}
+
+/// Carries out what the engine asked: datagrams out, timers started, the
+/// view and events published.
+async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, shared: &Shared) {
+    while let Some((to, datagram)) = engine.poll_transmit() {
+        // Gossip tolerates loss; a failed send is a lost datagram.
+        if let Err(e) = socket.send_to(&datagram, to).await {
+            tracing::debug!(%to, error = %e, "gossip not sent");
+        }
+    }
+    while let Some((after, timer)) = engine.poll_timer() {
+        timers.seq += 1;
+        timers.due.insert((Instant::now() + after, timers.seq), timer);
+    }
+    let mut p = shared.lock();
+    p.stats = engine.stats();
+    let mut changed = false;
+    while let Some(event) = engine.poll_event() {
+        changed = true;
+        tracing::info!(?event, "cluster");
+        if let Some(tx) = &p.events {
+            // No receiver is not an error: nobody subscribed.
+            let _ = tx.send(event);
+        }
+    }
+    if changed {
+        p.members = engine.members();
+    }
+    p.me = engine.me();
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
