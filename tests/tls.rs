@@ -247,3 +247,52 @@ async fn a_stalled_tls_handshake_is_hung_up_on() {
     })
     .await;
 }
+
+/// Cluster members over mutual TLS: a lookup on a member connects to it on
+/// demand over TLS (its certificate checked, this member's presented), and
+/// a member without TLS settings cannot reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_members_connect_on_demand_over_mutual_tls() {
+    use tether::cluster::{Cluster, ClusterConfig, MemberStatus, MemberTls};
+    within(T, async {
+        let servers = Ca::new("members");
+        let clients = Ca::new("member clients");
+        let mut cfg = Config::default();
+        cfg.cookie = Some(Cookie::new([9u8; 32]));
+        let member = |name: &'static str| {
+            let cfg = cfg.clone();
+            let (servers, clients) = (&servers, &clients);
+            async move {
+                let node = Node::new(Some(name), cfg).unwrap();
+                let tls =
+                    server_tls(servers.issue("member.tether", ExtendedKeyUsagePurpose::ServerAuth), Some(clients));
+                let addr = node.listen_tls("127.0.0.1:0", tls).await.unwrap();
+                (node, addr)
+            }
+        };
+        let tls =
+            |ca: &Ca, id: Identity| MemberTls { client: client_tls(ca, Some(id)), server_name: "member.tether".into() };
+        let (a, a_addr) = member("a").await;
+        serve_echo(&a);
+        let mut ca_cfg = ClusterConfig::default();
+        ca_cfg.tls = Some(tls(&servers, clients.issue("a", ExtendedKeyUsagePurpose::ClientAuth)));
+        let _ca = Cluster::join(&a, a_addr, ca_cfg).await.unwrap();
+
+        let (b, b_addr) = member("b").await;
+        let mut cb_cfg = ClusterConfig::default().seed(a_addr);
+        cb_cfg.tls = Some(tls(&servers, clients.issue("b", ExtendedKeyUsagePurpose::ClientAuth)));
+        let cb = Cluster::join(&b, b_addr, cb_cfg).await.unwrap();
+
+        // A member that dials in plain TCP.
+        let (c, c_addr) = member("c").await;
+        let cc = Cluster::join(&c, c_addr, ClusterConfig::default().seed(a_addr)).await.unwrap();
+
+        for view in [&cb, &cc] {
+            let view = view.clone();
+            common::eventually("a is up", T, move || view.members().iter().any(|m| m.status == MemberStatus::Up)).await;
+        }
+        assert_eq!(echo(&b, a.id(), "over tls").await, "over tls");
+        assert!(c.lookup::<Echo>(a.id(), "echo").await.is_err(), "plain TCP to a TLS member must fail");
+    })
+    .await;
+}

@@ -143,6 +143,11 @@ impl Engine {
         if self.left {
             return;
         }
+        if datagram.len() > MAX_DATAGRAM {
+            self.stats.rejected += 1;
+            tracing::debug!(len = datagram.len(), "gossip dropped: datagram too long");
+            return;
+        }
         let payload = match self.envelope.open(datagram) {
             Ok(p) => p,
             Err(why) => {

@@ -188,6 +188,11 @@ pub struct ClusterConfig {
     /// Events a subscriber may fall behind by before it misses some (and is
     /// told how many: [`EventsError::Lagged`]). Default 1,024.
     pub event_buffer: usize,
+    /// Connections to members over TLS (feature `tls`). Gossip is then
+    /// still authenticated by the cookie, which must be set. Default none:
+    /// plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<MemberTls>,
 }
 
 impl Default for ClusterConfig {
@@ -202,6 +207,8 @@ impl Default for ClusterConfig {
             gossip_interval: Duration::from_millis(200),
             max_members: 1024,
             event_buffer: 1024,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -286,6 +293,8 @@ pub(crate) struct Published {
 
 pub(crate) struct Shared {
     published: Mutex<Published>,
+    #[cfg(feature = "tls")]
+    tls: Option<MemberTls>,
 }
 
 impl Shared {
@@ -294,11 +303,43 @@ impl Shared {
     }
 }
 
-impl crate::node::Directory for Shared {
+impl Shared {
     fn address(&self, node: NodeId) -> Option<SocketAddr> {
         let p = self.lock();
         p.members.iter().find(|m| m.id == node && m.status == MemberStatus::Up).map(|m| m.addr)
     }
+}
+
+impl crate::node::Directory for Shared {
+    fn dialer(&self, node: NodeId) -> Option<(SocketAddr, crate::conn::Dialer)> {
+        let addr = self.address(node)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+            // Checked by `Cluster::join`.
+            let name = crate::transport::tls::server_name(&tls.server_name).ok()?;
+            let target = addr.to_string();
+            let dial = crate::conn::dialer(move || {
+                let (connector, name, target) = (connector.clone(), name.clone(), target.clone());
+                async move { crate::transport::tls::connect(connector, name, target).await }
+            });
+            return Some((addr, dial));
+        }
+        Some((addr, crate::conn::dialer(move || tokio::net::TcpStream::connect(addr))))
+    }
+}
+
+/// How a member dials other members over TLS (feature `tls`): every member
+/// listens with [`Node::listen_tls`], and its certificate is valid for
+/// `server_name` under `client`'s roots (`client` may carry this member's
+/// own certificate, for mutual TLS).
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub struct MemberTls {
+    /// Roots (and, for mutual TLS, this member's certificate).
+    pub client: Arc<crate::transport::tls::rustls::ClientConfig>,
+    /// The name every member's certificate is valid for.
+    pub server_name: String,
 }
 
 /// A node's membership in a cluster. Cheap to clone; the membership lasts
@@ -341,7 +382,19 @@ impl Cluster {
         let me = identity::Ident { node: node.id(), addr, started, bump: 0, name, leaving: false };
         let seed = u64::from_le_bytes(node.id().0.as_bytes()[..8].try_into().expect("8 bytes"));
         let engine = engine::Engine::new(me, &cfg, node.inner().cfg.cookie.as_ref(), seed);
+        #[cfg(feature = "tls")]
+        if cfg.tls.is_some() && node.inner().cfg.cookie.is_none() {
+            return Err(ClusterError::Config("members over TLS need a cookie (Config::cookie) to authenticate gossip"));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &cfg.tls {
+            if crate::transport::tls::server_name(&tls.server_name).is_err() {
+                return Err(ClusterError::Config("MemberTls::server_name is not a valid server name"));
+            }
+        }
         let shared = Arc::new(Shared {
+            #[cfg(feature = "tls")]
+            tls: cfg.tls.clone(),
             published: Mutex::new(Published {
                 me: engine.me(),
                 members: Vec::new(),
@@ -371,7 +424,7 @@ impl Cluster {
 
     /// The address of `node`, if it is a member that is up.
     pub fn address(&self, node: NodeId) -> Option<SocketAddr> {
-        crate::node::Directory::address(&*self.shared, node)
+        self.shared.address(node)
     }
 
     /// Events from now on, starting with a [`ClusterEvent::NodeUp`] for each

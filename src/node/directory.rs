@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use super::error::RemoteError;
 use super::inner::NodeInner;
 use super::peers::Peer;
+use crate::conn::Dialer;
 use crate::NodeId;
 
-/// Where a node is found: the address of a node this node may connect to.
+/// Where a node is found: the address of a node this node may connect to,
+/// and how to dial it (TCP, TLS).
 pub(crate) trait Directory: Send + Sync {
-    fn address(&self, node: NodeId) -> Option<SocketAddr>;
+    fn dialer(&self, node: NodeId) -> Option<(SocketAddr, Dialer)>;
 }
 
 /// One lock per address being dialed on demand, so many routes opened at
@@ -37,7 +39,7 @@ impl NodeInner {
         if let Ok(peer) = self.peer(node) {
             return Ok(peer);
         }
-        let Some(addr) = self.directory.get().and_then(|d| d.address(node)) else {
+        let Some((addr, dial)) = self.directory.get().and_then(|d| d.dialer(node)) else {
             return self.peer(node);
         };
         let lock = {
@@ -48,7 +50,7 @@ impl NodeInner {
             let _one_at_a_time = lock.lock().await;
             match self.peer(node) {
                 Ok(peer) => Ok(peer),
-                Err(_) => self.dial_member(node, addr).await,
+                Err(_) => self.dial_member(node, addr, dial).await,
             }
         };
         let mut dialing = self.dialing.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,10 +60,9 @@ impl NodeInner {
         result
     }
 
-    async fn dial_member(self: &Arc<Self>, node: NodeId, addr: SocketAddr) -> Result<Peer, RemoteError> {
+    async fn dial_member(self: &Arc<Self>, node: NodeId, addr: SocketAddr, dial: Dialer) -> Result<Peer, RemoteError> {
         let mut cfg = self.cfg.clone();
         cfg.reconnect.enabled = true;
-        let dial = crate::conn::dialer(move || tokio::net::TcpStream::connect(addr));
         match self.connect_dialer(addr.to_string(), dial, cfg).await {
             Ok(id) if id == node => self.peer(node),
             Ok(other) => {

@@ -69,13 +69,20 @@
 //! [`RemoteAddr::monitor`] is a future of [`tether::WatchEvent`];
 //! [`RemoteAddr::watch`] delivers it to a local actor as a [`Terminated`]
 //! message.
+//!
+//! # Clusters
+//!
+//! [`subscribe`] delivers a [`tether::cluster::Cluster`]'s membership
+//! events to an actor as [`ClusterUpdate`] messages.
 #![warn(unreachable_pub, missing_docs)]
 
+mod cluster;
 mod envelope;
 mod error;
 mod export;
 mod remote_addr;
 
+pub use cluster::{subscribe, ClusterUpdate};
 pub use envelope::Envelope;
 pub use error::RemoteMailboxError;
 pub use export::export;

@@ -106,12 +106,14 @@
 //! ```
 #![warn(unreachable_pub, missing_docs)]
 
+mod cluster;
 mod error;
 mod export;
 mod pace;
 mod remote_ref;
 mod watch;
 
+pub use cluster::subscribe;
 pub use error::CallError;
 pub use export::{export, export_paced};
 pub use pace::Paced;
