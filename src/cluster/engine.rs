@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Timer};
+use foca::{Codec, Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -24,6 +24,10 @@ use crate::NodeId;
 pub(crate) const MAX_PAYLOAD: usize = 1400;
 /// Largest datagram accepted.
 pub(crate) const MAX_DATAGRAM: usize = MAX_PAYLOAD + OVERHEAD;
+/// More members than one payload can name (a member takes at least 25
+/// bytes), so a node tracking this many fewer than its bound can take any
+/// datagram without checking it.
+const MAX_NEW_PER_DATAGRAM: usize = 64;
 
 type Swim = Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
@@ -74,6 +78,8 @@ pub(crate) struct Engine {
     events: VecDeque<ClusterEvent>,
     stats: GossipStats,
     left: bool,
+    /// Most members foca may track, down ones included.
+    max_members: usize,
 }
 
 impl Engine {
@@ -118,6 +124,7 @@ impl Engine {
             events: VecDeque::new(),
             stats: GossipStats::default(),
             left: false,
+            max_members: cfg.max_members,
         }
     }
 
@@ -159,6 +166,11 @@ impl Engine {
                 return;
             }
         };
+        if !self.within_bound(payload) {
+            self.stats.rejected += 1;
+            tracing::warn!(max = self.max_members, "gossip dropped: it names more members than this node tracks");
+            return;
+        }
         self.stats.received += 1;
         let result = self.swim.handle_data(payload, &mut self.out);
         if let Err(e) = &result {
@@ -176,6 +188,38 @@ impl Engine {
         }
         let result = self.swim.handle_timer(timer, &mut self.out);
         self.settle(result);
+    }
+
+    /// Whether foca, taking `payload`, stays within `max_members`: near the
+    /// bound, the members the payload names are counted first (with foca's
+    /// own decoder; what does not decode, foca refuses anyway), so gossip
+    /// from a member cannot make this node track members without bound.
+    fn within_bound(&self, payload: &[u8]) -> bool {
+        let known = self.swim.iter_membership_state().len();
+        if known + MAX_NEW_PER_DATAGRAM <= self.max_members {
+            return true;
+        }
+        let is_new = |addr: SocketAddr| {
+            addr != self.swim.identity().addr && !self.swim.iter_membership_state().any(|m| m.id().addr == addr)
+        };
+        let mut codec = PostcardCodec;
+        let mut rest = payload;
+        let Ok(header) = Codec::<Ident>::decode_header(&mut codec, &mut rest) else { return true };
+        let mut new = std::collections::HashSet::new();
+        if is_new(header.src.addr) {
+            new.insert(header.src.addr);
+        }
+        if rest.len() >= 2 && !matches!(header.message, foca::Message::Announce | foca::Message::Broadcast) {
+            let count = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+            for _ in 0..count {
+                let Ok(member) = Codec::<Ident>::decode_member(&mut codec, &mut rest) else { break };
+                if is_new(member.id().addr) {
+                    new.insert(member.id().addr);
+                }
+            }
+        }
+        known + new.len() <= self.max_members
     }
 
     /// Leaves the cluster: takes an identity marked as leaving (so every
@@ -360,5 +404,62 @@ impl View {
             // The same process, rejoined or leaving: news only when it goes.
             self.set(new, MemberStatus::Up);
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+    use foca::{Header, Member as SwimMember, Message};
+
+    fn ident(n: u32) -> Ident {
+        Ident {
+            node: NodeId(uuid::Uuid::from_u128(n as u128 + 1)),
+            addr: SocketAddr::from(([127, 0, (n >> 8) as u8, n as u8], 7000)),
+            started: 1,
+            bump: 0,
+            name: None,
+            leaving: false,
+        }
+    }
+
+    /// A sealed `Gossip` from `src` to `dst` naming `members` as alive.
+    fn gossip(envelope: &Envelope, src: &Ident, dst: &Ident, members: impl Iterator<Item = Ident>) -> Vec<u8> {
+        let mut payload = Vec::new();
+        let header = Header { src: src.clone(), src_incarnation: 0, dst: dst.clone(), message: Message::Gossip };
+        Codec::<Ident>::encode_header(&mut PostcardCodec, &header, &mut payload).unwrap();
+        let members: Vec<Ident> = members.collect();
+        payload.extend_from_slice(&(members.len() as u16).to_be_bytes());
+        for m in members {
+            Codec::<Ident>::encode_member(&mut PostcardCodec, &SwimMember::alive(m), &mut payload).unwrap();
+        }
+        let mut datagram = Vec::new();
+        envelope.seal(&payload, &mut datagram);
+        datagram
+    }
+
+    /// A member with the cookie names ever more members: the node tracks no
+    /// more than `max_members`, and keeps tracking the ones it had.
+    #[test]
+    fn gossip_naming_endless_members_is_bounded() {
+        let cookie = Cookie::new([1u8; 32]);
+        let envelope = Envelope::new(Some(&cookie));
+        let cfg = ClusterConfig { max_members: 100, ..ClusterConfig::default() };
+        let me = ident(0);
+        let mut engine = Engine::new(me.clone(), &cfg, Some(&cookie), 7);
+        let honest = ident(1);
+        engine.handle_datagram(&gossip(&envelope, &honest, &me, std::iter::empty()));
+        assert_eq!(engine.members().len(), 1);
+        let hostile = ident(2);
+        let mut next = 3;
+        for _ in 0..200 {
+            let batch = (next..next + 20).map(ident);
+            next += 20;
+            engine.handle_datagram(&gossip(&envelope, &hostile, &me, batch));
+            assert!(engine.swim.iter_membership_state().len() <= cfg.max_members);
+        }
+        assert!(engine.members().len() <= cfg.max_members);
+        assert!(engine.members().iter().any(|m| m.id == honest.node), "the honest member is still tracked");
+        assert!(engine.stats().rejected > 0, "over-the-bound gossip is counted");
     }
 }
