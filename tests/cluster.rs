@@ -217,3 +217,36 @@ async fn gossip_without_the_cookie_changes_no_view() {
     })
     .await;
 }
+
+/// The overflow rule: a subscriber that falls more than `event_buffer`
+/// events behind is told how many it missed, then goes on with the newest;
+/// the view itself misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_is_told_how_many_it_missed() {
+    within(T, async {
+        let node = Node::new(Some("observer"), config(Some(cookie()))).unwrap();
+        let addr = node.listen("127.0.0.1:0").await.unwrap();
+        let mut cfg = ClusterConfig::default();
+        cfg.event_buffer = 2;
+        let observer = Cluster::join(&node, addr, cfg).await.unwrap();
+        let mut slow = observer.subscribe();
+        let mut joined = Vec::new();
+        for i in 0..5 {
+            joined.push(member(&format!("j{i}"), config(Some(cookie())), &[addr]).await);
+        }
+        let ids: HashSet<NodeId> = joined.iter().map(|(n, _)| n.id()).collect();
+        let view = observer.clone();
+        let want = ids.clone();
+        eventually("the observer's view has every member", T, move || up(&view) == want).await;
+        assert_eq!(slow.recv().await, Err(EventsError::Lagged(3)), "5 events, 2 kept");
+        let mut rest = HashSet::new();
+        for _ in 0..2 {
+            match slow.recv().await.unwrap() {
+                ClusterEvent::NodeUp(m) => rest.insert(m.id),
+                other => panic!("expected NodeUp, got {other:?}"),
+            };
+        }
+        assert!(rest.is_subset(&ids));
+    })
+    .await;
+}
