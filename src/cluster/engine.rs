@@ -222,6 +222,19 @@ impl Engine {
         self.stats
     }
 
+    /// This node's identity as foca knows it now (what datagrams to it name
+    /// as their destination).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
+    pub(crate) fn ident(&self) -> &Ident {
+        self.swim.identity()
+    }
+
+    /// Members foca tracks, live and down (the view may hold fewer).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
+    pub(crate) fn tracked(&self) -> usize {
+        self.swim.iter_membership_state().len()
+    }
+
     /// Turns what foca noted during a call into view changes and events.
     fn settle(&mut self, result: Result<(), foca::Error>) {
         if let Err(e) = result {
