@@ -360,7 +360,11 @@ impl View {
             return;
         }
         if !active {
-            self.gone(new, events);
+            // A new process first heard of as already down: what is gone is
+            // the process subscribers know there (its restart is reported
+            // if the new one comes up).
+            let gone = if e.ident.node == new.node { new.clone() } else { e.ident.clone() };
+            self.gone(&gone, events);
         } else if old.node != new.node {
             self.set(new, MemberStatus::Up);
             events.push_back(ClusterEvent::NodeRestarted { old: old.node, member: self.member(new, MemberStatus::Up) });
