@@ -193,7 +193,7 @@ fn pick(k: u8) -> Ident {
             addr: fuzz_addr(1, k),
             started: u64::from(k),
             bump: 0,
-            name: (k % 7 == 0).then(|| "x".repeat(300)),
+            name: k.is_multiple_of(7).then(|| "x".repeat(300)),
             leaving: false,
         },
     }
