@@ -8,6 +8,10 @@
 //! [`encode_frames`] and [`encode_hello`] build valid streams from a
 //! structured description, so a property test can generate valid streams and
 //! then mutate them to get past the first checks.
+//!
+//! [`gossip`] drives a cluster membership engine and checks rules of its own
+//! as it goes (a bounded view, only the members a datagram names affected);
+//! it panics when one breaks, so any panic there is a bug too.
 
 use std::time::{Duration, Instant};
 
@@ -403,4 +407,66 @@ pub fn mux_input_with(data: &[u8], pieces: &[usize], read: bool) -> Result<MuxSu
     }
     summary.open_ports = mux.stats().open_ports;
     Ok(summary)
+}
+
+/// Most members the view of [`gossip`]'s engine may hold (small, so that
+/// making room is exercised).
+pub const GOSSIP_MAX_MEMBERS: usize = crate::cluster::tests::hostile::FUZZ_MAX_MEMBERS;
+
+/// What a run of [`gossip`] did with its input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GossipSummary {
+    /// Datagrams handed to the engine.
+    pub datagrams: usize,
+    /// Those that passed the envelope (sealed with the cluster cookie).
+    pub opened: usize,
+    /// Timers fired.
+    pub timers_fired: usize,
+    /// Cluster events the engine reported.
+    pub events: usize,
+    /// Most members its view held at any point (at most [`GOSSIP_MAX_MEMBERS`]).
+    pub peak_members: usize,
+    /// Most members the gossip engine (foca) tracked, live and down.
+    pub peak_tracked: usize,
+}
+
+/// Runs a cluster membership engine (cookie fixed, [`GOSSIP_MAX_MEMBERS`],
+/// four members known from the start) over `data`, read as a script of
+/// steps: an opcode byte, a length (two bytes, little-endian), and that
+/// many bytes of body ([`gossip_step`] writes one):
+///
+/// - `op % 4 == 0`: the body is a datagram, handed over as received (it
+///   must fail the envelope and change nothing);
+/// - `1`: the body is a gossip payload, sealed with the cookie first, so
+///   that it reaches the engine's decoder;
+/// - `2`: the engine's earliest timer, and those due with it, fire;
+/// - `3`: the body describes a payload (sender, message, destination,
+///   updates, each picked by a byte from known members, their restarted or
+///   rejoined or leaving selves, the engine itself, and strangers), which is
+///   encoded and sealed: the fuzzer reaches the membership logic at once.
+///
+/// Panics (which is what a fuzzer reports) if the engine panics, if its view
+/// holds more than [`GOSSIP_MAX_MEMBERS`], if a datagram without the cookie
+/// changes anything, if a sealed one changes a member it does not name
+/// (unless it made the engine rejoin), or if the events of the run do not
+/// replay, member by member, to the engine's final view.
+pub fn gossip(data: &[u8]) -> GossipSummary {
+    let s = crate::cluster::tests::hostile::run(data);
+    GossipSummary {
+        datagrams: s.datagrams,
+        opened: s.opened,
+        timers_fired: s.timers_fired,
+        events: s.events,
+        peak_members: s.peak_members,
+        peak_tracked: s.peak_tracked,
+    }
+}
+
+/// One step of a [`gossip`] script (the body is cut to 65,535 bytes).
+pub fn gossip_step(op: u8, body: &[u8]) -> Vec<u8> {
+    let body = &body[..body.len().min(u16::MAX as usize)];
+    let mut step = vec![op];
+    step.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    step.extend_from_slice(body);
+    step
 }

@@ -72,6 +72,16 @@ impl foca::Runtime<Ident> for Outbox {
 
 pub(crate) struct Engine {
     swim: Swim,
+    /// foca's settings and the seed of its randomness, to start it afresh.
+    config: foca::Config,
+    seed: u64,
+    /// foca instances replaced so far ([`Engine::start_afresh`]).
+    fresh_starts: u64,
+    /// Periodic timers handed out and not back yet (a handful)...
+    periodic: Vec<Timer<Ident>>,
+    /// ...and those of them a replaced foca asked for: dropped when they
+    /// come back, or the new foca would run its rounds twice as often.
+    stale: Vec<Timer<Ident>>,
     envelope: Envelope,
     out: Outbox,
     view: View,
@@ -118,7 +128,12 @@ impl Engine {
         };
         Engine {
             view: View::new(me.clone(), cfg.max_members),
-            swim: Foca::new(me, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            swim: Foca::new(me, config.clone(), SmallRng::seed_from_u64(seed), PostcardCodec),
+            config,
+            seed,
+            fresh_starts: 0,
+            periodic: Vec::new(),
+            stale: Vec::new(),
             envelope: Envelope::new(cookie),
             out: Outbox::default(),
             events: VecDeque::new(),
@@ -186,6 +201,15 @@ impl Engine {
         if self.left {
             return;
         }
+        if is_periodic(&timer) {
+            if let Some(i) = self.stale.iter().position(|t| *t == timer) {
+                self.stale.swap_remove(i);
+                return;
+            }
+            if let Some(i) = self.periodic.iter().position(|t| *t == timer) {
+                self.periodic.swap_remove(i);
+            }
+        }
         let result = self.swim.handle_timer(timer, &mut self.out);
         self.settle(result);
     }
@@ -252,7 +276,11 @@ impl Engine {
     /// The next timer to start: hand it back through `handle_timer` after
     /// the duration.
     pub(crate) fn poll_timer(&mut self) -> Option<(Duration, Timer<Ident>)> {
-        self.out.timers.pop_front()
+        let (after, timer) = self.out.timers.pop_front()?;
+        if is_periodic(&timer) {
+            self.periodic.push(timer.clone());
+        }
+        Some((after, timer))
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ClusterEvent> {
@@ -271,21 +299,47 @@ impl Engine {
         self.stats
     }
 
+    /// This node's identity as foca knows it now (what datagrams to it name
+    /// as their destination).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
+    pub(crate) fn ident(&self) -> &Ident {
+        self.swim.identity()
+    }
+
+    /// Members foca tracks, live and down (the view may hold fewer).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
+    pub(crate) fn tracked(&self) -> usize {
+        self.swim.iter_membership_state().len()
+    }
+
     /// Turns what foca noted during a call into view changes and events.
     fn settle(&mut self, result: Result<(), foca::Error>) {
         if let Err(e) = result {
             tracing::debug!(error = %e, "gossip engine");
         }
-        while let Some(note) = self.out.notes.pop_front() {
+        let mut rejoined = None;
+        loop {
+            let Some(note) = self.out.notes.pop_front() else {
+                match rejoined.take() {
+                    // What the fresh foca noted (members carried over) is
+                    // settled in turn.
+                    Some(id) => {
+                        self.start_afresh(id);
+                        continue;
+                    }
+                    None => break,
+                }
+            };
             match note {
                 OwnedNotification::MemberUp(id) => self.view.up(&id, &mut self.events),
                 OwnedNotification::MemberDown(id) => self.view.down(&id, &mut self.events),
-                OwnedNotification::Rename(old, new) => {
+                OwnedNotification::Rename(_, new) => {
                     let active = self.swim.iter_members().any(|m| *m.id() == new);
-                    self.view.rename(&old, &new, active, &mut self.events)
+                    self.view.rename(&new, active, &mut self.events)
                 }
                 OwnedNotification::Rejoin(id) => {
-                    tracing::info!(bump = id.bump, "declared down by the cluster while alive; rejoined")
+                    tracing::info!(bump = id.bump, "declared down by the cluster while alive; rejoining");
+                    rejoined = Some(id);
                 }
                 OwnedNotification::Idle => tracing::info!("no live member known; waiting for seeds"),
                 OwnedNotification::Active => tracing::debug!("in the cluster"),
@@ -293,6 +347,55 @@ impl Engine {
             }
         }
     }
+
+    /// Replaces foca with a fresh instance under `me` (the identity foca
+    /// renewed when it learnt the cluster declared it down) that knows the
+    /// members up, and announces it to members it knew.
+    ///
+    /// A member declared down while alive was cut off, and in that time it
+    /// declared the others down: its foca still holds those claims, unsent
+    /// (there was nobody left to send them to), and would spread them once
+    /// back, taking down healthy members that never lost each other. A
+    /// fresh foca holds no claims; it learns the rest of the cluster from
+    /// the answers to its announces (`foca::Foca::reset` notes that
+    /// recreating foca is how its updates are dropped). It is told the
+    /// members up, without passing that on, so that each member the view
+    /// reports up is still watched.
+    fn start_afresh(&mut self, me: Ident) {
+        let known: Vec<SocketAddr> =
+            self.swim.iter_membership_state().map(|m| m.id().addr).take(REJOIN_ANNOUNCES).collect();
+        let up: Vec<foca::Member<Ident>> = self.swim.iter_members().cloned().collect();
+        self.fresh_starts += 1;
+        let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.fresh_starts));
+        self.swim = Foca::new(me, self.config.clone(), rng, PostcardCodec);
+        // What the old foca asked for during this call and was not carried
+        // out yet is dropped with it: its datagrams carry the stale claims.
+        self.out.sends.clear();
+        self.out.timers.clear();
+        self.stale.append(&mut self.periodic);
+        if let Err(e) = self.swim.apply_many(up.into_iter(), false, &mut self.out) {
+            tracing::debug!(error = %e, "carrying members over");
+        }
+        for addr in known {
+            self.announce(addr);
+        }
+    }
+}
+
+/// Members a rejoining node announces itself to at once; seed rounds reach
+/// the rest.
+const REJOIN_ANNOUNCES: usize = 8;
+
+/// Timers foca re-arms itself: one outstanding per kind, tagged with a
+/// token a fresh foca may reuse.
+fn is_periodic(timer: &Timer<Ident>) -> bool {
+    matches!(
+        timer,
+        Timer::ProbeRandomMember(_)
+            | Timer::PeriodicAnnounce(_)
+            | Timer::PeriodicAnnounceDown(_)
+            | Timer::PeriodicGossip(_)
+    )
 }
 
 /// What this node knows of every other member, and the rules that turn
@@ -387,19 +490,26 @@ impl View {
         }
     }
 
-    /// foca now knows the member at `old`'s address as `new` (`active`:
-    /// whether `new` is up).
-    pub(crate) fn rename(&mut self, old: &Ident, new: &Ident, active: bool, events: &mut VecDeque<ClusterEvent>) {
+    /// foca now knows the member at `new`'s address as `new` (`active`:
+    /// whether it is up). What is reported depends on what this view last
+    /// reported there, not on foca's previous identity: the two differ when
+    /// foca was started afresh.
+    pub(crate) fn rename(&mut self, new: &Ident, active: bool, events: &mut VecDeque<ClusterEvent>) {
         let Some(e) = self.members.get(&new.addr) else { return };
         if e.status != MemberStatus::Up {
             // Reported when `new` comes up (`up` sees the new id).
             return;
         }
         if !active {
-            self.gone(new, events);
-        } else if old.node != new.node {
+            // A new process first heard of as already down: what is gone is
+            // the process subscribers know there (its restart is reported
+            // if the new one comes up).
+            let gone = if e.ident.node == new.node { new.clone() } else { e.ident.clone() };
+            self.gone(&gone, events);
+        } else if e.ident.node != new.node {
+            let old = e.ident.node;
             self.set(new, MemberStatus::Up);
-            events.push_back(ClusterEvent::NodeRestarted { old: old.node, member: self.member(new, MemberStatus::Up) });
+            events.push_back(ClusterEvent::NodeRestarted { old, member: self.member(new, MemberStatus::Up) });
         } else {
             // The same process, rejoined or leaving: news only when it goes.
             self.set(new, MemberStatus::Up);

@@ -53,6 +53,10 @@ mod engine;
 mod envelope;
 mod identity;
 mod seeds;
+// The simulator and scenario tests, and the hostile-input checks that
+// `crate::fuzz` drives too.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
