@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{Codec, Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Timer};
+use foca::{Codec, Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -30,6 +30,16 @@ pub(crate) const MAX_DATAGRAM: usize = MAX_PAYLOAD + OVERHEAD;
 const MAX_NEW_PER_DATAGRAM: usize = 64;
 
 type Swim = Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+/// A timer foca asked for, tagged with the foca instance that asked: when it
+/// comes back after that instance was replaced ([`Engine::start_afresh`]),
+/// it is dropped (a fresh foca reuses timer tokens, and would run its
+/// rounds twice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Timer {
+    instance: u64,
+    timer: foca::Timer<Ident>,
+}
 
 /// Counters of the gossip a node sent and received.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,7 +62,7 @@ pub struct GossipStats {
 #[derive(Default)]
 struct Outbox {
     sends: VecDeque<(SocketAddr, Vec<u8>)>,
-    timers: VecDeque<(Duration, Timer<Ident>)>,
+    timers: VecDeque<(Duration, foca::Timer<Ident>)>,
     notes: VecDeque<OwnedNotification<Ident>>,
 }
 
@@ -65,7 +75,7 @@ impl foca::Runtime<Ident> for Outbox {
         self.sends.push_back((to.addr, data.to_vec()));
     }
 
-    fn submit_after(&mut self, event: Timer<Ident>, after: Duration) {
+    fn submit_after(&mut self, event: foca::Timer<Ident>, after: Duration) {
         self.timers.push_back((after, event));
     }
 }
@@ -76,12 +86,7 @@ pub(crate) struct Engine {
     config: foca::Config,
     seed: u64,
     /// foca instances replaced so far ([`Engine::start_afresh`]).
-    fresh_starts: u64,
-    /// Periodic timers handed out and not back yet (a handful)...
-    periodic: Vec<Timer<Ident>>,
-    /// ...and those of them a replaced foca asked for: dropped when they
-    /// come back, or the new foca would run its rounds twice as often.
-    stale: Vec<Timer<Ident>>,
+    instance: u64,
     envelope: Envelope,
     out: Outbox,
     view: View,
@@ -131,9 +136,7 @@ impl Engine {
             swim: Foca::new(me, config.clone(), SmallRng::seed_from_u64(seed), PostcardCodec),
             config,
             seed,
-            fresh_starts: 0,
-            periodic: Vec::new(),
-            stale: Vec::new(),
+            instance: 0,
             envelope: Envelope::new(cookie),
             out: Outbox::default(),
             events: VecDeque::new(),
@@ -197,20 +200,11 @@ impl Engine {
         self.settle(Ok(()));
     }
 
-    pub(crate) fn handle_timer(&mut self, timer: Timer<Ident>) {
-        if self.left {
+    pub(crate) fn handle_timer(&mut self, timer: Timer) {
+        if self.left || timer.instance != self.instance {
             return;
         }
-        if is_periodic(&timer) {
-            if let Some(i) = self.stale.iter().position(|t| *t == timer) {
-                self.stale.swap_remove(i);
-                return;
-            }
-            if let Some(i) = self.periodic.iter().position(|t| *t == timer) {
-                self.periodic.swap_remove(i);
-            }
-        }
-        let result = self.swim.handle_timer(timer, &mut self.out);
+        let result = self.swim.handle_timer(timer.timer, &mut self.out);
         self.settle(result);
     }
 
@@ -275,12 +269,9 @@ impl Engine {
 
     /// The next timer to start: hand it back through `handle_timer` after
     /// the duration.
-    pub(crate) fn poll_timer(&mut self) -> Option<(Duration, Timer<Ident>)> {
+    pub(crate) fn poll_timer(&mut self) -> Option<(Duration, Timer)> {
         let (after, timer) = self.out.timers.pop_front()?;
-        if is_periodic(&timer) {
-            self.periodic.push(timer.clone());
-        }
-        Some((after, timer))
+        Some((after, Timer { instance: self.instance, timer }))
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ClusterEvent> {
@@ -318,17 +309,20 @@ impl Engine {
             tracing::debug!(error = %e, "gossip engine");
         }
         let mut rejoined = None;
+        let mut alone = false;
         loop {
             let Some(note) = self.out.notes.pop_front() else {
-                match rejoined.take() {
-                    // What the fresh foca noted (members carried over) is
-                    // settled in turn.
-                    Some(id) => {
-                        self.start_afresh(id);
-                        continue;
-                    }
-                    None => break,
+                // What a fresh foca notes (members carried over) is settled
+                // in turn.
+                if let Some(id) = rejoined.take() {
+                    self.start_afresh(id);
+                    continue;
                 }
+                if std::mem::take(&mut alone) && !self.left && !self.swim.identity().leaving {
+                    self.start_afresh(self.swim.identity().clone());
+                    continue;
+                }
+                break;
             };
             match note {
                 OwnedNotification::MemberUp(id) => self.view.up(&id, &mut self.events),
@@ -341,23 +335,29 @@ impl Engine {
                     tracing::info!(bump = id.bump, "declared down by the cluster while alive; rejoining");
                     rejoined = Some(id);
                 }
-                OwnedNotification::Idle => tracing::info!("no live member known; waiting for seeds"),
+                OwnedNotification::Idle => {
+                    tracing::info!("no live member known; waiting for seeds");
+                    alone = true;
+                }
                 OwnedNotification::Active => tracing::debug!("in the cluster"),
                 OwnedNotification::Defunct => tracing::debug!("gossip identity down"),
             }
         }
     }
 
-    /// Replaces foca with a fresh instance under `me` (the identity foca
-    /// renewed when it learnt the cluster declared it down) that knows the
-    /// members up, and announces it to members it knew.
+    /// Replaces foca with a fresh instance under `me` that knows the members
+    /// up, and announces it to members it knew. Done when foca renewed its
+    /// identity (`me`), having learnt the cluster declared it down, and when
+    /// it has declared every member it knew down (`me` unchanged).
     ///
-    /// A member declared down while alive was cut off, and in that time it
-    /// declared the others down: its foca still holds those claims, unsent
-    /// (there was nobody left to send them to), and would spread them once
-    /// back, taking down healthy members that never lost each other. A
-    /// fresh foca holds no claims; it learns the rest of the cluster from
-    /// the answers to its announces (`foca::Foca::reset` notes that
+    /// Either way this node was most likely the one cut off (a partition, a
+    /// long pause), and in that time it declared others down: its foca
+    /// holds those verdicts as claims, unsent (there was nobody left to send
+    /// them to), and as members down, which it answers with `TurnUndead`
+    /// (making them change identity and declare their old one down). Once
+    /// back, either would take down healthy members that never lost each
+    /// other. A fresh foca holds neither; it learns the rest of the cluster
+    /// from the answers to its announces (`foca::Foca::reset` notes that
     /// recreating foca is how its updates are dropped). It is told the
     /// members up, without passing that on, so that each member the view
     /// reports up is still watched.
@@ -365,14 +365,13 @@ impl Engine {
         let known: Vec<SocketAddr> =
             self.swim.iter_membership_state().map(|m| m.id().addr).take(REJOIN_ANNOUNCES).collect();
         let up: Vec<foca::Member<Ident>> = self.swim.iter_members().cloned().collect();
-        self.fresh_starts += 1;
-        let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.fresh_starts));
+        self.instance += 1;
+        let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.instance));
         self.swim = Foca::new(me, self.config.clone(), rng, PostcardCodec);
         // What the old foca asked for during this call and was not carried
         // out yet is dropped with it: its datagrams carry the stale claims.
         self.out.sends.clear();
         self.out.timers.clear();
-        self.stale.append(&mut self.periodic);
         if let Err(e) = self.swim.apply_many(up.into_iter(), false, &mut self.out) {
             tracing::debug!(error = %e, "carrying members over");
         }
@@ -385,18 +384,6 @@ impl Engine {
 /// Members a rejoining node announces itself to at once; seed rounds reach
 /// the rest.
 const REJOIN_ANNOUNCES: usize = 8;
-
-/// Timers foca re-arms itself: one outstanding per kind, tagged with a
-/// token a fresh foca may reuse.
-fn is_periodic(timer: &Timer<Ident>) -> bool {
-    matches!(
-        timer,
-        Timer::ProbeRandomMember(_)
-            | Timer::PeriodicAnnounce(_)
-            | Timer::PeriodicAnnounceDown(_)
-            | Timer::PeriodicGossip(_)
-    )
-}
 
 /// What this node knows of every other member, and the rules that turn
 /// foca's notifications into [`ClusterEvent`]s: one entry per address (a

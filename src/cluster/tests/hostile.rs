@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::{Codec, Header, Member as Update, Message, PostcardCodec, State, Timer};
+use crate::cluster::engine::Timer;
+use foca::{Codec, Header, Member as Update, Message, PostcardCodec, State};
 
 use super::super::engine::{Engine, MAX_DATAGRAM};
 use super::super::envelope::Envelope;
@@ -304,7 +305,7 @@ pub(crate) fn run(data: &[u8]) -> Summary {
 /// The fuzzed engine and its virtual clock.
 struct Harness {
     engine: Engine,
-    timers: BTreeMap<(Duration, u64), Timer<Ident>>,
+    timers: BTreeMap<(Duration, u64), Timer>,
     seq: u64,
     now: Duration,
     /// Every event, with the step that caused it.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::Timer;
+use crate::cluster::engine::Timer;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -39,7 +39,7 @@ impl Net {
 }
 
 enum Task {
-    Timer(usize, Timer<Ident>),
+    Timer(usize, Timer),
     Datagram {
         from: SocketAddr,
         to: SocketAddr,
