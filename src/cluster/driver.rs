@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use foca::Timer;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::engine::{Engine, MAX_DATAGRAM};
-use super::identity::Ident;
+use super::engine::{Engine, Timer, MAX_DATAGRAM};
 use super::{seeds, ClusterConfig, ClusterError, Shared};
 use crate::node::Phase;
 use crate::Node;
@@ -39,7 +37,7 @@ pub(super) fn start(
 /// Timers foca asked for, due first first.
 #[derive(Default)]
 struct Timers {
-    due: BTreeMap<(Instant, u64), Timer<Ident>>,
+    due: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
 }
 
@@ -48,7 +46,7 @@ impl Timers {
         self.due.keys().next().map(|k| k.0)
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<Timer<Ident>> {
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         let entry = self.due.first_entry()?;
         (entry.key().0 <= now).then(|| entry.remove())
     }

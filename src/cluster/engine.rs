@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec, Timer};
+use foca::{Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -26,6 +26,14 @@ pub(crate) const MAX_PAYLOAD: usize = 1400;
 pub(crate) const MAX_DATAGRAM: usize = MAX_PAYLOAD + OVERHEAD;
 
 type Swim = Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+/// A timer the engine asked for, tagged with the foca instance that asked:
+/// one from an instance since replaced is dropped when it comes back (a
+/// fresh foca reuses timer tokens, and would run its rounds twice).
+pub(crate) struct Timer {
+    instance: u64,
+    timer: foca::Timer<Ident>,
+}
 
 /// Counters of the gossip a node sent and received.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +56,7 @@ pub struct GossipStats {
 #[derive(Default)]
 struct Outbox {
     sends: VecDeque<(SocketAddr, Vec<u8>)>,
-    timers: VecDeque<(Duration, Timer<Ident>)>,
+    timers: VecDeque<(Duration, foca::Timer<Ident>)>,
     notes: VecDeque<OwnedNotification<Ident>>,
 }
 
@@ -61,13 +69,18 @@ impl foca::Runtime<Ident> for Outbox {
         self.sends.push_back((to.addr, data.to_vec()));
     }
 
-    fn submit_after(&mut self, event: Timer<Ident>, after: Duration) {
+    fn submit_after(&mut self, event: foca::Timer<Ident>, after: Duration) {
         self.timers.push_back((after, event));
     }
 }
 
 pub(crate) struct Engine {
     swim: Swim,
+    /// foca's settings and the seed of its randomness, to start it afresh.
+    config: foca::Config,
+    seed: u64,
+    /// foca instances replaced so far ([`Engine::start_afresh`]).
+    instance: u64,
     envelope: Envelope,
     out: Outbox,
     view: View,
@@ -112,7 +125,10 @@ impl Engine {
         };
         Engine {
             view: View::new(me.clone(), cfg.max_members),
-            swim: Foca::new(me, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            swim: Foca::new(me, config.clone(), SmallRng::seed_from_u64(seed), PostcardCodec),
+            config,
+            seed,
+            instance: 0,
             envelope: Envelope::new(cookie),
             out: Outbox::default(),
             events: VecDeque::new(),
@@ -165,11 +181,11 @@ impl Engine {
         self.settle(Ok(()));
     }
 
-    pub(crate) fn handle_timer(&mut self, timer: Timer<Ident>) {
-        if self.left {
+    pub(crate) fn handle_timer(&mut self, timer: Timer) {
+        if self.left || timer.instance != self.instance {
             return;
         }
-        let result = self.swim.handle_timer(timer, &mut self.out);
+        let result = self.swim.handle_timer(timer.timer, &mut self.out);
         self.settle(result);
     }
 
@@ -202,8 +218,9 @@ impl Engine {
 
     /// The next timer to start: hand it back through `handle_timer` after
     /// the duration.
-    pub(crate) fn poll_timer(&mut self) -> Option<(Duration, Timer<Ident>)> {
-        self.out.timers.pop_front()
+    pub(crate) fn poll_timer(&mut self) -> Option<(Duration, Timer)> {
+        let (after, timer) = self.out.timers.pop_front()?;
+        Some((after, Timer { instance: self.instance, timer }))
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<ClusterEvent> {
@@ -227,6 +244,7 @@ impl Engine {
         if let Err(e) = result {
             tracing::debug!(error = %e, "gossip engine");
         }
+        let mut alone = false;
         while let Some(note) = self.out.notes.pop_front() {
             match note {
                 OwnedNotification::MemberUp(id) => self.view.up(&id, &mut self.events),
@@ -238,11 +256,40 @@ impl Engine {
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(bump = id.bump, "declared down by the cluster while alive; rejoined")
                 }
-                OwnedNotification::Idle => tracing::info!("no live member known; waiting for seeds"),
+                OwnedNotification::Idle => {
+                    tracing::info!("no live member known; waiting for seeds");
+                    alone = true;
+                }
                 OwnedNotification::Active => tracing::debug!("in the cluster"),
                 OwnedNotification::Defunct => tracing::debug!("gossip identity down"),
             }
         }
+        if alone && !self.left && !self.swim.identity().leaving {
+            self.start_afresh();
+        }
+    }
+
+    /// Replaces foca with a fresh instance under the same identity, once
+    /// this node has declared every member it knew down.
+    ///
+    /// A node alone was most likely cut off itself. The verdicts it reached
+    /// alone are not to be trusted, yet foca keeps them: as updates it
+    /// would spread once back (its last ones were never sent: nobody was
+    /// left to send them to), and as a list of members down, to which it
+    /// answers `TurnUndead`, making healthy members change identity, which
+    /// they announce by declaring their old one down. Either way members
+    /// that never lost each other would report each other down after the
+    /// heal. A fresh foca holds nothing (foca's own `reset` notes that
+    /// recreating it is how its updates are dropped); the members it hears
+    /// from next are up, and it learns from them whether it was declared
+    /// down (it then rejoins, as before).
+    fn start_afresh(&mut self) {
+        self.instance += 1;
+        let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.instance));
+        self.swim = Foca::new(self.swim.identity().clone(), self.config.clone(), rng, PostcardCodec);
+        // What the old foca asked for in this call goes with it.
+        self.out.sends.clear();
+        self.out.timers.clear();
     }
 }
 
