@@ -24,6 +24,7 @@
 //! out: EVENT DOWN <id> <addr>
 //! out: EVENT RESTARTED <old id> <new id> <addr>
 //! out: EVENT LEFT <id> <addr>
+//! out: EVENT LAGGED <n> | EVENT END <why> | EVENT OTHER <event>   none expected
 //! in:  HOLD <id>     look up member <id>'s probe, ask it, and watch it
 //! out: HOLDING <id> <pid of the probe's process>
 //! out: WATCH <id> <WatchEvent>             when that watch resolves
