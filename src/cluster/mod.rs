@@ -190,7 +190,9 @@ pub struct ClusterConfig {
     /// full view forgets the member down longest. Default 1,024.
     pub max_members: usize,
     /// Events a subscriber may fall behind by before it misses some (and is
-    /// told how many: [`EventsError::Lagged`]). Default 1,024.
+    /// told how many: [`EventsError::Lagged`]). Default 256: a subscriber
+    /// that keeps up needs one; the buffer is allocated whole at join (256
+    /// events take about 25 KB).
     pub event_buffer: usize,
     /// Connections to members over TLS (feature `tls`). Gossip is then
     /// still authenticated by the cookie, which must be set. Default none:
@@ -210,7 +212,7 @@ impl Default for ClusterConfig {
             suspect_timeout: Duration::from_secs(2),
             gossip_interval: Duration::from_millis(200),
             max_members: 1024,
-            event_buffer: 1024,
+            event_buffer: 256,
             #[cfg(feature = "tls")]
             tls: None,
         }
