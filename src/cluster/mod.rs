@@ -381,13 +381,6 @@ impl Cluster {
         if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
             return Err(ClusterError::NameTooLong);
         }
-        let socket =
-            tokio::net::UdpSocket::bind(listen).await.map_err(|error| ClusterError::Bind { addr: listen, error })?;
-        let started =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let me = identity::Ident { node: node.id(), addr, started, bump: 0, name, leaving: false };
-        let seed = u64::from_le_bytes(node.id().0.as_bytes()[..8].try_into().expect("8 bytes"));
-        let engine = engine::Engine::new(me, &cfg, node.inner().cfg.cookie.as_ref(), seed);
         #[cfg(feature = "tls")]
         if cfg.tls.is_some() && node.inner().cfg.cookie.is_none() {
             return Err(ClusterError::Config("members over TLS need a cookie (Config::cookie) to authenticate gossip"));
@@ -398,6 +391,13 @@ impl Cluster {
                 return Err(ClusterError::Config("MemberTls::server_name is not a valid server name"));
             }
         }
+        let socket =
+            tokio::net::UdpSocket::bind(listen).await.map_err(|error| ClusterError::Bind { addr: listen, error })?;
+        let started =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let me = identity::Ident { node: node.id(), addr, started, bump: 0, name, leaving: false };
+        let seed = u64::from_le_bytes(node.id().0.as_bytes()[..8].try_into().expect("8 bytes"));
+        let engine = engine::Engine::new(me, &cfg, node.inner().cfg.cookie.as_ref(), seed);
         let shared = Arc::new(Shared {
             #[cfg(feature = "tls")]
             tls: cfg.tls.clone(),
