@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{eventually, within, TaskMailbox};
 use serde::{Deserialize, Serialize};
-use tether::cluster::{Cluster, ClusterConfig, ClusterEvent, EventsError, MemberStatus};
+use tether::cluster::{Cluster, ClusterConfig, ClusterError, ClusterEvent, EventsError, MemberStatus, MAX_NAME};
 use tether::{Config, Cookie, Node, NodeId, RemoteRef, ReplyPort};
 
 const T: Duration = Duration::from_secs(30);
@@ -104,6 +104,13 @@ async fn members_learn_each_other_from_one_seed_and_report_leave() {
         let names: HashSet<_> = ca.members().into_iter().map(|m| m.name.unwrap()).collect();
         assert_eq!(names, ["m0", "m2", "m3", "m4"].into_iter().map(String::from).collect());
         assert_eq!(ca.me().id, a.id());
+        let again = Cluster::join(a, ca.me().addr, ClusterConfig::default()).await;
+        assert!(matches!(again, Err(ClusterError::AlreadyJoined)), "{again:?}");
+        let long = Node::new(Some(&"n".repeat(MAX_NAME + 1)), Config::default()).unwrap();
+        let at = long.listen("127.0.0.1:0").await.unwrap();
+        assert!(matches!(Cluster::join(&long, at, ClusterConfig::default()).await, Err(ClusterError::NameTooLong)));
+        let any = "0.0.0.0:7000".parse().unwrap();
+        assert!(matches!(Cluster::join(&long, any, ClusterConfig::default()).await, Err(ClusterError::Unspecified(_))));
 
         // A subscription starts with who is up now.
         let mut events = ca.subscribe();

@@ -377,6 +377,9 @@ impl Cluster {
         if addr.ip().is_unspecified() || addr.port() == 0 {
             return Err(ClusterError::Unspecified(addr));
         }
+        if node.inner().directory.get().is_some() {
+            return Err(ClusterError::AlreadyJoined);
+        }
         let name = node.name().map(str::to_owned);
         if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
             return Err(ClusterError::NameTooLong);
