@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use super::envelope::{Envelope, Rejected, OVERHEAD};
-use super::identity::Ident;
+use super::identity::{Ident, MAX_NAME};
 use super::{ClusterConfig, ClusterEvent, DownReason, Member, MemberStatus};
 use crate::auth::Cookie;
 use crate::NodeId;
@@ -186,9 +186,9 @@ impl Engine {
                 return;
             }
         };
-        if !self.within_bound(payload) {
+        if let Err(why) = self.admit(payload) {
             self.stats.rejected += 1;
-            tracing::warn!(max = self.max_members, "gossip dropped: it names more members than this node tracks");
+            tracing::warn!("gossip dropped: {why}");
             return;
         }
         self.stats.received += 1;
@@ -210,36 +210,41 @@ impl Engine {
         self.settle(result);
     }
 
-    /// Whether foca, taking `payload`, stays within `max_members`: near the
-    /// bound, the members the payload names are counted first (with foca's
-    /// own decoder; what does not decode, foca refuses anyway), so gossip
-    /// from a member cannot make this node track members without bound.
-    fn within_bound(&self, payload: &[u8]) -> bool {
-        let known = self.swim.iter_membership_state().len();
-        if known + MAX_NEW_PER_DATAGRAM <= self.max_members {
-            return true;
-        }
-        let is_new = |addr: SocketAddr| {
-            addr != self.swim.identity().addr && !self.swim.iter_membership_state().any(|m| m.id().addr == addr)
-        };
+    /// Checks what foca would take from `payload` before it does (with
+    /// foca's own decoder; what does not decode, foca refuses anyway):
+    /// every identity it names has a name of at most [`MAX_NAME`] bytes,
+    /// and, near the bound, foca stays within `max_members`, so gossip from
+    /// a member cannot make this node track members without bound.
+    fn admit(&self, payload: &[u8]) -> Result<(), &'static str> {
         let mut codec = PostcardCodec;
         let mut rest = payload;
-        let Ok(header) = Codec::<Ident>::decode_header(&mut codec, &mut rest) else { return true };
-        let mut new = std::collections::HashSet::new();
-        if is_new(header.src.addr) {
-            new.insert(header.src.addr);
-        }
+        let Ok(header) = Codec::<Ident>::decode_header(&mut codec, &mut rest) else { return Ok(()) };
+        let mut named = vec![header.src.clone(), header.dst.clone()];
         if rest.len() >= 2 && !matches!(header.message, foca::Message::Announce | foca::Message::Broadcast) {
             let count = u16::from_be_bytes([rest[0], rest[1]]);
             rest = &rest[2..];
             for _ in 0..count {
                 let Ok(member) = Codec::<Ident>::decode_member(&mut codec, &mut rest) else { break };
-                if is_new(member.id().addr) {
-                    new.insert(member.id().addr);
-                }
+                named.push(member.id().clone());
             }
         }
-        known + new.len() <= self.max_members
+        if named.iter().any(|id| id.name.as_ref().is_some_and(|n| n.len() > MAX_NAME)) {
+            return Err("a member's name is longer than MAX_NAME");
+        }
+        let known = self.swim.iter_membership_state().len();
+        if known + MAX_NEW_PER_DATAGRAM <= self.max_members {
+            return Ok(());
+        }
+        let is_new = |addr: SocketAddr| {
+            addr != self.swim.identity().addr && !self.swim.iter_membership_state().any(|m| m.id().addr == addr)
+        };
+        // The destination is this node (foca checks): not a member to track.
+        let new: std::collections::HashSet<SocketAddr> =
+            std::iter::once(&named[0]).chain(&named[2..]).map(|id| id.addr).filter(|a| is_new(*a)).collect();
+        if known + new.len() > self.max_members {
+            return Err("it names more members than this node tracks");
+        }
+        Ok(())
     }
 
     /// Leaves the cluster: takes an identity marked as leaving (so every
@@ -560,5 +565,22 @@ mod bound_tests {
         assert!(engine.members().len() <= cfg.max_members);
         assert!(engine.members().iter().any(|m| m.id == honest.node), "the honest member is still tracked");
         assert!(engine.stats().rejected > 0, "over-the-bound gossip is counted");
+    }
+
+    /// A name longer than gossip carries is refused with its datagram.
+    #[test]
+    fn gossip_naming_a_member_with_a_long_name_is_dropped() {
+        let cookie = Cookie::new([1u8; 32]);
+        let envelope = Envelope::new(Some(&cookie));
+        let me = ident(0);
+        let mut engine = Engine::new(me.clone(), &ClusterConfig::default(), Some(&cookie), 7);
+        let mut long = ident(5);
+        long.name = Some("n".repeat(MAX_NAME + 1));
+        engine.handle_datagram(&gossip(&envelope, &ident(1), &me, std::iter::once(long.clone())));
+        assert!(engine.members().is_empty(), "nothing of the datagram was applied");
+        assert_eq!(engine.stats().rejected, 1);
+        long.name = Some("n".repeat(MAX_NAME));
+        engine.handle_datagram(&gossip(&envelope, &ident(1), &me, std::iter::once(long)));
+        assert_eq!(engine.members().len(), 2, "a name of MAX_NAME bytes is fine");
     }
 }
