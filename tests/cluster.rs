@@ -257,3 +257,38 @@ async fn a_subscriber_that_falls_behind_is_told_how_many_it_missed() {
     })
     .await;
 }
+
+/// Lookups of a member that cannot be connected to share one dial and its
+/// typed error: four at once all fail after one handshake timeout, not one
+/// after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_of_an_unreachable_member_share_one_dial_and_say_why() {
+    within(T, async {
+        let mut cfg = Config::default();
+        cfg.handshake_timeout = std::time::Duration::from_secs(1);
+        let a = Node::new(Some("a"), cfg).unwrap();
+        let a_addr = a.listen("127.0.0.1:0").await.unwrap();
+        let ca = Cluster::join(&a, a_addr, ClusterConfig::default()).await.unwrap();
+        // B gossips, but its TCP port is a listener nobody serves.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = Node::new(Some("b"), Config::default()).unwrap();
+        let _cb = Cluster::join(&b, silent.local_addr().unwrap(), ClusterConfig::default().seed(a_addr)).await.unwrap();
+        let b_id = b.id();
+        let view = ca.clone();
+        eventually("b is up", T, move || up(&view).contains(&b_id)).await;
+        let started = tokio::time::Instant::now();
+        let lookups = (0..4).map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.lookup::<Msg>(b_id, "actor").await })
+        });
+        for lookup in lookups.collect::<Vec<_>>() {
+            match lookup.await.unwrap() {
+                Err(tether::RemoteError::ConnectFailed { node, .. }) => assert_eq!(node, b_id),
+                other => panic!("expected ConnectFailed, got {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "four lookups took {took:?}: they did not share the dial");
+    })
+    .await;
+}

@@ -49,13 +49,18 @@ pub struct GossipStats {
     pub sent: u64,
     /// Bytes sent (whole datagrams).
     pub sent_bytes: u64,
-    /// Datagrams received and accepted.
+    /// Datagrams received with a valid tag (foca may still find one
+    /// malformed: it then counts in `rejected` too).
     pub received: u64,
     /// Bytes received (whole datagrams, accepted or not).
     pub received_bytes: u64,
     /// Datagrams dropped: not gossip, another version, a bad tag (a sender
-    /// without the cookie), or undecodable.
+    /// without the cookie), undecodable, or naming a name too long or a
+    /// sender this node has no room for.
     pub rejected: u64,
+    /// Updates about members this node did not track, left out of the
+    /// datagrams that carried them because it tracks `max_members` already.
+    pub ignored_updates: u64,
 }
 
 /// What foca asks of its runtime, gathered during one call.
@@ -186,13 +191,16 @@ impl Engine {
                 return;
             }
         };
-        if let Err(why) = self.admit(payload) {
-            self.stats.rejected += 1;
-            tracing::warn!("gossip dropped: {why}");
-            return;
-        }
+        let trimmed = match self.admit(payload) {
+            Ok(trimmed) => trimmed,
+            Err(why) => {
+                self.stats.rejected += 1;
+                tracing::warn!("gossip dropped: {why}");
+                return;
+            }
+        };
         self.stats.received += 1;
-        let result = self.swim.handle_data(payload, &mut self.out);
+        let result = self.swim.handle_data(trimmed.as_deref().unwrap_or(payload), &mut self.out);
         if let Err(e) = &result {
             // Authenticated, yet not understood: a member of another
             // version or a bug; nothing of it was applied.
@@ -211,40 +219,83 @@ impl Engine {
     }
 
     /// Checks what foca would take from `payload` before it does (with
-    /// foca's own decoder; what does not decode, foca refuses anyway):
-    /// every identity it names has a name of at most [`MAX_NAME`] bytes,
-    /// and, near the bound, foca stays within `max_members`, so gossip from
-    /// a member cannot make this node track members without bound.
-    fn admit(&self, payload: &[u8]) -> Result<(), &'static str> {
+    /// foca's own decoder; what does not decode, foca refuses anyway).
+    /// Every identity named must have a name of at most [`MAX_NAME`] bytes,
+    /// or the datagram is dropped. Near the bound, foca must stay within
+    /// `max_members`: a datagram from a member foca does not know is
+    /// dropped when there is no room for it, and updates about members it
+    /// does not know are taken only while there is room; the payload comes
+    /// back trimmed of the others (`Some`), so a full node still answers the
+    /// members it knows. Gossip from a member cannot make this node track
+    /// members without bound.
+    fn admit(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
         let mut codec = PostcardCodec;
         let mut rest = payload;
-        let Ok(header) = Codec::<Ident>::decode_header(&mut codec, &mut rest) else { return Ok(()) };
-        let mut named = vec![header.src.clone(), header.dst.clone()];
-        if rest.len() >= 2 && !matches!(header.message, foca::Message::Announce | foca::Message::Broadcast) {
+        let Ok(header) = Codec::<Ident>::decode_header(&mut codec, &mut rest) else { return Ok(None) };
+        let header_len = payload.len() - rest.len();
+        // Each update's identity and where its bytes are in `payload`; the
+        // count is read as foca reads it.
+        let mut updates = Vec::new();
+        let mut end = header_len;
+        if rest.len() >= 2 && header.message != foca::Message::Broadcast {
             let count = u16::from_be_bytes([rest[0], rest[1]]);
             rest = &rest[2..];
+            end += 2;
             for _ in 0..count {
+                let before = rest.len();
                 let Ok(member) = Codec::<Ident>::decode_member(&mut codec, &mut rest) else { break };
-                named.push(member.id().clone());
+                let len = before - rest.len();
+                updates.push((member.id().clone(), end..end + len));
+                end += len;
             }
         }
-        if named.iter().any(|id| id.name.as_ref().is_some_and(|n| n.len() > MAX_NAME)) {
+        let names = [&header.src, &header.dst].into_iter().chain(updates.iter().map(|(id, _)| id));
+        if names.into_iter().any(|id| id.name.as_ref().is_some_and(|n| n.len() > MAX_NAME)) {
             return Err("a member's name is longer than MAX_NAME");
         }
         let known = self.swim.iter_membership_state().len();
         if known + MAX_NEW_PER_DATAGRAM <= self.max_members {
-            return Ok(());
+            return Ok(None);
         }
         let is_new = |addr: SocketAddr| {
             addr != self.swim.identity().addr && !self.swim.iter_membership_state().any(|m| m.id().addr == addr)
         };
-        // The destination is this node (foca checks): not a member to track.
-        let new: std::collections::HashSet<SocketAddr> =
-            std::iter::once(&named[0]).chain(&named[2..]).map(|id| id.addr).filter(|a| is_new(*a)).collect();
-        if known + new.len() > self.max_members {
-            return Err("it names more members than this node tracks");
+        let mut room = self.max_members.saturating_sub(known);
+        if is_new(header.src.addr) {
+            if room == 0 {
+                return Err("this node tracks max_members members and the sender is not one of them");
+            }
+            room -= 1;
         }
-        Ok(())
+        let mut taken = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(updates.len());
+        for (id, bytes) in &updates {
+            if id.addr == header.src.addr || !is_new(id.addr) || taken.contains(&id.addr) {
+                kept.push(bytes.clone());
+            } else if room > 0 {
+                room -= 1;
+                taken.insert(id.addr);
+                kept.push(bytes.clone());
+            }
+        }
+        let ignored = updates.len() - kept.len();
+        if ignored == 0 {
+            return Ok(None);
+        }
+        self.stats.ignored_updates += ignored as u64;
+        tracing::warn!(
+            ignored,
+            max = self.max_members,
+            "gossip about new members ignored: this node tracks max_members"
+        );
+        let mut trimmed = Vec::with_capacity(payload.len());
+        trimmed.extend_from_slice(&payload[..header_len]);
+        trimmed.extend_from_slice(&(kept.len() as u16).to_be_bytes());
+        for bytes in kept {
+            trimmed.extend_from_slice(&payload[bytes]);
+        }
+        trimmed.extend_from_slice(&payload[end..]);
+        Ok(Some(trimmed))
     }
 
     /// Leaves the cluster: takes an identity marked as leaving (so every
@@ -564,7 +615,38 @@ mod bound_tests {
         }
         assert!(engine.members().len() <= cfg.max_members);
         assert!(engine.members().iter().any(|m| m.id == honest.node), "the honest member is still tracked");
-        assert!(engine.stats().rejected > 0, "over-the-bound gossip is counted");
+        assert!(engine.stats().ignored_updates > 0, "updates past the bound are counted");
+    }
+
+    /// A full node still answers the members it knows, whatever news about
+    /// others their datagrams carry.
+    #[test]
+    fn a_full_node_still_acks_a_known_member_whose_ping_names_a_new_one() {
+        let cookie = Cookie::new([1u8; 32]);
+        let envelope = Envelope::new(Some(&cookie));
+        let cfg = ClusterConfig { max_members: 2, ..ClusterConfig::default() };
+        let me = ident(0);
+        let mut engine = Engine::new(me.clone(), &cfg, Some(&cookie), 7);
+        engine.handle_datagram(&gossip(&envelope, &ident(1), &me, std::iter::once(ident(2))));
+        assert_eq!(engine.tracked(), 2);
+        while engine.poll_transmit().is_some() {}
+        let mut payload = Vec::new();
+        let header = Header { src: ident(1), src_incarnation: 0, dst: me.clone(), message: Message::Ping(9) };
+        Codec::<Ident>::encode_header(&mut PostcardCodec, &header, &mut payload).unwrap();
+        payload.extend_from_slice(&1u16.to_be_bytes());
+        Codec::<Ident>::encode_member(&mut PostcardCodec, &SwimMember::alive(ident(3)), &mut payload).unwrap();
+        let mut datagram = Vec::new();
+        envelope.seal(&payload, &mut datagram);
+        engine.handle_datagram(&datagram);
+        assert_eq!(engine.tracked(), 2, "the new member is not tracked");
+        assert_eq!(engine.stats().ignored_updates, 1);
+        let mut acked = false;
+        while let Some((to, d)) = engine.poll_transmit() {
+            let mut rest = envelope.open(&d).unwrap();
+            let h: Header<Ident> = Codec::<Ident>::decode_header(&mut PostcardCodec, &mut rest).unwrap();
+            acked |= to == ident(1).addr && h.message == Message::Ack(9);
+        }
+        assert!(acked, "the ping was answered");
     }
 
     /// A name longer than gossip carries is refused with its datagram.

@@ -40,6 +40,15 @@ pub enum RemoteError {
     /// The node restarted with a new identity; its old actors are gone.
     #[error("node {0} restarted")]
     NodeRestarted(NodeId),
+    /// The node is a cluster member, but connecting to it failed (refused,
+    /// timed out, wrong cookie, TLS): why, as the connection reported it.
+    #[error("connecting to member {node} failed: {why}")]
+    ConnectFailed {
+        /// The member.
+        node: NodeId,
+        /// The connection error's text.
+        why: String,
+    },
     /// The peer did not answer in time.
     #[error("peer did not answer within {0:?}")]
     Timeout(Duration),

@@ -225,12 +225,15 @@ impl NodeInner {
     }
 
     /// Dials with `dial` (the session resumes across broken transports as
-    /// `cfg.reconnect` says), unless a peer dialed at `addr` is live.
+    /// `cfg.reconnect` says), unless a peer dialed at `addr` is live (and
+    /// is `expect`, when given: another one there is a process gone, whose
+    /// session has not ended yet).
     pub(crate) async fn connect_dialer(
         self: &Arc<Self>,
         addr: String,
         dial: crate::conn::Dialer,
         cfg: Config,
+        expect: Option<NodeId>,
     ) -> Result<NodeId, ConnectError> {
         {
             let st = self.lock();
@@ -238,7 +241,9 @@ impl NodeInner {
                 return Err(ConnectError::NodeShutDown);
             }
             if let Some(id) = st.peers.live_at(&addr) {
-                return Ok(id);
+                if expect.is_none_or(|e| e == id) {
+                    return Ok(id);
+                }
             }
         }
         let parent = self.supervisor().await;
@@ -468,9 +473,13 @@ impl NodeInner {
         }
         let next = match self.reach(target.node).await {
             Ok(owner) => Ok((owner, Hops::default())),
-            Err(_) => self.next_hop(target.node, hops, None),
+            Err(e) => self.next_hop(target.node, hops, None).map_err(|_| e),
         };
-        let Ok((hop, hops)) = next else { return self.event_for(target.node) };
+        let (hop, hops) = match next {
+            Ok(next) => next,
+            Err(RemoteError::NodeRestarted(_)) => return WatchEvent::NodeRestarted,
+            Err(_) => return self.event_for(target.node),
+        };
         let (tx, rx) = oneshot::channel();
         if hop.control.send(Control::Watch { target, token, stopped: tx, hops }).await.is_err() {
             return self.event_for(target.node);

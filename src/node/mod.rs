@@ -181,7 +181,7 @@ impl Node {
             let target = target.clone();
             async move { TcpStream::connect(&target[..]).await }
         });
-        self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone()).await.map_err(|e| e.at(name))
+        self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(name))
     }
 
     /// [`Node::connect`] over TLS: the server's certificate must be valid
@@ -202,7 +202,7 @@ impl Node {
         let dial = crate::conn::dialer(move || {
             crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
         });
-        self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone()).await.map_err(|e| e.at(addr))
+        self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(addr))
     }
 
     /// Runs the node protocol over a transport made by other means (Unix

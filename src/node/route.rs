@@ -160,7 +160,8 @@ impl NodeInner {
         // the owner or a hop towards it must be connected already.
         let (hop, rest) = match self.reach(target.node).await {
             Ok(owner) => (owner, Hops::default()),
-            Err(_) => self.next_hop(target.node, hops, None)?,
+            // Why the owner itself failed says more than that no hop helps.
+            Err(e) => self.next_hop(target.node, hops, None).map_err(|_| e)?,
         };
         let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
         let raw = RawSender::from_oneshot(reply);

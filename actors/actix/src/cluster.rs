@@ -23,8 +23,11 @@ impl Message for ClusterUpdate {
 /// events behind is told how many it missed. Call within a running actix
 /// system (an actor's `started` is a good place); abort the returned
 /// handle to unsubscribe.
+///
+/// The subscription holds the subscriber weakly: it does not keep the actor
+/// alive, and ends with it.
 pub fn subscribe(cluster: &Cluster, subscriber: impl Into<Recipient<ClusterUpdate>>) -> tokio::task::JoinHandle<()> {
-    let subscriber = subscriber.into();
+    let subscriber = subscriber.into().downgrade();
     let mut events = cluster.subscribe();
     actix::spawn(async move {
         loop {
@@ -32,7 +35,8 @@ pub fn subscribe(cluster: &Cluster, subscriber: impl Into<Recipient<ClusterUpdat
             if next == Err(EventsError::Closed) {
                 return;
             }
-            if subscriber.send(ClusterUpdate(next)).await.is_err() {
+            let Some(to) = subscriber.upgrade() else { return };
+            if to.send(ClusterUpdate(next)).await.is_err() {
                 // The subscriber stopped.
                 return;
             }

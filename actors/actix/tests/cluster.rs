@@ -42,7 +42,7 @@ async fn an_actix_actor_hears_members_join_and_leave() {
         let (_a, ca) = member("a", None).await;
         let (tx, mut rx) = unbounded_channel();
         let follower = Follower(tx).start();
-        tether_actix::subscribe(&ca, follower);
+        let subscription = tether_actix::subscribe(&ca, follower.clone());
 
         let (b, _cb) = member("b", Some(ca.me().addr)).await;
         match rx.recv().await.unwrap().0 {
@@ -54,6 +54,12 @@ async fn an_actix_actor_hears_members_join_and_leave() {
             Ok(ClusterEvent::NodeLeft(m)) => assert_eq!(m.id, b.id()),
             other => panic!("expected NodeLeft for b, got {other:?}"),
         }
+        // The subscription does not keep the actor alive: with its last
+        // address gone it stops, and the subscription ends at the next event.
+        drop(follower);
+        assert!(rx.recv().await.is_none(), "the actor stopped");
+        let (_c, _cc) = member("c", Some(ca.me().addr)).await;
+        subscription.await.unwrap();
     })
     .await;
 }
