@@ -143,6 +143,10 @@ async fn members_learn_each_other_from_one_seed_and_report_leave() {
         // Its own subscriptions end.
         let mut own = all[3].1.subscribe();
         assert_eq!(own.recv().await, Err(EventsError::Closed));
+        use futures::StreamExt;
+        assert!(all[3].1.subscribe().into_stream().next().await.is_none());
+        let mut stream = all[0].1.subscribe().into_stream();
+        assert!(matches!(stream.next().await, Some(Ok(ClusterEvent::NodeUp(_)))));
     })
     .await;
 }

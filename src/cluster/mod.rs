@@ -472,6 +472,18 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The events as a [`Stream`](futures::Stream), ending when the node
+    /// leaves the cluster; a `Lagged` error is an item, and the stream goes
+    /// on after it.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<ClusterEvent, EventsError>> + Send + Unpin {
+        Box::pin(futures::stream::unfold(self, |mut s| async move {
+            match s.recv().await {
+                Err(EventsError::Closed) => None,
+                next => Some((next, s)),
+            }
+        }))
+    }
+
     /// The next event.
     pub async fn recv(&mut self) -> Result<ClusterEvent, EventsError> {
         if let Some(e) = self.initial.pop_front() {
