@@ -2,6 +2,8 @@
 //! transports, and bounded waiting for conditions no event announces.
 #![allow(dead_code)]
 
+pub mod members;
+
 use tether::{Config, Connection};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
