@@ -35,23 +35,21 @@
 //! tells `Num(0)` .. `Num(N-1)` paced over about 8 s while another task asks
 //! the actor how many it has and prints `ACKED <n>`, prints `SENT <n>` as it
 //! goes and `DONE` when all are told, then asks for the actor's
-//! [`Report`] and prints `REPORT <received> <next> <violation|none>`. Both
+//! [`Report`](common::counter::Report) and prints `REPORT <received> <next> <violation|none>`. Both
 //! exit when their stdin closes. The parent waits for those lines (every
 //! wait bounded), takes the link down once some messages are acknowledged,
 //! and up again 2.5 s later.
 
 mod common;
 
-use common::TaskMailbox;
+use common::counter::{counter, Count};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tether::{Config, ConnectionEvent, Node, RemoteRef, ReplyPort};
+use tether::{Config, ConnectionEvent, Node, RemoteRef};
 use tether_test_support::netns::{self, Namespace};
 use tether_test_support::process::{say, Group};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc::unbounded_channel;
 
 /// Selects the child's role; unset in the parent.
 const ROLE: &str = "TETHER_NETNS_ROLE";
@@ -90,55 +88,7 @@ fn config() -> Config {
 }
 
 // ---------------------------------------------------------------------------
-// Messages, shared by both processes.
-
-#[derive(Serialize, Deserialize)]
-enum Count {
-    Num(u64),
-    /// How many `Num`s arrived so far.
-    Received(ReplyPort<u64>),
-    Report(ReplyPort<Report>),
-}
-
-/// What the actor saw.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
-struct Report {
-    /// `Num`s received.
-    received: u64,
-    /// The number it expects next.
-    next: u64,
-    /// The first out-of-order number: (expected, got).
-    first_violation: Option<(u64, u64)>,
-}
-
-// ---------------------------------------------------------------------------
 // The children.
-
-/// The counting actor: checks the order itself.
-fn counter() -> TaskMailbox<Count> {
-    let (tx, mut rx) = unbounded_channel::<Count>();
-    tokio::spawn(async move {
-        let mut report = Report { received: 0, next: 0, first_violation: None };
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Count::Num(n) => {
-                    report.received += 1;
-                    if n != report.next && report.first_violation.is_none() {
-                        report.first_violation = Some((report.next, n));
-                    }
-                    report.next = n + 1;
-                }
-                Count::Received(reply) => {
-                    let _ = reply.send(report.received);
-                }
-                Count::Report(reply) => {
-                    let _ = reply.send(report);
-                }
-            }
-        }
-    });
-    TaskMailbox(tx)
-}
 
 /// Prints the connection's events as `EVENT ...` lines.
 fn print_events(conn: tether::Connection) {
@@ -250,12 +200,7 @@ async fn sender(node: &Node, addr: &str) {
     let _ = done_tx.send(true);
     let _ = acker.await;
     match counter.ask(Count::Report, Duration::from_secs(30)).await {
-        Ok(r) => say(format!(
-            "REPORT {} {} {}",
-            r.received,
-            r.next,
-            r.first_violation.map_or("none".to_owned(), |(want, got)| format!("expected-{want}-got-{got}"))
-        )),
+        Ok(r) => say(format!("REPORT {r}")),
         Err(e) => say(format!("ERROR report: {e}")),
     }
 }
@@ -325,9 +270,9 @@ fn a_link_down_longer_than_the_heartbeat_timeout_resumes_the_session() {
 
     // Some messages acknowledged by the actor: take the link down.
     g.wait(Duration::from_secs(20), "acknowledgements", |g| {
-        g.log(b).iter().any(|(_, l)| {
-            l.strip_prefix("ACKED ").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= DOWN_AFTER)
-        })
+        g.log(b)
+            .iter()
+            .any(|(_, l)| l.strip_prefix("ACKED ").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= DOWN_AFTER))
     });
     let down_at = Instant::now();
     ns.link("down");
