@@ -46,19 +46,19 @@
 //! (`tokio::net::lookup_host`). It leaves and exits when stdin closes. Every
 //! wait is bounded; none sleeps.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use common::members::{print_events, say_view, Members};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use tether::cluster::{Cluster, ClusterConfig, ClusterEvent, EventsError, Seed, Subscription};
+use tether::cluster::{Cluster, ClusterConfig, Seed};
 use tether::{Config, Cookie, Node};
-use tokio::sync::mpsc::unbounded_channel;
-
-/// Set to run the test (`.ci/run` sets it).
-const ENABLE: &str = "TETHER_NETNS_TESTS";
+use tether_test_support::netns::{self, Namespace, ENABLE};
+use tether_test_support::process::{commands, read_lines, say, Group};
 /// The child's listen address; unset in the parent.
 const LISTEN: &str = "TETHER_CLUSTER_LISTEN";
 /// The child's node name.
@@ -89,13 +89,6 @@ fn config() -> Config {
 
 // ---------------------------------------------------------------------------
 // The children.
-
-/// One line on stdout, flushed (the parent reads it at once).
-fn say(line: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
 
 /// The children's entry point (see the module docs).
 #[test]
@@ -133,22 +126,10 @@ async fn member(name: String, listen: String, seeds: String) {
     say(format!("LISTENING {addr}"));
 
     // Commands, until the parent closes stdin (or dies).
-    let (tx, mut commands) = unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     while let Some(line) = commands.recv().await {
         match line.as_str() {
-            "VIEW" => {
-                let members: Vec<String> =
-                    cluster.members().iter().map(|m| format!("{}={:?}", m.addr, m.status)).collect();
-                say(format!("VIEW {}", members.join(" ")));
-            }
+            "VIEW" => say_view(&cluster),
             "RESOLVE" => match tokio::net::lookup_host((HOST, PORT)).await {
                 Ok(found) => {
                     let ips: BTreeSet<String> = found.map(|a| a.ip().to_string()).collect();
@@ -162,61 +143,28 @@ async fn member(name: String, listen: String, seeds: String) {
     node.shutdown().await;
 }
 
-/// Prints the cluster's events as `EVENT <kind> <addr>` lines.
-fn print_events(mut events: Subscription) {
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ClusterEvent::NodeUp(m)) => say(format!("EVENT Up {}", m.addr)),
-                Ok(ClusterEvent::NodeDown { member, .. }) => say(format!("EVENT Down {}", member.addr)),
-                Ok(ClusterEvent::NodeRestarted { member, .. }) => say(format!("EVENT Restarted {}", member.addr)),
-                Ok(ClusterEvent::NodeLeft(m)) => say(format!("EVENT Left {}", m.addr)),
-                Ok(other) => say(format!("EVENT Other {other:?}")),
-                Err(EventsError::Lagged(n)) => say(format!("ERROR cluster events lagged by {n}")),
-                Err(_) => break,
-            }
-        }
-    });
-}
-
 // ---------------------------------------------------------------------------
 // The parent's side: the namespace and its DNS server.
-
-/// Runs a command; its failure fails the test with `what` and the output.
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{ENABLE} is set but {what} could not run ({cmd:?}: {e}); it needs `ip` from iproute2")
-    });
-    assert!(
-        out.status.success(),
-        "{ENABLE} is set but {what} failed ({cmd:?}: {}): {}; the test needs root and `ip` from iproute2",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
 
 /// A namespace with `lo` up and its own resolver configuration, and the
 /// hosts file its dnsmasq answers from; all removed on drop.
 struct Netns {
-    name: String,
+    namespace: Namespace,
     /// `/etc/netns/<name>`, holding `resolv.conf`.
     etc: PathBuf,
     /// The directory of the hosts file.
     dir: PathBuf,
     hosts: PathBuf,
-    created: bool,
 }
 
 impl Netns {
     fn create() -> Netns {
         let pid = std::process::id();
-        let name = format!("tether-dns-{pid}");
+        let namespace = Namespace::add(format!("tether-dns-{pid}"));
         let dir = std::env::temp_dir().join(format!("tether-dns-{pid}"));
-        let mut ns =
-            Netns { etc: PathBuf::from("/etc/netns").join(&name), hosts: dir.join("hosts"), dir, name, created: false };
-        run("creating a network namespace", Command::new("ip").args(["netns", "add", &ns.name]));
-        ns.created = true;
-        run("setting lo up", Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        let ns =
+            Netns { etc: PathBuf::from("/etc/netns").join(namespace.name()), hosts: dir.join("hosts"), dir, namespace };
+        ns.namespace.ip("setting lo up", &["link", "set", "lo", "up"]);
         std::fs::create_dir_all(&ns.etc).expect("create /etc/netns/<ns>");
         std::fs::write(ns.etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
             .expect("write the namespace's resolv.conf");
@@ -233,24 +181,11 @@ impl Netns {
         std::fs::write(&new, text).expect("write the hosts file");
         std::fs::rename(&new, &self.hosts).expect("replace the hosts file");
     }
-
-    /// `ip netns exec <ns> <program>`.
-    fn exec(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if self.created {
-            match Command::new("ip").args(["netns", "del", &self.name]).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!("netns: deleting {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr)),
-                Err(e) => eprintln!("netns: deleting {} failed: {e}", self.name),
-            }
-        }
+        // The namespace itself goes after this, with `self.namespace`.
         for dir in [&self.etc, &self.dir] {
             if let Err(e) = std::fs::remove_dir_all(dir) {
                 eprintln!("netns: removing {} failed: {e}", dir.display());
@@ -275,6 +210,7 @@ impl Dnsmasq {
         // Root's PATH has it; look where Debian puts it too.
         let program = if std::path::Path::new("/usr/sbin/dnsmasq").exists() { "/usr/sbin/dnsmasq" } else { "dnsmasq" };
         let mut proc = ns
+            .namespace
             .exec(program)
             .args([
                 "--keep-in-foreground",
@@ -295,14 +231,11 @@ impl Dnsmasq {
             .unwrap_or_else(|e| panic!("{ENABLE} is set but dnsmasq could not start ({e}); install dnsmasq"));
         let stderr = proc.stderr.take().expect("piped stderr");
         let (tx, log) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
+        read_lines(stderr, move |_, line| {
+            line.is_some_and(|line| {
                 eprintln!("[dnsmasq] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+                tx.send(line).is_ok()
+            })
         });
         let mut dns = Dnsmasq { proc, log, hosts };
         dns.await_read();
@@ -345,171 +278,23 @@ impl Drop for Dnsmasq {
 // ---------------------------------------------------------------------------
 // The parent's side: the member processes.
 
-struct Proc {
-    name: String,
-    proc: Child,
-    stdin: Option<ChildStdin>,
-    addr: String,
-    /// Every stdout line so far.
-    log: Vec<String>,
-    exited: bool,
-    /// Told to exit.
-    leaving: bool,
+/// Starts a member in `ns` on `ip`:[`PORT`] with `seeds`, and waits until
+/// it listens.
+fn start_member(m: &mut Group, ns: &Netns, ip: &str, seeds: &str) -> usize {
+    let name = format!("n{}", ip.rsplit('.').next().unwrap());
+    let mut cmd = ns.namespace.rerun(CHILD_TEST);
+    cmd.env(LISTEN, format!("{ip}:{PORT}")).env(NAME, &name).env(SEEDS, seeds);
+    let i = m.spawn(name, &mut cmd);
+    let listening = format!("LISTENING {ip}:{PORT}");
+    m.wait(Duration::from_secs(20), "the member listening", |m| m.log(i).iter().any(|(_, l)| *l == listening));
+    i
 }
 
-/// The member processes, their stdout merged into one stream of lines;
-/// killed and reaped on drop.
-struct Members {
-    all: Vec<Proc>,
-    tx: Sender<(usize, Option<String>)>,
-    lines: Receiver<(usize, Option<String>)>,
-    end: Instant,
-}
-
-impl Members {
-    fn new(end: Instant) -> Members {
-        let (tx, lines) = channel();
-        Members { all: Vec::new(), tx, lines, end }
-    }
-
-    /// Starts a member in `ns` on `ip`:[`PORT`] with `seeds`, and waits
-    /// until it listens.
-    fn start(&mut self, ns: &Netns, ip: &str, seeds: &str) -> usize {
-        let i = self.all.len();
-        let name = format!("n{}", ip.rsplit('.').next().unwrap());
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut proc = ns
-            .exec(exe.to_str().expect("a UTF-8 path"))
-            .args(["--exact", CHILD_TEST, "--nocapture", "--ignored", "--test-threads=1"])
-            .env(LISTEN, format!("{ip}:{PORT}"))
-            .env(NAME, &name)
-            .env(SEEDS, seeds)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn `ip netns exec` for a member");
-        let stdin = proc.stdin.take();
-        let stdout = proc.stdout.take().expect("piped stdout");
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((i, Some(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((i, None));
-        });
-        self.all.push(Proc {
-            name,
-            proc,
-            stdin,
-            addr: format!("{ip}:{PORT}"),
-            log: Vec::new(),
-            exited: false,
-            leaving: false,
-        });
-        let listening = format!("LISTENING {ip}:{PORT}");
-        self.wait(Duration::from_secs(20), "the member listening", |m| m.all[i].log.contains(&listening));
-        i
-    }
-
-    /// Reads lines until `cond` holds, for at most `limit` (and never past
-    /// the test's end). Fails on an `ERROR` line or a member's unexpected
-    /// exit.
-    fn wait(&mut self, limit: Duration, what: &str, mut cond: impl FnMut(&Members) -> bool) {
-        let deadline = (Instant::now() + limit).min(self.end);
-        while !cond(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((i, Some(line))) => {
-                    let p = &mut self.all[i];
-                    eprintln!("[{}] {line}", p.name);
-                    assert!(!line.starts_with("ERROR"), "member {} failed: {line}", p.name);
-                    p.log.push(line);
-                }
-                Ok((i, None)) => {
-                    let p = &mut self.all[i];
-                    p.exited = true;
-                    assert!(p.leaving, "member {} exited unexpectedly (status {:?})", p.name, p.proc.try_wait());
-                }
-                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),
-                Err(RecvTimeoutError::Disconnected) => unreachable!("the sender is held here"),
-            }
-        }
-    }
-
-    /// Sends `command` to member `i` and returns the first line it prints
-    /// afterwards that starts with one of `answers`.
-    fn ask(&mut self, i: usize, command: &str, answers: &[&str]) -> String {
-        let before = self.all[i].log.len();
-        let stdin = self.all[i].stdin.as_mut().expect("the member's stdin is open");
-        writeln!(stdin, "{command}").and_then(|()| stdin.flush()).expect("write to a member");
-        let answer =
-            |m: &Members| m.all[i].log[before..].iter().find(|l| answers.iter().any(|a| l.starts_with(a))).cloned();
-        self.wait(Duration::from_secs(10), &format!("an answer to {command}"), |m| answer(m).is_some());
-        answer(self).unwrap()
-    }
-
-    /// What the name resolves to in member `i`'s process: its addresses,
-    /// or `None` if it does not resolve.
-    fn resolve(&mut self, i: usize) -> Option<BTreeSet<String>> {
-        let line = self.ask(i, "RESOLVE", &["RESOLVED", "UNRESOLVED"]);
-        line.strip_prefix("RESOLVED").map(|ips| ips.split_whitespace().map(str::to_owned).collect())
-    }
-
-    /// Checks that member `i`'s `members()` lists exactly `others`, all up.
-    fn check_view(&mut self, i: usize, others: &[usize]) {
-        let line = self.ask(i, "VIEW", &["VIEW"]);
-        let view: BTreeMap<&str, &str> =
-            line.split_whitespace().skip(1).map(|e| e.split_once('=').expect("addr=status")).collect();
-        let want: BTreeMap<&str, &str> = others.iter().map(|&j| (self.all[j].addr.as_str(), "Up")).collect();
-        assert_eq!(view, want, "{}'s members()", self.all[i].name);
-    }
-
-    /// Checks that each of `group` lists every other of `group` up, and
-    /// nobody else.
-    fn check_views(&mut self, group: &[usize]) {
-        for &i in group {
-            let others: Vec<usize> = group.iter().copied().filter(|&j| j != i).collect();
-            self.check_view(i, &others);
-        }
-    }
-
-    /// What member `i` last reported of the member at `addr`, if anything.
-    fn status(&self, i: usize, addr: &str) -> Option<&str> {
-        self.all[i].log.iter().rev().find_map(|l| {
-            let (kind, at) = l.strip_prefix("EVENT ")?.split_once(' ')?;
-            (at == addr).then_some(kind)
-        })
-    }
-
-    /// Whether each of `group` has reported every other of `group` up.
-    fn all_up(&self, group: &[usize]) -> bool {
-        group
-            .iter()
-            .all(|&i| group.iter().filter(|&&j| j != i).all(|&j| self.status(i, &self.all[j].addr) == Some("Up")))
-    }
-
-    /// Closes every member's stdin and waits (bounded) for all to exit.
-    fn shut_down(&mut self, limit: Duration) -> Vec<ExitStatus> {
-        for p in &mut self.all {
-            drop(p.stdin.take());
-            p.leaving = true;
-        }
-        self.wait(limit, "the members to exit", |m| m.all.iter().all(|p| p.exited));
-        self.all.iter_mut().map(|p| p.proc.wait().expect("reap a member")).collect()
-    }
-}
-
-impl Drop for Members {
-    fn drop(&mut self) {
-        for p in &mut self.all {
-            let _ = p.proc.kill();
-            let _ = p.proc.wait();
-        }
-    }
+/// What the name resolves to in member `i`'s process: its addresses, or
+/// `None` if it does not resolve.
+fn resolve(m: &mut Group, i: usize) -> Option<BTreeSet<String>> {
+    let line = m.ask(i, "RESOLVE", &["RESOLVED", "UNRESOLVED"]);
+    line.strip_prefix("RESOLVED").map(|ips| ips.split_whitespace().map(str::to_owned).collect())
 }
 
 fn set(ips: &[&str]) -> BTreeSet<String> {
@@ -518,8 +303,7 @@ fn set(ips: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn members_find_each_other_by_a_dns_name_and_follow_its_changes() {
-    if std::env::var_os(ENABLE).is_none() {
-        eprintln!("SKIPPED: set {ENABLE}=1 to run the DNS seed test (needs root, `ip` from iproute2 and dnsmasq)");
+    if !netns::enabled("the DNS seed test", "root, `ip` from iproute2 and dnsmasq") {
         return;
     }
     let start = Instant::now();
@@ -528,18 +312,19 @@ fn members_find_each_other_by_a_dns_name_and_follow_its_changes() {
     // Declared before dnsmasq and the members: dropped after them.
     let ns = Netns::create();
     let mut dns = Dnsmasq::start(&ns);
-    let mut m = Members::new(end);
+    let mut m = Group::new(end);
 
     // Group 1's only seed is the name; group 2 is seeded by its first
     // member's address.
-    let g1: Vec<usize> = GROUP1.iter().map(|ip| m.start(&ns, ip, &format!("dns:{HOST}:{PORT}"))).collect();
-    let g2: Vec<usize> = GROUP2.iter().map(|ip| m.start(&ns, ip, &format!("{}:{PORT}", GROUP2[0]))).collect();
+    let g1: Vec<usize> = GROUP1.iter().map(|ip| start_member(&mut m, &ns, ip, &format!("dns:{HOST}:{PORT}"))).collect();
+    let g2: Vec<usize> =
+        GROUP2.iter().map(|ip| start_member(&mut m, &ns, ip, &format!("{}:{PORT}", GROUP2[0]))).collect();
     let all: Vec<usize> = g1.iter().chain(&g2).copied().collect();
 
     // dnsmasq lists nothing yet: the name does not resolve in the members'
     // processes (so no other resolver answers it), and group 1's members
     // know nobody, while group 2 forms.
-    assert_eq!(m.resolve(g1[0]), None, "the name resolved before dnsmasq listed it");
+    assert_eq!(resolve(&mut m, g1[0]), None, "the name resolved before dnsmasq listed it");
     m.wait(Duration::from_secs(20), "group 2 to form", |m| m.all_up(&g2));
     for &i in &g1 {
         m.check_view(i, &[]);
@@ -551,7 +336,7 @@ fn members_find_each_other_by_a_dns_name_and_follow_its_changes() {
     ns.set_hosts(&GROUP1[..2]);
     dns.reload();
     let listed = Instant::now();
-    assert_eq!(m.resolve(g1[3]), Some(set(&GROUP1[..2])), "the name does not resolve to what dnsmasq lists");
+    assert_eq!(resolve(&mut m, g1[3]), Some(set(&GROUP1[..2])), "the name does not resolve to what dnsmasq lists");
     m.wait(Duration::from_secs(20), "group 1 to form through the name", |m| m.all_up(&g1));
     eprintln!("group 1 formed {:?} after the name listed two of it", listed.elapsed());
     m.check_views(&g1);
@@ -563,15 +348,15 @@ fn members_find_each_other_by_a_dns_name_and_follow_its_changes() {
     ns.set_hosts(&with_group2);
     dns.reload();
     let added = Instant::now();
-    assert_eq!(m.resolve(g1[0]), Some(set(&with_group2)), "the name does not resolve to what dnsmasq lists now");
+    assert_eq!(resolve(&mut m, g1[0]), Some(set(&with_group2)), "the name does not resolve to what dnsmasq lists now");
     m.wait(Duration::from_secs(20), "the groups to merge", |m| m.all_up(&all));
     eprintln!("groups merged {:?} after the name listed group 2", added.elapsed());
     m.check_views(&all);
     for &i in &all {
         assert!(
-            m.all[i].log.iter().all(|l| !l.starts_with("EVENT ") || l.starts_with("EVENT Up ")),
+            m.log(i).iter().all(|(_, l)| !l.starts_with("EVENT ") || l.starts_with("EVENT Up ")),
             "{} reported more than members coming up",
-            m.all[i].name
+            m.name(i)
         );
     }
 

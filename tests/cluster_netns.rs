@@ -20,10 +20,10 @@
 //!
 //! # When it runs
 //!
-//! Only when the environment variable [`ENABLE`] is set (`.ci/run` sets
-//! it): it needs root and `ip` from iproute2. Unset, the test prints that it
-//! was skipped and passes. Set, it builds the namespaces or fails: it never
-//! passes without having run.
+//! Only when the environment variable [`ENABLE`](netns::ENABLE) is set
+//! (`.ci/run` sets it): it needs root and `ip` from iproute2. Unset, the
+//! test prints that it was skipped and passes. Set, it builds the
+//! namespaces or fails: it never passes without having run.
 //!
 //! # How
 //!
@@ -34,7 +34,7 @@
 //! the bridge. Both ends are created from inside the bridge's namespace.
 //! [`Lab`] deletes every namespace on drop (which deletes the veths and the
 //! bridge), even when the test panics; the children are killed and reaped
-//! first ([`Members`] is declared after the [`Lab`]).
+//! first (their [`Group`] is declared after the [`Lab`]).
 //!
 //! A child is this test binary executed again inside a namespace, as in
 //! `tests/netns.rs`:
@@ -56,22 +56,17 @@
 
 mod common;
 
-use common::TaskMailbox;
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use common::counter::{counter, Count};
+use common::members::{print_events, say_view, Members};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tether::cluster::{Cluster, ClusterConfig, ClusterEvent, EventsError, Subscription};
-use tether::{Config, ConnectionEvent, Cookie, Node, RemoteRef, ReplyPort};
+use tether::cluster::{Cluster, ClusterConfig};
+use tether::{Config, ConnectionEvent, Cookie, Node, RemoteRef};
+use tether_test_support::netns::{self, Namespace};
+use tether_test_support::process::{commands, say, Group};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc::unbounded_channel;
 
-/// Set to run the test (`.ci/run` sets it).
-const ENABLE: &str = "TETHER_NETNS_TESTS";
 /// The child's listen address; unset in the parent.
 const LISTEN: &str = "TETHER_CLUSTER_LISTEN";
 /// The child's node name.
@@ -122,61 +117,7 @@ fn config() -> Config {
 }
 
 // ---------------------------------------------------------------------------
-// Messages, shared by all processes.
-
-#[derive(Serialize, Deserialize)]
-enum Count {
-    Num(u64),
-    /// How many `Num`s arrived so far.
-    Received(ReplyPort<u64>),
-    Report(ReplyPort<Report>),
-}
-
-/// What the counting actor saw.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
-struct Report {
-    received: u64,
-    /// The number it expects next.
-    next: u64,
-    /// The first out-of-order number: (expected, got).
-    first_violation: Option<(u64, u64)>,
-}
-
-// ---------------------------------------------------------------------------
 // The children.
-
-/// The counting actor: checks the order itself.
-fn counter() -> TaskMailbox<Count> {
-    let (tx, mut rx) = unbounded_channel::<Count>();
-    tokio::spawn(async move {
-        let mut report = Report { received: 0, next: 0, first_violation: None };
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Count::Num(n) => {
-                    report.received += 1;
-                    if n != report.next && report.first_violation.is_none() {
-                        report.first_violation = Some((report.next, n));
-                    }
-                    report.next = n + 1;
-                }
-                Count::Received(reply) => {
-                    let _ = reply.send(report.received);
-                }
-                Count::Report(reply) => {
-                    let _ = reply.send(report);
-                }
-            }
-        }
-    });
-    TaskMailbox(tx)
-}
-
-/// One line on stdout, flushed (the parent reads it at once).
-fn say(line: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
 
 /// The children's entry point (see the module docs).
 #[test]
@@ -203,23 +144,11 @@ async fn member(name: String, listen: String, seed: Option<SocketAddr>) {
     say(format!("LISTENING {addr}"));
 
     // Commands, until the parent closes stdin (or dies).
-    let (tx, mut commands) = unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     while let Some(line) = commands.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["VIEW"] => {
-                let members: Vec<String> =
-                    cluster.members().iter().map(|m| format!("{}={:?}", m.addr, m.status)).collect();
-                say(format!("VIEW {}", members.join(" ")));
-            }
+            ["VIEW"] => say_view(&cluster),
             ["SEND", to, n] => {
                 let to: SocketAddr = to.parse().expect("child: SEND address");
                 let n: u64 = n.parse().expect("child: SEND count");
@@ -229,23 +158,6 @@ async fn member(name: String, listen: String, seed: Option<SocketAddr>) {
         }
     }
     node.shutdown().await;
-}
-
-/// Prints the cluster's events as `EVENT <kind> <addr>` lines.
-fn print_events(mut events: Subscription) {
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(ClusterEvent::NodeUp(m)) => say(format!("EVENT Up {}", m.addr)),
-                Ok(ClusterEvent::NodeDown { member, .. }) => say(format!("EVENT Down {}", member.addr)),
-                Ok(ClusterEvent::NodeRestarted { member, .. }) => say(format!("EVENT Restarted {}", member.addr)),
-                Ok(ClusterEvent::NodeLeft(m)) => say(format!("EVENT Left {}", m.addr)),
-                Ok(other) => say(format!("EVENT Other {other:?}")),
-                Err(EventsError::Lagged(n)) => say(format!("ERROR cluster events lagged by {n}")),
-                Err(_) => break,
-            }
-        }
-    });
 }
 
 /// Tells `0..n-1` to the counter of the member at `to`, printing (each
@@ -304,12 +216,7 @@ async fn stream(node: Node, cluster: Cluster, to: SocketAddr, n: u64) {
     let _ = done_tx.send(true);
     let _ = acker.await;
     match counter.ask(Count::Report, Duration::from_secs(30)).await {
-        Ok(r) => say(format!(
-            "REPORT {to} {} {} {}",
-            r.received,
-            r.next,
-            r.first_violation.map_or("none".to_owned(), |(want, got)| format!("expected-{want}-got-{got}"))
-        )),
+        Ok(r) => say(format!("REPORT {to} {r}")),
         Err(e) => say(format!("ERROR report from {to}: {e}")),
     }
 }
@@ -317,294 +224,95 @@ async fn stream(node: Node, cluster: Cluster, to: SocketAddr, n: u64) {
 // ---------------------------------------------------------------------------
 // The parent's side: the namespaces.
 
-/// Runs a command; its failure fails the test with `what` and the output.
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{ENABLE} is set but {what} could not run ({cmd:?}: {e}); it needs `ip` from iproute2")
-    });
-    assert!(
-        out.status.success(),
-        "{ENABLE} is set but {what} failed ({cmd:?}: {}): {}; the test needs root and `ip` from iproute2",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-fn ip(args: &[&str]) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(args);
-    cmd
-}
-
 /// A bridge in a namespace of its own and one namespace per member, each
-/// joined to the bridge by a veth pair; all deleted on drop.
+/// joined to the bridge by a veth pair; all deleted on drop (the members'
+/// first).
 struct Lab {
-    bridge: String,
     /// The members' namespaces.
-    members: Vec<String>,
+    members: Vec<Namespace>,
+    bridge: Namespace,
     /// The members' addresses (on their `eth0`).
     ips: Vec<String>,
-    created: Vec<String>,
 }
 
 impl Lab {
     fn create(n: usize) -> Lab {
         let pid = std::process::id();
         let x = pid % 250 + 1;
-        let mut lab = Lab {
-            bridge: format!("tether-br-{pid}"),
-            members: (0..n).map(|i| format!("tether-m{i}-{pid}")).collect(),
-            ips: (0..n).map(|i| format!("10.78.{x}.{}", i + 1)).collect(),
-            created: Vec::new(),
-        };
-        let br = lab.bridge.clone();
-        run("creating the bridge's namespace", &mut ip(&["netns", "add", &br]));
-        lab.created.push(br.clone());
-        run("creating the bridge", &mut ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]));
-        run("setting the bridge up", &mut ip(&["-n", &br, "link", "set", "br0", "up"]));
-        for i in 0..n {
-            let (ns, port) = (lab.members[i].clone(), format!("p{i}"));
-            run("creating a member's namespace", &mut ip(&["netns", "add", &ns]));
-            lab.created.push(ns.clone());
-            run(
+        let bridge = Namespace::add(format!("tether-br-{pid}"));
+        bridge.ip("creating the bridge", &["link", "add", "br0", "type", "bridge"]);
+        bridge.ip("setting the bridge up", &["link", "set", "br0", "up"]);
+        let ips: Vec<String> = (0..n).map(|i| format!("10.78.{x}.{}", i + 1)).collect();
+        let mut members = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let ns = Namespace::add(format!("tether-m{i}-{pid}"));
+            let port = format!("p{i}");
+            bridge.ip(
                 "creating a veth pair",
-                &mut ip(&["-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]),
+                &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()],
             );
-            run("attaching the veth to the bridge", &mut ip(&["-n", &br, "link", "set", &port, "master", "br0"]));
-            run("setting the bridge port up", &mut ip(&["-n", &br, "link", "set", &port, "up"]));
-            let cidr = format!("{}/24", lab.ips[i]);
-            run("addressing the member", &mut ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"]));
-            run("setting the member's link up", &mut ip(&["-n", &ns, "link", "set", "eth0", "up"]));
-            run("setting lo up", &mut ip(&["-n", &ns, "link", "set", "lo", "up"]));
+            bridge.ip("attaching the veth to the bridge", &["link", "set", &port, "master", "br0"]);
+            bridge.ip("setting the bridge port up", &["link", "set", &port, "up"]);
+            ns.ip("addressing the member", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            ns.ip("setting the member's link up", &["link", "set", "eth0", "up"]);
+            ns.ip("setting lo up", &["link", "set", "lo", "up"]);
+            members.push(ns);
         }
-        lab
+        Lab { members, bridge, ips }
     }
 
     /// Sets member `i`'s bridge port down (cut off: its packets go nowhere,
     /// nobody's reach it) or up.
     fn port(&self, i: usize, state: &str) {
-        let port = format!("p{i}");
-        run("setting a bridge port down or up", &mut ip(&["-n", &self.bridge, "link", "set", &port, state]));
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for name in self.created.iter().rev() {
-            match ip(&["netns", "del", name]).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => eprintln!("lab: deleting {name} failed: {}", String::from_utf8_lossy(&out.stderr)),
-                Err(e) => eprintln!("lab: deleting {name} failed: {e}"),
-            }
-        }
+        self.bridge.ip("setting a bridge port down or up", &["link", "set", &format!("p{i}"), state]);
     }
 }
 
 // ---------------------------------------------------------------------------
-// The parent's side: the member processes.
+// The parent's side: the member processes, a `Group` (killed and reaped on
+// drop); member `i` is its child `i`, named `m<i>`.
 
-/// A member process in a namespace.
-struct Proc {
-    name: String,
-    proc: Child,
-    stdin: Option<ChildStdin>,
-    /// Where its node listens.
-    addr: String,
-    /// Every stdout line so far, with when the parent read it.
-    log: Vec<(Instant, String)>,
-    /// Its stdout closed.
-    exited: bool,
-    /// It was killed on purpose.
-    killed: bool,
+/// Starts a member in `ns` listening on `listen`, seeded by `seed`; waits
+/// until it listens, and returns where.
+fn start_member(m: &mut Group, ns: &Namespace, listen: &str, seed: Option<&str>) -> String {
+    let i = m.len();
+    let name = format!("m{i}");
+    let mut cmd = ns.rerun(CHILD_TEST);
+    cmd.env(LISTEN, listen).env(NAME, &name);
+    match seed {
+        Some(s) => cmd.env(SEED, s),
+        None => cmd.env_remove(SEED),
+    };
+    m.spawn(name, &mut cmd);
+    let addr = m.wait_line(i, Duration::from_secs(20), "LISTENING ")["LISTENING ".len()..].to_owned();
+    assert!(addr.starts_with(&format!("{}:", listen.rsplit_once(':').unwrap().0)), "m{i} listens on {addr}");
+    addr
 }
 
-/// The member processes, their stdout merged into one stream of lines;
-/// killed and reaped on drop.
-struct Members {
-    all: Vec<Proc>,
-    tx: Sender<(usize, Instant, Option<String>)>,
-    lines: Receiver<(usize, Instant, Option<String>)>,
-    /// No wait goes beyond it.
-    end: Instant,
-}
-
-impl Members {
-    fn new(end: Instant) -> Members {
-        let (tx, lines) = channel();
-        Members { all: Vec::new(), tx, lines, end }
-    }
-
-    /// Starts a member in `ns` listening on `listen`, seeded by `seed`, and
-    /// waits until it listens.
-    fn start(&mut self, ns: &str, listen: &str, seed: Option<&str>) -> usize {
-        let i = self.all.len();
-        let name = format!("m{i}");
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--ignored", "--test-threads=1"])
-            .env(LISTEN, listen)
-            .env(NAME, &name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        match seed {
-            Some(s) => cmd.env(SEED, s),
-            None => cmd.env_remove(SEED),
-        };
-        let mut proc = cmd.spawn().expect("spawn `ip netns exec` for a member");
-        let stdin = proc.stdin.take();
-        let stdout = proc.stdout.take().expect("piped stdout");
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((i, Instant::now(), Some(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((i, Instant::now(), None));
-        });
-        self.all.push(Proc { name, proc, stdin, addr: String::new(), log: Vec::new(), exited: false, killed: false });
-        self.wait(Duration::from_secs(20), "the member listening", |m| m.all[i].line("LISTENING ").is_some());
-        let addr = self.all[i].line("LISTENING ").unwrap()["LISTENING ".len()..].to_owned();
-        assert!(addr.starts_with(&format!("{}:", listen.rsplit_once(':').unwrap().0)), "m{i} listens on {addr}");
-        self.all[i].addr = addr;
-        i
-    }
-
-    /// Reads lines until `cond` holds, for at most `limit` (and never past
-    /// the test's end). Fails on an `ERROR` line or a member's unexpected
-    /// exit.
-    fn wait(&mut self, limit: Duration, what: &str, mut cond: impl FnMut(&Members) -> bool) {
-        let deadline = (Instant::now() + limit).min(self.end);
-        while !cond(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((i, at, Some(line))) => {
-                    let p = &mut self.all[i];
-                    eprintln!("[{}] {line}", p.name);
-                    assert!(!line.starts_with("ERROR"), "member {} failed: {line}", p.name);
-                    p.log.push((at, line));
-                }
-                Ok((i, _, None)) => {
-                    let p = &mut self.all[i];
-                    p.exited = true;
-                    assert!(p.killed, "member {} exited unexpectedly (status {:?})", p.name, p.proc.try_wait());
-                }
-                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),
-                Err(RecvTimeoutError::Disconnected) => unreachable!("the sender is held here"),
-            }
-        }
-    }
-
-    fn tell(&mut self, i: usize, command: &str) {
-        let stdin = self.all[i].stdin.as_mut().expect("the member's stdin is open");
-        writeln!(stdin, "{command}").and_then(|()| stdin.flush()).expect("write to a member");
-    }
-
-    /// Asks each of `members` for its view and checks it lists every other
-    /// of `members` up, and nobody else.
-    fn check_views(&mut self, members: &[usize]) {
-        for &i in members {
-            let before = self.all[i].log.len();
-            self.tell(i, "VIEW");
-            self.wait(Duration::from_secs(10), "a VIEW line", |m| {
-                m.all[i].log[before..].iter().any(|(_, l)| l.starts_with("VIEW"))
-            });
-            let line = &self.all[i].log[before..].iter().find(|(_, l)| l.starts_with("VIEW")).unwrap().1;
-            let view: BTreeMap<&str, &str> =
-                line.split_whitespace().skip(1).map(|e| e.split_once('=').expect("addr=status")).collect();
-            let want: BTreeMap<&str, &str> =
-                members.iter().filter(|&&j| j != i).map(|&j| (self.all[j].addr.as_str(), "Up")).collect();
-            assert_eq!(view, want, "m{i}'s members() does not list every other member up");
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self, i: usize) {
-        let p = &mut self.all[i];
-        p.killed = true;
-        p.proc.kill().expect("SIGKILL a member");
-        p.proc.wait().expect("reap a member");
-    }
-
-    /// Closes every live member's stdin and waits (bounded) for them all to
-    /// leave and exit.
-    fn shut_down(&mut self, limit: Duration) -> Vec<ExitStatus> {
-        let live: Vec<usize> = (0..self.all.len()).filter(|&i| !self.all[i].killed).collect();
-        for &i in &live {
-            drop(self.all[i].stdin.take());
-            self.all[i].killed = true;
-        }
-        self.wait(limit, "the members to exit", |m| live.iter().all(|&i| m.all[i].exited));
-        live.iter().map(|&i| self.all[i].proc.wait().expect("reap a member")).collect()
-    }
-
-    /// What member `i` last reported of the member at `addr` (`Up`, `Down`,
-    /// ...), if anything.
-    fn status(&self, i: usize, addr: &str) -> Option<&str> {
-        self.all[i].log.iter().rev().find_map(|(_, l)| {
-            let (kind, at) = l.strip_prefix("EVENT ")?.split_once(' ')?;
-            (at == addr).then_some(kind)
-        })
-    }
-
+/// What the members printed, read as this test's protocol (beyond
+/// [`Members`]).
+trait Reports {
     /// When member `i` first reported `event` (`Up`, `Down`, ...) of the
     /// member at `addr` after `after`.
-    fn reported(&self, i: usize, event: &str, addr: &str, after: Instant) -> Option<Instant> {
-        let line = format!("EVENT {event} {addr}");
-        self.all[i].log.iter().find(|(t, l)| *t > after && *l == line).map(|(t, _)| *t)
-    }
-
+    fn reported(&self, i: usize, event: &str, addr: &str, after: Instant) -> Option<Instant>;
     /// The highest count in member `i`'s `<prefix> <addr> <k>` lines read
     /// between `from` and `to`.
+    fn highest(&self, i: usize, prefix: &str, addr: &str, from: Instant, to: Instant) -> Option<u64>;
+}
+
+impl Reports for Group {
+    fn reported(&self, i: usize, event: &str, addr: &str, after: Instant) -> Option<Instant> {
+        let line = format!("EVENT {event} {addr}");
+        self.log(i).iter().find(|(t, l)| *t > after && *l == line).map(|(t, _)| *t)
+    }
+
     fn highest(&self, i: usize, prefix: &str, addr: &str, from: Instant, to: Instant) -> Option<u64> {
         let head = format!("{prefix} {addr} ");
-        self.all[i]
-            .log
+        self.log(i)
             .iter()
             .filter(|(t, _)| *t > from && *t < to)
             .filter_map(|(_, l)| l.strip_prefix(&head)?.parse::<u64>().ok())
             .max()
-    }
-
-    /// When member `i` first printed a line starting with `prefix` after
-    /// `after`.
-    fn first(&self, i: usize, prefix: &str, after: Instant) -> Option<Instant> {
-        self.all[i].log.iter().find(|(t, l)| *t > after && l.starts_with(prefix)).map(|(t, _)| *t)
-    }
-
-    fn count(&self, i: usize, prefix: &str) -> usize {
-        self.all[i].log.iter().filter(|(_, l)| l.starts_with(prefix)).count()
-    }
-
-    /// The last line of member `i` that starts with `prefix`.
-    fn line(&self, i: usize, prefix: &str) -> Option<&str> {
-        self.all[i].line(prefix)
-    }
-
-    /// Whether every member of `members` has reported every other up.
-    fn all_up(&self, members: &[usize]) -> bool {
-        members
-            .iter()
-            .all(|&i| members.iter().filter(|&&j| j != i).all(|&j| self.status(i, &self.all[j].addr) == Some("Up")))
-    }
-}
-
-impl Proc {
-    fn line(&self, prefix: &str) -> Option<&str> {
-        self.log.iter().rev().find(|(_, l)| l.starts_with(prefix)).map(|(_, l)| l.as_str())
-    }
-}
-
-impl Drop for Members {
-    fn drop(&mut self) {
-        for p in &mut self.all {
-            let _ = p.proc.kill();
-            let _ = p.proc.wait();
-        }
     }
 }
 
@@ -620,10 +328,7 @@ fn check_report(line: &str, who: &str) {
 
 #[test]
 fn five_hosts_form_a_cluster_survive_a_partition_and_see_a_kill() {
-    if std::env::var_os(ENABLE).is_none() {
-        eprintln!(
-            "SKIPPED: set {ENABLE}=1 to run the cluster network-namespace test (needs root and `ip` from iproute2)"
-        );
+    if !netns::enabled("the cluster network-namespace test", "root and `ip` from iproute2") {
         return;
     }
     let start = Instant::now();
@@ -631,25 +336,24 @@ fn five_hosts_form_a_cluster_survive_a_partition_and_see_a_kill() {
 
     // Declared before the members: dropped after them.
     let lab = Lab::create(MEMBERS);
-    let mut m = Members::new(end);
+    let mut m = Group::new(end);
     let all: Vec<usize> = (0..MEMBERS).collect();
 
     // One seed; everyone else is given only its address.
-    m.start(&lab.members[SEED_MEMBER], &format!("{}:0", lab.ips[SEED_MEMBER]), None);
-    let seed = m.all[SEED_MEMBER].addr.clone();
+    let seed = start_member(&mut m, &lab.members[SEED_MEMBER], &format!("{}:0", lab.ips[SEED_MEMBER]), None);
+    let mut addr = vec![seed.clone()];
     for i in 1..MEMBERS {
-        m.start(&lab.members[i], &format!("{}:0", lab.ips[i]), Some(&seed));
+        addr.push(start_member(&mut m, &lab.members[i], &format!("{}:0", lab.ips[i]), Some(&seed)));
     }
-    let addr: Vec<String> = m.all.iter().map(|p| p.addr.clone()).collect();
     m.wait(Duration::from_secs(20), "every member to report every other up", |m| m.all_up(&all));
     m.check_views(&all);
     eprintln!("cluster of {MEMBERS} formed after {:?}", start.elapsed());
 
     // Two sessions, both from the sender: to a member that will stay, and
     // to the one that will be cut off.
-    m.tell(SENDER, &format!("SEND {} {N}", addr[SURVIVOR]));
-    m.tell(SENDER, &format!("SEND {} {N}", addr[CUT]));
-    let acked = |m: &Members, to: &str| m.highest(SENDER, "ACKED", to, start, m.end);
+    m.send_line(SENDER, &format!("SEND {} {N}", addr[SURVIVOR]));
+    m.send_line(SENDER, &format!("SEND {} {N}", addr[CUT]));
+    let acked = |m: &Group, to: &str| m.highest(SENDER, "ACKED", to, start, end);
     m.wait(Duration::from_secs(20), "both actors acknowledging messages", |m| {
         acked(m, &addr[SURVIVOR]).is_some_and(|k| k >= CUT_AFTER)
             && acked(m, &addr[CUT]).is_some_and(|k| k >= CUT_AFTER)
@@ -672,8 +376,8 @@ fn five_hosts_form_a_cluster_survive_a_partition_and_see_a_kill() {
 
     m.wait(Duration::from_secs(20), "every member to report the healed one up, and it them", |m| m.all_up(&all));
     m.wait(Duration::from_secs(30), "both reports", |m| {
-        m.line(SENDER, &format!("REPORT {} ", addr[SURVIVOR])).is_some()
-            && m.line(SENDER, &format!("REPORT {} ", addr[CUT])).is_some()
+        m.last(SENDER, &format!("REPORT {} ", addr[SURVIVOR])).is_some()
+            && m.last(SENDER, &format!("REPORT {} ", addr[CUT])).is_some()
     });
     m.check_views(&all);
     eprintln!("healed and converged after {:?}", start.elapsed());
@@ -724,7 +428,7 @@ fn five_hosts_form_a_cluster_survive_a_partition_and_see_a_kill() {
     );
     let done = m.first(SENDER, &format!("DONE {survivor}"), start).expect("the sender finished");
     assert!(done > heal_at, "the stream to the survivor ended before the heal: it did not span the outage");
-    check_report(m.line(SENDER, &format!("REPORT {survivor} ")).unwrap(), "survivor");
+    check_report(m.last(SENDER, &format!("REPORT {survivor} ")).unwrap(), "survivor");
 
     // The session to the cut-off member: broken by its heartbeat during the
     // outage, resumed after the heal, nothing lost.
@@ -742,7 +446,7 @@ fn five_hosts_form_a_cluster_survive_a_partition_and_see_a_kill() {
     assert!(resumed > heal_at, "the session to m{CUT} resumed before the heal");
     assert_eq!(m.count(SENDER, &format!("CONN {cut} SessionLost")), 0, "the session to m{CUT} was lost");
     assert!(m.highest(SENDER, "SENT", cut, cut_at, heal_at).is_some(), "nothing was told to m{CUT} during the outage");
-    check_report(m.line(SENDER, &format!("REPORT {cut} ")).unwrap(), "cut-off member");
+    check_report(m.last(SENDER, &format!("REPORT {cut} ")).unwrap(), "cut-off member");
 
     // A member killed: everyone else reports it down within the bound.
     let rest: Vec<usize> = all.iter().copied().filter(|&i| i != KILLED).collect();

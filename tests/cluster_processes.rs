@@ -44,9 +44,7 @@
 mod common;
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +54,7 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use tether::cluster::{Cluster, ClusterConfig, ClusterEvent, EventsError};
 use tether::{AskError, Config, Cookie, Node, NodeId, RemoteError, RemoteRef, ReplyPort, WatchEvent};
+use tether_test_support::process::{commands, rerun, say, Child};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::Instant;
 
@@ -118,12 +117,6 @@ fn member_process() {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
-/// Prints one line for the parent (stdout is line-buffered and locked per
-/// line, so lines from several tasks never mix).
-fn say(line: std::fmt::Arguments<'_>) {
-    println!("{line}");
-}
-
 async fn member(name: String, port: u16, seed: Option<SocketAddr>) {
     let (cluster_name, _) = name.rsplit_once('-').expect("member: name <cluster>-<index>");
     let node = Node::new(Some(&name), config(cluster_name)).expect("member: node");
@@ -144,15 +137,7 @@ async fn member(name: String, port: u16, seed: Option<SocketAddr>) {
     let mut held: Vec<(NodeId, RemoteRef<Probe>)> = Vec::new();
     // Commands, read on a thread of their own; the channel closes with
     // stdin.
-    let (tx, mut commands) = unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     while let Some(line) = commands.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words[..] {
@@ -290,14 +275,13 @@ fn parse(line: &str) -> Option<Line> {
     })
 }
 
-/// A member process; killed and reaped on drop.
+/// A member process; killed and reaped on drop (its [`Child`] is).
 struct Member {
     name: String,
-    proc: Child,
-    stdin: ChildStdin,
+    child: Child,
     /// Its stdout, line by line, each stamped when the parent read it;
     /// closes when the process exits.
-    lines: UnboundedReceiver<(Instant, String)>,
+    lines: UnboundedReceiver<(std::time::Instant, String)>,
     id: NodeId,
     addr: SocketAddr,
     /// Lines read and not yet taken or passed over by [`Member::expect`],
@@ -313,34 +297,15 @@ impl Member {
     /// Starts member `index` of `cluster` and waits until it has joined.
     async fn start(cluster: &str, index: usize, port: u16, seed: Option<SocketAddr>) -> Member {
         let name = format!("{cluster}-{index}");
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new(exe);
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--ignored", "--test-threads=1"])
-            .env(NAME, &name)
-            .env(PORT, port.to_string())
-            .env_remove(SEED)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut cmd = rerun(CHILD_TEST);
+        cmd.env(NAME, &name).env(PORT, port.to_string()).env_remove(SEED);
         if let Some(seed) = seed {
             cmd.env(SEED, seed.to_string());
         }
-        let mut proc = cmd.spawn().expect("spawn a member process");
-        let stdin = proc.stdin.take().expect("piped stdin");
-        let stdout = proc.stdout.take().expect("piped stdout");
-        let (tx, lines) = unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines) = Child::with_lines(&mut cmd);
         let mut m = Member {
             name,
-            proc,
-            stdin,
+            child,
             lines,
             id: NodeId(Default::default()),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -359,7 +324,7 @@ impl Member {
     }
 
     fn pid(&self) -> u32 {
-        self.proc.id()
+        self.child.pid()
     }
 
     /// Reads the next line into [`Member::unread`]; false at `deadline`.
@@ -368,7 +333,7 @@ impl Member {
         loop {
             let (at, text) = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Err(_) => return false,
-                Ok(Some(line)) => line,
+                Ok(Some((at, line))) => (Instant::from_std(at), line),
                 Ok(None) => panic!("member {} exited; it reported {:?}", self.name, self.seen),
             };
             let Some(line) = parse(&text) else { continue };
@@ -445,7 +410,7 @@ impl Member {
     }
 
     fn command(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush()).expect("command a member");
+        self.child.send_line(line);
     }
 
     /// Bytes of gossip sent and received so far, and datagrams rejected.
@@ -461,23 +426,12 @@ impl Member {
 
     /// `kill -9`, and reap.
     fn kill(&mut self) {
-        self.proc.kill().expect("SIGKILL the member");
-        self.proc.wait().expect("reap the member");
+        self.child.kill();
     }
 
     /// Sends a signal with kill(1), e.g. `-STOP`.
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("run kill(1)");
-        assert!(status.success(), "kill {sig} failed: {status}");
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped process too. Already reaped or not, nothing
-        // is left after this.
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        self.child.signal(sig);
     }
 }
 

@@ -22,8 +22,8 @@
 //! failing test leaves no orphans. Every wait is bounded; nothing sleeps to
 //! synchronise: the tests await stdout lines, replies and monitors.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::io::{Read, Write};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -32,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use tether::{Config, Node, RemoteError, ReplyPort, TellError, WatchEvent};
 use tether_actix::RemoteAddr;
 use tether_ractor::{CallError, RemoteActorRef};
+use tether_test_support::process::{rerun, Child};
 use tether_test_support::within;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Selects the child's role; unset in the parent.
 const ROLE: &str = "TETHER_CHILD_ROLE";
@@ -160,13 +161,11 @@ impl RactorActor for BridgeActor {
 // ---------------------------------------------------------------------------
 // The parent's side: child processes, and the actix actors.
 
-/// A running child process; killed and reaped on drop.
+/// A running child process; killed and reaped on drop (its [`Child`] is).
 struct ChildNode {
-    proc: Child,
-    /// Closing it tells the child to exit.
-    stdin: Option<ChildStdin>,
+    child: Child,
     /// The child's stdout, line by line; closes when the child exits.
-    lines: UnboundedReceiver<String>,
+    lines: UnboundedReceiver<(Instant, String)>,
     /// Where its node listens.
     addr: String,
 }
@@ -174,32 +173,13 @@ struct ChildNode {
 impl ChildNode {
     /// Starts a child and waits until its node listens.
     async fn start() -> ChildNode {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut proc = Command::new(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--ignored", "--test-threads=1"])
-            .env(ROLE, ROLE_BRIDGE)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child process");
-        let stdin = proc.stdin.take();
-        let stdout = proc.stdout.take().expect("piped stdout");
-        let (tx, lines) = unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut child = ChildNode { proc, stdin, lines, addr: String::new() };
+        let (child, lines) = Child::with_lines(rerun(CHILD_TEST).env(ROLE, ROLE_BRIDGE));
+        let mut child = ChildNode { child, lines, addr: String::new() };
         // The test harness prints its own lines too; skip them.
         let addr = tokio::time::timeout(T, async {
             loop {
                 match child.lines.recv().await {
-                    Some(line) => {
+                    Some((_, line)) => {
                         if let Some(addr) = line.strip_prefix("LISTENING ") {
                             break addr.to_owned();
                         }
@@ -215,38 +195,28 @@ impl ChildNode {
     }
 
     fn pid(&self) -> u32 {
-        self.proc.id()
+        self.child.pid()
     }
 
     /// `kill -9`, and reap.
     fn kill(&mut self) {
-        self.proc.kill().expect("SIGKILL the child");
-        self.proc.wait().expect("reap the child");
+        self.child.kill();
     }
 
     /// Sends a signal with kill(1), e.g. `-STOP`.
     #[cfg(unix)]
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("run kill(1)");
-        assert!(status.success(), "kill {sig} failed: {status}");
+        self.child.signal(sig);
     }
 
     /// Closes the child's stdin and waits (bounded) for it to exit.
     async fn shut_down(mut self) -> ExitStatus {
-        drop(self.stdin.take());
+        self.child.close_stdin();
         // Its stdout closes when it exits.
         tokio::time::timeout(T, async { while self.lines.recv().await.is_some() {} })
             .await
             .expect("the child did not exit after its stdin closed");
-        self.proc.wait().expect("reap the child")
-    }
-}
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        // Already exited and reaped, or not: either way nothing is left.
-        let _ = self.proc.kill();
-        let _ = self.proc.wait();
+        self.child.wait()
     }
 }
 

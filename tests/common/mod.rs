@@ -2,6 +2,9 @@
 //! transports, and bounded waiting for conditions no event announces.
 #![allow(dead_code)]
 
+pub mod counter;
+pub mod members;
+
 use tether::{Config, Connection};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 

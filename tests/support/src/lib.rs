@@ -1,6 +1,11 @@
-//! Bounded waiting, shared by the tests of tether, tether-actix and
-//! tether-ractor, so that a bug shows as a failure naming what was awaited,
-//! never as a hang.
+//! Plumbing shared by the tests of tether, tether-actix and tether-ractor:
+//! bounded waiting, so that a bug shows as a failure naming what was
+//! awaited, never as a hang ([`within`], [`eventually`]); child processes
+//! that talk to the test in lines ([`process`]); and network namespaces for
+//! the tests that need real links ([`netns`]).
+
+pub mod netns;
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;
