@@ -696,3 +696,40 @@ async fn restarted_member_is_reported_restarted_and_old_refs_report_it() {
     })
     .await;
 }
+
+/// A member killed, reported down, and only then restarted: a member that
+/// held a ref to the old process (so its session to it is still trying to
+/// reconnect, with backoff) looks the new process up by its new id and
+/// reaches it, not the old session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_after_its_down_is_reached_by_its_new_id() {
+    within(3 * T, async {
+        let mut all = cluster("late-restart", 3).await;
+        let seed = all[0].addr;
+        let mut victim = all.remove(2);
+        let (old_id, addr) = (victim.id, victim.addr);
+        let holder = &mut all[1];
+        holder.command(&format!("HOLD {old_id}"));
+        holder
+            .expect("holding the probe", T, |l| match l {
+                Line::Holding(id, _) if *id == old_id => Some(()),
+                _ => None,
+            })
+            .await;
+        victim.kill();
+        holder.expect_event("the old process down", T, |s| *s == Seen::Down(old_id, addr)).await;
+        let victim = Member::start("late-restart", 2, addr.port(), Some(seed)).await;
+        let new_id = victim.id;
+        let holder = &mut all[1];
+        holder.expect_event("the restart", T, |s| *s == Seen::Restarted { old: old_id, new: new_id, addr }).await;
+        holder.command(&format!("HOLD {new_id}"));
+        let (_, pid) = holder
+            .expect("holding the new process's probe", T, |l| match l {
+                Line::Holding(id, pid) if *id == new_id => Some(*pid),
+                _ => None,
+            })
+            .await;
+        assert_eq!(pid, victim.pid(), "the lookup of the new id reached the new process");
+    })
+    .await;
+}
