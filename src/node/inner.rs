@@ -86,7 +86,7 @@ pub(crate) struct NodeInner {
     supervisor: tokio::sync::OnceCell<Option<SupervisorParent>>,
     /// Where nodes not connected to are found: the cluster, once joined.
     pub(crate) directory: std::sync::OnceLock<Arc<dyn Directory>>,
-    /// One dial at a time per address, for connections made on demand.
+    /// Dials made on demand, shared per address (see `directory::Dialing`).
     pub(crate) dialing: super::directory::Dialing,
 }
 
