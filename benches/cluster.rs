@@ -82,7 +82,10 @@ const OBSERVERS: usize = 7;
 struct Sizes {
     /// Runs of each W7-converge-N and of W7-nodedown.
     runs: usize,
-    /// W7-gossip-rest: wait after convergence, then the measured window.
+    /// W7-gossip-rest: wait after convergence, then the measured window. A
+    /// member announces every second for its first ten announces after it
+    /// joins (the engine's joining pace), so the wait covers those: at rest
+    /// means after them.
     settle: Duration,
     window: Duration,
     deadline: Duration,
@@ -92,7 +95,7 @@ impl Sizes {
     fn full() -> Self {
         Sizes {
             runs: 3,
-            settle: Duration::from_secs(5),
+            settle: Duration::from_secs(15),
             window: Duration::from_secs(10),
             deadline: Duration::from_secs(60),
         }
@@ -101,7 +104,7 @@ impl Sizes {
     fn quick() -> Self {
         Sizes {
             runs: 1,
-            settle: Duration::from_secs(3),
+            settle: Duration::from_secs(12),
             window: Duration::from_secs(5),
             deadline: Duration::from_secs(30),
         }

@@ -28,6 +28,16 @@ pub(crate) const MAX_DATAGRAM: usize = MAX_PAYLOAD + OVERHEAD;
 /// bytes), so a node tracking this many fewer than its bound can take any
 /// datagram without checking it.
 const MAX_NEW_PER_DATAGRAM: usize = 64;
+/// A member that has just joined (or rejoined) asks a random member for a
+/// sample of the members it knows this often ...
+const JOINING_ANNOUNCE: Duration = Duration::from_secs(1);
+/// ... this many times, then as often as at rest ([`RESTING_ANNOUNCE`]):
+/// what a burst of joins leaves out of the gossip, it learns within
+/// seconds, and at rest this costs nothing more.
+const JOINING_ANNOUNCES: u32 = 10;
+/// How often a member at rest asks one for a sample of the members it
+/// knows: the anti-entropy that broadcasts alone lack.
+const RESTING_ANNOUNCE: Duration = Duration::from_secs(15);
 
 type Swim = Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
@@ -92,6 +102,8 @@ pub(crate) struct Engine {
     seed: u64,
     /// foca instances replaced so far ([`Engine::start_afresh`]).
     instance: u64,
+    /// Announces left at the joining pace ([`JOINING_ANNOUNCE`]).
+    joining_announces: u32,
     envelope: Envelope,
     out: Outbox,
     view: View,
@@ -122,10 +134,8 @@ impl Engine {
             remove_down_after: Some(Duration::from_secs(120)),
             max_packet_size: NonZeroUsize::new(MAX_PAYLOAD).expect("MAX_PAYLOAD > 0"),
             notify_down_members: true,
-            // A full member list from a random member now and then: the
-            // anti-entropy that broadcasts alone lack.
             periodic_announce: Some(foca::PeriodicParams {
-                frequency: Duration::from_secs(15),
+                frequency: RESTING_ANNOUNCE,
                 num_members: NonZeroUsize::new(1).expect("1 > 0"),
             }),
             periodic_announce_to_down_members: Some(foca::PeriodicParams {
@@ -140,7 +150,8 @@ impl Engine {
         };
         Engine {
             view: View::new(me.clone(), cfg.max_members),
-            swim: Foca::new(me, config.clone(), SmallRng::seed_from_u64(seed), PostcardCodec),
+            swim: Foca::new(me, joining(&config), SmallRng::seed_from_u64(seed), PostcardCodec),
+            joining_announces: JOINING_ANNOUNCES,
             config,
             seed,
             instance: 0,
@@ -213,6 +224,15 @@ impl Engine {
     pub(crate) fn handle_timer(&mut self, timer: Timer) {
         if self.left || timer.instance != self.instance {
             return;
+        }
+        if matches!(timer.timer, foca::Timer::PeriodicAnnounce(_)) && self.joining_announces > 0 {
+            self.joining_announces -= 1;
+            if self.joining_announces == 0 {
+                // Takes effect when foca next re-arms the announce.
+                if let Err(e) = self.swim.set_config(self.config.clone()) {
+                    tracing::debug!(error = %e, "gossip engine settings");
+                }
+            }
         }
         let result = self.swim.handle_timer(timer.timer, &mut self.out);
         self.settle(result);
@@ -425,7 +445,8 @@ impl Engine {
         let up: Vec<foca::Member<Ident>> = self.swim.iter_members().cloned().collect();
         self.instance += 1;
         let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.instance));
-        self.swim = Foca::new(me, self.config.clone(), rng, PostcardCodec);
+        self.swim = Foca::new(me, joining(&self.config), rng, PostcardCodec);
+        self.joining_announces = JOINING_ANNOUNCES;
         // What the old foca asked for during this call and was not carried
         // out yet is dropped with it: its datagrams carry the stale claims.
         self.out.sends.clear();
@@ -437,6 +458,15 @@ impl Engine {
             self.announce(addr);
         }
     }
+}
+
+/// `config` at the joining pace: announces every [`JOINING_ANNOUNCE`].
+fn joining(config: &foca::Config) -> foca::Config {
+    let mut joining = config.clone();
+    if let Some(p) = joining.periodic_announce.as_mut() {
+        p.frequency = JOINING_ANNOUNCE;
+    }
+    joining
 }
 
 /// Members a rejoining node announces itself to at once; seed rounds reach

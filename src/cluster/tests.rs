@@ -35,7 +35,9 @@ mod scenarios {
         let mut sim = Sim::new(seed, ClusterConfig::default(), net);
         let all = sim.start_cluster(n);
         sim.run_until_true(secs(10), |s| s.converged(&all)).expect("the cluster converges within 10 s");
-        sim.run_for(secs(5));
+        // At rest: past the announces every member makes in its first
+        // seconds (the engine's joining pace).
+        sim.run_for(secs(12));
         assert!(sim.converged(&all));
         (sim, all)
     }
