@@ -22,9 +22,9 @@
 //! [`ClusterConfig::probe_rtt`]) nor through three others is suspected,
 //! and declared down unless it refutes within
 //! [`ClusterConfig::suspect_timeout`]. With the defaults a member that
-//! dies is reported down everywhere in about 3 s (2.6–4.3 s in the tests,
-//! across processes and network namespaces); the bound is probabilistic, as
-//! SWIM's probes pick their targets at random.
+//! dies is reported down everywhere in 2–3.5 s (2.1–3.5 s in the tests and
+//! W7, across processes and network namespaces); the bound is
+//! probabilistic, as SWIM's probes pick their targets at random.
 //!
 //! # Example
 //!
