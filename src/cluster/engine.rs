@@ -595,6 +595,7 @@ impl View {
 #[cfg(test)]
 mod bound_tests {
     use super::*;
+    use crate::cluster::tests::hostile::encode;
     use foca::{Header, Member as SwimMember, Message};
 
     fn ident(n: u32) -> Ident {
@@ -608,19 +609,24 @@ mod bound_tests {
         }
     }
 
+    /// `message` from `src` to `dst` naming `members` as alive, sealed.
+    fn sealed(
+        envelope: &Envelope,
+        src: &Ident,
+        dst: &Ident,
+        message: Message<Ident>,
+        members: impl Iterator<Item = Ident>,
+    ) -> Vec<u8> {
+        let header = Header { src: src.clone(), src_incarnation: 0, dst: dst.clone(), message };
+        let updates: Vec<SwimMember<Ident>> = members.map(SwimMember::alive).collect();
+        let mut datagram = Vec::new();
+        envelope.seal(&encode(&header, &updates), &mut datagram);
+        datagram
+    }
+
     /// A sealed `Gossip` from `src` to `dst` naming `members` as alive.
     fn gossip(envelope: &Envelope, src: &Ident, dst: &Ident, members: impl Iterator<Item = Ident>) -> Vec<u8> {
-        let mut payload = Vec::new();
-        let header = Header { src: src.clone(), src_incarnation: 0, dst: dst.clone(), message: Message::Gossip };
-        Codec::<Ident>::encode_header(&mut PostcardCodec, &header, &mut payload).unwrap();
-        let members: Vec<Ident> = members.collect();
-        payload.extend_from_slice(&(members.len() as u16).to_be_bytes());
-        for m in members {
-            Codec::<Ident>::encode_member(&mut PostcardCodec, &SwimMember::alive(m), &mut payload).unwrap();
-        }
-        let mut datagram = Vec::new();
-        envelope.seal(&payload, &mut datagram);
-        datagram
+        sealed(envelope, src, dst, Message::Gossip, members)
     }
 
     /// A member with the cookie names ever more members: the node tracks no
@@ -660,14 +666,7 @@ mod bound_tests {
         engine.handle_datagram(&gossip(&envelope, &ident(1), &me, std::iter::once(ident(2))));
         assert_eq!(engine.tracked(), 2);
         while engine.poll_transmit().is_some() {}
-        let mut payload = Vec::new();
-        let header = Header { src: ident(1), src_incarnation: 0, dst: me.clone(), message: Message::Ping(9) };
-        Codec::<Ident>::encode_header(&mut PostcardCodec, &header, &mut payload).unwrap();
-        payload.extend_from_slice(&1u16.to_be_bytes());
-        Codec::<Ident>::encode_member(&mut PostcardCodec, &SwimMember::alive(ident(3)), &mut payload).unwrap();
-        let mut datagram = Vec::new();
-        envelope.seal(&payload, &mut datagram);
-        engine.handle_datagram(&datagram);
+        engine.handle_datagram(&sealed(&envelope, &ident(1), &me, Message::Ping(9), std::iter::once(ident(3))));
         assert_eq!(engine.tracked(), 2, "the new member is not tracked");
         assert_eq!(engine.stats().ignored_updates, 1);
         let mut acked = false;
