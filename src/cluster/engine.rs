@@ -149,7 +149,7 @@ impl Engine {
             }),
         };
         Engine {
-            view: View::new(me.clone(), cfg.max_members),
+            view: View::new(cfg.max_members),
             swim: Foca::new(me, joining(&config), SmallRng::seed_from_u64(seed), PostcardCodec),
             joining_announces: JOINING_ANNOUNCES,
             config,
@@ -167,7 +167,7 @@ impl Engine {
     /// Asks the member at `addr` to let this node in (a seed); it answers
     /// with the members it knows.
     pub(crate) fn announce(&mut self, addr: SocketAddr) {
-        if addr == self.view.me.addr || self.left {
+        if addr == self.swim.identity().addr || self.left {
             return;
         }
         // Only the address of an announce's destination is checked.
@@ -478,7 +478,6 @@ const REJOIN_ANNOUNCES: usize = 8;
 /// restarted node takes its predecessor's), so events are ordered per
 /// member and each change is reported once.
 pub(crate) struct View {
-    me: Ident,
     members: HashMap<SocketAddr, Entry>,
     max: usize,
     /// Bumped at every change; orders entries for eviction.
@@ -492,8 +491,8 @@ struct Entry {
 }
 
 impl View {
-    pub(crate) fn new(me: Ident, max: usize) -> View {
-        View { me, members: HashMap::new(), max, clock: 0 }
+    pub(crate) fn new(max: usize) -> View {
+        View { members: HashMap::new(), max, clock: 0 }
     }
 
     fn member(&self, id: &Ident, status: MemberStatus) -> Member {
