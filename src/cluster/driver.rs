@@ -13,6 +13,9 @@ use super::{seeds, ClusterConfig, ClusterError, Shared};
 use crate::node::Phase;
 use crate::Node;
 
+/// Most datagrams taken in at leaving, before the leave is sent.
+const MAX_DRAINED: usize = 1024;
+
 pub(super) fn start(
     node: &Node,
     engine: Engine,
@@ -87,6 +90,14 @@ async fn run(
                 }
             }
             () = &mut closing => {
+                // What has arrived is taken in first: a node that just
+                // joined may not have read the members' answer yet, and
+                // would leave without telling them (they would report it
+                // down, not left). Bounded by what the socket holds.
+                for _ in 0..MAX_DRAINED {
+                    let Ok((n, _)) = socket.try_recv_from(&mut buf) else { break };
+                    engine.handle_datagram(&buf[..n]);
+                }
                 engine.leave();
                 flush(&mut engine, &socket, &mut timers, &shared).await;
                 break;
