@@ -229,6 +229,16 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         }
     }
 
+    /// Bytes queued here or sent without the receiver's node having granted
+    /// their credit back (see `Mux::backlog`); `None` for a local channel or
+    /// a closed one.
+    pub(crate) fn backlog(&self) -> Option<u64> {
+        match &self.inner {
+            SenderInner::Local { .. } => None,
+            SenderInner::Remote(port) => port.shared.lock().mux.backlog(port.port),
+        }
+    }
+
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
         match &self.inner {

@@ -9,7 +9,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::engine::{Engine, Timer, MAX_DATAGRAM};
-use super::{seeds, ClusterConfig, ClusterError, Shared};
+use super::sync::Replica;
+use super::{seeds, ClusterConfig, ClusterError, ClusterEvent, Shared};
 use crate::node::Phase;
 use crate::Node;
 
@@ -22,6 +23,7 @@ pub(super) fn start(
     socket: UdpSocket,
     cfg: ClusterConfig,
     shared: Arc<Shared>,
+    replica: Arc<Replica>,
 ) -> Result<(), ClusterError> {
     let inner = node.inner();
     if inner.lock().closing {
@@ -31,7 +33,10 @@ pub(super) fn start(
         return Err(ClusterError::AlreadyJoined);
     }
     let closing = inner.on_shutdown(Phase::Closing);
-    if !inner.spawn_service(run(engine, socket, cfg, shared, closing)) {
+    if !inner.spawn_service(run(engine, socket, cfg, shared, replica.clone(), closing)) {
+        return Err(ClusterError::NodeShutDown);
+    }
+    if !super::sync::start(node, replica) {
         return Err(ClusterError::NodeShutDown);
     }
     Ok(())
@@ -60,8 +65,10 @@ async fn run(
     socket: UdpSocket,
     cfg: ClusterConfig,
     shared: Arc<Shared>,
+    replica: Arc<Replica>,
     closing: impl std::future::Future<Output = ()>,
 ) {
+    let mut version = replica.version.subscribe();
     let (seed_tx, mut seed_rx) = tokio::sync::mpsc::channel(1);
     let resolver = tokio::spawn(seeds::watch(cfg.seeds.clone(), cfg.seed_interval, seed_tx));
     let _resolver = AbortOnDrop(resolver);
@@ -69,7 +76,7 @@ async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     tokio::pin!(closing);
     loop {
-        flush(&mut engine, &socket, &mut timers, &shared).await;
+        flush(&mut engine, &socket, &mut timers, &shared, &replica).await;
         let next = timers.next();
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
@@ -81,6 +88,10 @@ async fn run(
                 while let Some(t) = timers.pop_due(now) {
                     engine.handle_timer(t);
                 }
+            }
+            Ok(()) = version.changed() => {
+                let v = *version.borrow_and_update();
+                engine.publish_version(v);
             }
             Some(addrs) = seed_rx.recv() => {
                 for addr in addrs {
@@ -99,7 +110,7 @@ async fn run(
                     engine.handle_datagram(&buf[..n]);
                 }
                 engine.leave();
-                flush(&mut engine, &socket, &mut timers, &shared).await;
+                flush(&mut engine, &socket, &mut timers, &shared, &replica).await;
                 break;
             }
         }
@@ -109,8 +120,10 @@ async fn run(
 }
 
 /// Carries out what the engine asked: datagrams out, timers started, the
-/// view and events published.
-async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, shared: &Shared) {
+/// view and events published. The registry follows membership before an
+/// event is published: once a subscriber hears a member is gone, its names
+/// and group members are gone too.
+async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, shared: &Shared, replica: &Replica) {
     while let Some((to, datagram)) = engine.poll_transmit() {
         // Gossip tolerates loss; a failed send is a lost datagram.
         if let Err(e) = socket.send_to(&datagram, to).await {
@@ -127,6 +140,20 @@ async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, sha
     while let Some(event) = engine.poll_event() {
         changed = true;
         tracing::info!(?event, "cluster");
+        match &event {
+            ClusterEvent::NodeUp(m) => replica.edit(|t| t.member_up(m.id)),
+            ClusterEvent::NodeDown { member: m, .. } | ClusterEvent::NodeLeft(m) => {
+                replica.edit(|t| t.member_gone(m.id));
+                engine.forget_version(m.id);
+            }
+            ClusterEvent::NodeRestarted { old, member } => {
+                replica.edit(|t| {
+                    t.member_gone(*old);
+                    t.member_up(member.id);
+                });
+                engine.forget_version(*old);
+            }
+        }
         if let Some(tx) = &p.events {
             // No receiver is not an error: nobody subscribed.
             let _ = tx.send(event);
@@ -136,6 +163,15 @@ async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, sha
         p.members = engine.members();
     }
     p.me = engine.me();
+    drop(p);
+    let mut heard = false;
+    while let Some((node, version)) = engine.poll_version() {
+        replica.edit(|t| t.heard(node, version));
+        heard = true;
+    }
+    if changed || heard {
+        replica.wake.notify_one();
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -7,9 +7,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foca::{Codec, Foca, NoCustomBroadcast, Notification, OwnedNotification, PostcardCodec};
+use foca::{BroadcastHandler, Codec, Foca, Invalidates, Notification, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -39,7 +40,74 @@ const JOINING_ANNOUNCES: u32 = 10;
 /// knows: the anti-entropy that broadcasts alone lack.
 const RESTING_ANNOUNCE: Duration = Duration::from_secs(15);
 
-type Swim = Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>;
+type Swim = Foca<Ident, PostcardCodec, SmallRng, Versions>;
+
+/// The one kind of custom broadcast: a member's registry version (see
+/// `records.rs`), as its node id (16 bytes) and the version (u64, big
+/// endian).
+const VERSION_ITEM: usize = 24;
+
+/// The newest registry version heard of each member, shared by every foca
+/// instance the engine makes.
+#[derive(Default)]
+struct Book {
+    seen: HashMap<NodeId, u64>,
+    /// Versions newer than seen before, not yet polled.
+    fresh: Vec<(NodeId, u64)>,
+    /// Most members whose version is kept.
+    cap: usize,
+}
+
+/// foca's handler of custom broadcasts: passes a version on while it is new.
+struct Versions(Arc<Mutex<Book>>);
+
+/// Which version item a broadcast is: a newer version of a member's
+/// replaces its older one still being disseminated.
+struct VersionKey {
+    node: NodeId,
+    version: u64,
+}
+
+impl Invalidates for VersionKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node == other.node && self.version >= other.version
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a registry version item of {0} bytes, not {VERSION_ITEM}")]
+struct BadItem(usize);
+
+impl BroadcastHandler<Ident> for Versions {
+    type Key = VersionKey;
+    type Error = BadItem;
+
+    fn receive_item(&mut self, data: &[u8], sender: Option<&Ident>) -> Result<Option<VersionKey>, BadItem> {
+        let item: &[u8; VERSION_ITEM] = data.try_into().map_err(|_| BadItem(data.len()))?;
+        let node = NodeId(uuid::Uuid::from_bytes(item[..16].try_into().expect("16 bytes")));
+        let version = u64::from_be_bytes(item[16..].try_into().expect("8 bytes"));
+        let key = VersionKey { node, version };
+        if sender.is_none() {
+            // This node's own, added by `publish_version`.
+            return Ok(Some(key));
+        }
+        let mut book = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let known = book.seen.get(&node).copied();
+        if known.is_some_and(|v| v >= version) || (known.is_none() && book.seen.len() >= book.cap) {
+            return Ok(None);
+        }
+        book.seen.insert(node, version);
+        book.fresh.push((node, version));
+        Ok(Some(key))
+    }
+}
+
+fn version_item(node: NodeId, version: u64) -> [u8; VERSION_ITEM] {
+    let mut item = [0; VERSION_ITEM];
+    item[..16].copy_from_slice(node.0.as_bytes());
+    item[16..].copy_from_slice(&version.to_be_bytes());
+    item
+}
 
 /// A timer foca asked for, tagged with the foca instance that asked: when it
 /// comes back after that instance was replaced ([`Engine::start_afresh`]),
@@ -112,6 +180,10 @@ pub(crate) struct Engine {
     left: bool,
     /// Most members foca may track, down ones included.
     max_members: usize,
+    /// Registry versions heard, shared with foca's broadcast handler.
+    versions: Arc<Mutex<Book>>,
+    /// This node's registry version, published again after a fresh start.
+    my_version: u64,
 }
 
 impl Engine {
@@ -148,9 +220,19 @@ impl Engine {
                 num_members: NonZeroUsize::new(3).expect("3 > 0"),
             }),
         };
+        let versions = Arc::new(Mutex::new(Book { cap: cfg.max_members.saturating_mul(2), ..Book::default() }));
+        let handler = Versions(versions.clone());
         Engine {
             view: View::new(cfg.max_members),
-            swim: Foca::new(me, joining(&config), SmallRng::seed_from_u64(seed), PostcardCodec),
+            swim: Foca::with_custom_broadcast(
+                me,
+                joining(&config),
+                SmallRng::seed_from_u64(seed),
+                PostcardCodec,
+                handler,
+            ),
+            versions,
+            my_version: 0,
             joining_announces: JOINING_ANNOUNCES,
             config,
             seed,
@@ -445,7 +527,8 @@ impl Engine {
         let up: Vec<foca::Member<Ident>> = self.swim.iter_members().cloned().collect();
         self.instance += 1;
         let rng = SmallRng::seed_from_u64(self.seed.wrapping_add(self.instance));
-        self.swim = Foca::new(me, joining(&self.config), rng, PostcardCodec);
+        let handler = Versions(self.versions.clone());
+        self.swim = Foca::with_custom_broadcast(me, joining(&self.config), rng, PostcardCodec, handler);
         self.joining_announces = JOINING_ANNOUNCES;
         // What the old foca asked for during this call and was not carried
         // out yet is dropped with it: its datagrams carry the stale claims.
@@ -457,6 +540,36 @@ impl Engine {
         for addr in known {
             self.announce(addr);
         }
+        if self.my_version > 0 {
+            self.publish_version(self.my_version);
+        }
+    }
+
+    /// Tells the cluster this node's registry is at `version` now: the item
+    /// rides on gossip until every member is likely to have it, and goes to
+    /// a few members at once.
+    pub(crate) fn publish_version(&mut self, version: u64) {
+        self.my_version = version;
+        if self.left {
+            return;
+        }
+        let item = version_item(self.swim.identity().node, version);
+        if let Err(e) = self.swim.add_broadcast(&item) {
+            tracing::debug!(error = %e, "registry version not broadcast");
+            return;
+        }
+        let result = self.swim.broadcast(&mut self.out);
+        self.settle(result);
+    }
+
+    /// A member's registry version newer than heard before.
+    pub(crate) fn poll_version(&mut self) -> Option<(NodeId, u64)> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).fresh.pop()
+    }
+
+    /// Forgets what was heard of `node`'s registry (it is gone).
+    pub(crate) fn forget_version(&mut self, node: NodeId) {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).seen.remove(&node);
     }
 }
 

@@ -53,8 +53,12 @@
 mod driver;
 mod engine;
 mod envelope;
+mod groups;
 mod identity;
+mod names;
+mod records;
 mod seeds;
+mod sync;
 // The simulator and scenario tests, and the hostile-input checks that
 // `crate::fuzz` drives too.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
@@ -66,7 +70,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use engine::GossipStats;
+pub use groups::{Broadcast, Group, GroupEvent, GroupKey, GroupWatch, Strategy, Topic};
 pub use identity::MAX_NAME;
+pub use names::{Claim, NameEvent, NameWatch, RegistryError};
+pub use records::MAX_KEY;
 
 use crate::{Node, NodeId};
 
@@ -200,6 +207,11 @@ pub struct ClusterConfig {
     /// that keeps up needs one; the buffer is allocated whole at join (256
     /// events take about 25 KB).
     pub event_buffer: usize,
+    /// Most registry records (names and group memberships) a member may
+    /// publish; a set pulled with more is refused whole. Default 10,000: a
+    /// member's set is pulled whole when it changes, and 10,000 records take
+    /// about 1 MB.
+    pub max_records: usize,
     /// Connections to members over TLS (feature `tls`). Gossip is then
     /// still authenticated by the cookie, which must be set. Default none:
     /// plain TCP.
@@ -219,6 +231,7 @@ impl Default for ClusterConfig {
             gossip_interval: Duration::from_millis(200),
             max_members: 1024,
             event_buffer: 256,
+            max_records: 10_000,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -240,8 +253,8 @@ impl ClusterConfig {
         if self.suspect_timeout.is_zero() || self.gossip_interval.is_zero() || self.seed_interval.is_zero() {
             return bad("suspect_timeout, gossip_interval and seed_interval must be non-zero");
         }
-        if self.max_members == 0 || self.event_buffer == 0 {
-            return bad("max_members and event_buffer must be at least 1");
+        if self.max_members == 0 || self.event_buffer == 0 || self.max_records == 0 {
+            return bad("max_members, event_buffer and max_records must be at least 1");
         }
         Ok(())
     }
@@ -360,6 +373,10 @@ pub struct MemberTls {
 pub struct Cluster {
     node: Node,
     shared: Arc<Shared>,
+    replica: Arc<sync::Replica>,
+    /// Refs found by name, kept so that the next lookup of the name needs no
+    /// round trip (see `names.rs`).
+    found: Arc<names::Found>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -418,8 +435,9 @@ impl Cluster {
                 stats: GossipStats::default(),
             }),
         });
-        driver::start(node, engine, socket, cfg, shared.clone())?;
-        Ok(Cluster { node: node.clone(), shared })
+        let replica = Arc::new(sync::Replica::new(node.id(), cfg.max_records, cfg.event_buffer));
+        driver::start(node, engine, socket, cfg, shared.clone(), replica.clone())?;
+        Ok(Cluster { node: node.clone(), shared, replica, found: Default::default() })
     }
 
     /// The node this membership is of.

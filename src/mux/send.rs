@@ -169,6 +169,17 @@ impl Mux {
         }
     }
 
+    /// What a sender's port has outstanding: bytes queued, plus the credit
+    /// spent that the peer has not granted back yet (what its receiver has
+    /// not consumed, or consumed too recently to report). `None` if `port`
+    /// is not a live sender.
+    pub(crate) fn backlog(&self, port: PortId) -> Option<u64> {
+        let p = self.ports.get(&port)?;
+        let s = p.sender()?;
+        let window = self.cfg.peer.port_window as u64;
+        Some(s.queued as u64 + window.saturating_sub(s.credit))
+    }
+
     /// Whether the peer stopped reading `port` (sends fail with `Closed`).
     pub(crate) fn is_send_closed(&self, port: PortId) -> bool {
         self.error.is_some() || self.ports.get(&port).is_none_or(|p| p.peer_gone())

@@ -88,6 +88,9 @@ pub(crate) struct NodeInner {
     pub(crate) directory: std::sync::OnceLock<Arc<dyn Directory>>,
     /// Dials made on demand, shared per address (see `directory::Dialing`).
     pub(crate) dialing: super::directory::Dialing,
+    /// Bumped whenever the registry changes (an export named, unnamed, or
+    /// gone), for the layers above that publish it.
+    pub(crate) exports_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl NodeInner {
@@ -105,6 +108,7 @@ impl NodeInner {
             supervisor: tokio::sync::OnceCell::new(),
             directory: std::sync::OnceLock::new(),
             dialing: Default::default(),
+            exports_changed: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -449,6 +453,23 @@ impl NodeInner {
         let mut st = self.lock();
         let Some(export) = st.registry.remove(id) else { return };
         spawn_in(&mut st.stopping, export.stop());
+        drop(st);
+        self.registry_changed();
+    }
+
+    /// Tells the layers above that the registry changed.
+    pub(crate) fn registry_changed(&self) {
+        self.exports_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This node's named exports: name, actor id and message tag.
+    pub(crate) fn named_exports(&self) -> Vec<(String, u64, String)> {
+        self.lock().registry.named()
+    }
+
+    /// Whether the actor `id` is exported (and has not been heard to stop).
+    pub(crate) fn is_exported(&self, id: u64) -> bool {
+        self.lock().registry.get(id).is_some()
     }
 
     /// A permit for one more ask waiting on `peer`, if its limit allows.

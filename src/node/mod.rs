@@ -30,12 +30,14 @@ mod peers;
 mod registry;
 mod remote_ref;
 mod route;
+mod tag;
 
 pub(crate) use directory::Directory;
 pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
 pub use mailbox::{Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
+pub(crate) use tag::tag;
 
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +97,11 @@ pub struct NodeStats {
 }
 
 impl Node {
+    /// A handle on `inner`, for the layers above.
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
+        Node { inner }
+    }
+
     /// The node behind this handle, for the layers above.
     pub(crate) fn inner(&self) -> &Arc<NodeInner> {
         &self.inner
@@ -232,6 +239,9 @@ impl Node {
             id
         };
         self.inner.watch_export(id, mailbox.stopped());
+        if name.is_some() {
+            self.inner.registry_changed();
+        }
         let target = ActorId { node: self.inner.id, id };
         let token = self.inner.caps.token(id);
         let route = Arc::new(Route {
@@ -250,7 +260,11 @@ impl Node {
 
     /// Removes a name; refs already handed out keep working.
     pub fn unexport(&self, name: &str) -> bool {
-        self.inner.lock().registry.unname(name)
+        let removed = self.inner.lock().registry.unname(name);
+        if removed {
+            self.inner.registry_changed();
+        }
+        removed
     }
 
     /// Finds the actor exported as `name` on the node `peer`, checking that

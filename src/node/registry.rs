@@ -172,6 +172,12 @@ impl Registry {
     pub(crate) fn len(&self) -> usize {
         self.exports.len()
     }
+
+    /// Every name, with its actor and the actor's message tag.
+    pub(crate) fn named(&self) -> Vec<(String, u64, String)> {
+        let tag = |id: &u64| self.exports.get(id).map(|e| e.type_name.to_owned());
+        self.names.iter().filter_map(|(name, id)| Some((name.clone(), *id, tag(id)?))).collect()
+    }
 }
 
 /// Checks a capability before anything about the actor is revealed:

@@ -27,6 +27,12 @@ pub struct ActorId {
     pub id: u64,
 }
 
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:016x}", self.node, self.id)
+    }
+}
+
 /// A typed handle to an actor that may live on another node.
 ///
 /// It serializes as the actor's identity, so it can travel inside any
@@ -143,6 +149,43 @@ pub enum AskError {
 }
 
 impl<M: RemoteMessage> RemoteRef<M> {
+    /// A ref to `target` on `node`'s routes (shared with every other ref to
+    /// it there), from an identity and capability learnt some other way (the
+    /// cluster's registry).
+    pub(crate) fn from_parts(node: &Arc<NodeInner>, target: ActorId, token: Token) -> RemoteRef<M> {
+        RemoteRef { route: node.route::<M>(target, token, Hops::default()) }
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        self.route.token
+    }
+
+    /// Waits until the route to the actor is open (at once if it is): after
+    /// this, `try_tell` finds room unless the actor's window is full.
+    pub(crate) async fn open(&self) -> Result<(), RemoteError> {
+        if self.route.local.is_some() {
+            return Ok(());
+        }
+        self.route.sender().await.map(drop)
+    }
+
+    /// Whether no send can pass: the owner refused the ref's token.
+    pub(crate) fn is_refused(&self) -> bool {
+        self.route.forbidden.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Bytes sent to the actor that its node has not yet taken in (queued
+    /// here, or in flight without a credit grant back): how far behind the
+    /// actor is with this node's messages, as its node reports through flow
+    /// control. `None` before the route opens; 0 for a local actor.
+    pub(crate) fn backlog(&self) -> Option<u64> {
+        if self.route.local.is_some() {
+            return Some(0);
+        }
+        let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner());
+        ready.as_ref().and_then(|s| s.backlog())
+    }
+
     /// The actor's identity.
     pub fn id(&self) -> ActorId {
         self.route.target

@@ -1,0 +1,565 @@
+//! Process groups across the cluster (Erlang's `pg` is the model), sending
+//! to a group's members, and topics (publish/subscribe) built on groups.
+//!
+//! Any member can join its own actors to a group, under a scope; every
+//! member sees every group's members; a member whose actor stops, or whose
+//! node goes down or leaves, is out of its groups everywhere. A [`Group`]
+//! handle sends to one member chosen by a [`Strategy`], to the member a key
+//! hashes to, or to all.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::names::check_tag;
+use super::records::{Change, Key, Record};
+use super::{Cluster, EventsError, RegistryError};
+use crate::{ActorId, AskError, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError};
+
+/// The scope of topics' groups ([`Cluster::topic`]).
+const TOPICS: &str = "tether.topic";
+
+/// A group's name within its scope. From a `&str` or `String`: that group
+/// in the default scope (`""`); [`GroupKey::scoped`] for another. Scopes
+/// keep independent sets of groups apart, as Erlang's `pg` scopes do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    scope: String,
+    name: String,
+}
+
+impl GroupKey {
+    /// The group `name` in `scope`.
+    pub fn scoped(scope: impl Into<String>, name: impl Into<String>) -> GroupKey {
+        GroupKey { scope: scope.into(), name: name.into() }
+    }
+
+    /// The group's scope.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn key(&self) -> Key {
+        Key::Group { scope: self.scope.clone(), group: self.name.clone() }
+    }
+}
+
+impl From<&str> for GroupKey {
+    fn from(name: &str) -> GroupKey {
+        GroupKey::scoped("", name)
+    }
+}
+
+impl From<String> for GroupKey {
+    fn from(name: String) -> GroupKey {
+        GroupKey::scoped("", name)
+    }
+}
+
+impl std::fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.scope.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.scope, self.name)
+        }
+    }
+}
+
+/// A group's members joining and leaving, as [`Cluster::watch_group`]
+/// reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// An actor joined.
+    Joined(ActorId),
+    /// An actor left: it was taken out, stopped, or its node went down or
+    /// left.
+    Left(ActorId),
+}
+
+/// Events about one group; see [`Cluster::watch_group`].
+#[derive(Debug)]
+pub struct GroupWatch {
+    key: Key,
+    initial: VecDeque<GroupEvent>,
+    rx: tokio::sync::broadcast::Receiver<Change>,
+}
+
+impl GroupWatch {
+    /// The next event.
+    pub async fn recv(&mut self) -> Result<GroupEvent, EventsError> {
+        if let Some(e) = self.initial.pop_front() {
+            return Ok(e);
+        }
+        loop {
+            let change = next_change(&mut self.rx).await?;
+            if change.key == self.key {
+                return Ok(if change.added {
+                    GroupEvent::Joined(change.actor)
+                } else {
+                    GroupEvent::Left(change.actor)
+                });
+            }
+        }
+    }
+}
+
+/// The next registry change, or why none.
+pub(super) async fn next_change(rx: &mut tokio::sync::broadcast::Receiver<Change>) -> Result<Change, EventsError> {
+    use tokio::sync::broadcast::error::RecvError;
+    match rx.recv().await {
+        Ok(c) => Ok(c),
+        Err(RecvError::Lagged(n)) => Err(EventsError::Lagged(n)),
+        Err(RecvError::Closed) => Err(EventsError::Closed),
+    }
+}
+
+/// How a [`Group`] picks the member a message goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A member drawn at random for each message.
+    Random,
+    /// The member with the fewest bytes outstanding from this node: sent
+    /// (or queued) and not yet taken in by the member's node, as its flow
+    /// control reports back. A member that falls behind grants credit back
+    /// slower and gets less; ties go round robin.
+    LeastLoaded,
+}
+
+/// What a [`Group::broadcast`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Broadcast {
+    /// Members the message was handed to.
+    pub sent: usize,
+    /// Members it could not be sent to, and why.
+    pub failed: Vec<(ActorId, TellError<()>)>,
+}
+
+/// A handle for sending to a group's members. Cheap to clone; its view of
+/// the members follows the registry (a member on a node reported down is
+/// not picked once the [`ClusterEvent`](super::ClusterEvent) is out).
+///
+/// Failover happens before a message is handed over, never after: a member
+/// whose route was refused, or whose send fails at once (its actor stopped,
+/// its node gone), is skipped and the next one tried, so a message goes to
+/// one member at most. An ask is tried on another member after it was
+/// delivered (no reply in time, reply lost) only with
+/// [`Group::ask_retrying`]; [`Group::ask`] is at most once.
+pub struct Group<M> {
+    cluster: Cluster,
+    key: GroupKey,
+    strategy: Strategy,
+    next: Arc<AtomicUsize>,
+    /// Seeds [`Strategy::Random`], drawn per handle.
+    seed: u64,
+    members: Arc<Mutex<Members<M>>>,
+}
+
+impl<M> Clone for Group<M> {
+    fn clone(&self) -> Self {
+        Group {
+            cluster: self.cluster.clone(),
+            key: self.key.clone(),
+            strategy: self.strategy,
+            next: self.next.clone(),
+            seed: self.seed,
+            members: self.members.clone(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Group<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("key", &self.key).field("strategy", &self.strategy).finish()
+    }
+}
+
+/// The members as of a registry generation.
+struct Members<M> {
+    generation: u64,
+    refs: Arc<[RemoteRef<M>]>,
+}
+
+impl<M: RemoteMessage> Group<M> {
+    /// The group's key.
+    pub fn key(&self) -> &GroupKey {
+        &self.key
+    }
+
+    /// The same group, picking members by `strategy`.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Group<M> {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The members now that take messages of type `M`, by node.
+    pub fn members(&self) -> Arc<[RemoteRef<M>]> {
+        let generation = self.cluster.replica.generation();
+        let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if m.generation != generation {
+            *m = Members { generation, refs: self.cluster.group_refs::<M>(&self.key).into() };
+        }
+        m.refs.clone()
+    }
+
+    /// Members in the order to try them: the strategy's pick first, then
+    /// the others round from it.
+    fn order(&self, members: &[RemoteRef<M>], key: Option<u64>) -> Vec<usize> {
+        let n = members.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        if let Some(key) = key {
+            // Rendezvous hashing: each member scores the key, the highest
+            // wins; a member joining or leaving moves only its own keys.
+            let mut scored: Vec<(u64, usize)> =
+                members.iter().enumerate().map(|(i, r)| (score(key, r.id()), i)).collect();
+            scored.sort_unstable_by(|a, b| b.cmp(a));
+            return scored.into_iter().map(|(_, i)| i).collect();
+        }
+        let start = match self.strategy {
+            Strategy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::Random => {
+                // splitmix64 over a shared counter: cheap, and fair enough
+                // to spread load.
+                let mut x = (self.next.fetch_add(1, Ordering::Relaxed) as u64).wrapping_add(self.seed);
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                ((x ^ (x >> 31)) % n as u64) as usize
+            }
+            Strategy::LeastLoaded => {
+                let turn = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|k| (turn + k) % n).min_by_key(|&i| members[i].backlog().unwrap_or(u64::MAX)).unwrap_or(0)
+            }
+        };
+        (0..n).map(|k| (start + k) % n).collect()
+    }
+
+    /// Sends `msg` to one member picked by the strategy, failing over to
+    /// the next while a send fails at once (see [`Group`]); waits while the
+    /// picked member's window is full.
+    ///
+    /// # Errors
+    ///
+    /// [`TellError::Unreachable`] with [`RemoteError::NotFound`] if the
+    /// group has no member taking `M`; else the last member's error. The
+    /// message is handed back.
+    pub async fn tell(&self, msg: M) -> Result<ActorId, TellError<M>> {
+        self.tell_in(msg, None).await
+    }
+
+    /// Sends `msg` to the member `key` hashes to (consistent hashing: the
+    /// same member for the same key while the group is unchanged, and a
+    /// change of members moves only the keys of the members that came or
+    /// went), failing over like [`Group::tell`].
+    pub async fn tell_keyed(&self, key: &impl Hash, msg: M) -> Result<ActorId, TellError<M>> {
+        self.tell_in(msg, Some(hash_key(key))).await
+    }
+
+    async fn tell_in(&self, msg: M, key: Option<u64>) -> Result<ActorId, TellError<M>> {
+        let members = self.members();
+        let mut msg = msg;
+        let mut last = RemoteError::NotFound(self.key.to_string());
+        for i in self.order(&members, key) {
+            let r = &members[i];
+            if r.is_refused() {
+                continue;
+            }
+            match r.tell(msg).await {
+                Ok(()) => return Ok(r.id()),
+                Err(TellError::Unreachable { msg: back, error }) => {
+                    tracing::debug!(group = %self.key, member = %r.id(), %error, "group member skipped");
+                    msg = back;
+                    last = error;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TellError::Unreachable { msg, error: last })
+    }
+
+    /// Sends `msg` to one member if one has room now, never waiting: the
+    /// strategy's pick, else the next with room.
+    pub fn try_tell(&self, msg: M) -> Result<ActorId, TellError<M>> {
+        let members = self.members();
+        let mut msg = msg;
+        let mut last = TellError::Unreachable { msg: (), error: RemoteError::NotFound(self.key.to_string()) };
+        for i in self.order(&members, None) {
+            let r = &members[i];
+            match r.try_tell(msg) {
+                Ok(()) => return Ok(r.id()),
+                Err(TellError::Full(back)) => {
+                    msg = back;
+                    last = TellError::Full(());
+                }
+                Err(TellError::Unreachable { msg: back, error }) => {
+                    msg = back;
+                    last = TellError::Unreachable { msg: (), error };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match last {
+            TellError::Full(()) => TellError::Full(msg),
+            TellError::Unreachable { error, .. } => TellError::Unreachable { msg, error },
+            TellError::Send(_) => unreachable!("never kept"),
+        })
+    }
+
+    /// Asks one member picked by the strategy, failing over while the
+    /// request cannot be handed over (see [`Group`]). At most once: a
+    /// request delivered is not sent again, whatever happens to the reply.
+    pub async fn ask<R: RemoteMessage>(
+        &self,
+        make: impl Fn(ReplyPort<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        self.ask_in(&make, timeout, None, 1).await
+    }
+
+    /// [`Group::ask`] to the member `key` hashes to (see
+    /// [`Group::tell_keyed`]).
+    pub async fn ask_keyed<R: RemoteMessage>(
+        &self,
+        key: &impl Hash,
+        make: impl Fn(ReplyPort<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        self.ask_in(&make, timeout, Some(hash_key(key)), 1).await
+    }
+
+    /// [`Group::ask`], trying up to `attempts` members in all when a request
+    /// was delivered and got no answer (timed out, reply lost, member
+    /// stopped or its node gone meanwhile). The request may then be handled
+    /// by more than one member: for idempotent requests only. `timeout`
+    /// bounds each attempt.
+    pub async fn ask_retrying<R: RemoteMessage>(
+        &self,
+        make: impl Fn(ReplyPort<R>) -> M,
+        timeout: Duration,
+        attempts: usize,
+    ) -> Result<R, AskError> {
+        self.ask_in(&make, timeout, None, attempts.max(1)).await
+    }
+
+    async fn ask_in<R: RemoteMessage>(
+        &self,
+        make: &impl Fn(ReplyPort<R>) -> M,
+        timeout: Duration,
+        key: Option<u64>,
+        attempts: usize,
+    ) -> Result<R, AskError> {
+        let members = self.members();
+        let mut last = AskError::Unreachable(RemoteError::NotFound(self.key.to_string()));
+        let mut delivered = 0;
+        for i in self.order(&members, key) {
+            let r = &members[i];
+            if r.is_refused() {
+                continue;
+            }
+            match r.ask(make, timeout).await {
+                Ok(reply) => return Ok(reply),
+                // Not handed over: the next member may take it.
+                Err(e @ (AskError::Unreachable(_) | AskError::TooManyPending { .. })) => last = e,
+                Err(e) => {
+                    delivered += 1;
+                    if delivered >= attempts {
+                        return Err(e);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+impl<M: RemoteMessage + Clone> Group<M> {
+    /// Sends `msg` to every member, all at once; each member's window is
+    /// waited for as [`RemoteRef::tell`] does.
+    pub async fn broadcast(&self, msg: M) -> Broadcast {
+        let members = self.members();
+        let sends = members.iter().map(|r| {
+            let msg = msg.clone();
+            async move { (r.id(), r.tell(msg).await) }
+        });
+        let mut report = Broadcast { sent: 0, failed: Vec::new() };
+        for (id, result) in futures::future::join_all(sends).await {
+            match result {
+                Ok(()) => report.sent += 1,
+                Err(e) => report.failed.push((id, without_msg(e))),
+            }
+        }
+        report
+    }
+}
+
+/// A topic: publish to every subscriber on every member. Subscribers are
+/// actors; each receives every message published after its subscription
+/// reached the publisher's node (within the time gossip takes), once, in
+/// the order each publisher published.
+pub struct Topic<M> {
+    group: Group<M>,
+}
+
+impl<M> Clone for Topic<M> {
+    fn clone(&self) -> Self {
+        Topic { group: self.group.clone() }
+    }
+}
+
+impl<M: RemoteMessage + Clone> Topic<M> {
+    /// Subscribes one of this node's actors.
+    pub fn subscribe(&self, actor: &RemoteRef<M>) -> Result<(), RegistryError> {
+        self.group.cluster.join_group(self.group.key.clone(), actor)
+    }
+
+    /// Unsubscribes an actor; false if it was not subscribed here.
+    pub fn unsubscribe(&self, actor: &RemoteRef<M>) -> bool {
+        self.group.cluster.leave_group(self.group.key.clone(), actor)
+    }
+
+    /// The subscribers now.
+    pub fn subscribers(&self) -> Arc<[RemoteRef<M>]> {
+        self.group.members()
+    }
+
+    /// Publishes `msg` to every subscriber. Returns once each has it
+    /// queued (in the order of this publisher's earlier messages), saying
+    /// to whom it could not be sent.
+    pub async fn publish(&self, msg: M) -> Broadcast {
+        self.group.broadcast(msg).await
+    }
+}
+
+impl Cluster {
+    /// Joins one of this node's actors to a group; joining again does
+    /// nothing more. It leaves with [`Cluster::leave_group`], when it stops,
+    /// or when this node goes down or leaves.
+    pub fn join_group<M: RemoteMessage>(
+        &self,
+        group: impl Into<GroupKey>,
+        actor: &RemoteRef<M>,
+    ) -> Result<(), RegistryError> {
+        let group = group.into();
+        if group.scope.len() > super::MAX_KEY || group.name.len() > super::MAX_KEY {
+            return Err(RegistryError::TooLong);
+        }
+        let id = self.own_actor(actor)?;
+        let record =
+            Record { key: group.key(), actor: id, token: actor.token(), tag: crate::node::tag::<M>(), claimed: 0 };
+        self.publish(record)
+    }
+
+    /// Takes one of this node's actors out of a group; false if it was not
+    /// in it.
+    pub fn leave_group<M>(&self, group: impl Into<GroupKey>, actor: &RemoteRef<M>) -> bool {
+        let key = group.into().key();
+        let id = actor.route.target;
+        id.node == self.node.id() && self.replica.edit(|t| t.remove_own(|r| r.key == key && r.actor == id.id))
+    }
+
+    /// A group's members now that take messages of type `M`, by node.
+    pub fn group_members<M: RemoteMessage>(&self, group: impl Into<GroupKey>) -> Vec<RemoteRef<M>> {
+        self.group_refs(&group.into())
+    }
+
+    /// A handle for sending to a group's members (round robin unless
+    /// [`Group::with_strategy`] says otherwise).
+    pub fn group<M: RemoteMessage>(&self, group: impl Into<GroupKey>) -> Group<M> {
+        Group {
+            cluster: self.clone(),
+            key: group.into(),
+            strategy: Strategy::default(),
+            next: Arc::default(),
+            seed: uuid::Uuid::new_v4().as_u64_pair().0,
+            members: Arc::new(Mutex::new(Members { generation: u64::MAX, refs: Arc::new([]) })),
+        }
+    }
+
+    /// Events about a group from now on, starting with a
+    /// [`GroupEvent::Joined`] for each member now; bounded like
+    /// [`Cluster::watch_name`].
+    pub fn watch_group(&self, group: impl Into<GroupKey>) -> GroupWatch {
+        let key = group.into().key();
+        self.replica.read(|t| {
+            let initial = t.holders(&key).iter().map(|h| GroupEvent::Joined(h.actor())).collect();
+            GroupWatch { key, initial, rx: self.replica.changes.subscribe() }
+        })
+    }
+
+    /// The topic `name`: its subscribers form a group in a scope of their
+    /// own.
+    pub fn topic<M: RemoteMessage + Clone>(&self, name: &str) -> Topic<M> {
+        Topic { group: self.group(GroupKey::scoped(TOPICS, name)) }
+    }
+
+    fn group_refs<M: RemoteMessage>(&self, group: &GroupKey) -> Vec<RemoteRef<M>> {
+        let mut held = self.replica.read(|t| t.holders(&group.key()).to_vec());
+        held.sort_by_key(|h| (h.node, h.record.actor));
+        held.iter()
+            .filter(|h| {
+                let ok = check_tag::<M>(h);
+                if let Err(e) = &ok {
+                    tracing::debug!(%group, member = %h.actor(), error = %e, "group member of another type left out");
+                }
+                ok.is_ok()
+            })
+            .map(|h| self.referent::<M>(h))
+            .collect()
+    }
+}
+
+fn without_msg<M>(e: TellError<M>) -> TellError<()> {
+    match e {
+        TellError::Full(_) => TellError::Full(()),
+        TellError::Unreachable { error, .. } => TellError::Unreachable { msg: (), error },
+        TellError::Send(e) => TellError::Send(e.split().1),
+    }
+}
+
+fn hash_key(key: &impl Hash) -> u64 {
+    // FNV-1a through `Hasher`: the same on every node and build, unlike
+    // std's randomly keyed hasher.
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    key.hash(&mut h);
+    h.finish()
+}
+
+fn score(key: u64, member: ActorId) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    key.hash(&mut h);
+    member.hash(&mut h);
+    // Mixed once more: FNV's last bytes otherwise dominate the order.
+    let x = h.finish();
+    (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd)
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

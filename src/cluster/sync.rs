@@ -1,0 +1,271 @@
+//! Keeping the replicated registry (`records.rs`) in step: the shared
+//! [`Replica`] that handles, the membership driver and this task edit, the
+//! task that pulls members' sets and publishes this node's own, and the
+//! actor every member exports to answer pulls.
+//!
+//! Pulls ride on tether itself: each member exports a small actor under
+//! [`SYNC_NAME`], and a pull is an ask to it over the members' connection
+//! (opened on demand like any other). Versions ride on gossip (see
+//! `engine.rs`), so nothing is polled: a member pulls when it hears of a
+//! newer version, or when another member comes up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::records::{Change, Snapshot, Table};
+use crate::node::{NodeInner, Phase};
+use crate::{ActorId, Mailbox, Node, NodeId, RemoteRef, ReplyPort};
+
+/// The name every member exports its sync actor under. Names starting with
+/// `tether.` are reserved: they are not published in the registry.
+pub(crate) const SYNC_NAME: &str = "tether.registry";
+/// Prefix of the names kept out of the registry.
+pub(crate) const RESERVED: &str = "tether.";
+/// Pulls in flight at once.
+const MAX_PULLS: usize = 8;
+/// How long a pull may take (connecting included).
+const PULL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon a failed pull is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What members ask each other's sync actor.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum SyncRequest {
+    /// The member's set, unless its version is still `since` (`None`).
+    Pull { since: u64, reply: ReplyPort<Option<Snapshot>> },
+}
+
+/// The registry as every part of this node's membership sees it.
+pub(crate) struct Replica {
+    table: Mutex<Table>,
+    /// The table's generation, read without the lock (group handles check
+    /// it on every send).
+    generation: AtomicU64,
+    /// Wakes the sync task: a set to pull, or this node's to publish.
+    pub(crate) wake: tokio::sync::Notify,
+    /// This node's version, gossiped by the driver.
+    pub(crate) version: tokio::sync::watch::Sender<u64>,
+    /// Changes, for subscribers; bounded like cluster events.
+    pub(crate) changes: tokio::sync::broadcast::Sender<Change>,
+    /// The winner of a unique name is told to whoever holds the claim.
+    claims: Mutex<Claims>,
+}
+
+/// Holders of this node's unique claims, by name and actor, told the winner
+/// if the claim is lost.
+type Claims = HashMap<(String, u64), tokio::sync::watch::Sender<Option<ActorId>>>;
+
+impl Replica {
+    pub(crate) fn new(me: NodeId, max_records: usize, buffer: usize) -> Replica {
+        Replica {
+            table: Mutex::new(Table::new(me, max_records)),
+            generation: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            version: tokio::sync::watch::channel(0).0,
+            changes: tokio::sync::broadcast::channel(buffer).0,
+            claims: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Reads the table.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Table) -> T) -> T {
+        f(&self.lock())
+    }
+
+    /// Edits the table, then carries out what the edit caused: changes to
+    /// subscribers, lost claims to their holders, a new own version to
+    /// gossip. Under the one lock, so subscribers see changes in order.
+    pub(crate) fn edit<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
+        let mut t = self.lock();
+        let before = t.version();
+        let out = f(&mut t);
+        while let Some((name, actor, winner)) = t.poll_lost() {
+            tracing::warn!(%name, %winner, actor, "unique name lost to an earlier claim; this node's claim withdrawn");
+            if let Some(tx) = self.claims().remove(&(name, actor)) {
+                let _ = tx.send(Some(winner));
+            }
+        }
+        while let Some(change) = t.poll_change() {
+            if let (super::records::Key::Unique(name), false, true) =
+                (&change.key, change.added, change.actor.node == t.me())
+            {
+                // Ended some other way than lost: the claim's holder hears
+                // `None`.
+                self.claims().remove(&(name.clone(), change.actor.id));
+            }
+            // No subscriber is not an error.
+            let _ = self.changes.send(change);
+        }
+        self.generation.store(t.generation(), Ordering::Release);
+        if t.version() != before {
+            self.version.send_replace(t.version());
+        }
+        out
+    }
+
+    /// A claim's holder is told when it is lost.
+    pub(crate) fn watch_claim(&self, name: &str, actor: u64) -> tokio::sync::watch::Receiver<Option<ActorId>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.claims().insert((name.to_owned(), actor), tx);
+        rx
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claims(&self) -> MutexGuard<'_, Claims> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sync actor: answers pulls from this node's table.
+struct SyncMailbox {
+    replica: Weak<Replica>,
+    stopped: futures::future::Shared<BoxFuture<'static, ()>>,
+}
+
+impl Mailbox<SyncRequest> for SyncMailbox {
+    fn deliver(&self, msg: SyncRequest) -> Result<(), SyncRequest> {
+        let Some(replica) = self.replica.upgrade() else { return Err(msg) };
+        match msg {
+            SyncRequest::Pull { since, reply } => {
+                let set = replica.read(|t| (t.version() != since).then(|| t.snapshot()));
+                // An asker that gave up is not an error.
+                let _ = reply.send(set);
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        Box::pin(self.stopped.clone())
+    }
+}
+
+/// Exports the sync actor and starts the task that keeps the replica in
+/// step; both end when the node shuts down.
+pub(crate) fn start(node: &Node, replica: Arc<Replica>) -> bool {
+    use futures::FutureExt;
+    let inner = node.inner();
+    let stopped: BoxFuture<'static, ()> = Box::pin(inner.on_shutdown(Phase::Closing));
+    let mailbox = SyncMailbox { replica: Arc::downgrade(&replica), stopped: stopped.shared() };
+    if let Err(e) = node.export(Some(SYNC_NAME), mailbox) {
+        tracing::warn!(error = %e, "the registry's sync actor is not exported; names and groups of this node stay local");
+    }
+    let task =
+        run(Arc::downgrade(inner), replica, inner.exports_changed.subscribe(), inner.on_shutdown(Phase::Closing));
+    inner.spawn_service(task)
+}
+
+/// A pull's outcome: the member, the epoch it was pulled under, the set.
+type Pulled = (NodeId, u64, Result<Option<Snapshot>, String>);
+
+async fn run(
+    node: Weak<NodeInner>,
+    replica: Arc<Replica>,
+    mut exports: tokio::sync::watch::Receiver<u64>,
+    closing: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(closing);
+    let mut pulls: FuturesUnordered<BoxFuture<'static, Pulled>> = FuturesUnordered::new();
+    let mut pulling: HashSet<NodeId> = HashSet::new();
+    let mut failed: HashMap<NodeId, tokio::time::Instant> = HashMap::new();
+    let mut refs: HashMap<NodeId, RemoteRef<SyncRequest>> = HashMap::new();
+    exports.mark_changed();
+    loop {
+        let woken = replica.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let Some(inner) = node.upgrade() else { return };
+        // Start what is wanted, within bounds.
+        let now = tokio::time::Instant::now();
+        failed.retain(|_, at| now < *at + RETRY_AFTER);
+        refs.retain(|n, _| replica.read(|t| t.is_up(*n)));
+        for (peer, epoch, since) in replica.read(Table::wanted) {
+            if pulling.len() >= MAX_PULLS {
+                break;
+            }
+            if pulling.contains(&peer) || failed.contains_key(&peer) {
+                continue;
+            }
+            pulling.insert(peer);
+            pulls.push(Box::pin(pull(Node::from_inner(inner.clone()), refs.get(&peer).cloned(), peer, epoch, since)));
+        }
+        let retry = failed.values().min().map(|at| *at + RETRY_AFTER);
+        drop(inner);
+        tokio::select! {
+            () = &mut closing => return,
+            () = &mut woken => {}
+            changed = exports.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if let Some(inner) = node.upgrade() {
+                    publish_own(&inner, &replica);
+                }
+            }
+            Some((peer, epoch, result)) = pulls.next(), if !pulls.is_empty() => {
+                pulling.remove(&peer);
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(set)) => {
+                        if let Err(why) = replica.edit(|t| t.apply(peer, epoch, set)) {
+                            tracing::debug!(%peer, %why, "registry set not taken");
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!(%peer, %why, "registry pull failed; trying again shortly");
+                        failed.insert(peer, tokio::time::Instant::now());
+                        refs.remove(&peer);
+                    }
+                }
+            }
+            () = sleep_until(retry) => {}
+        }
+    }
+}
+
+/// Pulls `peer`'s set if its version is not `since`.
+async fn pull(node: Node, known: Option<RemoteRef<SyncRequest>>, peer: NodeId, epoch: u64, since: u64) -> Pulled {
+    let result = async {
+        let r = match known {
+            Some(r) => r,
+            None => node.lookup::<SyncRequest>(peer, SYNC_NAME).await.map_err(|e| e.to_string())?,
+        };
+        r.ask(|reply| SyncRequest::Pull { since, reply }, PULL_TIMEOUT).await.map_err(|e| e.to_string())
+    };
+    (peer, epoch, result.await)
+}
+
+/// Publishes this node's named exports, and drops the records of actors no
+/// longer exported (stopped).
+fn publish_own(inner: &Arc<NodeInner>, replica: &Replica) {
+    let names: Vec<_> = inner
+        .named_exports()
+        .into_iter()
+        .filter(|(name, ..)| !name.starts_with(RESERVED))
+        .map(|(name, id, tag)| (name, id, inner.caps.token(id), tag))
+        .collect();
+    replica.edit(|t| {
+        t.set_exported(names);
+        t.remove_own(|r| !inner.is_exported(r.actor));
+    });
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
