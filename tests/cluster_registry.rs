@@ -24,10 +24,38 @@ enum Msg {
 
 /// An actor answering `Who` with `me`, forwarding each `Num` to `seen`.
 fn actor(me: &str, seen: tokio::sync::mpsc::UnboundedSender<(String, u64)>) -> TaskMailbox<Msg> {
+    spawn_actor(me, seen, None)
+}
+
+/// [`actor`], and what stops it when sent to or dropped.
+fn stoppable(
+    me: &str,
+    seen: tokio::sync::mpsc::UnboundedSender<(String, u64)>,
+) -> (TaskMailbox<Msg>, tokio::sync::oneshot::Sender<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (spawn_actor(me, seen, Some(stopped)), stop)
+}
+
+fn spawn_actor(
+    me: &str,
+    seen: tokio::sync::mpsc::UnboundedSender<(String, u64)>,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> TaskMailbox<Msg> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let me = me.to_owned();
     tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        let stopped = async move {
+            match stopped {
+                Some(rx) => drop(rx.await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopped);
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg { Some(msg) => msg, None => break },
+                () = &mut stopped => break,
+            };
             match msg {
                 Msg::Num(n) => {
                     let _ = seen.send((me.clone(), n));
@@ -110,23 +138,7 @@ async fn who(r: &RemoteRef<Msg>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_is_found_from_every_member_and_goes_with_its_actor() {
     let all = cluster_of(4).await;
-    let (tx, stop) = tokio::sync::mpsc::unbounded_channel();
-    let worker = {
-        let mb = actor("worker", quiet());
-        // The actor stops when `stop` is dropped... kept by a wrapper task.
-        let (inner_tx, mut inner_rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
-        let fwd = mb.0.clone();
-        tokio::spawn(async move {
-            let mut stop: tokio::sync::mpsc::UnboundedReceiver<()> = stop;
-            loop {
-                tokio::select! {
-                    Some(m) = inner_rx.recv() => { let _ = fwd.send(m); }
-                    _ = stop.recv() => break,
-                }
-            }
-        });
-        TaskMailbox(inner_tx)
-    };
+    let (worker, stop) = stoppable("worker", quiet());
     all[1].0.export(Some("worker"), worker).unwrap();
     let mut watch = all[3].1.watch_name("worker");
     for (_, c) in &all {
@@ -147,7 +159,7 @@ async fn a_name_is_found_from_every_member_and_goes_with_its_actor() {
         other => panic!("expected a type mismatch, got {other:?}"),
     }
 
-    drop(tx); // the actor stops
+    drop(stop); // the actor stops
     let gone = within(T, watch.recv()).await.unwrap();
     assert!(matches!(gone, NameEvent::Unregistered(a) if a.node == all[1].0.id()), "{gone:?}");
     for (_, c) in &all {
@@ -199,11 +211,13 @@ async fn two_claims_made_apart_resolve_to_one_winner_everywhere_and_the_loser_is
 async fn group_members_are_seen_everywhere_and_sends_skip_a_stopped_member() {
     let all = cluster_of(3).await;
     let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let mut refs = Vec::new();
+    let (mut refs, mut stops) = (Vec::new(), Vec::new());
     for (i, (node, c)) in all.iter().enumerate() {
-        let r = node.export(None, actor(&format!("w{i}"), seen_tx.clone())).unwrap();
+        let (mb, stop) = stoppable(&format!("w{i}"), seen_tx.clone());
+        let r = node.export(None, mb).unwrap();
         c.join_group("workers", &r).unwrap();
         refs.push(r);
+        stops.push(Some(stop));
     }
     let mut watch = all[0].1.watch_group("workers");
     for (_, c) in &all {
@@ -246,14 +260,27 @@ async fn group_members_are_seen_everywhere_and_sends_skip_a_stopped_member() {
         assert_ne!(to, refs[1].id());
     }
 
+    // A worker's actor stops. Once the sender's node has heard (its monitor
+    // fires), sends skip it at once: its route is found closed and the
+    // message comes back to go to the next, or the registry has already
+    // taken it out.
+    let _ = stops[0].take().unwrap().send(());
+    let seen_stop = group.members().iter().find(|r| r.id() == refs[0].id()).expect("still listed").monitor();
+    assert_eq!(within(T, seen_stop).await, tether::WatchEvent::Stopped);
+    for n in 0..20 {
+        let to = within(Duration::from_secs(5), group.tell(Msg::Num(n))).await.unwrap();
+        assert_ne!(to, refs[0].id());
+    }
+
     // Scopes keep groups apart.
-    all[0].1.join_group(GroupKey::scoped("other", "workers"), &refs[0]).unwrap();
-    let c = all[2].1.clone();
-    eventually("the scoped group arrives", T, move || {
+    all[2].1.join_group(GroupKey::scoped("other", "workers"), &refs[2]).unwrap();
+    let c = all[0].1.clone();
+    eventually("the scoped group arrives and the stopped worker is gone", T, move || {
         c.group_members::<Msg>(GroupKey::scoped("other", "workers")).len() == 1
+            && c.group_members::<Msg>("workers").len() == 1
     })
     .await;
-    assert_eq!(all[2].1.group_members::<Msg>("workers").len(), 2);
+    assert_eq!(all[1].1.group_members::<Msg>("workers")[0].id(), refs[2].id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

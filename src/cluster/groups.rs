@@ -138,6 +138,31 @@ pub enum Strategy {
     LeastLoaded,
 }
 
+/// Members' indices in the order a send tries them.
+enum Order {
+    /// `n` members from `start` round; `k` tried so far.
+    Ring { start: usize, n: usize, k: usize },
+    /// By rendezvous score, highest first.
+    Ranked(std::vec::IntoIter<(u64, usize)>),
+}
+
+impl Iterator for Order {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Order::Ring { start, n, k } => {
+                if *k >= *n {
+                    return None;
+                }
+                *k += 1;
+                Some((*start + *k - 1) % *n)
+            }
+            Order::Ranked(it) => it.next().map(|(_, i)| i),
+        }
+    }
+}
+
 /// What a [`Group::broadcast`] did.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -216,11 +241,11 @@ impl<M: RemoteMessage> Group<M> {
     }
 
     /// Members in the order to try them: the strategy's pick first, then
-    /// the others round from it.
-    fn order(&self, members: &[RemoteRef<M>], key: Option<u64>) -> Vec<usize> {
+    /// the others round from it. Allocates only for a keyed send.
+    fn order(&self, members: &[RemoteRef<M>], key: Option<u64>) -> Order {
         let n = members.len();
         if n == 0 {
-            return Vec::new();
+            return Order::Ring { start: 0, n: 0, k: 0 };
         }
         if let Some(key) = key {
             // Rendezvous hashing: each member scores the key, the highest
@@ -228,7 +253,7 @@ impl<M: RemoteMessage> Group<M> {
             let mut scored: Vec<(u64, usize)> =
                 members.iter().enumerate().map(|(i, r)| (score(key, r.id()), i)).collect();
             scored.sort_unstable_by(|a, b| b.cmp(a));
-            return scored.into_iter().map(|(_, i)| i).collect();
+            return Order::Ranked(scored.into_iter());
         }
         let start = match self.strategy {
             Strategy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
@@ -246,7 +271,7 @@ impl<M: RemoteMessage> Group<M> {
                 (0..n).map(|k| (turn + k) % n).min_by_key(|&i| members[i].backlog().unwrap_or(u64::MAX)).unwrap_or(0)
             }
         };
-        (0..n).map(|k| (start + k) % n).collect()
+        Order::Ring { start, n, k: 0 }
     }
 
     /// Sends `msg` to one member picked by the strategy, failing over to

@@ -17,7 +17,7 @@
 //! claim first (by the claimant's clock, then by node id), so lookups agree
 //! on the holder, and the loser withdraws its claim and is told.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -331,22 +331,37 @@ impl Table {
         if set.records.iter().any(|r| !r.key.is_valid()) {
             return Err(Refused::KeyTooLong);
         }
+        // A set that names a record twice holds it once.
+        let new: BTreeSet<Record> = set.records.into_iter().collect();
         let remote = self.remotes.get_mut(&node).expect("checked above");
         remote.heard = remote.heard.max(set.version);
-        let old = remote.set.replace(set.clone()).unwrap_or_default();
+        let old = remote.set.replace(Snapshot { version: set.version, records: new.iter().cloned().collect() });
+        let old: BTreeSet<Record> = old.map(|s| s.records.into_iter().collect()).unwrap_or_default();
         // Only what changed is unindexed and indexed again, so subscribers
         // hear of changes only.
-        for r in old.records.iter().filter(|r| !set.records.contains(r)) {
+        for r in old.difference(&new) {
             self.unindex(node, r);
         }
-        for r in set.records.into_iter().filter(|r| !old.records.contains(r)) {
-            self.index_record(node, r);
+        for r in new.difference(&old) {
+            self.index_record(node, r.clone());
         }
         self.settle_claims();
         Ok(())
     }
 
-    /// Own unique claims that lost to another member's withdraw, and are
+    /// `node`'s set pulled under `epoch` is still at `version` (the pull
+    /// asked for changes since then). Records an empty set for a member
+    /// never pulled (version 0: it never published). False if a newer
+    /// version was heard meanwhile: the pull is to be made again later.
+    pub(crate) fn unchanged(&mut self, node: NodeId, epoch: u64, version: u64) -> bool {
+        let Some(remote) = self.remotes.get_mut(&node).filter(|r| r.epoch == epoch) else { return true };
+        if remote.set.is_none() {
+            remote.set = Some(Snapshot { version, records: Vec::new() });
+        }
+        remote.heard <= version
+    }
+
+    /// Own unique claims that lost to another member's are withdrawn, and
     /// reported (`poll_lost`).
     fn settle_claims(&mut self) {
         let mine: Vec<(Key, u64)> = self.own.keys().filter(|(k, _)| matches!(k, Key::Unique(_))).cloned().collect();

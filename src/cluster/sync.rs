@@ -168,8 +168,9 @@ pub(crate) fn start(node: &Node, replica: Arc<Replica>) -> bool {
     inner.spawn_service(task)
 }
 
-/// A pull's outcome: the member, the epoch it was pulled under, the set.
-type Pulled = (NodeId, u64, Result<Option<Snapshot>, String>);
+/// A pull's outcome: the member, the epoch it was pulled under, the version
+/// held then, and the set (`None`: unchanged since that version).
+type Pulled = (NodeId, u64, u64, Result<Option<Snapshot>, String>);
 
 async fn run(
     node: Weak<NodeInner>,
@@ -215,10 +216,16 @@ async fn run(
                     publish_own(&inner, &replica);
                 }
             }
-            Some((peer, epoch, result)) = pulls.next(), if !pulls.is_empty() => {
+            Some((peer, epoch, since, result)) = pulls.next(), if !pulls.is_empty() => {
                 pulling.remove(&peer);
                 match result {
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if !replica.edit(|t| t.unchanged(peer, epoch, since)) {
+                            // Heard of a newer version than the member has:
+                            // its change is on its way; asked again soon.
+                            failed.insert(peer, tokio::time::Instant::now());
+                        }
+                    }
                     Ok(Some(set)) => {
                         if let Err(why) = replica.edit(|t| t.apply(peer, epoch, set)) {
                             tracing::debug!(%peer, %why, "registry set not taken");
@@ -245,7 +252,7 @@ async fn pull(node: Node, known: Option<RemoteRef<SyncRequest>>, peer: NodeId, e
         };
         r.ask(|reply| SyncRequest::Pull { since, reply }, PULL_TIMEOUT).await.map_err(|e| e.to_string())
     };
-    (peer, epoch, result.await)
+    (peer, epoch, since, result.await)
 }
 
 /// Publishes this node's named exports, and drops the records of actors no
