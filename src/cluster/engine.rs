@@ -807,3 +807,38 @@ mod bound_tests {
         assert_eq!(engine.members().len(), 2, "a name of MAX_NAME bytes is fine");
     }
 }
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    fn ident(n: u8) -> Ident {
+        Ident {
+            node: NodeId(uuid::Uuid::from_bytes([n; 16])),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
+            started: 1,
+            bump: 0,
+            name: None,
+            leaving: false,
+        }
+    }
+
+    #[test]
+    fn versions_pass_on_while_new_and_the_book_is_bounded() {
+        let book = Arc::new(Mutex::new(Book { cap: 2, ..Book::default() }));
+        let mut h = Versions(book.clone());
+        let from = ident(9);
+        let item = |n: u8, v: u64| version_item(ident(n).node, v);
+        assert!(h.receive_item(&item(1, 3), Some(&from)).unwrap().is_some());
+        assert!(h.receive_item(&item(1, 3), Some(&from)).unwrap().is_none(), "not new: not passed on");
+        assert!(h.receive_item(&item(1, 2), Some(&from)).unwrap().is_none(), "older");
+        assert!(h.receive_item(&item(1, 4), Some(&from)).unwrap().is_some());
+        assert!(h.receive_item(&item(2, 1), Some(&from)).unwrap().is_some());
+        assert!(h.receive_item(&item(3, 1), Some(&from)).unwrap().is_none(), "the book is full");
+        assert_eq!(book.lock().unwrap().fresh, [(ident(1).node, 3), (ident(1).node, 4), (ident(2).node, 1)]);
+        assert!(h.receive_item(&[0; 23], Some(&from)).is_err(), "a malformed item is an error");
+        let newer = VersionKey { node: ident(1).node, version: 5 };
+        assert!(newer.invalidates(&VersionKey { node: ident(1).node, version: 4 }));
+        assert!(!newer.invalidates(&VersionKey { node: ident(2).node, version: 4 }));
+    }
+}

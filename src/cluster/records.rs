@@ -439,3 +439,133 @@ impl Ord for Record {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId {
+        NodeId(uuid::Uuid::from_bytes([n; 16]))
+    }
+
+    fn rec(key: Key, actor: u64, claimed: u64) -> Record {
+        Record { key, actor, token: [actor as u8; 16], tag: "Msg".into(), claimed }
+    }
+
+    fn name(n: &str) -> Key {
+        Key::Name(n.into())
+    }
+
+    fn unique(n: &str) -> Key {
+        Key::Unique(n.into())
+    }
+
+    fn drain(t: &mut Table) -> Vec<Change> {
+        std::iter::from_fn(|| t.poll_change()).collect()
+    }
+
+    /// A table of node 1 that holds node 2 up, with `records` pulled.
+    fn with_peer(records: Vec<Record>) -> Table {
+        let mut t = Table::new(node(1), 100);
+        t.member_up(node(2));
+        let (_, epoch, _) = t.wanted()[0];
+        t.apply(node(2), epoch, Snapshot { version: 1, records }).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_pulled_set_replaces_the_held_one_and_only_changes_are_reported() {
+        let mut t = with_peer(vec![rec(name("a"), 1, 0), rec(name("b"), 2, 0)]);
+        assert_eq!(drain(&mut t).len(), 2);
+        let (_, epoch, _) = (node(2), t.remotes[&node(2)].epoch, 0);
+        t.apply(node(2), epoch, Snapshot { version: 2, records: vec![rec(name("b"), 2, 0), rec(name("c"), 3, 0)] })
+            .unwrap();
+        let changes = drain(&mut t);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.contains(&Change { key: name("a"), actor: ActorId { node: node(2), id: 1 }, added: false }));
+        assert!(changes.contains(&Change { key: name("c"), actor: ActorId { node: node(2), id: 3 }, added: true }));
+        assert!(t.resolve("a").is_none());
+        assert_eq!(t.resolve("c").unwrap().record.actor, 3);
+    }
+
+    #[test]
+    fn stale_oversized_and_overlong_sets_are_refused_whole() {
+        let mut t = with_peer(vec![rec(name("a"), 1, 0)]);
+        let epoch = t.remotes[&node(2)].epoch;
+        let stale = t.apply(node(2), epoch, Snapshot { version: 1, records: vec![] });
+        assert_eq!(stale, Err(Refused::Stale { held: 1 }));
+        let many: Vec<Record> = (0..101).map(|i| rec(name(&format!("n{i}")), i, 0)).collect();
+        assert_eq!(
+            t.apply(node(2), epoch, Snapshot { version: 5, records: many }),
+            Err(Refused::TooMany { count: 101, max: 100 })
+        );
+        let long = vec![rec(name(&"x".repeat(MAX_KEY + 1)), 1, 0)];
+        assert_eq!(t.apply(node(2), epoch, Snapshot { version: 5, records: long }), Err(Refused::KeyTooLong));
+        // A pull from before the member went and came back is not taken.
+        t.member_gone(node(2));
+        t.member_up(node(2));
+        let old = t.apply(node(2), epoch, Snapshot { version: 9, records: vec![rec(name("z"), 9, 0)] });
+        assert_eq!(old, Err(Refused::NotUp));
+        assert!(t.resolve("a").is_none() && t.resolve("z").is_none());
+    }
+
+    #[test]
+    fn a_set_naming_a_record_twice_holds_it_once() {
+        let mut t = with_peer(vec![rec(name("a"), 1, 0), rec(name("a"), 1, 0)]);
+        assert_eq!(t.holders(&name("a")).len(), 1);
+        assert_eq!(drain(&mut t).len(), 1);
+    }
+
+    #[test]
+    fn the_earliest_claim_wins_and_the_later_own_claim_is_withdrawn() {
+        let mut t = Table::new(node(1), 100);
+        t.insert(rec(unique("leader"), 7, 2_000)).unwrap();
+        let v = t.version();
+        t.member_up(node(2));
+        let epoch = t.remotes[&node(2)].epoch;
+        t.apply(node(2), epoch, Snapshot { version: 1, records: vec![rec(unique("leader"), 1, 1_000)] }).unwrap();
+        assert_eq!(t.poll_lost(), Some(("leader".into(), 7, ActorId { node: node(2), id: 1 })));
+        assert!(t.version() > v, "the withdrawal is published");
+        assert_eq!(t.resolve("leader").unwrap().actor(), ActorId { node: node(2), id: 1 });
+        assert!(!t.snapshot().records.iter().any(|r| r.key == unique("leader")));
+        // Now taken: a new claim here is refused at once.
+        let taken = t.insert(rec(unique("leader"), 8, 3_000));
+        assert_eq!(taken, Err(InsertError::Taken { name: "leader".into(), holder: ActorId { node: node(2), id: 1 } }));
+    }
+
+    #[test]
+    fn an_earlier_own_claim_keeps_the_name() {
+        let mut t = Table::new(node(1), 100);
+        t.insert(rec(unique("leader"), 7, 1_000)).unwrap();
+        t.member_up(node(2));
+        let epoch = t.remotes[&node(2)].epoch;
+        t.apply(node(2), epoch, Snapshot { version: 1, records: vec![rec(unique("leader"), 1, 2_000)] }).unwrap();
+        assert_eq!(t.poll_lost(), None);
+        assert_eq!(t.resolve("leader").unwrap().actor(), ActorId { node: node(1), id: 7 });
+        // Every holder is listed, the winner first.
+        let all: Vec<u64> = t.resolve_all("leader").iter().map(|h| h.record.actor).collect();
+        assert_eq!(all, [7]);
+    }
+
+    #[test]
+    fn a_member_that_never_published_is_pulled_once() {
+        let mut t = Table::new(node(1), 100);
+        t.member_up(node(2));
+        let (peer, epoch, since) = t.wanted()[0];
+        assert!(t.unchanged(peer, epoch, since));
+        assert!(t.wanted().is_empty());
+        t.heard(node(2), 3);
+        assert_eq!(t.wanted().len(), 1);
+        assert!(!t.unchanged(node(2), epoch, 0), "a newer version was heard: ask again");
+    }
+
+    #[test]
+    fn own_records_are_bounded() {
+        let mut t = Table::new(node(1), 2);
+        t.insert(rec(name("a"), 1, 0)).unwrap();
+        t.insert(rec(name("b"), 2, 0)).unwrap();
+        assert_eq!(t.insert(rec(name("c"), 3, 0)), Err(InsertError::Full(2)));
+        // Replacing one is not growing.
+        t.insert(rec(name("a"), 1, 0)).unwrap();
+    }
+}
