@@ -26,6 +26,58 @@
 //! W7, across processes and network namespaces); the bound is
 //! probabilistic, as SWIM's probes pick their targets at random.
 //!
+//! # Names, groups and topics
+//!
+//! Members publish names and group memberships of their actors; every
+//! member keeps a replica, so [`Cluster::lookup`], [`Cluster::lookup_all`]
+//! and [`Cluster::group_members`] need no round trip, and [`Group`] sends
+//! pick a member by a [`Strategy`] and fail over before handing a message
+//! over. A member's records go when its actor stops, and with the member
+//! before its `NodeDown` or `NodeLeft` is published.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tether::cluster::{Cluster, ClusterConfig, NameEvent};
+//! use tether::{Config, Mailbox, Node};
+//!
+//! /// An actor that prints what it is told.
+//! struct Printer;
+//! impl Mailbox<String> for Printer {
+//!     fn deliver(&self, line: String) -> Result<(), String> {
+//!         println!("{line}");
+//!         Ok(())
+//!     }
+//!     fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+//!         Box::pin(std::future::pending())
+//!     }
+//! }
+//!
+//! let a = Node::new(Some("a"), Config::default())?;
+//! let a_addr = a.listen("127.0.0.1:0").await?;
+//! let on_a = Cluster::join(&a, a_addr, ClusterConfig::default()).await?;
+//! let printer = a.export(None, Printer)?;
+//! let _claim = on_a.register("printer", &printer)?;
+//! on_a.join_group("printers", &printer)?;
+//!
+//! let b = Node::new(Some("b"), Config::default())?;
+//! let b_addr = b.listen("127.0.0.1:0").await?;
+//! let on_b = Cluster::join(&b, b_addr, ClusterConfig::default().seed(a_addr)).await?;
+//! // The name reaches b once b has pulled a's records.
+//! let mut arrivals = on_b.watch_name("printer");
+//! assert_eq!(arrivals.recv().await?, NameEvent::Registered(printer.id()));
+//!
+//! let found = on_b.lookup::<String>("printer").await?;
+//! found.tell("found by name".to_owned()).await?;
+//! let printers = on_b.group::<String>("printers");
+//! assert_eq!(printers.members().len(), 1);
+//! printers.tell("sent to the group".to_owned()).await?;
+//! # a.shutdown().await;
+//! # b.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```
