@@ -836,4 +836,47 @@ mod tests {
         assert!(res.is_err());
         assert_eq!(c.stats().open_ports, 2);
     }
+
+    /// A send waiting for room that is cancelled gives the message back and
+    /// queues nothing: the receiver gets exactly what was sent before.
+    #[tokio::test]
+    async fn a_cancelled_send_gives_the_message_back_and_sends_nothing() {
+        let (c, s) = pair().await;
+        let (ctx, _crx) = c.root::<Vec<u8>, ()>().unwrap();
+        let (_stx, mut srx) = s.root::<(), Vec<u8>>().unwrap();
+        // Fill the window and the send buffers while nobody reads: full
+        // even after the driver had its turns to move what it could.
+        let mut sent = 0usize;
+        loop {
+            while ctx.try_send(vec![1; 16 * 1024]).is_ok() {
+                sent += 1;
+            }
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            if ctx.try_send(vec![1; 16 * 1024]).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let send = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.send_unless(vec![2; 16 * 1024], async { drop(stopped.await) }).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!send.is_finished(), "the send waits for room");
+        stop.send(()).unwrap();
+        let back = send.await.unwrap().expect("not an error").expect("cancelled: the message comes back");
+        assert_eq!(back[0], 2);
+        // An uncancelled send afterwards arrives right after the others.
+        let last = tokio::spawn(async move { ctx.send(vec![3; 4]).await });
+        for _ in 0..sent {
+            assert_eq!(srx.recv().await.unwrap().unwrap()[0], 1);
+        }
+        assert_eq!(srx.recv().await.unwrap().unwrap(), vec![3; 4], "the cancelled message was never sent");
+        last.await.unwrap().unwrap();
+    }
 }

@@ -187,14 +187,58 @@ impl<T: Serialize + Send + 'static> Sender<T> {
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         match &self.inner {
             SenderInner::Local { tx, .. } => tx.send(value).await.map_err(|e| SendError::Closed(e.0)),
+            SenderInner::Remote(_) => match self.send_unless(value, std::future::pending()).await {
+                Ok(sent) => {
+                    debug_assert!(sent.is_none(), "never cancelled");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Sends like [`send`](Self::send), unless `cancel` resolves while the
+    /// send waits for room: then nothing was sent, and the message comes
+    /// back (`Ok(Some(value))`). `cancel` is first polled only once the
+    /// channel is found full.
+    pub(crate) async fn send_unless(
+        &self,
+        value: T,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<T>, SendError<T>> {
+        let mut cancel = std::pin::pin!(cancel);
+        match &self.inner {
+            SenderInner::Local { tx, .. } => {
+                tokio::select! {
+                    biased;
+                    reserved = tx.reserve() => match reserved {
+                        Ok(permit) => {
+                            permit.send(value);
+                            Ok(None)
+                        }
+                        Err(_) => Err(SendError::Closed(value)),
+                    },
+                    () = cancel.as_mut() => Ok(Some(value)),
+                }
+            }
             SenderInner::Remote(port) => {
                 let msg = match encode(&port.shared, &value) {
                     Ok(msg) => msg,
                     Err(error) => return Err(SendError::Encode { value, error }),
                 };
+                // Dropped with the message still in it (full, then
+                // cancelled), it discards the message: nothing was queued.
                 let mut pending = Unsent { port, msg: Some(msg) };
-                let res = poll_fn(|cx| port.poll_send(cx, &mut pending.msg)).await;
-                res.map_err(|f| SendError::from_failure(f, value))
+                let res = poll_fn(|cx| match port.poll_send(cx, &mut pending.msg) {
+                    Poll::Pending => cancel.as_mut().poll(cx).map(|()| Err(None)),
+                    Poll::Ready(r) => Poll::Ready(r.map_err(Some)),
+                })
+                .await;
+                match res {
+                    Ok(()) => Ok(None),
+                    Err(None) => Ok(Some(value)),
+                    Err(Some(f)) => Err(SendError::from_failure(f, value)),
+                }
             }
         }
     }

@@ -186,6 +186,8 @@ pub struct Broadcast {
 pub struct Group<M> {
     cluster: Cluster,
     key: GroupKey,
+    /// `key` as the registry knows it.
+    rkey: Key,
     strategy: Strategy,
     next: Arc<AtomicUsize>,
     /// Seeds [`Strategy::Random`], drawn per handle.
@@ -198,6 +200,7 @@ impl<M> Clone for Group<M> {
         Group {
             cluster: self.cluster.clone(),
             key: self.key.clone(),
+            rkey: self.rkey.clone(),
             strategy: self.strategy,
             next: self.next.clone(),
             seed: self.seed,
@@ -296,25 +299,40 @@ impl<M: RemoteMessage> Group<M> {
     }
 
     async fn tell_in(&self, msg: M, key: Option<u64>) -> Result<ActorId, TellError<M>> {
-        let members = self.members();
         let mut msg = msg;
         let mut last = RemoteError::NotFound(self.key.to_string());
-        for i in self.order(&members, key) {
-            let r = &members[i];
-            if r.is_refused() {
-                continue;
-            }
-            match r.tell(msg).await {
-                Ok(()) => return Ok(r.id()),
-                Err(TellError::Unreachable { msg: back, error }) => {
-                    tracing::debug!(group = %self.key, member = %r.id(), %error, "group member skipped");
-                    msg = back;
-                    last = error;
+        // Members tried and failed (no allocation unless one fails).
+        let mut tried: Vec<ActorId> = Vec::new();
+        'fresh: loop {
+            let members = self.members();
+            for i in self.order(&members, key) {
+                let r = &members[i];
+                if r.is_refused() || tried.contains(&r.id()) {
+                    continue;
                 }
-                Err(e) => return Err(e),
+                // A member that leaves the group while the send waits for
+                // room (its node went down: its window will not free up)
+                // gives the message back, to go to another.
+                let gone = self.cluster.replica.until_gone(&self.rkey, r.id());
+                match r.tell_unless(msg, gone).await {
+                    Ok(None) => return Ok(r.id()),
+                    Ok(Some(back)) => {
+                        tracing::debug!(group = %self.key, member = %r.id(), "group member gone while a send waited");
+                        msg = back;
+                        tried.push(r.id());
+                        continue 'fresh;
+                    }
+                    Err(TellError::Unreachable { msg: back, error }) => {
+                        tracing::debug!(group = %self.key, member = %r.id(), %error, "group member skipped");
+                        msg = back;
+                        last = error;
+                        tried.push(r.id());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            return Err(TellError::Unreachable { msg, error: last });
         }
-        Err(TellError::Unreachable { msg, error: last })
     }
 
     /// Sends `msg` to one member if one has room now, never waiting: the
@@ -506,9 +524,11 @@ impl Cluster {
     /// A handle for sending to a group's members (round robin unless
     /// [`Group::with_strategy`] says otherwise).
     pub fn group<M: RemoteMessage>(&self, group: impl Into<GroupKey>) -> Group<M> {
+        let key: GroupKey = group.into();
         Group {
             cluster: self.clone(),
-            key: group.into(),
+            rkey: key.key(),
+            key,
             strategy: Strategy::default(),
             next: Arc::default(),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,

@@ -55,6 +55,8 @@ pub(crate) struct Replica {
     pub(crate) changes: tokio::sync::broadcast::Sender<Change>,
     /// The winner of a unique name is told to whoever holds the claim.
     claims: Mutex<Claims>,
+    /// The table's generation, for waiters on a change.
+    generations: tokio::sync::watch::Sender<u64>,
 }
 
 /// Holders of this node's unique claims, by name and actor, told the winner
@@ -70,6 +72,17 @@ impl Replica {
             version: tokio::sync::watch::channel(0).0,
             changes: tokio::sync::broadcast::channel(buffer).0,
             claims: Mutex::new(HashMap::new()),
+            generations: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Resolves once `actor` no longer holds `key` in this replica.
+    pub(crate) async fn until_gone(&self, key: &super::records::Key, actor: ActorId) {
+        let mut changes = self.generations.subscribe();
+        while self.read(|t| t.holders(key).iter().any(|h| h.actor() == actor)) {
+            if changes.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -106,7 +119,9 @@ impl Replica {
             // No subscriber is not an error.
             let _ = self.changes.send(change);
         }
-        self.generation.store(t.generation(), Ordering::Release);
+        if self.generation.swap(t.generation(), Ordering::AcqRel) != t.generation() {
+            self.generations.send_replace(t.generation());
+        }
         if t.version() != before {
             self.version.send_replace(t.version());
         }

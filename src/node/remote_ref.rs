@@ -193,26 +193,53 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// Sends a message, waiting while the actor's window is full.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
+        let sent = self.tell_unless(msg, std::future::pending()).await?;
+        debug_assert!(sent.is_none(), "never cancelled");
+        Ok(())
+    }
+
+    /// [`tell`](Self::tell), unless `cancel` resolves while the tell waits
+    /// (for the route to open, or for room): then nothing was sent and the
+    /// message comes back, `Ok(Some(msg))`. `cancel` is polled only once the
+    /// tell has to wait.
+    pub(crate) async fn tell_unless(
+        &self,
+        msg: M,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<Option<M>, TellError<M>> {
+        let mut cancel = std::pin::pin!(cancel);
         let mut msg = msg;
         if let Some(local) = &self.route.local {
             loop {
                 match local.try_deliver(msg) {
-                    Ok(res) => return res.map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped }),
+                    Ok(res) => {
+                        return res
+                            .map(|()| None)
+                            .map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped })
+                    }
                     Err((back, handled)) => {
-                        msg = back;
-                        handled.await;
+                        tokio::select! {
+                            biased;
+                            () = handled => msg = back,
+                            () = cancel.as_mut() => return Ok(Some(back)),
+                        }
                     }
                 }
             }
         }
         // One retry: a route whose connection ended is opened again.
         for attempt in 0..2 {
-            let sender = match self.route.sender().await {
+            let sender = tokio::select! {
+                biased;
+                sender = self.route.sender() => sender,
+                () = cancel.as_mut() => return Ok(Some(msg)),
+            };
+            let sender = match sender {
                 Ok(s) => s,
                 Err(error) => return Err(TellError::Unreachable { msg, error }),
             };
-            match sender.send(msg).await {
-                Ok(()) => return Ok(()),
+            match sender.send_unless(msg, cancel.as_mut()).await {
+                Ok(back) => return Ok(back),
                 Err(mpsc::SendError::Closed(m)) if attempt == 0 => msg = m,
                 Err(mpsc::SendError::Closed(m)) => return Err(TellError::Unreachable { msg: m, error: self.lost() }),
                 Err(e) => return Err(TellError::Send(e)),
