@@ -26,6 +26,8 @@ use crate::{ActorId, NodeId};
 
 /// Longest name, group or scope, in bytes.
 pub const MAX_KEY: usize = 255;
+/// Longest message tag a pulled record may carry, in bytes.
+const MAX_TAG: usize = 1024;
 
 /// What a record says of its actor.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -113,8 +115,8 @@ pub(crate) enum Refused {
     Stale { held: u64 },
     #[error("{count} records, more than the {max} allowed per member")]
     TooMany { count: usize, max: usize },
-    #[error("a name, group or scope longer than {MAX_KEY} bytes")]
-    KeyTooLong,
+    #[error("a name, group or scope longer than {MAX_KEY} bytes, or a tag longer than {MAX_TAG}")]
+    TooLong,
 }
 
 /// What is known of another member.
@@ -328,8 +330,8 @@ impl Table {
         if set.records.len() > self.max_records {
             return Err(Refused::TooMany { count: set.records.len(), max: self.max_records });
         }
-        if set.records.iter().any(|r| !r.key.is_valid()) {
-            return Err(Refused::KeyTooLong);
+        if set.records.iter().any(|r| !r.key.is_valid() || r.tag.len() > MAX_TAG) {
+            return Err(Refused::TooLong);
         }
         // A set that names a record twice holds it once.
         let new: BTreeSet<Record> = set.records.into_iter().collect();
@@ -500,7 +502,10 @@ mod tests {
             Err(Refused::TooMany { count: 101, max: 100 })
         );
         let long = vec![rec(name(&"x".repeat(MAX_KEY + 1)), 1, 0)];
-        assert_eq!(t.apply(node(2), epoch, Snapshot { version: 5, records: long }), Err(Refused::KeyTooLong));
+        assert_eq!(t.apply(node(2), epoch, Snapshot { version: 5, records: long }), Err(Refused::TooLong));
+        let mut tagged = rec(name("t"), 1, 0);
+        tagged.tag = "T".repeat(MAX_TAG + 1);
+        assert_eq!(t.apply(node(2), epoch, Snapshot { version: 5, records: vec![tagged] }), Err(Refused::TooLong));
         // A pull from before the member went and came back is not taken.
         t.member_gone(node(2));
         t.member_up(node(2));
