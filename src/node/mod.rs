@@ -17,6 +17,7 @@
 //!   that feeds a route's messages to a local actor.
 //! - `listener.rs`: admitting incoming transports within limits.
 //! - `error.rs`: [`RemoteError`].
+//! - `tag.rs`: the message tags compared at lookup and when a route opens.
 //! - `directory.rs`: where a node not connected to is found (the cluster
 //!   above tells), and connecting to it on demand.
 
@@ -30,12 +31,14 @@ mod peers;
 mod registry;
 mod remote_ref;
 mod route;
+mod tag;
 
 pub(crate) use directory::Directory;
 pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
 pub use mailbox::{Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
+pub use tag::message_tag;
 
 use std::sync::{Arc, Mutex};
 
