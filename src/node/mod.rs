@@ -257,8 +257,9 @@ impl Node {
     }
 
     /// Finds the actor exported as `name` on the node `peer`, checking that
-    /// it takes messages of type `M`. `peer` is a node this node is connected
-    /// to, or a member of its cluster (connected to now).
+    /// it takes messages of type `M`: that their [tags](crate::message_tag)
+    /// are the same. `peer` is a node this node is connected to, or a member
+    /// of its cluster (connected to now).
     pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
         let control = self.inner.reach(peer).await?.control;
         let (reply, answer) = oneshot::channel();
@@ -267,9 +268,9 @@ impl Node {
             .await
             .map_err(|_| self.inner.why_unreachable(peer))?;
         let exported = self.inner.answer(answer).await??;
-        let expected = std::any::type_name::<M>();
-        if exported.type_name != expected {
-            return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
+        let expected = tag::tag::<M>();
+        if exported.tag != expected {
+            return Err(RemoteError::TypeMismatch { expected, found: exported.tag });
         }
         let target = ActorId { node: peer, id: exported.actor };
         let route = self.inner.route::<M>(target, exported.token, Default::default());
