@@ -95,7 +95,7 @@ pub use conn::{
 };
 pub use mux::MuxError as ProtocolError;
 pub use node::{
-    ActorId, AskError, AskPermit, LookupError, Mailbox, Monitor, NameTaken, Node, NodeStats, RemoteError,
+    message_tag, ActorId, AskError, AskPermit, LookupError, Mailbox, Monitor, NameTaken, Node, NodeStats, RemoteError,
     RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent,
 };
 pub use wire::WireError;

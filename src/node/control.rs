@@ -42,12 +42,13 @@ pub(crate) enum Control {
     },
     /// Which actor is exported as `name`?
     Lookup { name: String, reply: oneshot::Sender<Result<Exported, RemoteError>> },
-    /// Open a mailbox route to `target`; `reply` is a
+    /// Open a mailbox route to `target` for messages whose tag (see
+    /// `tag.rs`) is `tag`; `reply` is a
     /// `oneshot::Sender<Result<mpsc::Sender<M>, RemoteError>>` whose `M` only
     /// the owner's registry knows. Forwarded hop by hop to the owner.
     /// `hops`: where to forward next if the receiver has no connection to
     /// the owner (see `route::Hops`).
-    Open { target: crate::ActorId, token: Token, type_name: String, reply: RawSender, hops: Hops },
+    Open { target: crate::ActorId, token: Token, tag: String, reply: RawSender, hops: Hops },
     /// Tell `stopped` when `target` stops (or at once why not). Forwarded
     /// like `Open`.
     Watch { target: crate::ActorId, token: Token, stopped: Watcher, hops: Hops },
@@ -58,7 +59,8 @@ pub(crate) enum Control {
 pub(crate) struct Exported {
     pub(crate) actor: u64,
     pub(crate) token: Token,
-    pub(crate) type_name: String,
+    /// The tag of the actor's message type.
+    pub(crate) tag: String,
 }
 
 /// Told `Ok` when the watched actor stops, or an error at once.

@@ -13,12 +13,16 @@ pub enum RemoteError {
     /// No actor is exported under this name.
     #[error("no actor named {0:?}")]
     NotFound(String),
-    /// The actor takes another message type than the one asked for.
+    /// The actor takes another message type than the one asked for: their
+    /// [tags](crate::message_tag) differ. (A ref that comes back to its own
+    /// node typed as another Rust type with the same tag names the Rust
+    /// types: within a process messages are not encoded, so the Rust types
+    /// must be the same.)
     #[error("type mismatch: asked for {expected}, the actor takes {found}")]
     TypeMismatch {
-        /// The type this side asked for.
+        /// The tag of the type this side asked for.
         expected: String,
-        /// The type the actor takes.
+        /// The tag of the type the actor takes.
         found: String,
     },
     /// The actor has stopped (or never existed under that id).

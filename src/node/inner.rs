@@ -367,9 +367,7 @@ impl NodeInner {
                 let answer = self.lock().registry.lookup(&name, &self.caps);
                 let _ = reply.send(answer);
             }
-            Control::Open { target, token, type_name, reply, hops } => {
-                self.open(from, target, token, type_name, reply, hops)
-            }
+            Control::Open { target, token, tag, reply, hops } => self.open(from, target, token, tag, reply, hops),
             Control::Watch { target, token, stopped, hops } => {
                 self.add_watcher(Some(from), target, token, stopped, hops)
             }
@@ -377,7 +375,7 @@ impl NodeInner {
     }
 
     /// Answers (or forwards) a request to open a route to `target`.
-    fn open(&self, from: NodeId, target: ActorId, token: Token, type_name: String, reply: RawSender, hops: Hops) {
+    fn open(&self, from: NodeId, target: ActorId, token: Token, tag: String, reply: RawSender, hops: Hops) {
         let refuse = |reply: RawSender, e: RemoteError| {
             // `Err(e)` encodes the same whatever the `Ok` type is.
             if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
@@ -388,7 +386,7 @@ impl NodeInner {
             // Forward towards the owner, never back where it came from.
             match self.next_hop(target.node, &hops, Some(from)) {
                 Ok((p, hops)) => {
-                    let _ = p.control.try_send(Control::Open { target, token, type_name, reply, hops });
+                    let _ = p.control.try_send(Control::Open { target, token, tag, reply, hops });
                 }
                 Err(e) => refuse(reply, e),
             }
@@ -403,9 +401,7 @@ impl NodeInner {
         };
         match export {
             None => refuse(reply, RemoteError::Stopped),
-            Some(e) if e.type_name != type_name => {
-                refuse(reply, RemoteError::TypeMismatch { expected: type_name, found: e.type_name.to_owned() })
-            }
+            Some(e) if e.tag != tag => refuse(reply, RemoteError::TypeMismatch { expected: tag, found: e.tag.clone() }),
             Some(e) => e.open(reply),
         }
     }

@@ -17,6 +17,7 @@
 //!   that feeds a route's messages to a local actor.
 //! - `listener.rs`: admitting incoming transports within limits.
 //! - `error.rs`: [`RemoteError`].
+//! - `tag.rs`: the message tags compared at lookup and when a route opens.
 //! - `directory.rs`: where a node not connected to is found (the cluster
 //!   above tells), and connecting to it on demand.
 
@@ -37,6 +38,7 @@ pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
 pub use mailbox::{Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
+pub use tag::message_tag;
 pub(crate) use tag::tag;
 
 use std::sync::{Arc, Mutex};
@@ -268,8 +270,9 @@ impl Node {
     }
 
     /// Finds the actor exported as `name` on the node `peer`, checking that
-    /// it takes messages of type `M`. `peer` is a node this node is connected
-    /// to, or a member of its cluster (connected to now).
+    /// it takes messages of type `M`: that their [tags](crate::message_tag)
+    /// are the same. `peer` is a node this node is connected to, or a member
+    /// of its cluster (connected to now).
     pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
         let control = self.inner.reach(peer).await?.control;
         let (reply, answer) = oneshot::channel();
@@ -278,9 +281,9 @@ impl Node {
             .await
             .map_err(|_| self.inner.why_unreachable(peer))?;
         let exported = self.inner.answer(answer).await??;
-        let expected = std::any::type_name::<M>();
-        if exported.type_name != expected {
-            return Err(RemoteError::TypeMismatch { expected: expected.to_owned(), found: exported.type_name });
+        let expected = tag::tag::<M>();
+        if exported.tag != expected {
+            return Err(RemoteError::TypeMismatch { expected, found: exported.tag });
         }
         let target = ActorId { node: peer, id: exported.actor };
         let route = self.inner.route::<M>(target, exported.token, Default::default());

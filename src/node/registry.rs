@@ -9,11 +9,18 @@ use std::sync::{Arc, Mutex, Weak};
 use super::control::{Exported, Watcher};
 use super::error::{NameTaken, RemoteError};
 use super::mailbox::{pump, Mailbox, RemoteMessage};
+use super::tag::tag;
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
 
 /// An exported actor.
 pub(crate) struct Export {
+    /// The tag of the actor's message type, which lookups and `Open`s must
+    /// match; made once, here.
+    pub(crate) tag: String,
+    /// The Rust type behind the tag: within one process a message is handed
+    /// over unencoded, so there the Rust types must agree, and an error says
+    /// which they are when the tags do.
     pub(crate) type_name: &'static str,
     /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
     pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
@@ -47,6 +54,7 @@ impl Export {
             let mb = mailbox.clone();
             let probe = mailbox.clone();
             Export {
+                tag: tag::<M>(),
                 type_name: std::any::type_name::<M>(),
                 mailbox: Arc::new(mailbox),
                 stopped: Box::new(move || {
@@ -166,7 +174,7 @@ impl Registry {
     pub(crate) fn lookup(&self, name: &str, caps: &CapabilityKey) -> Result<Exported, RemoteError> {
         let actor = *self.names.get(name).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
         let e = self.exports.get(&actor).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
-        Ok(Exported { actor, token: caps.token(actor), type_name: e.type_name.to_owned() })
+        Ok(Exported { actor, token: caps.token(actor), tag: e.tag.clone() })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -175,7 +183,7 @@ impl Registry {
 
     /// Every name, with its actor and the actor's message tag.
     pub(crate) fn named(&self) -> Vec<(String, u64, String)> {
-        let tag = |id: &u64| self.exports.get(id).map(|e| e.type_name.to_owned());
+        let tag = |id: &u64| self.exports.get(id).map(|e| e.tag.clone());
         self.names.iter().filter_map(|(name, id)| Some((name.clone(), *id, tag(id)?))).collect()
     }
 }

@@ -13,6 +13,7 @@ use super::inner::NodeInner;
 use super::mailbox::{Local, Mailbox, RemoteMessage};
 use super::peers::Peer;
 use super::remote_ref::ActorId;
+use super::tag::tag;
 use crate::auth::Token;
 use crate::chan::{mpsc, oneshot, RawSender};
 use crate::NodeId;
@@ -147,12 +148,18 @@ impl NodeInner {
         token: Token,
         hops: &Hops,
     ) -> Result<mpsc::Sender<M>, RemoteError> {
-        let type_name = std::any::type_name::<M>();
+        let tag = tag::<M>();
         if target.node == self.id {
             // A ref to one of ours without its mailbox: forged, stopped, or
-            // of another message type.
+            // of another message type. Here nothing is encoded, so the Rust
+            // types must be the same; if their tags are too, the error names
+            // the Rust types.
             return Err(match self.export_for(target.id, &token)? {
-                Some(e) => RemoteError::TypeMismatch { expected: type_name.to_owned(), found: e.type_name.to_owned() },
+                Some(e) if e.tag == tag => RemoteError::TypeMismatch {
+                    expected: std::any::type_name::<M>().to_owned(),
+                    found: e.type_name.to_owned(),
+                },
+                Some(e) => RemoteError::TypeMismatch { expected: tag, found: e.tag.clone() },
                 None => RemoteError::Stopped,
             });
         }
@@ -165,9 +172,8 @@ impl NodeInner {
         };
         let (reply, answer) = oneshot::channel::<Result<mpsc::Sender<M>, RemoteError>>();
         let raw = RawSender::from_oneshot(reply);
-        let type_name = type_name.to_owned();
         hop.control
-            .send(Control::Open { target, token, type_name, reply: raw, hops: rest })
+            .send(Control::Open { target, token, tag, reply: raw, hops: rest })
             .await
             .map_err(|_| self.why_unreachable(target.node))?;
         self.answer(answer).await?

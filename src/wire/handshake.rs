@@ -35,8 +35,9 @@ use super::WireError;
 
 /// The first bytes of every tether connection.
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
-/// The protocol version this build speaks.
-pub(crate) const VERSION: u16 = 3;
+/// The protocol version this build speaks. 4: `Open` and `Exported` carry
+/// message tags (`src/node/tag.rs`), not `std::any::type_name`.
+pub(crate) const VERSION: u16 = 4;
 /// Hello flag: the dialer resumes the session after a broken transport.
 pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
 /// Length of the fixed part of a `Hello`.

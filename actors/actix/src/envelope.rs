@@ -10,8 +10,11 @@ use tether::{oneshot, RemoteMessage};
 ///
 /// Users never build one; [`RemoteAddr`](crate::RemoteAddr) does. It is
 /// public only because it names the message type of the underlying
-/// [`tether::RemoteRef`], so the type name checked at lookup is
-/// `Envelope<YourMessage>` (by `std::any::type_name`).
+/// [`tether::RemoteRef`], so the tag checked at lookup
+/// ([`tether::message_tag`]) is `Envelope<YourMessage>`: your message
+/// type's name without its module path. Its serde rename and field or
+/// variant names are not part of it (a tag covers only the top level, here
+/// `Envelope`).
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "M: RemoteMessage, M::Result: RemoteMessage")]
 pub struct Envelope<M: actix::Message>(pub(crate) Kind<M>);
