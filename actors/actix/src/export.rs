@@ -1,13 +1,15 @@
 //! Exporting an actix actor: its `Addr` as a tether mailbox.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message};
 use futures::future::{self, BoxFuture, Either};
-use tether::{Mailbox, NameTaken, Node, RemoteMessage};
+use tether::{Mailbox, NameTaken, Node, NodeId, RemoteMessage};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -32,6 +34,11 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// The returned handle is the actor's remote address; send it to peers
 /// inside any message, or let them find it with [`lookup`](crate::lookup).
 ///
+/// The first export of an actor for `M` on a node is also the one
+/// [`register`](crate::register) and [`join_group`](crate::join_group) use
+/// for it (they export it themselves if needed), so its names and group
+/// memberships all carry one actor id.
+///
 /// [`WatchEvent::Stopped`]: tether::WatchEvent::Stopped
 pub fn export<A, M>(node: &Node, name: Option<&str>, addr: Addr<A>) -> Result<RemoteAddr<M>, NameTaken>
 where
@@ -40,8 +47,135 @@ where
     M: Message + RemoteMessage,
     M::Result: RemoteMessage,
 {
-    let mailbox = AddrMailbox { addr, rt: Handle::current(), stopped: Arc::new(Notify::new()), _m: PhantomData };
-    node.export(name, mailbox).map(RemoteAddr::from)
+    let mailbox =
+        AddrMailbox { addr: addr.clone(), rt: Handle::current(), stopped: Arc::new(Notify::new()), _m: PhantomData };
+    let remote = node.export(name, mailbox).map(RemoteAddr::from)?;
+    Exported::<A, M>::with(node, |e| e.remember(addr, &remote));
+    Ok(remote)
+}
+
+/// The actor's export on `node` for messages of type `M`: the first one
+/// made (by [`export`] or here) while the actor runs, else a new one without
+/// a name. So joining groups and claiming names for one `Addr` give one
+/// actor id, and a broadcast to a group it joined twice reaches it once.
+pub(crate) fn export_once<A, M>(node: &Node, addr: Addr<A>) -> RemoteAddr<M>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    if let Some(found) = Exported::<A, M>::with(node, |e| e.get(&addr)) {
+        return found;
+    }
+    // Two callers may both get here for one actor: the first remembered wins
+    // and the other export stays unused (it ends with the actor).
+    let remote = match export(node, None, addr.clone()) {
+        Ok(r) => r,
+        Err(_) => unreachable!("an export without a name is never refused"),
+    };
+    Exported::<A, M>::with(node, |e| e.get(&addr)).unwrap_or(remote)
+}
+
+/// The export [`export_once`] would give, if there is one.
+pub(crate) fn find_export<A, M>(node: &Node, addr: &Addr<A>) -> Option<RemoteAddr<M>>
+where
+    A: Actor,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    Exported::<A, M>::with(node, |e| e.get(addr))
+}
+
+/// This crate's state for one node: its actors' exports, by actor and
+/// message type (see [`export_once`]).
+///
+/// The node owns it: an export of its own (which takes no messages and
+/// never stops) holds it, so it goes with the node's exports when the node
+/// is dropped, and with it the `Addr`s it holds (actix stops an actor once
+/// none is left). Found through [`NODES`], which holds it weakly.
+#[derive(Default)]
+struct NodeState {
+    exported: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+}
+
+/// Each node's [`NodeState`], by node id. Process-wide because a `Node`
+/// has no room for an adapter's state; weak, so the node alone owns it.
+static NODES: LazyLock<Mutex<HashMap<NodeId, Weak<NodeState>>>> = LazyLock::new(Default::default);
+
+/// The export that ties a [`NodeState`] to its node.
+struct Anchor {
+    _state: Arc<NodeState>,
+}
+
+impl Mailbox<()> for Anchor {
+    fn deliver(&self, msg: ()) -> Result<(), ()> {
+        Err(msg)
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        Box::pin(future::pending())
+    }
+}
+
+fn node_state(node: &Node) -> Arc<NodeState> {
+    let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = nodes.get(&node.id()).and_then(Weak::upgrade) {
+        return state;
+    }
+    nodes.retain(|_, state| state.strong_count() > 0);
+    let state = Arc::new(NodeState::default());
+    // Without a name, and its ref dropped at once: nothing can reach it.
+    let _ = node.export(None, Anchor { _state: state.clone() });
+    nodes.insert(node.id(), Arc::downgrade(&state));
+    state
+}
+
+/// One node's exports of actors of type `A` for messages `M`. An entry
+/// holds the actor's `Addr`, as its export does, until the actor stops;
+/// entries of stopped actors are dropped whenever the map doubles.
+struct Exported<A: Actor, M: Message> {
+    by_addr: HashMap<Addr<A>, RemoteAddr<M>>,
+    /// The size after the last sweep of stopped actors.
+    swept: usize,
+}
+
+impl<A, M> Exported<A, M>
+where
+    A: Actor,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn with<R>(node: &Node, f: impl FnOnce(&mut Self) -> R) -> R {
+        let state = node_state(node);
+        let mut all = state.exported.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = all
+            .entry(TypeId::of::<(A, M)>())
+            .or_insert_with(|| Box::new(Exported::<A, M> { by_addr: HashMap::new(), swept: 0 }));
+        f(entry.downcast_mut::<Self>().expect("keyed by type"))
+    }
+
+    fn get(&mut self, addr: &Addr<A>) -> Option<RemoteAddr<M>> {
+        match self.by_addr.get(addr) {
+            Some(r) if addr.connected() => Some(r.clone()),
+            Some(_) => {
+                self.by_addr.remove(addr);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&mut self, addr: Addr<A>, remote: &RemoteAddr<M>) {
+        if self.get(&addr).is_some() {
+            return;
+        }
+        self.by_addr.insert(addr, remote.clone());
+        if self.by_addr.len() >= 2 * self.swept.max(8) {
+            self.by_addr.retain(|a, _| a.connected());
+            self.swept = self.by_addr.len();
+        }
+    }
 }
 
 /// An actor's `Addr` seen as a tether mailbox.

@@ -74,16 +74,78 @@
 //!
 //! [`subscribe`] delivers a [`tether::cluster::Cluster`]'s membership
 //! events to an actor as [`ClusterUpdate`] messages.
+//!
+//! # Cluster names and groups
+//!
+//! On the member where an actor runs, [`register`] claims a name for its
+//! `Addr` across the cluster and [`join_group`] makes it a member of a
+//! process group (Erlang's `pg` model: groups by name, optionally in a
+//! scope). From any member, [`lookup_name`] finds it as a [`RemoteAddr`],
+//! [`group_members`] lists a group's members, and [`group`] gives a
+//! [`RemoteGroup`]: `do_send`, `try_send`, `tell` and `send` to one member
+//! (round robin, or by key), and `broadcast` to all. [`watch_group`] and
+//! [`watch_name`] deliver changes to an actor as [`GroupUpdate`] and
+//! [`NameUpdate`] messages. An actor leaves its names and groups when it
+//! stops or its node leaves. Each `Addr` is exported once per message type
+//! however often it is registered or joined, so it is one member.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//! use tether::cluster::{Cluster, ClusterConfig};
+//! use tether::{Config, Node};
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "u64")]
+//! struct Square(u64);
+//!
+//! struct Worker;
+//! impl Actor for Worker {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<Square> for Worker {
+//!     type Result = u64;
+//!     fn handle(&mut self, Square(n): Square, _: &mut Context<Self>) -> u64 {
+//!         n * n
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! System::new().block_on(async {
+//!     let node = Node::new(Some("one"), Config::default())?;
+//!     let addr = node.listen("127.0.0.1:0").await?;
+//!     let cluster = Cluster::join(&node, addr, ClusterConfig::default()).await?;
+//!
+//!     // Where the actors run:
+//!     let (_, _claim) = tether_actix::register::<_, Square>(&cluster, "squarer", Worker.start())?;
+//!     tether_actix::join_group::<_, Square>(&cluster, "workers", Worker.start())?;
+//!
+//!     // On any member (this one included):
+//!     let squarer = tether_actix::lookup_name::<Square>(&cluster, "squarer").await?;
+//!     assert_eq!(squarer.send(Square(3)).await?, 9);
+//!     let workers = tether_actix::group::<Square>(&cluster, "workers");
+//!     assert_eq!(workers.send(Square(4)).await?, 16);
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![warn(unreachable_pub, missing_docs)]
 
 mod cluster;
 mod envelope;
 mod error;
 mod export;
+mod group;
+mod registry;
 mod remote_addr;
 
 pub use cluster::{subscribe, ClusterUpdate};
 pub use envelope::Envelope;
 pub use error::RemoteMailboxError;
 pub use export::export;
+pub use group::{group, Broadcast, RemoteGroup};
+pub use registry::{
+    group_members, join_group, leave_group, lookup_all, lookup_name, register, unregister, watch_group, watch_name,
+    GroupUpdate, NameUpdate,
+};
 pub use remote_addr::{lookup, RemoteAddr, Terminated, DEFAULT_TIMEOUT};

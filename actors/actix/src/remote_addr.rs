@@ -79,6 +79,17 @@ impl Message for Terminated {
     type Result = ();
 }
 
+/// How a request ended, for callers that may try another actor
+/// ([`RemoteAddr::request`]).
+pub(crate) enum Requested<M: Message> {
+    /// The handler's result.
+    Answered(M::Result),
+    /// Never handed over; the message comes back.
+    NotSent(M, RemoteMailboxError),
+    /// Handed over (or uncarriable), and no result.
+    Failed(RemoteMailboxError),
+}
+
 /// Finds the actor exported as `name` on the connected node `peer`, checking
 /// that it takes messages of type `M` (a mismatch is
 /// [`RemoteError::TypeMismatch`], reported at once).
@@ -157,35 +168,58 @@ where
         msg: M,
         timeout: Duration,
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
+        let request = self.request(msg, timeout);
+        async move {
+            match request.await {
+                Requested::Answered(result) => Ok(result),
+                Requested::NotSent(_, e) | Requested::Failed(e) => Err(e),
+            }
+        }
+    }
+
+    /// [`send_timeout`](Self::send_timeout), saying whether the request was
+    /// handed over: one that was not (the actor stopped or cannot be
+    /// reached, too many requests pending on its node) comes back, so that
+    /// a group can try another member.
+    pub(crate) fn request(&self, msg: M, timeout: Duration) -> impl Future<Output = Requested<M>> + Send + 'static {
         let link = self.link.clone();
         async move {
-            let _permit = link.rref.ask_permit().map_err(|e| match e {
-                AskError::TooManyPending { limit } => RemoteMailboxError::TooManyPending { limit },
-                AskError::Unreachable(e) => RemoteMailboxError::Unreachable(e),
-                other => RemoteMailboxError::Message(other.to_string()),
-            })?;
+            let _permit = match link.rref.ask_permit() {
+                Ok(p) => p,
+                Err(AskError::TooManyPending { limit }) => {
+                    return Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit })
+                }
+                Err(AskError::Unreachable(e)) => return Requested::NotSent(msg, RemoteMailboxError::Unreachable(e)),
+                Err(other) => return Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string())),
+            };
             let (reply, result) = oneshot::channel::<M::Result>();
             let (failed, failure) = tokio::sync::oneshot::channel();
             let exchange = async {
-                link.submit_wait(Pending::Send(msg, reply, failed)).await.map_err(Refused::into_mailbox_error)?;
+                match link.submit_wait(Pending::Send(msg, reply, failed)).await {
+                    Ok(()) => {}
+                    Err(Refused::Closed(p, error)) => {
+                        return Requested::NotSent(p.into_msg(), RemoteMailboxError::from_remote(error))
+                    }
+                    Err(refused) => return Requested::Failed(refused.into_mailbox_error()),
+                }
                 let node = link.rref.id().node;
                 match result.await {
-                    Ok(r) => Ok(r),
+                    Ok(r) => Requested::Answered(r),
                     // Not sent (the pump says why before it drops the
                     // reply port), or the actor stopped first.
                     Err(oneshot::RecvError::Dropped) => {
                         let mut failure = failure;
-                        Err(failure.try_recv().unwrap_or(RemoteMailboxError::Closed))
+                        Requested::Failed(failure.try_recv().unwrap_or(RemoteMailboxError::Closed))
                     }
                     Err(oneshot::RecvError::Connection(_)) => {
-                        Err(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
+                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
                     }
-                    Err(other) => Err(RemoteMailboxError::Message(other.to_string())),
+                    Err(other) => Requested::Failed(RemoteMailboxError::Message(other.to_string())),
                 }
             };
             match tokio::time::timeout(timeout, exchange).await {
                 Ok(r) => r,
-                Err(_) => Err(RemoteMailboxError::Timeout(timeout)),
+                Err(_) => Requested::Failed(RemoteMailboxError::Timeout(timeout)),
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tether::{AskError, RemoteError};
+use tether::{AskError, NodeId, RemoteError};
 
 /// Why [`RemoteActorRef::call`](crate::RemoteActorRef::call) failed.
 ///
@@ -33,5 +33,19 @@ impl CallError {
     /// Whether the call gave up waiting; the actor may still handle it.
     pub fn is_timeout(&self) -> bool {
         matches!(self, CallError::Timeout(_))
+    }
+
+    /// An ask's failure as a call's; `node` is the actor's, if known, to
+    /// name when a reply was lost with its connection.
+    pub(crate) fn from_ask(e: AskError, node: Option<NodeId>) -> CallError {
+        match (e, node) {
+            (AskError::Timeout(t), _) => CallError::Timeout(t),
+            (AskError::NoReply, _) => CallError::NoReply,
+            (AskError::Unreachable(e), _) => CallError::Unreachable(e),
+            (AskError::Reply(tether::oneshot::RecvError::Connection(_)), Some(node)) => {
+                CallError::Unreachable(RemoteError::NodeLost(node))
+            }
+            (other, _) => CallError::Failed(other),
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! Exporting a local ractor actor: its `ActorRef` as a tether mailbox.
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use futures::future::BoxFuture;
-use ractor::{ActorRef, MessagingErr};
-use tether::{Mailbox, NameTaken, Node, RemoteMessage, RemoteRef};
+use ractor::{ActorCell, ActorRef, ActorStatus, MessagingErr};
+use tether::{Mailbox, NameTaken, Node, NodeId, RemoteMessage, RemoteRef};
 
 use crate::pace::Pace;
 use crate::Paced;
@@ -93,11 +95,19 @@ impl<M: ractor::Message + RemoteMessage> Mailbox<M> for PacedMailbox<M> {
 ///
 /// [`NameTaken`] if another actor is already exported under `name` on this
 /// node.
+///
+/// Each call makes a new export (with its own id) of the actor. The first
+/// one, by this function or [`export_paced`], is also the one
+/// [`registry::register`](crate::registry::register) and
+/// [`pg::join`](crate::pg::join) use for it.
 pub fn export<M>(node: &Node, name: Option<&str>, actor: ActorRef<M>) -> Result<RemoteRef<M>, NameTaken>
 where
     M: ractor::Message + RemoteMessage,
 {
-    node.export(name, ActorMailbox(actor))
+    let cell = actor.get_cell();
+    let remote = node.export(name, ActorMailbox(actor))?;
+    remember(node, cell, &remote);
+    Ok(remote)
 }
 
 /// Makes an actor spawned with [`Paced::spawn`] reachable from peers of
@@ -142,5 +152,119 @@ where
     M: ractor::Message + RemoteMessage,
 {
     let (actor, pace) = actor.into_parts();
-    node.export(name, PacedMailbox { actor, pace })
+    let cell = actor.get_cell();
+    let remote = node.export(name, PacedMailbox { actor, pace })?;
+    remember(node, cell, &remote);
+    Ok(remote)
+}
+
+/// The actor's export on `node` for messages of type `M`: the first one
+/// made (by [`export`], [`export_paced`] or here) while the actor runs,
+/// else a new one, unpaced and without a name. So joining groups and
+/// claiming names for one `ActorRef` give one actor id, and a broadcast to
+/// a group it joined twice reaches it once. An actor spawned with
+/// [`Paced::spawn`] and exported with [`export_paced`] first stays paced.
+pub(crate) fn export_once<M>(node: &Node, actor: &ActorRef<M>) -> RemoteRef<M>
+where
+    M: ractor::Message + RemoteMessage,
+{
+    if let Some(found) = find_export(node, actor) {
+        return found;
+    }
+    let remote = match export(node, None, actor.clone()) {
+        Ok(r) => r,
+        Err(_) => unreachable!("an export without a name is never refused"),
+    };
+    // Two callers may both get here for one actor: the first remembered
+    // wins, and the other export stays unused (it ends with the actor).
+    find_export(node, actor).unwrap_or(remote)
+}
+
+/// The export [`export_once`] would give, if there is one.
+pub(crate) fn find_export<M>(node: &Node, actor: &ActorRef<M>) -> Option<RemoteRef<M>>
+where
+    M: ractor::Message + RemoteMessage,
+{
+    let key = (actor.get_id(), TypeId::of::<M>());
+    let state = node_state(node);
+    let mut exported = state.exported.lock().unwrap_or_else(|e| e.into_inner());
+    let (cell, remote) = exported.by_actor.get(&key)?;
+    if has_stopped(cell) {
+        exported.by_actor.remove(&key);
+        return None;
+    }
+    remote.downcast_ref::<RemoteRef<M>>().cloned()
+}
+
+/// Keeps `remote` as the actor's export, unless it has a live one.
+fn remember<M: RemoteMessage>(node: &Node, cell: ActorCell, remote: &RemoteRef<M>) {
+    let key = (cell.get_id(), TypeId::of::<M>());
+    let state = node_state(node);
+    let mut exported = state.exported.lock().unwrap_or_else(|e| e.into_inner());
+    if exported.by_actor.get(&key).is_some_and(|(cell, _)| !has_stopped(cell)) {
+        return;
+    }
+    exported.by_actor.insert(key, (cell, Box::new(remote.clone())));
+    if exported.by_actor.len() >= 2 * exported.swept.max(8) {
+        exported.by_actor.retain(|_, (cell, _)| !has_stopped(cell));
+        exported.swept = exported.by_actor.len();
+    }
+}
+
+fn has_stopped(cell: &ActorCell) -> bool {
+    cell.get_status() >= ActorStatus::Stopping
+}
+
+/// This crate's state for one node: its actors' exports, by actor and
+/// message type (see [`export_once`]).
+///
+/// The node owns it: an export of its own (which takes no messages and
+/// never stops) holds it, so it goes with the node's exports when the node
+/// is dropped. Found through [`NODES`], which holds it weakly.
+#[derive(Default)]
+struct NodeState {
+    exported: Mutex<Exported>,
+}
+
+/// An actor's export: its cell (to tell whether it still runs) and its
+/// `RemoteRef<M>`.
+type Export = (ActorCell, Box<dyn Any + Send>);
+
+#[derive(Default)]
+struct Exported {
+    by_actor: HashMap<(ractor::ActorId, TypeId), Export>,
+    /// The size after the last sweep of stopped actors.
+    swept: usize,
+}
+
+/// Each node's [`NodeState`], by node id. Process-wide because a `Node`
+/// has no room for an adapter's state; weak, so the node alone owns it.
+static NODES: LazyLock<Mutex<HashMap<NodeId, Weak<NodeState>>>> = LazyLock::new(Default::default);
+
+/// The export that ties a [`NodeState`] to its node.
+struct Anchor {
+    _state: Arc<NodeState>,
+}
+
+impl Mailbox<()> for Anchor {
+    fn deliver(&self, msg: ()) -> Result<(), ()> {
+        Err(msg)
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+fn node_state(node: &Node) -> Arc<NodeState> {
+    let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = nodes.get(&node.id()).and_then(Weak::upgrade) {
+        return state;
+    }
+    nodes.retain(|_, state| state.strong_count() > 0);
+    let state = Arc::new(NodeState::default());
+    // Without a name, and its ref dropped at once: nothing can reach it.
+    let _ = node.export(None, Anchor { _state: state.clone() });
+    nodes.insert(node.id(), Arc::downgrade(&state));
+    state
 }

@@ -48,6 +48,18 @@
 //! This crate never enables ractor's `cluster` feature, so message types
 //! are plain Rust enums, as in any ractor program.
 //!
+//! # Cluster names and groups
+//!
+//! Over a [`tether::cluster::Cluster`], [`registry`] and [`pg`] take the
+//! shape of ractor's modules of the same names, cluster-wide:
+//! [`registry::register`] claims a name for a running actor and
+//! [`registry::where_is`] finds it from any member; [`pg::join`],
+//! [`pg::leave`], [`pg::get_members`], [`pg::monitor`] and the rest work as
+//! ractor's `pg` does, with members on every node, as [`RemoteActorRef`]s.
+//! [`pg::group`] gives a [`RemoteGroup`] to `cast`, `send` or `call` one
+//! member (round robin, or by key) or `broadcast` to all. [`subscribe`]
+//! delivers the cluster's membership events to an actor.
+//!
 //! # Example
 //!
 //! ```
@@ -109,13 +121,17 @@
 mod cluster;
 mod error;
 mod export;
+mod group;
 mod pace;
+pub mod pg;
+pub mod registry;
 mod remote_ref;
 mod watch;
 
 pub use cluster::subscribe;
 pub use error::CallError;
 pub use export::{export, export_paced};
+pub use group::RemoteGroup;
 pub use pace::Paced;
 pub use remote_ref::{lookup, RemoteActorRef};
 pub use watch::{watch, Watch};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tether::{ActorId, AskError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError};
+use tether::{ActorId, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError};
 
 use crate::CallError;
 
@@ -87,15 +87,7 @@ impl<M: RemoteMessage> RemoteActorRef<M> {
         make: impl FnOnce(ReplyPort<R>) -> M,
         timeout: Duration,
     ) -> Result<R, CallError> {
-        self.inner.ask(make, timeout).await.map_err(|e| match e {
-            AskError::Timeout(t) => CallError::Timeout(t),
-            AskError::NoReply => CallError::NoReply,
-            AskError::Unreachable(e) => CallError::Unreachable(e),
-            AskError::Reply(tether::oneshot::RecvError::Connection(_)) => {
-                CallError::Unreachable(RemoteError::NodeLost(self.inner.id().node))
-            }
-            other => CallError::Failed(other),
-        })
+        self.inner.ask(make, timeout).await.map_err(|e| CallError::from_ask(e, Some(self.inner.id().node)))
     }
 
     /// The actor's identity: its node and its id there.
