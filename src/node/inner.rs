@@ -91,6 +91,9 @@ pub(crate) struct NodeInner {
     /// Bumped whenever the registry changes (an export named, unnamed, or
     /// gone), for the layers above that publish it.
     pub(crate) exports_changed: tokio::sync::watch::Sender<u64>,
+    /// State the layers above and framework adapters keep per node, by
+    /// type (see `Node::extension`); dropped with the node.
+    pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl NodeInner {
@@ -109,6 +112,7 @@ impl NodeInner {
             directory: std::sync::OnceLock::new(),
             dialing: Default::default(),
             exports_changed: tokio::sync::watch::channel(0).0,
+            extensions: Mutex::new(HashMap::new()),
         }
     }
 

@@ -260,6 +260,16 @@ impl Node {
         Ok(RemoteRef { route })
     }
 
+    /// This node's value of type `T`, made with `T::default()` the first
+    /// time: state a framework adapter keeps per node (the exports it made,
+    /// say). It lives as long as the node (until its last handle is
+    /// dropped), so it may hold what the node's exports hold.
+    pub fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut all = self.inner.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = all.entry(std::any::TypeId::of::<T>()).or_insert_with(|| Arc::new(T::default()));
+        slot.clone().downcast::<T>().expect("stored under its own type id")
+    }
+
     /// Removes a name; refs already handed out keep working.
     pub fn unexport(&self, name: &str) -> bool {
         let removed = self.inner.lock().registry.unname(name);

@@ -2,11 +2,11 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use ractor::{ActorCell, ActorRef, ActorStatus, MessagingErr};
-use tether::{Mailbox, NameTaken, Node, NodeId, RemoteMessage, RemoteRef};
+use tether::{Mailbox, NameTaken, Node, RemoteMessage, RemoteRef};
 
 use crate::pace::Pace;
 use crate::Paced;
@@ -218,9 +218,7 @@ fn has_stopped(cell: &ActorCell) -> bool {
 /// This crate's state for one node: its actors' exports, by actor and
 /// message type (see [`export_once`]).
 ///
-/// The node owns it: an export of its own (which takes no messages and
-/// never stops) holds it, so it goes with the node's exports when the node
-/// is dropped. Found through [`NODES`], which holds it weakly.
+/// The node owns it ([`Node::extension`]), so it goes with the node.
 #[derive(Default)]
 struct NodeState {
     exported: Mutex<Exported>,
@@ -237,34 +235,6 @@ struct Exported {
     swept: usize,
 }
 
-/// Each node's [`NodeState`], by node id. Process-wide because a `Node`
-/// has no room for an adapter's state; weak, so the node alone owns it.
-static NODES: LazyLock<Mutex<HashMap<NodeId, Weak<NodeState>>>> = LazyLock::new(Default::default);
-
-/// The export that ties a [`NodeState`] to its node.
-struct Anchor {
-    _state: Arc<NodeState>,
-}
-
-impl Mailbox<()> for Anchor {
-    fn deliver(&self, msg: ()) -> Result<(), ()> {
-        Err(msg)
-    }
-
-    fn stopped(&self) -> BoxFuture<'static, ()> {
-        Box::pin(futures::future::pending())
-    }
-}
-
 fn node_state(node: &Node) -> Arc<NodeState> {
-    let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(state) = nodes.get(&node.id()).and_then(Weak::upgrade) {
-        return state;
-    }
-    nodes.retain(|_, state| state.strong_count() > 0);
-    let state = Arc::new(NodeState::default());
-    // Without a name, and its ref dropped at once: nothing can reach it.
-    let _ = node.export(None, Anchor { _state: state.clone() });
-    nodes.insert(node.id(), Arc::downgrade(&state));
-    state
+    node.extension::<NodeState>()
 }
