@@ -243,6 +243,20 @@ impl<M: RemoteMessage> Group<M> {
         m.refs.clone()
     }
 
+    /// Indices into `members` (as [`Group::members`] returned them) in the
+    /// order a send tries them: the strategy's pick first, then the others
+    /// round from it. For framework adapters that send by other means and
+    /// pick as the group does; each call is the next turn.
+    pub fn pick_order(&self, members: &[RemoteRef<M>]) -> Vec<usize> {
+        self.order(members, None).collect()
+    }
+
+    /// [`Group::pick_order`] for a keyed send: the member `key` hashes to
+    /// first (see [`Group::tell_keyed`]).
+    pub fn pick_order_keyed(&self, members: &[RemoteRef<M>], key: &impl Hash) -> Vec<usize> {
+        self.order(members, Some(hash_key(key))).collect()
+    }
+
     /// Members in the order to try them: the strategy's pick first, then
     /// the others round from it. Allocates only for a keyed send.
     fn order(&self, members: &[RemoteRef<M>], key: Option<u64>) -> Order {

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Message;
-use tether::cluster::{Cluster, Group, GroupKey};
+use tether::cluster::{Cluster, Group, GroupKey, Strategy};
 use tether::{ActorId, RemoteError, RemoteMessage, RemoteRef, TellError};
 
 use crate::envelope::Envelope;
@@ -18,7 +18,7 @@ use crate::remote_addr::Requested;
 use crate::{RemoteAddr, RemoteMailboxError, DEFAULT_TIMEOUT};
 
 /// A handle for sending to the members of a process group, wherever they
-/// run, with [`RemoteAddr`]'s methods: to one member picked round robin,
+/// run, with [`RemoteAddr`]'s methods: to one member picked by the group's strategy,
 /// to the member a key hashes to, or to all ([`broadcast`](Self::broadcast)).
 ///
 /// Get one with [`group`](crate::group). It follows the group's membership
@@ -45,8 +45,6 @@ pub struct RemoteGroup<M: Message> {
 
 /// What clones of a handle share.
 struct Shared<M: Message> {
-    /// The next round-robin turn.
-    next: AtomicUsize,
     /// Messages `do_send` dropped.
     dropped: AtomicU64,
     /// Why `do_send` is dropping now: an episode of full windows or of no
@@ -71,6 +69,14 @@ struct Members<M: Message> {
     addrs: Arc<[RemoteAddr<M>]>,
 }
 
+/// The members for one send, and the order to try them in.
+struct Pick<M: Message> {
+    members: Arc<[RemoteAddr<M>]>,
+    order: Vec<usize>,
+    /// A keyed send waits for its member, never another.
+    keyed: bool,
+}
+
 /// What a [`RemoteGroup::broadcast`] did.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -91,7 +97,6 @@ where
     RemoteGroup {
         group: cluster.group::<Envelope<M>>(group),
         shared: Arc::new(Shared {
-            next: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             dropping: Mutex::new(Dropping::No),
             members: Mutex::new(Members { refs: Arc::new([]), addrs: Arc::new([]) }),
@@ -109,6 +114,13 @@ where
         self.group.key()
     }
 
+    /// The same group, picking members by `strategy` (round robin by
+    /// default): [`Strategy::Random`], or [`Strategy::LeastLoaded`], the
+    /// member with the fewest bytes outstanding from this node.
+    pub fn with_strategy(self, strategy: Strategy) -> RemoteGroup<M> {
+        RemoteGroup { group: self.group.with_strategy(strategy), shared: self.shared }
+    }
+
     /// The members now that take messages of type `M`, by node.
     pub fn members(&self) -> Vec<RemoteAddr<M>> {
         self.current().to_vec()
@@ -121,7 +133,7 @@ where
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Sends a message to one member, picked round robin, without waiting
+    /// Sends a message to one member, picked by the group's strategy, without waiting
     /// and without a result.
     ///
     /// Never blocks. If the picked member's window is full or it cannot be
@@ -134,7 +146,7 @@ where
     /// actix does; a group with no member left to take a message is worth
     /// a warning.
     pub fn do_send(&self, msg: M) {
-        self.do_send_in(msg, None)
+        self.do_send_in(msg, self.turn())
     }
 
     /// [`do_send`](Self::do_send) to the member `key` hashes to (see
@@ -142,11 +154,11 @@ where
     /// the message is dropped rather than sent to another, which would
     /// break the key's order.
     pub fn do_send_keyed(&self, key: &impl Hash, msg: M) {
-        self.do_send_in(msg, Some(hash_key(key)))
+        self.do_send_in(msg, self.keyed(key))
     }
 
-    fn do_send_in(&self, msg: M, key: Option<u64>) {
-        let error = match self.try_send_in(msg, key) {
+    fn do_send_in(&self, msg: M, pick: Pick<M>) {
+        let error = match self.try_send_in(msg, pick) {
             Ok(()) => {
                 *self.dropping() = Dropping::No;
                 return;
@@ -173,7 +185,7 @@ where
     }
 
     /// Sends a message to one member if one has room now; never waits. The
-    /// member picked round robin first, else the next with room.
+    /// member picked by the group's strategy first, else the next with room.
     ///
     /// # Errors
     ///
@@ -182,25 +194,24 @@ where
     /// be reached, with [`RemoteError::NotFound`] if the group has none;
     /// [`TellError::Send`] if the message cannot be carried.
     pub fn try_send(&self, msg: M) -> Result<(), TellError<M>> {
-        self.try_send_in(msg, None)
+        self.try_send_in(msg, self.turn())
     }
 
     /// [`try_send`](Self::try_send) to the member `key` hashes to; `Full`
     /// if its window is full.
     pub fn try_send_keyed(&self, key: &impl Hash, msg: M) -> Result<(), TellError<M>> {
-        self.try_send_in(msg, Some(hash_key(key)))
+        self.try_send_in(msg, self.keyed(key))
     }
 
-    fn try_send_in(&self, msg: M, key: Option<u64>) -> Result<(), TellError<M>> {
-        let members = self.current();
+    fn try_send_in(&self, msg: M, Pick { members, order, keyed }: Pick<M>) -> Result<(), TellError<M>> {
         let mut msg = msg;
         let mut full = false;
         let mut last = RemoteError::NotFound(self.key().to_string());
-        for i in order(&members, key, &self.shared.next) {
+        for i in order {
             match members[i].try_send(msg) {
                 Ok(()) => return Ok(()),
                 // A keyed message waits for its member, never another.
-                Err(TellError::Full(back)) if key.is_some() => return Err(TellError::Full(back)),
+                Err(TellError::Full(back)) if keyed => return Err(TellError::Full(back)),
                 Err(TellError::Full(back)) => {
                     msg = back;
                     full = true;
@@ -215,7 +226,7 @@ where
         Err(if full { TellError::Full(msg) } else { TellError::Unreachable { msg, error: last } })
     }
 
-    /// Sends a message to one member, picked round robin, without a result,
+    /// Sends a message to one member, picked by the group's strategy, without a result,
     /// waiting while its window is full. A member that cannot be reached is
     /// skipped for the next.
     ///
@@ -225,19 +236,18 @@ where
     /// [`RemoteError::NotFound`] if the group has none), [`TellError::Send`]
     /// if the message cannot be carried; the message comes back.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
-        self.tell_in(msg, None).await
+        self.tell_in(msg, self.turn()).await
     }
 
     /// [`tell`](Self::tell) to the member `key` hashes to.
     pub async fn tell_keyed(&self, key: &impl Hash, msg: M) -> Result<(), TellError<M>> {
-        self.tell_in(msg, Some(hash_key(key))).await
+        self.tell_in(msg, self.keyed(key)).await
     }
 
-    async fn tell_in(&self, msg: M, key: Option<u64>) -> Result<(), TellError<M>> {
-        let members = self.current();
+    async fn tell_in(&self, msg: M, Pick { members, order, .. }: Pick<M>) -> Result<(), TellError<M>> {
         let mut msg = msg;
         let mut last = RemoteError::NotFound(self.key().to_string());
-        for i in order(&members, key, &self.shared.next) {
+        for i in order {
             match members[i].tell(msg).await {
                 Ok(()) => return Ok(()),
                 Err(TellError::Unreachable { msg: back, error }) => {
@@ -250,14 +260,14 @@ where
         Err(TellError::Unreachable { msg, error: last })
     }
 
-    /// Sends a message to one member, picked round robin, and waits for its
+    /// Sends a message to one member, picked by the group's strategy, and waits for its
     /// handler's result, at most [`DEFAULT_TIMEOUT`]. See
     /// [`send_timeout`](Self::send_timeout).
     pub fn send(&self, msg: M) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
-        self.send_in(msg, None, DEFAULT_TIMEOUT)
+        self.send_in(msg, self.turn(), DEFAULT_TIMEOUT)
     }
 
-    /// Sends a message to one member, picked round robin, and waits for its
+    /// Sends a message to one member, picked by the group's strategy, and waits for its
     /// handler's result, at most `timeout` in all.
     ///
     /// A member that cannot take the request (its actor stopped, its node
@@ -275,7 +285,7 @@ where
         msg: M,
         timeout: Duration,
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
-        self.send_in(msg, None, timeout)
+        self.send_in(msg, self.turn(), timeout)
     }
 
     /// [`send`](Self::send) to the member `key` hashes to: the same member
@@ -288,7 +298,7 @@ where
         key: &impl Hash,
         msg: M,
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
-        self.send_in(msg, Some(hash_key(key)), DEFAULT_TIMEOUT)
+        self.send_in(msg, self.keyed(key), DEFAULT_TIMEOUT)
     }
 
     /// [`send_keyed`](Self::send_keyed) waiting at most `timeout`.
@@ -298,17 +308,15 @@ where
         msg: M,
         timeout: Duration,
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
-        self.send_in(msg, Some(hash_key(key)), timeout)
+        self.send_in(msg, self.keyed(key), timeout)
     }
 
     fn send_in(
         &self,
         msg: M,
-        key: Option<u64>,
+        Pick { members, order, .. }: Pick<M>,
         timeout: Duration,
     ) -> impl Future<Output = Result<M::Result, RemoteMailboxError>> + Send + 'static {
-        let members = self.current();
-        let order = order(&members, key, &self.shared.next);
         let none = RemoteMailboxError::Unreachable(RemoteError::NotFound(self.key().to_string()));
         async move {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -338,6 +346,12 @@ where
     /// The members now, each with one handle kept across membership changes
     /// (so that its outbox, and the order it keeps, lasts).
     fn current(&self) -> Arc<[RemoteAddr<M>]> {
+        self.current_with_refs().addrs
+    }
+
+    /// [`current`](Self::current), with the core's refs in the same order
+    /// (what the core's pick order indexes).
+    fn current_with_refs(&self) -> Members<M> {
         let refs = self.group.members();
         let mut m = self.shared.members.lock().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&m.refs, &refs) {
@@ -351,7 +365,21 @@ where
                 .collect();
             *m = Members { refs, addrs };
         }
-        m.addrs.clone()
+        Members { refs: m.refs.clone(), addrs: m.addrs.clone() }
+    }
+
+    /// The members, in the order the core group picks them for the next
+    /// send: by its strategy.
+    fn turn(&self) -> Pick<M> {
+        let Members { refs, addrs } = self.current_with_refs();
+        Pick { order: self.group.pick_order(&refs), members: addrs, keyed: false }
+    }
+
+    /// [`turn`](Self::turn) for a keyed send: rendezvous hashing, as the
+    /// core group does, so every node sends a key to the same member.
+    fn keyed(&self, key: &impl Hash) -> Pick<M> {
+        let Members { refs, addrs } = self.current_with_refs();
+        Pick { order: self.group.pick_order_keyed(&refs, key), members: addrs, keyed: true }
     }
 }
 
@@ -392,31 +420,6 @@ impl<M: Message> fmt::Debug for RemoteGroup<M> {
     }
 }
 
-/// Members in the order to try them: for a key, by rendezvous hashing (each
-/// member scores the key, the highest first: a member joining or leaving
-/// moves only its own keys); else the next round-robin turn first, then the
-/// others round from it.
-///
-/// The same order as `tether::cluster::Group` uses, which keeps its own
-/// private; see the crate's tests for the keyed case.
-fn order<M>(members: &[RemoteAddr<M>], key: Option<u64>, next: &AtomicUsize) -> Vec<usize>
-where
-    M: Message + RemoteMessage,
-    M::Result: RemoteMessage,
-{
-    let n = members.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    if let Some(key) = key {
-        let mut scored: Vec<(u64, usize)> = members.iter().enumerate().map(|(i, m)| (score(key, m.id()), i)).collect();
-        scored.sort_unstable_by(|a, b| b.cmp(a));
-        return scored.into_iter().map(|(_, i)| i).collect();
-    }
-    let start = next.fetch_add(1, Ordering::Relaxed) % n;
-    (0..n).map(|k| (start + k) % n).collect()
-}
-
 fn without_msg<M>(e: TellError<M>) -> TellError<()> {
     match e {
         TellError::Full(_) => TellError::Full(()),
@@ -424,38 +427,6 @@ fn without_msg<M>(e: TellError<M>) -> TellError<()> {
         TellError::Send(e) => TellError::Send(e.split().1),
         // Nothing else comes from `tell`; kept as not sent.
         _ => TellError::Send(tether::mpsc::SendError::Closed(())),
-    }
-}
-
-/// A key's hash, the same on every node and build: FNV-1a through `Hasher`
-/// (std's hasher is randomly keyed), as tether's groups hash keys.
-fn hash_key(key: &impl Hash) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    key.hash(&mut h);
-    h.finish()
-}
-
-fn score(key: u64, member: ActorId) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    key.hash(&mut h);
-    member.hash(&mut h);
-    // Mixed once more: FNV's last bytes otherwise dominate the order.
-    let x = h.finish();
-    (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd)
-}
-
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= *b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
@@ -502,7 +473,8 @@ mod tests {
         for k in 0..64u32 {
             let key = format!("key-{k}");
             let theirs = core.tell_keyed(&key, Envelope(Kind::Tell { msg: Ping })).await.unwrap();
-            let mine = members[order(&members, Some(hash_key(&key)), &AtomicUsize::new(0))[0]].id();
+            let pick = ours.keyed(&key);
+            let mine = pick.members[pick.order[0]].id();
             assert_eq!(mine, theirs, "{key}");
             picked.insert(mine);
         }
