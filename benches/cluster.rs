@@ -39,6 +39,49 @@
 //! There is no raw-TCP baseline for a cluster: each line carries its
 //! `target` (null where the issue sets none) and whether it was met.
 //!
+//! The registry workloads (issue #15) run on members in this process too,
+//! each measurement on its own converged cluster, and carry the baseline
+//! named in their line, measured in the same run:
+//!
+//! - **W7-lookup-warm**: `Cluster::lookup` of a name exported on the other
+//!   member of a cluster of 2, after its first lookup (the ref is kept):
+//!   `tether` is ns per lookup over a run of them; `raw_rtt_us` a raw-TCP
+//!   round trip (median); `slower_than_raw_rtt` counts the lookups of a
+//!   second, individually timed run that took longer than that round trip
+//!   (only those can have crossed the network), beside
+//!   `control_slower_than_raw_rtt`, the same count for a loop timing
+//!   nothing (what preemption alone makes); `routes_added` is what the runs
+//!   added to the node's routes. `no_round_trip`: no route was added, a
+//!   lookup takes under a tenth of the round trip on average, and at most
+//!   one in 1,000 took as long as one.
+//! - **W7-lookup-cold**: the first `Cluster::lookup` of a freshly exported
+//!   name on the other member, timed from the moment the name has reached
+//!   the looking member (its `watch_name` said so) until the ref is ready:
+//!   one route opened, over the connection the registry's own sync already
+//!   keeps. Median, p99 and max µs beside the raw-TCP round trip;
+//!   `propagation_ms` is the median time from `Node::export` to the name
+//!   arriving at the other member (gossip of the version, then a pull).
+//! - **W7-group-tell-1** / **W7-group-tell-3**: small messages (u64 + 32
+//!   bytes) from one member through `Group::tell` (round robin) to a group
+//!   of 1 (of 3) actors on the other member, until the actors have counted
+//!   them all, beside `direct`: `RemoteRef::tell` to the same actors (the
+//!   same refs, taken in turn for 3). Messages/s; `ratio` is group over
+//!   direct; target at least 0.9. The two alternate, which first changing
+//!   each round, for 3 rounds (5 in the full mode); each figure is the
+//!   median of its rounds.
+//! - **W7-idle-cpu-5**: the CPU time (user and system, all threads) this
+//!   process spends per second, in ms, while a converged cluster of 5
+//!   members in it does nothing, no name exported, over `idle_s`. An idle
+//!   cluster should cost next to nothing (gossip a few times a second);
+//!   no bound is set.
+//! - **W7-broadcast-32**: 32 subscribers of a topic, 8 actors on each of 4
+//!   members, and a publisher on a fifth member (so every delivery crosses
+//!   a connection). `tether` is deliveries/s while `Topic::publish` runs
+//!   back to back until every subscriber has all; `publish_us` the mean
+//!   time of one publish call (queued to all 32); `latency` the time from a
+//!   publish to its 32nd delivery, one broadcast at a time (µs), beside
+//!   the raw-TCP round trip.
+//!
 //! Output: one JSON object per workload on stdout, progress on stderr.
 //!
 //! ```text
@@ -57,12 +100,15 @@ mod common;
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{errors_field, json_str, Bench, Progress, Res};
-use tether::cluster::{Cluster, ClusterConfig, ClusterError, ClusterEvent, GossipStats, MemberStatus};
-use tether::{Config, Cookie, Node};
+use common::{errors_field, json_str, raw_rtt, Bench, Lat, Progress, Res, Small};
+use tether::cluster::{
+    Cluster, ClusterConfig, ClusterError, ClusterEvent, GossipStats, GroupEvent, MemberStatus, NameEvent,
+};
+use tether::{Config, Cookie, Mailbox, Node, RemoteRef};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
@@ -82,6 +128,17 @@ const OBSERVERS: usize = 7;
 struct Sizes {
     /// Runs of each W7-converge-N and of W7-nodedown.
     runs: usize,
+    /// W7-lookup: warm lookups per timed run, fresh names looked up cold.
+    warm: usize,
+    cold: usize,
+    /// W7-group-tell: messages per run; rounds of (direct, group).
+    tells: u64,
+    rounds: usize,
+    /// W7-broadcast: publishes back to back, then one at a time.
+    broadcasts: u64,
+    sequential: usize,
+    /// Raw-TCP round trips beside the registry workloads.
+    rtts: usize,
     /// W7-gossip-rest: wait after convergence, then the measured window. A
     /// member announces every second for its first ten announces after it
     /// joins (the engine's joining pace), so the wait covers those: at rest
@@ -95,6 +152,13 @@ impl Sizes {
     fn full() -> Self {
         Sizes {
             runs: 3,
+            warm: 1_000_000,
+            cold: 500,
+            tells: 1_000_000,
+            rounds: 5,
+            broadcasts: 20_000,
+            sequential: 2_000,
+            rtts: 20_000,
             settle: Duration::from_secs(15),
             window: Duration::from_secs(10),
             deadline: Duration::from_secs(60),
@@ -104,6 +168,13 @@ impl Sizes {
     fn quick() -> Self {
         Sizes {
             runs: 1,
+            warm: 200_000,
+            cold: 100,
+            tells: 200_000,
+            rounds: 3,
+            broadcasts: 5_000,
+            sequential: 500,
+            rtts: 5_000,
             settle: Duration::from_secs(12),
             window: Duration::from_secs(5),
             deadline: Duration::from_secs(30),
@@ -360,6 +431,346 @@ async fn memory(n: usize, p: Arc<Progress>) -> Res<(f64, u64, u64)> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Registry workloads: lookups, group sends, broadcast
+// ---------------------------------------------------------------------------------------------
+
+/// What the counting actors of one measurement have received, all together; each actor checks
+/// that the numbers it gets rise (one sender numbers them).
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    /// Rising numbers that came in lower than an earlier one.
+    misordered: AtomicU64,
+    /// `received` to wake [`Sink::reach`] at.
+    target: AtomicU64,
+    done: tokio::sync::Notify,
+}
+
+impl Sink {
+    /// Waits until `n` messages arrived in all.
+    async fn reach(&self, n: u64) {
+        self.target.store(n, Ordering::SeqCst);
+        while self.received.load(Ordering::SeqCst) < n {
+            // `notify_one` keeps a permit for a waiter that comes late.
+            self.done.notified().await;
+        }
+    }
+
+    fn check(&self, want: u64) -> Res<()> {
+        let (got, mis) = (self.received.load(Ordering::SeqCst), self.misordered.load(Ordering::SeqCst));
+        if got != want {
+            return Err(format!("the actors got {got} messages, expected {want}"));
+        }
+        if mis != 0 {
+            return Err(format!("{mis} messages out of order"));
+        }
+        Ok(())
+    }
+}
+
+/// A counting actor: the node hands it each message on the route's pump, which is all it does.
+struct Counter {
+    sink: Arc<Sink>,
+    /// One more than the last number seen; 0 for none.
+    next: AtomicU64,
+}
+
+impl Counter {
+    fn new(sink: &Arc<Sink>) -> Counter {
+        Counter { sink: sink.clone(), next: AtomicU64::new(0) }
+    }
+}
+
+impl Mailbox<Small> for Counter {
+    fn deliver(&self, msg: Small) -> Result<(), Small> {
+        if msg.seq < self.next.swap(msg.seq + 1, Ordering::Relaxed) {
+            self.sink.misordered.fetch_add(1, Ordering::Relaxed);
+        }
+        let got = self.sink.received.fetch_add(1, Ordering::SeqCst) + 1;
+        if got == self.sink.target.load(Ordering::SeqCst) {
+            self.sink.done.notify_one();
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Waits until `name` has a holder as `cluster` sees it.
+async fn arrived(cluster: &Cluster, name: &str) -> Res<()> {
+    match cluster.watch_name(name).recv().await {
+        Ok(NameEvent::Registered(_)) => Ok(()),
+        other => Err(format!("watching {name:?}: {other:?}")),
+    }
+}
+
+/// Waits until `cluster` sees `n` members in `group`.
+async fn group_of(cluster: &Cluster, group: &str, n: usize) -> Res<()> {
+    let mut watch = cluster.watch_group(group);
+    let mut members = HashSet::new();
+    while members.len() < n {
+        match watch.recv().await {
+            Ok(GroupEvent::Joined(a)) => members.insert(a),
+            Ok(GroupEvent::Left(a)) => members.remove(&a),
+            other => return Err(format!("watching group {group:?}: {other:?}")),
+        };
+    }
+    Ok(())
+}
+
+/// W7-lookup-warm and W7-lookup-cold.
+struct Lookups {
+    /// Warm: ns per lookup; lookups of the timed run slower than the raw round trip; routes the
+    /// warm runs added.
+    warm_ns: f64,
+    slower: usize,
+    /// The same count for a loop timing nothing.
+    control: usize,
+    warm_max_us: f64,
+    routes_added: isize,
+    cold: Lat,
+    first_cold_us: f64,
+    propagation_ms: f64,
+    raw: Lat,
+}
+
+async fn lookups(warm: usize, cold: usize, rtts: usize, p: Arc<Progress>) -> Res<Lookups> {
+    let formed = form(2, &p).await?;
+    let [(_, a), (b_node, _)] = &formed.members[..] else { return Err("two members".into()) };
+    p.stage("raw round trips");
+    let raw = raw_rtt(rtts, p.clone()).await?;
+
+    // Cold: a fresh name each time, timed from its arrival here.
+    p.stage("cold lookups");
+    let sink = Arc::new(Sink::default());
+    let (mut samples, mut propagation) = (Vec::with_capacity(cold), Vec::with_capacity(cold));
+    for i in 0..cold {
+        let name = format!("cold-{i}");
+        let exported = Instant::now();
+        b_node.export(Some(&name), Counter::new(&sink)).map_err(|e| format!("export: {e}"))?;
+        arrived(a, &name).await?;
+        propagation.push(ms(exported.elapsed()));
+        let t = Instant::now();
+        let r: RemoteRef<Small> = a.lookup(&name).await.map_err(|e| format!("cold lookup of {name}: {e}"))?;
+        samples.push(t.elapsed().as_nanos() as u64);
+        std::hint::black_box(r);
+        p.sent();
+    }
+    let first_cold_us = samples[0] as f64 / 1e3;
+    let mut slowest: Vec<(u64, usize)> = samples.iter().copied().zip(0..).collect();
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest: Vec<String> =
+        slowest.iter().take(5).map(|(ns, i)| format!("#{i} {:.0} us", *ns as f64 / 1e3)).collect();
+    eprintln!("[cluster] slowest cold lookups: {}", slowest.join(", "));
+    let cold = Lat::from_nanos(samples)?;
+
+    // Warm: the same name again and again.
+    p.stage("warm lookups");
+    b_node.export(Some("warm"), Counter::new(&sink)).map_err(|e| format!("export: {e}"))?;
+    arrived(a, "warm").await?;
+    let first: RemoteRef<Small> = a.lookup("warm").await.map_err(|e| format!("first lookup: {e}"))?;
+    let routes = formed.members[0].0.stats().routes as isize;
+    let t = Instant::now();
+    for _ in 0..warm {
+        let r: RemoteRef<Small> = a.lookup("warm").await.map_err(|e| format!("warm lookup: {e}"))?;
+        std::hint::black_box(r);
+    }
+    let warm_ns = t.elapsed().as_nanos() as f64 / warm as f64;
+    // Again, each timed: a lookup that crossed the network took a round trip at least. A loop
+    // timing nothing shows how many slow ones the machine makes by itself (preemption).
+    let rtt = Duration::from_nanos((raw.median * 1e3) as u64);
+    let mut control = 0;
+    for _ in 0..warm {
+        let t = Instant::now();
+        std::hint::black_box(&first);
+        control += usize::from(t.elapsed() > rtt);
+    }
+    let (mut slower, mut max) = (0, Duration::ZERO);
+    for _ in 0..warm {
+        let t = Instant::now();
+        let r: RemoteRef<Small> = a.lookup("warm").await.map_err(|e| format!("warm lookup: {e}"))?;
+        let took = t.elapsed();
+        if r.id() != first.id() {
+            return Err(format!("a warm lookup found {}, not {}", r.id(), first.id()));
+        }
+        slower += usize::from(took > rtt);
+        max = max.max(took);
+    }
+    let routes_added = formed.members[0].0.stats().routes as isize - routes;
+    Ok(Lookups {
+        warm_ns,
+        slower,
+        control,
+        warm_max_us: max.as_secs_f64() * 1e6,
+        routes_added,
+        cold,
+        first_cold_us,
+        propagation_ms: median(&mut propagation),
+        raw,
+    })
+}
+
+/// W7-group-tell-1 and -3: for 1 member and for 3, the rates of each round, (direct, group).
+type Rounds = [[Vec<f64>; 2]; 2];
+
+async fn group_tells(n: u64, rounds: usize, p: Arc<Progress>) -> Res<Rounds> {
+    let formed = form(2, &p).await?;
+    let [(_, a), (b_node, b)] = &formed.members[..] else { return Err("two members".into()) };
+    p.stage("groups");
+    let sink = Arc::new(Sink::default());
+    for i in 0..3 {
+        let r = b_node.export(None, Counter::new(&sink)).map_err(|e| format!("export: {e}"))?;
+        if i == 0 {
+            b.join_group("one", &r).map_err(|e| format!("join_group: {e}"))?;
+        }
+        b.join_group("three", &r).map_err(|e| format!("join_group: {e}"))?;
+    }
+    group_of(a, "one", 1).await?;
+    group_of(a, "three", 3).await?;
+    let (one, three) = (a.group::<Small>("one"), a.group::<Small>("three"));
+    // The refs the groups send through, for the direct sends.
+    let refs: Vec<RemoteRef<Small>> = three.members().to_vec();
+    let first = one.members().first().cloned().ok_or("group one is empty")?;
+
+    let mut seq = 0u64;
+    let mut received = 0u64;
+    let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for round in 0..rounds {
+        for (g, (group, direct)) in [(&one, std::slice::from_ref(&first)), (&three, &refs[..])].into_iter().enumerate()
+        {
+            // Which goes first alternates, so that drift favours neither.
+            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for via_group in order {
+                p.stage(if via_group { "group tells" } else { "direct tells" });
+                let t = Instant::now();
+                for i in 0..n {
+                    let msg = Small::new(seq + i);
+                    if via_group {
+                        group.tell(msg).await.map_err(|e| format!("group tell: {e}"))?;
+                    } else {
+                        let r = &direct[(i % direct.len() as u64) as usize];
+                        r.tell(msg).await.map_err(|e| format!("tell: {e}"))?;
+                    }
+                }
+                received += n;
+                sink.reach(received).await;
+                rates[g][usize::from(via_group)].push(n as f64 / t.elapsed().as_secs_f64());
+                seq += n;
+                eprintln!(
+                    "[cluster] round {round}, group of {}: {} {:.0} msgs/s",
+                    direct.len(),
+                    if via_group { "group" } else { "direct" },
+                    rates[g][usize::from(via_group)].last().unwrap()
+                );
+            }
+        }
+    }
+    sink.check(received)?;
+    Ok(rates)
+}
+
+/// W7-broadcast-32.
+struct Broadcasts {
+    deliveries_per_s: f64,
+    publish_us: f64,
+    latency: Lat,
+    raw: Lat,
+}
+
+async fn broadcasts(n: u64, sequential: usize, rtts: usize, p: Arc<Progress>) -> Res<Broadcasts> {
+    const HOSTS: usize = 4;
+    const PER_HOST: usize = 8;
+    const SUBSCRIBERS: usize = HOSTS * PER_HOST;
+    let formed = form(HOSTS + 1, &p).await?;
+    p.stage("raw round trips");
+    let raw = raw_rtt(rtts, p.clone()).await?;
+    p.stage("subscribing");
+    let sink = Arc::new(Sink::default());
+    for (node, cluster) in &formed.members[1..] {
+        let topic = cluster.topic::<Small>("bench");
+        for _ in 0..PER_HOST {
+            let r = node.export(None, Counter::new(&sink)).map_err(|e| format!("export: {e}"))?;
+            topic.subscribe(&r).map_err(|e| format!("subscribe: {e}"))?;
+        }
+    }
+    let topic = formed.members[0].1.topic::<Small>("bench");
+    // Topics announce no subscriptions: polled, before anything is timed.
+    while topic.subscribers().len() < SUBSCRIBERS {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    p.stage("broadcasts back to back");
+    let publish = |seq: u64| {
+        let topic = topic.clone();
+        async move {
+            let report = topic.publish(Small::new(seq)).await;
+            if report.sent != SUBSCRIBERS || !report.failed.is_empty() {
+                return Err(format!("publish {seq}: sent to {}, failed {:?}", report.sent, report.failed));
+            }
+            Ok(())
+        }
+    };
+    let t = Instant::now();
+    for seq in 0..n {
+        publish(seq).await?;
+    }
+    let publishing = t.elapsed();
+    let mut received = n * SUBSCRIBERS as u64;
+    sink.reach(received).await;
+    let deliveries_per_s = received as f64 / t.elapsed().as_secs_f64();
+
+    p.stage("broadcasts one at a time");
+    let mut samples = Vec::with_capacity(sequential);
+    for i in 0..sequential as u64 {
+        let t = Instant::now();
+        publish(n + i).await?;
+        received += SUBSCRIBERS as u64;
+        sink.reach(received).await;
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    sink.check(received)?;
+    Ok(Broadcasts {
+        deliveries_per_s,
+        publish_us: publishing.as_secs_f64() * 1e6 / n as f64,
+        latency: Lat::from_nanos(samples)?,
+        raw,
+    })
+}
+
+/// This process's CPU time so far (user and system, all threads), in ms; `/proc/self/stat`
+/// counts it in clock ticks, 100 a second on Linux.
+fn cpu_ms() -> Res<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    // The fields after the command name (which may hold spaces), from the state on: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').ok_or("unreadable /proc/self/stat")?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).ok_or("unreadable /proc/self/stat");
+    Ok((ticks(11)? + ticks(12)?) * 10.0)
+}
+
+/// W7-idle-cpu-N: CPU ms per second of this process with `n` converged, idle members.
+async fn idle_cpu(n: usize, window: Duration, p: Arc<Progress>) -> Res<f64> {
+    let formed = form(n, &p).await?;
+    p.stage("idle");
+    let (before, t) = (cpu_ms()?, Instant::now());
+    tokio::time::sleep(window).await;
+    let per_s = (cpu_ms()? - before) / t.elapsed().as_secs_f64();
+    drop(formed);
+    Ok(per_s)
+}
+
+/// One line of a registry workload: `fields` are its own (each starting with `,`).
+fn print_line(workload: &str, unit: &str, r: &Res<String>) {
+    let fields = r.as_ref().map_or(",\"tether\":null", String::as_str);
+    println!(
+        "{{\"workload\":\"{workload}\",\"unit\":\"{unit}\"{fields}{}}}",
+        errors_field(&[("tether", r.as_ref().err())])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The child of W7-nodedown, and the driver
 // ---------------------------------------------------------------------------------------------
 
@@ -467,5 +878,93 @@ fn main() {
             },
         );
         print("W7-gossip-rest-32", "B/s/node", &r, Some(1024.0), "at rest, at most 1 KB/s per node at 32 nodes");
+    }
+
+    if args.wanted("W7-lookup") {
+        let (warm, cold, rtts) = (s.warm, s.cold, s.rtts);
+        let r = BENCH.measure("W7-lookup", d, move |p| lookups(warm, cold, rtts, p));
+        let warm_line = r.as_ref().map_err(Clone::clone).map(|l| {
+            let raw_ns = l.raw.median * 1e3;
+            format!(
+                ",\"tether\":{:.1},\"raw_rtt_us\":{:.1},\"ratio_to_raw_rtt\":{},\"lookups\":{warm},\
+                 \"slower_than_raw_rtt\":{},\"control_slower_than_raw_rtt\":{},\"max_us\":{:.1},\
+                 \"routes_added\":{},\"no_round_trip\":{}",
+                l.warm_ns,
+                l.raw.median,
+                common::ratio(Some(l.warm_ns), Some(raw_ns)),
+                l.slower,
+                l.control,
+                l.warm_max_us,
+                l.routes_added,
+                l.routes_added == 0 && l.warm_ns * 10.0 < raw_ns && l.slower * 1000 <= warm
+            )
+        });
+        print_line("W7-lookup-warm", "ns/lookup", &warm_line);
+        let cold_line = r.map(|l| {
+            format!(
+                ",\"tether\":{},\"raw\":{},\"ratio\":{},\"raw_of\":{},\"names\":{cold},\"first_us\":{:.1},\
+                 \"propagation_ms\":{:.1}",
+                l.cold.json(),
+                l.raw.json(),
+                common::ratio(Some(l.cold.median), Some(l.raw.median)),
+                json_str("raw TCP round trip, one small frame each way"),
+                l.first_cold_us,
+                l.propagation_ms
+            )
+        });
+        print_line("W7-lookup-cold", "us", &cold_line);
+    }
+
+    if args.wanted("W7-group-tell") {
+        let (n, rounds) = (s.tells, s.rounds);
+        let r = BENCH.measure("W7-group-tell", d, move |p| group_tells(n, rounds, p));
+        for (i, size) in [1, 3].into_iter().enumerate() {
+            let line = r.as_ref().map_err(Clone::clone).map(|rates| {
+                let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(",");
+                let (runs_direct, runs_group) = (runs(&rates[i][0]), runs(&rates[i][1]));
+                let (direct, group) = (median(&mut rates[i][0].clone()), median(&mut rates[i][1].clone()));
+                let ratio = group / direct;
+                format!(
+                    ",\"tether\":{group:.0},\"direct\":{direct:.0},\"ratio\":{},\"direct_of\":{},\"target\":0.9,\
+                     \"meets_target\":{},\"msgs\":{n},\"members\":{size},\"runs_group\":[{runs_group}],\
+                     \"runs_direct\":[{runs_direct}]",
+                    common::ratio(Some(group), Some(direct)),
+                    json_str(if size == 1 {
+                        "RemoteRef::tell to the same remote actor"
+                    } else {
+                        "RemoteRef::tell to the same 3 remote actors in turn"
+                    }),
+                    ratio >= 0.9
+                )
+            });
+            print_line(&format!("W7-group-tell-{size}"), "msgs/s", &line);
+        }
+    }
+
+    if args.wanted("W7-idle-cpu-5") {
+        let window = Duration::from_secs(2);
+        let r = BENCH.measure("W7-idle-cpu-5", d, move |p| idle_cpu(5, window, p)).map(|per_s| {
+            (per_s, format!(",\"nodes\":5,\"idle_s\":{},\"cores_busy\":{:.2}", window.as_secs(), per_s / 1e3))
+        });
+        print("W7-idle-cpu-5", "cpu ms/s", &r, None, "an idle cluster of 5, nothing exported (no bound set)");
+    }
+
+    if args.wanted("W7-broadcast-32") {
+        let (n, sequential, rtts) = (s.broadcasts, s.sequential, s.rtts);
+        let r = BENCH.measure("W7-broadcast-32", d, move |p| broadcasts(n, sequential, rtts, p)).map(|b| {
+            format!(
+                ",\"tether\":{:.0},\"publish_us\":{:.1},\"latency\":{},\"raw\":{},\"latency_ratio\":{},\
+                 \"raw_of\":{},\"broadcasts\":{n},\"sequential\":{sequential},\"subscribers\":32,\
+                 \"placement\":{}",
+                b.deliveries_per_s,
+                b.publish_us,
+                b.latency.json(),
+                b.raw.json(),
+                common::ratio(Some(b.latency.median), Some(b.raw.median)),
+                json_str("raw TCP round trip, one small frame each way"),
+                json_str("publisher on a 5th member; 8 subscriber actors on each of 4 others")
+            )
+        });
+        print_line("W7-broadcast-32", "deliveries/s", &r);
     }
 }
