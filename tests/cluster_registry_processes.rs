@@ -6,11 +6,9 @@
 //! the sender has reported it down, and keeps reaching the others; and each
 //! subscriber of a topic gets every publication once, in order.
 //!
-//! One test is `#[ignore]`d because the core fails it:
-//! [`group_sends_at_full_speed_go_on_once_a_killed_member_is_reported_down`]
-//! (a send already waiting on the killed member's full window holds up the
-//! group's sends until reconnection gives up, ~30 s, not until its
-//! NodeDown). Run it with `-- --ignored group_sends_at_full_speed`.
+//! At full speed the killed member's window fills before its NodeDown: the
+//! send waiting on it is handed back at the NodeDown and goes to another
+//! member ([`group_sends_at_full_speed_go_on_once_a_killed_member_is_reported_down`]).
 //!
 //! # How the member processes are made
 //!
@@ -737,12 +735,11 @@ fn group_sends_skip_a_killed_member_once_it_is_reported_down() {
 /// fills before its NodeDown: the send waiting on it must not hold up the
 /// group's sends past the NodeDown.
 ///
-/// Fails against the core of b3ac73b: the waiting send is not released at
-/// the NodeDown, only when the session to the dead node gives up
-/// reconnecting (`ReconnectPolicy::give_up_after`, 30 s); group sends stall
-/// that long (measured: 27.9 s after a NodeDown 2.1 s after the kill).
+/// Before the group's sends gave a waiting send back when its member left
+/// the group, they stalled until the session to the dead node gave up
+/// reconnecting (`ReconnectPolicy::give_up_after`, 30 s; measured 27.9 s
+/// after a NodeDown 2.1 s after the kill).
 #[test]
-#[ignore = "core: a group send waiting on a dead member's full window is released only when reconnection gives up (30 s), not at its NodeDown"]
 fn group_sends_at_full_speed_go_on_once_a_killed_member_is_reported_down() {
     let f = failover("flood", Duration::ZERO);
     assert!(
