@@ -10,7 +10,9 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use super::names::check_tag;
@@ -192,7 +194,7 @@ pub struct Group<M> {
     next: Arc<AtomicUsize>,
     /// Seeds [`Strategy::Random`], drawn per handle.
     seed: u64,
-    members: Arc<Mutex<Members<M>>>,
+    members: Arc<ArcSwap<Members<M>>>,
 }
 
 impl<M> Clone for Group<M> {
@@ -221,6 +223,10 @@ struct Members<M> {
     refs: Arc<[RemoteRef<M>]>,
 }
 
+/// The members as a send reads them: no lock, no reference count (see
+/// `arc_swap::Guard`).
+type Current<M> = arc_swap::Guard<Arc<Members<M>>>;
+
 impl<M: RemoteMessage> Group<M> {
     /// The group's key.
     pub fn key(&self) -> &GroupKey {
@@ -233,14 +239,24 @@ impl<M: RemoteMessage> Group<M> {
         self
     }
 
-    /// The members now that take messages of type `M`, by node.
+    /// The members now that take messages of type `M`, by node. The same
+    /// `Arc` while the registry has not changed.
     pub fn members(&self) -> Arc<[RemoteRef<M>]> {
+        self.current().refs.clone()
+    }
+
+    /// The members as of the registry's generation now: those already made
+    /// if it has not changed (every send checks), else made again.
+    fn current(&self) -> Current<M> {
         let generation = self.cluster.replica.generation();
-        let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        if m.generation != generation {
-            *m = Members { generation, refs: self.cluster.group_refs::<M>(&self.key).into() };
+        let m = self.members.load();
+        if m.generation == generation {
+            return m;
         }
-        m.refs.clone()
+        drop(m);
+        let refs = self.cluster.group_refs::<M>(&self.key).into();
+        self.members.store(Arc::new(Members { generation, refs }));
+        self.members.load()
     }
 
     /// Indices into `members` (as [`Group::members`] returned them) in the
@@ -318,9 +334,9 @@ impl<M: RemoteMessage> Group<M> {
         // Members tried and failed (no allocation unless one fails).
         let mut tried: Vec<ActorId> = Vec::new();
         'fresh: loop {
-            let members = self.members();
-            for i in self.order(&members, key) {
-                let r = &members[i];
+            let members = self.current();
+            for i in self.order(&members.refs, key) {
+                let r = &members.refs[i];
                 if r.is_refused() || tried.contains(&r.id()) {
                     continue;
                 }
@@ -352,10 +368,11 @@ impl<M: RemoteMessage> Group<M> {
     /// Sends `msg` to one member if one has room now, never waiting: the
     /// strategy's pick, else the next with room.
     pub fn try_tell(&self, msg: M) -> Result<ActorId, TellError<M>> {
-        let members = self.members();
+        let members = self.current();
+        let members = &members.refs;
         let mut msg = msg;
         let mut last = TellError::Unreachable { msg: (), error: RemoteError::NotFound(self.key.to_string()) };
-        for i in self.order(&members, None) {
+        for i in self.order(members, None) {
             let r = &members[i];
             match r.try_tell(msg) {
                 Ok(()) => return Ok(r.id()),
@@ -420,10 +437,11 @@ impl<M: RemoteMessage> Group<M> {
         key: Option<u64>,
         attempts: usize,
     ) -> Result<R, AskError> {
-        let members = self.members();
+        let members = self.current();
+        let members = &members.refs;
         let mut last = AskError::Unreachable(RemoteError::NotFound(self.key.to_string()));
         let mut delivered = 0;
-        for i in self.order(&members, key) {
+        for i in self.order(members, key) {
             let r = &members[i];
             if r.is_refused() {
                 continue;
@@ -546,7 +564,7 @@ impl Cluster {
             strategy: Strategy::default(),
             next: Arc::default(),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,
-            members: Arc::new(Mutex::new(Members { generation: u64::MAX, refs: Arc::new([]) })),
+            members: Arc::new(ArcSwap::from_pointee(Members { generation: u64::MAX, refs: Arc::new([]) })),
         }
     }
 
