@@ -183,6 +183,11 @@ impl Table {
         Snapshot { version: self.version, records: self.own.values().cloned().collect() }
     }
 
+    /// The actors this member's own records name.
+    pub(crate) fn own_actors(&self) -> Vec<u64> {
+        self.own.keys().map(|(_, actor)| *actor).collect()
+    }
+
     /// Holders of `key`, every member's.
     pub(crate) fn holders(&self, key: &Key) -> &[Held] {
         self.index.get(key).map_or(&[], Vec::as_slice)

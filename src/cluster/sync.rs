@@ -279,9 +279,13 @@ fn publish_own(inner: &Arc<NodeInner>, replica: &Replica) {
         .filter(|(name, ..)| !name.starts_with(RESERVED))
         .map(|(name, id, tag)| (name, id, inner.caps.token(id), tag))
         .collect();
+    let own = replica.read(Table::own_actors);
+    let stopped = inner.not_exported(own);
     replica.edit(|t| {
         t.set_exported(names);
-        t.remove_own(|r| !inner.is_exported(r.actor));
+        if !stopped.is_empty() {
+            t.remove_own(|r| stopped.contains(&r.actor));
+        }
     });
 }
 

@@ -472,6 +472,12 @@ impl NodeInner {
         self.lock().registry.get(id).is_some()
     }
 
+    /// Those of `ids` no longer exported, under one lock.
+    pub(crate) fn not_exported(&self, ids: impl IntoIterator<Item = u64>) -> std::collections::HashSet<u64> {
+        let st = self.lock();
+        ids.into_iter().filter(|id| st.registry.get(*id).is_none()).collect()
+    }
+
     /// A permit for one more ask waiting on `peer`, if its limit allows.
     pub(crate) fn ask_permit(&self, peer: NodeId) -> Result<tokio::sync::OwnedSemaphorePermit, crate::AskError> {
         let limit = self.cfg.max_pending_asks as usize;
