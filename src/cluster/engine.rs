@@ -307,7 +307,8 @@ impl Engine {
         if self.left || timer.instance != self.instance {
             return;
         }
-        if matches!(timer.timer, foca::Timer::PeriodicAnnounce(_)) && self.joining_announces > 0 {
+        let announce = matches!(timer.timer, foca::Timer::PeriodicAnnounce(_));
+        if announce && self.joining_announces > 0 {
             self.joining_announces -= 1;
             if self.joining_announces == 0 {
                 // Takes effect when foca next re-arms the announce.
@@ -318,6 +319,16 @@ impl Engine {
         }
         let result = self.swim.handle_timer(timer.timer, &mut self.out);
         self.settle(result);
+        if announce && self.my_version > 0 {
+            // A version rides on broadcasts, which a member cut off while
+            // they spread (too briefly to be declared down) never gets, and
+            // nothing else tells it: it would hold the set it had until
+            // this node changed again. So the version goes out again at
+            // every announce: the registry's anti-entropy. Members that
+            // have it drop it without passing it on, so at rest this costs
+            // the few datagrams that carry it from this node every 15 s.
+            self.publish_version(self.my_version);
+        }
     }
 
     /// Checks what foca would take from `payload` before it does (with

@@ -27,6 +27,13 @@ use crate::{ActorId, NodeId};
 /// Longest name, group or scope, in bytes.
 pub const MAX_KEY: usize = 255;
 
+/// The version a member holds of a set it never pulled, for a pull's
+/// "unless still at": no set is at this version (they count up from 0 by
+/// one per change), so the owner sends its set whatever its version. Not 0:
+/// a member that never changed anything is at 0, would answer "unchanged",
+/// and would be asked again at once, forever.
+pub(crate) const NOTHING_HELD: u64 = u64::MAX;
+
 /// What a record says of its actor.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) enum Key {
@@ -181,6 +188,15 @@ impl Table {
         Snapshot { version: self.version, records: self.own.values().cloned().collect() }
     }
 
+    /// Every record held, own included, with its owner, sorted (a record
+    /// held twice shows twice).
+    #[cfg(test)]
+    pub(crate) fn view(&self) -> Vec<(NodeId, Record)> {
+        let mut all: Vec<_> = self.index.values().flatten().map(|h| (h.node, h.record.clone())).collect();
+        all.sort();
+        all
+    }
+
     /// Holders of `key`, every member's.
     pub(crate) fn holders(&self, key: &Key) -> &[Held] {
         self.index.get(key).map_or(&[], Vec::as_slice)
@@ -305,13 +321,14 @@ impl Table {
     }
 
     /// Members whose set is to be pulled (never pulled, or a newer version
-    /// heard of), with the epoch to pull under and the version held.
+    /// heard of), with the epoch to pull under and the version held
+    /// ([`NOTHING_HELD`] if none).
     pub(crate) fn wanted(&self) -> Vec<(NodeId, u64, u64)> {
         let mut w: Vec<_> = self
             .remotes
             .iter()
             .filter(|(_, r)| r.set.as_ref().is_none_or(|s| s.version < r.heard))
-            .map(|(n, r)| (*n, r.epoch, r.set.as_ref().map_or(0, |s| s.version)))
+            .map(|(n, r)| (*n, r.epoch, r.set.as_ref().map_or(NOTHING_HELD, |s| s.version)))
             .collect();
         w.sort_unstable();
         w
