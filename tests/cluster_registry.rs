@@ -336,3 +336,21 @@ async fn every_subscriber_gets_each_publication_once_in_order() {
     assert!(tokio::time::timeout(Duration::from_millis(300), seen.recv()).await.is_err(), "nothing more arrives");
     assert!(next.values().all(|&v| v == N));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_a_name_again_keeps_the_claim_and_its_handles() {
+    let (node, cluster) = member("solo", &[]).await;
+    let r = node.export(None, actor("solo", quiet())).unwrap();
+    let mut first = cluster.register("x", &r).unwrap();
+    let mut second = cluster.register("x", &r).unwrap();
+    let other = node.export(None, actor("other", quiet())).unwrap();
+    assert!(matches!(cluster.register("x", &other), Err(RegistryError::Taken { .. })));
+    // Still held: neither handle hears an end.
+    assert!(tokio::time::timeout(Duration::from_millis(200), first.lost()).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(10), second.lost()).await.is_err());
+    assert_eq!(cluster.lookup_all::<Msg>("x").unwrap().len(), 1);
+    // Given up: both hear it ended without a winner.
+    assert!(cluster.unregister("x"));
+    assert_eq!(within(T, first.lost()).await, None);
+    assert_eq!(within(T, second.lost()).await, None);
+}

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::engine::{Engine, Timer, MAX_DATAGRAM};
 use super::sync::Replica;
-use super::{seeds, ClusterConfig, ClusterError, ClusterEvent, Shared};
+use super::{seeds, ClusterConfig, ClusterError, Shared};
 use crate::node::Phase;
 use crate::Node;
 
@@ -140,20 +140,7 @@ async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, sha
     while let Some(event) = engine.poll_event() {
         changed = true;
         tracing::info!(?event, "cluster");
-        match &event {
-            ClusterEvent::NodeUp(m) => replica.edit(|t| t.member_up(m.id)),
-            ClusterEvent::NodeDown { member: m, .. } | ClusterEvent::NodeLeft(m) => {
-                replica.edit(|t| t.member_gone(m.id));
-                engine.forget_version(m.id);
-            }
-            ClusterEvent::NodeRestarted { old, member } => {
-                replica.edit(|t| {
-                    t.member_gone(*old);
-                    t.member_up(member.id);
-                });
-                engine.forget_version(*old);
-            }
-        }
+        replica.edit(|t| super::sync::follow(engine, t, &event));
         if let Some(tx) = &p.events {
             // No receiver is not an error: nobody subscribed.
             let _ = tx.send(event);

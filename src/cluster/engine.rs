@@ -93,8 +93,18 @@ impl BroadcastHandler<Ident> for Versions {
         }
         let mut book = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let known = book.seen.get(&node).copied();
-        if known.is_some_and(|v| v >= version) || (known.is_none() && book.seen.len() >= book.cap) {
+        if known.is_some_and(|v| v >= version) {
             return Ok(None);
+        }
+        if known.is_none() && book.seen.len() >= book.cap {
+            // Full (members down for long are kept until then): one entry
+            // makes room. Losing a live member's version costs at most a
+            // late pull, should it go down and come back; its own periodic
+            // republishing gives the version again anyway.
+            let evict = book.seen.keys().next().copied();
+            if let Some(evict) = evict {
+                book.seen.remove(&evict);
+            }
         }
         book.seen.insert(node, version);
         book.fresh.push((node, version));
@@ -307,7 +317,8 @@ impl Engine {
         if self.left || timer.instance != self.instance {
             return;
         }
-        if matches!(timer.timer, foca::Timer::PeriodicAnnounce(_)) && self.joining_announces > 0 {
+        let announce = matches!(timer.timer, foca::Timer::PeriodicAnnounce(_));
+        if announce && self.joining_announces > 0 {
             self.joining_announces -= 1;
             if self.joining_announces == 0 {
                 // Takes effect when foca next re-arms the announce.
@@ -318,6 +329,16 @@ impl Engine {
         }
         let result = self.swim.handle_timer(timer.timer, &mut self.out);
         self.settle(result);
+        if announce && self.my_version > 0 {
+            // A version rides on broadcasts, which a member cut off while
+            // they spread (too briefly to be declared down) never gets, and
+            // nothing else tells it: it would hold the set it had until
+            // this node changed again. So the version goes out again at
+            // every announce: the registry's anti-entropy. Members that
+            // have it drop it without passing it on, so at rest this costs
+            // the few datagrams that carry it from this node every 15 s.
+            self.publish_version(self.my_version);
+        }
     }
 
     /// Checks what foca would take from `payload` before it does (with
@@ -565,6 +586,19 @@ impl Engine {
     /// A member's registry version newer than heard before.
     pub(crate) fn poll_version(&mut self) -> Option<(NodeId, u64)> {
         self.versions.lock().unwrap_or_else(|e| e.into_inner()).fresh.pop()
+    }
+
+    /// The newest registry version heard of `node`, if any.
+    pub(crate) fn version_of(&self, node: NodeId) -> Option<u64> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).seen.get(&node).copied()
+    }
+
+    /// Sends this node's registry version out again, if it ever published:
+    /// a member that just came up missed it.
+    pub(crate) fn republish_version(&mut self) {
+        if self.my_version > 0 {
+            self.publish_version(self.my_version);
+        }
     }
 
     /// Forgets what was heard of `node`'s registry (it is gone).
@@ -824,7 +858,7 @@ mod version_tests {
     }
 
     #[test]
-    fn versions_pass_on_while_new_and_the_book_is_bounded() {
+    fn versions_pass_on_while_new_and_the_book_stays_bounded() {
         let book = Arc::new(Mutex::new(Book { cap: 2, ..Book::default() }));
         let mut h = Versions(book.clone());
         let from = ident(9);
@@ -834,8 +868,12 @@ mod version_tests {
         assert!(h.receive_item(&item(1, 2), Some(&from)).unwrap().is_none(), "older");
         assert!(h.receive_item(&item(1, 4), Some(&from)).unwrap().is_some());
         assert!(h.receive_item(&item(2, 1), Some(&from)).unwrap().is_some());
-        assert!(h.receive_item(&item(3, 1), Some(&from)).unwrap().is_none(), "the book is full");
-        assert_eq!(book.lock().unwrap().fresh, [(ident(1).node, 3), (ident(1).node, 4), (ident(2).node, 1)]);
+        assert!(h.receive_item(&item(3, 1), Some(&from)).unwrap().is_some(), "a full book makes room");
+        assert_eq!(book.lock().unwrap().seen.len(), 2, "and stays bounded");
+        assert_eq!(
+            book.lock().unwrap().fresh,
+            [(ident(1).node, 3), (ident(1).node, 4), (ident(2).node, 1), (ident(3).node, 1)]
+        );
         assert!(h.receive_item(&[0; 23], Some(&from)).is_err(), "a malformed item is an error");
         let newer = VersionKey { node: ident(1).node, version: 5 };
         assert!(newer.invalidates(&VersionKey { node: ident(1).node, version: 4 }));

@@ -155,17 +155,21 @@ impl Cluster {
             return Err(RegistryError::TooLong);
         }
         let id = self.own_actor(actor)?;
-        let claimed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let record = Record {
-            key: Key::Unique(name.to_owned()),
-            actor: id,
-            token: actor.token(),
-            tag: crate::node::tag::<M>(),
-            claimed,
-        };
+        let key = Key::Unique(name.to_owned());
+        // Claimed again: the claim keeps its rank.
+        let me = self.node.id();
+        let before = self
+            .replica
+            .read(|t| t.holders(&key).iter().find(|h| h.node == me && h.record.actor == id).map(|h| h.record.claimed));
+        let claimed = before.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        });
+        let record = Record { key, actor: id, token: actor.token(), tag: crate::node::tag::<M>(), claimed };
         let lost = self.replica.watch_claim(name, id);
-        self.publish(record)?;
+        if let Err(e) = self.publish(record) {
+            self.replica.unwatch_claim(name, id);
+            return Err(e);
+        }
         Ok(Claim { name: name.to_owned(), lost })
     }
 

@@ -18,7 +18,9 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::engine::Engine;
 use super::records::{Change, Snapshot, Table};
+use super::ClusterEvent;
 use crate::node::{NodeInner, Phase};
 use crate::{ActorId, Mailbox, Node, NodeId, RemoteRef, ReplyPort};
 
@@ -112,9 +114,13 @@ impl Replica {
             if let (super::records::Key::Unique(name), false, true) =
                 (&change.key, change.added, change.actor.node == t.me())
             {
-                // Ended some other way than lost: the claim's holder hears
-                // `None`.
-                self.claims().remove(&(name.clone(), change.actor.id));
+                // Ended some other way than lost (unless it was replaced by
+                // the same claim): the claim's holders hear `None`.
+                let still =
+                    t.holders(&change.key).iter().any(|h| h.node == t.me() && h.record.actor == change.actor.id);
+                if !still {
+                    self.claims().remove(&(name.clone(), change.actor.id));
+                }
             }
             // No subscriber is not an error.
             let _ = self.changes.send(change);
@@ -129,10 +135,22 @@ impl Replica {
     }
 
     /// A claim's holder is told when it is lost.
+    /// Every handle on one claim hears the same.
     pub(crate) fn watch_claim(&self, name: &str, actor: u64) -> tokio::sync::watch::Receiver<Option<ActorId>> {
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        self.claims().insert((name.to_owned(), actor), tx);
-        rx
+        self.claims().entry((name.to_owned(), actor)).or_insert_with(|| tokio::sync::watch::channel(None).0).subscribe()
+    }
+
+    /// Drops the watcher of a claim that was not made after all.
+    pub(crate) fn unwatch_claim(&self, name: &str, actor: u64) {
+        let key = (name.to_owned(), actor);
+        let held = self.read(|t| {
+            t.holders(&super::records::Key::Unique(key.0.clone()))
+                .iter()
+                .any(|h| h.node == t.me() && h.record.actor == actor)
+        });
+        if !held {
+            self.claims().remove(&key);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -141,6 +159,37 @@ impl Replica {
 
     fn claims(&self) -> MutexGuard<'_, Claims> {
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The registry follows a membership event (the driver calls this before
+/// it publishes the event): a member gone takes its records along; a member
+/// up is pulled once its version is heard (it may have been already, or
+/// before it went down), and this node's own version goes out again, which
+/// the newcomer missed.
+pub(crate) fn follow(engine: &mut Engine, table: &mut Table, event: &ClusterEvent) {
+    let up = |engine: &mut Engine, table: &mut Table, node: NodeId| {
+        table.member_up(node);
+        if let Some(version) = engine.version_of(node) {
+            table.heard(node, version);
+        }
+        engine.republish_version();
+    };
+    match event {
+        ClusterEvent::NodeUp(m) => up(engine, table, m.id),
+        // A member down may come back as it was (a partition healed): the
+        // version heard of it is kept, so that it is pulled again at once
+        // when it does. One that left or restarted never comes back.
+        ClusterEvent::NodeDown { member: m, .. } => table.member_gone(m.id),
+        ClusterEvent::NodeLeft(m) => {
+            table.member_gone(m.id);
+            engine.forget_version(m.id);
+        }
+        ClusterEvent::NodeRestarted { old, member } => {
+            table.member_gone(*old);
+            engine.forget_version(*old);
+            up(engine, table, member.id);
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! failure detection, leaves, restarts and partitions are checked in
 //! milliseconds of real time and replay exactly from their seed; and
 //! hostile input ([`hostile`], driven by property tests here and by
-//! `tether::fuzz::gossip`).
+//! `tether::fuzz::gossip`). On the same network, a property test of the
+//! replicated registry under random joins, leaves, restarts and partitions
+//! ([`registry`]).
 //!
 //! Every scenario ends by checking each engine's whole event history
 //! ([`history::check_history`]): ordered per member, and replaying to the
@@ -13,6 +15,8 @@ mod history;
 pub(crate) mod hostile;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod registry;
 #[cfg(test)]
 mod sim;
 

@@ -71,6 +71,9 @@ pub(crate) struct Sim {
     at: HashMap<SocketAddr, usize>,
     /// Addresses whose traffic is dropped both ways (a partition).
     cut: HashSet<SocketAddr>,
+    /// The side of a split each address is on (0 if not named): traffic
+    /// between addresses on different sides is dropped.
+    sides: HashMap<SocketAddr, u32>,
     rng: SmallRng,
     pub(crate) net: Net,
     pub(crate) cfg: ClusterConfig,
@@ -92,6 +95,7 @@ impl Sim {
             procs: Vec::new(),
             at: HashMap::new(),
             cut: HashSet::new(),
+            sides: HashMap::new(),
             rng: SmallRng::seed_from_u64(seed),
             net,
             cfg,
@@ -151,6 +155,29 @@ impl Sim {
         self.cut.remove(&addr);
     }
 
+    /// Splits the network: each address talks only to those on its side
+    /// (addresses not named are on side 0), until [`Sim::heal_all`].
+    pub(crate) fn split(&mut self, sides: HashMap<SocketAddr, u32>) {
+        self.sides = sides;
+    }
+
+    /// Ends every cut and split.
+    pub(crate) fn heal_all(&mut self) {
+        self.cut.clear();
+        self.sides.clear();
+    }
+
+    /// Whether traffic between `a` and `b` gets through now (loss aside).
+    pub(crate) fn can_talk(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        let side = |x| self.sides.get(&x).copied().unwrap_or(0);
+        !self.cut.contains(&a) && !self.cut.contains(&b) && side(a) == side(b)
+    }
+
+    /// When the next task is due, if there is one.
+    pub(crate) fn next_at(&self) -> Option<Duration> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
+    }
+
     /// `i` leaves the cluster, then its process ends. The datagrams it sends
     /// on the way out go in an order drawn at random (each 1 ms after the
     /// previous one, on top of the network's own delays).
@@ -178,7 +205,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, extra: Duration) {
-        if self.cut.contains(&from) || self.cut.contains(&to) || self.rng.random_bool(self.net.loss) {
+        if !self.can_talk(from, to) || self.rng.random_bool(self.net.loss) {
             return;
         }
         let jitter = match self.net.jitter.as_micros() as u64 {
@@ -189,8 +216,10 @@ impl Sim {
         self.schedule(delay, Task::Datagram { from, to, bytes });
     }
 
-    /// Carries out what `i`'s engine asked for and records its events.
-    fn pump(&mut self, i: usize) {
+    /// Carries out what `i`'s engine asked for and records its events
+    /// (done after every task; a test that calls the engine itself calls it
+    /// too).
+    pub(crate) fn pump(&mut self, i: usize) {
         let from = self.procs[i].addr;
         while let Some((to, bytes)) = self.procs[i].engine.poll_transmit() {
             self.send(from, to, bytes, Duration::ZERO);
@@ -215,7 +244,7 @@ impl Sim {
                 }
             }
             Task::Datagram { from, to, bytes } => {
-                if self.cut.contains(&from) || self.cut.contains(&to) {
+                if !self.can_talk(from, to) {
                     return true;
                 }
                 let Some(&i) = self.at.get(&to) else { return true };
