@@ -3,15 +3,15 @@
 //! node shuts down, after leaving the cluster.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::engine::{Engine, Timer, MAX_DATAGRAM};
 use super::sync::Replica;
-use super::{seeds, ClusterConfig, ClusterError, Shared};
-use crate::node::Phase;
+use super::{seeds, ClusterConfig, ClusterError, ClusterEvent, Shared};
+use crate::node::{NodeInner, Phase};
 use crate::Node;
 
 /// Most datagrams taken in at leaving, before the leave is sent.
@@ -33,7 +33,8 @@ pub(super) fn start(
         return Err(ClusterError::AlreadyJoined);
     }
     let closing = inner.on_shutdown(Phase::Closing);
-    if !inner.spawn_service(run(engine, socket, cfg, shared, replica.clone(), closing)) {
+    let weak = Arc::downgrade(inner);
+    if !inner.spawn_service(run(engine, socket, cfg, shared, replica.clone(), weak, closing)) {
         return Err(ClusterError::NodeShutDown);
     }
     if !super::sync::start(node, replica) {
@@ -66,6 +67,7 @@ async fn run(
     cfg: ClusterConfig,
     shared: Arc<Shared>,
     replica: Arc<Replica>,
+    node: Weak<NodeInner>,
     closing: impl std::future::Future<Output = ()>,
 ) {
     let mut version = replica.version.subscribe();
@@ -76,7 +78,7 @@ async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     tokio::pin!(closing);
     loop {
-        flush(&mut engine, &socket, &mut timers, &shared, &replica).await;
+        flush(&mut engine, &socket, &mut timers, &shared, &replica, &node).await;
         let next = timers.next();
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
@@ -110,7 +112,7 @@ async fn run(
                     engine.handle_datagram(&buf[..n]);
                 }
                 engine.leave();
-                flush(&mut engine, &socket, &mut timers, &shared, &replica).await;
+                flush(&mut engine, &socket, &mut timers, &shared, &replica, &node).await;
                 break;
             }
         }
@@ -123,7 +125,14 @@ async fn run(
 /// view and events published. The registry follows membership before an
 /// event is published: once a subscriber hears a member is gone, its names
 /// and group members are gone too.
-async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, shared: &Shared, replica: &Replica) {
+async fn flush(
+    engine: &mut Engine,
+    socket: &UdpSocket,
+    timers: &mut Timers,
+    shared: &Shared,
+    replica: &Replica,
+    node: &Weak<NodeInner>,
+) {
     while let Some((to, datagram)) = engine.poll_transmit() {
         // Gossip tolerates loss; a failed send is a lost datagram.
         if let Err(e) = socket.send_to(&datagram, to).await {
@@ -141,6 +150,9 @@ async fn flush(engine: &mut Engine, socket: &UdpSocket, timers: &mut Timers, sha
         changed = true;
         tracing::info!(?event, "cluster");
         replica.edit(|t| super::sync::follow(engine, t, &event));
+        if let (ClusterEvent::NodeRestarted { old, .. }, Some(node)) = (&event, node.upgrade()) {
+            node.peer_restarted(*old);
+        }
         if let Some(tx) = &p.events {
             // No receiver is not an error: nobody subscribed.
             let _ = tx.send(event);

@@ -457,6 +457,19 @@ impl NodeInner {
         self.registry_changed();
     }
 
+    /// The layer above learnt that `id`'s process is gone and another took
+    /// its place (the cluster's `NodeRestarted`). A connection to it that
+    /// waits for a resume that cannot come (this side accepted it, so only
+    /// the peer could have dialed back) ends now, as restarted, rather than
+    /// when its linger runs out, as lost.
+    pub(crate) fn peer_restarted(&self, id: NodeId) {
+        let conn = self.lock().peers.get(id).map(|p| p.conn.clone());
+        if let Some(conn) = conn {
+            tracing::info!(peer = %id, "the cluster reports the peer restarted; its connection ends");
+            conn.shared().fail(crate::ConnectionError::SessionLost(crate::SessionLost::PeerRestarted));
+        }
+    }
+
     /// Tells the layers above that the registry changed.
     pub(crate) fn registry_changed(&self) {
         self.exports_changed.send_modify(|n| *n = n.wrapping_add(1));
