@@ -354,3 +354,18 @@ async fn claiming_a_name_again_keeps_the_claim_and_its_handles() {
     assert_eq!(within(T, first.lost()).await, None);
     assert_eq!(within(T, second.lost()).await, None);
 }
+
+/// Records published right after `Cluster::join`, before the member has met
+/// anyone (and, on this single-threaded runtime, before its membership task
+/// first ran), still spread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_joined_right_after_join_reaches_the_others() {
+    let (_seed_node, seed) = member("seed", &[]).await;
+    let node = Node::new(Some("early"), config()).unwrap();
+    let addr = node.listen("127.0.0.1:0").await.unwrap();
+    let early = Cluster::join(&node, addr, ClusterConfig::default().seed(seed.me().addr)).await.unwrap();
+    let r = node.export(None, actor("early", quiet())).unwrap();
+    early.join_group("g", &r).unwrap();
+    let mut joined = seed.watch_group("g");
+    assert_eq!(within(T, joined.recv()).await.unwrap(), GroupEvent::Joined(r.id()));
+}

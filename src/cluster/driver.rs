@@ -71,6 +71,9 @@ async fn run(
     closing: impl std::future::Future<Output = ()>,
 ) {
     let mut version = replica.version.subscribe();
+    // Records published before this task first ran (a join_group right
+    // after join) are gossiped too.
+    version.mark_changed();
     let (seed_tx, mut seed_rx) = tokio::sync::mpsc::channel(1);
     let resolver = tokio::spawn(seeds::watch(cfg.seeds.clone(), cfg.seed_interval, seed_tx));
     let _resolver = AbortOnDrop(resolver);
@@ -93,7 +96,9 @@ async fn run(
             }
             Ok(()) = version.changed() => {
                 let v = *version.borrow_and_update();
-                engine.publish_version(v);
+                if v > 0 {
+                    engine.publish_version(v);
+                }
             }
             Some(addrs) = seed_rx.recv() => {
                 for addr in addrs {
