@@ -439,17 +439,18 @@ impl NodeInner {
         }
     }
 
-    /// This node's export `actor`, if `token` is its capability:
-    /// `Forbidden` for a token this node did not mint, `None` if the actor
-    /// is gone (or never was: the check needs no record of it).
+    /// This node's export `actor`, if `token` is its capability (also while
+    /// the actor is stopping: its routes still closing, its watchers not yet
+    /// told): `Forbidden` for a token this node did not mint, `None` if the
+    /// actor is gone (or never was: the check needs no record of it).
     pub(crate) fn export_for(&self, actor: u64, token: &Token) -> Result<Option<Arc<Export>>, RemoteError> {
         registry::check(&self.caps, actor, token)?;
-        Ok(self.lock().registry.get(actor).cloned())
+        Ok(self.lock().registry.get_stopping(actor).cloned())
     }
 
     /// The actor `id` stopped: unregisters it, and tells its watchers once
     /// its routes are closed.
-    fn actor_stopped(&self, id: u64) {
+    pub(crate) fn actor_stopped(&self, id: u64) {
         let mut st = self.lock();
         let Some(export) = st.registry.remove(id) else { return };
         spawn_in(&mut st.stopping, export.stop());

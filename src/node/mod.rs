@@ -386,4 +386,28 @@ mod tests {
         let gone = a.inner.until_peers(|peers| peers.ids().is_empty());
         tokio::time::timeout(T, gone).await.expect("the node forgets the peer");
     }
+
+    /// A watch placed while an actor is stopping (stopped, its routes not
+    /// yet closed) is told only once they are: a tell after its `Stopped`
+    /// fails rather than vanishes. (Told at once, it overtook the closing of
+    /// the routes, and a group send went to the stopped member.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_watch_placed_while_an_actor_stops_waits_for_its_routes_to_close() {
+        use futures::FutureExt;
+        let node = Node::new(None, Config::default()).unwrap();
+        let (tx, _arrived) = tokio::sync::mpsc::unbounded_channel();
+        let r: RemoteRef<ReplyPort<u8>> = node.export(None, Silent(tx)).unwrap();
+        // Heard to stop; the task closing its routes has not run yet (this
+        // runtime runs it only when the test yields).
+        node.inner.actor_stopped(r.id().id);
+        let (told, mut watch) = oneshot::channel();
+        node.inner.add_watcher(None, r.id(), r.token(), told, route::Hops::default());
+        assert!((&mut watch).now_or_never().is_none(), "told before the routes closed");
+        let got = tokio::time::timeout(Duration::from_secs(5), watch).await.expect("told once they are");
+        assert!(matches!(got, Ok(Ok(()))), "{got:?}");
+        // Once stopped, a later watch is told at once.
+        let (told, watch) = oneshot::channel();
+        node.inner.add_watcher(None, r.id(), r.token(), told, route::Hops::default());
+        assert!(matches!(tokio::time::timeout(Duration::from_secs(5), watch).await, Ok(Ok(Ok(())))));
+    }
 }

@@ -31,8 +31,9 @@ pub(crate) struct Export {
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Box<dyn Fn(RawSender) + Send + Sync>,
-    /// Watchers to tell when the actor stops.
-    watchers: Mutex<Vec<Watcher>>,
+    /// Watchers to tell when the actor stops; `None` once told (a watcher
+    /// that comes later is told at once).
+    watchers: Mutex<Option<Vec<Watcher>>>,
 }
 
 impl Drop for Export {
@@ -82,7 +83,7 @@ impl Export {
                     drop(guard);
                     let _ = reply.send(Ok(tx));
                 }),
-                watchers: Mutex::new(Vec::new()),
+                watchers: Mutex::new(Some(Vec::new())),
                 pumps: Mutex::new(Some(Vec::new())),
             }
         })
@@ -98,8 +99,20 @@ impl Export {
         (self.stopped)()
     }
 
+    /// Adds a watcher: told when the actor has stopped and its routes are
+    /// closed (at once if that is so already).
     pub(crate) fn add_watcher(&self, w: Watcher) {
-        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+        match self.watchers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(waiting) => waiting.push(w),
+            None => {
+                let _ = w.send(Ok(()));
+            }
+        }
+    }
+
+    /// Whether [`stop`](Self::stop) has run to its end.
+    fn is_stopped(&self) -> bool {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).is_none()
     }
 
     /// The actor stopped: closes every route into it (their receivers drop
@@ -113,7 +126,8 @@ impl Export {
         for p in pumps {
             let _ = p.await;
         }
-        for w in self.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let told = self.watchers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for w in told.into_iter().flatten() {
             let _ = w.send(Ok(()));
         }
     }
@@ -124,6 +138,11 @@ impl Export {
 pub(crate) struct Registry {
     exports: HashMap<u64, Arc<Export>>,
     names: HashMap<String, u64>,
+    /// Exports whose actor stopped, until their routes are closed and their
+    /// watchers told: a watch that comes meanwhile waits for that too, so a
+    /// tell after its `Stopped` fails rather than vanishes. Swept at each
+    /// removal, so at most the actors stopping at once (and those since).
+    stopping: HashMap<u64, Arc<Export>>,
 }
 
 impl Registry {
@@ -146,6 +165,7 @@ impl Registry {
             }
             self.names.insert(name.to_owned(), id);
         }
+        self.stopping.retain(|_, e| !e.is_stopped());
         self.exports.insert(id, export);
         Ok(())
     }
@@ -159,10 +179,19 @@ impl Registry {
         self.names.remove(name).is_some()
     }
 
-    /// Removes the export `id` and its names.
+    /// Removes the export `id` and its names; it is still found by
+    /// [`get_stopping`](Self::get_stopping) until it has stopped.
     pub(crate) fn remove(&mut self, id: u64) -> Option<Arc<Export>> {
         self.names.retain(|_, v| *v != id);
-        self.exports.remove(&id)
+        self.stopping.retain(|_, e| !e.is_stopped());
+        let export = self.exports.remove(&id)?;
+        self.stopping.insert(id, export.clone());
+        Some(export)
+    }
+
+    /// The export `id`, also while its actor is stopping.
+    pub(crate) fn get_stopping(&self, id: u64) -> Option<&Arc<Export>> {
+        self.exports.get(&id).or_else(|| self.stopping.get(&id).filter(|e| !e.is_stopped()))
     }
 
     /// Exports whose actor stopped without the node hearing yet.
