@@ -259,6 +259,11 @@ impl<M: RemoteMessage> Group<M> {
         self.members.load()
     }
 
+    /// Why a send found nobody: the group has no member taking `M`.
+    fn empty(&self) -> RemoteError {
+        RemoteError::NotFound(self.key.to_string())
+    }
+
     /// Indices into `members` (as [`Group::members`] returned them) in the
     /// order a send tries them: the strategy's pick first, then the others
     /// round from it. For framework adapters that send by other means and
@@ -330,7 +335,9 @@ impl<M: RemoteMessage> Group<M> {
 
     async fn tell_in(&self, msg: M, key: Option<u64>) -> Result<ActorId, TellError<M>> {
         let mut msg = msg;
-        let mut last = RemoteError::NotFound(self.key.to_string());
+        // Why the last member tried failed (made only then: no allocation
+        // on a send that goes through).
+        let mut last = None;
         // Members tried and failed (no allocation unless one fails).
         let mut tried: Vec<ActorId> = Vec::new();
         'fresh: loop {
@@ -355,13 +362,13 @@ impl<M: RemoteMessage> Group<M> {
                     Err(TellError::Unreachable { msg: back, error }) => {
                         tracing::debug!(group = %self.key, member = %r.id(), %error, "group member skipped");
                         msg = back;
-                        last = error;
+                        last = Some(error);
                         tried.push(r.id());
                     }
                     Err(e) => return Err(e),
                 }
             }
-            return Err(TellError::Unreachable { msg, error: last });
+            return Err(TellError::Unreachable { msg, error: last.unwrap_or_else(|| self.empty()) });
         }
     }
 
@@ -371,26 +378,27 @@ impl<M: RemoteMessage> Group<M> {
         let members = self.current();
         let members = &members.refs;
         let mut msg = msg;
-        let mut last = TellError::Unreachable { msg: (), error: RemoteError::NotFound(self.key.to_string()) };
+        let mut last = None;
         for i in self.order(members, None) {
             let r = &members[i];
             match r.try_tell(msg) {
                 Ok(()) => return Ok(r.id()),
                 Err(TellError::Full(back)) => {
                     msg = back;
-                    last = TellError::Full(());
+                    last = Some(None);
                 }
                 Err(TellError::Unreachable { msg: back, error }) => {
                     msg = back;
-                    last = TellError::Unreachable { msg: (), error };
+                    last = Some(Some(error));
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(match last {
-            TellError::Full(()) => TellError::Full(msg),
-            TellError::Unreachable { error, .. } => TellError::Unreachable { msg, error },
-            TellError::Send(_) => unreachable!("never kept"),
+            // The last member tried was full.
+            Some(None) => TellError::Full(msg),
+            Some(Some(error)) => TellError::Unreachable { msg, error },
+            None => TellError::Unreachable { msg, error: self.empty() },
         })
     }
 
@@ -439,7 +447,7 @@ impl<M: RemoteMessage> Group<M> {
     ) -> Result<R, AskError> {
         let members = self.current();
         let members = &members.refs;
-        let mut last = AskError::Unreachable(RemoteError::NotFound(self.key.to_string()));
+        let mut last = None;
         let mut delivered = 0;
         for i in self.order(members, key) {
             let r = &members[i];
@@ -449,17 +457,17 @@ impl<M: RemoteMessage> Group<M> {
             match r.ask(make, timeout).await {
                 Ok(reply) => return Ok(reply),
                 // Not handed over: the next member may take it.
-                Err(e @ (AskError::Unreachable(_) | AskError::TooManyPending { .. })) => last = e,
+                Err(e @ (AskError::Unreachable(_) | AskError::TooManyPending { .. })) => last = Some(e),
                 Err(e) => {
                     delivered += 1;
                     if delivered >= attempts {
                         return Err(e);
                     }
-                    last = e;
+                    last = Some(e);
                 }
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| AskError::Unreachable(self.empty())))
     }
 }
 
