@@ -347,6 +347,12 @@ impl<M: RemoteMessage> Group<M> {
                 if r.is_refused() || tried.contains(&r.id()) {
                     continue;
                 }
+                // Room now is the common case, and needs no waiting future.
+                msg = match r.try_tell(msg) {
+                    Ok(()) => return Ok(r.id()),
+                    Err(TellError::Send(e)) => return Err(TellError::Send(e)),
+                    Err(e) => e.into_inner(),
+                };
                 // A member that leaves the group while the send waits for
                 // room (its node went down: its window will not free up)
                 // gives the message back, to go to another.
