@@ -369,3 +369,19 @@ async fn a_group_joined_right_after_join_reaches_the_others() {
     let mut joined = seed.watch_group("g");
     assert_eq!(within(T, joined.recv()).await.unwrap(), GroupEvent::Joined(r.id()));
 }
+
+/// When its node shuts down, a member's claims end (their holders hear
+/// `None`) and its watches of names and groups end (`Closed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_watches_end_when_the_node_leaves() {
+    let (node, cluster) = member("leaving", &[]).await;
+    let r = node.export(None, actor("leaving", quiet())).unwrap();
+    let mut claim = cluster.register("x", &r).unwrap();
+    let mut names = cluster.watch_name("x");
+    assert_eq!(within(T, names.recv()).await, Ok(NameEvent::Registered(r.id())));
+    let mut groups = cluster.watch_group("g");
+    node.shutdown().await;
+    assert_eq!(within(T, claim.lost()).await, None);
+    assert_eq!(within(T, names.recv()).await, Err(tether::cluster::EventsError::Closed));
+    assert_eq!(within(T, groups.recv()).await, Err(tether::cluster::EventsError::Closed));
+}

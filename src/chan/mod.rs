@@ -879,4 +879,40 @@ mod tests {
         assert_eq!(srx.recv().await.unwrap().unwrap(), vec![3; 4], "the cancelled message was never sent");
         last.await.unwrap().unwrap();
     }
+
+    /// A message carrying channel ends is not handed back by a cancelled
+    /// send: encoding moved its ends into it, so it waits and goes out.
+    #[tokio::test]
+    async fn a_send_carrying_channel_ends_is_not_cancelled() {
+        let (c, s) = pair().await;
+        let (ctx, _crx) = c.root::<(Vec<u8>, Option<mpsc::Receiver<u32>>), ()>().unwrap();
+        let (_stx, mut srx) = s.root::<(), (Vec<u8>, Option<mpsc::Receiver<u32>>)>().unwrap();
+        let mut sent = 0usize;
+        loop {
+            while ctx.try_send((vec![1; 16 * 1024], None)).is_ok() {
+                sent += 1;
+            }
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            if ctx.try_send((vec![1; 16 * 1024], None)).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let (end_tx, end_rx) = mpsc::channel::<u32>(4);
+        let send = tokio::spawn(async move { ctx.send_unless((vec![2; 4], Some(end_rx)), async {}).await });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!send.is_finished(), "not cancelled: it waits for room");
+        for _ in 0..sent {
+            srx.recv().await.unwrap().unwrap();
+        }
+        let (last, end) = srx.recv().await.unwrap().unwrap();
+        assert_eq!(last, vec![2; 4]);
+        assert!(matches!(send.await.unwrap(), Ok(None)), "sent, not handed back");
+        end_tx.send(7).await.unwrap();
+        assert_eq!(end.unwrap().recv().await.unwrap(), Some(7), "its channel end works");
+    }
 }

@@ -200,7 +200,9 @@ impl<T: Serialize + Send + 'static> Sender<T> {
     /// Sends like [`send`](Self::send), unless `cancel` resolves while the
     /// send waits for room: then nothing was sent, and the message comes
     /// back (`Ok(Some(value))`). `cancel` is first polled only once the
-    /// channel is found full.
+    /// channel is found full, and not at all for a message that carries
+    /// channel ends: encoding moved them into the message, so it could not
+    /// be sent again; it waits like [`send`](Self::send).
     pub(crate) async fn send_unless(
         &self,
         value: T,
@@ -230,7 +232,10 @@ impl<T: Serialize + Send + 'static> Sender<T> {
                 // cancelled), it discards the message: nothing was queued.
                 let mut pending = Unsent { port, msg: Some(msg) };
                 let res = poll_fn(|cx| match port.poll_send(cx, &mut pending.msg) {
-                    Poll::Pending => cancel.as_mut().poll(cx).map(|()| Err(None)),
+                    Poll::Pending if pending.msg.as_ref().is_some_and(|m| m.ports.is_empty()) => {
+                        cancel.as_mut().poll(cx).map(|()| Err(None))
+                    }
+                    Poll::Pending => Poll::Pending,
                     Poll::Ready(r) => Poll::Ready(r.map_err(Some)),
                 })
                 .await;
@@ -270,6 +275,18 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         match &self.inner {
             SenderInner::Local { tx, .. } => tx.closed().await,
             SenderInner::Remote(port) => poll_fn(|cx| port.poll_send_closed(cx)).await,
+        }
+    }
+
+    /// Whether a send would be taken now without waiting (by the time it is
+    /// made, another sender may have taken the room).
+    pub(crate) fn is_ready(&self) -> bool {
+        match &self.inner {
+            SenderInner::Local { tx, .. } => tx.capacity() > 0,
+            SenderInner::Remote(port) => {
+                let st = port.shared.lock();
+                st.error.is_none() && st.mux.send_ready(port.port)
+            }
         }
     }
 

@@ -124,6 +124,7 @@ async fn run(
     }
     // Subscribers hear the end.
     shared.lock().events = None;
+    replica.close();
 }
 
 /// Carries out what the engine asked: datagrams out, timers started, the

@@ -136,7 +136,9 @@ pub enum Strategy {
     /// The member with the fewest bytes outstanding from this node: sent
     /// (or queued) and not yet taken in by the member's node, as its flow
     /// control reports back. A member that falls behind grants credit back
-    /// slower and gets less; ties go round robin.
+    /// slower and gets less; ties go round robin. What this node alone sent
+    /// counts (not other senders' traffic); a member whose route is not open
+    /// yet, and one on this node, count as having nothing outstanding.
     LeastLoaded,
 }
 
@@ -306,7 +308,7 @@ impl<M: RemoteMessage> Group<M> {
             }
             Strategy::LeastLoaded => {
                 let turn = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|k| (turn + k) % n).min_by_key(|&i| members[i].backlog().unwrap_or(u64::MAX)).unwrap_or(0)
+                (0..n).map(|k| (turn + k) % n).min_by_key(|&i| members[i].backlog().unwrap_or(0)).unwrap_or(0)
             }
         };
         Order::Ring { start, n, k: 0 }
@@ -347,17 +349,17 @@ impl<M: RemoteMessage> Group<M> {
                 if r.is_refused() || tried.contains(&r.id()) {
                     continue;
                 }
-                // Room now is the common case, and needs no waiting future.
-                msg = match r.try_tell(msg) {
-                    Ok(()) => return Ok(r.id()),
-                    Err(TellError::Send(e)) => return Err(TellError::Send(e)),
-                    Err(e) => e.into_inner(),
-                };
-                // A member that leaves the group while the send waits for
+                // Room now is the common case: a plain tell, which will not
+                // wait (unless another sender took the room meanwhile). Else
+                // a member that leaves the group while the send waits for
                 // room (its node went down: its window will not free up)
                 // gives the message back, to go to another.
-                let gone = self.cluster.replica.until_gone(&self.rkey, r.id());
-                match r.tell_unless(msg, gone).await {
+                let sent = if r.ready_now() {
+                    r.tell(msg).await.map(|()| None)
+                } else {
+                    r.tell_unless(msg, self.cluster.replica.until_gone(&self.rkey, r.id())).await
+                };
+                match sent {
                     Ok(None) => return Ok(r.id()),
                     Ok(Some(back)) => {
                         tracing::debug!(group = %self.key, member = %r.id(), "group member gone while a send waited");
@@ -589,7 +591,7 @@ impl Cluster {
         let key = group.into().key();
         self.replica.read(|t| {
             let initial = t.holders(&key).iter().map(|h| GroupEvent::Joined(h.actor())).collect();
-            GroupWatch { key, initial, rx: self.replica.changes.subscribe() }
+            GroupWatch { key, initial, rx: self.replica.subscribe_changes() }
         })
     }
 

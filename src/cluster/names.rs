@@ -236,7 +236,7 @@ impl Cluster {
         // state and the first event follow without a gap.
         self.replica.read(|t| {
             let initial = t.resolve_all(name).into_iter().map(|h| NameEvent::Registered(h.actor())).collect();
-            NameWatch { name: name.to_owned(), initial, rx: self.replica.changes.subscribe() }
+            NameWatch { name: name.to_owned(), initial, rx: self.replica.subscribe_changes() }
         })
     }
 

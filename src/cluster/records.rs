@@ -73,6 +73,13 @@ pub(crate) struct Record {
     pub(crate) claimed: u64,
 }
 
+impl Record {
+    /// Within the bounds every member checks a pulled set against.
+    fn is_valid(&self) -> bool {
+        self.key.is_valid() && self.tag.len() <= MAX_TAG
+    }
+}
+
 /// A member's whole set, as pulled.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
@@ -129,6 +136,9 @@ struct Remote {
     set: Option<Snapshot>,
     /// The newest version gossip told of.
     heard: u64,
+    /// The newest version whose set this member refused (too many records,
+    /// too long): not pulled again until a newer one is heard.
+    refused: u64,
 }
 
 /// The registry as this member sees it.
@@ -213,7 +223,8 @@ impl Table {
         })
     }
 
-    /// Every holder of a name: unique claims (the winner first) and exports.
+    /// Every holder of a name: the winning unique claim (a losing one is
+    /// about to be withdrawn), then the exports.
     pub(crate) fn resolve_all(&self, name: &str) -> Vec<&Held> {
         let mut unique: Vec<&Held> = self.holders(&Key::Unique(name.to_owned())).iter().collect();
         unique.sort_by_key(|h| h.rank());
@@ -228,7 +239,8 @@ impl Table {
     /// Fails if this node holds `max_records` already, or a unique claim is
     /// held by another member.
     pub(crate) fn insert(&mut self, record: Record) -> Result<(), InsertError> {
-        if !record.key.is_valid() {
+        // What other members would refuse is not published.
+        if !record.is_valid() {
             return Err(InsertError::KeyTooLong);
         }
         if let Key::Unique(name) = &record.key {
@@ -271,11 +283,9 @@ impl Table {
     pub(crate) fn set_exported(&mut self, names: Vec<(String, u64, Token, String)>) -> bool {
         let wanted: HashMap<(Key, u64), Record> = names
             .into_iter()
-            .filter(|(name, ..)| name.len() <= MAX_KEY)
-            .map(|(name, actor, token, tag)| {
-                let key = Key::Name(name);
-                ((key.clone(), actor), Record { key, actor, token, tag, claimed: 0 })
-            })
+            .map(|(name, actor, token, tag)| Record { key: Key::Name(name), actor, token, tag, claimed: 0 })
+            .filter(Record::is_valid)
+            .map(|r| ((r.key.clone(), r.actor), r))
             .collect();
         let removed = self.remove_own(|r| {
             matches!(r.key, Key::Name(_)) && wanted.get(&(r.key.clone(), r.actor)).is_none_or(|w| w != r)
@@ -297,7 +307,7 @@ impl Table {
         }
         self.member_gone(node);
         self.epochs += 1;
-        self.remotes.insert(node, Remote { epoch: self.epochs, set: None, heard: 0 });
+        self.remotes.insert(node, Remote { epoch: self.epochs, set: None, heard: 0, refused: 0 });
     }
 
     /// The member `node` is down, left or restarted: its records go.
@@ -327,8 +337,12 @@ impl Table {
     /// from 0, one per change).
     pub(crate) fn wanted(&self) -> Vec<(NodeId, u64, u64)> {
         let held = |r: &Remote| r.set.as_ref().map_or(0, |s| s.version);
-        let mut w: Vec<_> =
-            self.remotes.iter().filter(|(_, r)| held(r) < r.heard).map(|(n, r)| (*n, r.epoch, held(r))).collect();
+        let mut w: Vec<_> = self
+            .remotes
+            .iter()
+            .filter(|(_, r)| held(r) < r.heard && r.refused < r.heard)
+            .map(|(n, r)| (*n, r.epoch, held(r)))
+            .collect();
         w.sort_unstable();
         w
     }
@@ -341,11 +355,18 @@ impl Table {
                 return Err(Refused::Stale { held: held.version });
             }
         }
-        if set.records.len() > self.max_records {
-            return Err(Refused::TooMany { count: set.records.len(), max: self.max_records });
-        }
-        if set.records.iter().any(|r| !r.key.is_valid() || r.tag.len() > MAX_TAG) {
-            return Err(Refused::TooLong);
+        let refusal = if set.records.len() > self.max_records {
+            Some(Refused::TooMany { count: set.records.len(), max: self.max_records })
+        } else if set.records.iter().any(|r| !r.is_valid()) {
+            Some(Refused::TooLong)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            // Not asked for again until the member publishes anew.
+            let remote = self.remotes.get_mut(&node).expect("checked above");
+            remote.refused = remote.refused.max(set.version);
+            return Err(refusal);
         }
         // A set that names a record twice holds it once.
         let new: BTreeSet<Record> = set.records.into_iter().collect();
@@ -517,6 +538,11 @@ mod tests {
             t.apply(node(2), epoch, Snapshot { version: 5, records: many }),
             Err(Refused::TooMany { count: 101, max: 100 })
         );
+        // Not asked for again until a newer version is heard.
+        t.heard(node(2), 5);
+        assert!(t.wanted().is_empty(), "a refused version is not pulled again");
+        t.heard(node(2), 6);
+        assert_eq!(t.wanted().len(), 1);
         let long = vec![rec(name(&"x".repeat(MAX_KEY + 1)), 1, 0)];
         assert_eq!(t.apply(node(2), epoch, Snapshot { version: 5, records: long }), Err(Refused::TooLong));
         let mut tagged = rec(name("t"), 1, 0);
@@ -563,7 +589,7 @@ mod tests {
         t.apply(node(2), epoch, Snapshot { version: 1, records: vec![rec(unique("leader"), 1, 2_000)] }).unwrap();
         assert_eq!(t.poll_lost(), None);
         assert_eq!(t.resolve("leader").unwrap().actor(), ActorId { node: node(1), id: 7 });
-        // Every holder is listed, the winner first.
+        // The winning claim only: the other is being withdrawn.
         let all: Vec<u64> = t.resolve_all("leader").iter().map(|h| h.record.actor).collect();
         assert_eq!(all, [7]);
     }

@@ -19,7 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::engine::Engine;
-use super::records::{Change, Snapshot, Table};
+use super::records::{Change, Refused, Snapshot, Table};
 use super::ClusterEvent;
 use crate::node::{NodeInner, Phase};
 use crate::{ActorId, Mailbox, Node, NodeId, RemoteRef, ReplyPort};
@@ -54,7 +54,8 @@ pub(crate) struct Replica {
     /// This node's version, gossiped by the driver.
     pub(crate) version: tokio::sync::watch::Sender<u64>,
     /// Changes, for subscribers; bounded like cluster events.
-    pub(crate) changes: tokio::sync::broadcast::Sender<Change>,
+    /// `None` once the membership ended: watchers hear `Closed`.
+    changes: Mutex<Option<tokio::sync::broadcast::Sender<Change>>>,
     /// The winner of a unique name is told to whoever holds the claim.
     claims: Mutex<Claims>,
     /// The table's generation, for waiters on a change.
@@ -72,7 +73,7 @@ impl Replica {
             generation: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             version: tokio::sync::watch::channel(0).0,
-            changes: tokio::sync::broadcast::channel(buffer).0,
+            changes: Mutex::new(Some(tokio::sync::broadcast::channel(buffer).0)),
             claims: Mutex::new(HashMap::new()),
             generations: tokio::sync::watch::channel(0).0,
         }
@@ -123,7 +124,9 @@ impl Replica {
                 }
             }
             // No subscriber is not an error.
-            let _ = self.changes.send(change);
+            if let Some(tx) = self.changes.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = tx.send(change);
+            }
         }
         if self.generation.swap(t.generation(), Ordering::AcqRel) != t.generation() {
             self.generations.send_replace(t.generation());
@@ -132,6 +135,23 @@ impl Replica {
             self.version.send_replace(t.version());
         }
         out
+    }
+
+    /// The change feed from now on; closed if the membership ended. Call
+    /// under the table's lock (`read`), so that a watcher's initial state
+    /// and its first change follow without a gap.
+    pub(crate) fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        match self.changes.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => tokio::sync::broadcast::channel(1).1,
+        }
+    }
+
+    /// The membership ended (this node left): claims end (their holders
+    /// hear `None`) and watchers of names and groups hear `Closed`.
+    pub(crate) fn close(&self) {
+        self.claims().clear();
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// A claim's holder is told when it is lost.
@@ -233,8 +253,9 @@ pub(crate) fn start(node: &Node, replica: Arc<Replica>) -> bool {
 }
 
 /// A pull's outcome: the member, the epoch it was pulled under, the version
-/// held then, and the set (`None`: unchanged since that version).
-type Pulled = (NodeId, u64, u64, Result<Option<Snapshot>, String>);
+/// held then, and the set (`None`: unchanged since that version) with the
+/// ref to the member's sync actor, kept for the next pull.
+type Pulled = (NodeId, u64, u64, Result<(Option<Snapshot>, RemoteRef<SyncRequest>), String>);
 
 async fn run(
     node: Weak<NodeInner>,
@@ -282,6 +303,10 @@ async fn run(
             }
             Some((peer, epoch, since, result)) = pulls.next(), if !pulls.is_empty() => {
                 pulling.remove(&peer);
+                let result = result.map(|(set, sync)| {
+                    refs.insert(peer, sync);
+                    set
+                });
                 match result {
                     Ok(None) => {
                         if !replica.edit(|t| t.unchanged(peer, epoch, since)) {
@@ -291,8 +316,11 @@ async fn run(
                         }
                     }
                     Ok(Some(set)) => {
-                        if let Err(why) = replica.edit(|t| t.apply(peer, epoch, set)) {
-                            tracing::debug!(%peer, %why, "registry set not taken");
+                        match replica.edit(|t| t.apply(peer, epoch, set)) {
+                            Ok(()) | Err(Refused::NotUp | Refused::Stale { .. }) => {}
+                            // Its previous set stays; asked again once it
+                            // publishes anew.
+                            Err(why) => tracing::warn!(%peer, %why, "a member's registry set refused"),
                         }
                     }
                     Err(why) => {
@@ -314,7 +342,8 @@ async fn pull(node: Node, known: Option<RemoteRef<SyncRequest>>, peer: NodeId, e
             Some(r) => r,
             None => node.lookup::<SyncRequest>(peer, SYNC_NAME).await.map_err(|e| e.to_string())?,
         };
-        r.ask(|reply| SyncRequest::Pull { since, reply }, PULL_TIMEOUT).await.map_err(|e| e.to_string())
+        let set = r.ask(|reply| SyncRequest::Pull { since, reply }, PULL_TIMEOUT).await.map_err(|e| e.to_string())?;
+        Ok((set, r))
     };
     (peer, epoch, since, result.await)
 }

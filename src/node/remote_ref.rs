@@ -169,6 +169,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
         self.route.sender().await.map(drop)
     }
 
+    /// Whether a tell would be taken now without waiting: the actor is
+    /// local, or its route is open with room.
+    pub(crate) fn ready_now(&self) -> bool {
+        if self.route.local.is_some() {
+            return true;
+        }
+        let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner());
+        ready.as_ref().is_some_and(|s| !s.is_closed() && s.is_ready())
+    }
+
     /// Whether no send can pass: the owner refused the ref's token.
     pub(crate) fn is_refused(&self) -> bool {
         self.route.forbidden.load(std::sync::atomic::Ordering::Acquire)
