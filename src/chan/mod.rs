@@ -121,6 +121,14 @@ impl PortHandle {
         })
     }
 
+    /// Queues an encoded message now if there is room; a message that does
+    /// not fit the send buffer right now comes back, still counted as
+    /// unsent (queue it with `poll_send`, or discard it).
+    pub(crate) fn try_offer(&self, msg: OutMessage) -> Result<(), (SendFailure, Option<OutMessage>)> {
+        let mut st = self.shared.lock();
+        self.offer(&mut st, msg, SendLimit::Buffers)
+    }
+
     /// Resolves when sends on this port can no longer succeed.
     pub(crate) fn poll_send_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.shared.lock();
@@ -912,6 +920,44 @@ mod tests {
         let (last, end) = srx.recv().await.unwrap().unwrap();
         assert_eq!(last, vec![2; 4]);
         assert!(matches!(send.await.unwrap(), Ok(None)), "sent, not handed back");
+        end_tx.send(7).await.unwrap();
+        assert_eq!(end.unwrap().recv().await.unwrap(), Some(7), "its channel end works");
+    }
+
+    /// A try-send that finds no room keeps a message carrying channel ends
+    /// encoded (`Held`) rather than spoiling it, and one without ends comes
+    /// back intact; the held one, sent later, arrives with a working end.
+    #[tokio::test]
+    async fn a_try_send_without_room_holds_a_message_with_ends() {
+        use mpsc::Tried;
+        let (c, s) = pair().await;
+        let (ctx, _crx) = c.root::<(Vec<u8>, Option<mpsc::Receiver<u32>>), ()>().unwrap();
+        let (_stx, mut srx) = s.root::<(), (Vec<u8>, Option<mpsc::Receiver<u32>>)>().unwrap();
+        let mut sent = 0usize;
+        loop {
+            while ctx.try_send((vec![1; 16 * 1024], None)).is_ok() {
+                sent += 1;
+            }
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            if ctx.try_send((vec![1; 16 * 1024], None)).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        assert!(matches!(ctx.try_send_holding((vec![3; 4], None)), Ok(Tried::Full((v, None))) if v == [3; 4]));
+        let (end_tx, end_rx) = mpsc::channel::<u32>(4);
+        let Ok(Tried::Held(held)) = ctx.try_send_holding((vec![2; 4], Some(end_rx))) else {
+            panic!("a message with an end is held")
+        };
+        let send = tokio::spawn(held.send());
+        for _ in 0..sent {
+            srx.recv().await.unwrap().unwrap();
+        }
+        let (last, end) = srx.recv().await.unwrap().unwrap();
+        assert_eq!(last, vec![2; 4]);
+        send.await.unwrap().unwrap();
         end_tx.send(7).await.unwrap();
         assert_eq!(end.unwrap().recv().await.unwrap(), Some(7), "its channel end works");
     }

@@ -278,14 +278,34 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         }
     }
 
-    /// Whether a send would be taken now without waiting (by the time it is
-    /// made, another sender may have taken the room).
-    pub(crate) fn is_ready(&self) -> bool {
-        match &self.inner {
-            SenderInner::Local { tx, .. } => tx.capacity() > 0,
-            SenderInner::Remote(port) => {
-                let st = port.shared.lock();
-                st.error.is_none() && st.mux.send_ready(port.port)
+    /// Sends if there is room now, like [`try_send`](Self::try_send), but
+    /// a message that finds no room is never spoilt: one that carries
+    /// channel ends (moved into its encoding) is kept encoded, to be sent by
+    /// [`Held::send`]; any other comes back intact.
+    pub(crate) fn try_send_holding(&self, value: T) -> Result<Tried<T>, SendError<T>> {
+        let SenderInner::Remote(port) = &self.inner else {
+            return match self.send_now(value, false) {
+                Ok(()) => Ok(Tried::Sent),
+                Err(SendError::Full(value)) => Ok(Tried::Full(value)),
+                Err(e) => Err(e),
+            };
+        };
+        let msg = match encode(&port.shared, &value) {
+            Ok(msg) => msg,
+            Err(error) => return Err(SendError::Encode { value, error }),
+        };
+        match port.try_offer(msg) {
+            Ok(()) => Ok(Tried::Sent),
+            Err((SendFailure::Full, Some(msg))) if !msg.ports.is_empty() => {
+                Ok(Tried::Held(Held { kept: Kept { port: port.clone(), msg: Some(msg) }, value }))
+            }
+            Err((failure, unsent)) => {
+                // Nothing of it was queued, and it carries no ends.
+                drop(Unsent { port, msg: unsent });
+                match failure {
+                    SendFailure::Full => Ok(Tried::Full(value)),
+                    f => Err(SendError::from_failure(f, value)),
+                }
             }
         }
     }
@@ -314,6 +334,47 @@ impl<T: Serialize + Send + 'static> Sender<T> {
 
 /// A message encoded but not yet accepted by the mux: if the send is
 /// cancelled, the ports it would have announced are released.
+/// What [`Sender::try_send_holding`] did.
+pub(crate) enum Tried<T> {
+    Sent,
+    /// No room now; the message, intact.
+    Full(T),
+    /// No room now, and the message carries channel ends: kept encoded.
+    Held(Held<T>),
+}
+
+/// A message kept encoded (its channel ends moved into it), to be sent as
+/// it is once there is room. Dropped unsent, it is discarded.
+pub(crate) struct Held<T> {
+    kept: Kept,
+    /// The message as it was given: its ends are in the encoding now.
+    value: T,
+}
+
+/// The encoding of a [`Held`] message; discarded if dropped unsent.
+struct Kept {
+    port: Arc<PortHandle>,
+    msg: Option<OutMessage>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.port.shared.lock().mux.discard_unsent(msg);
+        }
+    }
+}
+
+impl<T> Held<T> {
+    /// Waits for room, then queues the message.
+    pub(crate) async fn send(self) -> Result<(), SendError<T>> {
+        let Held { mut kept, value } = self;
+        let port = kept.port.clone();
+        let res = poll_fn(|cx| port.poll_send(cx, &mut kept.msg)).await;
+        res.map_err(|f| SendError::from_failure(f, value))
+    }
+}
+
 struct Unsent<'a> {
     port: &'a PortHandle,
     msg: Option<OutMessage>,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::names::check_tag;
 use super::records::{Change, Key, Record};
 use super::{Cluster, EventsError, RegistryError};
+use crate::chan::mpsc::{self, Tried};
 use crate::{ActorId, AskError, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError};
 
 /// The scope of topics' groups ([`Cluster::topic`]).
@@ -349,16 +350,24 @@ impl<M: RemoteMessage> Group<M> {
                 if r.is_refused() || tried.contains(&r.id()) {
                     continue;
                 }
-                // Room now is the common case: a plain tell, which will not
-                // wait (unless another sender took the room meanwhile). Else
-                // a member that leaves the group while the send waits for
-                // room (its node went down: its window will not free up)
-                // gives the message back, to go to another.
-                let sent = if r.ready_now() {
-                    r.tell(msg).await.map(|()| None)
-                } else {
-                    r.tell_unless(msg, self.cluster.replica.until_gone(&self.rkey, r.id())).await
+                // Room now is the common case, and needs no waiting. A
+                // message that carries channel ends and finds no room stays
+                // with this member (its ends are in its encoding); any other
+                // waits for room unless its member leaves the group (its
+                // node went down: its window will not free up), and then
+                // comes back, to go to another.
+                msg = match r.try_tell_holding(msg) {
+                    Ok(Tried::Sent) => return Ok(r.id()),
+                    Ok(Tried::Held(held)) => {
+                        return held.send().await.map(|()| r.id()).map_err(|e| match e {
+                            mpsc::SendError::Closed(msg) => TellError::Unreachable { msg, error: r.lost() },
+                            e => TellError::Send(e),
+                        })
+                    }
+                    Ok(Tried::Full(msg)) | Err(TellError::Unreachable { msg, .. }) => msg,
+                    Err(e) => return Err(e),
                 };
+                let sent = r.tell_unless(msg, self.cluster.replica.until_gone(&self.rkey, r.id())).await;
                 match sent {
                     Ok(None) => return Ok(r.id()),
                     Ok(Some(back)) => {

@@ -154,6 +154,7 @@ impl Mux {
     }
 
     /// Whether a send on `port` would be accepted now.
+    #[allow(dead_code, reason = "for a readiness check before a try-send; no caller yet")]
     pub(crate) fn send_ready(&self, port: PortId) -> bool {
         match self.ports.get(&port) {
             Some(p) => {

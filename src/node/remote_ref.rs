@@ -169,14 +169,27 @@ impl<M: RemoteMessage> RemoteRef<M> {
         self.route.sender().await.map(drop)
     }
 
-    /// Whether a tell would be taken now without waiting: the actor is
-    /// local, or its route is open with room.
-    pub(crate) fn ready_now(&self) -> bool {
-        if self.route.local.is_some() {
-            return true;
+    /// Tells if there is room now, never waiting, and never spoiling the
+    /// message: one without room comes back intact (`Full`), or, if it
+    /// carries channel ends (moved into its encoding), is kept encoded, to
+    /// be sent with [`Held::send`](mpsc::Held::send). A route not open yet
+    /// is `Full`.
+    pub(crate) fn try_tell_holding(&self, msg: M) -> Result<mpsc::Tried<M>, TellError<M>> {
+        if let Some(local) = &self.route.local {
+            return match local.try_deliver(msg) {
+                Ok(res) => res
+                    .map(|()| mpsc::Tried::Sent)
+                    .map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped }),
+                Err((msg, _)) => Ok(mpsc::Tried::Full(msg)),
+            };
         }
-        let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner());
-        ready.as_ref().is_some_and(|s| !s.is_closed() && s.is_ready())
+        let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(sender) = ready else { return Ok(mpsc::Tried::Full(msg)) };
+        match sender.try_send_holding(msg) {
+            Ok(tried) => Ok(tried),
+            Err(mpsc::SendError::Closed(m)) => Err(TellError::Unreachable { msg: m, error: self.lost() }),
+            Err(e) => Err(TellError::Send(e)),
+        }
     }
 
     /// Whether no send can pass: the owner refused the ref's token.
@@ -338,7 +351,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
     }
 
-    fn lost(&self) -> RemoteError {
+    pub(crate) fn lost(&self) -> RemoteError {
         match self.route.node.upgrade() {
             Some(node) => node.why_closed(self.route.target.node),
             None => RemoteError::NodeGone,
