@@ -185,7 +185,11 @@ pub struct Broadcast {
 /// Failover happens before a message is handed over, never after: a member
 /// whose route was refused, or whose send fails at once (its actor stopped,
 /// its node gone), is skipped and the next one tried, so a message goes to
-/// one member at most. An ask is tried on another member after it was
+/// one member at most. A send waiting for room on a member that leaves the
+/// group (its node reported down) goes to another; except a message that
+/// carries channel ends (a `Receiver`, a `Sender`, a reply port): once it
+/// is encoded its ends are in it, so it stays with the member it was
+/// encoded for. An ask is tried on another member after it was
 /// delivered (no reply in time, reply lost) only with
 /// [`Group::ask_retrying`]; [`Group::ask`] is at most once.
 pub struct Group<M> {
