@@ -96,10 +96,12 @@ pub struct Config {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
-    /// Whether a dialing side reconnects and resumes at all. Default off:
-    /// without it a broken transport ends the connection at once (and
-    /// monitors report `NodeLost` at once); with it they report it only when
-    /// reconnection gives up.
+    /// Whether a dialing side reconnects and resumes at all. Default on:
+    /// surviving a broken link without losing or repeating a message is
+    /// what a session is for; monitors then report `NodeLost` only when
+    /// reconnection gives up. Off, a broken transport ends the connection
+    /// at once: messages in flight on it are lost, asks waiting on it fail,
+    /// and monitors report `NodeLost` at once.
     pub enabled: bool,
     /// First backoff step. Default 50 ms.
     pub base: Duration,
@@ -114,7 +116,7 @@ pub struct ReconnectPolicy {
 impl Default for ReconnectPolicy {
     fn default() -> Self {
         ReconnectPolicy {
-            enabled: false,
+            enabled: true,
             base: Duration::from_millis(50),
             cap: Duration::from_secs(2),
             give_up_after: Duration::from_secs(30),

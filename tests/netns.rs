@@ -81,7 +81,7 @@ fn config() -> Config {
     cfg.ping_interval = PING;
     cfg.idle_timeout = IDLE;
     cfg.linger = Duration::from_secs(30);
-    cfg.reconnect.enabled = true;
+    // Reconnection is on by default.
     cfg.reconnect.cap = Duration::from_millis(500);
     cfg.reconnect.give_up_after = Duration::from_secs(30);
     cfg

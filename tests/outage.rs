@@ -336,10 +336,10 @@ async fn nodes_through_proxy(
     (proxy, b_addr, b_id, r, seen)
 }
 
+/// A node's connections reconnect and resume by default: these tests rely
+/// on the default (`Config::reconnect.enabled`).
 fn dialing() -> Config {
-    let mut cfg = quick();
-    cfg.reconnect.enabled = true;
-    cfg
+    quick()
 }
 
 /// Numbered tells and asks while the link is cut five times: all arrive

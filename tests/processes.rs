@@ -57,6 +57,10 @@ fn config() -> Config {
     // Bounds how long a connection refused as a duplicate waits for the
     // kept one (see a_frozen_child_is_lost_by_heartbeat_and_comes_back).
     cfg.handshake_timeout = Duration::from_secs(1);
+    // These tests are about what a watcher hears the moment a link breaks
+    // or goes silent: without reconnection, at once (with it, only when
+    // reconnection gives up; tests/outage.rs covers that).
+    cfg.reconnect.enabled = false;
     cfg
 }
 

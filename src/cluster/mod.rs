@@ -6,7 +6,7 @@
 //! one live seed, and reports members going up, down, leaving and
 //! restarting ([`Cluster::subscribe`]). Refs, lookups and messages to a
 //! member's actors open a connection to it when first needed, with the
-//! node's usual handshake, cookie and limits, and reconnection on.
+//! node's usual handshake, cookie, limits and reconnection policy.
 //!
 //! Membership is SWIM, run by [foca](https://docs.rs/foca) without I/O:
 //! this module owns the socket, the timers and every byte (see

@@ -4,7 +4,8 @@
 //! cluster) knows where every member listens. It lends that knowledge as a
 //! [`Directory`], and the node dials a member the first time something needs
 //! it: a lookup, opening a route to one of its actors, watching one.
-//! Connections made so reconnect and resume by default.
+//! Connections made so reconnect and resume as `Config::reconnect` says
+//! (on by default), like any the node dials.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,9 +99,7 @@ impl NodeInner {
     }
 
     async fn dial_member(self: &Arc<Self>, node: NodeId, addr: SocketAddr, dial: Dialer) -> Result<Peer, RemoteError> {
-        let mut cfg = self.cfg.clone();
-        cfg.reconnect.enabled = true;
-        match self.connect_dialer(addr.to_string(), dial, cfg, Some(node)).await {
+        match self.connect_dialer(addr.to_string(), dial, self.cfg.clone(), Some(node)).await {
             Ok(id) if id == node => self.peer(node),
             Ok(other) => {
                 tracing::info!(%node, %other, %addr, "member restarted before this node connected");
