@@ -118,3 +118,9 @@ pub fn node_id() -> NodeId {
     static ID: OnceLock<NodeId> = OnceLock::new();
     *ID.get_or_init(|| NodeId(uuid::Uuid::new_v4()))
 }
+
+/// The README's examples, run as doc tests so that they keep compiling and
+/// doing what they claim.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
