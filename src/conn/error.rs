@@ -25,7 +25,7 @@ pub enum ConnectError {
     #[error("peer closed the transport during the handshake")]
     Eof,
     /// Connecting, or the handshake after it, did not complete in time
-    /// ([`Config::handshake_timeout`] bounds each).
+    /// ([`Config::handshake_timeout`](crate::Config::handshake_timeout) bounds each).
     #[error("connecting or the handshake did not complete within {0:?}")]
     Timeout(std::time::Duration),
     /// The peer's hello is not acceptable (wrong magic or version, or malformed).
