@@ -178,6 +178,21 @@ pub struct Broadcast {
     pub failed: Vec<(ActorId, TellError<()>)>,
 }
 
+/// A report gathered from each member's tell (framework adapters that send
+/// by other means build theirs so).
+impl<M> FromIterator<(ActorId, Result<(), TellError<M>>)> for Broadcast {
+    fn from_iter<I: IntoIterator<Item = (ActorId, Result<(), TellError<M>>)>>(results: I) -> Broadcast {
+        let mut report = Broadcast { sent: 0, failed: Vec::new() };
+        for (id, result) in results {
+            match result {
+                Ok(()) => report.sent += 1,
+                Err(e) => report.failed.push((id, without_msg(e))),
+            }
+        }
+        report
+    }
+}
+
 /// A handle for sending to a group's members. Cheap to clone; its view of
 /// the members follows the registry (a member on a node reported down is
 /// not picked once the [`ClusterEvent`](super::ClusterEvent) is out).
@@ -501,14 +516,7 @@ impl<M: RemoteMessage + Clone> Group<M> {
             let msg = msg.clone();
             async move { (r.id(), r.tell(msg).await) }
         });
-        let mut report = Broadcast { sent: 0, failed: Vec::new() };
-        for (id, result) in futures::future::join_all(sends).await {
-            match result {
-                Ok(()) => report.sent += 1,
-                Err(e) => report.failed.push((id, without_msg(e))),
-            }
-        }
-        report
+        futures::future::join_all(sends).await.into_iter().collect()
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Message;
-use tether::cluster::{Cluster, Group, GroupKey, Strategy};
+use tether::cluster::{Broadcast, Cluster, Group, GroupKey, Strategy};
 use tether::{ActorId, RemoteError, RemoteMessage, RemoteRef, TellError};
 
 use crate::envelope::Envelope;
@@ -75,16 +75,6 @@ struct Pick<M: Message> {
     order: Vec<usize>,
     /// A keyed send waits for its member, never another.
     keyed: bool,
-}
-
-/// What a [`RemoteGroup::broadcast`] did.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Broadcast {
-    /// Members the message was handed to.
-    pub sent: usize,
-    /// Members it could not be sent to, and why.
-    pub failed: Vec<(ActorId, TellError<()>)>,
 }
 
 /// A handle for sending messages of type `M` to the members of `group` (a
@@ -397,14 +387,7 @@ where
             let msg = msg.clone();
             async move { (m.id(), m.tell(msg).await) }
         });
-        let mut report = Broadcast { sent: 0, failed: Vec::new() };
-        for (id, result) in futures::future::join_all(sends).await {
-            match result {
-                Ok(()) => report.sent += 1,
-                Err(e) => report.failed.push((id, without_msg(e))),
-            }
-        }
-        report
+        futures::future::join_all(sends).await.into_iter().collect()
     }
 }
 
@@ -417,16 +400,6 @@ impl<M: Message> Clone for RemoteGroup<M> {
 impl<M: Message> fmt::Debug for RemoteGroup<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RemoteGroup").field(&self.group).finish()
-    }
-}
-
-fn without_msg<M>(e: TellError<M>) -> TellError<()> {
-    match e {
-        TellError::Full(_) => TellError::Full(()),
-        TellError::Unreachable { error, .. } => TellError::Unreachable { msg: (), error },
-        TellError::Send(e) => TellError::Send(e.split().1),
-        // Nothing else comes from `tell`; kept as not sent.
-        _ => TellError::Send(tether::mpsc::SendError::Closed(())),
     }
 }
 

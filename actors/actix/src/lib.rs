@@ -143,9 +143,10 @@ pub use cluster::{subscribe, ClusterUpdate};
 pub use envelope::Envelope;
 pub use error::RemoteMailboxError;
 pub use export::export;
-pub use group::{group, Broadcast, RemoteGroup};
+pub use group::{group, RemoteGroup};
 pub use registry::{
     group_members, join_group, leave_group, lookup_all, lookup_name, register, unregister, watch_group, watch_name,
     GroupUpdate, NameUpdate,
 };
 pub use remote_addr::{lookup, RemoteAddr, Terminated, DEFAULT_TIMEOUT};
+pub use tether::cluster::Broadcast;
