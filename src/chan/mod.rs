@@ -845,6 +845,25 @@ mod tests {
         assert_eq!(c.stats().open_ports, 2);
     }
 
+    /// Fills the window and the send buffers while nobody reads: full even
+    /// after the driver had its turns to move what it could. Returns how
+    /// many messages went in.
+    async fn fill<T: Serialize + Send + 'static>(tx: &mpsc::Sender<T>, make: impl Fn() -> T) -> usize {
+        let mut sent = 0;
+        loop {
+            while tx.try_send(make()).is_ok() {
+                sent += 1;
+            }
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            if tx.try_send(make()).is_err() {
+                return sent;
+            }
+            sent += 1;
+        }
+    }
+
     /// A send waiting for room that is cancelled gives the message back and
     /// queues nothing: the receiver gets exactly what was sent before.
     #[tokio::test]
@@ -852,21 +871,7 @@ mod tests {
         let (c, s) = pair().await;
         let (ctx, _crx) = c.root::<Vec<u8>, ()>().unwrap();
         let (_stx, mut srx) = s.root::<(), Vec<u8>>().unwrap();
-        // Fill the window and the send buffers while nobody reads: full
-        // even after the driver had its turns to move what it could.
-        let mut sent = 0usize;
-        loop {
-            while ctx.try_send(vec![1; 16 * 1024]).is_ok() {
-                sent += 1;
-            }
-            for _ in 0..20 {
-                tokio::task::yield_now().await;
-            }
-            if ctx.try_send(vec![1; 16 * 1024]).is_err() {
-                break;
-            }
-            sent += 1;
-        }
+        let sent = fill(&ctx, || vec![1; 16 * 1024]).await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let send = tokio::spawn({
             let ctx = ctx.clone();
@@ -895,19 +900,7 @@ mod tests {
         let (c, s) = pair().await;
         let (ctx, _crx) = c.root::<(Vec<u8>, Option<mpsc::Receiver<u32>>), ()>().unwrap();
         let (_stx, mut srx) = s.root::<(), (Vec<u8>, Option<mpsc::Receiver<u32>>)>().unwrap();
-        let mut sent = 0usize;
-        loop {
-            while ctx.try_send((vec![1; 16 * 1024], None)).is_ok() {
-                sent += 1;
-            }
-            for _ in 0..20 {
-                tokio::task::yield_now().await;
-            }
-            if ctx.try_send((vec![1; 16 * 1024], None)).is_err() {
-                break;
-            }
-            sent += 1;
-        }
+        let sent = fill(&ctx, || (vec![1; 16 * 1024], None)).await;
         let (end_tx, end_rx) = mpsc::channel::<u32>(4);
         let send = tokio::spawn(async move { ctx.send_unless((vec![2; 4], Some(end_rx)), async {}).await });
         for _ in 0..20 {
@@ -933,19 +926,7 @@ mod tests {
         let (c, s) = pair().await;
         let (ctx, _crx) = c.root::<(Vec<u8>, Option<mpsc::Receiver<u32>>), ()>().unwrap();
         let (_stx, mut srx) = s.root::<(), (Vec<u8>, Option<mpsc::Receiver<u32>>)>().unwrap();
-        let mut sent = 0usize;
-        loop {
-            while ctx.try_send((vec![1; 16 * 1024], None)).is_ok() {
-                sent += 1;
-            }
-            for _ in 0..20 {
-                tokio::task::yield_now().await;
-            }
-            if ctx.try_send((vec![1; 16 * 1024], None)).is_err() {
-                break;
-            }
-            sent += 1;
-        }
+        let sent = fill(&ctx, || (vec![1; 16 * 1024], None)).await;
         assert!(matches!(ctx.try_send_holding((vec![3; 4], None)), Ok(Tried::Full((v, None))) if v == [3; 4]));
         let (end_tx, end_rx) = mpsc::channel::<u32>(4);
         let Ok(Tried::Held(held)) = ctx.try_send_holding((vec![2; 4], Some(end_rx))) else {
