@@ -64,7 +64,10 @@ impl Export {
                 }),
                 open: Box::new(move |raw: RawSender| {
                     let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
-                    let Some(export) = this.upgrade() else {
+                    // A stopped actor gets no new route, even before its
+                    // node has noticed (a route refused a message and
+                    // closed, and its sender opens it again).
+                    let Some(export) = this.upgrade().filter(|e| !e.has_stopped()) else {
                         let _ = reply.send(Err(RemoteError::Stopped));
                         return;
                     };
