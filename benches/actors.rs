@@ -32,8 +32,8 @@
 //! Throughput (W6-tell-*): `n` small messages (u64 + 32 bytes) told to a remote actor that
 //! counts them (and checks their order); timed from the first send until the actor has seen
 //! all `n`. The waiting variants are used — ractor `RemoteActorRef::send`, actix
-//! `RemoteAddr::tell` — because `cast`/`try_send` fail and `do_send` drops when the window
-//! is full. Beside each, the *receiving* framework's own local throughput in the same run:
+//! `RemoteAddr::tell` — so that the sender's memory stays within the windows (`cast` and
+//! `do_send` would queue what finds no room in the node's outbox). Beside each, the *receiving* framework's own local throughput in the same run:
 //! ractor `ActorRef::cast` to a local actor, actix `Addr::do_send` to a local actor (both
 //! unbounded mailboxes). `ratio` = tether / local. While the remote run goes, a thread samples
 //! the sender's `connection(peer).stats().send_queued` every millisecond; its peak is

@@ -89,6 +89,16 @@ pub struct Config {
     /// with [`AskError::TooManyPending`](crate::AskError::TooManyPending),
     /// so a peer that never answers cannot make them pile up. Default 4,096.
     pub max_pending_asks: u32,
+    /// Most messages a node holds for sends that do not wait
+    /// ([`RemoteRef::post`](crate::RemoteRef::post), and through it actix's
+    /// `do_send` and ractor's `cast`) while their actors' windows are full
+    /// or their routes are being opened, for all actors together. They are
+    /// held as the values given, so the memory they take is about this many
+    /// times the message type's size (plus what the messages own). A post
+    /// past it is refused with `Full`, counted and logged. Default
+    /// 1,048,576: a burst of a million small messages to a slow actor is
+    /// taken in whole, as actix and ractor take it locally.
+    pub max_outbox: u32,
 }
 
 /// Reconnection with exponential backoff and full jitter: attempt `n` waits
@@ -154,6 +164,7 @@ impl Default for Config {
             max_connections: 1024,
             max_handshakes: 64,
             max_pending_asks: 4096,
+            max_outbox: 1 << 20,
         }
     }
 }

@@ -66,6 +66,11 @@ pub struct ConnectionStats {
     pub recv_buffered: usize,
     /// Bytes kept until the peer acknowledges them.
     pub replay_bytes: usize,
+    /// Messages to the peer's actors that the node refused to queue because
+    /// its outboxes were full
+    /// ([`Config::max_outbox`](crate::Config::max_outbox)): posts that got
+    /// `Full`, such as an actix `do_send` past the cap.
+    pub refused: u64,
 }
 
 impl Connection {
@@ -214,7 +219,13 @@ impl Connection {
     /// Counters, for monitoring and tests.
     pub fn stats(&self) -> ConnectionStats {
         let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, .. } = self.shared.lock().mux.stats();
-        ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes }
+        let refused = self.shared.refused.load(std::sync::atomic::Ordering::Relaxed);
+        ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes, refused }
+    }
+
+    /// Counts a message to the peer refused by the node above.
+    pub(crate) fn count_refused(&self) {
+        self.shared.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes the connection gracefully: what is queued is sent, then a

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) peer_id: NodeId,
     /// Handles keeping the connection open (see the module docs).
     handles: AtomicUsize,
+    /// Posts to the peer's actors this node refused for a full outbox
+    /// (counted by the node layer).
+    pub(crate) refused: std::sync::atomic::AtomicU64,
     /// Whoever took the connection in (a node), opaque at this layer: the
     /// layers above find it again while a message decodes.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
@@ -151,6 +154,7 @@ impl Shared {
             codec: parts.cfg.codec,
             peer_id: parts.peer_id,
             handles: AtomicUsize::new(0),
+            refused: Default::default(),
             owner: OnceLock::new(),
             supervisor: OnceLock::new(),
             local_id: parts.local_id,

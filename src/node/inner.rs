@@ -94,6 +94,8 @@ pub(crate) struct NodeInner {
     /// State the layers above and framework adapters keep per node, by
     /// type (see `Node::extension`); dropped with the node.
     pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
+    /// What the routes' outboxes hold and refused (see `outbox.rs`).
+    pub(crate) outbox: super::outbox::OutboxCounters,
 }
 
 impl NodeInner {
@@ -113,6 +115,7 @@ impl NodeInner {
             dialing: Default::default(),
             exports_changed: tokio::sync::watch::channel(0).0,
             extensions: Mutex::new(HashMap::new()),
+            outbox: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@ mod error;
 mod inner;
 mod listener;
 mod mailbox;
+mod outbox;
 mod peers;
 mod registry;
 mod remote_ref;
@@ -41,7 +42,7 @@ pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort
 pub use tag::message_tag;
 pub(crate) use tag::tag;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
@@ -52,7 +53,7 @@ use crate::{Config, ConnectError, Connection, NodeId};
 use control::Control;
 use mailbox::Local;
 use registry::Export;
-use route::{AnyRoute, Route};
+use route::{AnyRoute, Hops, Route};
 
 /// A tether node: the unit of identity. Cloning is cheap.
 ///
@@ -96,6 +97,16 @@ pub struct NodeStats {
     pub exports: usize,
     /// Routes held (one per actor this node holds refs to).
     pub routes: usize,
+    /// Messages held in outboxes now, posted without waiting and not yet
+    /// taken by their routes (at most
+    /// [`Config::max_outbox`](crate::Config::max_outbox)).
+    pub outbox_held: usize,
+    /// Posts refused so far because the outboxes were full
+    /// ([`RemoteRef::post`]'s `Full`; a `do_send` past the cap).
+    pub outbox_refused: u64,
+    /// Messages accepted into an outbox and then not delivered (the actor
+    /// stopped, its node was lost, or the message could not be carried).
+    pub outbox_undelivered: u64,
 }
 
 impl Node {
@@ -246,16 +257,7 @@ impl Node {
         }
         let target = ActorId { node: self.inner.id, id };
         let token = self.inner.caps.token(id);
-        let route = Arc::new(Route {
-            node: Arc::downgrade(&self.inner),
-            target,
-            token,
-            hops: Default::default(),
-            local: Some(Local::new(mailbox)),
-            sender: tokio::sync::Mutex::new(None),
-            ready: Mutex::new(None),
-            forbidden: false.into(),
-        });
+        let route = Arc::new(Route::new(&self.inner, target, token, Hops::default(), Some(Local::new(mailbox)), false));
         self.inner.lock().routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         Ok(RemoteRef { route })
     }
@@ -316,7 +318,16 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let st = self.inner.lock();
         let (peers, peer_entries) = st.peers.sizes();
-        NodeStats { peers, peer_entries, exports: st.registry.len(), routes: st.routes.len() }
+        let outbox = &self.inner.outbox;
+        NodeStats {
+            peers,
+            peer_entries,
+            exports: st.registry.len(),
+            routes: st.routes.len(),
+            outbox_held: outbox.held.load(std::sync::atomic::Ordering::Relaxed),
+            outbox_refused: outbox.refused.load(std::sync::atomic::Ordering::Relaxed),
+            outbox_undelivered: outbox.undelivered.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Shuts the node down, in an order peers can rely on:

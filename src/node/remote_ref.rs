@@ -175,6 +175,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// be sent with [`Held::send`](mpsc::Held::send). A route not open yet
     /// is `Full`.
     pub(crate) fn try_tell_holding(&self, msg: M) -> Result<mpsc::Tried<M>, TellError<M>> {
+        if self.route.lock_outbox().busy() {
+            // Posted messages wait for room before it.
+            return Ok(mpsc::Tried::Full(msg));
+        }
+        self.try_now_holding(msg)
+    }
+
+    /// [`try_tell_holding`](Self::try_tell_holding) without looking at the
+    /// outbox (whose lock the caller may hold).
+    pub(crate) fn try_now_holding(&self, msg: M) -> Result<mpsc::Tried<M>, TellError<M>> {
         if let Some(local) = &self.route.local {
             return match local.try_deliver(msg) {
                 Ok(res) => res
@@ -222,14 +232,42 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// [`tell`](Self::tell), unless `cancel` resolves while the tell waits
-    /// (for the route to open, or for room): then nothing was sent and the
-    /// message comes back, `Ok(Some(msg))`. `cancel` is polled only once the
-    /// tell has to wait.
+    /// (behind posted messages, for the route to open, or for room): then
+    /// nothing was sent and the message comes back, `Ok(Some(msg))`.
+    /// `cancel` is polled only once the tell has to wait.
     pub(crate) async fn tell_unless(
         &self,
         msg: M,
         cancel: impl Future<Output = ()>,
     ) -> Result<Option<M>, TellError<M>> {
+        let mut cancel = std::pin::pin!(cancel);
+        // Behind what was posted before, to keep the sender's order.
+        loop {
+            let drained = self.route.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            if !self.route.lock_outbox().busy() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = drained => {}
+                () = cancel.as_mut() => return Ok(Some(msg)),
+            }
+        }
+        self.deliver_unless(msg, cancel).await
+    }
+
+    /// Hands a message to the route's channel (opening it if needed),
+    /// waiting for room, regardless of the outbox: the outbox's pump sends
+    /// with it.
+    pub(crate) async fn deliver(&self, msg: M) -> Result<(), TellError<M>> {
+        let sent = self.deliver_unless(msg, std::future::pending()).await?;
+        debug_assert!(sent.is_none(), "never cancelled");
+        Ok(())
+    }
+
+    async fn deliver_unless(&self, msg: M, cancel: impl Future<Output = ()>) -> Result<Option<M>, TellError<M>> {
         let mut cancel = std::pin::pin!(cancel);
         let mut msg = msg;
         if let Some(local) = &self.route.local {
@@ -272,7 +310,17 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// Sends a message if there is room now; never waits.
+    ///
+    /// On a ref whose route is still being opened (one just received in a
+    /// message, say), up to 256 messages are queued until it is open, so
+    /// the first sends on a fresh ref do not fail. `Full` means the actor's
+    /// window is full, or messages posted earlier
+    /// ([`post`](Self::post)) still wait for room.
     pub fn try_tell(&self, msg: M) -> Result<(), TellError<M>> {
+        let msg = match self.try_queue(msg) {
+            std::ops::ControlFlow::Break(done) => return done,
+            std::ops::ControlFlow::Continue(msg) => msg,
+        };
         if let Some(local) = &self.route.local {
             return match local.try_deliver(msg) {
                 Ok(res) => res.map_err(|msg| TellError::Unreachable { msg, error: RemoteError::Stopped }),
@@ -281,10 +329,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(sender) = ready else {
-            if self.route.forbidden.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(TellError::Unreachable { msg, error: RemoteError::Forbidden });
-            }
-            // Not opened yet: nothing can be queued without waiting.
+            // Closed again since `try_queue` looked: the next send reopens it.
             return Err(TellError::Full(msg));
         };
         match sender.try_send(msg) {

@@ -11,6 +11,7 @@ use super::control::Control;
 use super::error::RemoteError;
 use super::inner::NodeInner;
 use super::mailbox::{Local, Mailbox, RemoteMessage};
+use super::outbox::Outbox;
 use super::peers::Peer;
 use super::remote_ref::ActorId;
 use super::tag::tag;
@@ -39,12 +40,49 @@ pub(crate) struct Route<M> {
     pub(crate) ready: std::sync::Mutex<Option<mpsc::Sender<M>>>,
     /// Set once the owner refused the ref's token: no send will ever pass.
     pub(crate) forbidden: std::sync::atomic::AtomicBool,
+    /// Messages accepted without waiting and not handed to the channel yet
+    /// (see `outbox.rs`).
+    pub(crate) outbox: Mutex<Outbox<M>>,
+    /// Woken when the outbox has been handed over entirely.
+    pub(crate) drained: tokio::sync::Notify,
+    /// Posts refused for a full outbox since it last took one, to log once
+    /// per run.
+    pub(crate) refusing: std::sync::atomic::AtomicU64,
+    /// The runtime the route was made on, to pump its outbox from when a
+    /// message is posted outside any runtime.
+    pub(crate) rt: Option<tokio::runtime::Handle>,
 }
 
 impl<M> Drop for Route<M> {
     fn drop(&mut self) {
         if let Some(node) = self.node.upgrade() {
             node.forget_route(self.target, self.token);
+        }
+    }
+}
+
+impl<M> Route<M> {
+    pub(crate) fn new(
+        node: &Arc<NodeInner>,
+        target: ActorId,
+        token: Token,
+        hops: Hops,
+        local: Option<Local<M>>,
+        forbidden: bool,
+    ) -> Route<M> {
+        Route {
+            node: Arc::downgrade(node),
+            target,
+            token,
+            hops,
+            local,
+            sender: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+            forbidden: forbidden.into(),
+            outbox: Mutex::new(Outbox::default()),
+            drained: tokio::sync::Notify::new(),
+            refusing: Default::default(),
+            rt: tokio::runtime::Handle::try_current().ok(),
         }
     }
 }
@@ -113,16 +151,8 @@ impl NodeInner {
         } else {
             None
         };
-        let route = Arc::new(Route {
-            node: Arc::downgrade(self),
-            target,
-            token,
-            hops: if target.node == self.id { Hops::default() } else { hops },
-            local,
-            sender: tokio::sync::Mutex::new(None),
-            ready: Mutex::new(None),
-            forbidden: forged.into(),
-        });
+        let hops = if target.node == self.id { Hops::default() } else { hops };
+        let route = Arc::new(Route::new(self, target, token, hops, local, forged));
         st.routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
         drop(st);
         drop(other_type);

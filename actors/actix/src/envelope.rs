@@ -29,6 +29,15 @@ pub(crate) enum Kind<M: actix::Message> {
     Send { msg: M, reply: oneshot::Sender<M::Result> },
 }
 
+impl<M: actix::Message> Envelope<M> {
+    /// The message inside.
+    pub(crate) fn into_msg(self) -> M {
+        match self.0 {
+            Kind::Tell { msg } | Kind::Send { msg, .. } => msg,
+        }
+    }
+}
+
 impl<M: actix::Message> fmt::Debug for Envelope<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {

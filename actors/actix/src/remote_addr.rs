@@ -1,10 +1,8 @@
 //! `RemoteAddr<M>`: actix's `Recipient<M>`, for an actor on any node.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::{Message, Recipient};
@@ -13,8 +11,6 @@ use tether::{
     oneshot, ActorId, AskError, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError,
     WatchEvent,
 };
-use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::envelope::{Envelope, Kind};
@@ -25,10 +21,6 @@ use crate::RemoteMailboxError;
 /// the core notices a silent peer within its `idle_timeout` (5 s by
 /// default), so 10 s leaves room for a slow handler.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Messages a handle holds back while the route's window is full or the
-/// route is being opened.
-const OUTBOX: usize = 256;
 
 /// The address of an actix actor that may live on another node, for
 /// messages of type `M`: actix's [`Recipient<M>`] across processes.
@@ -43,26 +35,34 @@ const OUTBOX: usize = 256;
 ///
 /// | method | waits for | when the window is full |
 /// |---|---|---|
-/// | [`do_send`](Self::do_send) | nothing | the message is dropped (logged) |
+/// | [`do_send`](Self::do_send) | nothing | queued, as actix queues it |
 /// | [`try_send`](Self::try_send) | nothing | `Err(TellError::Full(msg))` |
 /// | [`tell`](Self::tell) | room | waits |
 /// | [`send`](Self::send) | room and the result | waits, within the timeout |
 ///
 /// The *window* of a handle is the route's window on the connection (the
-/// send buffer here, the port window at the actor's node) plus an outbox of
-/// 256 messages, which also holds what is sent while the route is being
-/// opened. The actor's node hands fewer than 512 of a route's messages to
-/// the actor's actix mailbox before it waits for the actor to handle them,
-/// and meanwhile reads no more from the route. A blocked actor therefore
-/// makes `try_send` fail with `Full` once the window is full, and memory at
-/// the sender stays bounded. A handle to an actor of this node has no
-/// connection: its window is those 512 messages and the outbox.
+/// send buffer here, the port window at the actor's node). The actor's node
+/// hands fewer than 512 of a route's messages to the actor's actix mailbox
+/// before it waits for the actor to handle them, and meanwhile reads no
+/// more from the route, so a blocked actor fills the window, and then
+/// `try_send` fails with `Full` and `tell` and `send` wait. `do_send`, which
+/// actix defines as never failing, queues what finds no room in the node's
+/// outbox instead: up to [`tether::Config::max_outbox`] messages for all
+/// actors together (a million by default), each held as the message value
+/// until the window takes it. Past that cap a `do_send` is dropped, counted
+/// in [`tether::NodeStats::outbox_refused`] and the connection's
+/// [`tether::ConnectionStats::refused`], and logged at warn with the count.
 ///
-/// Methods that may need a background task (to open a route, wait for
-/// room, or watch) run it on the tokio runtime current at the call, or
+/// Messages from this node to one actor arrive in the order they were
+/// accepted, whichever of these methods sent them. A handle just received
+/// in a message works at once: what is sent before its route is open waits
+/// for it (within the same bounds).
+///
+/// Methods that need a background task (to open a route, hand over queued
+/// messages, or watch) run it on the tokio runtime current at the call, or
 /// else the one the handle was made on.
 pub struct RemoteAddr<M: Message> {
-    link: Arc<Link<M>>,
+    rref: RemoteRef<Envelope<M>>,
 }
 
 /// Sent to a local actor watching a remote one (see [`RemoteAddr::watch`]):
@@ -106,45 +106,45 @@ where
     M: Message + RemoteMessage,
     M::Result: RemoteMessage,
 {
-    /// Sends a message without waiting and without a result.
+    /// Sends a message without waiting and without a result, like actix's
+    /// `do_send`: it never fails, and a message that finds no room waits in
+    /// the node's outbox (see the [type's docs](Self) for the cap).
     ///
-    /// Never blocks. Unlike actix's `do_send`, which queues without limit,
-    /// a message that finds the window full is dropped, with a warning in
-    /// the log; one sent to a stopped or unreachable actor is dropped
-    /// silently, as in actix. Use [`tell`](Self::tell) to wait for room
-    /// instead, or [`try_send`](Self::try_send) to get the message back.
+    /// A message to an actor that stopped is dropped, as actix drops it
+    /// (logged at debug; [`monitor`](Self::monitor) tells when the actor is
+    /// gone). One that cannot be carried (it does not encode, or is larger
+    /// than the connection allows) is logged at warn; use
+    /// [`try_send`](Self::try_send) or [`tell`](Self::tell) to have such
+    /// errors returned.
     pub fn do_send(&self, msg: M) {
-        match self.link.submit(Pending::Tell(msg)) {
-            Ok(()) => self.link.lock().dropping = false,
-            Err(Refused::Full(_)) => {
-                let mut st = self.link.lock();
-                if !std::mem::replace(&mut st.dropping, true) {
-                    tracing::warn!(actor = ?self.link.rref, "window full: do_send drops messages");
-                }
+        match self.rref.post(Envelope(Kind::Tell { msg })) {
+            Ok(()) => {}
+            // Counted and logged by the node.
+            Err(TellError::Full(_)) => {}
+            Err(TellError::Unreachable { error, .. }) => {
+                tracing::debug!(actor = %self.id(), %error, "do_send: actor unreachable, message dropped");
             }
-            Err(Refused::Closed(..)) => {}
-            Err(Refused::Unsent(_, error)) => {
-                tracing::warn!(actor = ?self.link.rref, %error, "do_send: message not sent");
-            }
+            Err(error) => tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
         }
     }
 
     /// Sends a message if there is room in the window now; never waits.
     ///
     /// `Full` when the window is full (the actor is slow or the connection
-    /// is congested); `Unreachable` when the actor stopped or cannot be
-    /// reached; `Send` when the message does not encode or exceeds the
-    /// peer's limit. `Ok` means accepted: it will be delivered in order
-    /// unless the actor stops or its node is lost first.
+    /// is congested) or messages sent before it still wait for room;
+    /// `Unreachable` when the actor stopped or cannot be reached; `Send`
+    /// when the message does not encode or exceeds the peer's limit. `Ok`
+    /// means accepted: it will be delivered in order unless the actor stops
+    /// or its node is lost first.
     pub fn try_send(&self, msg: M) -> Result<(), TellError<M>> {
-        self.link.submit(Pending::Tell(msg)).map_err(Refused::into_tell_error)
+        self.rref.try_tell(Envelope(Kind::Tell { msg })).map_err(unwrap_tell)
     }
 
     /// Sends a message without a result, waiting while the window is full.
     /// Fails with `Unreachable` when the actor stopped or cannot be
     /// reached, with `Send` when the message cannot be carried.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
-        self.link.submit_wait(Pending::Tell(msg)).await.map_err(Refused::into_tell_error)
+        self.rref.tell(Envelope(Kind::Tell { msg })).await.map_err(unwrap_tell)
     }
 
     /// Sends a message and waits for the handler's result, at most
@@ -182,9 +182,9 @@ where
     /// reached, too many requests pending on its node) comes back, so that
     /// a group can try another member.
     pub(crate) fn request(&self, msg: M, timeout: Duration) -> impl Future<Output = Requested<M>> + Send + 'static {
-        let link = self.link.clone();
+        let rref = self.rref.clone();
         async move {
-            let _permit = match link.rref.ask_permit() {
+            let _permit = match rref.ask_permit() {
                 Ok(p) => p,
                 Err(AskError::TooManyPending { limit }) => {
                     return Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit })
@@ -193,26 +193,20 @@ where
                 Err(other) => return Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string())),
             };
             let (reply, result) = oneshot::channel::<M::Result>();
-            let (failed, failure) = tokio::sync::oneshot::channel();
             let exchange = async {
-                match link.submit_wait(Pending::Send(msg, reply, failed)).await {
+                match rref.tell(Envelope(Kind::Send { msg, reply })).await {
                     Ok(()) => {}
-                    Err(Refused::Closed(p, error)) => {
-                        return Requested::NotSent(p.into_msg(), RemoteMailboxError::from_remote(error))
+                    Err(TellError::Unreachable { msg, error }) => {
+                        return Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error))
                     }
-                    Err(refused) => return Requested::Failed(refused.into_mailbox_error()),
+                    Err(other) => return Requested::Failed(RemoteMailboxError::Message(other.to_string())),
                 }
-                let node = link.rref.id().node;
                 match result.await {
                     Ok(r) => Requested::Answered(r),
-                    // Not sent (the pump says why before it drops the
-                    // reply port), or the actor stopped first.
-                    Err(oneshot::RecvError::Dropped) => {
-                        let mut failure = failure;
-                        Requested::Failed(failure.try_recv().unwrap_or(RemoteMailboxError::Closed))
-                    }
+                    // The actor stopped before it answered.
+                    Err(oneshot::RecvError::Dropped) => Requested::Failed(RemoteMailboxError::Closed),
                     Err(oneshot::RecvError::Connection(_)) => {
-                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
+                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(rref.id().node)))
                     }
                     Err(other) => Requested::Failed(RemoteMailboxError::Message(other.to_string())),
                 }
@@ -227,7 +221,7 @@ where
     /// Watches the actor: resolves once, with why it can no longer be
     /// reached.
     pub fn monitor(&self) -> Monitor {
-        self.link.rref.monitor()
+        self.rref.monitor()
     }
 
     /// Death watch in actix's form: sends [`Terminated`] to `watcher` (an
@@ -238,7 +232,7 @@ where
         let watcher = watcher.into();
         let monitor = self.monitor();
         let actor = self.id();
-        self.link.runtime().spawn(async move {
+        tokio::spawn(async move {
             let event = monitor.await;
             watcher.do_send(Terminated { actor, event });
         })
@@ -246,12 +240,12 @@ where
 
     /// The actor's identity.
     pub fn id(&self) -> ActorId {
-        self.link.rref.id()
+        self.rref.id()
     }
 
     /// The framework-neutral handle underneath.
     pub fn remote_ref(&self) -> &RemoteRef<Envelope<M>> {
-        &self.link.rref
+        &self.rref
     }
 }
 
@@ -261,26 +255,19 @@ where
     M::Result: RemoteMessage,
 {
     fn from(rref: RemoteRef<Envelope<M>>) -> Self {
-        RemoteAddr {
-            link: Arc::new(Link {
-                rref,
-                rt: Handle::try_current().ok(),
-                state: Mutex::new(State { outbox: VecDeque::new(), pumping: false, dropping: false }),
-                space: Notify::new(),
-            }),
-        }
+        RemoteAddr { rref }
     }
 }
 
 impl<M: Message> Clone for RemoteAddr<M> {
     fn clone(&self) -> Self {
-        RemoteAddr { link: self.link.clone() }
+        RemoteAddr { rref: self.rref.clone() }
     }
 }
 
 impl<M: Message> PartialEq for RemoteAddr<M> {
     fn eq(&self, other: &Self) -> bool {
-        self.link.rref == other.link.rref
+        self.rref == other.rref
     }
 }
 
@@ -288,7 +275,7 @@ impl<M: Message> Eq for RemoteAddr<M> {}
 
 impl<M: Message> Hash for RemoteAddr<M> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.link.rref.hash(state)
+        self.rref.hash(state)
     }
 }
 
@@ -298,7 +285,7 @@ where
     M::Result: RemoteMessage,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = self.link.rref.id();
+        let id = self.rref.id();
         write!(f, "RemoteAddr(node {}, actor {:016x})", id.node, id.id)
     }
 }
@@ -309,7 +296,7 @@ where
     M::Result: RemoteMessage,
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.link.rref.serialize(s)
+        self.rref.serialize(s)
     }
 }
 
@@ -323,195 +310,15 @@ where
     }
 }
 
-/// The sending state shared by a handle and its clones.
-struct Link<M: Message> {
-    rref: RemoteRef<Envelope<M>>,
-    rt: Option<Handle>,
-    state: Mutex<State<M>>,
-    /// The outbox stopped being full.
-    space: Notify,
-}
-
-struct State<M: Message> {
-    /// Messages accepted but not yet handed to the core. While it is not
-    /// empty, or the pump is sending its last message, new messages queue
-    /// behind it: that is what keeps order.
-    outbox: VecDeque<Pending<M>>,
-    pumping: bool,
-    /// `do_send` is dropping (to log once per episode).
-    dropping: bool,
-}
-
-enum Pending<M: Message> {
-    Tell(M),
-    /// A request, its reply port, and where to say why it was not sent.
-    Send(M, oneshot::Sender<M::Result>, Failed),
-}
-
-/// Where a request says why it was not sent.
-type Failed = tokio::sync::oneshot::Sender<RemoteMailboxError>;
-
-impl<M: Message> Pending<M> {
-    fn into_msg(self) -> M {
-        match self {
-            Pending::Tell(m) | Pending::Send(m, ..) => m,
+/// A tell's error with the message taken out of its envelope.
+fn unwrap_tell<M: Message>(e: TellError<Envelope<M>>) -> TellError<M> {
+    match e {
+        TellError::Full(env) => TellError::Full(env.into_msg()),
+        TellError::Unreachable { msg, error } => TellError::Unreachable { msg: msg.into_msg(), error },
+        TellError::Send(e) => {
+            let (env, error) = e.split();
+            TellError::Send(error.with_value(env.into_msg()))
         }
-    }
-
-    fn into_envelope(self) -> (Envelope<M>, Option<Failed>) {
-        match self {
-            Pending::Tell(msg) => (Envelope(Kind::Tell { msg }), None),
-            Pending::Send(msg, reply, failed) => (Envelope(Kind::Send { msg, reply }), Some(failed)),
-        }
-    }
-
-    /// Takes an envelope the core gave back apart again.
-    fn from_envelope(env: Envelope<M>, failed: Option<Failed>) -> Self {
-        match env.0 {
-            Kind::Tell { msg } => Pending::Tell(msg),
-            Kind::Send { msg, reply } => {
-                Pending::Send(msg, reply, failed.unwrap_or_else(|| tokio::sync::oneshot::channel().0))
-            }
-        }
-    }
-}
-
-/// Why a message was not accepted; it is handed back.
-enum Refused<M: Message> {
-    /// No room now.
-    Full(Pending<M>),
-    /// The actor stopped or cannot be reached.
-    Closed(Pending<M>, RemoteError),
-    /// It cannot be carried: it does not encode, or is too large.
-    Unsent(Pending<M>, tether::mpsc::SendError<()>),
-}
-
-impl<M> Refused<M>
-where
-    M: Message + RemoteMessage,
-    M::Result: RemoteMessage,
-{
-    fn into_tell_error(self) -> TellError<M> {
-        match self {
-            Refused::Full(p) => TellError::Full(p.into_msg()),
-            Refused::Closed(p, error) => TellError::Unreachable { msg: p.into_msg(), error },
-            Refused::Unsent(p, error) => TellError::Send(error.with_value(p.into_msg())),
-        }
-    }
-
-    fn into_mailbox_error(self) -> RemoteMailboxError {
-        match self {
-            Refused::Closed(_, error) => RemoteMailboxError::from_remote(error),
-            Refused::Unsent(_, error) => RemoteMailboxError::Message(error.to_string()),
-            // `submit_wait` waits for room instead.
-            Refused::Full(_) => RemoteMailboxError::Message("no room".into()),
-        }
-    }
-}
-
-impl<M> Link<M>
-where
-    M: Message + RemoteMessage,
-    M::Result: RemoteMessage,
-{
-    fn lock(&self) -> MutexGuard<'_, State<M>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn runtime(&self) -> Handle {
-        Handle::try_current().ok().or_else(|| self.rt.clone()).expect("tether-actix needs a tokio runtime")
-    }
-
-    /// Accepts a message without waiting: straight to the core if nothing
-    /// is queued before it and there is room, else into the outbox.
-    fn submit(self: &Arc<Self>, p: Pending<M>) -> Result<(), Refused<M>> {
-        let mut st = self.lock();
-        let mut p = p;
-        if st.outbox.is_empty() && !st.pumping {
-            let (env, failed) = p.into_envelope();
-            match self.rref.try_tell(env) {
-                Ok(()) => return Ok(()),
-                Err(TellError::Full(env)) => p = Pending::from_envelope(env, failed),
-                Err(TellError::Unreachable { msg, error }) => {
-                    return Err(Refused::Closed(Pending::from_envelope(msg, failed), error));
-                }
-                Err(TellError::Send(e)) => {
-                    let (env, error) = e.split();
-                    return Err(Refused::Unsent(Pending::from_envelope(env, failed), error));
-                }
-                Err(e) => {
-                    // Nothing else comes from `try_tell`; kept as unsent.
-                    let error = tether::mpsc::SendError::Closed(());
-                    return Err(Refused::Unsent(Pending::from_envelope(e.into_inner(), failed), error));
-                }
-            }
-        }
-        if st.outbox.len() >= OUTBOX {
-            return Err(Refused::Full(p));
-        }
-        st.outbox.push_back(p);
-        if !st.pumping {
-            st.pumping = true;
-            self.runtime().spawn(self.clone().pump());
-        }
-        Ok(())
-    }
-
-    /// Accepts a message, waiting for room in the outbox.
-    async fn submit_wait(self: &Arc<Self>, p: Pending<M>) -> Result<(), Refused<M>> {
-        let mut p = match self.submit(p) {
-            Ok(()) => return Ok(()),
-            Err(Refused::Full(back)) => back,
-            Err(refused) => return Err(refused),
-        };
-        loop {
-            let room = self.space.notified();
-            let mut room = std::pin::pin!(room);
-            room.as_mut().enable();
-            match self.submit(p) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Full(back)) => p = back,
-                Err(refused) => return Err(refused),
-            }
-            room.await;
-        }
-    }
-
-    /// Hands the outbox to the core in order, waiting for the window; ends
-    /// when the outbox is empty.
-    async fn pump(self: Arc<Self>) {
-        loop {
-            let (env, failed) = {
-                let mut st = self.lock();
-                // Only a full outbox turns senders away.
-                let was_full = st.outbox.len() >= OUTBOX;
-                let Some(p) = st.outbox.pop_front() else {
-                    st.pumping = false;
-                    return;
-                };
-                if was_full {
-                    self.space.notify_waiters();
-                }
-                p.into_envelope()
-            };
-            if let Kind::Send { reply, .. } = &env.0 {
-                if reply.is_closed() {
-                    continue; // the asker gave up while it waited here
-                }
-            }
-            let Err(e) = self.rref.tell(env).await else { continue };
-            let failure = match &e {
-                TellError::Unreachable { error, .. } => RemoteMailboxError::from_remote(error.clone()),
-                e => {
-                    tracing::warn!(actor = ?self.rref, error = %e, "message not sent");
-                    RemoteMailboxError::Message(e.to_string())
-                }
-            };
-            // Say why before the reply port (inside `e`) is dropped.
-            if let Some(f) = failed {
-                let _ = f.send(failure);
-            }
-            drop(e);
-        }
+        other => TellError::Send(tether::mpsc::SendError::Closed(other.into_inner().into_msg())),
     }
 }

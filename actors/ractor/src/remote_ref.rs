@@ -17,7 +17,8 @@ use crate::CallError;
 ///
 /// | ractor `ActorRef` | `RemoteActorRef` | waits? |
 /// |---|---|---|
-/// | `cast(msg)` | [`cast(msg)`](Self::cast) | never: fails with `Full` when the window is full |
+/// | `cast(msg)` | [`cast(msg)`](Self::cast) | never: queues when the window is full |
+/// | — | [`try_cast(msg)`](Self::try_cast) | never: fails with `Full` when the window is full |
 /// | — | [`send(msg).await`](Self::send) | while the window is full |
 /// | `call(\|p\| M::X(.., p), Some(t))` | [`call(\|p\| M::X(.., p), t).await`](Self::call) | for the reply, at most `t` |
 ///
@@ -29,16 +30,32 @@ pub struct RemoteActorRef<M> {
 }
 
 impl<M: RemoteMessage> RemoteActorRef<M> {
-    /// Sends a message if the actor's window has room now; never waits.
+    /// Sends a message without waiting, like ractor's `cast`: a message
+    /// that finds the actor's window full, or the route to a handle just
+    /// received still opening, waits in the node's outbox and is delivered
+    /// in order.
     ///
     /// # Errors
     ///
-    /// The message comes back inside the error: [`TellError::Full`] when
-    /// the window is full (or the route to a handle received inside a
-    /// message is not open yet; [`send`](Self::send) opens it), and
+    /// The message comes back inside the error: [`TellError::Full`] only
+    /// when the node's outbox already holds
+    /// [`Config::max_outbox`](tether::Config::max_outbox) messages (a
+    /// million by default; counted in the node's stats and logged), and
     /// [`TellError::Unreachable`] when the actor stopped or its node cannot
     /// be reached.
     pub fn cast(&self, msg: M) -> Result<(), TellError<M>> {
+        self.inner.post(msg)
+    }
+
+    /// Sends a message if the actor's window has room now; never queues
+    /// behind a full window.
+    ///
+    /// # Errors
+    ///
+    /// [`TellError::Full`] when the window is full (or messages cast
+    /// earlier still wait for room), [`TellError::Unreachable`] when the
+    /// actor stopped or its node cannot be reached.
+    pub fn try_cast(&self, msg: M) -> Result<(), TellError<M>> {
         self.inner.try_tell(msg)
     }
 

@@ -114,7 +114,7 @@ async fn flood_until_held(remote: &RemoteActorRef<LogMsg>) -> (JoinHandle<Result
     let mut next = 0;
     loop {
         assert!(next < FLOOD, "{next} items went through while the actor was blocked: nothing held the sender back");
-        match remote.cast(LogMsg::Item(next)) {
+        match remote.try_cast(LogMsg::Item(next)) {
             Ok(()) => next += 1,
             Err(TellError::Full(msg)) => {
                 let r = remote.clone();
@@ -139,7 +139,7 @@ async fn a_blocked_paced_actor_holds_its_remote_sender_back() {
     within(T, async {
         let Blocked { a: _a, _b, actor, remote, gate, log } = blocked_logger().await;
         let (held, sent) = flood_until_held(&remote).await;
-        let refused = remote.cast(LogMsg::Item(sent));
+        let refused = remote.try_cast(LogMsg::Item(sent));
         assert!(matches!(refused, Err(TellError::Full(LogMsg::Item(i))) if i == sent), "{refused:?}");
 
         // The probe lands behind everything the node has put in the mailbox.

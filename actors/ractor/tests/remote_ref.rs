@@ -21,7 +21,7 @@ async fn casts_and_sends_arrive_in_order_before_a_call() {
         let mut waited = 0;
         for i in 0..10_000 {
             // `cast` never waits; when the window is full, `send` waits for room.
-            match remote.cast(CounterMsg::Add(i)) {
+            match remote.try_cast(CounterMsg::Add(i)) {
                 Ok(()) => {}
                 Err(TellError::Full(msg)) => {
                     waited += 1;
@@ -165,7 +165,7 @@ async fn a_fast_sender_queues_no_more_than_its_send_buffer() {
         let mut accepted = 0u64;
         let mut full = false;
         for _ in 0..1_000_000 {
-            match remote.cast(CounterMsg::Bulk(1, vec![7; 1024])) {
+            match remote.try_cast(CounterMsg::Bulk(1, vec![7; 1024])) {
                 Ok(()) => accepted += 1,
                 Err(TellError::Full(CounterMsg::Bulk(..))) => {
                     full = true;
