@@ -289,8 +289,9 @@ impl Cluster {
 /// Whether a holder takes messages of type `M`.
 pub(super) fn check_tag<M: RemoteMessage>(held: &Held) -> Result<(), RemoteError> {
     let expected = crate::node::tag::<M>();
-    if held.record.tag != expected {
-        return Err(RemoteError::TypeMismatch { expected, found: held.record.tag.clone() });
+    // An actor exported for several types lists their tags, one per line.
+    if !held.record.tag.split('\n').any(|t| t == expected) {
+        return Err(RemoteError::TypeMismatch { expected, found: held.record.tag.replace('\n', " | ") });
     }
     Ok(())
 }

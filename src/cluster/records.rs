@@ -66,7 +66,8 @@ pub(crate) struct Record {
     pub(crate) actor: u64,
     /// The capability to reach it: the registry is shared with members only.
     pub(crate) token: Token,
-    /// The message tag the actor takes.
+    /// The message tag the actor takes; for an export of an actor that
+    /// takes several types (`Node::export_many`), their tags, one per line.
     pub(crate) tag: String,
     /// For a unique claim, when it was made: milliseconds since the Unix
     /// epoch by the claimant's clock. 0 otherwise.

@@ -59,8 +59,8 @@ pub(crate) enum Control {
 pub(crate) struct Exported {
     pub(crate) actor: u64,
     pub(crate) token: Token,
-    /// The tag of the actor's message type.
-    pub(crate) tag: String,
+    /// The tags of the message types the actor takes (at least one).
+    pub(crate) tags: Vec<String>,
 }
 
 /// Told `Ok` when the watched actor stops, or an error at once.

@@ -33,7 +33,7 @@ pub(crate) struct NodeState {
     pub(crate) peers: PeerTable,
     pub(crate) registry: Registry,
     /// Keyed by token too: a forged ref must not share a real one's route.
-    pub(crate) routes: HashMap<(ActorId, Token), AnyRoute>,
+    pub(crate) routes: HashMap<super::route::RouteKey, AnyRoute>,
     /// Set by `shutdown` (or the drop of the last handle): nothing new is
     /// taken in.
     pub(crate) closing: bool,
@@ -383,12 +383,7 @@ impl NodeInner {
 
     /// Answers (or forwards) a request to open a route to `target`.
     fn open(&self, from: NodeId, target: ActorId, token: Token, tag: String, reply: RawSender, hops: Hops) {
-        let refuse = |reply: RawSender, e: RemoteError| {
-            // `Err(e)` encodes the same whatever the `Ok` type is.
-            if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
-                let _ = tx.send(Err(e));
-            }
-        };
+        use registry::refuse;
         if target.node != self.id {
             // Forward towards the owner, never back where it came from.
             match self.next_hop(target.node, &hops, Some(from)) {
@@ -408,8 +403,7 @@ impl NodeInner {
         };
         match export {
             None => refuse(reply, RemoteError::Stopped),
-            Some(e) if e.tag != tag => refuse(reply, RemoteError::TypeMismatch { expected: tag, found: e.tag.clone() }),
-            Some(e) => e.open(reply),
+            Some(e) => e.open(tag, reply),
         }
     }
 
@@ -479,7 +473,8 @@ impl NodeInner {
         self.exports_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// This node's named exports: name, actor id and message tag.
+    /// This node's named exports: name, actor id and message tag, a row per
+    /// message type.
     pub(crate) fn named_exports(&self) -> Vec<(String, u64, String)> {
         self.lock().registry.named()
     }

@@ -21,6 +21,7 @@
 //! - `directory.rs`: where a node not connected to is found (the cluster
 //!   above tells), and connecting to it on demand.
 
+mod any_ref;
 mod control;
 mod directory;
 mod error;
@@ -34,6 +35,7 @@ mod remote_ref;
 mod route;
 mod tag;
 
+pub use any_ref::{AnyRef, Exporter};
 pub(crate) use directory::Directory;
 pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
@@ -51,9 +53,6 @@ use crate::conn::Role;
 use crate::transport::Transport;
 use crate::{Config, ConnectError, Connection, NodeId};
 use control::Control;
-use mailbox::Local;
-use registry::Export;
-use route::{AnyRoute, Hops, Route};
 
 /// A tether node: the unit of identity. Cloning is cheap.
 ///
@@ -243,23 +242,16 @@ impl Node {
         name: Option<&str>,
         mailbox: impl Mailbox<M>,
     ) -> Result<RemoteRef<M>, NameTaken> {
-        let mailbox: Arc<dyn Mailbox<M>> = Arc::new(mailbox);
-        let export = Export::new(mailbox.clone());
-        let id = {
-            let mut st = self.inner.lock();
-            let id = st.registry.fresh_id();
-            st.registry.insert(id, name, export)?;
-            id
-        };
-        self.inner.watch_export(id, mailbox.stopped());
-        if name.is_some() {
-            self.inner.registry_changed();
-        }
-        let target = ActorId { node: self.inner.id, id };
-        let token = self.inner.caps.token(id);
-        let route = Arc::new(Route::new(&self.inner, target, token, Hops::default(), Some(Local::new(mailbox)), false));
-        self.inner.lock().routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
-        Ok(RemoteRef { route })
+        let actor = self.export_many(name, mailbox).finish()?;
+        Ok(actor.typed::<M>().expect("an actor of this node takes the type it was exported for"))
+    }
+
+    /// Exports an actor that takes several message types under one id and
+    /// name: `first`'s, and those [`Exporter::mailbox`] adds. Peers find it
+    /// with [`lookup_any`](Self::lookup_any) (or [`lookup`](Self::lookup)
+    /// for one of its types) and send each type on its own typed ref.
+    pub fn export_many<M: RemoteMessage>(&self, name: Option<&str>, first: impl Mailbox<M>) -> Exporter<'_> {
+        Exporter::new(self, name, first)
     }
 
     /// This node's value of type `T`, made with `T::default()` the first
@@ -286,6 +278,16 @@ impl Node {
     /// are the same. `peer` is a node this node is connected to, or a member
     /// of its cluster (connected to now).
     pub async fn lookup<M: RemoteMessage>(&self, peer: NodeId, name: &str) -> Result<RemoteRef<M>, LookupError> {
+        let actor = self.lookup_any(peer, name).await?;
+        let found = actor.typed::<M>()?;
+        // Open now, so the first tell (and try_tell) need not wait.
+        found.route.sender().await?;
+        Ok(found)
+    }
+
+    /// Finds the actor exported as `name` on the node `peer`, whatever
+    /// message types it takes (see [`AnyRef::tags`]).
+    pub async fn lookup_any(&self, peer: NodeId, name: &str) -> Result<AnyRef, LookupError> {
         let control = self.inner.reach(peer).await?.control;
         let (reply, answer) = oneshot::channel();
         control
@@ -293,15 +295,8 @@ impl Node {
             .await
             .map_err(|_| self.inner.why_unreachable(peer))?;
         let exported = self.inner.answer(answer).await??;
-        let expected = tag::tag::<M>();
-        if exported.tag != expected {
-            return Err(RemoteError::TypeMismatch { expected, found: exported.tag });
-        }
         let target = ActorId { node: peer, id: exported.actor };
-        let route = self.inner.route::<M>(target, exported.token, Default::default());
-        // Open now, so the first tell (and try_tell) need not wait.
-        route.sender().await?;
-        Ok(RemoteRef { route })
+        Ok(AnyRef::found(&self.inner, target, exported.token, exported.tags))
     }
 
     /// Nodes this node has a live connection to.

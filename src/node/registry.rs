@@ -4,7 +4,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use super::control::{Exported, Watcher};
 use super::error::{NameTaken, RemoteError};
@@ -13,10 +13,13 @@ use super::tag::tag;
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
 
-/// An exported actor.
-pub(crate) struct Export {
-    /// The tag of the actor's message type, which lookups and `Open`s must
-    /// match; made once, here.
+/// Answers an `Open` for one facet of an export.
+type Opener = Box<dyn Fn(&Export, RawSender) + Send + Sync>;
+
+/// One message type an export takes.
+pub(crate) struct Facet {
+    /// The tag of the message type, which lookups and `Open`s must match;
+    /// made once, here.
     pub(crate) tag: String,
     /// The Rust type behind the tag: within one process a message is handed
     /// over unencoded, so there the Rust types must agree, and an error says
@@ -26,11 +29,58 @@ pub(crate) struct Export {
     pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
     /// Whether the actor has stopped, asked without waiting.
     stopped: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Answers an `Open` with a fresh sender into the actor's mailbox.
+    open: Opener,
+}
+
+impl Facet {
+    /// The message type `M`, delivered to `mailbox`.
+    pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Facet {
+        let probe = mailbox.clone();
+        let mb = mailbox.clone();
+        Facet {
+            tag: tag::<M>(),
+            type_name: std::any::type_name::<M>(),
+            mailbox: Arc::new(mailbox),
+            stopped: Box::new(move || {
+                use futures::FutureExt;
+                probe.stopped().now_or_never().is_some()
+            }),
+            open: Box::new(move |export: &Export, raw: RawSender| {
+                let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
+                // A stopped actor gets no new route, even before its node
+                // has noticed (a route refused a message and closed, and its
+                // sender opens it again).
+                if export.has_stopped() {
+                    let _ = reply.send(Err(RemoteError::Stopped));
+                    return;
+                }
+                let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(pumps) = guard.as_mut() else {
+                    drop(guard);
+                    let _ = reply.send(Err(RemoteError::Stopped));
+                    return;
+                };
+                let (tx, rx) = mpsc::channel::<M>(64);
+                // Owned by the export: aborted when the actor stops or the
+                // export is dropped, and ends with its route.
+                let pump = tokio::spawn(pump(rx, mb.clone()));
+                pumps.retain(|p| !p.is_finished());
+                pumps.push(pump);
+                drop(guard);
+                let _ = reply.send(Ok(tx));
+            }),
+        }
+    }
+}
+
+/// An exported actor: one id for every message type it takes.
+pub(crate) struct Export {
+    /// The message types it takes, at least one.
+    facets: Vec<Facet>,
     /// The tasks feeding the actor from its routes; `None` once the actor
     /// stopped (its routes are closed, and no new one opens).
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
-    /// Answers an `Open` with a fresh sender into the actor's mailbox.
-    open: Box<dyn Fn(RawSender) + Send + Sync>,
     /// Watchers to tell when the actor stops; `None` once told (a watcher
     /// that comes later is told at once).
     watchers: Mutex<Option<Vec<Watcher>>>,
@@ -48,58 +98,41 @@ impl Drop for Export {
 }
 
 impl Export {
-    /// An export of `mailbox`, not yet registered.
-    pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Arc<Export> {
-        Arc::new_cyclic(|this: &Weak<Export>| {
-            let this = this.clone();
-            let mb = mailbox.clone();
-            let probe = mailbox.clone();
-            Export {
-                tag: tag::<M>(),
-                type_name: std::any::type_name::<M>(),
-                mailbox: Arc::new(mailbox),
-                stopped: Box::new(move || {
-                    use futures::FutureExt;
-                    probe.stopped().now_or_never().is_some()
-                }),
-                open: Box::new(move |raw: RawSender| {
-                    let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
-                    // A stopped actor gets no new route, even before its
-                    // node has noticed (a route refused a message and
-                    // closed, and its sender opens it again).
-                    let Some(export) = this.upgrade().filter(|e| !e.has_stopped()) else {
-                        let _ = reply.send(Err(RemoteError::Stopped));
-                        return;
-                    };
-                    let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
-                    let Some(pumps) = guard.as_mut() else {
-                        drop(guard);
-                        let _ = reply.send(Err(RemoteError::Stopped));
-                        return;
-                    };
-                    let (tx, rx) = mpsc::channel::<M>(64);
-                    // Owned by the export: aborted when the actor stops or
-                    // the export is dropped, and ends with its route.
-                    let pump = tokio::spawn(pump(rx, mb.clone()));
-                    pumps.retain(|p| !p.is_finished());
-                    pumps.push(pump);
-                    drop(guard);
-                    let _ = reply.send(Ok(tx));
-                }),
-                watchers: Mutex::new(Some(Vec::new())),
-                pumps: Mutex::new(Some(Vec::new())),
-            }
-        })
+    /// An export taking the message types of `facets` (at least one), not
+    /// yet registered.
+    pub(crate) fn new(facets: Vec<Facet>) -> Arc<Export> {
+        debug_assert!(!facets.is_empty());
+        Arc::new(Export { facets, watchers: Mutex::new(Some(Vec::new())), pumps: Mutex::new(Some(Vec::new())) })
     }
 
-    /// Answers an `Open` with a fresh route into the actor.
-    pub(crate) fn open(&self, reply: RawSender) {
-        (self.open)(reply)
+    /// The facet for messages tagged `tag`.
+    pub(crate) fn facet(&self, tag: &str) -> Option<&Facet> {
+        self.facets.iter().find(|f| f.tag == tag)
+    }
+
+    /// The mailbox for messages of the Rust type `M`, for refs that come
+    /// back here.
+    pub(crate) fn mailbox<M: 'static>(&self) -> Option<Arc<dyn Mailbox<M>>> {
+        self.facets.iter().find_map(|f| f.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+    }
+
+    /// The tags of every message type it takes.
+    pub(crate) fn tags(&self) -> Vec<String> {
+        self.facets.iter().map(|f| f.tag.clone()).collect()
+    }
+
+    /// Answers an `Open` for messages tagged `tag` with a fresh route into
+    /// the actor (`TypeMismatch` if it takes no such type).
+    pub(crate) fn open(&self, tag: String, raw: RawSender) {
+        match self.facet(&tag) {
+            Some(f) => (f.open)(self, raw),
+            None => refuse(raw, RemoteError::TypeMismatch { expected: tag, found: self.tags().join(" | ") }),
+        }
     }
 
     /// Whether the actor has stopped (its node may not have heard yet).
     pub(crate) fn has_stopped(&self) -> bool {
-        (self.stopped)()
+        (self.facets[0].stopped)()
     }
 
     /// Adds a watcher: told when the actor has stopped and its routes are
@@ -206,17 +239,26 @@ impl Registry {
     pub(crate) fn lookup(&self, name: &str, caps: &CapabilityKey) -> Result<Exported, RemoteError> {
         let actor = *self.names.get(name).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
         let e = self.exports.get(&actor).ok_or_else(|| RemoteError::NotFound(name.to_owned()))?;
-        Ok(Exported { actor, token: caps.token(actor), tag: e.tag.clone() })
+        Ok(Exported { actor, token: caps.token(actor), tags: e.tags() })
     }
 
     pub(crate) fn len(&self) -> usize {
         self.exports.len()
     }
 
-    /// Every name, with its actor and the actor's message tag.
+    /// Every name, with its actor and the tags of the actor's message
+    /// types, one per line (an actor may take several).
     pub(crate) fn named(&self) -> Vec<(String, u64, String)> {
-        let tag = |id: &u64| self.exports.get(id).map(|e| e.tag.clone());
-        self.names.iter().filter_map(|(name, id)| Some((name.clone(), *id, tag(id)?))).collect()
+        let tags = |id: &u64| self.exports.get(id).map(|e| e.tags().join("\n"));
+        self.names.iter().filter_map(|(name, id)| Some((name.clone(), *id, tags(id)?))).collect()
+    }
+}
+
+/// Answers an `Open` with an error.
+pub(crate) fn refuse(reply: RawSender, e: RemoteError) {
+    // `Err(e)` encodes the same whatever the `Ok` type is.
+    if let Some(tx) = reply.into_oneshot::<Result<(), RemoteError>>() {
+        let _ = tx.send(Err(e));
     }
 }
 

@@ -374,14 +374,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// Watches the actor: resolves once with why it can no longer be
     /// reached.
     pub fn monitor(&self) -> Monitor {
-        let node = self.route.node.upgrade();
-        let (target, token, hops) = (self.route.target, self.route.token, self.route.hops.clone());
-        Monitor(Box::pin(async move {
-            match node {
-                Some(node) => node.watch(target, token, &hops).await,
-                None => WatchEvent::NodeLost,
-            }
-        }))
+        Monitor::of(&self.route.node, self.route.target, self.route.token, self.route.hops.clone())
     }
 
     /// Counts one ask against the limit of asks waiting on the actor's node
@@ -425,6 +418,19 @@ pub enum WatchEvent {
 /// A pending watch; await it for the [`WatchEvent`].
 pub struct Monitor(Pin<Box<dyn Future<Output = WatchEvent> + Send>>);
 
+impl Monitor {
+    /// A watch of `target` on `node`'s peers.
+    pub(crate) fn of(node: &std::sync::Weak<NodeInner>, target: ActorId, token: Token, hops: Hops) -> Monitor {
+        let node = node.upgrade();
+        Monitor(Box::pin(async move {
+            match node {
+                Some(node) => node.watch(target, token, &hops).await,
+                None => WatchEvent::NodeLost,
+            }
+        }))
+    }
+}
+
 impl Future for Monitor {
     type Output = WatchEvent;
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<WatchEvent> {
@@ -442,11 +448,24 @@ impl fmt::Debug for Monitor {
 /// through which the sender reaches the owner (empty if the sender is the
 /// owner or got the ref from it).
 #[derive(Serialize, Deserialize)]
-struct RefWire {
-    node: NodeId,
-    actor: u64,
-    token: Token,
-    hops: Hops,
+pub(crate) struct RefWire {
+    pub(crate) node: NodeId,
+    pub(crate) actor: u64,
+    pub(crate) token: Token,
+    pub(crate) hops: Hops,
+}
+
+impl RefWire {
+    /// Decodes a ref on the node decoding it: that node, the actor, its
+    /// token, and the hops back towards its owner.
+    pub(crate) fn decode<'de, D: Deserializer<'de>>(d: D) -> Result<(Arc<NodeInner>, ActorId, Token, Hops), D::Error> {
+        let wire = RefWire::deserialize(d)?;
+        let (node, via) = crate::chan::decoding_owner()
+            .and_then(|(owner, via)| owner.downcast::<NodeInner>().ok().map(|node| (node, via)))
+            .ok_or_else(|| crate::codec::de_error::<D::Error>("remote refs travel only between tether nodes"))?;
+        let hops = if via == wire.node { Hops::default() } else { Hops::received(via, wire.hops) };
+        Ok((node, ActorId { node: wire.node, id: wire.actor }, wire.token, hops))
+    }
 }
 
 impl<M: RemoteMessage> Serialize for RemoteRef<M> {
@@ -459,13 +478,8 @@ impl<M: RemoteMessage> Serialize for RemoteRef<M> {
 
 impl<'de, M: RemoteMessage> Deserialize<'de> for RemoteRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = RefWire::deserialize(d)?;
-        let (node, via) = crate::chan::decoding_owner()
-            .and_then(|(owner, via)| owner.downcast::<NodeInner>().ok().map(|node| (node, via)))
-            .ok_or_else(|| crate::codec::de_error::<D::Error>("remote refs travel only between tether nodes"))?;
-        let hops = if via == wire.node { Hops::default() } else { Hops::received(via, wire.hops) };
-        let route = node.route::<M>(ActorId { node: wire.node, id: wire.actor }, wire.token, hops);
-        Ok(RemoteRef { route })
+        let (node, target, token, hops) = RefWire::decode(d)?;
+        Ok(RemoteRef { route: node.route::<M>(target, token, hops) })
     }
 }
 

@@ -4,13 +4,13 @@
 //! the first time it is needed, directly or through the node the ref came
 //! from, and opens it again after its connection ended.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::control::Control;
 use super::error::RemoteError;
 use super::inner::NodeInner;
-use super::mailbox::{Local, Mailbox, RemoteMessage};
+use super::mailbox::{Local, RemoteMessage};
 use super::outbox::Outbox;
 use super::peers::Peer;
 use super::remote_ref::ActorId;
@@ -21,6 +21,10 @@ use crate::NodeId;
 
 /// Type-erased route kept in the node's table.
 pub(crate) type AnyRoute = Weak<dyn Any + Send + Sync>;
+
+/// What the node's table keys a route by: the actor, the capability, and
+/// the Rust type of the messages (an actor may take several).
+pub(crate) type RouteKey = (ActorId, Token, TypeId);
 
 /// How messages reach one actor from this node. Shared by every copy of a
 /// ref on this node, so a ref received many times costs one route.
@@ -51,17 +55,20 @@ pub(crate) struct Route<M> {
     /// The runtime the route was made on, to pump its outbox from when a
     /// message is posted outside any runtime.
     pub(crate) rt: Option<tokio::runtime::Handle>,
+    /// The Rust type of its messages: an actor that takes several has a
+    /// route for each.
+    kind: TypeId,
 }
 
 impl<M> Drop for Route<M> {
     fn drop(&mut self) {
         if let Some(node) = self.node.upgrade() {
-            node.forget_route(self.target, self.token);
+            node.forget_route((self.target, self.token, self.kind));
         }
     }
 }
 
-impl<M> Route<M> {
+impl<M: 'static> Route<M> {
     pub(crate) fn new(
         node: &Arc<NodeInner>,
         target: ActorId,
@@ -83,6 +90,7 @@ impl<M> Route<M> {
             drained: tokio::sync::Notify::new(),
             refusing: Default::default(),
             rt: tokio::runtime::Handle::try_current().ok(),
+            kind: TypeId::of::<M>(),
         }
     }
 }
@@ -117,10 +125,10 @@ impl<M: RemoteMessage> Route<M> {
 }
 
 impl NodeInner {
-    pub(crate) fn forget_route(&self, target: ActorId, token: Token) {
+    pub(crate) fn forget_route(&self, key: RouteKey) {
         let mut st = self.lock();
-        if st.routes.get(&(target, token)).is_some_and(|w| w.strong_count() == 0) {
-            st.routes.remove(&(target, token));
+        if st.routes.get(&key).is_some_and(|w| w.strong_count() == 0) {
+            st.routes.remove(&key);
         }
     }
 
@@ -133,29 +141,22 @@ impl NodeInner {
         hops: Hops,
     ) -> Arc<Route<M>> {
         let mut st = self.lock();
-        // A route of another message type is not reused (nor dropped under
-        // the lock: its drop takes the lock).
-        let mut other_type = None;
-        if let Some(existing) = st.routes.get(&(target, token)).and_then(Weak::upgrade) {
-            match (existing as Arc<dyn Any + Send + Sync>).downcast::<Route<M>>() {
-                Ok(route) => return route,
-                Err(other) => other_type = Some(other),
+        let key = (target, token, TypeId::of::<M>());
+        if let Some(existing) = st.routes.get(&key).and_then(Weak::upgrade) {
+            if let Ok(route) = (existing as Arc<dyn Any + Send + Sync>).downcast::<Route<M>>() {
+                return route;
             }
         }
         let forged = target.node == self.id && !self.caps.check(target.id, &token);
         let local = if target.node == self.id && !forged {
-            st.registry
-                .get(target.id)
-                .and_then(|e| e.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
-                .map(Local::new)
+            st.registry.get(target.id).and_then(|e| e.mailbox::<M>()).map(Local::new)
         } else {
             None
         };
         let hops = if target.node == self.id { Hops::default() } else { hops };
         let route = Arc::new(Route::new(self, target, token, hops, local, forged));
-        st.routes.insert((target, token), Arc::downgrade(&route) as AnyRoute);
+        st.routes.insert(key, Arc::downgrade(&route) as AnyRoute);
         drop(st);
-        drop(other_type);
         if route.local.is_none() && target.node != self.id {
             // Open at once, so `try_tell` works soon after the ref arrives;
             // a failure here is reported by the first tell, which retries.
@@ -185,11 +186,13 @@ impl NodeInner {
             // types must be the same; if their tags are too, the error names
             // the Rust types.
             return Err(match self.export_for(target.id, &token)? {
-                Some(e) if e.tag == tag => RemoteError::TypeMismatch {
-                    expected: std::any::type_name::<M>().to_owned(),
-                    found: e.type_name.to_owned(),
+                Some(e) => match e.facet(&tag) {
+                    Some(f) => RemoteError::TypeMismatch {
+                        expected: std::any::type_name::<M>().to_owned(),
+                        found: f.type_name.to_owned(),
+                    },
+                    None => RemoteError::TypeMismatch { expected: tag, found: e.tags().join(" | ") },
                 },
-                Some(e) => RemoteError::TypeMismatch { expected: tag, found: e.tag.clone() },
                 None => RemoteError::Stopped,
             });
         }
