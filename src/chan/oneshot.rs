@@ -107,6 +107,24 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         self.0.send_now(value, true).map_err(SendError::from)
     }
 
+    /// Sends the value like [`send`](Self::send), except that a value that
+    /// cannot be carried (too large, does not encode) hands the sender back
+    /// beside the error, so that something else can be sent in its place
+    /// (why the first could not). `Closed` gives no sender back.
+    pub fn send_or_keep(self, value: T) -> Result<(), (Option<Self>, SendError<T>)> {
+        match self.0.send_now(value, true) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = SendError::from(e);
+                if e.is_closed() {
+                    Err((None, e))
+                } else {
+                    Err((Some(self), e))
+                }
+            }
+        }
+    }
+
     /// Resolves once the receiver is gone.
     pub async fn closed(&self) {
         self.0.closed().await

@@ -72,6 +72,8 @@ pub(crate) struct OutboxCounters {
 enum Admit {
     /// A post: up to the node's bound.
     Post,
+    /// A post whose refusal the caller handles (it waits instead).
+    PostQuietly,
     /// A `try_tell` on a route still opening: up to [`OPENING`] on the route.
     Opening,
 }
@@ -108,16 +110,29 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// [`NodeStats::outbox_undelivered`](crate::NodeStats::outbox_undelivered)
     /// and logged at warn.
     pub fn post(&self, msg: M) -> Result<(), TellError<M>> {
+        self.post_counted(msg, true)
+    }
+
+    /// [`post`](Self::post), except that a post refused for a full outbox is
+    /// neither counted nor logged: for callers that do not drop it but wait
+    /// (with [`tell`](Self::tell)) instead, as actix's `send` waits for a
+    /// full mailbox.
+    pub fn try_post(&self, msg: M) -> Result<(), TellError<M>> {
+        self.post_counted(msg, false)
+    }
+
+    fn post_counted(&self, msg: M, count: bool) -> Result<(), TellError<M>> {
+        let admit = if count { Admit::Post } else { Admit::PostQuietly };
         let mut outbox = self.route.lock_outbox();
         if outbox.busy() {
-            return self.enqueue(outbox, msg, Admit::Post);
+            return self.enqueue(outbox, msg, admit);
         }
         if self.is_refused() {
             return Err(TellError::Unreachable { msg, error: RemoteError::Forbidden });
         }
         match self.try_now_holding(msg)? {
             mpsc::Tried::Sent => Ok(()),
-            mpsc::Tried::Full(msg) => self.enqueue(outbox, msg, Admit::Post),
+            mpsc::Tried::Full(msg) => self.enqueue(outbox, msg, admit),
             mpsc::Tried::Held(held) => {
                 let held = Queued::Held(Box::new(held));
                 // Already encoded and its ends moved: it cannot be refused.
@@ -157,7 +172,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         };
         let admitted = match admit {
             Admit::Opening => outbox.queue.len() < OPENING,
-            Admit::Post => {
+            Admit::Post | Admit::PostQuietly => {
                 let limit = node.cfg.max_outbox as usize;
                 let held = &node.outbox.held;
                 held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()

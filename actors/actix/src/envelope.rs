@@ -26,8 +26,14 @@ pub(crate) enum Kind<M: actix::Message> {
     Tell { msg: M },
     /// A request; the handler's result is sent on `reply`. A closed `reply`
     /// means the asker gave up, so the work is skipped.
-    Send { msg: M, reply: oneshot::Sender<M::Result> },
+    Send { msg: M, reply: oneshot::Sender<Reply<M::Result>> },
 }
+
+/// What a request's reply port carries: the handler's result, or why it
+/// could not be sent back (it does not encode, or is larger than the
+/// asker's connection takes), so that the asker is not told the actor
+/// stopped.
+pub(crate) type Reply<R> = Result<R, String>;
 
 impl<M: actix::Message> Envelope<M> {
     /// The message inside.

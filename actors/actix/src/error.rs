@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use actix::prelude::SendError;
 use actix::MailboxError;
-use tether::RemoteError;
+use tether::{RemoteError, TellError};
 
 /// Why [`RemoteAddr::send`](crate::RemoteAddr::send) got no result: actix's
 /// [`MailboxError`] widened by what a network adds.
@@ -50,13 +51,41 @@ impl RemoteMailboxError {
     }
 }
 
-/// For code written against actix's `Result<_, MailboxError>`: a timeout
-/// stays a timeout, everything else reads as `Closed`.
-impl From<RemoteMailboxError> for MailboxError {
-    fn from(e: RemoteMailboxError) -> Self {
+/// actix's [`MailboxError`] where the meaning is the same: the actor
+/// stopped or cannot be reached is [`MailboxError::Closed`], a timeout is
+/// [`MailboxError::Timeout`]. A message or result that could not be
+/// carried, and a request refused for too many pending, mean neither, and
+/// come back as they are: an encoding failure never reads as a closed
+/// mailbox.
+impl TryFrom<RemoteMailboxError> for MailboxError {
+    type Error = RemoteMailboxError;
+
+    fn try_from(e: RemoteMailboxError) -> Result<Self, RemoteMailboxError> {
         match e {
-            RemoteMailboxError::Timeout(_) => MailboxError::Timeout,
-            _ => MailboxError::Closed,
+            RemoteMailboxError::Timeout(_) => Ok(MailboxError::Timeout),
+            RemoteMailboxError::Closed | RemoteMailboxError::Unreachable(_) => Ok(MailboxError::Closed),
+            other => Err(other),
+        }
+    }
+}
+
+/// [`TellError`] in actix's terms, for code written against actix's
+/// `Result<(), SendError<M>>` (`try_send`).
+pub trait TellErrorExt<M> {
+    /// actix's [`SendError`] where the meaning is the same: a full window
+    /// is [`SendError::Full`], an actor that stopped or cannot be reached
+    /// [`SendError::Closed`], each with the message. A message that cannot
+    /// be carried (it does not encode, or is too large) means neither, and
+    /// comes back as it is.
+    fn into_send_error(self) -> Result<SendError<M>, TellError<M>>;
+}
+
+impl<M> TellErrorExt<M> for TellError<M> {
+    fn into_send_error(self) -> Result<SendError<M>, TellError<M>> {
+        match self {
+            TellError::Full(msg) => Ok(SendError::Full(msg)),
+            TellError::Unreachable { msg, .. } => Ok(SendError::Closed(msg)),
+            other => Err(other),
         }
     }
 }

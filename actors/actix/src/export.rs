@@ -13,7 +13,7 @@ use tether::{Mailbox, NameTaken, Node, RemoteMessage};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::envelope::{Envelope, Kind};
+use crate::envelope::{Envelope, Kind, Reply};
 use crate::RemoteAddr;
 
 /// How often an export checks whether its actor has stopped. actix has no
@@ -47,8 +47,7 @@ where
     M: Message + RemoteMessage,
     M::Result: RemoteMessage,
 {
-    let mailbox =
-        AddrMailbox { addr: addr.clone(), rt: Handle::current(), stopped: Arc::new(Notify::new()), _m: PhantomData };
+    let mailbox = AddrMailbox::<A, M>::new(addr.clone(), Arc::default());
     let remote = node.export(name, mailbox).map(RemoteAddr::from)?;
     Exported::<A, M>::with(node, |e| e.remember(addr, &remote));
     Ok(remote)
@@ -149,7 +148,7 @@ where
 }
 
 /// An actor's `Addr` seen as a tether mailbox.
-struct AddrMailbox<A: Actor, M> {
+pub(crate) struct AddrMailbox<A: Actor, M> {
     addr: Addr<A>,
     /// Where reply tasks run when `deliver` is called outside a runtime
     /// (a local tell from a plain thread).
@@ -160,6 +159,13 @@ struct AddrMailbox<A: Actor, M> {
 }
 
 impl<A: Actor, M> AddrMailbox<A, M> {
+    /// A mailbox for messages `M` to `addr`; `stopped` is woken when a
+    /// delivery finds the actor gone (shared by the mailboxes of one
+    /// export). Must be called within a tokio runtime.
+    pub(crate) fn new(addr: Addr<A>, stopped: Arc<Notify>) -> Self {
+        AddrMailbox { addr, rt: Handle::current(), stopped, _m: PhantomData }
+    }
+
     /// Whether the actor has stopped; if so, its export learns it at once.
     fn gone(&self) -> bool {
         let gone = !self.addr.connected();
@@ -186,7 +192,12 @@ where
 {
     /// Hands a request to the actor and its result to `reply`; `done` (if
     /// any) is dropped once that is over.
-    fn ask(&self, msg: M, reply: tether::oneshot::Sender<M::Result>, done: Option<tokio::sync::oneshot::Sender<()>>) {
+    fn ask(
+        &self,
+        msg: M,
+        reply: tether::oneshot::Sender<Reply<M::Result>>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         if reply.is_closed() {
             // The asker gave up before delivery: skip the work.
             return;
@@ -207,7 +218,12 @@ where
             // `Err(Closed)`: the actor stopped first; dropping `reply` tells
             // the asker at once.
             if let Some(Ok(result)) = outcome {
-                let _ = reply.send(result);
+                if let Err((Some(reply), error)) = reply.send_or_keep(Ok(result)) {
+                    // Not carried back: the asker hears why, not that the
+                    // actor stopped.
+                    tracing::warn!(%error, "the result of a remote send could not be sent back");
+                    let _ = reply.send(Err(error.to_string()));
+                }
             }
             drop(done);
         });

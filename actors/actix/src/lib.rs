@@ -59,10 +59,32 @@
 //!
 //! # Sending
 //!
-//! `do_send`, `try_send` and `send` keep actix's meaning, except that no
-//! queue is unbounded: see [`RemoteAddr`] for what each does when the
-//! window is full, and [`DEFAULT_TIMEOUT`] for `send`. Messages from one
-//! handle (and its clones) reach the actor in the order they were accepted.
+//! `do_send`, `try_send` and `send` keep actix's meaning: `do_send` never
+//! fails and never waits (what finds no room waits in the node's bounded
+//! outbox), `try_send` fails with `Full` when the window is full, `send`
+//! queues at once and waits for the result. See [`RemoteAddr`] for the
+//! bounds, and [`DEFAULT_TIMEOUT`] for `send`. Messages from one handle
+//! (and its clones) reach the actor in the order they were accepted.
+//!
+//! # Actors that handle several message types
+//!
+//! [`ActorExport`] exports an actor once, under one name, for every message
+//! type listed; [`lookup_actor`] finds it as a [`RemoteActor`], whose
+//! `send`, `do_send`, `try_send` and `tell` take any of those types, each
+//! typed by its message. [`RemoteActor::addr`] gives the [`RemoteAddr<M>`]
+//! for one type, and [`RemoteAddr::recipient`] an actix [`actix::Recipient`]
+//! for code that wants one. Each type has a route of its own: messages of
+//! one type keep their order, messages of different types may overtake
+//! each other.
+//!
+//! # Errors
+//!
+//! [`RemoteMailboxError`] converts into actix's [`actix::MailboxError`]
+//! with `try_from` where the meaning matches (stopped or unreachable is
+//! `Closed`, a timeout `Timeout`); [`TellErrorExt::into_send_error`] gives
+//! actix's `SendError` for a [`tether::TellError`] the same way. A message
+//! or result that could not be carried has no actix equivalent and is
+//! never reported as a closed mailbox.
 //!
 //! # Death watch
 //!
@@ -135,18 +157,21 @@ mod cluster;
 mod envelope;
 mod error;
 mod export;
+mod forward;
 mod group;
 mod registry;
+mod remote_actor;
 mod remote_addr;
 
 pub use cluster::{subscribe, ClusterUpdate};
 pub use envelope::Envelope;
-pub use error::RemoteMailboxError;
+pub use error::{RemoteMailboxError, TellErrorExt};
 pub use export::export;
 pub use group::{group, RemoteGroup};
 pub use registry::{
     group_members, join_group, leave_group, lookup_all, lookup_name, register, unregister, watch_group, watch_name,
     GroupUpdate, NameUpdate,
 };
+pub use remote_actor::{lookup_actor, ActorExport, ActorExporter, RemoteActor};
 pub use remote_addr::{lookup, RemoteAddr, Terminated, DEFAULT_TIMEOUT};
 pub use tether::cluster::Broadcast;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use actix::{Message, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tether::{
-    oneshot, ActorId, AskError, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError,
-    WatchEvent,
+    oneshot, ActorId, AskError, AskPermit, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef,
+    TellError, WatchEvent,
 };
 use tokio::task::JoinHandle;
 
-use crate::envelope::{Envelope, Kind};
+use crate::envelope::{Envelope, Kind, Reply};
 use crate::RemoteMailboxError;
 
 /// How long [`RemoteAddr::send`] waits for the result: 10 s. actix's own
@@ -182,39 +182,72 @@ where
     /// reached, too many requests pending on its node) comes back, so that
     /// a group can try another member.
     pub(crate) fn request(&self, msg: M, timeout: Duration) -> impl Future<Output = Requested<M>> + Send + 'static {
-        let rref = self.rref.clone();
+        // Queued at once, as actix's `send` queues before its future is
+        // polled: a `do_send` after it stays after it. Only a full outbox
+        // makes it wait, as a full mailbox makes actix's `send` wait.
+        let started = self.start_request(msg);
+        let (rref, node) = (self.rref.clone(), self.id().node);
         async move {
-            let _permit = match rref.ask_permit() {
-                Ok(p) => p,
-                Err(AskError::TooManyPending { limit }) => {
-                    return Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit })
-                }
-                Err(AskError::Unreachable(e)) => return Requested::NotSent(msg, RemoteMailboxError::Unreachable(e)),
-                Err(other) => return Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string())),
-            };
-            let (reply, result) = oneshot::channel::<M::Result>();
-            let exchange = async {
-                match rref.tell(Envelope(Kind::Send { msg, reply })).await {
-                    Ok(()) => {}
-                    Err(TellError::Unreachable { msg, error }) => {
-                        return Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error))
+            let (permit, result) = match started {
+                Started::Queued(permit, result) => (permit, result),
+                Started::Refused(not_sent) => return not_sent,
+                Started::Wait(permit, env, result) => {
+                    let waited = tokio::time::timeout(timeout, rref.tell(env)).await;
+                    match waited {
+                        Ok(Ok(())) => (permit, result),
+                        Ok(Err(TellError::Unreachable { msg, error })) => {
+                            return Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error))
+                        }
+                        Ok(Err(other)) => return Requested::Failed(RemoteMailboxError::Message(other.to_string())),
+                        Err(_) => return Requested::Failed(RemoteMailboxError::Timeout(timeout)),
                     }
-                    Err(other) => return Requested::Failed(RemoteMailboxError::Message(other.to_string())),
                 }
+            };
+            let answer = async {
                 match result.await {
-                    Ok(r) => Requested::Answered(r),
+                    Ok(Ok(r)) => Requested::Answered(r),
+                    Ok(Err(why)) => Requested::Failed(RemoteMailboxError::Message(format!(
+                        "the result could not be sent back: {why}"
+                    ))),
                     // The actor stopped before it answered.
                     Err(oneshot::RecvError::Dropped) => Requested::Failed(RemoteMailboxError::Closed),
                     Err(oneshot::RecvError::Connection(_)) => {
-                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(rref.id().node)))
+                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
                     }
                     Err(other) => Requested::Failed(RemoteMailboxError::Message(other.to_string())),
                 }
             };
-            match tokio::time::timeout(timeout, exchange).await {
+            let outcome = match tokio::time::timeout(timeout, answer).await {
                 Ok(r) => r,
                 Err(_) => Requested::Failed(RemoteMailboxError::Timeout(timeout)),
+            };
+            drop(permit);
+            outcome
+        }
+    }
+
+    /// Takes a permit and queues the request.
+    fn start_request(&self, msg: M) -> Started<M> {
+        let permit = match self.rref.ask_permit() {
+            Ok(p) => p,
+            Err(AskError::TooManyPending { limit }) => {
+                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit }))
             }
+            Err(AskError::Unreachable(e)) => {
+                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Unreachable(e)))
+            }
+            Err(other) => {
+                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string())))
+            }
+        };
+        let (reply, result) = oneshot::channel::<Reply<M::Result>>();
+        match self.rref.try_post(Envelope(Kind::Send { msg, reply })) {
+            Ok(()) => Started::Queued(permit, result),
+            Err(TellError::Full(env)) => Started::Wait(permit, env, result),
+            Err(TellError::Unreachable { msg, error }) => {
+                Started::Refused(Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error)))
+            }
+            Err(other) => Started::Refused(Requested::Failed(RemoteMailboxError::Message(other.to_string()))),
         }
     }
 
@@ -229,13 +262,18 @@ where
     /// stops or its node is lost or restarted. Abort the returned handle to
     /// stop watching.
     pub fn watch(&self, watcher: impl Into<Recipient<Terminated>>) -> JoinHandle<()> {
-        let watcher = watcher.into();
-        let monitor = self.monitor();
-        let actor = self.id();
-        tokio::spawn(async move {
-            let event = monitor.await;
-            watcher.do_send(Terminated { actor, event });
-        })
+        watch(self.monitor(), self.id(), watcher.into())
+    }
+
+    /// An actix [`Recipient<M>`] for the actor, for code written against
+    /// actix's own types: a local actor forwards what the recipient is
+    /// given, `do_send` and `try_send` as [`do_send`](Self::do_send), `send`
+    /// as [`send`](Self::send). A `send` that fails remotely reads as
+    /// [`actix::MailboxError::Closed`] (actix's recipient has no richer
+    /// error; a timeout set with `.timeout(..)` stays a timeout). Must be
+    /// called within an actix `System`.
+    pub fn recipient(&self) -> Recipient<M> {
+        crate::forward::Forward::start_for(self.clone())
     }
 
     /// The actor's identity.
@@ -247,6 +285,14 @@ where
     pub fn remote_ref(&self) -> &RemoteRef<Envelope<M>> {
         &self.rref
     }
+}
+
+/// Sends [`Terminated`] to `watcher` once `monitor` resolves.
+pub(crate) fn watch(monitor: Monitor, actor: ActorId, watcher: Recipient<Terminated>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let event = monitor.await;
+        watcher.do_send(Terminated { actor, event });
+    })
 }
 
 impl<M> From<RemoteRef<Envelope<M>>> for RemoteAddr<M>
@@ -308,6 +354,16 @@ where
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         RemoteRef::<Envelope<M>>::deserialize(d).map(RemoteAddr::from)
     }
+}
+
+/// Where a request stands once `start_request` returns.
+enum Started<M: Message> {
+    /// Queued; the answer arrives on the receiver.
+    Queued(AskPermit, oneshot::Receiver<Reply<M::Result>>),
+    /// The outbox is full: to be sent once it has room.
+    Wait(AskPermit, Envelope<M>, oneshot::Receiver<Reply<M::Result>>),
+    /// Not sent, and why.
+    Refused(Requested<M>),
 }
 
 /// A tell's error with the message taken out of its envelope.
