@@ -266,7 +266,7 @@ async fn group_members_are_seen_everywhere_and_sends_skip_a_stopped_member() {
     // taken it out.
     let _ = stops[0].take().unwrap().send(());
     let seen_stop = group.members().iter().find(|r| r.id() == refs[0].id()).expect("still listed").monitor();
-    assert_eq!(within(T, seen_stop).await, tether::WatchEvent::Stopped);
+    assert_eq!(within(T, seen_stop).await, tether::WatchEvent::Stopped { reason: None });
     for n in 0..20 {
         let to = within(Duration::from_secs(5), group.tell(Msg::Num(n))).await.unwrap();
         assert_ne!(to, refs[0].id());

@@ -336,7 +336,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         bridge.call(Bridge::Pid, T).await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
-        assert_eq!(within(T, monitor).await, WatchEvent::Stopped);
+        assert_eq!(within(T, monitor).await, WatchEvent::Stopped { reason: None });
         assert_eq!(within(T, bridge.monitor()).await, WatchEvent::NodeLeft);
     });
 }
@@ -429,7 +429,7 @@ async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
                 }
             });
             for (round, event) in futures::future::join_all(rounds).await {
-                assert_eq!(event, WatchEvent::Stopped, "child {round}");
+                assert_eq!(event, WatchEvent::Stopped { reason: None }, "child {round}");
             }
         }
     })

@@ -148,7 +148,7 @@ fn forged_hello(node: NodeId, session: [u8; 16], nonce: [u8; 32]) -> Vec<u8> {
     let cfg = Config::default();
     let mut h = Vec::new();
     h.extend_from_slice(b"TETHER");
-    h.extend_from_slice(&4u16.to_be_bytes()); // version
+    h.extend_from_slice(&5u16.to_be_bytes()); // version
     h.extend_from_slice(&1u16.to_be_bytes()); // flags: resumable
     h.extend_from_slice(node.0.as_bytes());
     h.push(1); // postcard

@@ -6,9 +6,11 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use futures::future::BoxFuture;
+
 use super::control::{Exported, Watcher};
 use super::error::{NameTaken, RemoteError};
-use super::mailbox::{pump, Mailbox, RemoteMessage};
+use super::mailbox::{pump, ActorExit, Mailbox, RemoteMessage};
 use super::tag::tag;
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
@@ -26,14 +28,23 @@ pub(crate) struct Export {
     pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
     /// Whether the actor has stopped, asked without waiting.
     stopped: Box<dyn Fn() -> bool + Send + Sync>,
+    /// How the actor ended, once it has stopped ([`Mailbox::exit`]).
+    exit: Box<dyn Fn() -> BoxFuture<'static, ActorExit> + Send + Sync>,
     /// The tasks feeding the actor from its routes; `None` once the actor
     /// stopped (its routes are closed, and no new one opens).
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Box<dyn Fn(RawSender) + Send + Sync>,
-    /// Watchers to tell when the actor stops; `None` once told (a watcher
-    /// that comes later is told at once).
-    watchers: Mutex<Option<Vec<Watcher>>>,
+    /// Who waits to hear how the actor ended, or how it did.
+    watchers: Mutex<Watchers>,
+}
+
+/// An export's watchers.
+enum Watchers {
+    /// The actor runs, or its routes are still closing: told once they are.
+    Waiting(Vec<Watcher>),
+    /// Told: a watcher that comes later is told this at once.
+    Told(ActorExit),
 }
 
 impl Drop for Export {
@@ -54,6 +65,7 @@ impl Export {
             let this = this.clone();
             let mb = mailbox.clone();
             let probe = mailbox.clone();
+            let ended = mailbox.clone();
             Export {
                 tag: tag::<M>(),
                 type_name: std::any::type_name::<M>(),
@@ -62,6 +74,7 @@ impl Export {
                     use futures::FutureExt;
                     probe.stopped().now_or_never().is_some()
                 }),
+                exit: Box::new(move || ended.exit()),
                 open: Box::new(move |raw: RawSender| {
                     let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
                     let Some(export) = this.upgrade() else {
@@ -83,7 +96,7 @@ impl Export {
                     drop(guard);
                     let _ = reply.send(Ok(tx));
                 }),
-                watchers: Mutex::new(Some(Vec::new())),
+                watchers: Mutex::new(Watchers::Waiting(Vec::new())),
                 pumps: Mutex::new(Some(Vec::new())),
             }
         })
@@ -99,25 +112,30 @@ impl Export {
         (self.stopped)()
     }
 
-    /// Adds a watcher: told when the actor has stopped and its routes are
-    /// closed (at once if that is so already).
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a watcher: told how the actor ended once it has stopped and its
+    /// routes are closed (at once if that is so already).
     pub(crate) fn add_watcher(&self, w: Watcher) {
-        match self.watchers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            Some(waiting) => waiting.push(w),
-            None => {
-                let _ = w.send(Ok(()));
+        match &mut *self.watchers() {
+            Watchers::Waiting(waiting) => waiting.push(w),
+            Watchers::Told(exit) => {
+                let _ = w.send(Ok(exit.clone()));
             }
         }
     }
 
     /// Whether [`stop`](Self::stop) has run to its end.
     fn is_stopped(&self) -> bool {
-        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        matches!(*self.watchers(), Watchers::Told(_))
     }
 
     /// The actor stopped: closes every route into it (their receivers drop
-    /// and senders see `Closed`), then tells the watchers, so that a tell
-    /// after the `Stopped` event fails instead of vanishing.
+    /// and senders see `Closed`), learns from the adapter how the actor
+    /// ended, then tells the watchers that, so that a tell after the event
+    /// fails instead of vanishing.
     pub(crate) async fn stop(self: Arc<Self>) {
         let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         for p in &pumps {
@@ -126,9 +144,13 @@ impl Export {
         for p in pumps {
             let _ = p.await;
         }
-        let told = self.watchers.lock().unwrap_or_else(|e| e.into_inner()).take();
-        for w in told.into_iter().flatten() {
-            let _ = w.send(Ok(()));
+        // Cut here, so that local watchers see what remote ones do.
+        let exit = (self.exit)().await.bounded();
+        let told = std::mem::replace(&mut *self.watchers(), Watchers::Told(exit.clone()));
+        if let Watchers::Waiting(told) = told {
+            for w in told {
+                let _ = w.send(Ok(exit.clone()));
+            }
         }
     }
 }

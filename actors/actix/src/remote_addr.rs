@@ -67,11 +67,12 @@ pub struct RemoteAddr<M: Message> {
 
 /// Sent to a local actor watching a remote one (see [`RemoteAddr::watch`]):
 /// the remote actor can no longer be reached, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Terminated {
     /// The actor that was watched.
     pub actor: ActorId,
-    /// Whether it stopped, or its node was lost or restarted.
+    /// Why: it stopped or failed (with the text its framework gave, if the
+    /// actor is not an actix one), or its node left, was lost or restarted.
     pub event: WatchEvent,
 }
 

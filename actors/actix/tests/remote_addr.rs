@@ -328,9 +328,11 @@ async fn death_watch_reports_a_stopped_actor() {
         }
 
         counter.tell(Op::Stop).await.unwrap();
-        assert_eq!(monitor.await, WatchEvent::Stopped);
+        assert_eq!(monitor.await, WatchEvent::Stopped { reason: None });
         match reports.recv().await.unwrap() {
-            Report::Terminated(t) => assert_eq!(t, Terminated { actor: counter.id(), event: WatchEvent::Stopped }),
+            Report::Terminated(t) => {
+                assert_eq!(t, Terminated { actor: counter.id(), event: WatchEvent::Stopped { reason: None } })
+            }
             other => panic!("{other:?}"),
         }
         let err = counter.send(Op::Get).await.unwrap_err();

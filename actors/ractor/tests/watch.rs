@@ -22,7 +22,7 @@ async fn the_watcher_is_told_when_the_remote_actor_stops() {
 
         actor.stop_and_wait(None, Some(Duration::from_secs(5))).await.unwrap();
         let event = within(Duration::from_secs(5), events.recv()).await;
-        assert_eq!(event, Some(WatchEvent::Stopped));
+        assert_eq!(event, Some(WatchEvent::Stopped { reason: None }));
 
         let err = remote.call(CounterMsg::Get, CALL).await.unwrap_err();
         assert!(matches!(err, CallError::Unreachable(tether::RemoteError::Stopped)), "{err:?}");
@@ -73,7 +73,7 @@ async fn a_cancelled_watch_sends_nothing() {
         assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
 
         actor.stop_and_wait(None, Some(Duration::from_secs(5))).await.unwrap();
-        assert_eq!(within(Duration::from_secs(5), events2.recv()).await, Some(WatchEvent::Stopped));
+        assert_eq!(within(Duration::from_secs(5), events2.recv()).await, Some(WatchEvent::Stopped { reason: None }));
         // The watcher's mailbox is processed in order: once it has handled a
         // drain (and stopped, dropping its sender), anything the cancelled
         // watch had sent would be out. Nothing was, and nothing can come.
