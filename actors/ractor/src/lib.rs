@@ -120,6 +120,7 @@
 
 mod cluster;
 mod error;
+mod exit;
 mod export;
 mod group;
 mod pace;
@@ -134,7 +135,7 @@ pub use export::{export, export_paced};
 pub use group::RemoteGroup;
 pub use pace::Paced;
 pub use remote_ref::{lookup, RemoteActorRef};
-pub use watch::{watch, Watch};
+pub use watch::{watch, RemoteSupervisionEvent, Watch, WatchMessage};
 
 /// The core crate, for [`Node`](tether::Node), [`ReplyPort`](tether::ReplyPort),
 /// [`WatchEvent`](tether::WatchEvent) and the error types.
