@@ -233,14 +233,28 @@ where
 
     /// Death watch in actix's form: sends [`Terminated`] to `watcher` (an
     /// `Addr` of an actor that handles it, or a `Recipient`) when the actor
-    /// stops or its node is lost or restarted. Abort the returned handle to
-    /// stop watching.
+    /// stops or fails, or its node leaves, is lost or restarts. Abort the
+    /// returned handle to stop watching.
+    ///
+    /// The watch is sent on its way before this returns (when the
+    /// connection to the actor's node is up), so an end that comes after is
+    /// reported with its reason.
     pub fn watch(&self, watcher: impl Into<Recipient<Terminated>>) -> JoinHandle<()> {
+        use futures::FutureExt;
         let watcher = watcher.into();
-        let monitor = self.monitor();
+        let mut monitor = self.monitor();
         let actor = self.id();
-        self.link.runtime().spawn(async move {
-            let event = monitor.await;
+        let rt = self.link.runtime();
+        // Polled once here (the task polls it again with its own waker).
+        let first = {
+            let _in_rt = rt.enter();
+            monitor.poll_unpin(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        };
+        rt.spawn(async move {
+            let event = match first {
+                std::task::Poll::Ready(event) => event,
+                std::task::Poll::Pending => monitor.await,
+            };
             watcher.do_send(Terminated { actor, event });
         })
     }
