@@ -327,7 +327,10 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// Watches the actor: resolves once with why it can no longer be
-    /// reached.
+    /// reached (see [`WatchEvent`]). The watch is placed when the monitor
+    /// is first polled; one that reaches the actor's node after the actor
+    /// ended reports `Stopped` without a reason, as how it ended is not
+    /// kept.
     pub fn monitor(&self) -> Monitor {
         let node = self.route.node.upgrade();
         let (target, token, hops) = (self.route.target, self.route.token, self.route.hops.clone());
