@@ -157,3 +157,41 @@ impl Exit {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// The node owns its monitor: it is one for all exports, and it stops
+    /// when the node goes, though the exported actors live on.
+    #[tokio::test]
+    async fn the_monitor_is_shared_by_the_exports_and_stops_with_its_node() {
+        let node = Node::new(None, tether::Config::default()).unwrap();
+        let (first, _) = Actor::spawn(None, Idle, ()).await.unwrap();
+        let (second, _) = Actor::spawn(None, Idle, ()).await.unwrap();
+        crate::export(&node, None, first.clone()).unwrap();
+        crate::export(&node, None, second.clone()).unwrap();
+        let monitor = node.extension::<NodeExits>().monitor();
+        assert_eq!(node.extension::<NodeExits>().monitor().get_id(), monitor.get_id(), "one per node");
+
+        drop(node);
+        let stopped = monitor.get_cell().wait(Some(Duration::from_secs(5))).await;
+        assert!(stopped.is_ok(), "the monitor outlived its node");
+        assert_eq!(first.get_status(), ActorStatus::Running);
+        assert_eq!(second.get_status(), ActorStatus::Running);
+    }
+}
