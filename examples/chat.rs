@@ -185,11 +185,7 @@ impl ractor::Actor for Room {
                 st.broadcast(Event::Said { from, text }).await;
             }
             RoomMsg::Gone { name, why } => {
-                let why = match why {
-                    WatchEvent::Stopped => "its actor stopped",
-                    WatchEvent::NodeLost => "its node was lost",
-                    _ => "its node restarted",
-                };
+                // "the actor stopped", "the actor's node was lost", ...
                 say("room", format!("* {name} left ({why}, said the death watch)"));
                 st.members.retain(|(n, _)| *n != name);
                 st.broadcast(Event::Left(name)).await;

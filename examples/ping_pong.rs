@@ -178,12 +178,12 @@ async fn ractor_process() -> Result<(), Box<dyn Error>> {
 
     // Wait for both the watch event and the child's exit, in either order;
     // a child that fails ends the wait at once.
-    let (mut event, mut status) = (None, None);
+    let (mut event, mut status) = (None::<WatchEvent>, None);
     let deadline = tokio::time::sleep(LIMIT);
     tokio::pin!(deadline);
     let (event, status) = loop {
-        if let (Some(event), Some(status)) = (event, status) {
-            break (event, status);
+        if let (Some(event), Some(status)) = (&event, status) {
+            break (event.clone(), status);
         }
         tokio::select! {
             e = &mut watched, if event.is_none() => {

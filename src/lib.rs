@@ -95,8 +95,8 @@ pub use conn::{
 };
 pub use mux::MuxError as ProtocolError;
 pub use node::{
-    message_tag, ActorId, AnyRef, AskError, AskPermit, Exporter, LookupError, Mailbox, Monitor, NameTaken, Node,
-    NodeStats, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent,
+    message_tag, ActorExit, ActorId, AnyRef, AskError, AskPermit, Exporter, LookupError, Mailbox, Monitor, NameTaken,
+    Node, NodeStats, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent,
 };
 pub use wire::WireError;
 

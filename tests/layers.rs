@@ -41,6 +41,7 @@ const ROOT: &[(&str, &str)] = &[
     ("oneshot", "chan"),
     ("watch", "chan"),
     ("RecvError", "chan"),
+    ("ActorExit", "node"),
     ("ActorId", "node"),
     ("AskError", "node"),
     ("AskPermit", "node"),

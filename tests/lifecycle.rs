@@ -150,7 +150,7 @@ async fn an_actor_stopped_before_shutdown_reaches_its_watchers_as_stopped() {
             r.tell(Msg::Num(round)).await.unwrap();
             drop(mailbox);
             b.shutdown().await;
-            assert_eq!(monitor.await, WatchEvent::Stopped, "round {round}");
+            assert_eq!(monitor.await, WatchEvent::Stopped { reason: None }, "round {round}");
         })
         .await;
     }

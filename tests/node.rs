@@ -190,7 +190,7 @@ async fn a_dropped_reply_port_fails_the_ask_and_a_monitor_sees_the_stop() {
         assert!(matches!(err, AskError::NoReply), "{err:?}");
 
         r.tell(Counter::Stop).await.unwrap();
-        assert_eq!(within(Duration::from_secs(5), watch).await, WatchEvent::Stopped);
+        assert_eq!(within(Duration::from_secs(5), watch).await, WatchEvent::Stopped { reason: None });
         let err = r.ask(Counter::Get, Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(err, AskError::Unreachable(RemoteError::Stopped)), "{err:?}");
     })
@@ -453,7 +453,7 @@ async fn a_ref_passed_along_five_nodes_reaches_its_actor() {
         // the stop or after, it reports `Stopped`.
         let watching = tokio::spawn(far.monitor());
         far.tell(Counter::Stop).await.unwrap();
-        assert_eq!(watching.await.unwrap(), WatchEvent::Stopped);
+        assert_eq!(watching.await.unwrap(), WatchEvent::Stopped { reason: None });
     })
     .await;
 }

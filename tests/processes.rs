@@ -31,7 +31,7 @@ use ractor::{Actor as RactorActor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tether::{Config, Node, RemoteError, ReplyPort, TellError, WatchEvent};
 use tether_actix::RemoteAddr;
-use tether_ractor::{CallError, RemoteActorRef};
+use tether_ractor::{CallError, RemoteActorRef, RemoteSupervisionEvent};
 use tether_test_support::process::{rerun, Child};
 use tether_test_support::within;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -43,6 +43,8 @@ const ROLE_BRIDGE: &str = "bridge";
 /// The name of the test function a child runs.
 const CHILD_TEST: &str = "child_process";
 const CHILD_NAME: &str = "child";
+/// Why the child stops its actor, as the parent's watchers must hear it.
+const STOP_REASON: &str = "stdin closed";
 const PARENT_NAME: &str = "parent";
 /// Bound on every wait that should be quick (process start, replies).
 const T: Duration = Duration::from_secs(20);
@@ -116,12 +118,44 @@ fn child_process() {
         })
         .await
         .unwrap();
-        // Stop the actor, then leave: its watchers hear `Stopped` before
-        // the node's goodbye.
-        bridge.stop_and_wait(None, Some(T)).await.expect("child: stop the bridge");
+        // Stop the actor, then leave: its watchers hear `Stopped`, with this
+        // reason, before the node's goodbye.
+        bridge.stop_and_wait(Some(STOP_REASON.into()), Some(T)).await.expect("child: stop the bridge");
         node.shutdown().await;
     });
     rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// A local ractor actor that passes the supervision-shaped events of its
+/// watches to the test.
+struct Supervisor;
+
+impl Supervisor {
+    async fn spawn() -> (ActorRef<RemoteSupervisionEvent>, UnboundedReceiver<RemoteSupervisionEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (actor, _) = RactorActor::spawn(None, Supervisor, tx).await.expect("spawn the supervisor");
+        (actor, rx)
+    }
+}
+
+impl RactorActor for Supervisor {
+    type Msg = RemoteSupervisionEvent;
+    type State = tokio::sync::mpsc::UnboundedSender<RemoteSupervisionEvent>;
+    type Arguments = Self::State;
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, out: Self::State) -> Result<Self::State, ActorProcessingErr> {
+        Ok(out)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: RemoteSupervisionEvent,
+        out: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = out.send(event);
+        Ok(())
+    }
 }
 
 struct BridgeActor;
@@ -336,7 +370,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         bridge.call(Bridge::Pid, T).await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
-        assert_eq!(within(T, monitor).await, WatchEvent::Stopped);
+        assert_eq!(within(T, monitor).await, WatchEvent::Stopped { reason: Some(STOP_REASON.into()) });
         assert_eq!(within(T, bridge.monitor()).await, WatchEvent::NodeLeft);
     });
 }
@@ -359,6 +393,9 @@ async fn death_watch_across_kill_9_and_restart() {
         // kill. Either way the answer must be `NodeLost`.
         let watching = tokio::spawn(old.monitor());
         tokio::task::yield_now().await;
+        // And a local ractor actor watching it the ractor way.
+        let (supervisor, mut supervised) = Supervisor::spawn().await;
+        let _watch = tether_ractor::watch(&old, supervisor, |e: RemoteSupervisionEvent| e);
         let killed = Instant::now();
         first.kill();
         let event = tokio::time::timeout(IDLE + Duration::from_secs(1), watching)
@@ -368,6 +405,8 @@ async fn death_watch_across_kill_9_and_restart() {
         let detected = killed.elapsed();
         assert_eq!(event, WatchEvent::NodeLost);
         eprintln!("kill -9 noticed after {detected:?} (idle timeout {IDLE:?})");
+        let event = within(T, supervised.recv()).await;
+        assert_eq!(event, Some(RemoteSupervisionEvent::NodeLost(old.id())));
         assert!(!node.peers().contains(&old_id));
         // A monitor made now reports the same at once; a tell fails.
         assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeLost);
@@ -405,8 +444,8 @@ async fn death_watch_across_kill_9_and_restart() {
 }
 
 /// A process that stops its actor and exits gives the actor's watchers
-/// `Stopped`, not `NodeLeft` or `NodeLost`, every time: the stop notice
-/// leaves before the node's goodbye. 100 children, four at a time.
+/// `Stopped` with the stop's reason, not `NodeLeft` or `NodeLost`, every
+/// time: the stop notice leaves before the node's goodbye. 100 children, four at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
     within(Duration::from_secs(240), async {
@@ -429,7 +468,7 @@ async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
                 }
             });
             for (round, event) in futures::future::join_all(rounds).await {
-                assert_eq!(event, WatchEvent::Stopped, "child {round}");
+                assert_eq!(event, WatchEvent::Stopped { reason: Some(STOP_REASON.into()) }, "child {round}");
             }
         }
     })

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::RemoteError;
+use super::mailbox::ActorExit;
 use super::route::Hops;
 use crate::auth::Token;
 use crate::chan::{oneshot, RawSender};
@@ -49,8 +50,8 @@ pub(crate) enum Control {
     /// `hops`: where to forward next if the receiver has no connection to
     /// the owner (see `route::Hops`).
     Open { target: crate::ActorId, token: Token, tag: String, reply: RawSender, hops: Hops },
-    /// Tell `stopped` when `target` stops (or at once why not). Forwarded
-    /// like `Open`.
+    /// Tell `stopped` how `target` ended once it stops (or at once why it
+    /// cannot be watched). Forwarded like `Open`.
     Watch { target: crate::ActorId, token: Token, stopped: Watcher, hops: Hops },
 }
 
@@ -63,8 +64,9 @@ pub(crate) struct Exported {
     pub(crate) tags: Vec<String>,
 }
 
-/// Told `Ok` when the watched actor stops, or an error at once.
-pub(crate) type Watcher = oneshot::Sender<Result<(), RemoteError>>;
+/// Told how the watched actor ended once it has stopped, or an error at
+/// once.
+pub(crate) type Watcher = oneshot::Sender<Result<ActorExit, RemoteError>>;
 
 /// Whether the node `me` decides about connections with `peer`.
 pub(crate) fn decides(me: NodeId, peer: NodeId) -> bool {

@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::control::{decides, Control, Watcher, CLOSE_DUPLICATE, CLOSE_NODE_LEFT};
 use super::directory::Directory;
 use super::error::RemoteError;
+use super::mailbox::ActorExit;
 use super::peers::{Peer, PeerTable};
 use super::registry::{self, Export, Registry};
 use super::remote_ref::{ActorId, WatchEvent};
@@ -426,8 +427,9 @@ impl NodeInner {
         }
         match self.export_for(target.id, &token) {
             Ok(Some(e)) => e.add_watcher(stopped),
+            // Gone before the watch came: how it ended is not kept.
             Ok(None) => {
-                let _ = stopped.send(Ok(()));
+                let _ = stopped.send(Ok(ActorExit::Stopped { reason: None }));
             }
             Err(e) => {
                 tracing::debug!(actor = target.id, "watch of an actor refused: forged capability");
@@ -506,8 +508,9 @@ impl NodeInner {
             let (tx, rx) = oneshot::channel();
             self.add_watcher(None, target, token, tx, Hops::default());
             return match rx.await {
+                Ok(Ok(exit)) => exit.into(),
                 Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-                _ => WatchEvent::Stopped,
+                _ => WatchEvent::GONE,
             };
         }
         let next = match self.reach(target.node).await {
@@ -524,13 +527,15 @@ impl NodeInner {
             return self.event_for(target.node);
         }
         match rx.await {
+            // Cut again: the peer may not have.
+            Ok(Ok(exit)) => exit.bounded().into(),
             Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-            Ok(_) => WatchEvent::Stopped,
+            Ok(Err(_)) => WatchEvent::GONE,
             Err(oneshot::RecvError::Connection(_)) => self.event_for(target.node),
             // Dropped unanswered: the owner has no such actor, or the link
             // towards it went; which one decides the event.
             Err(_) => match self.peer(target.node) {
-                Ok(_) => WatchEvent::Stopped,
+                Ok(_) => WatchEvent::GONE,
                 Err(_) => self.event_for(target.node),
             },
         }

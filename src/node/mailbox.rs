@@ -1,12 +1,14 @@
 //! How messages reach a local actor: the [`Mailbox`] a framework adapter
-//! implements, and the pacing that lets a slow actor push back on its
-//! senders (see [`Mailbox::deliver_tracked`]).
+//! implements, how it says the actor ended ([`ActorExit`]), and the pacing
+//! that lets a slow actor push back on its senders (see
+//! [`Mailbox::deliver_tracked`]).
 
+use std::fmt;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::de::{DeserializeOwned, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
 
 use crate::chan::mpsc;
 
@@ -50,6 +52,112 @@ pub trait Mailbox<M>: Send + Sync + 'static {
 
     /// Resolves once the actor has stopped.
     fn stopped(&self) -> BoxFuture<'static, ()>;
+
+    /// How the actor ended: asked once [`stopped`](Self::stopped) has
+    /// resolved, and awaited before the actor's watchers are told, so it must
+    /// resolve soon after. The text in it is cut to 1024 bytes (at a
+    /// character boundary) before anyone sees it.
+    ///
+    /// The default, for a framework that cannot tell, is
+    /// `ActorExit::Stopped { reason: None }`.
+    fn exit(&self) -> BoxFuture<'static, ActorExit> {
+        Box::pin(std::future::ready(ActorExit::Stopped { reason: None }))
+    }
+}
+
+/// How a local actor ended, as its framework adapter tells the node
+/// ([`Mailbox::exit`]); its watchers see it as
+/// [`WatchEvent::Stopped`](crate::WatchEvent::Stopped) or
+/// [`WatchEvent::Failed`](crate::WatchEvent::Failed), on any node.
+///
+/// The text travels to remote watchers, so it is bounded: at most 1024
+/// bytes of UTF-8, longer text cut at a character boundary, when the actor
+/// ends and again when a peer's answer is decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ActorExit {
+    /// The actor stopped by itself or was asked to, with the reason its
+    /// framework gives (ractor's `stop(Some(reason))`; `None` if none was
+    /// given or the framework cannot tell).
+    Stopped {
+        /// Why, if the framework says.
+        #[serde(deserialize_with = "bounded_opt")]
+        reason: Option<String>,
+    },
+    /// The actor failed: a handler returned an error or panicked, and this
+    /// is its text.
+    Failed {
+        /// The error or panic message.
+        #[serde(deserialize_with = "bounded")]
+        error: String,
+    },
+}
+
+impl ActorExit {
+    /// The same, its text cut to [`MAX_EXIT_TEXT`].
+    pub(crate) fn bounded(self) -> ActorExit {
+        match self {
+            ActorExit::Stopped { reason } => ActorExit::Stopped { reason: reason.map(cut) },
+            ActorExit::Failed { error } => ActorExit::Failed { error: cut(error) },
+        }
+    }
+}
+
+/// The most bytes of text an [`ActorExit`] (and so a watch event) carries.
+pub(crate) const MAX_EXIT_TEXT: usize = 1024;
+
+/// `s`, cut to at most [`MAX_EXIT_TEXT`] bytes at a character boundary.
+pub(crate) fn cut(mut s: String) -> String {
+    if s.len() > MAX_EXIT_TEXT {
+        s.truncate(floor_boundary(&s, MAX_EXIT_TEXT));
+    }
+    s
+}
+
+/// The largest char boundary of `s` not above `max`.
+fn floor_boundary(s: &str, max: usize) -> usize {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// Decodes text keeping at most [`MAX_EXIT_TEXT`] bytes of it: a decoder
+/// that lends its input (postcard, MessagePack from a slice) allocates no
+/// more than that, whatever length the peer claims.
+struct BoundedText;
+
+impl<'de> Visitor<'de> for BoundedText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v[..floor_boundary(v, MAX_EXIT_TEXT)].to_owned())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(cut(v))
+    }
+}
+
+/// `String`, decoded through [`BoundedText`].
+pub(crate) fn bounded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(BoundedText)
+}
+
+/// `Option<String>`, decoded through [`BoundedText`].
+pub(crate) fn bounded_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text(String);
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            bounded(d).map(Text)
+        }
+    }
+    Option::<Text>::deserialize(d).map(|t| t.map(|t| t.0))
 }
 
 /// The node tracks one of a route's messages every `TRACK_EVERY` (see

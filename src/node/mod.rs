@@ -39,7 +39,7 @@ pub use any_ref::{AnyRef, Exporter};
 pub(crate) use directory::Directory;
 pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
-pub use mailbox::{Mailbox, RemoteMessage};
+pub use mailbox::{ActorExit, Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
 pub use tag::message_tag;
 pub(crate) use tag::tag;
@@ -410,10 +410,65 @@ mod tests {
         node.inner.add_watcher(None, r.id(), r.token(), told, route::Hops::default());
         assert!((&mut watch).now_or_never().is_none(), "told before the routes closed");
         let got = tokio::time::timeout(Duration::from_secs(5), watch).await.expect("told once they are");
-        assert!(matches!(got, Ok(Ok(()))), "{got:?}");
+        assert!(matches!(got, Ok(Ok(ActorExit::Stopped { reason: None }))), "{got:?}");
         // Once stopped, a later watch is told at once.
         let (told, watch) = oneshot::channel();
         node.inner.add_watcher(None, r.id(), r.token(), told, route::Hops::default());
-        assert!(matches!(tokio::time::timeout(Duration::from_secs(5), watch).await, Ok(Ok(Ok(())))));
+        let got = tokio::time::timeout(Duration::from_secs(5), watch).await;
+        assert!(matches!(got, Ok(Ok(Ok(ActorExit::Stopped { reason: None })))), "{got:?}");
+    }
+
+    /// A mailbox whose actor failed with `error` once its channel closed.
+    struct Failing {
+        arrived: tokio::sync::mpsc::UnboundedSender<ReplyPort<u8>>,
+        error: String,
+    }
+
+    impl Mailbox<ReplyPort<u8>> for Failing {
+        fn deliver(&self, msg: ReplyPort<u8>) -> Result<(), ReplyPort<u8>> {
+            self.arrived.send(msg).map_err(|e| e.0)
+        }
+        fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+            let tx = self.arrived.clone();
+            Box::pin(async move { tx.closed().await })
+        }
+        fn exit(&self) -> futures::future::BoxFuture<'static, ActorExit> {
+            Box::pin(std::future::ready(ActorExit::Failed { error: self.error.clone() }))
+        }
+    }
+
+    /// What the adapter says about the end reaches the watchers, cut to 1024
+    /// bytes at a character boundary. A watch that comes once the actor is
+    /// gone learns only that: how it ended is not kept.
+    #[tokio::test(flavor = "current_thread")]
+    async fn watchers_hear_how_the_actor_ended_its_text_cut() {
+        let node = Node::new(None, Config::default()).unwrap();
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        // 'é' is two bytes: byte 1024 falls inside the 513th.
+        let r: RemoteRef<ReplyPort<u8>> = node.export(None, Failing { arrived: tx, error: "é".repeat(600) }).unwrap();
+        // Polled first, this watch is placed before the task that hears the
+        // stop runs (this runtime runs it only when the test yields).
+        let before = r.monitor();
+        drop(arrived);
+        let cut = ActorExit::Failed { error: "é".repeat(512) };
+        let limit = Duration::from_secs(5);
+        assert_eq!(tokio::time::timeout(limit, before).await.unwrap(), WatchEvent::from(cut));
+        assert_eq!(tokio::time::timeout(limit, r.monitor()).await.unwrap(), WatchEvent::Stopped { reason: None });
+    }
+
+    /// A peer's answer to a watch is cut when decoded, whatever length it
+    /// claims: the decoder keeps at most 1024 bytes of the text.
+    #[test]
+    fn a_decoded_exit_keeps_at_most_1024_bytes_of_text() {
+        let long = ActorExit::Stopped { reason: Some("x".repeat(5000)) };
+        let bytes = postcard::to_allocvec(&long).unwrap();
+        let back: ActorExit = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, ActorExit::Stopped { reason: Some("x".repeat(1024)) });
+        // As docs/PROTOCOL.md shows the answer to a watch.
+        let answer: Result<ActorExit, RemoteError> = Ok(ActorExit::Stopped { reason: Some("bye".into()) });
+        assert_eq!(postcard::to_allocvec(&answer).unwrap(), [0, 0, 1, 3, b'b', b'y', b'e']);
+        let event = WatchEvent::Failed { error: "y".repeat(3000) };
+        let back: WatchEvent = postcard::from_bytes(&postcard::to_allocvec(&event).unwrap()).unwrap();
+        assert_eq!(back, WatchEvent::Failed { error: "y".repeat(1024) });
     }
 }

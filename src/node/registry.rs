@@ -6,9 +6,11 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
+
 use super::control::{Exported, Watcher};
 use super::error::{NameTaken, RemoteError};
-use super::mailbox::{pump, Mailbox, RemoteMessage};
+use super::mailbox::{pump, ActorExit, Mailbox, RemoteMessage};
 use super::tag::tag;
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
@@ -29,6 +31,8 @@ pub(crate) struct Facet {
     pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
     /// Whether the actor has stopped, asked without waiting.
     stopped: Box<dyn Fn() -> bool + Send + Sync>,
+    /// How the actor ended, once it has stopped ([`Mailbox::exit`]).
+    exit: Box<dyn Fn() -> BoxFuture<'static, ActorExit> + Send + Sync>,
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
     open: Opener,
 }
@@ -38,6 +42,7 @@ impl Facet {
     pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Facet {
         let probe = mailbox.clone();
         let mb = mailbox.clone();
+        let ended = mailbox.clone();
         Facet {
             tag: tag::<M>(),
             type_name: std::any::type_name::<M>(),
@@ -46,6 +51,7 @@ impl Facet {
                 use futures::FutureExt;
                 probe.stopped().now_or_never().is_some()
             }),
+            exit: Box::new(move || ended.exit()),
             open: Box::new(move |export: &Export, raw: RawSender| {
                 let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
                 // A stopped actor gets no new route, even before its node
@@ -81,9 +87,16 @@ pub(crate) struct Export {
     /// The tasks feeding the actor from its routes; `None` once the actor
     /// stopped (its routes are closed, and no new one opens).
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
-    /// Watchers to tell when the actor stops; `None` once told (a watcher
-    /// that comes later is told at once).
-    watchers: Mutex<Option<Vec<Watcher>>>,
+    /// Who waits to hear how the actor ended, or how it did.
+    watchers: Mutex<Watchers>,
+}
+
+/// An export's watchers.
+enum Watchers {
+    /// The actor runs, or its routes are still closing: told once they are.
+    Waiting(Vec<Watcher>),
+    /// Told: a watcher that comes later is told this at once.
+    Told(ActorExit),
 }
 
 impl Drop for Export {
@@ -102,7 +115,11 @@ impl Export {
     /// yet registered.
     pub(crate) fn new(facets: Vec<Facet>) -> Arc<Export> {
         debug_assert!(!facets.is_empty());
-        Arc::new(Export { facets, watchers: Mutex::new(Some(Vec::new())), pumps: Mutex::new(Some(Vec::new())) })
+        Arc::new(Export {
+            facets,
+            watchers: Mutex::new(Watchers::Waiting(Vec::new())),
+            pumps: Mutex::new(Some(Vec::new())),
+        })
     }
 
     /// The facet for messages tagged `tag`.
@@ -135,25 +152,30 @@ impl Export {
         (self.facets[0].stopped)()
     }
 
-    /// Adds a watcher: told when the actor has stopped and its routes are
-    /// closed (at once if that is so already).
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a watcher: told how the actor ended once it has stopped and its
+    /// routes are closed (at once if that is so already).
     pub(crate) fn add_watcher(&self, w: Watcher) {
-        match self.watchers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            Some(waiting) => waiting.push(w),
-            None => {
-                let _ = w.send(Ok(()));
+        match &mut *self.watchers() {
+            Watchers::Waiting(waiting) => waiting.push(w),
+            Watchers::Told(exit) => {
+                let _ = w.send(Ok(exit.clone()));
             }
         }
     }
 
     /// Whether [`stop`](Self::stop) has run to its end.
     fn is_stopped(&self) -> bool {
-        self.watchers.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        matches!(*self.watchers(), Watchers::Told(_))
     }
 
     /// The actor stopped: closes every route into it (their receivers drop
-    /// and senders see `Closed`), then tells the watchers, so that a tell
-    /// after the `Stopped` event fails instead of vanishing.
+    /// and senders see `Closed`), learns from the adapter how the actor
+    /// ended, then tells the watchers that, so that a tell after the event
+    /// fails instead of vanishing.
     pub(crate) async fn stop(self: Arc<Self>) {
         let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         for p in &pumps {
@@ -162,9 +184,13 @@ impl Export {
         for p in pumps {
             let _ = p.await;
         }
-        let told = self.watchers.lock().unwrap_or_else(|e| e.into_inner()).take();
-        for w in told.into_iter().flatten() {
-            let _ = w.send(Ok(()));
+        // Cut here, so that local watchers see what remote ones do.
+        let exit = (self.facets[0].exit)().await.bounded();
+        let told = std::mem::replace(&mut *self.watchers(), Watchers::Told(exit.clone()));
+        if let Watchers::Waiting(told) = told {
+            for w in told {
+                let _ = w.send(Ok(exit.clone()));
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::RemoteError;
 use super::inner::NodeInner;
-use super::mailbox::RemoteMessage;
+use super::mailbox::{ActorExit, RemoteMessage};
 use super::route::{Hops, Route};
 use crate::auth::Token;
 use crate::chan::{mpsc, oneshot};
@@ -372,7 +372,10 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// Watches the actor: resolves once with why it can no longer be
-    /// reached.
+    /// reached (see [`WatchEvent`]). The watch is placed when the monitor
+    /// is first polled; one that reaches the actor's node after the actor
+    /// ended reports `Stopped` without a reason, as how it ended is not
+    /// kept.
     pub fn monitor(&self) -> Monitor {
         Monitor::of(&self.route.node, self.route.target, self.route.token, self.route.hops.clone())
     }
@@ -397,12 +400,30 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 }
 
-/// What a monitor reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a monitor reports: why the actor can no longer be reached.
+///
+/// The text in `Stopped` and `Failed` is what the actor's framework gave,
+/// cut to at most 1024 bytes (at a character boundary): it comes from the
+/// actor's node, which may be any peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum WatchEvent {
-    /// The actor stopped.
-    Stopped,
+    /// The actor stopped: by itself, or asked to (ractor's
+    /// `stop(Some(reason))` gives the reason). `reason` is `None` when none
+    /// was given, when the framework cannot tell (actix), and when the
+    /// actor was already gone when the watch reached its node.
+    Stopped {
+        /// Why, if known.
+        #[serde(deserialize_with = "super::mailbox::bounded_opt")]
+        reason: Option<String>,
+    },
+    /// The actor failed: a handler returned an error or panicked (ractor's
+    /// `ActorFailed`).
+    Failed {
+        /// The error or panic message.
+        #[serde(deserialize_with = "super::mailbox::bounded")]
+        error: String,
+    },
     /// The actor's node cannot be reached (crashed, or the link is gone).
     NodeLost,
     /// The actor's node shut down and said goodbye.
@@ -413,6 +434,40 @@ pub enum WatchEvent {
     /// The ref is not a capability for the actor (its token is forged), so
     /// its owner refuses to say anything about it.
     Forbidden,
+}
+
+impl WatchEvent {
+    /// `Stopped` without a reason: the actor is gone, and nobody said why.
+    pub(crate) const GONE: WatchEvent = WatchEvent::Stopped { reason: None };
+
+    /// Whether the actor itself ended (`Stopped` or `Failed`), rather than
+    /// its node becoming unreachable.
+    pub fn is_actor_exit(&self) -> bool {
+        matches!(self, WatchEvent::Stopped { .. } | WatchEvent::Failed { .. })
+    }
+}
+
+impl From<ActorExit> for WatchEvent {
+    fn from(exit: ActorExit) -> Self {
+        match exit {
+            ActorExit::Stopped { reason } => WatchEvent::Stopped { reason },
+            ActorExit::Failed { error } => WatchEvent::Failed { error },
+        }
+    }
+}
+
+impl fmt::Display for WatchEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchEvent::Stopped { reason: None } => f.write_str("the actor stopped"),
+            WatchEvent::Stopped { reason: Some(r) } => write!(f, "the actor stopped: {r}"),
+            WatchEvent::Failed { error } => write!(f, "the actor failed: {error}"),
+            WatchEvent::NodeLost => f.write_str("the actor's node was lost"),
+            WatchEvent::NodeLeft => f.write_str("the actor's node left"),
+            WatchEvent::NodeRestarted => f.write_str("the actor's node restarted"),
+            WatchEvent::Forbidden => f.write_str("the ref is not a capability for the actor"),
+        }
+    }
 }
 
 /// A pending watch; await it for the [`WatchEvent`].

@@ -35,9 +35,11 @@ use super::WireError;
 
 /// The first bytes of every tether connection.
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
-/// The protocol version this build speaks. 4: `Open` and `Exported` carry
-/// message tags (`src/node/tag.rs`), not `std::any::type_name`.
-pub(crate) const VERSION: u16 = 4;
+/// The protocol version this build speaks. 5: the answer to a `Watch`
+/// says how the actor ended (`ActorExit`), not just `Ok(())`. 4: `Open`
+/// and `Exported` carry message tags (`src/node/tag.rs`), not
+/// `std::any::type_name`.
+pub(crate) const VERSION: u16 = 5;
 /// Hello flag: the dialer resumes the session after a broken transport.
 pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
 /// Length of the fixed part of a `Hello`.

@@ -28,8 +28,11 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 ///
 /// The export holds a strong [`Addr`], like any other holder of one: the
 /// actor stays alive until it stops itself (`ctx.stop()`), and then the
-/// export is removed and every watcher is told [`WatchEvent::Stopped`].
-/// Must be called within a tokio runtime (an actix `System` is one).
+/// export is removed and every watcher is told [`WatchEvent::Stopped`]
+/// without a reason: actix has no stop reason, and gives a holder of an
+/// `Addr` no way to tell a stop from a handler's panic (which ends the
+/// actor too, and is reported the same). Must be called within a tokio
+/// runtime (an actix `System` is one).
 ///
 /// The returned handle is the actor's remote address; send it to peers
 /// inside any message, or let them find it with [`lookup`](crate::lookup).

@@ -90,7 +90,10 @@
 //!
 //! [`RemoteAddr::monitor`] is a future of [`tether::WatchEvent`];
 //! [`RemoteAddr::watch`] delivers it to a local actor as a [`Terminated`]
-//! message.
+//! message. It says why the actor can no longer be reached: it stopped (with
+//! its reason, if its framework gives one: an actix actor's never does, a
+//! ractor actor's does), it failed (a ractor actor's error or panic text),
+//! or its node left, was lost or restarted.
 //!
 //! # Clusters
 //!

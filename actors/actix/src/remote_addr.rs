@@ -67,11 +67,12 @@ pub struct RemoteAddr<M: Message> {
 
 /// Sent to a local actor watching a remote one (see [`RemoteAddr::watch`]):
 /// the remote actor can no longer be reached, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Terminated {
     /// The actor that was watched.
     pub actor: ActorId,
-    /// Whether it stopped, or its node was lost or restarted.
+    /// Why: it stopped or failed (with the text its framework gave, if the
+    /// actor is not an actix one), or its node left, was lost or restarted.
     pub event: WatchEvent,
 }
 
@@ -259,8 +260,12 @@ where
 
     /// Death watch in actix's form: sends [`Terminated`] to `watcher` (an
     /// `Addr` of an actor that handles it, or a `Recipient`) when the actor
-    /// stops or its node is lost or restarted. Abort the returned handle to
-    /// stop watching.
+    /// stops or fails, or its node leaves, is lost or restarts. Abort the
+    /// returned handle to stop watching.
+    ///
+    /// The watch is sent on its way before this returns (when the
+    /// connection to the actor's node is up), so an end that comes after is
+    /// reported with its reason.
     pub fn watch(&self, watcher: impl Into<Recipient<Terminated>>) -> JoinHandle<()> {
         watch(self.monitor(), self.id(), watcher.into())
     }
@@ -287,10 +292,19 @@ where
     }
 }
 
-/// Sends [`Terminated`] to `watcher` once `monitor` resolves.
-pub(crate) fn watch(monitor: Monitor, actor: ActorId, watcher: Recipient<Terminated>) -> JoinHandle<()> {
+/// Sends [`Terminated`] to `watcher` once `monitor` resolves. The monitor
+/// is polled once before this returns, so the watch is on its way to the
+/// actor's node by then (a watch that arrives after the actor ended cannot
+/// say how it ended).
+pub(crate) fn watch(mut monitor: Monitor, actor: ActorId, watcher: Recipient<Terminated>) -> JoinHandle<()> {
+    use futures::FutureExt;
+    // Polled once here (the task polls it again with its own waker).
+    let first = monitor.poll_unpin(&mut std::task::Context::from_waker(std::task::Waker::noop()));
     tokio::spawn(async move {
-        let event = monitor.await;
+        let event = match first {
+            std::task::Poll::Ready(event) => event,
+            std::task::Poll::Pending => monitor.await,
+        };
         watcher.do_send(Terminated { actor, event });
     })
 }

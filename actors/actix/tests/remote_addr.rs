@@ -34,6 +34,8 @@ enum Op {
     /// Answers after this many milliseconds, without blocking the actor.
     Slow(u64),
     Stop,
+    /// The handler panics.
+    Panic,
 }
 
 struct Counter {
@@ -76,6 +78,7 @@ impl Handler<Op> for Counter {
                 return ActorResponse::r#async(fut);
             }
             Op::Stop => ctx.stop(),
+            Op::Panic => panic!("counter panicked"),
         }
         ActorResponse::reply(self.stats)
     }
@@ -328,14 +331,37 @@ async fn death_watch_reports_a_stopped_actor() {
         }
 
         counter.tell(Op::Stop).await.unwrap();
-        assert_eq!(monitor.await, WatchEvent::Stopped);
+        assert_eq!(monitor.await, WatchEvent::Stopped { reason: None });
         match reports.recv().await.unwrap() {
-            Report::Terminated(t) => assert_eq!(t, Terminated { actor: counter.id(), event: WatchEvent::Stopped }),
+            Report::Terminated(t) => {
+                assert_eq!(t, Terminated { actor: counter.id(), event: WatchEvent::Stopped { reason: None } })
+            }
             other => panic!("{other:?}"),
         }
         let err = counter.send(Op::Get).await.unwrap_err();
         assert_eq!(err, RemoteMailboxError::Closed);
         assert!(matches!(counter.try_send(Op::Get), Err(TellError::Unreachable { .. })));
+    })
+    .await;
+}
+
+/// actix gives a holder of an `Addr` no way to tell a panic from a stop: a
+/// handler's panic ends the actor (the task running its context unwinds,
+/// and its mailbox closes), its node carries on, and the watchers hear
+/// `Stopped` without a reason, as for any end of an actix actor.
+#[actix::test]
+async fn death_watch_reports_an_actor_whose_handler_panicked_as_stopped() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let (counter, _gate) = counter_on(&a, &b, b_id).await;
+        let mut monitor = counter.monitor();
+        assert!(futures::poll!(&mut monitor).is_pending());
+        // Answered once B has taken the watch (in order on its control channel).
+        assert_eq!(lookup::<Op>(&a, b_id, "counter").await.unwrap(), counter);
+
+        counter.tell(Op::Panic).await.unwrap();
+        assert_eq!(monitor.await, WatchEvent::Stopped { reason: None });
+        assert_eq!(counter.send(Op::Get).await.unwrap_err(), RemoteMailboxError::Closed);
     })
     .await;
 }

@@ -60,7 +60,7 @@ fn nodes_on_their_own_runtime_serve_actors_in_a_system() {
             assert_eq!(tally.send(Tally::Get).await.unwrap(), 1_000);
             let monitor = tally.monitor();
             tally.do_send(Tally::Stop);
-            assert_eq!(monitor.await, WatchEvent::Stopped);
+            assert_eq!(monitor.await, WatchEvent::Stopped { reason: None });
         })
         .await;
     });

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use ractor::{ActorCell, ActorRef, ActorStatus, MessagingErr};
-use tether::{Mailbox, NameTaken, Node, RemoteMessage, RemoteRef};
+use tether::{ActorExit, Mailbox, NameTaken, Node, RemoteMessage, RemoteRef};
+
+use crate::exit::{watch_exit, Exit};
 
 use crate::pace::Pace;
 use crate::Paced;
@@ -37,15 +39,22 @@ fn stopped<M>(actor: &ActorRef<M>) -> BoxFuture<'static, ()> {
 }
 
 /// A local ractor actor seen by the node as a mailbox it cannot pace.
-struct ActorMailbox<M>(ActorRef<M>);
+struct ActorMailbox<M> {
+    actor: ActorRef<M>,
+    exit: Exit,
+}
 
 impl<M: ractor::Message + RemoteMessage> Mailbox<M> for ActorMailbox<M> {
     fn deliver(&self, msg: M) -> Result<(), M> {
-        cast(&self.0, msg)
+        cast(&self.actor, msg)
     }
 
     fn stopped(&self) -> BoxFuture<'static, ()> {
-        stopped(&self.0)
+        stopped(&self.actor)
+    }
+
+    fn exit(&self) -> BoxFuture<'static, ActorExit> {
+        self.exit.ended()
     }
 }
 
@@ -54,6 +63,7 @@ impl<M: ractor::Message + RemoteMessage> Mailbox<M> for ActorMailbox<M> {
 struct PacedMailbox<M> {
     actor: ActorRef<M>,
     pace: Arc<Pace>,
+    exit: Exit,
 }
 
 impl<M: ractor::Message + RemoteMessage> Mailbox<M> for PacedMailbox<M> {
@@ -73,6 +83,10 @@ impl<M: ractor::Message + RemoteMessage> Mailbox<M> for PacedMailbox<M> {
     fn stopped(&self) -> BoxFuture<'static, ()> {
         stopped(&self.actor)
     }
+
+    fn exit(&self) -> BoxFuture<'static, ActorExit> {
+        self.exit.ended()
+    }
 }
 
 /// Makes a local ractor actor reachable from peers of `node`, under `name`
@@ -83,9 +97,16 @@ impl<M: ractor::Message + RemoteMessage> Mailbox<M> for PacedMailbox<M> {
 /// Messages from peers are handed to the actor with `cast`, in the order each
 /// sender sent them, as fast as they arrive: ractor cannot tell when a plain
 /// actor handled a message, so its mailbox, which ractor does not bound,
-/// takes whatever its senders send, and they never wait for it. When the
-/// actor stops, the export and its name are removed and monitors of the
-/// returned ref report [`WatchEvent::Stopped`](tether::WatchEvent::Stopped).
+/// takes whatever its senders send, and they never wait for it.
+///
+/// When the actor ends, the export and its name are removed and monitors of
+/// the returned ref report how, as ractor tells a supervisor:
+/// [`WatchEvent::Stopped`](tether::WatchEvent::Stopped) with the reason
+/// given to `stop` (ractor's `ActorTerminated`; `"killed"` after `kill`),
+/// or [`WatchEvent::Failed`](tether::WatchEvent::Failed) with the error a
+/// handler returned or its panic message (`ActorFailed`). The node learns
+/// this by monitoring the actor (ractor's `monitors` feature), which leaves
+/// its supervision as it was.
 ///
 /// The returned [`RemoteRef`] addresses the actor from anywhere; wrap it with
 /// [`RemoteActorRef::from`](crate::RemoteActorRef) to send it inside
@@ -105,7 +126,8 @@ where
     M: ractor::Message + RemoteMessage,
 {
     let cell = actor.get_cell();
-    let remote = node.export(name, ActorMailbox(actor))?;
+    let exit = watch_exit(node, cell.clone());
+    let remote = node.export(name, ActorMailbox { actor, exit })?;
     remember(node, cell, &remote);
     Ok(remote)
 }
@@ -138,10 +160,11 @@ where
 /// its connection's window, so once `conn_window / port_window` routes (8 by
 /// default) of one connection wait at once, its other ports stall too.
 ///
-/// When the actor stops, every wait ends, the export and its name are
-/// removed and monitors of the returned ref report
-/// [`WatchEvent::Stopped`](tether::WatchEvent::Stopped). Must be called
-/// within a tokio runtime.
+/// When the actor ends, every wait ends, the export and its name are
+/// removed and monitors of the returned ref report how, as for [`export`]:
+/// [`WatchEvent::Stopped`](tether::WatchEvent::Stopped) with the stop
+/// reason, or [`WatchEvent::Failed`](tether::WatchEvent::Failed) with the
+/// error. Must be called within a tokio runtime.
 ///
 /// # Errors
 ///
@@ -153,7 +176,8 @@ where
 {
     let (actor, pace) = actor.into_parts();
     let cell = actor.get_cell();
-    let remote = node.export(name, PacedMailbox { actor, pace })?;
+    let exit = watch_exit(node, cell.clone());
+    let remote = node.export(name, PacedMailbox { actor, pace, exit })?;
     remember(node, cell, &remote);
     Ok(remote)
 }

@@ -8,7 +8,10 @@
 //! message, or [`call`](RemoteActorRef::call) with a reply port built into
 //! the message. A `RemoteActorRef` is serializable, so it can itself travel
 //! inside messages, and [`watch`] tells a local actor when a remote one is
-//! gone.
+//! gone and why: stopped with the reason given to its `stop`, failed with
+//! its handler's error or panic message, or its node left, was lost or
+//! restarted, as a [`tether::WatchEvent`] or a [`RemoteSupervisionEvent`]
+//! shaped like ractor's `SupervisionEvent`.
 //!
 //! ```text
 //!  node A                                         node B
@@ -46,7 +49,9 @@
 //!   and its senders never wait for it.
 //!
 //! This crate never enables ractor's `cluster` feature, so message types
-//! are plain Rust enums, as in any ractor program.
+//! are plain Rust enums, as in any ractor program. It enables `monitors`
+//! (additive: it adds `ActorCell::monitor`), through which the node learns
+//! how an exported actor ended without touching its supervision.
 //!
 //! # Cluster names and groups
 //!
@@ -120,6 +125,7 @@
 
 mod cluster;
 mod error;
+mod exit;
 mod export;
 mod group;
 mod pace;
@@ -134,7 +140,7 @@ pub use export::{export, export_paced};
 pub use group::RemoteGroup;
 pub use pace::Paced;
 pub use remote_ref::{lookup, RemoteActorRef};
-pub use watch::{watch, Watch};
+pub use watch::{watch, RemoteSupervisionEvent, Watch, WatchMessage};
 
 /// The core crate, for [`Node`](tether::Node), [`ReplyPort`](tether::ReplyPort),
 /// [`WatchEvent`](tether::WatchEvent) and the error types.

@@ -186,7 +186,7 @@ async fn a_send_held_back_by_a_paced_actor_ends_when_the_actor_is_killed() {
         actor.kill();
         let sent = within(Duration::from_secs(5), held).await.unwrap();
         assert!(matches!(sent, Err(TellError::Unreachable { .. })), "{sent:?}");
-        assert_eq!(within(Duration::from_secs(5), monitor).await, WatchEvent::Stopped);
+        assert_eq!(within(Duration::from_secs(5), monitor).await, WatchEvent::Stopped { reason: None });
     })
     .await;
 }

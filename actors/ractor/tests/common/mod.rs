@@ -47,6 +47,12 @@ pub enum CounterMsg {
     Pause,
     /// Calls another counter, wherever it is, and answers with its total.
     AskOther(RemoteActorRef<CounterMsg>, ReplyPort<u64>),
+    /// The handler stops its own actor with this reason.
+    StopWith(String),
+    /// The handler returns this error.
+    Fail(String),
+    /// The handler panics with this message.
+    Panic(String),
 }
 
 pub struct Counter;
@@ -68,7 +74,7 @@ impl Actor for Counter {
 
     async fn handle(
         &self,
-        _: ActorRef<CounterMsg>,
+        myself: ActorRef<CounterMsg>,
         msg: CounterMsg,
         st: &mut CounterState,
     ) -> Result<(), ActorProcessingErr> {
@@ -87,6 +93,9 @@ impl Actor for Counter {
                 let total = other.call(CounterMsg::Get, CALL).await?;
                 let _ = reply.send(total);
             }
+            CounterMsg::StopWith(reason) => myself.stop(Some(reason)),
+            CounterMsg::Fail(error) => return Err(error.into()),
+            CounterMsg::Panic(message) => panic!("{message}"),
         }
         Ok(())
     }
@@ -137,5 +146,35 @@ impl Actor for Watcher {
 pub async fn watcher() -> (ActorRef<WatcherMsg>, mpsc::UnboundedReceiver<WatchEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (actor, _) = Actor::spawn(None, Watcher, tx).await.unwrap();
+    (actor, rx)
+}
+
+/// A local actor that passes every message it gets to the test: a watcher
+/// whose messages are the watch's values themselves.
+pub struct Forward<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T: Send + 'static> Actor for Forward<T> {
+    type Msg = T;
+    type State = mpsc::UnboundedSender<T>;
+    type Arguments = mpsc::UnboundedSender<T>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<T>,
+        out: mpsc::UnboundedSender<T>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(out)
+    }
+
+    async fn handle(&self, _: ActorRef<T>, msg: T, out: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let _ = out.send(msg);
+        Ok(())
+    }
+}
+
+/// Spawns a [`Forward`]; the receiver yields what it got.
+pub async fn forward<T: Send + 'static>() -> (ActorRef<T>, mpsc::UnboundedReceiver<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (actor, _) = Actor::spawn(None, Forward(std::marker::PhantomData), tx).await.unwrap();
     (actor, rx)
 }
