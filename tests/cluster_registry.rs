@@ -266,7 +266,7 @@ async fn group_members_are_seen_everywhere_and_sends_skip_a_stopped_member() {
     // taken it out.
     let _ = stops[0].take().unwrap().send(());
     let seen_stop = group.members().iter().find(|r| r.id() == refs[0].id()).expect("still listed").monitor();
-    assert_eq!(within(T, seen_stop).await, tether::WatchEvent::Stopped);
+    assert_eq!(within(T, seen_stop).await, tether::WatchEvent::Stopped { reason: None });
     for n in 0..20 {
         let to = within(Duration::from_secs(5), group.tell(Msg::Num(n))).await.unwrap();
         assert_ne!(to, refs[0].id());
@@ -384,4 +384,28 @@ async fn claims_and_watches_end_when_the_node_leaves() {
     assert_eq!(within(T, claim.lost()).await, None);
     assert_eq!(within(T, names.recv()).await, Err(tether::cluster::EventsError::Closed));
     assert_eq!(within(T, groups.recv()).await, Err(tether::cluster::EventsError::Closed));
+}
+
+/// An actor exported once for two message types is found by name from
+/// another member as either type, and refused as a third, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_of_two_types_is_found_by_name_as_either() {
+    let all = cluster_of(2).await;
+    let news = tokio::sync::mpsc::unbounded_channel();
+    all[0].0.export_many(Some("desk"), actor("desk", quiet())).mailbox(subscriber("desk", news.0)).finish().unwrap();
+    let c = all[1].1.clone();
+    eventually("the name reaches the other member", T, move || c.lookup_all::<Msg>("desk").is_ok()).await;
+    let as_msg = within(T, all[1].1.lookup::<Msg>("desk")).await.unwrap();
+    let as_news = within(T, all[1].1.lookup::<News>("desk")).await.unwrap();
+    assert_eq!(as_msg.id(), as_news.id(), "one actor");
+    assert_eq!(who(&as_msg).await, "desk");
+    as_news.tell(News(9)).await.unwrap();
+    let mut news = news.1;
+    assert_eq!(within(T, news.recv()).await, Some(("desk".to_owned(), 9)));
+    match within(T, all[1].1.lookup::<u64>("desk")).await {
+        Err(RemoteError::TypeMismatch { found, .. }) => {
+            assert!(found.contains("Msg") && found.contains("News"), "{found}")
+        }
+        other => panic!("expected a type mismatch, got {other:?}"),
+    }
 }
