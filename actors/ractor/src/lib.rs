@@ -115,7 +115,9 @@
 //!   `SenderError`). Use tether's [`ReplyPort`](tether::ReplyPort) in
 //!   messages that travel other ways;
 //!   [`rpc_reply::to_reply_port`] makes one from `call!`'s port.
-//! - `forward!` and `call_and_forward` need an `ActorRef`: use the proxy.
+//! - `forward!` (`ActorRef::call_and_forward`) has no remote form: it
+//!   needs an `ActorRef`, and through the proxy its `RpcReplyPort` cannot
+//!   travel. Await [`call`](RemoteActorRef::call) and cast the answer on.
 //! - Messages are serde types; a field that is not serializable (a
 //!   closure, a local `ActorRef`) cannot cross nodes. Send a
 //!   [`RemoteActorRef`] instead of an `ActorRef`.
