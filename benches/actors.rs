@@ -39,7 +39,7 @@
 //! the sender's `connection(peer).stats().send_queued` every millisecond; its peak is
 //! `peak_send_queued` (bytes; a 1 ms sampler can miss shorter peaks).
 //!
-//! Round trips (W6-ask-*): sequential request/response (ractor `call` with a tether
+//! Round trips (W6-ask-*): sequential request/response (ractor `ask` with a tether
 //! `ReplyPort`; actix `send` with the handler's result), after a warm-up. The raw-TCP round
 //! trip is that of `channels.rs` W2 (tokio, u32 length-prefixed frames, an echo task and an
 //! asking task, `TCP_NODELAY`), measured in the same run in two ways:
@@ -755,15 +755,15 @@ impl Remote {
         })
     }
 
-    /// Asks with message `i` (ractor `call` with a tether `ReplyPort`; actix `send` with the
+    /// Asks with message `i` (ractor `ask` with a tether `ReplyPort`; actix `send` with the
     /// handler's result) and checks the echo; returns the round-trip time.
     async fn ask(&self, i: u64) -> Res<Duration> {
         let t = Instant::now();
         let echoed = match self {
             Remote::Ractor(r) => r
-                .call(|port| rac::RMsg::Ask(Small::new(i), port), ASK_TIMEOUT)
+                .ask(|port| rac::RMsg::Ask(Small::new(i), port), ASK_TIMEOUT)
                 .await
-                .map_err(|e| format!("call {i}: {e}"))?,
+                .map_err(|e| format!("ask {i}: {e}"))?,
             Remote::Actix(r) => {
                 r.send_timeout(act::AMsg(Small::new(i)), ASK_TIMEOUT).await.map_err(|e| format!("send {i}: {e}"))?
             }

@@ -9,7 +9,7 @@
 //! exported as "pinger". It re-executes itself as a second process, which
 //! runs an actix `System` with an actix actor, `Ponger`. Then:
 //!
-//! 1. The actix process connects, looks up "pinger" and `call`s it with a
+//! 1. The actix process connects, looks up "pinger" and `ask`s it with a
 //!    `Hello` that carries the Ponger's own address: a ref inside a message.
 //! 2. The Pinger pings that address three times; every `Ping` carries the
 //!    Pinger's own ref, and the Ponger answers each on it with a `Pong`.
@@ -34,7 +34,7 @@ use tether_ractor::RemoteActorRef;
 
 /// How long either process may take in all before it gives up.
 const LIMIT: Duration = Duration::from_secs(15);
-/// How long a single `call` or `send` may wait for its answer.
+/// How long a single `ask` or `send` may wait for its answer.
 const ANSWER: Duration = Duration::from_secs(5);
 const PINGS: u32 = 3;
 
@@ -118,7 +118,7 @@ impl ractor::Actor for Pinger {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PingerMsg::Hello { ponger, reply } => {
-                say("ractor", "<- call Hello from the actix actor; its address came inside the message");
+                say("ractor", "<- ask Hello from the actix actor; its address came inside the message");
                 // Death watch: this actor is told once the Ponger is gone.
                 let gone = ponger.monitor();
                 tokio::spawn(async move {
@@ -252,9 +252,9 @@ async fn actix_process(addr: String) -> Result<(), Box<dyn Error>> {
     let stopped = me.monitor();
 
     let pinger = tether_ractor::lookup::<PingerMsg>(&node, ractor_node, "pinger").await?;
-    say("actix", "looked up \"pinger\"; call Hello -> with my own address inside");
-    let welcome = pinger.call(|reply| PingerMsg::Hello { ponger: me, reply }, ANSWER).await?;
-    say("actix", format!("<- the call returned {welcome:?}"));
+    say("actix", "looked up \"pinger\"; ask Hello -> with my own address inside");
+    let welcome = pinger.ask(|reply| PingerMsg::Hello { ponger: me, reply }, ANSWER).await?;
+    say("actix", format!("<- the ask returned {welcome:?}"));
 
     let conn = node.connection(ractor_node).ok_or("no connection to the ractor node")?;
     let event = tokio::select! {

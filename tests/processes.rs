@@ -291,7 +291,7 @@ impl Handler<AskChild> for Asker {
     type Result = ResponseFuture<Result<String, String>>;
 
     fn handle(&mut self, AskChild { bridge, text }: AskChild, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(async move { bridge.call(|reply| Bridge::Shout(text, reply), T).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { bridge.ask(|reply| Bridge::Shout(text, reply), T).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -314,7 +314,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
 
         let greeter = tether_actix::export(&node, Some("greeter"), Greeter.start()).unwrap();
         let bridge = tether_ractor::lookup::<Bridge>(&node, child_id, "bridge").await.expect("lookup bridge");
-        let pid = bridge.call(Bridge::Pid, T).await.expect("ask the child's pid");
+        let pid = bridge.ask(Bridge::Pid, T).await.expect("ask the child's pid");
         assert_eq!(pid, child.pid());
         assert_ne!(pid, std::process::id());
 
@@ -331,13 +331,13 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         let expected = format!("hello ractor, from actix in process {}", std::process::id());
         for _ in 0..10 {
             let answer = bridge
-                .call(|reply| Bridge::AskActix { greeter: greeter.clone(), name: "ractor".into(), reply }, T)
+                .ask(|reply| Bridge::AskActix { greeter: greeter.clone(), name: "ractor".into(), reply }, T)
                 .await
                 .expect("the child's actor answers");
             assert_eq!(answer.as_deref(), Ok(expected.as_str()));
         }
         let answer = bridge
-            .call(|reply| Bridge::AskByName { export: "greeter".into(), name: "ractor".into(), reply }, T)
+            .ask(|reply| Bridge::AskByName { export: "greeter".into(), name: "ractor".into(), reply }, T)
             .await
             .expect("the child's actor answers");
         assert_eq!(answer.as_deref(), Ok(expected.as_str()));
@@ -352,7 +352,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
                 } else {
                     let name = format!("n{i}");
                     let answer = bridge
-                        .call(|reply| Bridge::AskActix { greeter, name: name.clone(), reply }, T)
+                        .ask(|reply| Bridge::AskActix { greeter, name: name.clone(), reply }, T)
                         .await
                         .unwrap()
                         .unwrap();
@@ -367,7 +367,7 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         // that the node left.
         let mut monitor = bridge.monitor();
         assert!(futures::poll!(&mut monitor).is_pending());
-        bridge.call(Bridge::Pid, T).await.unwrap();
+        bridge.ask(Bridge::Pid, T).await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
         assert_eq!(within(T, monitor).await, WatchEvent::Stopped { reason: Some(STOP_REASON.into()) });
@@ -386,7 +386,7 @@ async fn death_watch_across_kill_9_and_restart() {
         let mut first = ChildNode::start().await;
         let old_id = node.connect(&first.addr).await.expect("connect to the child");
         let old = tether_ractor::lookup::<Bridge>(&node, old_id, "bridge").await.expect("lookup bridge");
-        assert_eq!(old.call(Bridge::Pid, T).await.unwrap(), first.pid());
+        assert_eq!(old.ask(Bridge::Pid, T).await.unwrap(), first.pid());
 
         // Watching starts when the monitor is first polled: spawn it and let
         // it run once, so the watch is in place (or on its way) before the
@@ -421,8 +421,8 @@ async fn death_watch_across_kill_9_and_restart() {
         assert_ne!(new_id, old_id);
         let fresh = tether_ractor::lookup::<Bridge>(&node, new_id, "bridge").await.expect("lookup after restart");
         assert_ne!(fresh, old);
-        assert_eq!(fresh.call(Bridge::Pid, T).await.unwrap(), second.pid());
-        assert_eq!(fresh.call(|r| Bridge::Shout("again".into(), r), T).await.unwrap(), "AGAIN");
+        assert_eq!(fresh.ask(Bridge::Pid, T).await.unwrap(), second.pid());
+        assert_eq!(fresh.ask(|r| Bridge::Shout("again".into(), r), T).await.unwrap(), "AGAIN");
 
         // The old ref knows its node restarted.
         assert_eq!(within(T, old.monitor()).await, WatchEvent::NodeRestarted);
@@ -430,12 +430,12 @@ async fn death_watch_across_kill_9_and_restart() {
             Err(TellError::Unreachable { error: RemoteError::NodeRestarted(id), .. }) => assert_eq!(id, old_id),
             other => panic!("tell to a restarted node: {:?}", other.map_err(|e| e.to_string())),
         }
-        match old.call(Bridge::Pid, T).await {
+        match old.ask(Bridge::Pid, T).await {
             Err(CallError::Unreachable(RemoteError::NodeRestarted(id))) => assert_eq!(id, old_id),
             other => panic!("call to a restarted node: {other:?}"),
         }
         // And the new incarnation is unaffected.
-        assert_eq!(fresh.call(Bridge::Pid, T).await.unwrap(), second.pid());
+        assert_eq!(fresh.ask(Bridge::Pid, T).await.unwrap(), second.pid());
 
         let status = second.shut_down().await;
         assert!(status.success(), "child exited with {status}");
@@ -461,7 +461,7 @@ async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
                     assert!(futures::poll!(&mut watching).is_pending());
                     // Answered after the watch went out on the same channel,
                     // so the child has registered it.
-                    assert_eq!(bridge.call(Bridge::Pid, T).await.unwrap(), child.pid());
+                    assert_eq!(bridge.ask(Bridge::Pid, T).await.unwrap(), child.pid());
                     let status = child.shut_down().await;
                     assert!(status.success(), "child exited with {status}");
                     (batch * 4 + i, within(T, watching).await)
@@ -485,7 +485,7 @@ async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
         let child = ChildNode::start().await;
         let id = node.connect(&child.addr).await.expect("connect to the child");
         let bridge = tether_ractor::lookup::<Bridge>(&node, id, "bridge").await.expect("lookup bridge");
-        assert_eq!(bridge.call(Bridge::Pid, T).await.unwrap(), child.pid());
+        assert_eq!(bridge.ask(Bridge::Pid, T).await.unwrap(), child.pid());
 
         let watching = tokio::spawn(bridge.monitor());
         tokio::task::yield_now().await;
@@ -526,7 +526,7 @@ async fn a_frozen_child_is_lost_by_heartbeat_and_comes_back() {
         }
         assert_eq!(again, id, "same process, same incarnation");
         // The old ref works again: its route reopens on the new link.
-        assert_eq!(bridge.call(Bridge::Pid, T).await.unwrap(), child.pid());
+        assert_eq!(bridge.ask(Bridge::Pid, T).await.unwrap(), child.pid());
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
     })

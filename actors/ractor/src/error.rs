@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use tether::{AskError, NodeId, RemoteError};
+use ractor::MessagingErr;
+use tether::{ActorId, AskError, NodeId, RemoteError, TellError};
 
 /// Why [`RemoteActorRef::call`](crate::RemoteActorRef::call) failed.
 ///
@@ -47,5 +48,39 @@ impl CallError {
             }
             (other, _) => CallError::Failed(other),
         }
+    }
+}
+
+/// A fire-and-forget send's failure in ractor's terms (the table in the
+/// [crate docs](crate#errors)):
+///
+/// - the actor stopped or its node cannot be reached: `SendErr(msg)`, as
+///   ractor reports a send to a dead actor (its docs: "the actor has
+///   died"), with the message back;
+/// - the node's outbox is full (`Config::max_outbox`; counted and logged by
+///   the node): `SendErr(msg)`, as ractor reports a message its mailbox did
+///   not admit;
+/// - the message does not encode or is too large: `InvalidActorType`, as
+///   ractor's own `cluster` feature reports a message it cannot serialize
+///   for a remote actor; logged at warn with the codec's error. Never
+///   `SendErr` (which would say the actor is gone) nor `ChannelClosed`.
+pub(crate) fn messaging_err<M>(actor: ActorId, e: TellError<M>) -> MessagingErr<M> {
+    match e {
+        TellError::Full(msg) => MessagingErr::SendErr(msg),
+        TellError::Unreachable { msg, error } => {
+            tracing::debug!(%actor, %error, "message not sent: actor unreachable");
+            MessagingErr::SendErr(msg)
+        }
+        TellError::Send(e) => match e.split() {
+            (msg, tether::mpsc::SendError::Closed(()) | tether::mpsc::SendError::Full(())) => {
+                MessagingErr::SendErr(msg)
+            }
+            (_msg, error) => {
+                tracing::warn!(%actor, %error, "message not sent (reported to ractor code as InvalidActorType)");
+                MessagingErr::InvalidActorType
+            }
+        },
+        // Future kinds: the message back, as for any send that did not go.
+        other => MessagingErr::SendErr(other.into_inner()),
     }
 }

@@ -11,7 +11,8 @@ use tether::{ActorId, RemoteMessage, ReplyPort, TellError};
 use crate::{CallError, RemoteActorRef};
 
 /// A handle for sending to the members of a process group, on any node:
-/// [`RemoteActorRef`]'s `cast`, `send` and `call`, to one member picked by
+/// [`RemoteActorRef`]'s `try_cast`, `send` and `ask` (here `cast`, `send` and
+/// `ask`), to one member picked by
 /// a [`Strategy`] (round robin unless [`with_strategy`](Self::with_strategy)
 /// says otherwise) or by a key, and [`broadcast`](Self::broadcast) to all.
 ///
@@ -76,7 +77,7 @@ impl<M: RemoteMessage> RemoteGroup<M> {
 
     /// Sends the request `make` builds around a fresh reply port to one
     /// member and waits at most `timeout` for the answer, like
-    /// [`RemoteActorRef::call`]. `make` may be called again for the next
+    /// [`RemoteActorRef::ask`] (a tether [`ReplyPort`]). `make` may be called again for the next
     /// member while the request could not be handed over; once one has it,
     /// it is not sent again.
     ///
@@ -85,7 +86,7 @@ impl<M: RemoteMessage> RemoteGroup<M> {
     /// See [`CallError`]; [`CallError::Unreachable`] with
     /// [`RemoteError::NotFound`](tether::RemoteError::NotFound) if the group
     /// has no member.
-    pub async fn call<R: RemoteMessage>(
+    pub async fn ask<R: RemoteMessage>(
         &self,
         make: impl Fn(ReplyPort<R>) -> M,
         timeout: Duration,
@@ -93,8 +94,8 @@ impl<M: RemoteMessage> RemoteGroup<M> {
         self.inner.ask(make, timeout).await.map_err(|e| CallError::from_ask(e, None))
     }
 
-    /// [`call`](Self::call) to the member `key` hashes to.
-    pub async fn call_keyed<R: RemoteMessage>(
+    /// [`ask`](Self::ask) to the member `key` hashes to.
+    pub async fn ask_keyed<R: RemoteMessage>(
         &self,
         key: &impl Hash,
         make: impl Fn(ReplyPort<R>) -> M,

@@ -63,7 +63,7 @@
 //! // On this member or any other:
 //! assert_eq!(pg::get_members::<Work>(&cluster, "workers").len(), 1);
 //! let workers = pg::group::<Work>(&cluster, "workers");
-//! let nine = workers.call(|reply| Work::Square(3, reply), Duration::from_secs(5)).await?;
+//! let nine = workers.ask(|reply| Work::Square(3, reply), Duration::from_secs(5)).await?;
 //! assert_eq!(nine, 9);
 //! # Ok(()) }
 //! ```

@@ -40,7 +40,7 @@
 //! // On this member or any other:
 //! let found = tether_ractor::registry::where_is::<Ping>(&cluster, "ponger").await?;
 //! let ponger = found.expect("registered above");
-//! assert_eq!(ponger.call(Ping::Ping, Duration::from_secs(5)).await?, "pong");
+//! assert_eq!(ponger.ask(Ping::Ping, Duration::from_secs(5)).await?, "pong");
 //! # Ok(()) }
 //! ```
 

@@ -94,7 +94,7 @@ async fn a_million_casts_to_a_slow_actor_all_arrive_in_order() {
         assert!(held > N as usize / 2, "the window took {} of {N} at once: the actor was not slow", N as usize - held);
         assert!(held <= Config::default().max_outbox as usize);
 
-        let (seen, out_of_order) = remote.call(TallyMsg::Get, T).await.unwrap();
+        let (seen, out_of_order) = remote.ask(TallyMsg::Get, T).await.unwrap();
         assert_eq!((seen, out_of_order), (N, 0), "all {N} arrived, in order");
         let stats = a.stats();
         assert_eq!((stats.outbox_held, stats.outbox_refused, stats.outbox_undelivered), (0, 0, 0));

@@ -151,7 +151,7 @@ async fn a_blocked_paced_actor_holds_its_remote_sender_back() {
         for i in sent..total {
             remote.send(LogMsg::Item(i)).await.unwrap();
         }
-        remote.call(LogMsg::Done, CALL).await.unwrap();
+        remote.ask(LogMsg::Done, CALL).await.unwrap();
 
         let log = log.lock().unwrap();
         let ahead = log.iter().position(|s| *s == Seen::Probe).expect("the probe was handled");

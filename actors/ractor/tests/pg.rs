@@ -151,7 +151,7 @@ async fn a_registered_name_is_where_is_from_another_member_and_answers_call() {
         eventually("the name reaches the member", T, move || probe.lookup_all::<WorkerMsg>("boss").is_ok()).await;
         let found = within(T, registry::where_is::<WorkerMsg>(c, "boss")).await.unwrap().expect("registered");
         assert_eq!(found, registered);
-        assert_eq!(within(T, found.call(WorkerMsg::Who, CALL)).await.unwrap(), "boss");
+        assert_eq!(within(T, found.ask(WorkerMsg::Who, CALL)).await.unwrap(), "boss");
     }
     assert!(within(T, registry::where_is::<WorkerMsg>(&all[2].1, "nobody")).await.unwrap().is_none());
 
@@ -204,7 +204,7 @@ async fn members_joined_on_two_nodes_are_seen_and_served_round_robin_from_the_th
     let workers = pg::group::<WorkerMsg>(&all[2].1, "workers");
     let mut answers = Vec::new();
     for _ in 0..6 {
-        answers.push(within(T, workers.call(WorkerMsg::Who, CALL)).await.unwrap());
+        answers.push(within(T, workers.ask(WorkerMsg::Who, CALL)).await.unwrap());
     }
     assert_eq!(answers.iter().collect::<HashSet<_>>(), HashSet::from([&"w0".to_owned(), &"w1".to_owned()]));
     for pair in answers.windows(2) {
@@ -224,7 +224,7 @@ async fn members_joined_on_two_nodes_are_seen_and_served_round_robin_from_the_th
     eventually("the leave reaches the third member", T, move || pg::get_members::<WorkerMsg>(&c, "workers").len() == 1)
         .await;
     for _ in 0..4 {
-        assert_eq!(within(T, workers.call(WorkerMsg::Who, CALL)).await.unwrap(), "w0");
+        assert_eq!(within(T, workers.ask(WorkerMsg::Who, CALL)).await.unwrap(), "w0");
     }
 
     // Scopes keep groups apart.

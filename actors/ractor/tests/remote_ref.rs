@@ -30,7 +30,7 @@ async fn casts_and_sends_arrive_in_order_before_a_call() {
                 Err(e) => panic!("cast {i} failed: {e:?}"),
             }
         }
-        let total = remote.call(CounterMsg::Get, CALL).await.unwrap();
+        let total = remote.ask(CounterMsg::Get, CALL).await.unwrap();
         assert_eq!(total, (0..10_000).sum::<u64>(), "all 10,000 arrived before the call ({waited} waited)");
     })
     .await;
@@ -42,11 +42,11 @@ async fn call_returns_the_reply() {
         let (a, b, b_id) = two_nodes().await;
         export(&b, Some("counter"), counter().await.0).unwrap();
         let remote = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap();
-        let echo = remote.call(|reply| CounterMsg::Echo("hello".into(), reply), CALL).await.unwrap();
+        let echo = remote.ask(|reply| CounterMsg::Echo("hello".into(), reply), CALL).await.unwrap();
         assert_eq!(echo, "hello");
         remote.send(CounterMsg::Add(41)).await.unwrap();
         remote.cast(CounterMsg::Add(1)).unwrap();
-        assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 42);
+        assert_eq!(remote.ask(CounterMsg::Get, CALL).await.unwrap(), 42);
     })
     .await;
 }
@@ -59,7 +59,7 @@ async fn call_times_out_when_the_handler_keeps_the_port() {
         let remote = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap();
         let limit = Duration::from_millis(200);
         let started = Instant::now();
-        let err = remote.call(CounterMsg::Hold, limit).await.unwrap_err();
+        let err = remote.ask(CounterMsg::Hold, limit).await.unwrap_err();
         assert!(matches!(err, CallError::Timeout(t) if t == limit), "{err:?}");
         assert!(err.is_timeout());
         // It waited out its limit, and gave up then: a second of slack for
@@ -69,7 +69,7 @@ async fn call_times_out_when_the_handler_keeps_the_port() {
         assert!(waited >= limit, "gave up after {waited:?}");
         assert!(waited < limit + Duration::from_secs(1), "gave up only after {waited:?}");
         // The actor is still there.
-        assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
+        assert_eq!(remote.ask(CounterMsg::Get, CALL).await.unwrap(), 0);
     })
     .await;
 }
@@ -82,7 +82,7 @@ async fn a_dropped_reply_port_fails_the_call_with_no_reply() {
         let remote = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap();
         // `NoReply`, not `Timeout`: the call ended because the port was
         // dropped, before its limit (longer than the test's bound).
-        let err = remote.call(CounterMsg::Ignore, 2 * T).await.unwrap_err();
+        let err = remote.ask(CounterMsg::Ignore, 2 * T).await.unwrap_err();
         assert!(matches!(err, CallError::NoReply), "{err:?}");
     })
     .await;
@@ -128,10 +128,10 @@ async fn a_ref_inside_a_message_reaches_its_actor_from_a_third_node() {
         b_counter.send(CounterMsg::Add(7)).await.unwrap();
         // Order is kept per sender only: make sure A's add has landed before
         // C's call (another sender, on another route) looks.
-        assert_eq!(b_counter.call(CounterMsg::Get, CALL).await.unwrap(), 7);
+        assert_eq!(b_counter.ask(CounterMsg::Get, CALL).await.unwrap(), 7);
 
         let relay = lookup::<CounterMsg>(&a, c_id, "relay").await.unwrap();
-        let seen = relay.call(|reply| CounterMsg::AskOther(b_counter.clone(), reply), CALL).await.unwrap();
+        let seen = relay.ask(|reply| CounterMsg::AskOther(b_counter.clone(), reply), CALL).await.unwrap();
         assert_eq!(seen, 7, "C's actor called B's counter");
         assert_eq!(c.peers(), vec![a.id()], "C never connected to B");
     })
@@ -184,7 +184,7 @@ async fn a_fast_sender_queues_no_more_than_its_send_buffer() {
         }
 
         gate.notify_one();
-        let total = remote.call(CounterMsg::Get, CALL).await.unwrap();
+        let total = remote.ask(CounterMsg::Get, CALL).await.unwrap();
         assert_eq!(total, accepted + 1_000, "nothing accepted was lost");
     })
     .await;

@@ -22,13 +22,13 @@ async fn the_watcher_is_told_when_the_remote_actor_stops() {
         let (w, mut events) = watcher().await;
         let _watch = watch(&remote, w, WatcherMsg::Gone);
         // The watch is registered on B before the actor stops.
-        assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
+        assert_eq!(remote.ask(CounterMsg::Get, CALL).await.unwrap(), 0);
 
         actor.stop_and_wait(None, Some(Duration::from_secs(5))).await.unwrap();
         let event = within(Duration::from_secs(5), events.recv()).await;
         assert_eq!(event, Some(WatchEvent::Stopped { reason: None }));
 
-        let err = remote.call(CounterMsg::Get, CALL).await.unwrap_err();
+        let err = remote.ask(CounterMsg::Get, CALL).await.unwrap_err();
         assert!(matches!(err, CallError::Unreachable(tether::RemoteError::Stopped)), "{err:?}");
         let err = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap_err();
         assert_eq!(err, tether::RemoteError::NotFound("counter".into()), "the name went with the actor");
@@ -44,7 +44,7 @@ async fn the_watcher_is_told_when_the_remote_node_is_lost() {
         let remote = lookup::<CounterMsg>(&a, b_id, "counter").await.unwrap();
         let (w, mut events) = watcher().await;
         let _watch = watch(&remote, w, WatcherMsg::Gone);
-        assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
+        assert_eq!(remote.ask(CounterMsg::Get, CALL).await.unwrap(), 0);
 
         // B closes its connection to A.
         b.connection(a.id()).unwrap().close().await;
@@ -53,7 +53,7 @@ async fn the_watcher_is_told_when_the_remote_node_is_lost() {
 
         // The core may still say `NoRoute` for a moment: its monitor can fire
         // before the node has marked the peer lost.
-        let err = remote.call(CounterMsg::Get, CALL).await.unwrap_err();
+        let err = remote.ask(CounterMsg::Get, CALL).await.unwrap_err();
         assert!(
             matches!(err, CallError::Unreachable(RemoteError::NodeLost(id) | RemoteError::NoRoute(id)) if id == b_id),
             "{err:?}"
@@ -74,7 +74,7 @@ async fn a_cancelled_watch_sends_nothing() {
         // A second watch shows when the stop has been observed.
         let (w2, mut events2) = watcher().await;
         let _second = watch(&remote, w2, WatcherMsg::Gone);
-        assert_eq!(remote.call(CounterMsg::Get, CALL).await.unwrap(), 0);
+        assert_eq!(remote.ask(CounterMsg::Get, CALL).await.unwrap(), 0);
 
         actor.stop_and_wait(None, Some(Duration::from_secs(5))).await.unwrap();
         assert_eq!(within(Duration::from_secs(5), events2.recv()).await, Some(WatchEvent::Stopped { reason: None }));

@@ -90,7 +90,7 @@ impl Actor for Counter {
             CounterMsg::Ignore(reply) => drop(reply),
             CounterMsg::Pause => st.gate.notified().await,
             CounterMsg::AskOther(other, reply) => {
-                let total = other.call(CounterMsg::Get, CALL).await?;
+                let total = other.ask(CounterMsg::Get, CALL).await?;
                 let _ = reply.send(total);
             }
             CounterMsg::StopWith(reason) => myself.stop(Some(reason)),
