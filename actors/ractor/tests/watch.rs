@@ -195,34 +195,27 @@ async fn a_remote_watcher_hears_the_reason_a_handler_stopped_its_actor_with() {
     .await;
 }
 
+/// A remote watcher of an actor (plain and paced) that `fail` makes fail
+/// hears `error`, in both forms.
+async fn heard_failure(fail: fn(String) -> CounterMsg, error: &str) {
+    for how in [Exported::Plain, Exported::Paced] {
+        let (a, b, b_id) = two_nodes().await;
+        let w = watched_counter(&a, &b, b_id, how).await;
+        let id = w.remote.id();
+        w.remote.send(fail(error.to_owned())).await.unwrap();
+        let error = error.to_owned();
+        w.heard(WatchEvent::Failed { error: error.clone() }, RemoteSupervisionEvent::ActorFailed(id, error)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_watcher_hears_the_error_a_handler_failed_with() {
-    within(T, async {
-        for how in [Exported::Plain, Exported::Paced] {
-            let (a, b, b_id) = two_nodes().await;
-            let w = watched_counter(&a, &b, b_id, how).await;
-            let id = w.remote.id();
-            w.remote.send(CounterMsg::Fail("disk full".into())).await.unwrap();
-            let error = "disk full".to_owned();
-            w.heard(WatchEvent::Failed { error: error.clone() }, RemoteSupervisionEvent::ActorFailed(id, error)).await;
-        }
-    })
-    .await;
+    within(T, heard_failure(CounterMsg::Fail, "disk full")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_watcher_hears_the_message_a_handler_panicked_with() {
-    within(T, async {
-        for how in [Exported::Plain, Exported::Paced] {
-            let (a, b, b_id) = two_nodes().await;
-            let w = watched_counter(&a, &b, b_id, how).await;
-            let id = w.remote.id();
-            w.remote.send(CounterMsg::Panic("worker panicked".into())).await.unwrap();
-            let error = "worker panicked".to_owned();
-            w.heard(WatchEvent::Failed { error: error.clone() }, RemoteSupervisionEvent::ActorFailed(id, error)).await;
-        }
-    })
-    .await;
+    within(T, heard_failure(CounterMsg::Panic, "worker panicked")).await;
 }
 
 /// The text a watcher gets is bounded, however long the panic message.
