@@ -8,9 +8,7 @@
 //! - `Connect` carries the session's `RemoteAddr<Message>` where it carried
 //!   a `Recipient<Message>`, so that it can travel;
 //! - the server is exported with `ActorExport` (one line per message type)
-//!   and the sessions' node looks it up with `lookup_actor`;
-//! - two `do_send`s whose order matters across message types are awaited
-//!   `send`s (see `main`).
+//!   and the sessions' node looks it up with `lookup_actor`.
 //!
 //! Run with `cargo run --example actix_chat`.
 
@@ -217,11 +215,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (heard, mut lines) = tokio::sync::mpsc::unbounded_channel();
     let alice = connect(&node, &server, "alice", heard.clone()).await?;
     let bob = connect(&node, &server, "bob", heard).await?;
-    // Messages of one type keep their order, but each type has a route of
-    // its own: a `ClientMessage` could overtake the `Join`s before it. So
-    // the joins are awaited (locally they could be `do_send`s).
-    server.send(Join { id: alice, name: "rust".into() }).await?;
-    server.send(Join { id: bob, name: "rust".into() }).await?;
+    // One handle, one route: these arrive in the order sent, as through a
+    // local `Addr`, whatever their types.
+    server.do_send(Join { id: alice, name: "rust".into() });
+    server.do_send(Join { id: bob, name: "rust".into() });
     server.do_send(ClientMessage { id: alice, msg: "hello, bob".into(), room: "rust".into() });
     println!("rooms: {:?}", server.send(ListRooms).await?);
     server.do_send(Disconnect { id: alice });

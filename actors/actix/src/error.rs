@@ -89,3 +89,11 @@ impl<M> TellErrorExt<M> for TellError<M> {
         }
     }
 }
+
+/// Why the actor cannot be reached: `Closed` if it stopped, else
+/// `Unreachable`.
+impl From<RemoteError> for RemoteMailboxError {
+    fn from(e: RemoteError) -> Self {
+        RemoteMailboxError::from_remote(e)
+    }
+}

@@ -233,6 +233,26 @@ where
     }
 }
 
+impl<A, M> crate::any_msg::ActorState for AddrMailbox<A, M>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn gone(&self) -> bool {
+        AddrMailbox::gone(self)
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        Mailbox::stopped(self)
+    }
+
+    fn exit(&self) -> BoxFuture<'static, tether::ActorExit> {
+        Mailbox::exit(self)
+    }
+}
+
 impl<A, M> Mailbox<Envelope<M>> for AddrMailbox<A, M>
 where
     A: Actor + Handler<M>,

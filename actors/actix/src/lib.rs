@@ -73,9 +73,9 @@
 //! `send`, `do_send`, `try_send` and `tell` take any of those types, each
 //! typed by its message. [`RemoteActor::addr`] gives the [`RemoteAddr<M>`]
 //! for one type, and [`RemoteAddr::recipient`] an actix [`actix::Recipient`]
-//! for code that wants one. Each type has a route of its own: messages of
-//! one type keep their order, messages of different types may overtake
-//! each other.
+//! for code that wants one. Every message sent through a `RemoteActor`
+//! travels on the actor's one route, so they arrive in the order sent,
+//! whatever their types, as through a local `Addr`.
 //!
 //! # Errors
 //!
@@ -156,6 +156,7 @@
 //! ```
 #![warn(unreachable_pub, missing_docs)]
 
+mod any_msg;
 mod cluster;
 mod envelope;
 mod error;

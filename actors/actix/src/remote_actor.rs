@@ -7,18 +7,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message, Recipient};
+use futures::FutureExt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tether::{ActorId, AnyRef, LookupError, Monitor, NameTaken, Node, NodeId, RemoteError, RemoteMessage, TellError};
+use tether::{
+    ActorId, AnyRef, LookupError, Monitor, NameTaken, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, TellError,
+};
 use tokio::sync::Notify;
 
-use crate::envelope::Envelope;
+use crate::any_msg::{any_tag, tag_of, AnyMailbox, AnyMsg};
+use crate::envelope::{Envelope, Kind};
 use crate::export::AddrMailbox;
-use crate::remote_addr::Terminated;
+use crate::remote_addr::{request_on, unwrap_tell, Requested, Terminated};
 use crate::{RemoteAddr, RemoteMailboxError, DEFAULT_TIMEOUT};
 
 /// The address of an actix actor that may live on another node, for every
@@ -35,15 +39,21 @@ use crate::{RemoteAddr, RemoteMailboxError, DEFAULT_TIMEOUT};
 /// ([`RemoteAddr::recipient`]).
 ///
 /// The sending methods behave as [`RemoteAddr`]'s (its docs give the
-/// windows, the outbox and order): messages of one type keep their order;
-/// messages of different types travel on different routes and are not
-/// ordered with respect to each other.
+/// windows and the outbox). Every message sent through a `RemoteActor` (and
+/// its clones, and every other `RemoteActor` for the actor on this node)
+/// travels on one route, so they reach the actor in the order they were
+/// accepted, whatever their types, as through a local `Addr`. Messages sent
+/// through a one-type [`RemoteAddr`] travel on that type's own route, and
+/// keep their order only among themselves.
 ///
 /// It is `Serialize + Deserialize`, like any ref: send it inside a message
 /// and it is live on the node that decodes it.
 #[derive(Clone)]
 pub struct RemoteActor {
     any: AnyRef,
+    /// The actor's one route for every type it takes, which keeps their
+    /// order; made on first use.
+    route: Arc<OnceLock<Result<RemoteRef<AnyMsg>, RemoteError>>>,
     /// The typed handles made so far, by message type (as many as the
     /// actor's types at most).
     addrs: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
@@ -71,6 +81,27 @@ impl RemoteActor {
         Ok(addr)
     }
 
+    /// How a message of type `M` travels: on the route every type shares,
+    /// or, for an actor exported for one type only (with
+    /// [`export`](crate::export)), on that type's own.
+    fn via<M>(&self) -> Result<Via<'_, M>, RemoteError>
+    where
+        M: Message + RemoteMessage,
+        M::Result: RemoteMessage,
+    {
+        if let Some(tags) = self.any.tags() {
+            let expected = tag_of::<M>();
+            if !tags.iter().any(|t| **t == *expected) {
+                return Err(RemoteError::TypeMismatch { expected: expected.to_string(), found: tags.join(" | ") });
+            }
+            if !tags.iter().any(|t| **t == *any_tag()) {
+                return self.addr::<M>().map(Via::Own);
+            }
+        }
+        let shared = self.route.get_or_init(|| self.any.typed::<AnyMsg>());
+        shared.as_ref().map(Via::Shared).map_err(Clone::clone)
+    }
+
     /// Sends without waiting and without a result, as
     /// [`RemoteAddr::do_send`]; a message of a type the actor does not take
     /// is logged at warn.
@@ -79,8 +110,17 @@ impl RemoteActor {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        match self.addr::<M>() {
-            Ok(addr) => addr.do_send(msg),
+        let result = match self.via::<M>() {
+            Ok(Via::Own(addr)) => return addr.do_send(msg),
+            Ok(Via::Shared(r)) => r.post(AnyMsg::new(Envelope(Kind::Tell { msg }))),
+            Err(error) => return tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
+        };
+        match result {
+            // A full outbox is counted and logged by the node.
+            Ok(()) | Err(TellError::Full(_)) => {}
+            Err(TellError::Unreachable { error, .. }) => {
+                tracing::debug!(actor = %self.id(), %error, "do_send: actor unreachable, message dropped")
+            }
             Err(error) => tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
         }
     }
@@ -91,8 +131,9 @@ impl RemoteActor {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        match self.addr::<M>() {
-            Ok(addr) => addr.try_send(msg),
+        match self.via::<M>() {
+            Ok(Via::Own(addr)) => addr.try_send(msg),
+            Ok(Via::Shared(r)) => r.try_tell(AnyMsg::new(Envelope(Kind::Tell { msg }))).map_err(unwrap_tell),
             Err(error) => Err(TellError::Unreachable { msg, error }),
         }
     }
@@ -103,8 +144,9 @@ impl RemoteActor {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        match self.addr::<M>() {
-            Ok(addr) => addr.tell(msg).await,
+        match self.via::<M>() {
+            Ok(Via::Own(addr)) => addr.tell(msg).await,
+            Ok(Via::Shared(r)) => r.tell(AnyMsg::new(Envelope(Kind::Tell { msg }))).await.map_err(unwrap_tell),
             Err(error) => Err(TellError::Unreachable { msg, error }),
         }
     }
@@ -120,7 +162,7 @@ impl RemoteActor {
     }
 
     /// Sends and waits for the handler's result, at most `timeout`, as
-    /// [`RemoteAddr::send_timeout`].
+    /// [`RemoteAddr::send_timeout`]: queued when called.
     pub fn send_timeout<M>(
         &self,
         msg: M,
@@ -130,11 +172,15 @@ impl RemoteActor {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        let sent = self.addr::<M>().map(|addr| addr.send_timeout(msg, timeout));
+        let requested = match self.via::<M>() {
+            Ok(Via::Own(addr)) => Ok(addr.request(msg, timeout).boxed()),
+            Ok(Via::Shared(r)) => Ok(request_on(r, msg, timeout).boxed()),
+            Err(error) => Err(error),
+        };
         async move {
-            match sent {
-                Ok(result) => result.await,
-                Err(error) => Err(RemoteMailboxError::Unreachable(error)),
+            match requested?.await {
+                Requested::Answered(result) => Ok(result),
+                Requested::NotSent(_, e) | Requested::Failed(e) => Err(e),
             }
         }
     }
@@ -146,8 +192,9 @@ impl RemoteActor {
 
     /// The tags of the message types the actor takes, if known (see
     /// [`tether::message_tag`]).
-    pub fn tags(&self) -> Option<&[String]> {
-        self.any.tags()
+    pub fn tags(&self) -> Option<Vec<String>> {
+        let shared = any_tag();
+        Some(self.any.tags()?.iter().filter(|t| ***t != *shared).cloned().collect())
     }
 
     /// Resolves once, with why the actor can no longer be reached.
@@ -166,9 +213,15 @@ impl RemoteActor {
     }
 }
 
+/// How one message travels (see [`RemoteActor::via`]).
+enum Via<'a, M: Message> {
+    Shared(&'a RemoteRef<AnyMsg>),
+    Own(RemoteAddr<M>),
+}
+
 impl From<AnyRef> for RemoteActor {
     fn from(any: AnyRef) -> Self {
-        RemoteActor { any, addrs: Arc::default() }
+        RemoteActor { any, route: Arc::default(), addrs: Arc::default() }
     }
 }
 
@@ -254,6 +307,8 @@ pub struct ActorExporter<'a, A: Actor> {
     addr: Addr<A>,
     /// Woken when a delivery of any of the types finds the actor gone.
     stopped: Arc<Notify>,
+    /// The mailbox of the one route every type travels on.
+    any: AnyMailbox,
 }
 
 impl<'a, A: Actor> ActorExport<'a, A> {
@@ -273,7 +328,10 @@ impl<'a, A: Actor> ActorExport<'a, A> {
     {
         let stopped = Arc::new(Notify::new());
         let mailbox = AddrMailbox::<A, M>::new(self.addr.clone(), stopped.clone());
-        ActorExporter { exporter: self.node.export_many(self.name.as_deref(), mailbox), addr: self.addr, stopped }
+        let mut any = AnyMailbox::new(Box::new(AddrMailbox::<A, M>::new(self.addr.clone(), stopped.clone())));
+        any.add(AddrMailbox::<A, M>::new(self.addr.clone(), stopped.clone()));
+        let exporter = self.node.export_many(self.name.as_deref(), mailbox);
+        ActorExporter { exporter, addr: self.addr, stopped, any }
     }
 }
 
@@ -286,8 +344,10 @@ impl<'a, A: Actor> ActorExporter<'a, A> {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        let mailbox = AddrMailbox::<A, M>::new(self.addr.clone(), self.stopped.clone());
-        ActorExporter { exporter: self.exporter.mailbox(mailbox), addr: self.addr, stopped: self.stopped }
+        let ActorExporter { exporter, addr, stopped, mut any } = self;
+        any.add(AddrMailbox::<A, M>::new(addr.clone(), stopped.clone()));
+        let exporter = exporter.mailbox(AddrMailbox::<A, M>::new(addr.clone(), stopped.clone()));
+        ActorExporter { exporter, addr, stopped, any }
     }
 
     /// Exports the actor for the types added.
@@ -296,6 +356,6 @@ impl<'a, A: Actor> ActorExporter<'a, A> {
     ///
     /// [`NameTaken`] if another export on the node holds the name.
     pub fn finish(self) -> Result<RemoteActor, NameTaken> {
-        self.exporter.finish().map(RemoteActor::from)
+        self.exporter.mailbox(self.any).finish().map(RemoteActor::from)
     }
 }

@@ -183,73 +183,7 @@ where
     /// reached, too many requests pending on its node) comes back, so that
     /// a group can try another member.
     pub(crate) fn request(&self, msg: M, timeout: Duration) -> impl Future<Output = Requested<M>> + Send + 'static {
-        // Queued at once, as actix's `send` queues before its future is
-        // polled: a `do_send` after it stays after it. Only a full outbox
-        // makes it wait, as a full mailbox makes actix's `send` wait.
-        let started = self.start_request(msg);
-        let (rref, node) = (self.rref.clone(), self.id().node);
-        async move {
-            let (permit, result) = match started {
-                Started::Queued(permit, result) => (permit, result),
-                Started::Refused(not_sent) => return not_sent,
-                Started::Wait(permit, env, result) => {
-                    let waited = tokio::time::timeout(timeout, rref.tell(env)).await;
-                    match waited {
-                        Ok(Ok(())) => (permit, result),
-                        Ok(Err(TellError::Unreachable { msg, error })) => {
-                            return Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error))
-                        }
-                        Ok(Err(other)) => return Requested::Failed(RemoteMailboxError::Message(other.to_string())),
-                        Err(_) => return Requested::Failed(RemoteMailboxError::Timeout(timeout)),
-                    }
-                }
-            };
-            let answer = async {
-                match result.await {
-                    Ok(Ok(r)) => Requested::Answered(r),
-                    Ok(Err(why)) => Requested::Failed(RemoteMailboxError::Message(format!(
-                        "the result could not be sent back: {why}"
-                    ))),
-                    // The actor stopped before it answered.
-                    Err(oneshot::RecvError::Dropped) => Requested::Failed(RemoteMailboxError::Closed),
-                    Err(oneshot::RecvError::Connection(_)) => {
-                        Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
-                    }
-                    Err(other) => Requested::Failed(RemoteMailboxError::Message(other.to_string())),
-                }
-            };
-            let outcome = match tokio::time::timeout(timeout, answer).await {
-                Ok(r) => r,
-                Err(_) => Requested::Failed(RemoteMailboxError::Timeout(timeout)),
-            };
-            drop(permit);
-            outcome
-        }
-    }
-
-    /// Takes a permit and queues the request.
-    fn start_request(&self, msg: M) -> Started<M> {
-        let permit = match self.rref.ask_permit() {
-            Ok(p) => p,
-            Err(AskError::TooManyPending { limit }) => {
-                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit }))
-            }
-            Err(AskError::Unreachable(e)) => {
-                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Unreachable(e)))
-            }
-            Err(other) => {
-                return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string())))
-            }
-        };
-        let (reply, result) = oneshot::channel::<Reply<M::Result>>();
-        match self.rref.try_post(Envelope(Kind::Send { msg, reply })) {
-            Ok(()) => Started::Queued(permit, result),
-            Err(TellError::Full(env)) => Started::Wait(permit, env, result),
-            Err(TellError::Unreachable { msg, error }) => {
-                Started::Refused(Requested::NotSent(msg.into_msg(), RemoteMailboxError::from_remote(error)))
-            }
-            Err(other) => Started::Refused(Requested::Failed(RemoteMailboxError::Message(other.to_string()))),
-        }
+        request_on(&self.rref, msg, timeout)
     }
 
     /// Watches the actor: resolves once, with why it can no longer be
@@ -370,25 +304,130 @@ where
     }
 }
 
+/// A route's message type that carries actix envelopes of `M`: the
+/// envelope itself, or the one route of a `RemoteActor`.
+pub(crate) trait Carries<M: Message>: RemoteMessage + Sized {
+    fn wrap(env: Envelope<M>) -> Self;
+    /// The message back, from what `wrap` made.
+    fn unwrap(self) -> M;
+}
+
+impl<M> Carries<M> for Envelope<M>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    fn wrap(env: Envelope<M>) -> Self {
+        env
+    }
+
+    fn unwrap(self) -> M {
+        self.into_msg()
+    }
+}
+
+/// Sends a request on `rref` and waits for the result, at most `timeout`.
+/// Queued at once, as actix's `send` queues before its future is polled: a
+/// `do_send` after it stays after it. Only a full outbox makes it wait, as
+/// a full mailbox makes actix's `send` wait.
+pub(crate) fn request_on<M, R>(
+    rref: &RemoteRef<R>,
+    msg: M,
+    timeout: Duration,
+) -> impl Future<Output = Requested<M>> + Send + 'static
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+    R: Carries<M>,
+{
+    let started = start_request(rref, msg);
+    let (rref, node) = (rref.clone(), rref.id().node);
+    async move {
+        let (permit, result) = match started {
+            Started::Queued(permit, result) => (permit, result),
+            Started::Refused(not_sent) => return not_sent,
+            Started::Wait(permit, env, result) => {
+                let waited = tokio::time::timeout(timeout, rref.tell(env)).await;
+                match waited {
+                    Ok(Ok(())) => (permit, result),
+                    Ok(Err(TellError::Unreachable { msg, error })) => {
+                        return Requested::NotSent(msg.unwrap(), RemoteMailboxError::from_remote(error))
+                    }
+                    Ok(Err(other)) => return Requested::Failed(RemoteMailboxError::Message(other.to_string())),
+                    Err(_) => return Requested::Failed(RemoteMailboxError::Timeout(timeout)),
+                }
+            }
+        };
+        let answer = async {
+            match result.await {
+                Ok(Ok(r)) => Requested::Answered(r),
+                Ok(Err(why)) => {
+                    Requested::Failed(RemoteMailboxError::Message(format!("the result could not be sent back: {why}")))
+                }
+                // The actor stopped before it answered.
+                Err(oneshot::RecvError::Dropped) => Requested::Failed(RemoteMailboxError::Closed),
+                Err(oneshot::RecvError::Connection(_)) => {
+                    Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
+                }
+                Err(other) => Requested::Failed(RemoteMailboxError::Message(other.to_string())),
+            }
+        };
+        let outcome = match tokio::time::timeout(timeout, answer).await {
+            Ok(r) => r,
+            Err(_) => Requested::Failed(RemoteMailboxError::Timeout(timeout)),
+        };
+        drop(permit);
+        outcome
+    }
+}
+
+/// Takes a permit and queues the request.
+fn start_request<M, R>(rref: &RemoteRef<R>, msg: M) -> Started<M, R>
+where
+    M: Message + RemoteMessage,
+    M::Result: RemoteMessage,
+    R: Carries<M>,
+{
+    let permit = match rref.ask_permit() {
+        Ok(p) => p,
+        Err(AskError::TooManyPending { limit }) => {
+            return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::TooManyPending { limit }))
+        }
+        Err(AskError::Unreachable(e)) => {
+            return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Unreachable(e)))
+        }
+        Err(other) => return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string()))),
+    };
+    let (reply, result) = oneshot::channel::<Reply<M::Result>>();
+    match rref.try_post(R::wrap(Envelope(Kind::Send { msg, reply }))) {
+        Ok(()) => Started::Queued(permit, result),
+        Err(TellError::Full(env)) => Started::Wait(permit, env, result),
+        Err(TellError::Unreachable { msg, error }) => {
+            Started::Refused(Requested::NotSent(msg.unwrap(), RemoteMailboxError::from_remote(error)))
+        }
+        Err(other) => Started::Refused(Requested::Failed(RemoteMailboxError::Message(other.to_string()))),
+    }
+}
+
 /// Where a request stands once `start_request` returns.
-enum Started<M: Message> {
+enum Started<M: Message, R> {
     /// Queued; the answer arrives on the receiver.
     Queued(AskPermit, oneshot::Receiver<Reply<M::Result>>),
     /// The outbox is full: to be sent once it has room.
-    Wait(AskPermit, Envelope<M>, oneshot::Receiver<Reply<M::Result>>),
+    Wait(AskPermit, R, oneshot::Receiver<Reply<M::Result>>),
     /// Not sent, and why.
     Refused(Requested<M>),
 }
 
-/// A tell's error with the message taken out of its envelope.
-fn unwrap_tell<M: Message>(e: TellError<Envelope<M>>) -> TellError<M> {
+/// A tell's error with the message taken out of what carried it.
+pub(crate) fn unwrap_tell<M: Message, R: Carries<M>>(e: TellError<R>) -> TellError<M> {
     match e {
-        TellError::Full(env) => TellError::Full(env.into_msg()),
-        TellError::Unreachable { msg, error } => TellError::Unreachable { msg: msg.into_msg(), error },
+        TellError::Full(env) => TellError::Full(env.unwrap()),
+        TellError::Unreachable { msg, error } => TellError::Unreachable { msg: msg.unwrap(), error },
         TellError::Send(e) => {
             let (env, error) = e.split();
-            TellError::Send(error.with_value(env.into_msg()))
+            TellError::Send(error.with_value(env.unwrap()))
         }
-        other => TellError::Send(tether::mpsc::SendError::Closed(other.into_inner().into_msg())),
+        other => TellError::Send(tether::mpsc::SendError::Closed(other.into_inner().unwrap())),
     }
 }
