@@ -46,3 +46,32 @@ fn actix_chat_server_talks_across_nodes() {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
     }
 }
+
+#[test]
+fn ractor_counter_counts_across_nodes() {
+    let out = run("ractor_counter");
+    for line in ["Count is: 10", "Count is: 20", "Count is: 30", "Count is: 40"] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn ping_pong_ends_with_the_death_watch() {
+    let out = run("ping_pong");
+    assert!(out.lines().any(|l| l.ends_with("the death watch said Stopped { reason: None }")), "{out}");
+    assert!(out.lines().last().is_some_and(|l| l.ends_with("done")), "{out}");
+}
+
+#[test]
+fn chat_room_sees_both_members_leave() {
+    let out = run("chat");
+    assert!(out.contains("bob: bye, room!"), "{out}");
+    assert!(out.lines().any(|l| l.contains("empty; alice's process exited")), "{out}");
+}
+
+#[test]
+fn cluster_members_see_each_other_leave() {
+    let out = run("cluster");
+    assert!(out.lines().any(|l| l.contains("NodeLeft")), "{out}");
+    assert!(out.lines().last().is_some_and(|l| l.ends_with("the end")), "{out}");
+}
