@@ -320,6 +320,14 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         }
     }
 
+    /// Whether this sender writes to `conn` (a local one writes to none).
+    pub(crate) fn is_on(&self, conn: &crate::Connection) -> bool {
+        match &self.inner {
+            SenderInner::Local { .. } => false,
+            SenderInner::Remote(port) => Arc::ptr_eq(&port.shared, conn.shared()),
+        }
+    }
+
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
         match &self.inner {

@@ -438,6 +438,44 @@ impl<M: RemoteMessage> Group<M> {
         })
     }
 
+    /// Sends `msg` to one member without waiting and without dropping it
+    /// for a full window: a member with room now, as
+    /// [`try_tell`](Self::try_tell), else queued for the first reachable
+    /// member in the strategy's order with [`RemoteRef::post`] (the
+    /// fire-and-forget send of actix's `do_send` and ractor's `cast`).
+    ///
+    /// # Errors
+    ///
+    /// As [`RemoteRef::post`]: `Full` only past
+    /// [`Config::max_outbox`](crate::Config::max_outbox); `Unreachable` if
+    /// no member can be reached.
+    pub fn post(&self, msg: M) -> Result<ActorId, TellError<M>> {
+        let members = self.current();
+        let members = &members.refs;
+        let mut msg = msg;
+        let mut full = None;
+        let mut last = None;
+        for i in self.order(members, None) {
+            let r = &members[i];
+            match r.try_tell(msg) {
+                Ok(()) => return Ok(r.id()),
+                Err(TellError::Full(back)) => {
+                    msg = back;
+                    full.get_or_insert(i);
+                }
+                Err(TellError::Unreachable { msg: back, error }) => {
+                    msg = back;
+                    last = Some(error);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match full {
+            Some(i) => members[i].post(msg).map(|()| members[i].id()),
+            None => Err(TellError::Unreachable { msg, error: last.unwrap_or_else(|| self.empty()) }),
+        }
+    }
+
     /// Asks one member picked by the strategy, failing over while the
     /// request cannot be handed over (see [`Group`]). At most once: a
     /// request delivered is not sent again, whatever happens to the reply.

@@ -88,8 +88,14 @@ impl<M: RemoteMessage> From<RemoteRef<M>> for AnyRef {
 impl<M: RemoteMessage> From<&RemoteRef<M>> for AnyRef {
     fn from(r: &RemoteRef<M>) -> AnyRef {
         let route = &r.route;
-        let tags = route.local.as_ref().map(|_| Arc::from([tag::<M>()]));
-        AnyRef { node: route.node.clone(), target: route.target, token: route.token, hops: route.hops.clone(), tags }
+        // The actor may take more types than `M`: its tags are not known.
+        AnyRef {
+            node: route.node.clone(),
+            target: route.target,
+            token: route.token,
+            hops: route.hops.clone(),
+            tags: None,
+        }
     }
 }
 

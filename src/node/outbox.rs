@@ -1,13 +1,15 @@
 //! The outbox of a route: messages accepted without waiting
 //! ([`RemoteRef::post`], and [`RemoteRef::try_tell`] while the route opens)
 //! that the route's channel has no room for yet. A pump task hands them to
-//! the channel in order; every other send on the route waits until the
-//! outbox is empty, so one sender's messages keep their order whichever way
-//! each was sent.
+//! the channel in order; a `tell` (and so an `ask`) waits until what was
+//! queued before it has been handed over, so one sender's messages keep
+//! their order whichever way each was sent.
 //!
 //! The node bounds what all its outboxes hold together
 //! ([`Config::max_outbox`](crate::Config::max_outbox)); a post past it is
 //! refused, counted in the node's and the connection's stats, and logged.
+//! A queued message that cannot be delivered after all is counted, logged,
+//! and handed to its sender's report if it left one.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -25,17 +27,26 @@ use crate::chan::mpsc;
 /// what a port's window takes once it is.
 pub(crate) const OPENING: usize = 256;
 
+/// Told how the send of a queued message ended: handed over, or why not
+/// (with the message).
+pub(crate) type Outcome<M> = Box<dyn FnOnce(Result<(), TellError<M>>) + Send>;
+
 /// One route's queue.
 pub(crate) struct Outbox<M> {
-    queue: VecDeque<Queued<M>>,
+    queue: VecDeque<Entry<M>>,
     /// A pump task is handing the queue over; it may hold one message it
     /// took off the queue and has not handed over yet.
     pumping: bool,
+    /// Messages ever queued, and ever finished with (handed over, or
+    /// failed): a tell waits until `finished` reaches what `queued` was
+    /// when it began.
+    queued: u64,
+    finished: u64,
 }
 
 impl<M> Default for Outbox<M> {
     fn default() -> Self {
-        Outbox { queue: VecDeque::new(), pumping: false }
+        Outbox { queue: VecDeque::new(), pumping: false, queued: 0, finished: 0 }
     }
 }
 
@@ -45,6 +56,22 @@ impl<M> Outbox<M> {
     pub(crate) fn busy(&self) -> bool {
         self.pumping || !self.queue.is_empty()
     }
+
+    /// How many messages were queued so far (see [`finished`](Self::finished)).
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// How many queued messages were finished with so far.
+    pub(crate) fn finished(&self) -> u64 {
+        self.finished
+    }
+}
+
+struct Entry<M> {
+    item: Queued<M>,
+    /// Where a message that is not delivered goes, if its sender wants it.
+    report: Option<Outcome<M>>,
 }
 
 enum Queued<M> {
@@ -70,12 +97,16 @@ pub(crate) struct OutboxCounters {
 /// How a message is to join a route's outbox.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Admit {
-    /// A post: up to the node's bound.
+    /// A post: up to the node's bound; a refusal is counted and logged.
     Post,
     /// A post whose refusal the caller handles (it waits instead).
     PostQuietly,
-    /// A `try_tell` on a route still opening: up to [`OPENING`] on the route.
+    /// A `try_tell` on a route still opening: up to [`OPENING`] on the
+    /// route, and within the node's bound.
     Opening,
+    /// Encoded already, its channel ends moved into it: taken whatever the
+    /// bound, as it could not be given back intact.
+    Held,
 }
 
 impl<M: RemoteMessage> RemoteRef<M> {
@@ -105,42 +136,89 @@ impl<M: RemoteMessage> RemoteRef<M> {
     ///   than the connection carries (found at once when the route is open
     ///   and has room).
     ///
+    /// Called outside any tokio runtime, with a route made outside one too,
+    /// nothing could hand a queue over: it sends what fits now, as
+    /// [`try_tell`](Self::try_tell).
+    ///
     /// A queued message that cannot be delivered later (the actor stops, its
     /// node is lost) is counted in
     /// [`NodeStats::outbox_undelivered`](crate::NodeStats::outbox_undelivered)
     /// and logged at warn.
     pub fn post(&self, msg: M) -> Result<(), TellError<M>> {
-        self.post_counted(msg, true)
+        self.post_counted(msg, None)
     }
 
-    /// [`post`](Self::post), except that a post refused for a full outbox is
-    /// neither counted nor logged: for callers that do not drop it but wait
-    /// (with [`tell`](Self::tell)) instead, as actix's `send` waits for a
-    /// full mailbox.
-    pub fn try_post(&self, msg: M) -> Result<(), TellError<M>> {
-        self.post_counted(msg, false)
+    /// [`post`](Self::post) for senders that handle a full outbox and a
+    /// failed delivery themselves: a post refused for a full outbox is
+    /// neither counted nor logged (the caller waits with
+    /// [`tell`](Self::tell) instead, as actix's `send` waits for a full
+    /// mailbox), and a queued message that cannot be delivered after all is
+    /// handed to `undelivered` with the error (besides being counted), so
+    /// that, say, the asker waiting on a reply port inside it hears why.
+    pub fn try_post(
+        &self,
+        msg: M,
+        undelivered: impl FnOnce(TellError<M>) + Send + 'static,
+    ) -> Result<(), TellError<M>> {
+        let report: Outcome<M> = Box::new(move |outcome| {
+            if let Err(e) = outcome {
+                undelivered(e)
+            }
+        });
+        self.post_counted(msg, Some(report))
     }
 
-    fn post_counted(&self, msg: M, count: bool) -> Result<(), TellError<M>> {
-        let admit = if count { Admit::Post } else { Admit::PostQuietly };
-        let mut outbox = self.route.lock_outbox();
+    /// [`tell`](Self::tell) when the outbox is busy: queued behind what is
+    /// there, and waits for its turn to be sent. `Err(msg)` if there is no
+    /// queue to join (the outbox is idle, or full, or there is no runtime
+    /// for its pump): the caller sends it itself.
+    pub(crate) async fn tell_queued(&self, msg: M) -> Result<Result<(), TellError<M>>, M> {
+        let rx = {
+            let outbox = self.route.lock_outbox();
+            if !outbox.busy() || self.pump_runtime().is_none() {
+                return Err(msg);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done: Outcome<M> = Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            });
+            match self.enqueue(outbox, Queued::Msg(msg), Some(done), Admit::PostQuietly) {
+                Ok(()) => rx,
+                Err(TellError::Full(msg)) => return Err(msg),
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        // Dropped unanswered only if the pump's runtime shut down while it
+        // sent this one: counted and logged as undelivered there.
+        Ok(rx.await.unwrap_or(Ok(())))
+    }
+
+    fn post_counted(&self, msg: M, report: Option<Outcome<M>>) -> Result<(), TellError<M>> {
+        if self.pump_runtime().is_none() {
+            // Nothing could hand a queue over: only what fits now goes.
+            tracing::debug!(actor = %self.route.target, "posted outside a tokio runtime: not queued");
+            return self.try_tell(msg);
+        }
+        let admit = if report.is_none() { Admit::Post } else { Admit::PostQuietly };
+        let outbox = self.route.lock_outbox();
         if outbox.busy() {
-            return self.enqueue(outbox, msg, admit);
+            return self.enqueue(outbox, Queued::Msg(msg), report, admit);
         }
         if self.is_refused() {
             return Err(TellError::Unreachable { msg, error: RemoteError::Forbidden });
         }
-        match self.try_now_holding(msg)? {
-            mpsc::Tried::Sent => Ok(()),
-            mpsc::Tried::Full(msg) => self.enqueue(outbox, msg, admit),
-            mpsc::Tried::Held(held) => {
-                let held = Queued::Held(Box::new(held));
-                // Already encoded and its ends moved: it cannot be refused.
-                self.route.node.upgrade().map(|n| n.outbox.held.fetch_add(1, Ordering::Relaxed));
-                outbox.queue.push_back(held);
-                self.start_pump(&mut outbox);
-                Ok(())
-            }
+        match self.try_now_holding(msg) {
+            Ok(mpsc::Tried::Sent) => Ok(()),
+            Ok(mpsc::Tried::Full(msg)) => self.enqueue(outbox, Queued::Msg(msg), report, admit),
+            // Already encoded and its ends moved: it cannot be refused.
+            Ok(mpsc::Tried::Held(held)) => self.enqueue(outbox, Queued::Held(Box::new(held)), report, Admit::Held),
+            // The route's channel is on a connection since replaced: the
+            // pump opens it again.
+            Err(TellError::Unreachable { msg, error }) => match self.route.local {
+                None if self.closed_for_good().is_none() => self.enqueue(outbox, Queued::Msg(msg), report, admit),
+                _ => Err(TellError::Unreachable { msg, error }),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -158,36 +236,58 @@ impl<M: RemoteMessage> RemoteRef<M> {
             }
             return ControlFlow::Continue(msg);
         }
+        ControlFlow::Break(self.queue_opening(outbox, msg))
+    }
+
+    /// Queues a `try_tell` on a route that is not open (or whose channel
+    /// closed): the pump opens it.
+    pub(crate) fn queue_opening(&self, outbox: MutexGuard<'_, Outbox<M>>, msg: M) -> Result<(), TellError<M>> {
         if self.is_refused() {
-            return ControlFlow::Break(Err(TellError::Unreachable { msg, error: RemoteError::Forbidden }));
+            return Err(TellError::Unreachable { msg, error: RemoteError::Forbidden });
         }
-        ControlFlow::Break(self.enqueue(outbox, msg, Admit::Opening))
+        if self.pump_runtime().is_none() {
+            return Err(TellError::Full(msg));
+        }
+        self.enqueue(outbox, Queued::Msg(msg), None, Admit::Opening)
     }
 
     /// Queues a message that has no room now, within the bound `admit`
     /// names.
-    fn enqueue(&self, mut outbox: MutexGuard<'_, Outbox<M>>, msg: M, admit: Admit) -> Result<(), TellError<M>> {
+    fn enqueue(
+        &self,
+        mut outbox: MutexGuard<'_, Outbox<M>>,
+        item: Queued<M>,
+        report: Option<Outcome<M>>,
+        admit: Admit,
+    ) -> Result<(), TellError<M>> {
         let Some(node) = self.route.node.upgrade() else {
-            return Err(TellError::Unreachable { msg, error: RemoteError::NodeGone });
+            return match item {
+                Queued::Msg(msg) => Err(TellError::Unreachable { msg, error: RemoteError::NodeGone }),
+                // Dropped: its encoding is discarded with it.
+                Queued::Held(_) => Ok(()),
+            };
         };
+        let limit = node.cfg.max_outbox as usize;
+        let held = &node.outbox.held;
+        let within =
+            || held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok();
         let admitted = match admit {
-            Admit::Opening => outbox.queue.len() < OPENING,
-            Admit::Post | Admit::PostQuietly => {
-                let limit = node.cfg.max_outbox as usize;
-                let held = &node.outbox.held;
-                held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+            Admit::Held => {
+                held.fetch_add(1, Ordering::Relaxed);
+                true
             }
+            Admit::Opening => outbox.queue.len() < OPENING && within(),
+            Admit::Post | Admit::PostQuietly => within(),
         };
         if !admitted {
             if admit == Admit::Post {
                 self.refused(&node);
             }
+            let Queued::Msg(msg) = item else { unreachable!("a held message is always admitted") };
             return Err(TellError::Full(msg));
         }
-        if admit == Admit::Opening {
-            node.outbox.held.fetch_add(1, Ordering::Relaxed);
-        }
-        outbox.queue.push_back(Queued::Msg(msg));
+        outbox.queue.push_back(Entry { item, report });
+        outbox.queued += 1;
         self.start_pump(&mut outbox);
         Ok(())
     }
@@ -208,32 +308,34 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
     }
 
+    /// Where the outbox's pump runs: the runtime current at the call, else
+    /// the one the route was made on. Callers check there is one before
+    /// they queue anything.
+    fn pump_runtime(&self) -> Option<tokio::runtime::Handle> {
+        tokio::runtime::Handle::try_current().ok().or_else(|| self.route.rt.clone())
+    }
+
     fn start_pump(&self, outbox: &mut Outbox<M>) {
         if outbox.pumping {
             return;
         }
-        let rt = tokio::runtime::Handle::try_current().ok().or_else(|| self.route.rt.clone());
-        let Some(rt) = rt else {
-            // Nothing can hand the queue over; `post` documents that it
-            // needs a runtime. Left queued, it is counted when the route goes.
-            tracing::error!(actor = %self.route.target, "no tokio runtime to send posted messages from");
-            return;
-        };
-        outbox.pumping = true;
-        rt.spawn(pump(self.clone()));
+        if let Some(rt) = self.pump_runtime() {
+            outbox.pumping = true;
+            rt.spawn(pump(self.clone()));
+        }
     }
 }
 
 /// Hands a route's outbox to its channel in order, waiting for room; ends
 /// once the outbox is empty. It holds the route (not the node), so what was
-/// posted is delivered even if every ref is dropped meanwhile.
+/// posted is delivered even if every ref is dropped meanwhile. A message
+/// that finds the actor unreachable fails the rest of the queue with it
+/// (each would only find the same).
 async fn pump<M: RemoteMessage>(rref: RemoteRef<M>) {
-    let route: &Arc<Route<M>> = &rref.route;
-    let mut failed: u64 = 0;
-    let mut last_error = None;
+    let mut run = Run { route: &rref.route, failed: 0, last_error: None, in_flight: false, ended: false };
     loop {
-        let next = {
-            let mut outbox = route.lock_outbox();
+        let Entry { item, report } = {
+            let mut outbox = run.route.lock_outbox();
             match outbox.queue.pop_front() {
                 Some(next) => next,
                 None => {
@@ -242,28 +344,115 @@ async fn pump<M: RemoteMessage>(rref: RemoteRef<M>) {
                 }
             }
         };
-        let refused = route.refusing.swap(0, Ordering::Relaxed);
+        run.in_flight = true;
+        let refused = run.route.refusing.swap(0, Ordering::Relaxed);
         if refused > 0 {
-            tracing::warn!(actor = %route.target, refused, "outbox takes messages again; refused meanwhile");
+            tracing::warn!(actor = %run.route.target, refused, "outbox takes messages again; refused meanwhile");
         }
-        let result = match next {
-            Queued::Msg(msg) => rref.deliver(msg).await.map_err(|e| e.to_string()),
-            Queued::Held(held) => held.send().await.map_err(|e| e.to_string()),
-        };
-        let node = route.node.upgrade();
-        if let Err(error) = result {
-            failed += 1;
-            last_error = Some(error);
-            node.as_ref().map(|n| n.outbox.undelivered.fetch_add(1, Ordering::Relaxed));
+        match item {
+            Queued::Msg(msg) => match rref.deliver(msg).await {
+                Ok(()) => {
+                    if let Some(report) = report {
+                        report(Ok(()));
+                    }
+                    run.finish(1);
+                }
+                Err(e) => {
+                    run.note_failure(e.to_string());
+                    let unreachable = match &e {
+                        TellError::Unreachable { error, .. } => Some(error.clone()),
+                        _ => None,
+                    };
+                    if let Some(report) = report {
+                        report(Err(e));
+                    }
+                    run.finish(1);
+                    if let Some(error) = unreachable {
+                        run.fail_rest(&error);
+                    }
+                }
+            },
+            // Its ends are in its encoding: only the error is worth telling.
+            Queued::Held(held) => {
+                let sent = held.send().await;
+                if let Err(e) = &sent {
+                    run.note_failure(e.to_string());
+                }
+                if let Some(report) = report {
+                    report(sent.map_err(TellError::Send));
+                }
+                run.finish(1);
+            }
         }
-        // Held until its send ended: an empty count means all were handed
-        // over or counted.
-        node.map(|n| n.outbox.held.fetch_sub(1, Ordering::Relaxed));
+        run.in_flight = false;
     }
-    route.drained.notify_waiters();
-    if failed > 0 {
-        let error = last_error.unwrap_or_default();
-        tracing::warn!(actor = %route.target, failed, %error, "posted messages not delivered");
+    run.ended = true;
+}
+
+/// One run of a pump: what it failed, and, if it is dropped before its end
+/// (its runtime shut down), the outbox set free: everything in it fails,
+/// so nothing waits on a pump that is gone.
+struct Run<'a, M> {
+    route: &'a Arc<Route<M>>,
+    failed: u64,
+    last_error: Option<String>,
+    /// A message was taken off the queue and is not finished with.
+    in_flight: bool,
+    ended: bool,
+}
+
+impl<M> Run<'_, M> {
+    fn note_failure(&mut self, error: String) {
+        self.failed += 1;
+        self.last_error = Some(error);
+        if let Some(node) = self.route.node.upgrade() {
+            node.outbox.undelivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` messages are finished with: no longer held, and tells waiting
+    /// behind them may go.
+    fn finish(&self, n: u64) {
+        self.route.lock_outbox().finished += n;
+        if let Some(node) = self.route.node.upgrade() {
+            node.outbox.held.fetch_sub(n as usize, Ordering::Relaxed);
+        }
+        self.route.progress.notify_waiters();
+    }
+
+    /// Fails everything still queued with `error`.
+    fn fail_rest(&mut self, error: &RemoteError) {
+        let rest: Vec<Entry<M>> = self.route.lock_outbox().queue.drain(..).collect();
+        let n = rest.len() as u64;
+        for Entry { item, report } in rest {
+            self.note_failure(error.to_string());
+            if let (Queued::Msg(msg), Some(report)) = (item, report) {
+                report(Err(TellError::Unreachable { msg, error: error.clone() }));
+            }
+        }
+        if n > 0 {
+            self.finish(n);
+        }
+    }
+}
+
+impl<M> Drop for Run<'_, M> {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Cancelled: fail what it held and what waits, and let the next
+            // message start a pump of its own.
+            if self.in_flight {
+                self.note_failure("the pump's runtime shut down".into());
+                self.finish(1);
+            }
+            self.fail_rest(&RemoteError::NodeGone);
+            self.route.lock_outbox().pumping = false;
+            self.route.progress.notify_waiters();
+        }
+        if self.failed > 0 {
+            let error = self.last_error.take().unwrap_or_default();
+            tracing::warn!(actor = %self.route.target, failed = self.failed, %error, "posted messages not delivered");
+        }
     }
 }
 

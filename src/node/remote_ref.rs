@@ -202,6 +202,24 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
     }
 
+    /// Why the route's channel, found closed, will not open again: the
+    /// actor's node cannot be reached, or the actor stopped (the channel
+    /// was on the connection its node still has). `None` if the channel was
+    /// on a connection that has since been replaced: opened again, it may
+    /// well work.
+    pub(crate) fn closed_for_good(&self) -> Option<RemoteError> {
+        let Some(node) = self.route.node.upgrade() else { return Some(RemoteError::NodeGone) };
+        let peer = match node.peer(self.route.target.node) {
+            Ok(peer) => peer,
+            Err(e) => return Some(e),
+        };
+        let ready = self.route.ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match ready {
+            Some(sender) if sender.is_on(&peer.conn) => Some(RemoteError::Stopped),
+            _ => None,
+        }
+    }
+
     /// Whether no send can pass: the owner refused the ref's token.
     pub(crate) fn is_refused(&self) -> bool {
         self.route.forbidden.load(std::sync::atomic::Ordering::Acquire)
@@ -226,6 +244,23 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     /// Sends a message, waiting while the actor's window is full.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
+        // Behind messages queued before it: it joins the queue, so a stream
+        // of posts from other senders cannot keep it waiting.
+        let msg = match self.tell_queued(msg).await {
+            Ok(told) => return told,
+            Err(msg) => msg,
+        };
+        let sent = self.tell_unless(msg, std::future::pending()).await?;
+        debug_assert!(sent.is_none(), "never cancelled");
+        Ok(())
+    }
+
+    /// [`tell`](Self::tell), encoding the message in this future's own polls
+    /// (never in the outbox's pump task, where a `tell` behind queued
+    /// messages is encoded): for senders whose encoding reads task-local
+    /// state, as tether-ractor's `call` does. It waits until what was queued
+    /// before it has been sent, then waits for room like any sender.
+    pub async fn tell_in_place(&self, msg: M) -> Result<(), TellError<M>> {
         let sent = self.tell_unless(msg, std::future::pending()).await?;
         debug_assert!(sent.is_none(), "never cancelled");
         Ok(())
@@ -241,17 +276,19 @@ impl<M: RemoteMessage> RemoteRef<M> {
         cancel: impl Future<Output = ()>,
     ) -> Result<Option<M>, TellError<M>> {
         let mut cancel = std::pin::pin!(cancel);
-        // Behind what was posted before, to keep the sender's order.
-        loop {
-            let drained = self.route.drained.notified();
-            let mut drained = std::pin::pin!(drained);
-            drained.as_mut().enable();
-            if !self.route.lock_outbox().busy() {
+        // Behind what was queued before it, to keep the sender's order. (The
+        // common case, nothing queued, costs one uncontended lock.)
+        let before = self.route.lock_outbox().queued();
+        while self.route.lock_outbox().finished() < before {
+            let progress = self.route.progress.notified();
+            let mut progress = std::pin::pin!(progress);
+            progress.as_mut().enable();
+            if self.route.lock_outbox().finished() >= before {
                 break;
             }
             tokio::select! {
                 biased;
-                () = drained => {}
+                () = progress => {}
                 () = cancel.as_mut() => return Ok(Some(msg)),
             }
         }
@@ -269,7 +306,24 @@ impl<M: RemoteMessage> RemoteRef<M> {
 
     async fn deliver_unless(&self, msg: M, cancel: impl Future<Output = ()>) -> Result<Option<M>, TellError<M>> {
         let mut cancel = std::pin::pin!(cancel);
-        let mut msg = msg;
+        // Room now on an open route: sent without awaiting anything.
+        let mut msg = match self.route.local {
+            Some(_) => msg,
+            None => match self.try_now_holding(msg) {
+                Ok(mpsc::Tried::Sent) => return Ok(None),
+                Ok(mpsc::Tried::Full(msg)) => msg,
+                // Its ends are in its encoding: it waits for room as it is.
+                Ok(mpsc::Tried::Held(held)) => {
+                    return held.send().await.map(|()| None).map_err(|e| match e {
+                        mpsc::SendError::Closed(msg) => TellError::Unreachable { msg, error: self.lost() },
+                        e => TellError::Send(e),
+                    })
+                }
+                // Closed: opened again below, or told why not.
+                Err(TellError::Unreachable { msg, .. }) => msg,
+                Err(e) => return Err(e),
+            },
+        };
         if let Some(local) = &self.route.local {
             loop {
                 match local.try_deliver(msg) {
@@ -335,7 +389,12 @@ impl<M: RemoteMessage> RemoteRef<M> {
         match sender.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::SendError::Full(m)) => Err(TellError::Full(m)),
-            Err(mpsc::SendError::Closed(m)) => Err(TellError::Unreachable { msg: m, error: self.lost() }),
+            // Closed for good, or on a connection since replaced: then queued
+            // while the route opens again.
+            Err(mpsc::SendError::Closed(m)) => match self.closed_for_good() {
+                Some(error) => Err(TellError::Unreachable { msg: m, error }),
+                None => self.queue_opening(self.route.lock_outbox(), m),
+            },
             Err(e) => Err(TellError::Send(e)),
         }
     }

@@ -47,8 +47,8 @@ pub(crate) struct Route<M> {
     /// Messages accepted without waiting and not handed to the channel yet
     /// (see `outbox.rs`).
     pub(crate) outbox: Mutex<Outbox<M>>,
-    /// Woken when the outbox has been handed over entirely.
-    pub(crate) drained: tokio::sync::Notify,
+    /// Woken whenever messages of the outbox are finished with.
+    pub(crate) progress: tokio::sync::Notify,
     /// Posts refused for a full outbox since it last took one, to log once
     /// per run.
     pub(crate) refusing: std::sync::atomic::AtomicU64,
@@ -87,7 +87,7 @@ impl<M: 'static> Route<M> {
             ready: Mutex::new(None),
             forbidden: forbidden.into(),
             outbox: Mutex::new(Outbox::default()),
-            drained: tokio::sync::Notify::new(),
+            progress: tokio::sync::Notify::new(),
             refusing: Default::default(),
             rt: tokio::runtime::Handle::try_current().ok(),
             kind: TypeId::of::<M>(),
@@ -157,11 +157,13 @@ impl NodeInner {
         let route = Arc::new(Route::new(self, target, token, hops, local, forged));
         st.routes.insert(key, Arc::downgrade(&route) as AnyRoute);
         drop(st);
-        if route.local.is_none() && target.node != self.id {
+        let rt = tokio::runtime::Handle::try_current();
+        if let (true, Ok(rt)) = (route.local.is_none() && target.node != self.id, rt) {
             // Open at once, so `try_tell` works soon after the ref arrives;
             // a failure here is reported by the first tell, which retries.
+            // (Outside a runtime the first send opens it.)
             let eager = Arc::downgrade(&route);
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 if let Some(route) = eager.upgrade() {
                     let _ = route.sender().await;
                 }
