@@ -277,9 +277,9 @@ where
         AnyMsg::new(env)
     }
 
-    fn unwrap(self) -> M {
+    fn split(self) -> (M, Box<dyn std::any::Any + Send>) {
         // What comes back is what `wrap` made on this node (or its local
         // mailbox handed back), an `Envelope<M>`.
-        self.into_envelope::<M>().expect("an AnyMsg comes back as the envelope it was made from").into_msg()
+        self.into_envelope::<M>().expect("an AnyMsg comes back as the envelope it was made from").split_msg()
     }
 }

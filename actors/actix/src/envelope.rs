@@ -35,11 +35,16 @@ pub(crate) enum Kind<M: actix::Message> {
 /// stopped.
 pub(crate) type Reply<R> = Result<R, String>;
 
-impl<M: actix::Message> Envelope<M> {
-    /// The message inside.
-    pub(crate) fn into_msg(self) -> M {
+impl<M> Envelope<M>
+where
+    M: actix::Message + RemoteMessage,
+    M::Result: RemoteMessage,
+{
+    /// The message inside, and apart whatever else travelled with it.
+    pub(crate) fn split_msg(self) -> (M, Box<dyn std::any::Any + Send>) {
         match self.0 {
-            Kind::Tell { msg } | Kind::Send { msg, .. } => msg,
+            Kind::Tell { msg } => (msg, Box::new(())),
+            Kind::Send { msg, reply } => (msg, Box::new(reply)),
         }
     }
 }

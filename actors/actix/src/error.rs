@@ -54,15 +54,17 @@ impl RemoteMailboxError {
 /// actix's [`MailboxError`] where the meaning is the same: the actor
 /// stopped or cannot be reached is [`MailboxError::Closed`], a timeout is
 /// [`MailboxError::Timeout`]. A message or result that could not be
-/// carried, and a request refused for too many pending, mean neither, and
-/// come back as they are: an encoding failure never reads as a closed
-/// mailbox.
+/// carried, a request refused for too many pending, a type the actor does
+/// not take and a forged ref mean neither, and come back as they are: an
+/// encoding failure never reads as a closed mailbox.
 impl TryFrom<RemoteMailboxError> for MailboxError {
     type Error = RemoteMailboxError;
 
     fn try_from(e: RemoteMailboxError) -> Result<Self, RemoteMailboxError> {
         match e {
             RemoteMailboxError::Timeout(_) => Ok(MailboxError::Timeout),
+            // A type mismatch or a forged ref is no closed mailbox.
+            RemoteMailboxError::Unreachable(RemoteError::TypeMismatch { .. } | RemoteError::Forbidden) => Err(e),
             RemoteMailboxError::Closed | RemoteMailboxError::Unreachable(_) => Ok(MailboxError::Closed),
             other => Err(other),
         }

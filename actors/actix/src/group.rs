@@ -124,31 +124,37 @@ where
     }
 
     /// Sends a message to one member, picked by the group's strategy, without waiting
-    /// and without a result.
+    /// and without a result, as actix's `do_send`.
     ///
     /// Never blocks. If the picked member's window is full or it cannot be
-    /// reached, the next one with room takes the message. If none can, the
-    /// message is dropped: counted in [`dropped`](Self::dropped) and logged
-    /// at warn (once per episode of full windows or of no reachable member,
-    /// so that a flood does not flood the log; each message that cannot be
-    /// carried at all, e.g. too large, is logged). [`RemoteAddr::do_send`]
-    /// drops in the same cases, but says nothing of a stopped actor, as
-    /// actix does; a group with no member left to take a message is worth
-    /// a warning.
+    /// reached, the next one with room takes the message; if every
+    /// reachable member is full, the first of them queues it in the node's
+    /// outbox ([`RemoteAddr::do_send`]). Only with no member left to take
+    /// it (or past the outbox's cap, or for a message that cannot be
+    /// carried) is it dropped: counted in [`dropped`](Self::dropped) and
+    /// logged at warn (once per episode, so that a flood does not flood the
+    /// log; each message that cannot be carried at all is logged).
     pub fn do_send(&self, msg: M) {
         self.do_send_in(msg, self.turn())
     }
 
     /// [`do_send`](Self::do_send) to the member `key` hashes to (see
     /// [`send_keyed`](Self::send_keyed)). If that member's window is full
-    /// the message is dropped rather than sent to another, which would
-    /// break the key's order.
+    /// the message is queued for it rather than sent to another, which
+    /// would break the key's order.
     pub fn do_send_keyed(&self, key: &impl Hash, msg: M) {
         self.do_send_in(msg, self.keyed(key))
     }
 
     fn do_send_in(&self, msg: M, pick: Pick<M>) {
-        let error = match self.try_send_in(msg, pick) {
+        let members = pick.members.clone();
+        let error = match self.try_pick(msg, pick) {
+            Ok(()) => Ok(()),
+            // No member has room now: the first that was full queues it.
+            Err((TellError::Full(msg), Some(at))) => members[at].post(msg),
+            Err((e, _)) => Err(e),
+        };
+        let error = match error {
             Ok(()) => {
                 *self.dropping() = Dropping::No;
                 return;
@@ -184,36 +190,42 @@ where
     /// be reached, with [`RemoteError::NotFound`] if the group has none;
     /// [`TellError::Send`] if the message cannot be carried.
     pub fn try_send(&self, msg: M) -> Result<(), TellError<M>> {
-        self.try_send_in(msg, self.turn())
+        self.try_pick(msg, self.turn()).map_err(|(e, _)| e)
     }
 
     /// [`try_send`](Self::try_send) to the member `key` hashes to; `Full`
     /// if its window is full.
     pub fn try_send_keyed(&self, key: &impl Hash, msg: M) -> Result<(), TellError<M>> {
-        self.try_send_in(msg, self.keyed(key))
+        self.try_pick(msg, self.keyed(key)).map_err(|(e, _)| e)
     }
 
-    fn try_send_in(&self, msg: M, Pick { members, order, keyed }: Pick<M>) -> Result<(), TellError<M>> {
+    /// Sends to a member with room now, in `order`; failing, says why and
+    /// which member was the first found full.
+    #[allow(clippy::type_complexity)]
+    fn try_pick(&self, msg: M, Pick { members, order, keyed }: Pick<M>) -> Result<(), (TellError<M>, Option<usize>)> {
         let mut msg = msg;
-        let mut full = false;
+        let mut full = None;
         let mut last = RemoteError::NotFound(self.key().to_string());
         for i in order {
             match members[i].try_send(msg) {
                 Ok(()) => return Ok(()),
                 // A keyed message waits for its member, never another.
-                Err(TellError::Full(back)) if keyed => return Err(TellError::Full(back)),
+                Err(TellError::Full(back)) if keyed => return Err((TellError::Full(back), Some(i))),
                 Err(TellError::Full(back)) => {
                     msg = back;
-                    full = true;
+                    full.get_or_insert(i);
                 }
                 Err(TellError::Unreachable { msg: back, error }) => {
                     msg = back;
                     last = error;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err((e, None)),
             }
         }
-        Err(if full { TellError::Full(msg) } else { TellError::Unreachable { msg, error: last } })
+        Err(match full {
+            Some(i) => (TellError::Full(msg), Some(i)),
+            None => (TellError::Unreachable { msg, error: last }, None),
+        })
     }
 
     /// Sends a message to one member, picked by the group's strategy, without a result,

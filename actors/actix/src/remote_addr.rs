@@ -129,6 +129,11 @@ where
         }
     }
 
+    /// [`do_send`](Self::do_send), saying why a message was not accepted.
+    pub(crate) fn post(&self, msg: M) -> Result<(), TellError<M>> {
+        self.rref.post(Envelope(Kind::Tell { msg })).map_err(unwrap_tell)
+    }
+
     /// Sends a message if there is room in the window now; never waits.
     ///
     /// `Full` when the window is full (the actor is slow or the connection
@@ -309,7 +314,12 @@ where
 pub(crate) trait Carries<M: Message>: RemoteMessage + Sized {
     fn wrap(env: Envelope<M>) -> Self;
     /// The message back, from what `wrap` made.
-    fn unwrap(self) -> M;
+    fn unwrap(self) -> M {
+        self.split().0
+    }
+    /// The message and, apart, whatever else travels with it (a reply
+    /// port), to be dropped after the message is dealt with.
+    fn split(self) -> (M, Box<dyn std::any::Any + Send>);
 }
 
 impl<M> Carries<M> for Envelope<M>
@@ -321,8 +331,8 @@ where
         env
     }
 
-    fn unwrap(self) -> M {
-        self.into_msg()
+    fn split(self) -> (M, Box<dyn std::any::Any + Send>) {
+        self.split_msg()
     }
 }
 
@@ -343,13 +353,13 @@ where
     let started = start_request(rref, msg);
     let (rref, node) = (rref.clone(), rref.id().node);
     async move {
-        let (permit, result) = match started {
-            Started::Queued(permit, result) => (permit, result),
+        let (permit, result, mut failed) = match started {
+            Started::Queued(permit, result, failed) => (permit, result, failed),
             Started::Refused(not_sent) => return not_sent,
-            Started::Wait(permit, env, result) => {
+            Started::Wait(permit, env, result, failed) => {
                 let waited = tokio::time::timeout(timeout, rref.tell(env)).await;
                 match waited {
-                    Ok(Ok(())) => (permit, result),
+                    Ok(Ok(())) => (permit, result, failed),
                     Ok(Err(TellError::Unreachable { msg, error })) => {
                         return Requested::NotSent(msg.unwrap(), RemoteMailboxError::from_remote(error))
                     }
@@ -364,8 +374,13 @@ where
                 Ok(Err(why)) => {
                     Requested::Failed(RemoteMailboxError::Message(format!("the result could not be sent back: {why}")))
                 }
-                // The actor stopped before it answered.
-                Err(oneshot::RecvError::Dropped) => Requested::Failed(RemoteMailboxError::Closed),
+                // The outbox could not deliver it (it says so before it lets
+                // go of the request), or the actor stopped before answering.
+                Err(oneshot::RecvError::Dropped) => match (&mut failed).await {
+                    Ok(Undelivered { msg, error, unreachable: true }) => Requested::NotSent(msg, error),
+                    Ok(Undelivered { error, .. }) => Requested::Failed(error),
+                    Err(_) => Requested::Failed(RemoteMailboxError::Closed),
+                },
                 Err(oneshot::RecvError::Connection(_)) => {
                     Requested::Failed(RemoteMailboxError::Unreachable(RemoteError::NodeLost(node)))
                 }
@@ -379,6 +394,16 @@ where
         drop(permit);
         outcome
     }
+}
+
+/// A queued request the outbox could not deliver.
+struct Undelivered<M> {
+    msg: M,
+    error: RemoteMailboxError,
+    /// The actor could not be reached, so the request never left and may be
+    /// tried on another member; any other failure (too large, would not
+    /// encode) would be the same anywhere.
+    unreachable: bool,
 }
 
 /// Takes a permit and queues the request.
@@ -399,9 +424,20 @@ where
         Err(other) => return Started::Refused(Requested::NotSent(msg, RemoteMailboxError::Message(other.to_string()))),
     };
     let (reply, result) = oneshot::channel::<Reply<M::Result>>();
-    match rref.try_post(R::wrap(Envelope(Kind::Send { msg, reply }))) {
-        Ok(()) => Started::Queued(permit, result),
-        Err(TellError::Full(env)) => Started::Wait(permit, env, result),
+    let (tell_failure, failed) = tokio::sync::oneshot::channel();
+    let report = move |e: TellError<R>| {
+        // Said before the request (and its reply port) is dropped.
+        let (error, unreachable) = match &e {
+            TellError::Unreachable { error, .. } => (RemoteMailboxError::from_remote(error.clone()), true),
+            other => (RemoteMailboxError::Message(other.to_string()), false),
+        };
+        let (msg, reply) = R::split(e.into_inner());
+        let _ = tell_failure.send(Undelivered { msg, error, unreachable });
+        drop(reply);
+    };
+    match rref.try_post(R::wrap(Envelope(Kind::Send { msg, reply })), report) {
+        Ok(()) => Started::Queued(permit, result, failed),
+        Err(TellError::Full(env)) => Started::Wait(permit, env, result, failed),
         Err(TellError::Unreachable { msg, error }) => {
             Started::Refused(Requested::NotSent(msg.unwrap(), RemoteMailboxError::from_remote(error)))
         }
@@ -409,12 +445,16 @@ where
     }
 }
 
+/// Where the outbox says it could not deliver a request.
+type Failed<M> = tokio::sync::oneshot::Receiver<Undelivered<M>>;
+
 /// Where a request stands once `start_request` returns.
 enum Started<M: Message, R> {
-    /// Queued; the answer arrives on the receiver.
-    Queued(AskPermit, oneshot::Receiver<Reply<M::Result>>),
+    /// Queued; the answer arrives on the receiver, or the outbox says why
+    /// it could not deliver the request.
+    Queued(AskPermit, oneshot::Receiver<Reply<M::Result>>, Failed<M>),
     /// The outbox is full: to be sent once it has room.
-    Wait(AskPermit, R, oneshot::Receiver<Reply<M::Result>>),
+    Wait(AskPermit, R, oneshot::Receiver<Reply<M::Result>>, Failed<M>),
     /// Not sent, and why.
     Refused(Requested<M>),
 }

@@ -96,3 +96,50 @@ async fn a_message_too_large_is_a_send_error_not_closed() {
     })
     .await;
 }
+
+/// A store that can be told to wait for a gate.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+enum Load {
+    Data(Vec<u8>),
+    Block,
+}
+
+struct Gated(std::sync::Arc<tokio::sync::Notify>);
+
+impl Actor for Gated {
+    type Context = Context<Self>;
+}
+
+impl Handler<Load> for Gated {
+    type Result = ();
+    fn handle(&mut self, load: Load, ctx: &mut Context<Self>) {
+        if let Load::Block = load {
+            let gate = self.0.clone();
+            ctx.wait(async move { gate.notified().await }.into_actor(self));
+        }
+    }
+}
+
+/// A request queued in the outbox (behind messages waiting for room) that
+/// turns out too large is reported as that, not as a closed mailbox.
+#[actix::test]
+async fn a_queued_request_too_large_is_not_a_closed_mailbox() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        export::<_, Load>(&b, Some("store"), Gated(gate.clone()).start()).unwrap();
+        let store = lookup::<Load>(&a, b_id, "store").await.unwrap();
+        store.send(Load::Block).await.unwrap();
+        for _ in 0..10_000 {
+            store.do_send(Load::Data(vec![1; 64]));
+        }
+        assert!(a.stats().outbox_held > 0, "the window is full, the outbox busy");
+        let big = store.send(Load::Data(vec![0; 2 * LIMIT as usize]));
+        gate.notify_one();
+        let err = big.await.unwrap_err();
+        assert!(matches!(&err, RemoteMailboxError::Message(text) if text.contains("TooLarge")), "{err:?}");
+        assert!(actix::MailboxError::try_from(err).is_err());
+    })
+    .await;
+}

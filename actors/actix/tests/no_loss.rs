@@ -285,3 +285,46 @@ async fn posted_messages_left_undelivered_are_counted() {
     })
     .await;
 }
+
+/// A `tell` or `send` waits only for what was queued before it, not for the
+/// outbox to empty: another sender that keeps posting does not hold it back.
+#[actix::test]
+async fn a_send_is_not_held_back_by_another_senders_stream_of_do_sends() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    within(T, async {
+        let (a, b, b_id) = two_nodes(Config::default()).await;
+        let (actor, _gate) = sink(2_000);
+        export(&b, Some("sink"), actor.start()).unwrap();
+        let remote = lookup::<Op>(&a, b_id, "sink").await.unwrap();
+
+        const CAP: u64 = 2_000_000;
+        let stop = Arc::new(AtomicBool::new(false));
+        let posted = Arc::new(AtomicU64::new(0));
+        let poster = {
+            let (remote, stop, posted) = (remote.clone(), stop.clone(), posted.clone());
+            actix::spawn(async move {
+                let mut i = 0;
+                while i < CAP && !stop.load(Ordering::Relaxed) {
+                    remote.do_send(Op::Item(i));
+                    i += 1;
+                    posted.store(i, Ordering::Relaxed);
+                    if i % 1024 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                i
+            })
+        };
+        tether_test_support::eventually("the poster is well ahead of the sink", T, || a.stats().outbox_held > 10_000)
+            .await;
+        // `tell` (as `ask` in the core) waits its turn, then goes; `send`
+        // is queued in turn when called.
+        remote.tell(Op::Get).await.unwrap();
+        let seen = remote.send(Op::Get).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let total = poster.await.unwrap();
+        assert!(total < CAP, "the tell or send waited until the poster gave up ({total} posted)");
+        assert!(seen.count < total, "answered while the stream went on ({} seen, {total} posted)", seen.count);
+    })
+    .await;
+}

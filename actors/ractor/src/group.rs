@@ -45,16 +45,31 @@ impl<M: RemoteMessage> RemoteGroup<M> {
         self.inner.members().iter().cloned().map(RemoteActorRef::from).collect()
     }
 
-    /// Sends a message to one member that has room now; never waits.
-    /// Returns the member it went to.
+    /// Sends a message to one member without waiting, like ractor's
+    /// `cast`: a member with room now, else queued for the first reachable
+    /// member in the strategy's order (see
+    /// [`RemoteActorRef::cast`](crate::RemoteActorRef::cast)). Returns the
+    /// member it went to.
     ///
     /// # Errors
     ///
-    /// The message comes back: [`TellError::Full`] if no member has room,
-    /// [`TellError::Unreachable`] if none can be reached (with
+    /// The message comes back: [`TellError::Unreachable`] if no member can
+    /// be reached (with
     /// [`RemoteError::NotFound`](tether::RemoteError::NotFound) if the group
-    /// has no member).
+    /// has no member), [`TellError::Full`] only past the node's
+    /// [`Config::max_outbox`](tether::Config::max_outbox).
     pub fn cast(&self, msg: M) -> Result<ActorId, TellError<M>> {
+        self.inner.post(msg)
+    }
+
+    /// Sends a message to one member that has room now; never waits or
+    /// queues. Returns the member it went to.
+    ///
+    /// # Errors
+    ///
+    /// As [`cast`](Self::cast), and [`TellError::Full`] if no member has
+    /// room.
+    pub fn try_cast(&self, msg: M) -> Result<ActorId, TellError<M>> {
         self.inner.try_tell(msg)
     }
 

@@ -175,10 +175,10 @@ impl<M: RemoteMessage> RemoteActorRef<M> {
             }
         };
         let exchange = async {
-            // `tell` encodes in this future's own polls (never in the
-            // outbox's pump, as `post` may), so the scope is seen.
+            // Encoded in this future's own polls (never in the outbox's
+            // pump, as `post` or a queued `tell` are), so the scope is seen.
             let scope = rpc_reply::Scope::<R>::new();
-            scope.run(self.inner.tell(request)).await.map_err(|e| messaging_err(self.id(), e))?;
+            scope.run(self.inner.tell_in_place(request)).await.map_err(|e| messaging_err(self.id(), e))?;
             let answer = match scope.take() {
                 Some(pending) => pending.into_receiver().await.map_err(|e| {
                     if !matches!(e, tether::RecvError::Dropped | tether::RecvError::Connection(_)) {
