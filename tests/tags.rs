@@ -222,3 +222,22 @@ async fn a_ref_back_home_as_a_twin_type_names_the_rust_types() {
     })
     .await;
 }
+
+/// One export cannot take two Rust types of one tag: a peer's message with
+/// that tag could only decode as one of them. The second is left out (and
+/// an error logged), so the first keeps working and a lookup finds one tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_keeps_the_first_of_two_types_with_one_tag() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let (pings, mut got) = inbox::<one::Ping>();
+        let (pongs, _) = inbox::<two::Pong>();
+        let both = b.export_many(Some("ping"), pings).mailbox(pongs).finish().unwrap();
+        assert_eq!(both.tags().unwrap(), [message_tag::<one::Ping>()]);
+
+        let r = a.lookup::<two::Pong>(b_id, "ping").await.unwrap();
+        r.tell(two::Pong { n: 7 }).await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), one::Ping { n: 7 });
+    })
+    .await;
+}

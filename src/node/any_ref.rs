@@ -163,10 +163,20 @@ impl<'a> Exporter<'a> {
 
     /// Adds the message type `M`, delivered to `mailbox`. All mailboxes
     /// must reach the same actor: the export ends when the first one
-    /// reports it stopped. A type added twice keeps its first mailbox.
+    /// reports it stopped. A type added twice keeps its first mailbox; so
+    /// does a tag: a second type with the tag of one added before is left
+    /// out, with an error logged (its messages would decode as the first).
     pub fn mailbox<M: RemoteMessage>(mut self, mailbox: impl Mailbox<M>) -> Self {
-        if !self.facets.iter().any(|f| f.tag == tag::<M>()) {
-            self.facets.push(Facet::new(Arc::new(mailbox) as Arc<dyn Mailbox<M>>));
+        let tag = tag::<M>();
+        match self.facets.iter().find(|f| f.tag == tag) {
+            None => self.facets.push(Facet::new(Arc::new(mailbox) as Arc<dyn Mailbox<M>>)),
+            Some(f) if f.type_name != std::any::type_name::<M>() => tracing::error!(
+                %tag,
+                first = f.type_name,
+                second = std::any::type_name::<M>(),
+                "two message types of one export share a tag: the second is not exported"
+            ),
+            Some(_) => {}
         }
         self
     }

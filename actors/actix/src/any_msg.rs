@@ -10,7 +10,7 @@
 //! tag; an unknown tag fails to decode (logged, the message dropped, the
 //! connection unharmed).
 
-use std::any::Any;
+use std::any::{type_name, Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -130,10 +130,13 @@ impl Serialize for AnyMsg {
 /// Decodes the `Envelope` of one message type.
 type Decoder = fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<Box<dyn Any + Send>, erased_serde::Error>;
 
+/// A type registered for a tag: which it is, its name, its decoder.
+type Registered = (TypeId, &'static str, Decoder);
+
 /// The decoders of the types actors of this process were exported for, by
 /// tag; one per type, so as many as the program has message types.
-fn decoders() -> &'static RwLock<HashMap<Arc<str>, Decoder>> {
-    static DECODERS: OnceLock<RwLock<HashMap<Arc<str>, Decoder>>> = OnceLock::new();
+fn decoders() -> &'static RwLock<HashMap<Arc<str>, Registered>> {
+    static DECODERS: OnceLock<RwLock<HashMap<Arc<str>, Registered>>> = OnceLock::new();
     DECODERS.get_or_init(Default::default)
 }
 
@@ -151,7 +154,16 @@ where
     M: Message + RemoteMessage,
     M::Result: RemoteMessage,
 {
-    decoders().write().unwrap_or_else(|e| e.into_inner()).entry(tag_of::<M>()).or_insert(decode::<M>);
+    let mut all = decoders().write().unwrap_or_else(|e| e.into_inner());
+    let first = all.entry(tag_of::<M>()).or_insert((TypeId::of::<M>(), type_name::<M>(), decode::<M>));
+    if first.0 != TypeId::of::<M>() {
+        tracing::error!(
+            tag = %tag_of::<M>(),
+            first = first.1,
+            second = type_name::<M>(),
+            "two message types share one tag: messages with it decode as the first"
+        );
+    }
 }
 
 impl<'de> Deserialize<'de> for AnyMsg {
@@ -164,7 +176,7 @@ impl<'de> Deserialize<'de> for AnyMsg {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyMsg, A::Error> {
                 let tag: String = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
-                let decoder = decoders().read().unwrap_or_else(|e| e.into_inner()).get(tag.as_str()).copied();
+                let decoder = decoders().read().unwrap_or_else(|e| e.into_inner()).get(tag.as_str()).map(|d| d.2);
                 let Some(decoder) = decoder else {
                     return Err(A::Error::custom(format!("no actor here takes messages tagged {tag:?}")));
                 };
@@ -223,8 +235,13 @@ impl AnyMailbox {
     {
         register::<M>();
         let deliver: Deliver = Box::new(move |any, tracked| {
-            // The tag named `M`, so its decoder made an `Envelope<M>`.
-            let env = *any.downcast::<Envelope<M>>()?;
+            // The tag named `M`, so its decoder made an `Envelope<M>`, unless
+            // another type has the same tag (`register` said so).
+            let Ok(env) = any.downcast::<Envelope<M>>() else {
+                tracing::warn!(tag = %tag_of::<M>(), "message decoded as another type with the same tag dropped");
+                return Ok(None);
+            };
+            let env = *env;
             let back = |env: Envelope<M>| Box::new(env) as Box<dyn Any + Send>;
             if tracked {
                 mailbox.deliver_tracked(env).map_err(back)
