@@ -33,6 +33,11 @@ pub(crate) enum ExitMsg {
     Watch(ractor::ActorId),
     /// An export asks how the actor ended; its stop notification has fired.
     Settle(ractor::ActorId, RpcReplyPort<Option<ActorExit>>),
+    /// An export that was refused (its name was taken) will not ask.
+    Unwatch(ractor::ActorId),
+    /// How many actors it keeps an entry for.
+    #[cfg(test)]
+    Count(RpcReplyPort<usize>),
 }
 
 /// What the monitor knows of one actor.
@@ -70,6 +75,18 @@ impl Actor for ExitMonitor {
                 w.exports = w.exports.saturating_sub(1);
                 let exit = if w.exports == 0 { watched.remove(&id).and_then(|w| w.exit) } else { w.exit.clone() };
                 let _ = reply.send(exit);
+            }
+            #[cfg(test)]
+            ExitMsg::Count(reply) => {
+                let _ = reply.send(watched.len());
+            }
+            ExitMsg::Unwatch(id) => {
+                if let Some(w) = watched.get_mut(&id) {
+                    w.exports = w.exports.saturating_sub(1);
+                    if w.exports == 0 {
+                        watched.remove(&id);
+                    }
+                }
             }
         }
         Ok(())
@@ -141,6 +158,13 @@ pub(crate) fn watch_exit(node: &Node, actor: ActorCell) -> Exit {
 pub(crate) struct Exit(Arc<(ActorCell, ActorRef<ExitMsg>)>);
 
 impl Exit {
+    /// The export this was for was refused: it will not ask how the actor
+    /// ended, so the monitor forgets it.
+    pub(crate) fn unwatch(&self) {
+        let (actor, monitor) = &*self.0;
+        let _ = monitor.cast(ExitMsg::Unwatch(actor.get_id()));
+    }
+
     /// Resolves with how the actor ended, once it has; `Stopped` without a
     /// reason if ractor said nothing this node heard.
     pub(crate) fn ended(&self) -> BoxFuture<'static, ActorExit> {
@@ -193,5 +217,25 @@ mod tests {
         assert!(stopped.is_ok(), "the monitor outlived its node");
         assert_eq!(first.get_status(), ActorStatus::Running);
         assert_eq!(second.get_status(), ActorStatus::Running);
+    }
+
+    /// An export refused for a taken name leaves nothing behind in the
+    /// monitor, though its actor goes on and ends later.
+    #[tokio::test]
+    async fn a_refused_export_is_forgotten() {
+        let node = Node::new(None, tether::Config::default()).unwrap();
+        let (holder, _) = Actor::spawn(None, Idle, ()).await.unwrap();
+        crate::export(&node, Some("taken"), holder).unwrap();
+        let monitor = node.extension::<NodeExits>().monitor();
+        let count = || async { monitor.call(ExitMsg::Count, None).await.unwrap().unwrap() };
+        assert_eq!(count().await, 1);
+
+        for _ in 0..10 {
+            let (late, handle) = Actor::spawn(None, Idle, ()).await.unwrap();
+            assert!(crate::export(&node, Some("taken"), late.clone()).is_err());
+            late.stop(None);
+            handle.await.unwrap();
+        }
+        assert_eq!(count().await, 1, "the refused exports' actors are still watched");
     }
 }

@@ -127,7 +127,7 @@ where
 {
     let cell = actor.get_cell();
     let exit = watch_exit(node, cell.clone());
-    let remote = node.export(name, ActorMailbox { actor, exit })?;
+    let remote = node.export(name, ActorMailbox { actor, exit: exit.clone() }).inspect_err(|_| exit.unwatch())?;
     remember(node, cell, &remote);
     Ok(remote)
 }
@@ -177,7 +177,7 @@ where
     let (actor, pace) = actor.into_parts();
     let cell = actor.get_cell();
     let exit = watch_exit(node, cell.clone());
-    let remote = node.export(name, PacedMailbox { actor, pace, exit })?;
+    let remote = node.export(name, PacedMailbox { actor, pace, exit: exit.clone() }).inspect_err(|_| exit.unwatch())?;
     remember(node, cell, &remote);
     Ok(remote)
 }
