@@ -50,8 +50,13 @@ where
     M: Message + RemoteMessage,
     M::Result: RemoteMessage,
 {
-    let mailbox = AddrMailbox::<A, M>::new(addr.clone(), Arc::default());
-    let remote = node.export(name, mailbox).map(RemoteAddr::from)?;
+    // With the one route of every type too: so any ref to the actor,
+    // decoded as a `RemoteActor`, reaches it.
+    let actor = crate::ActorExport::new(node, name, addr.clone()).handles::<M>().finish()?;
+    let remote = match actor.addr::<M>() {
+        Ok(remote) => remote,
+        Err(e) => unreachable!("exported for M just now, on a live node: {e}"),
+    };
     Exported::<A, M>::with(node, |e| e.remember(addr, &remote));
     Ok(remote)
 }

@@ -47,7 +47,10 @@ use crate::{RemoteAddr, RemoteMailboxError, DEFAULT_TIMEOUT};
 /// keep their order only among themselves.
 ///
 /// It is `Serialize + Deserialize`, like any ref: send it inside a message
-/// and it is live on the node that decodes it.
+/// and it is live on the node that decodes it. It is encoded as a
+/// [`RemoteAddr`] to the same actor is, and every actix export (by
+/// [`export`](crate::export) too) takes the route all types share, so any
+/// ref to an actix actor decodes into a `RemoteActor` that reaches it.
 #[derive(Clone)]
 pub struct RemoteActor {
     any: AnyRef,

@@ -165,6 +165,35 @@ async fn the_handle_travels_inside_a_message() {
     .await;
 }
 
+/// Asks a room it was sent for its history, and for nothing else: a room
+/// exported for that one type will do.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Result<Vec<String>, String>")]
+struct AskHistory(RemoteActor);
+
+impl Handler<AskHistory> for Relayer {
+    type Result = ResponseFuture<Result<Vec<String>, String>>;
+    fn handle(&mut self, AskHistory(room): AskHistory, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async move { room.send(History).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// A handle decoded from a message does not know which types its actor
+/// takes; one exported with plain `export` is reached all the same.
+#[actix::test]
+async fn a_handle_to_an_actor_exported_for_one_type_travels_too() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let room = Room { said: vec!["hello".into()], ..Room::default() }.start();
+        tether_actix::export::<_, History>(&b, Some("plain"), room).unwrap();
+        let found = lookup_actor(&a, b_id, "plain").await.unwrap();
+        tether_actix::export::<_, AskHistory>(&b, Some("asker"), Relayer.start()).unwrap();
+        let asker = lookup::<AskHistory>(&a, b_id, "asker").await.unwrap();
+        assert_eq!(asker.send(AskHistory(found)).await.unwrap(), Ok(vec!["hello".to_string()]));
+    })
+    .await;
+}
+
 /// actix code that only knows `Recipient`s.
 async fn greet(recipient: Recipient<Join>, log: Recipient<Say>) -> usize {
     log.do_send(Say("greeting".into()));
