@@ -249,6 +249,35 @@ async fn watch_group_reports_a_join_and_the_leave_of_a_stopped_member() {
     .await;
 }
 
+/// A group's `do_send` keeps actix's promise as `RemoteAddr::do_send` does:
+/// a stream that outruns the member's window waits in the outbox, and all
+/// of it arrives, in order.
+#[actix::test]
+async fn a_groups_do_send_loses_nothing_when_it_outruns_the_window() {
+    let first = member("m0", None).await;
+    let second = member("m1", Some(first.1.me().addr)).await;
+    let (seen_tx, mut seen) = unbounded_channel();
+    tether_actix::join_group::<_, Job>(&first.1, "workers", worker("w0", &seen_tx)).unwrap();
+    let c = second.1.clone();
+    eventually("the other member sees the worker", T, move || {
+        tether_actix::group_members::<Job>(&c, "workers").len() == 1
+    })
+    .await;
+
+    let workers = tether_actix::group::<Job>(&second.1, "workers");
+    const N: u64 = 100_000;
+    for n in 0..N {
+        workers.do_send(Job::Num(n));
+    }
+    assert!(second.0.stats().outbox_held > 0, "the window took everything: nothing was queued");
+    for n in 0..N {
+        assert_eq!(within(T, seen.recv()).await.unwrap(), ("w0".to_owned(), n));
+    }
+    assert_eq!(workers.dropped(), 0);
+    let stats = second.0.stats();
+    assert_eq!((stats.outbox_held, stats.outbox_refused, stats.outbox_undelivered), (0, 0, 0));
+}
+
 #[actix::test]
 async fn sends_to_a_group_without_members_fail_and_do_send_counts_its_drops() {
     let (_node, cluster) = member("alone", None).await;

@@ -10,6 +10,7 @@ use common::{two_nodes, within};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tether::{Config, ReplyPort};
+use tether_ractor::rpc_reply::to_reply_port;
 use tether_ractor::{export, export_paced, lookup, Paced, RemoteActorRef};
 use tokio::sync::watch;
 
@@ -98,6 +99,34 @@ async fn a_million_casts_to_a_slow_actor_all_arrive_in_order() {
         assert_eq!((seen, out_of_order), (N, 0), "all {N} arrived, in order");
         let stats = a.stats();
         assert_eq!((stats.outbox_held, stats.outbox_refused, stats.outbox_undelivered), (0, 0, 0));
+    })
+    .await;
+}
+
+/// The proxy `ActorRef` of `to_actor_ref` keeps the promise too: casts to
+/// it that outrun the remote actor wait in the node's outbox, and all
+/// arrive, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_through_the_proxy_actor_ref_all_arrive_in_order() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let (counted, _) = watch::channel(0);
+        let (actor, _) = Paced::spawn(None, Tally, (200, counted)).await.unwrap();
+        export_paced(&b, Some("tally"), actor).unwrap();
+        let remote = lookup::<TallyMsg>(&a, b_id, "tally").await.unwrap();
+        let proxy = remote.to_actor_ref().await.unwrap();
+
+        const N: u64 = 100_000;
+        for i in 0..N {
+            ractor::cast!(proxy, TallyMsg::Item(i)).unwrap();
+        }
+        // Behind every item, through the proxy and on the route.
+        let (seen, out_of_order) =
+            ractor::call_t!(proxy, |port| TallyMsg::Get(to_reply_port(port)), T.as_millis() as u64).unwrap();
+        assert_eq!((seen, out_of_order), (N, 0), "all {N} arrived, in order");
+        let stats = a.stats();
+        assert_eq!((stats.outbox_refused, stats.outbox_undelivered), (0, 0));
+        proxy.stop(None);
     })
     .await;
 }

@@ -180,6 +180,34 @@ async fn reports(seen: &mut UnboundedReceiver<(String, u64)>, n: usize) -> HashM
     by
 }
 
+/// A group's `cast` keeps ractor's meaning as `RemoteActorRef::cast`
+/// does: a stream that outruns the member's window waits in the outbox,
+/// and all of it arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_cast_loses_nothing_when_it_outruns_the_window() {
+    let first = member("m0", None).await;
+    let second = member("m1", Some(first.1.me().addr)).await;
+    let (seen_tx, mut seen) = unbounded_channel();
+    pg::join(&first.1, "workers", vec![worker("w0", &seen_tx).await]).unwrap();
+    let c = second.1.clone();
+    eventually("the other member sees the worker", T, move || pg::get_members::<WorkerMsg>(&c, "workers").len() == 1)
+        .await;
+
+    let workers = pg::group::<WorkerMsg>(&second.1, "workers");
+    const N: u64 = 100_000;
+    let mut queued = false;
+    for n in 0..N {
+        workers.cast(WorkerMsg::Num(n)).unwrap();
+        queued |= second.0.stats().outbox_held > 0;
+    }
+    assert!(queued, "the window took everything: nothing was queued");
+    for n in 0..N {
+        assert_eq!(within(T, seen.recv()).await.unwrap(), ("w0".to_owned(), n));
+    }
+    let stats = second.0.stats();
+    assert_eq!((stats.outbox_held, stats.outbox_refused, stats.outbox_undelivered), (0, 0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_joined_on_two_nodes_are_seen_and_served_round_robin_from_the_third() {
     let all = three().await;
