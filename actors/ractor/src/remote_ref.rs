@@ -252,7 +252,11 @@ impl<M: RemoteMessage> RemoteActorRef<M> {
     /// work on it as on any actor. It stops when the remote actor can no
     /// longer be reached (its [`monitor`](Self::monitor) fires, or a send
     /// finds it gone), with the reason as its stop reason; stopping the
-    /// proxy does not stop the remote actor.
+    /// proxy does not stop the remote actor. Like any ractor actor it is
+    /// not stopped by dropping its `ActorRef`s: each call spawns one more
+    /// proxy, which lives until the remote actor is gone or someone stops
+    /// it. Make one per remote actor and keep it (or stop it when done),
+    /// not one per message.
     ///
     /// **What cannot go through it:** a message carrying ractor's
     /// `RpcReplyPort` (`call`, `call!`, `call_t!` on the proxy). The proxy
