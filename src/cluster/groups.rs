@@ -249,6 +249,17 @@ struct Members<M> {
 /// `arc_swap::Guard`).
 type Current<M> = arc_swap::Guard<Arc<Members<M>>>;
 
+/// What offering a message to a group's members came to.
+enum Offered<M> {
+    /// A member with room took it.
+    Taken(ActorId),
+    /// None had room: the message back, the first member found full (if
+    /// any) and why the last unreachable one was.
+    Missed { msg: M, full: Option<usize>, last: Option<RemoteError> },
+    /// It cannot be carried to any member (it does not encode, say).
+    Failed(TellError<M>),
+}
+
 impl<M: RemoteMessage> Group<M> {
     /// The group's key.
     pub fn key(&self) -> &GroupKey {
@@ -404,38 +415,21 @@ impl<M: RemoteMessage> Group<M> {
                     Err(e) => return Err(e),
                 }
             }
-            return Err(TellError::Unreachable { msg, error: last.unwrap_or_else(|| self.empty()) });
+            return Err(self.unreachable(msg, last));
         }
     }
 
     /// Sends `msg` to one member if one has room now, never waiting: the
-    /// strategy's pick, else the next with room.
+    /// strategy's pick, else the next with room. `Full` if a reachable
+    /// member had no room, `Unreachable` if none could be reached.
     pub fn try_tell(&self, msg: M) -> Result<ActorId, TellError<M>> {
         let members = self.current();
-        let members = &members.refs;
-        let mut msg = msg;
-        let mut last = None;
-        for i in self.order(members, None) {
-            let r = &members[i];
-            match r.try_tell(msg) {
-                Ok(()) => return Ok(r.id()),
-                Err(TellError::Full(back)) => {
-                    msg = back;
-                    last = Some(None);
-                }
-                Err(TellError::Unreachable { msg: back, error }) => {
-                    msg = back;
-                    last = Some(Some(error));
-                }
-                Err(e) => return Err(e),
-            }
+        match self.offer(&members.refs, msg) {
+            Offered::Taken(id) => Ok(id),
+            Offered::Missed { msg, full: Some(_), .. } => Err(TellError::Full(msg)),
+            Offered::Missed { msg, full: None, last } => Err(self.unreachable(msg, last)),
+            Offered::Failed(e) => Err(e),
         }
-        Err(match last {
-            // The last member tried was full.
-            Some(None) => TellError::Full(msg),
-            Some(Some(error)) => TellError::Unreachable { msg, error },
-            None => TellError::Unreachable { msg, error: self.empty() },
-        })
     }
 
     /// Sends `msg` to one member without waiting and without dropping it
@@ -452,13 +446,22 @@ impl<M: RemoteMessage> Group<M> {
     pub fn post(&self, msg: M) -> Result<ActorId, TellError<M>> {
         let members = self.current();
         let members = &members.refs;
-        let mut msg = msg;
-        let mut full = None;
-        let mut last = None;
+        match self.offer(members, msg) {
+            Offered::Taken(id) => Ok(id),
+            Offered::Missed { msg, full: Some(i), .. } => members[i].post(msg).map(|()| members[i].id()),
+            Offered::Missed { msg, full: None, last } => Err(self.unreachable(msg, last)),
+            Offered::Failed(e) => Err(e),
+        }
+    }
+
+    /// Offers `msg` to the members in the strategy's order until one has
+    /// room now.
+    fn offer(&self, members: &[RemoteRef<M>], msg: M) -> Offered<M> {
+        let (mut msg, mut full, mut last) = (msg, None, None);
         for i in self.order(members, None) {
             let r = &members[i];
             match r.try_tell(msg) {
-                Ok(()) => return Ok(r.id()),
+                Ok(()) => return Offered::Taken(r.id()),
                 Err(TellError::Full(back)) => {
                     msg = back;
                     full.get_or_insert(i);
@@ -467,13 +470,16 @@ impl<M: RemoteMessage> Group<M> {
                     msg = back;
                     last = Some(error);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Offered::Failed(e),
             }
         }
-        match full {
-            Some(i) => members[i].post(msg).map(|()| members[i].id()),
-            None => Err(TellError::Unreachable { msg, error: last.unwrap_or_else(|| self.empty()) }),
-        }
+        Offered::Missed { msg, full, last }
+    }
+
+    /// `msg` reached no member: why the last one tried could not be
+    /// reached, or that there is none.
+    fn unreachable(&self, msg: M, last: Option<RemoteError>) -> TellError<M> {
+        TellError::Unreachable { msg, error: last.unwrap_or_else(|| self.empty()) }
     }
 
     /// Asks one member picked by the strategy, failing over while the
