@@ -178,8 +178,9 @@ async fn hold(node: &Node, id: NodeId) -> RemoteRef<Probe> {
     if let std::task::Poll::Ready(event) = futures::poll!(&mut watch) {
         panic!("member: watch of a live actor resolved at once: {event:?}");
     }
-    // Answered after the watch went out on the same connection, so the
-    // owner has registered it.
+    // A lookup is answered on the control channel the watch went out on,
+    // after it: then the owner holds the watch.
+    node.lookup::<Probe>(id, "probe").await.expect("member: lookup the probe again");
     let pid = r.ask(Probe::Pid, T).await.expect("member: ask the probe");
     tokio::spawn(async move {
         let event = watch.await;

@@ -367,7 +367,8 @@ fn actix_and_ractor_ask_each_other_across_processes() {
         // that the node left.
         let mut monitor = bridge.monitor();
         assert!(futures::poll!(&mut monitor).is_pending());
-        bridge.ask(Bridge::Pid, T).await.unwrap();
+        // Answered on the control channel after the watch: the child holds it.
+        tether_ractor::lookup::<Bridge>(&node, child_id, "bridge").await.unwrap();
         let status = child.shut_down().await;
         assert!(status.success(), "child exited with {status}");
         assert_eq!(within(T, monitor).await, WatchEvent::Stopped { reason: Some(STOP_REASON.into()) });
@@ -457,10 +458,12 @@ async fn a_child_that_stops_its_actor_and_exits_reports_stopped() {
                     let child = ChildNode::start().await;
                     let id = node.connect(&child.addr).await.expect("connect to the child");
                     let bridge = tether_ractor::lookup::<Bridge>(&node, id, "bridge").await.expect("lookup bridge");
-                    let mut watching = bridge.monitor();
-                    assert!(futures::poll!(&mut watching).is_pending());
-                    // Answered after the watch went out on the same channel,
-                    // so the child has registered it.
+                    let watching = bridge.monitor();
+                    // A lookup is answered on the control channel the watch
+                    // went out on, after it: then the child holds the watch.
+                    // (An ask would not do: it travels on the actor's route,
+                    // which may overtake the control channel.)
+                    tether_ractor::lookup::<Bridge>(&node, id, "bridge").await.expect("lookup bridge again");
                     assert_eq!(bridge.ask(Bridge::Pid, T).await.unwrap(), child.pid());
                     let status = child.shut_down().await;
                     assert!(status.success(), "child exited with {status}");

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::control::{decides, Control, Watcher, CLOSE_DUPLICATE, CLOSE_NODE_LEFT};
@@ -502,43 +503,91 @@ impl NodeInner {
         })
     }
 
-    /// Resolves when `target` can no longer be reached, saying why.
-    pub(crate) async fn watch(self: &Arc<Self>, target: ActorId, token: Token, hops: &Hops) -> WatchEvent {
+    /// Watches `target`: the returned future resolves when it can no longer
+    /// be reached, saying why. The watch is placed at once where it can be
+    /// (the actor is here, or its node is connected and its control channel
+    /// has room), so it holds from the call, however late the future is
+    /// first polled, and goes before any later control message to that node;
+    /// otherwise it is placed when the future is first polled.
+    pub(crate) fn watch(self: &Arc<Self>, target: ActorId, token: Token, hops: Hops) -> BoxFuture<'static, WatchEvent> {
         if target.node == self.id {
             let (tx, rx) = oneshot::channel();
             self.add_watcher(None, target, token, tx, Hops::default());
-            return match rx.await {
-                Ok(Ok(exit)) => exit.into(),
-                Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-                _ => WatchEvent::GONE,
-            };
+            return Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(exit)) => exit.into(),
+                    Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+                    _ => WatchEvent::GONE,
+                }
+            });
         }
+        // To the owner itself if connected (then without hops), now.
+        let placed = self.peer(target.node).ok().and_then(|owner| {
+            let (tx, rx) = oneshot::channel();
+            let watch = Control::Watch { target, token, stopped: tx, hops: Hops::default() };
+            match owner.control.try_send_holding(watch) {
+                Ok(mpsc::Tried::Sent) => Some((None, rx)),
+                // Its reply port is in its encoding: sent as it is.
+                Ok(mpsc::Tried::Held(held)) => Some((Some(held), rx)),
+                // Placed the long way below.
+                Ok(mpsc::Tried::Full(_)) | Err(_) => None,
+            }
+        });
+        let node = self.clone();
+        Box::pin(async move {
+            let rx = match placed {
+                Some((None, rx)) => rx,
+                Some((Some(held), rx)) => match held.send().await {
+                    Ok(()) => rx,
+                    Err(_) => return node.event_for(target.node),
+                },
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Err(event) = node.place_watch(target, token, &hops, tx).await {
+                        return event;
+                    }
+                    rx
+                }
+            };
+            match rx.await {
+                // Cut again: the peer may not have.
+                Ok(Ok(exit)) => exit.bounded().into(),
+                Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
+                Ok(Err(_)) => WatchEvent::GONE,
+                Err(oneshot::RecvError::Connection(_)) => node.event_for(target.node),
+                // Dropped unanswered: the owner has no such actor, or the link
+                // towards it went; which one decides the event.
+                Err(_) => match node.peer(target.node) {
+                    Ok(_) => WatchEvent::GONE,
+                    Err(_) => node.event_for(target.node),
+                },
+            }
+        })
+    }
+
+    /// Sends a watch of the remote `target` towards its owner, connecting
+    /// to it if it is a member; if that cannot be done, why the actor
+    /// cannot be reached.
+    async fn place_watch(
+        self: &Arc<Self>,
+        target: ActorId,
+        token: Token,
+        hops: &Hops,
+        stopped: Watcher,
+    ) -> Result<(), WatchEvent> {
         let next = match self.reach(target.node).await {
             Ok(owner) => Ok((owner, Hops::default())),
             Err(e) => self.next_hop(target.node, hops, None).map_err(|_| e),
         };
         let (hop, hops) = match next {
             Ok(next) => next,
-            Err(RemoteError::NodeRestarted(_)) => return WatchEvent::NodeRestarted,
-            Err(_) => return self.event_for(target.node),
+            Err(RemoteError::NodeRestarted(_)) => return Err(WatchEvent::NodeRestarted),
+            Err(_) => return Err(self.event_for(target.node)),
         };
-        let (tx, rx) = oneshot::channel();
-        if hop.control.send(Control::Watch { target, token, stopped: tx, hops }).await.is_err() {
-            return self.event_for(target.node);
+        if hop.control.send(Control::Watch { target, token, stopped, hops }).await.is_err() {
+            return Err(self.event_for(target.node));
         }
-        match rx.await {
-            // Cut again: the peer may not have.
-            Ok(Ok(exit)) => exit.bounded().into(),
-            Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-            Ok(Err(_)) => WatchEvent::GONE,
-            Err(oneshot::RecvError::Connection(_)) => self.event_for(target.node),
-            // Dropped unanswered: the owner has no such actor, or the link
-            // towards it went; which one decides the event.
-            Err(_) => match self.peer(target.node) {
-                Ok(_) => WatchEvent::GONE,
-                Err(_) => self.event_for(target.node),
-            },
-        }
+        Ok(())
     }
 
     fn event_for(&self, node: NodeId) -> WatchEvent {

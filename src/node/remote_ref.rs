@@ -431,10 +431,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
     }
 
     /// Watches the actor: resolves once with why it can no longer be
-    /// reached (see [`WatchEvent`]). The watch is placed when the monitor
-    /// is first polled; one that reaches the actor's node after the actor
-    /// ended reports `Stopped` without a reason, as how it ended is not
-    /// kept.
+    /// reached (see [`WatchEvent`]). The watch is placed by this call when
+    /// the actor is local or its node connected (else when the monitor is
+    /// first polled), so a monitor awaited later still hears how the actor
+    /// ended. One that reaches the actor's node after the actor ended
+    /// reports `Stopped` without a reason, as how it ended is not kept.
     pub fn monitor(&self) -> Monitor {
         Monitor::of(&self.route.node, self.route.target, self.route.token, self.route.hops.clone())
     }
@@ -535,13 +536,10 @@ pub struct Monitor(Pin<Box<dyn Future<Output = WatchEvent> + Send>>);
 impl Monitor {
     /// A watch of `target` on `node`'s peers.
     pub(crate) fn of(node: &std::sync::Weak<NodeInner>, target: ActorId, token: Token, hops: Hops) -> Monitor {
-        let node = node.upgrade();
-        Monitor(Box::pin(async move {
-            match node {
-                Some(node) => node.watch(target, token, &hops).await,
-                None => WatchEvent::NodeLost,
-            }
-        }))
+        match node.upgrade() {
+            Some(node) => Monitor(node.watch(target, token, hops)),
+            None => Monitor(Box::pin(std::future::ready(WatchEvent::NodeLost))),
+        }
     }
 }
 

@@ -231,19 +231,13 @@ where
     }
 }
 
-/// Sends [`Terminated`] to `watcher` once `monitor` resolves. The monitor
-/// is polled once before this returns, so the watch is on its way to the
-/// actor's node by then (a watch that arrives after the actor ended cannot
-/// say how it ended).
-pub(crate) fn watch(mut monitor: Monitor, actor: ActorId, watcher: Recipient<Terminated>) -> JoinHandle<()> {
-    use futures::FutureExt;
-    // Polled once here (the task polls it again with its own waker).
-    let first = monitor.poll_unpin(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+/// Sends [`Terminated`] to `watcher` once `monitor` resolves. The watch
+/// was placed when the monitor was made, so it is on its way to the actor's
+/// node (if connected) before this returns: an end right after is heard
+/// with how the actor ended.
+pub(crate) fn watch(monitor: Monitor, actor: ActorId, watcher: Recipient<Terminated>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let event = match first {
-            std::task::Poll::Ready(event) => event,
-            std::task::Poll::Pending => monitor.await,
-        };
+        let event = monitor.await;
         watcher.do_send(Terminated { actor, event });
     })
 }

@@ -1,6 +1,5 @@
 //! Death watch delivered to a local ractor actor.
 
-use futures::FutureExt;
 use ractor::ActorRef;
 use tether::{ActorId, RemoteMessage, WatchEvent};
 
@@ -10,23 +9,20 @@ use crate::RemoteActorRef;
 /// place (like ractor's `monitor`); [`cancel`](Self::cancel) removes it.
 #[derive(Debug)]
 pub struct Watch {
-    /// `None` if the event was known at once (and sent).
-    task: Option<tokio::task::AbortHandle>,
+    task: tokio::task::AbortHandle,
 }
 
 impl Watch {
     /// Removes the watch; the watcher gets no message from it afterwards
     /// (one already sent stays in its mailbox).
     pub fn cancel(self) {
-        if let Some(task) = self.task {
-            task.abort();
-        }
+        self.task.abort();
     }
 
     /// Whether the watch is over: its message was sent, it was cancelled,
     /// or the watcher stopped first.
     pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
+        self.task.is_finished()
     }
 }
 
@@ -168,16 +164,10 @@ where
     W: ractor::Message,
     E: WatchMessage,
 {
-    let mut monitor = remote.monitor();
+    // Placed here: on its way to the actor's node (if connected) before this
+    // returns, so the actor's end right after is heard, with its reason.
+    let monitor = remote.monitor();
     let actor = remote.id();
-    // Polled once here, the watch is on its way to the actor's node (if the
-    // connection is at hand) before this returns, so the actor's end right
-    // after is seen, with its reason. The task polls it again with its waker.
-    let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
-    if let std::task::Poll::Ready(event) = monitor.poll_unpin(noop) {
-        let _ = watcher.cast(to_msg(E::from_watch(actor, event)));
-        return Watch { task: None };
-    }
     let watcher_gone = watcher.get_cell();
     let task = tokio::spawn(async move {
         tokio::select! {
@@ -188,5 +178,5 @@ where
             _ = watcher_gone.wait(None) => {}
         }
     });
-    Watch { task: Some(task.abort_handle()) }
+    Watch { task: task.abort_handle() }
 }
