@@ -351,7 +351,9 @@ where
             Started::Queued(permit, result, failed) => (permit, result, failed),
             Started::Refused(not_sent) => return not_sent,
             Started::Wait(permit, env, result, failed) => {
-                let waited = tokio::time::timeout(timeout, rref.tell(env)).await;
+                // Rare (the node's outboxes are full): boxed, so that the
+                // common request's future stays small to move.
+                let waited = tokio::time::timeout(timeout, Box::pin(rref.tell(env))).await;
                 match waited {
                     Ok(Ok(())) => (permit, result, failed),
                     Ok(Err(TellError::Unreachable { msg, error })) => {
