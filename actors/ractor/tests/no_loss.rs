@@ -75,17 +75,23 @@ impl Actor for Tally {
     }
 }
 
+/// Two nodes, and a ref from the first to a slow, paced tally on the second.
+async fn slow_tally() -> (tether::Node, tether::Node, RemoteActorRef<TallyMsg>) {
+    let (a, b, b_id) = two_nodes().await;
+    let (counted, _) = watch::channel(0);
+    let (actor, _) = Paced::spawn(None, Tally, (200, counted)).await.unwrap();
+    export_paced(&b, Some("tally"), actor).unwrap();
+    let remote = lookup::<TallyMsg>(&a, b_id, "tally").await.unwrap();
+    (a, b, remote)
+}
+
 /// A million casts to a slow, paced remote actor with the default `Config`,
 /// from a loop that never yields: every one is accepted and arrives, in
 /// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_casts_to_a_slow_actor_all_arrive_in_order() {
     within(T, async {
-        let (a, b, b_id) = two_nodes().await;
-        let (counted, _) = watch::channel(0);
-        let (actor, _) = Paced::spawn(None, Tally, (200, counted)).await.unwrap();
-        export_paced(&b, Some("tally"), actor).unwrap();
-        let remote = lookup::<TallyMsg>(&a, b_id, "tally").await.unwrap();
+        let (a, _b, remote) = slow_tally().await;
 
         const N: u64 = 1_000_000;
         for i in 0..N {
@@ -109,11 +115,7 @@ async fn a_million_casts_to_a_slow_actor_all_arrive_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_through_the_proxy_actor_ref_all_arrive_in_order() {
     within(T, async {
-        let (a, b, b_id) = two_nodes().await;
-        let (counted, _) = watch::channel(0);
-        let (actor, _) = Paced::spawn(None, Tally, (200, counted)).await.unwrap();
-        export_paced(&b, Some("tally"), actor).unwrap();
-        let remote = lookup::<TallyMsg>(&a, b_id, "tally").await.unwrap();
+        let (a, _b, remote) = slow_tally().await;
         let proxy = remote.to_actor_ref().await.unwrap();
 
         const N: u64 = 100_000;
