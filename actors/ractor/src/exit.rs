@@ -29,18 +29,11 @@ use tether::{ActorExit, Node};
 struct ExitMonitor;
 
 pub(crate) enum ExitMsg {
-    /// One more export of the actor will ask how it ended.
-    Watch(ractor::ActorId),
     /// An export asks how the actor ended; its stop notification has fired.
     Settle(ractor::ActorId, RpcReplyPort<Option<ActorExit>>),
-    /// An export that was refused (its name was taken) will not ask.
-    Unwatch(ractor::ActorId),
-    /// How many actors it keeps an entry for.
-    #[cfg(test)]
-    Count(RpcReplyPort<usize>),
 }
 
-/// What the monitor knows of one actor.
+/// What the node knows of one exported actor.
 #[derive(Default)]
 struct Watched {
     /// Exports that have not asked yet; the entry goes when none is left.
@@ -49,46 +42,41 @@ struct Watched {
     exit: Option<ActorExit>,
 }
 
+/// The node's exported actors, shared by its exports (which count
+/// themselves in and out at once, so an entry exists before ractor can
+/// report the actor's end) and its monitor (which records the ends of
+/// actors with an entry, and hands them out).
+type Table = Arc<Mutex<HashMap<ractor::ActorId, Watched>>>;
+
+fn lock(table: &Table) -> std::sync::MutexGuard<'_, HashMap<ractor::ActorId, Watched>> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Actor for ExitMonitor {
     type Msg = ExitMsg;
-    type State = HashMap<ractor::ActorId, Watched>;
-    type Arguments = ();
+    type State = Table;
+    type Arguments = Table;
 
-    async fn pre_start(&self, _: ActorRef<ExitMsg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
-        Ok(HashMap::new())
+    async fn pre_start(&self, _: ActorRef<ExitMsg>, table: Table) -> Result<Table, ActorProcessingErr> {
+        Ok(table)
     }
 
-    async fn handle(
-        &self,
-        _: ActorRef<ExitMsg>,
-        msg: ExitMsg,
-        watched: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            // The event may have come first (it has priority): counted all the same.
-            ExitMsg::Watch(id) => watched.entry(id).or_default().exports += 1,
-            ExitMsg::Settle(id, reply) => {
-                let Some(w) = watched.get_mut(&id) else {
-                    let _ = reply.send(None);
-                    return Ok(());
-                };
+    async fn handle(&self, _: ActorRef<ExitMsg>, msg: ExitMsg, table: &mut Table) -> Result<(), ActorProcessingErr> {
+        let ExitMsg::Settle(id, reply) = msg;
+        let mut watched = lock(table);
+        let exit = match watched.get_mut(&id) {
+            None => None,
+            Some(w) => {
                 w.exports = w.exports.saturating_sub(1);
-                let exit = if w.exports == 0 { watched.remove(&id).and_then(|w| w.exit) } else { w.exit.clone() };
-                let _ = reply.send(exit);
-            }
-            #[cfg(test)]
-            ExitMsg::Count(reply) => {
-                let _ = reply.send(watched.len());
-            }
-            ExitMsg::Unwatch(id) => {
-                if let Some(w) = watched.get_mut(&id) {
-                    w.exports = w.exports.saturating_sub(1);
-                    if w.exports == 0 {
-                        watched.remove(&id);
-                    }
+                if w.exports == 0 {
+                    watched.remove(&id).and_then(|w| w.exit)
+                } else {
+                    w.exit.clone()
                 }
             }
-        }
+        };
+        drop(watched);
+        let _ = reply.send(exit);
         Ok(())
     }
 
@@ -97,7 +85,7 @@ impl Actor for ExitMonitor {
         &self,
         _: ActorRef<ExitMsg>,
         event: SupervisionEvent,
-        watched: &mut Self::State,
+        table: &mut Table,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, exit) = match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, ActorExit::Stopped { reason }),
@@ -105,16 +93,21 @@ impl Actor for ExitMonitor {
             SupervisionEvent::ActorFailed(cell, error) => (cell, ActorExit::Failed { error: error.to_string() }),
             _ => return Ok(()),
         };
-        // The core cuts the text to 1024 bytes before anyone sees it.
-        watched.entry(cell.get_id()).or_default().exit = Some(exit);
+        // Only for actors an export still waits on. (The core cuts the text
+        // to 1024 bytes before anyone sees it.)
+        if let Some(w) = lock(table).get_mut(&cell.get_id()) {
+            w.exit = Some(exit);
+        }
         Ok(())
     }
 }
 
-/// A node's [`ExitMonitor`]; stopped when the node goes.
+/// A node's [`ExitMonitor`] and table; the monitor is stopped when the node
+/// goes.
 #[derive(Default)]
 pub(crate) struct NodeExits {
     monitor: Mutex<Option<ActorRef<ExitMsg>>>,
+    table: Table,
 }
 
 impl Drop for NodeExits {
@@ -134,7 +127,7 @@ impl NodeExits {
             return live.clone();
         }
         // The join handle is not needed: the node's state stops the actor.
-        let spawned = match ractor::ActorRuntime::spawn_instant(None, ExitMonitor, ()) {
+        let spawned = match ractor::ActorRuntime::spawn_instant(None, ExitMonitor, self.table.clone()) {
             Ok((actor, _)) => actor,
             Err(_) => unreachable!("an actor without a name is never refused"),
         };
@@ -146,23 +139,38 @@ impl NodeExits {
 /// Starts learning how `actor`, exported on `node`, will end; the returned
 /// [`Exit`] tells, once it has.
 pub(crate) fn watch_exit(node: &Node, actor: ActorCell) -> Exit {
-    let monitor = node.extension::<NodeExits>().monitor();
+    let exits = node.extension::<NodeExits>();
+    let monitor = exits.monitor();
+    // Counted before ractor can report the end, so the end is kept.
+    lock(&exits.table).entry(actor.get_id()).or_default().exports += 1;
     monitor.get_cell().monitor(actor.clone());
-    // Fails only if the monitor is gone; then `Settle` fails too.
-    let _ = monitor.cast(ExitMsg::Watch(actor.get_id()));
-    Exit(Arc::new((actor, monitor)))
+    Exit(Arc::new(ExitOf { actor, monitor, table: exits.table.clone() }))
 }
 
 /// How one export learns how its actor ended.
 #[derive(Clone)]
-pub(crate) struct Exit(Arc<(ActorCell, ActorRef<ExitMsg>)>);
+pub(crate) struct Exit(Arc<ExitOf>);
+
+struct ExitOf {
+    actor: ActorCell,
+    monitor: ActorRef<ExitMsg>,
+    table: Table,
+}
 
 impl Exit {
     /// The export this was for was refused: it will not ask how the actor
-    /// ended, so the monitor forgets it.
+    /// ended, so it is counted out (and the actor no longer monitored if
+    /// no export is left).
     pub(crate) fn unwatch(&self) {
-        let (actor, monitor) = &*self.0;
-        let _ = monitor.cast(ExitMsg::Unwatch(actor.get_id()));
+        let ExitOf { actor, monitor, table } = &*self.0;
+        let mut watched = lock(table);
+        let Some(w) = watched.get_mut(&actor.get_id()) else { return };
+        w.exports = w.exports.saturating_sub(1);
+        if w.exports == 0 {
+            watched.remove(&actor.get_id());
+            drop(watched);
+            monitor.get_cell().unmonitor(actor.clone());
+        }
     }
 
     /// Resolves with how the actor ended, once it has; `Stopped` without a
@@ -170,7 +178,7 @@ impl Exit {
     pub(crate) fn ended(&self) -> BoxFuture<'static, ActorExit> {
         let this = self.0.clone();
         Box::pin(async move {
-            let (actor, monitor) = &*this;
+            let ExitOf { actor, monitor, .. } = &*this;
             // Every supervision event of the actor was sent before this fires.
             let _ = actor.wait(None).await;
             let id = actor.get_id();
@@ -220,15 +228,14 @@ mod tests {
     }
 
     /// An export refused for a taken name leaves nothing behind in the
-    /// monitor, though its actor goes on and ends later.
+    /// node's table, though its actor goes on and ends later.
     #[tokio::test]
     async fn a_refused_export_is_forgotten() {
         let node = Node::new(None, tether::Config::default()).unwrap();
         let (holder, _) = Actor::spawn(None, Idle, ()).await.unwrap();
         crate::export(&node, Some("taken"), holder).unwrap();
-        let monitor = node.extension::<NodeExits>().monitor();
-        let count = || async { monitor.call(ExitMsg::Count, None).await.unwrap().unwrap() };
-        assert_eq!(count().await, 1);
+        let exits = node.extension::<NodeExits>();
+        assert_eq!(lock(&exits.table).len(), 1);
 
         for _ in 0..10 {
             let (late, handle) = Actor::spawn(None, Idle, ()).await.unwrap();
@@ -236,6 +243,9 @@ mod tests {
             late.stop(None);
             handle.await.unwrap();
         }
-        assert_eq!(count().await, 1, "the refused exports' actors are still watched");
+        // Ends reported meanwhile are handled before this call is.
+        let monitor = exits.monitor();
+        let _ = monitor.call(|reply| ExitMsg::Settle(ractor::ActorId::Local(u64::MAX), reply), None).await;
+        assert_eq!(lock(&exits.table).len(), 1, "the refused exports' actors are still in the table");
     }
 }
