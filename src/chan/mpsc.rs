@@ -374,6 +374,12 @@ impl Drop for Kept {
 }
 
 impl<T> Held<T> {
+    /// Discards the encoding (and the ends moved into it): the message as
+    /// it was given, its ends spent.
+    pub(crate) fn discard(self) -> T {
+        self.value
+    }
+
     /// Waits for room, then queues the message.
     pub(crate) async fn send(self) -> Result<(), SendError<T>> {
         let Held { mut kept, value } = self;

@@ -70,8 +70,36 @@ impl<M> Outbox<M> {
 
 struct Entry<M> {
     item: Queued<M>,
-    /// Where a message that is not delivered goes, if its sender wants it.
-    report: Option<Outcome<M>>,
+    /// Who hears how its send ended.
+    report: Report<M>,
+}
+
+/// Who hears how a queued message's send ended.
+pub(crate) enum Report<M> {
+    /// Nobody: a post. A failure is counted and logged only.
+    None,
+    /// Its sender's callback ([`RemoteRef::try_post`]).
+    Call(Outcome<M>),
+    /// A `tell` waiting for its turn; once it stops waiting (dropped, timed
+    /// out) the message is not sent, as a `tell` cancelled before it sent.
+    Waiter(tokio::sync::oneshot::Sender<Result<(), TellError<M>>>),
+}
+
+impl<M> Report<M> {
+    /// The sender stopped waiting for this message: skip it.
+    fn abandoned(&self) -> bool {
+        matches!(self, Report::Waiter(tx) if tx.is_closed())
+    }
+
+    fn tell(self, outcome: Result<(), TellError<M>>) {
+        match self {
+            Report::None => {}
+            Report::Call(report) => report(outcome),
+            Report::Waiter(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
 }
 
 enum Queued<M> {
@@ -145,7 +173,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     /// [`NodeStats::outbox_undelivered`](crate::NodeStats::outbox_undelivered)
     /// and logged at warn.
     pub fn post(&self, msg: M) -> Result<(), TellError<M>> {
-        self.post_counted(msg, None)
+        self.post_counted(msg, Report::None)
     }
 
     /// [`post`](Self::post) for senders that handle a full outbox and a
@@ -165,7 +193,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
                 undelivered(e)
             }
         });
-        self.post_counted(msg, Some(report))
+        self.post_counted(msg, Report::Call(report))
     }
 
     /// [`tell`](Self::tell) when the outbox is busy: queued behind what is
@@ -179,10 +207,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
                 return Err(msg);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let done: Outcome<M> = Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            });
-            match self.enqueue(outbox, Queued::Msg(msg), Some(done), Admit::PostQuietly) {
+            match self.enqueue(outbox, Queued::Msg(msg), Report::Waiter(tx), Admit::PostQuietly) {
                 Ok(()) => rx,
                 Err(TellError::Full(msg)) => return Err(msg),
                 Err(e) => return Ok(Err(e)),
@@ -193,13 +218,13 @@ impl<M: RemoteMessage> RemoteRef<M> {
         Ok(rx.await.unwrap_or(Ok(())))
     }
 
-    fn post_counted(&self, msg: M, report: Option<Outcome<M>>) -> Result<(), TellError<M>> {
+    fn post_counted(&self, msg: M, report: Report<M>) -> Result<(), TellError<M>> {
         if self.pump_runtime().is_none() {
             // Nothing could hand a queue over: only what fits now goes.
             tracing::debug!(actor = %self.route.target, "posted outside a tokio runtime: not queued");
             return self.try_tell(msg);
         }
-        let admit = if report.is_none() { Admit::Post } else { Admit::PostQuietly };
+        let admit = if matches!(report, Report::None) { Admit::Post } else { Admit::PostQuietly };
         let outbox = self.route.lock_outbox();
         if outbox.busy() {
             return self.enqueue(outbox, Queued::Msg(msg), report, admit);
@@ -248,7 +273,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         if self.pump_runtime().is_none() {
             return Err(TellError::Full(msg));
         }
-        self.enqueue(outbox, Queued::Msg(msg), None, Admit::Opening)
+        self.enqueue(outbox, Queued::Msg(msg), Report::None, Admit::Opening)
     }
 
     /// Queues a message that has no room now, within the bound `admit`
@@ -257,7 +282,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         &self,
         mut outbox: MutexGuard<'_, Outbox<M>>,
         item: Queued<M>,
-        report: Option<Outcome<M>>,
+        report: Report<M>,
         admit: Admit,
     ) -> Result<(), TellError<M>> {
         let Some(node) = self.route.node.upgrade() else {
@@ -288,7 +313,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
         }
         outbox.queue.push_back(Entry { item, report });
         outbox.queued += 1;
-        self.start_pump(&mut outbox);
+        if !outbox.pumping {
+            outbox.pumping = true;
+            drop(outbox);
+            self.start_pump();
+        }
         Ok(())
     }
 
@@ -315,13 +344,15 @@ impl<M: RemoteMessage> RemoteRef<M> {
         tokio::runtime::Handle::try_current().ok().or_else(|| self.route.rt.clone())
     }
 
-    fn start_pump(&self, outbox: &mut Outbox<M>) {
-        if outbox.pumping {
-            return;
-        }
-        if let Some(rt) = self.pump_runtime() {
-            outbox.pumping = true;
-            rt.spawn(pump(self.clone()));
+    /// Starts the pump of an outbox just marked `pumping`. Called without
+    /// the outbox's lock: a pump its runtime drops unrun (shutting down)
+    /// sets the outbox free at once, under that lock.
+    fn start_pump(&self) {
+        let run = Run::new(self.route.clone());
+        match self.pump_runtime() {
+            Some(rt) => drop(rt.spawn(pump(self.clone(), run))),
+            // Callers checked there is one; dropping the run frees the outbox.
+            None => drop(run),
         }
     }
 }
@@ -331,8 +362,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
 /// posted is delivered even if every ref is dropped meanwhile. A message
 /// that finds the actor unreachable fails the rest of the queue with it
 /// (each would only find the same).
-async fn pump<M: RemoteMessage>(rref: RemoteRef<M>) {
-    let mut run = Run { route: &rref.route, failed: 0, last_error: None, in_flight: false, ended: false };
+async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
     loop {
         let Entry { item, report } = {
             let mut outbox = run.route.lock_outbox();
@@ -344,56 +374,50 @@ async fn pump<M: RemoteMessage>(rref: RemoteRef<M>) {
                 }
             }
         };
+        if report.abandoned() {
+            // Its sender stopped waiting before it was sent: never sent.
+            run.finish(1);
+            continue;
+        }
         run.in_flight = true;
         let refused = run.route.refusing.swap(0, Ordering::Relaxed);
         if refused > 0 {
             tracing::warn!(actor = %run.route.target, refused, "outbox takes messages again; refused meanwhile");
         }
-        match item {
-            Queued::Msg(msg) => match rref.deliver(msg).await {
-                Ok(()) => {
-                    if let Some(report) = report {
-                        report(Ok(()));
-                    }
-                    run.finish(1);
+        let sent = match item {
+            Queued::Msg(msg) => rref.deliver(msg).await,
+            // Its ends are in its encoding: it waits for room as it is.
+            Queued::Held(held) => held.send().await.map_err(|e| match e {
+                mpsc::SendError::Closed(msg) => TellError::Unreachable { msg, error: rref.lost() },
+                e => TellError::Send(e),
+            }),
+        };
+        // Finished with (so the counts hold) before anyone is told.
+        run.in_flight = false;
+        run.finish(1);
+        match sent {
+            Ok(()) => report.tell(Ok(())),
+            Err(e) => {
+                run.note_failure(e.to_string(), 1);
+                let unreachable = match &e {
+                    TellError::Unreachable { error, .. } => Some(error.clone()),
+                    _ => None,
+                };
+                report.tell(Err(e));
+                if let Some(error) = unreachable {
+                    run.fail_rest(&error);
                 }
-                Err(e) => {
-                    run.note_failure(e.to_string());
-                    let unreachable = match &e {
-                        TellError::Unreachable { error, .. } => Some(error.clone()),
-                        _ => None,
-                    };
-                    if let Some(report) = report {
-                        report(Err(e));
-                    }
-                    run.finish(1);
-                    if let Some(error) = unreachable {
-                        run.fail_rest(&error);
-                    }
-                }
-            },
-            // Its ends are in its encoding: only the error is worth telling.
-            Queued::Held(held) => {
-                let sent = held.send().await;
-                if let Err(e) = &sent {
-                    run.note_failure(e.to_string());
-                }
-                if let Some(report) = report {
-                    report(sent.map_err(TellError::Send));
-                }
-                run.finish(1);
             }
         }
-        run.in_flight = false;
     }
     run.ended = true;
 }
 
 /// One run of a pump: what it failed, and, if it is dropped before its end
-/// (its runtime shut down), the outbox set free: everything in it fails,
-/// so nothing waits on a pump that is gone.
-struct Run<'a, M> {
-    route: &'a Arc<Route<M>>,
+/// (its runtime shut down, or dropped it unrun), the outbox set free:
+/// everything in it fails, so nothing waits on a pump that is gone.
+struct Run<M> {
+    route: Arc<Route<M>>,
     failed: u64,
     last_error: Option<String>,
     /// A message was taken off the queue and is not finished with.
@@ -401,12 +425,16 @@ struct Run<'a, M> {
     ended: bool,
 }
 
-impl<M> Run<'_, M> {
-    fn note_failure(&mut self, error: String) {
-        self.failed += 1;
+impl<M> Run<M> {
+    fn new(route: Arc<Route<M>>) -> Self {
+        Run { route, failed: 0, last_error: None, in_flight: false, ended: false }
+    }
+
+    fn note_failure(&mut self, error: String, n: u64) {
+        self.failed += n;
         self.last_error = Some(error);
         if let Some(node) = self.route.node.upgrade() {
-            node.outbox.undelivered.fetch_add(1, Ordering::Relaxed);
+            node.outbox.undelivered.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -423,30 +451,42 @@ impl<M> Run<'_, M> {
     /// Fails everything still queued with `error`.
     fn fail_rest(&mut self, error: &RemoteError) {
         let rest: Vec<Entry<M>> = self.route.lock_outbox().queue.drain(..).collect();
+        self.fail(rest, error);
+    }
+
+    fn fail(&mut self, rest: Vec<Entry<M>>, error: &RemoteError) {
         let n = rest.len() as u64;
-        for Entry { item, report } in rest {
-            self.note_failure(error.to_string());
-            if let (Queued::Msg(msg), Some(report)) = (item, report) {
-                report(Err(TellError::Unreachable { msg, error: error.clone() }));
-            }
+        if n == 0 {
+            return;
         }
-        if n > 0 {
-            self.finish(n);
+        self.finish(n);
+        self.note_failure(error.to_string(), n);
+        for Entry { item, report } in rest {
+            let msg = match item {
+                Queued::Msg(msg) => msg,
+                // Its encoding (and the ends in it) discarded.
+                Queued::Held(held) => held.discard(),
+            };
+            report.tell(Err(TellError::Unreachable { msg, error: error.clone() }));
         }
     }
 }
 
-impl<M> Drop for Run<'_, M> {
+impl<M> Drop for Run<M> {
     fn drop(&mut self) {
         if !self.ended {
-            // Cancelled: fail what it held and what waits, and let the next
-            // message start a pump of its own.
+            // Cancelled, or never run: what it held and what waits fail,
+            // and the next message starts a pump of its own.
             if self.in_flight {
-                self.note_failure("the pump's runtime shut down".into());
                 self.finish(1);
+                self.note_failure("the pump's runtime shut down".into(), 1);
             }
-            self.fail_rest(&RemoteError::NodeGone);
-            self.route.lock_outbox().pumping = false;
+            let rest: Vec<Entry<M>> = {
+                let mut outbox = self.route.lock_outbox();
+                outbox.pumping = false;
+                outbox.queue.drain(..).collect()
+            };
+            self.fail(rest, &RemoteError::NodeGone);
             self.route.progress.notify_waiters();
         }
         if self.failed > 0 {

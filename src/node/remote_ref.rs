@@ -242,7 +242,11 @@ impl<M: RemoteMessage> RemoteRef<M> {
         self.route.target
     }
 
-    /// Sends a message, waiting while the actor's window is full.
+    /// Sends a message, waiting while the actor's window is full, and
+    /// behind what this node queued for the actor before it.
+    ///
+    /// Dropped before it returns (a timeout, a lost `select!`), the message
+    /// is not sent, unless it was already being handed to the connection.
     pub async fn tell(&self, msg: M) -> Result<(), TellError<M>> {
         // Behind messages queued before it: it joins the queue, so a stream
         // of posts from other senders cannot keep it waiting.

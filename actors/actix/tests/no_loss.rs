@@ -328,3 +328,31 @@ async fn a_send_is_not_held_back_by_another_senders_stream_of_do_sends() {
     })
     .await;
 }
+
+/// A `tell` dropped while it waits its turn behind posted messages is never
+/// sent, as a `tell` cancelled before it left (a timed-out `send` the same).
+#[actix::test]
+async fn a_tell_dropped_while_queued_is_never_sent() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes(Config::default()).await;
+        let (actor, gate) = sink(0);
+        export(&b, Some("sink"), actor.start()).unwrap();
+        let remote = lookup::<Op>(&a, b_id, "sink").await.unwrap();
+
+        remote.do_send(Op::Block);
+        const N: u64 = 10_000;
+        for i in 0..N {
+            remote.do_send(Op::Item(i));
+        }
+        assert!(a.stats().outbox_held > 0, "nothing was queued");
+        let mut late = Box::pin(remote.tell(Op::Item(N + 7)));
+        assert!(futures::poll!(&mut late).is_pending(), "queued behind the posts");
+        drop(late);
+
+        gate.notify_one();
+        let seen = remote.send_timeout(Op::Get, T).await.unwrap();
+        assert_eq!(seen, Seen { count: N, out_of_order: 0 }, "the dropped tell was not sent");
+        assert_eq!(a.stats().outbox_undelivered, 0, "a cancelled tell is not a failed delivery");
+    })
+    .await;
+}
