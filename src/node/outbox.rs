@@ -166,7 +166,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
     ///
     /// Called outside any tokio runtime, with a route made outside one too,
     /// nothing could hand a queue over: it sends what fits now, as
-    /// [`try_tell`](Self::try_tell).
+    /// [`try_tell`](Self::try_tell), and a refusal for a full window is
+    /// counted and logged as one for a full outbox.
     ///
     /// A queued message that cannot be delivered later (the actor stops, its
     /// node is lost) is counted in
@@ -222,7 +223,12 @@ impl<M: RemoteMessage> RemoteRef<M> {
         if self.pump_runtime().is_none() {
             // Nothing could hand a queue over: only what fits now goes.
             tracing::debug!(actor = %self.route.target, "posted outside a tokio runtime: not queued");
-            return self.try_tell(msg);
+            let sent = self.try_tell(msg);
+            // Refused as a full outbox would be: counted and logged.
+            if let (Err(TellError::Full(_)), Report::None, Some(node)) = (&sent, &report, self.route.node.upgrade()) {
+                self.refused(&node);
+            }
+            return sent;
         }
         let admit = if matches!(report, Report::None) { Admit::Post } else { Admit::PostQuietly };
         let outbox = self.route.lock_outbox();
