@@ -357,6 +357,44 @@ async fn a_stalled_actor_pushes_back_on_its_senders() {
     .await;
 }
 
+/// Posts queued by a runtime that then shuts down, its pump never run: the
+/// outbox is set free. What it held fails, counted, and a `tell` from
+/// another runtime afterwards goes through instead of waiting forever
+/// behind a pump that is gone.
+#[test]
+fn an_outbox_whose_runtime_shut_down_sets_its_senders_free() {
+    let main = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (a, _b, r, gated) = main.block_on(async {
+        let (a, b, b_id) = two_nodes().await;
+        let (mailbox, gated) = GatedMailbox::spawn();
+        b.export(Some("stalled"), mailbox).unwrap();
+        let r: RemoteRef<u64> = a.lookup(b_id, "stalled").await.unwrap();
+        (a, b, r, gated)
+    });
+
+    // The loop never yields, so the pump it starts on this runtime never
+    // runs before the runtime goes.
+    let posting = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    const N: u64 = 100_000;
+    posting.block_on(async {
+        for i in 0..N {
+            r.post(i).unwrap();
+        }
+    });
+    let queued = a.stats().outbox_held as u64;
+    assert!(queued > 0, "the window took all {N}: nothing was queued");
+    drop(posting);
+
+    let stats = a.stats();
+    assert_eq!(stats.outbox_held, 0, "the outbox still holds messages of a pump that is gone");
+    assert_eq!(stats.outbox_undelivered, queued, "each message it held is counted as undelivered");
+    main.block_on(within(T, async {
+        gated.gate.notify_one();
+        r.tell(N).await.unwrap();
+        eventually("the sent ones and the tell are handled", T, || gated.handled.load(SeqCst) == N - queued + 1).await;
+    }));
+}
+
 /// Sends to an actor of the same node are paced alike: `try_tell` is `Full`
 /// after 511 unhandled messages, and `tell` waits until the actor catches
 /// up: it is still pending after another actor of the node answered an ask
