@@ -444,3 +444,37 @@ async fn a_long_decode_does_not_hold_up_other_channels() {
     })
     .await;
 }
+
+/// A connection's stats count the messages and bytes each way, each once,
+/// and measure the round trip with its pings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_messages_and_bytes_and_the_round_trip() {
+    within(T, async {
+        let mut cfg = tether::Config::default();
+        cfg.ping_interval = Duration::from_millis(20);
+        let (c, s) = common::pair_with(Kind::Tcp, cfg.clone(), cfg).await;
+        let (tx, _) = c.root::<Vec<u8>, Vec<u8>>().unwrap();
+        let (_, mut rx) = s.root::<Vec<u8>, Vec<u8>>().unwrap();
+        let (c0, s0) = (c.stats(), s.stats());
+
+        const N: u64 = 100;
+        for _ in 0..N {
+            tx.send(vec![7; 1000]).await.unwrap();
+        }
+        for _ in 0..N {
+            assert_eq!(rx.recv().await.unwrap().unwrap().len(), 1000);
+        }
+        let (c1, s1) = (c.stats(), s.stats());
+        assert_eq!((c1.messages_out - c0.messages_out, s1.messages_in - s0.messages_in), (N, N));
+        assert_eq!((c1.messages_in - c0.messages_in, s1.messages_out - s0.messages_out), (0, 0));
+        let out = c1.bytes_out - c0.bytes_out;
+        assert!((N * 1000..N * 1010).contains(&out), "{out} bytes for {N} messages of 1000");
+        assert_eq!(s1.bytes_in - s0.bytes_in, out, "received as many bytes as were sent");
+
+        eventually("a ping is answered", T, || c.stats().rtt.is_some()).await;
+        let rtt = c.stats().rtt.unwrap();
+        assert!(rtt < Duration::from_secs(1), "{rtt:?}");
+        assert_eq!((c.stats().reconnects, c.stats().resumes), (0, 0));
+    })
+    .await;
+}

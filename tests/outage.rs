@@ -258,12 +258,17 @@ async fn lifecycle_events_in_order_and_giving_up() {
             assert!(matches!(ev, ConnectionEvent::Reconnecting { attempt: 1, .. }), "round {round}: {ev:?}");
             let ev = next_event(&mut events).await;
             assert!(matches!(ev, ConnectionEvent::Resumed), "round {round}: {ev:?}");
+            let stats = client.stats();
+            assert_eq!((stats.reconnects, stats.resumes), (round + 1, round + 1), "counted in the stats");
             // The session carries on.
             tx.send(round).await.unwrap();
             assert_eq!(within(Duration::from_secs(5), rx.recv()).await.unwrap(), Some(round));
             server_tx.send(round).await.unwrap();
             assert_eq!(within(Duration::from_secs(5), client_rx.recv()).await.unwrap(), Some(round));
         }
+        // Each message counted once on each side, whatever the resumes replayed.
+        let (c, s) = (client.stats(), server.stats());
+        assert_eq!((c.messages_out, c.messages_in, s.messages_out, s.messages_in), (3, 3, 3, 3));
 
         // The target disappears: every reconnection attempt fails.
         let mut events = client.events();

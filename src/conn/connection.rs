@@ -71,6 +71,24 @@ pub struct ConnectionStats {
     /// ([`Config::max_outbox`](crate::Config::max_outbox)): posts that got
     /// `Full`, such as an actix `do_send` past the cap.
     pub refused: u64,
+    /// Messages queued to the peer since the connection began (each once,
+    /// however often a resume replays it).
+    pub messages_out: u64,
+    /// Their encoded bytes.
+    pub bytes_out: u64,
+    /// Messages received from the peer.
+    pub messages_in: u64,
+    /// Their encoded bytes.
+    pub bytes_in: u64,
+    /// Round-trip time measured by the connection's pings, smoothed as TCP
+    /// smooths it; `None` until the first ping is answered (pings go every
+    /// [`Config::ping_interval`](crate::Config::ping_interval)).
+    pub rtt: Option<std::time::Duration>,
+    /// Times this side started reconnecting after its transport broke
+    /// (each attempt counts).
+    pub reconnects: u64,
+    /// Times the session was resumed on a new transport.
+    pub resumes: u64,
 }
 
 impl Connection {
@@ -218,9 +236,24 @@ impl Connection {
 
     /// Counters, for monitoring and tests.
     pub fn stats(&self) -> ConnectionStats {
-        let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, .. } = self.shared.lock().mux.stats();
-        let refused = self.shared.refused.load(std::sync::atomic::Ordering::Relaxed);
-        ConnectionStats { open_ports, send_queued, recv_buffered, replay_bytes, refused }
+        use std::sync::atomic::Ordering::Relaxed;
+        let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, totals, rtt, .. } =
+            self.shared.lock().mux.stats();
+        let shared = &self.shared;
+        ConnectionStats {
+            open_ports,
+            send_queued,
+            recv_buffered,
+            replay_bytes,
+            refused: shared.refused.load(Relaxed),
+            messages_out: totals.messages_out,
+            bytes_out: totals.bytes_out,
+            messages_in: totals.messages_in,
+            bytes_in: totals.bytes_in,
+            rtt,
+            reconnects: shared.reconnects.load(Relaxed),
+            resumes: shared.resumes.load(Relaxed),
+        }
     }
 
     /// Counts a message to the peer refused by the node above.

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     /// Posts to the peer's actors this node refused for a full outbox
     /// (counted by the node layer).
     pub(crate) refused: std::sync::atomic::AtomicU64,
+    /// Reconnection attempts and resumes, for the stats.
+    pub(crate) reconnects: std::sync::atomic::AtomicU64,
+    pub(crate) resumes: std::sync::atomic::AtomicU64,
     /// Whoever took the connection in (a node), opaque at this layer: the
     /// layers above find it again while a message decodes.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
@@ -155,6 +158,8 @@ impl Shared {
             peer_id: parts.peer_id,
             handles: AtomicUsize::new(0),
             refused: Default::default(),
+            reconnects: Default::default(),
+            resumes: Default::default(),
             owner: OnceLock::new(),
             supervisor: OnceLock::new(),
             local_id: parts.local_id,
@@ -244,9 +249,13 @@ impl Shared {
         match &event {
             ConnectionEvent::Disconnected(e) => tracing::info!(peer = %self.peer_id, error = %e, "disconnected"),
             ConnectionEvent::Reconnecting { attempt, delay } => {
+                self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::debug!(peer = %self.peer_id, attempt, ?delay, "reconnecting")
             }
-            ConnectionEvent::Resumed => tracing::info!(peer = %self.peer_id, "session resumed"),
+            ConnectionEvent::Resumed => {
+                self.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(peer = %self.peer_id, "session resumed")
+            }
             ConnectionEvent::SessionLost(why) => tracing::warn!(peer = %self.peer_id, %why, "session lost"),
         }
         let _ = self.events.send(event);

@@ -147,6 +147,21 @@ pub(crate) struct MuxStats {
     pub sent_seq: u64,
     /// Reliable frames received on this session.
     pub received_seq: u64,
+    /// Messages and bytes in and out.
+    pub totals: Totals,
+    /// Round-trip time from pings, smoothed; `None` before the first pong.
+    pub rtt: Option<Duration>,
+}
+
+/// Messages queued to the peer and received from it, since the session
+/// began: each once, however often a resume replays its frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub messages_out: u64,
+    /// Their encoded bytes (with their channel-end tables).
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub bytes_in: u64,
 }
 
 /// Connection-level settings of one mux, ours and the peer's.
@@ -234,6 +249,14 @@ pub(crate) struct Mux {
     ping_nonce: u64,
     pongs: Vec<u64>,
     ping_due: bool,
+    /// Our last ping not yet answered: its nonce and when it went out.
+    ping_sent: Option<(u64, Instant)>,
+    /// Round-trip time from pings, smoothed as TCP smooths it (7/8 of the
+    /// last estimate and 1/8 of the new sample).
+    srtt: Option<Duration>,
+
+    /// Messages and their bytes, for the stats.
+    totals: Totals,
     /// When received frames must be acknowledged even with nothing else to
     /// send, and whether that time has come.
     ack_due: Option<Instant>,
@@ -286,6 +309,9 @@ impl Mux {
             ping_nonce: 0,
             pongs: Vec::new(),
             ping_due: false,
+            ping_sent: None,
+            srtt: None,
+            totals: Totals::default(),
             ack_due: None,
             ack_now: false,
             lazy: Vec::new(),
@@ -317,6 +343,8 @@ impl Mux {
             replay_bytes: self.replay_bytes,
             sent_seq: self.sent_seq,
             received_seq: self.received_seq,
+            totals: self.totals,
+            rtt: self.srtt,
         }
     }
 
@@ -373,7 +401,10 @@ impl Mux {
                 self.on_ping(nonce);
                 Ok(())
             }
-            Frame::Pong { .. } => Ok(()),
+            Frame::Pong { nonce } => {
+                self.on_pong(nonce);
+                Ok(())
+            }
             Frame::GoAway { code, reason } => Err(MuxError::PeerClosed { code, reason }),
         }
     }

@@ -196,6 +196,7 @@ impl Mux {
     /// then queued for the handle (or dropped, if the handle is gone).
     pub(super) fn on_data(&mut self, id: PortId, flags: u8, mut payload: Bytes) -> Result<(), MuxError> {
         self.unacked_bytes += payload.len();
+        let wire_len = payload.len() as u64;
         let cost = chunk_cost(payload.len());
         if cost > self.conn_window_left {
             return Err(MuxError::CreditExceeded(0));
@@ -226,6 +227,8 @@ impl Mux {
         r.window_left -= cost;
         self.conn_window_left -= cost;
         r.assembling = if last { None } else { Some(size) };
+        self.totals.bytes_in += wire_len;
+        self.totals.messages_in += u64::from(last);
         for entry in &ports {
             self.accept_announced(*entry);
         }

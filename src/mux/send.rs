@@ -150,6 +150,8 @@ impl Mux {
         let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
         s.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
         self.send_queued += len;
+        self.totals.messages_out += 1;
+        self.totals.bytes_out += (len - MSG_OVERHEAD) as u64;
         Ok(())
     }
 

@@ -88,6 +88,20 @@ impl Mux {
         }
     }
 
+    /// The peer's `Pong`: if it answers our last ping, a round-trip sample.
+    pub(super) fn on_pong(&mut self, nonce: u64) {
+        let Some((sent_nonce, sent_at)) = self.ping_sent else { return };
+        if nonce != sent_nonce {
+            return;
+        }
+        self.ping_sent = None;
+        let sample = self.last_now.saturating_duration_since(sent_at);
+        self.srtt = Some(match self.srtt {
+            None => sample,
+            Some(srtt) => srtt * 7 / 8 + sample / 8,
+        });
+    }
+
     /// Pongs owed, then our ping if one is due.
     pub(super) fn poll_ping(&mut self, out: &mut Transmit) {
         for nonce in self.pongs.drain(..) {
@@ -97,6 +111,7 @@ impl Mux {
             self.ping_due = false;
             self.ping_nonce += 1;
             out.push(&Frame::Ping { nonce: self.ping_nonce });
+            self.ping_sent = Some((self.ping_nonce, self.last_now));
         }
     }
 
