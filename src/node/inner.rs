@@ -513,13 +513,7 @@ impl NodeInner {
         if target.node == self.id {
             let (tx, rx) = oneshot::channel();
             self.add_watcher(None, target, token, tx, Hops::default());
-            return Box::pin(async move {
-                match rx.await {
-                    Ok(Ok(exit)) => exit.into(),
-                    Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-                    _ => WatchEvent::GONE,
-                }
-            });
+            return Box::pin(async move { rx.await.map_or(WatchEvent::GONE, answered) });
         }
         // To the owner itself if connected (then without hops), now.
         let placed = self.peer(target.node).ok().and_then(|owner| {
@@ -550,10 +544,8 @@ impl NodeInner {
                 }
             };
             match rx.await {
-                // Cut again: the peer may not have.
-                Ok(Ok(exit)) => exit.bounded().into(),
-                Ok(Err(RemoteError::Forbidden)) => WatchEvent::Forbidden,
-                Ok(Err(_)) => WatchEvent::GONE,
+                // Its text was cut when it was decoded (`ActorExit`'s serde).
+                Ok(answer) => answered(answer),
                 Err(oneshot::RecvError::Connection(_)) => node.event_for(target.node),
                 // Dropped unanswered: the owner has no such actor, or the link
                 // towards it went; which one decides the event.
@@ -632,6 +624,15 @@ impl NodeInner {
             parent.stop();
             parent.stopped().await;
         }
+    }
+}
+
+/// What the owner's answer to a watch means.
+fn answered(answer: Result<ActorExit, RemoteError>) -> WatchEvent {
+    match answer {
+        Ok(exit) => exit.into(),
+        Err(RemoteError::Forbidden) => WatchEvent::Forbidden,
+        Err(_) => WatchEvent::GONE,
     }
 }
 

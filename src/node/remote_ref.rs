@@ -282,12 +282,16 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let mut cancel = std::pin::pin!(cancel);
         // Behind what was queued before it, to keep the sender's order. (The
         // common case, nothing queued, costs one uncontended lock.)
-        let before = self.route.lock_outbox().queued();
-        while self.route.lock_outbox().finished() < before {
+        let (before, mut finished) = {
+            let outbox = self.route.lock_outbox();
+            (outbox.queued(), outbox.finished())
+        };
+        while finished < before {
             let progress = self.route.progress.notified();
             let mut progress = std::pin::pin!(progress);
             progress.as_mut().enable();
-            if self.route.lock_outbox().finished() >= before {
+            finished = self.route.lock_outbox().finished();
+            if finished >= before {
                 break;
             }
             tokio::select! {
