@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::any_msg::{any_tag, tag_of, AnyMailbox, AnyMsg};
 use crate::envelope::{Envelope, Kind};
 use crate::export::AddrMailbox;
-use crate::remote_addr::{request_on, unwrap_tell, Requested, Terminated};
+use crate::remote_addr::{log_do_send, request_on, unwrap_tell, Requested, Terminated};
 use crate::{RemoteAddr, RemoteMailboxError, DEFAULT_TIMEOUT};
 
 /// The address of an actix actor that may live on another node, for every
@@ -113,17 +113,9 @@ impl RemoteActor {
         M: Message + RemoteMessage,
         M::Result: RemoteMessage,
     {
-        let result = match self.via::<M>() {
-            Ok(Via::Own(addr)) => return addr.do_send(msg),
-            Ok(Via::Shared(r)) => r.post(AnyMsg::new(Envelope(Kind::Tell { msg }))),
-            Err(error) => return tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
-        };
-        match result {
-            // A full outbox is counted and logged by the node.
-            Ok(()) | Err(TellError::Full(_)) => {}
-            Err(TellError::Unreachable { error, .. }) => {
-                tracing::debug!(actor = %self.id(), %error, "do_send: actor unreachable, message dropped")
-            }
+        match self.via::<M>() {
+            Ok(Via::Own(addr)) => addr.do_send(msg),
+            Ok(Via::Shared(r)) => log_do_send(self.id(), r.post(AnyMsg::new(Envelope(Kind::Tell { msg })))),
             Err(error) => tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
         }
     }

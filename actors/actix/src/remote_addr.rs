@@ -118,15 +118,7 @@ where
     /// [`try_send`](Self::try_send) or [`tell`](Self::tell) to have such
     /// errors returned.
     pub fn do_send(&self, msg: M) {
-        match self.rref.post(Envelope(Kind::Tell { msg })) {
-            Ok(()) => {}
-            // Counted and logged by the node.
-            Err(TellError::Full(_)) => {}
-            Err(TellError::Unreachable { error, .. }) => {
-                tracing::debug!(actor = %self.id(), %error, "do_send: actor unreachable, message dropped");
-            }
-            Err(error) => tracing::warn!(actor = %self.id(), %error, "do_send: message not sent"),
-        }
+        log_do_send(self.id(), self.rref.post(Envelope(Kind::Tell { msg })));
     }
 
     /// [`do_send`](Self::do_send), saying why a message was not accepted.
@@ -228,6 +220,19 @@ where
     /// The framework-neutral handle underneath.
     pub fn remote_ref(&self) -> &RemoteRef<Envelope<M>> {
         &self.rref
+    }
+}
+
+/// Logs what a `do_send` could not hand over, as actix would have it: a
+/// stopped actor at debug, a message that cannot be carried at warn. (A
+/// full outbox is counted and logged by the node.)
+pub(crate) fn log_do_send<T>(actor: ActorId, posted: Result<(), TellError<T>>) {
+    match posted {
+        Ok(()) | Err(TellError::Full(_)) => {}
+        Err(TellError::Unreachable { error, .. }) => {
+            tracing::debug!(%actor, %error, "do_send: actor unreachable, message dropped")
+        }
+        Err(error) => tracing::warn!(%actor, %error, "do_send: message not sent"),
     }
 }
 
