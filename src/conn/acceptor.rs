@@ -81,6 +81,7 @@ impl Acceptor {
     ) -> Result<Accepted, ConnectError> {
         let cfg = &self.inner.cfg;
         transport::tune(&io);
+        let addr = transport::peer_addr(&io);
         let mut resumed = None;
         let mut told = 0;
         let mut unknown = false;
@@ -104,7 +105,7 @@ impl Acceptor {
             }
         })
         .await
-        .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+        .inspect_err(|e| tracing::warn!(addr = addr.as_deref().unwrap_or("?"), error = %e, "handshake failed"))?;
         if let Some(shared) = resumed {
             if let Some(generation) = shared.resume(io, peer, told) {
                 if let Some(actor) = shared.supervisor.get() {
@@ -124,9 +125,18 @@ impl Acceptor {
         // Keep the session after a broken transport only for a dialer that
         // said it will come back.
         let recover = if peer.hello.resumable { Args::Linger(cfg.linger) } else { Args::None };
-        let conn =
-            Connection::start(io, cfg.clone(), Side::Server, self.inner.node_id, new_session, peer, recover, parent)
-                .await;
+        let conn = Connection::start(
+            io,
+            cfg.clone(),
+            Side::Server,
+            self.inner.node_id,
+            new_session,
+            peer,
+            recover,
+            parent,
+            addr,
+        )
+        .await;
         let mut sessions = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.upgrade().is_some_and(|s| s.lock().error.is_none()));
         sessions.insert(new_session, Arc::downgrade(conn.shared()));

@@ -130,7 +130,7 @@ impl Connection {
         let dial = dial::dialer(dial);
         let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
         let recover = Args::Dial { policy: cfg.reconnect.clone(), dial };
-        Self::dial_once(io, cfg, crate::node_id(), recover, None).await
+        Self::dial_once(io, cfg, crate::node_id(), recover, None, None).await
     }
 
     /// A connection without recovery, on behalf of the node `local`;
@@ -143,22 +143,24 @@ impl Connection {
         parent: Option<&Parent>,
     ) -> Result<Connection, ConnectError> {
         match role {
-            Role::Dial => Self::dial_once(io, cfg, local, Args::None, parent).await,
+            Role::Dial => Self::dial_once(io, cfg, local, Args::None, parent, None).await,
             Role::Accept => {
                 transport::tune(&io);
+                let addr = transport::peer_addr(&io);
                 let session = uuid::Uuid::new_v4();
-                let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0))
-                    .await
-                    .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
-                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Args::None, parent).await)
+                let peer = handshake::server(&mut io, &cfg, local.0, |_| (session, 0)).await.inspect_err(
+                    |e| tracing::warn!(addr = addr.as_deref().unwrap_or("?"), error = %e, "handshake failed"),
+                )?;
+                Ok(Self::start(io, cfg, Side::Server, local, session, peer, Args::None, parent, addr).await)
             }
         }
     }
 
-    /// A node's dial: recovery as its configuration says (validated by the
-    /// node).
+    /// A node's dial of `addr`: recovery as its configuration says
+    /// (validated by the node).
     pub(crate) async fn dial_as(
         dial: Dialer,
+        addr: String,
         cfg: Config,
         local: NodeId,
         parent: Option<&Parent>,
@@ -166,7 +168,7 @@ impl Connection {
         let io = dial::first_dial(&dial, cfg.handshake_timeout).await?;
         let recover =
             if cfg.reconnect.enabled { Args::Dial { policy: cfg.reconnect.clone(), dial } } else { Args::None };
-        Self::dial_once(io, cfg, local, recover, parent).await
+        Self::dial_once(io, cfg, local, recover, parent, Some(addr)).await
     }
 
     async fn dial_once<T: Transport>(
@@ -175,19 +177,21 @@ impl Connection {
         local: NodeId,
         recover: Args,
         parent: Option<&Parent>,
+        addr: Option<String>,
     ) -> Result<Connection, ConnectError> {
         transport::tune(&io);
+        let addr = addr.or_else(|| transport::peer_addr(&io));
         let resumable = matches!(recover, Args::Dial { .. });
         let peer = handshake::client(&mut io, &cfg, local.0, uuid::Uuid::nil(), 0, resumable)
             .await
-            .inspect_err(|e| tracing::warn!(error = %e, "handshake failed"))?;
+            .inspect_err(|e| tracing::warn!(addr = addr.as_deref().unwrap_or("?"), error = %e, "handshake failed"))?;
         let session = peer.hello.session_id;
-        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recover, parent).await)
+        Ok(Self::start(io, cfg, Side::Client, local, session, peer, recover, parent, addr).await)
     }
 
     /// Builds the connection's state after a handshake, spawns its
     /// supervisor (linked to `parent`, a node's actor, if given) and starts
-    /// driving it.
+    /// driving it. `addr` names the far end in logs.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start<T: Transport>(
         io: T,
@@ -198,6 +202,7 @@ impl Connection {
         peer: handshake::PeerHello,
         recover: Args,
         parent: Option<&Parent>,
+        addr: Option<String>,
     ) -> Connection {
         let mux_cfg = MuxConfig {
             local: cfg.hello_limits(),
@@ -208,15 +213,25 @@ impl Connection {
             ping_interval: cfg.ping_interval,
             idle_timeout: cfg.idle_timeout,
         };
+        let peer_id = NodeId(peer.hello.node_id);
+        let span = tracing::info_span!(
+            "connection",
+            peer = %peer_id,
+            peer_name = tracing::field::Empty,
+            addr = addr.as_deref().unwrap_or("?"),
+            side = side.name(),
+            %session,
+        );
         let shared = Shared::new(Parts {
             mux: Mux::new(side, mux_cfg, Instant::now()),
-            peer_id: NodeId(peer.hello.node_id),
+            peer_id,
             local_id: local,
             session,
             resumable: recover.is_resumable(),
             cfg,
+            span,
         });
-        tracing::debug!(peer = %shared.peer_id, ?side, %session, "connection established");
+        tracing::debug!(parent: &shared.span, resumable = shared.resumable(), "connection established");
         let conn = Connection::hold(shared);
         supervisor::spawn(&conn.shared, recover, parent).await;
         let generation = conn.shared.start_driver(io, peer.rest);

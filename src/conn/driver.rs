@@ -215,7 +215,7 @@ pub(crate) async fn run<T: Transport>(mut driver: Driver<T>) {
     let err = match std::panic::AssertUnwindSafe(&mut driver).catch_unwind().await {
         Ok(err) => err,
         Err(_) => {
-            tracing::error!(peer = %driver.shared.peer_id, "connection driver panicked");
+            tracing::error!(parent: &driver.shared.span, "connection driver panicked");
             ConnectionError::DriverPanicked
         }
     };

@@ -60,6 +60,10 @@ pub(crate) struct Shared {
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
     /// The actor that owns the connection's recovery.
     pub(super) supervisor: OnceLock<ractor::ActorRef<SupervisorMsg>>,
+    /// The connection's span: its driver runs in it and its events are
+    /// logged in it (fields: peer, peer_name once known, addr, side,
+    /// session).
+    pub(crate) span: tracing::Span,
 }
 
 pub(crate) struct State {
@@ -137,6 +141,7 @@ pub(super) struct Parts {
     pub(super) peer_id: NodeId,
     pub(super) session: uuid::Uuid,
     pub(super) resumable: bool,
+    pub(super) span: tracing::Span,
 }
 
 impl Shared {
@@ -167,6 +172,7 @@ impl Shared {
             resumable: parts.resumable,
             events: tokio::sync::broadcast::channel(64).0,
             cfg: parts.cfg,
+            span: parts.span,
         })
     }
 
@@ -185,7 +191,7 @@ impl Shared {
     /// A handle is gone; the last one closes the connection.
     pub(crate) fn release(&self) {
         if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            tracing::debug!(peer = %self.peer_id, "no handle left: closing");
+            tracing::debug!(parent: &self.span, "no handle left: closing");
             self.close(CLOSE_UNUSED, "nothing left to carry");
         }
     }
@@ -247,16 +253,16 @@ impl Shared {
 
     pub(super) fn emit(&self, event: ConnectionEvent) {
         match &event {
-            ConnectionEvent::Disconnected(e) => tracing::info!(peer = %self.peer_id, error = %e, "disconnected"),
+            ConnectionEvent::Disconnected(e) => tracing::info!(parent: &self.span, error = %e, "disconnected"),
             ConnectionEvent::Reconnecting { attempt, delay } => {
                 self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(peer = %self.peer_id, attempt, ?delay, "reconnecting")
+                tracing::debug!(parent: &self.span, attempt, ?delay, "reconnecting")
             }
             ConnectionEvent::Resumed => {
                 self.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(peer = %self.peer_id, "session resumed")
+                tracing::info!(parent: &self.span, "session resumed")
             }
-            ConnectionEvent::SessionLost(why) => tracing::warn!(peer = %self.peer_id, %why, "session lost"),
+            ConnectionEvent::SessionLost(why) => tracing::warn!(parent: &self.span, %why, "session lost"),
         }
         let _ = self.events.send(event);
     }
@@ -275,7 +281,8 @@ impl Shared {
         };
         // Spawned without the lock held: a runtime that is shutting down
         // drops the driver at once, and its drop takes the lock.
-        let driver = tokio::spawn(driver::run(driver::Driver::new(io, self.clone(), rest, generation))).abort_handle();
+        let run = driver::run(driver::Driver::new(io, self.clone(), rest, generation));
+        let driver = tokio::spawn(tracing::Instrument::instrument(run, self.span.clone())).abort_handle();
         let mut st = self.lock();
         if st.generation == generation && st.error.is_none() {
             st.driver = Some(driver);
@@ -297,7 +304,7 @@ impl Shared {
             st.generation += 1;
             if let Err(e) = st.mux.resume(peer.hello.resume_received, told, Instant::now()) {
                 drop(st);
-                tracing::warn!(peer = %self.peer_id, error = %e, "cannot resume");
+                tracing::warn!(parent: &self.span, error = %e, "cannot resume");
                 self.fail(ConnectionError::SessionLost(SessionLost::Mismatch));
                 return None;
             }
@@ -350,8 +357,8 @@ impl Shared {
             return;
         }
         match &err {
-            e if e.is_graceful() => tracing::debug!(peer = %self.peer_id, reason = %e, "connection closed"),
-            e => tracing::warn!(peer = %self.peer_id, error = %e, "connection failed"),
+            e if e.is_graceful() => tracing::debug!(parent: &self.span, reason = %e, "connection closed"),
+            e => tracing::warn!(parent: &self.span, error = %e, "connection failed"),
         }
         if let ConnectionError::SessionLost(why) = &err {
             let _ = self.events.send(ConnectionEvent::SessionLost(why.clone()));

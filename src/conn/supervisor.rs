@@ -148,11 +148,11 @@ async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result
     let mut io = match dial_within(dial, limit).await {
         Some(Ok(io)) => io,
         Some(Err(e)) => {
-            tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "reconnect failed");
+            tracing::debug!(parent: &shared.span, error = %e, attempt, "reconnect failed");
             return Err(None);
         }
         None => {
-            tracing::debug!(peer = %shared.peer_id, ?limit, attempt, "reconnect timed out");
+            tracing::debug!(parent: &shared.span, ?limit, attempt, "reconnect timed out");
             return Err(None);
         }
     };
@@ -161,7 +161,7 @@ async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result
     let peer = handshake::client(&mut io, &shared.cfg, shared.local_id.0, shared.session, received, true)
         .await
         .map_err(|e| {
-            tracing::debug!(peer = %shared.peer_id, error = %e, attempt, "resume handshake failed");
+            tracing::debug!(parent: &shared.span, error = %e, attempt, "resume handshake failed");
             None
         })?;
     if NodeId(peer.hello.node_id) != shared.peer_id {
@@ -199,7 +199,7 @@ pub(crate) async fn spawn(shared: &Arc<Shared>, args: Args, parent: Option<&Pare
         Err(e) => {
             // Without a supervisor the connection still ends cleanly when its
             // transport does (Shared::link_failed falls back to failing it).
-            tracing::warn!(error = %e, "cannot spawn the connection supervisor");
+            tracing::warn!(parent: &shared.span, error = %e, "cannot spawn the connection supervisor");
             return;
         }
     };

@@ -52,6 +52,14 @@ pub(crate) enum Side {
 }
 
 impl Side {
+    /// How logs name it: who dialed.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Side::Client => "dialed",
+            Side::Server => "accepted",
+        }
+    }
+
     pub(super) fn parity(self) -> u32 {
         match self {
             Side::Client => 0,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use super::control::{decides, Control, Watcher, CLOSE_DUPLICATE, CLOSE_NODE_LEFT};
 use super::directory::Directory;
@@ -196,16 +197,22 @@ impl NodeInner {
         // The other side says hello only once it has taken the connection
         // in (see `Serve::decided`), so the decider's `connect` returns to a
         // peer that already lists it.
+        let span = conn.shared().span.clone();
         if decider {
             let _ = control.try_send(Control::Hello { name: self.name.clone(), keep });
+        } else {
+            tracing::debug!(parent: &span, "the peer decides whether this connection is kept (tie-break)");
+        }
+        if decider && keep {
+            tracing::debug!(parent: &span, "connection kept: the first live one with the peer (tie-break)");
         }
         if decider && !keep {
             // The other side closes it once it has read our hello; until
             // then it is held (closing it here could cut the hello off).
-            tracing::debug!(peer = %peer_id, "second connection with the peer not kept (tie-break)");
+            tracing::debug!(parent: &span, "second connection with the peer not kept (tie-break)");
             let _ = ready_tx.send(false);
             let shutdown = self.on_shutdown(Phase::Goodbye);
-            spawn_in(&mut st.serving, async move {
+            let hold = async move {
                 let _hold = (control, incoming);
                 let limit = conn.shared().cfg.handshake_timeout;
                 tokio::select! {
@@ -213,7 +220,8 @@ impl NodeInner {
                     () = shutdown => {}
                 }
                 conn.shared().close(CLOSE_DUPLICATE, "another connection with this node is kept");
-            });
+            };
+            spawn_in(&mut st.serving, hold.instrument(span));
             return (peer_id, ready_rx);
         }
         let serve = Serve {
@@ -225,7 +233,7 @@ impl NodeInner {
             ready: Some(ready_tx),
             kept: decider,
         };
-        spawn_in(&mut st.serving, serve.run(self.on_shutdown(Phase::Goodbye)));
+        spawn_in(&mut st.serving, serve.run(self.on_shutdown(Phase::Goodbye)).instrument(span));
         (peer_id, ready_rx)
     }
 
@@ -255,12 +263,14 @@ impl NodeInner {
             }
             if let Some(id) = st.peers.live_at(&addr) {
                 if expect.is_none_or(|e| e == id) {
+                    tracing::debug!(%addr, peer = %id, "not dialing: connected already");
                     return Ok(id);
                 }
             }
         }
+        tracing::debug!(%addr, "dialing");
         let parent = self.supervisor().await;
-        let conn = Connection::dial_as(dial, cfg, self.id, parent).await?;
+        let conn = Connection::dial_as(dial, addr.clone(), cfg, self.id, parent).await?;
         self.join(conn, Some(addr)).await
     }
 
@@ -365,7 +375,7 @@ impl NodeInner {
     fn handle(&self, from: NodeId, msg: Control) {
         match msg {
             Control::Hello { name, .. } => {
-                tracing::debug!(peer = %from, ?name, "peer said hello");
+                tracing::debug!(?name, "peer said hello");
                 if let Some(name) = name {
                     self.lock().peers.named(name, from);
                     // It may have noted an older incarnation as restarted.
@@ -399,13 +409,17 @@ impl NodeInner {
         let export = match self.export_for(target.id, &token) {
             Ok(export) => export,
             Err(e) => {
-                tracing::debug!(peer = %from, actor = target.id, "route to an actor refused: forged capability");
+                tracing::debug!(actor = target.id, "route to an actor refused: forged capability");
                 return refuse(reply, e);
             }
         };
         match export {
             None => refuse(reply, RemoteError::Stopped),
-            Some(e) => e.open(tag, reply),
+            Some(e) => {
+                let span = tracing::info_span!("route", actor = target.id, %tag, %from);
+                tracing::debug!(parent: &span, "route opened");
+                e.open(tag, reply, span)
+            }
         }
     }
 
@@ -466,7 +480,7 @@ impl NodeInner {
     pub(crate) fn peer_restarted(&self, id: NodeId) {
         let conn = self.lock().peers.get(id).map(|p| p.conn.clone());
         if let Some(conn) = conn {
-            tracing::info!(peer = %id, "the cluster reports the peer restarted; its connection ends");
+            tracing::info!(parent: &conn.shared().span, "the cluster reports the peer restarted; its connection ends");
             conn.shared().fail(crate::ConnectionError::SessionLost(crate::SessionLost::PeerRestarted));
         }
     }
@@ -689,7 +703,7 @@ impl Serve {
                 Ok(Some(msg)) => msg,
                 Ok(None) | Err(crate::RecvError::Connection(_)) => break,
                 Err(e) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "bad control message");
+                    tracing::warn!(error = %e, "bad control message");
                     continue;
                 }
             };
@@ -700,6 +714,9 @@ impl Serve {
                 }
             }
             let is_hello = matches!(msg, Control::Hello { .. });
+            if let Control::Hello { name: Some(name), .. } = &msg {
+                self.conn.shared().span.record("peer_name", name.as_str());
+            }
             node.handle(self.peer, msg);
             // Only once the hello is handled (a restart of a named peer
             // noted), so that `connect` returns to a node that already knows.
@@ -727,7 +744,7 @@ impl Serve {
                 return true;
             }
         }
-        tracing::debug!(peer = %self.peer, "the peer keeps another connection with us");
+        tracing::debug!("the peer keeps another connection with us");
         self.conn.shared().close(CLOSE_DUPLICATE, "another connection with this node is kept");
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(false);

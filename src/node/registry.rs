@@ -16,7 +16,7 @@ use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
 
 /// Answers an `Open` for one facet of an export.
-type Opener = Box<dyn Fn(&Export, RawSender) + Send + Sync>;
+type Opener = Box<dyn Fn(&Export, RawSender, tracing::Span) + Send + Sync>;
 
 /// One message type an export takes.
 pub(crate) struct Facet {
@@ -52,7 +52,7 @@ impl Facet {
                 probe.stopped().now_or_never().is_some()
             }),
             exit: Box::new(move || ended.exit()),
-            open: Box::new(move |export: &Export, raw: RawSender| {
+            open: Box::new(move |export: &Export, raw: RawSender, span: tracing::Span| {
                 let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
                 // A stopped actor gets no new route, even before its node
                 // has noticed (a route refused a message and closed, and its
@@ -70,7 +70,7 @@ impl Facet {
                 let (tx, rx) = mpsc::channel::<M>(64);
                 // Owned by the export: aborted when the actor stops or the
                 // export is dropped, and ends with its route.
-                let pump = tokio::spawn(pump(rx, mb.clone()));
+                let pump = tokio::spawn(tracing::Instrument::instrument(pump(rx, mb.clone()), span));
                 pumps.retain(|p| !p.is_finished());
                 pumps.push(pump);
                 drop(guard);
@@ -140,9 +140,9 @@ impl Export {
 
     /// Answers an `Open` for messages tagged `tag` with a fresh route into
     /// the actor (`TypeMismatch` if it takes no such type).
-    pub(crate) fn open(&self, tag: String, raw: RawSender) {
+    pub(crate) fn open(&self, tag: String, raw: RawSender, span: tracing::Span) {
         match self.facet(&tag) {
-            Some(f) => (f.open)(self, raw),
+            Some(f) => (f.open)(self, raw, span),
             None => refuse(raw, RemoteError::TypeMismatch { expected: tag, found: self.tags().join(" | ") }),
         }
     }

@@ -50,6 +50,29 @@ pub(crate) fn tune<T: Transport>(io: &T) {
     }
 }
 
+/// The far end's address, for logs: TCP and Unix sockets, bare or under
+/// TLS; `None` for any other transport.
+pub(crate) fn peer_addr<T: Transport>(io: &T) -> Option<String> {
+    let io = io as &dyn Any;
+    let tcp = io.downcast_ref::<tokio::net::TcpStream>();
+    #[cfg(feature = "tls")]
+    let tcp = tcp
+        .or_else(|| io.downcast_ref::<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0))
+        .or_else(|| io.downcast_ref::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0));
+    if let Some(tcp) = tcp {
+        return tcp.peer_addr().ok().map(|a| a.to_string());
+    }
+    #[cfg(unix)]
+    if let Some(unix) = io.downcast_ref::<tokio::net::UnixStream>() {
+        let addr = unix.peer_addr().ok()?;
+        return Some(match addr.as_pathname() {
+            Some(path) => path.display().to_string(),
+            None => "unix".to_owned(),
+        });
+    }
+    None
+}
+
 /// Carried inside an `io::Error` from a transport's setup: the TLS handshake
 /// failed, so [`ConnectError::Tls`](crate::ConnectError::Tls) is reported
 /// rather than a plain I/O error.
