@@ -99,6 +99,11 @@ pub struct Config {
     /// 1,048,576: a burst of a million small messages to a slow actor is
     /// taken in whole, as actix and ractor take it locally.
     pub max_outbox: u32,
+    /// Whether this node sends the trace context of the sending span with
+    /// every message, and makes the span that delivers a received one its
+    /// child (see [`trace`](crate::trace)). Default none: nothing is added
+    /// to a message, and a context a peer sends is ignored.
+    pub trace_propagation: Option<crate::trace::TracePropagation>,
 }
 
 /// Reconnection with exponential backoff and full jitter: attempt `n` waits
@@ -165,6 +170,7 @@ impl Default for Config {
             max_handshakes: 64,
             max_pending_asks: 4096,
             max_outbox: 1 << 20,
+            trace_propagation: None,
         }
     }
 }

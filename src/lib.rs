@@ -84,6 +84,7 @@ mod conn;
 pub mod fuzz;
 mod mux;
 mod node;
+pub mod trace;
 pub mod transport;
 mod wire;
 

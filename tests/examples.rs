@@ -75,3 +75,43 @@ fn cluster_members_see_each_other_leave() {
     assert!(out.lines().any(|l| l.contains("NodeLeft")), "{out}");
     assert!(out.lines().last().is_some_and(|l| l.ends_with("the end")), "{out}");
 }
+
+/// One trace across two processes: the span that delivers a message on the
+/// owner is the child of the sender's `request`, the handler's span a child
+/// of the delivery, in OpenTelemetry's stdout format.
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn tracing_links_the_handler_to_the_sender_across_processes() {
+    let out = run("tracing");
+    assert!(out.lines().any(|l| l == "the worker answered 42"), "{out}");
+    // (name, trace id, span id, parent span id) of every span printed.
+    // A span's block starts with `Span #n`; its own fields come first, one
+    // tab in (its scope's are two in, its events' come after).
+    let mut spans = Vec::new();
+    let mut span: Option<Vec<String>> = None;
+    for line in out.lines() {
+        if line.starts_with("Span #") {
+            span = Some(Vec::new());
+            continue;
+        }
+        let (Some(fields), Some(field)) = (span.as_mut(), line.strip_prefix('\t')) else { continue };
+        let Some((key, value)) = field.split_once(" : ").map(|(k, v)| (k.trim(), v.trim())) else { continue };
+        if matches!(key, "Name" | "TraceId" | "SpanId" | "ParentSpanId") && !field.starts_with('\t') {
+            fields.push(value.to_owned());
+        }
+        if key == "ParentSpanId" {
+            let [name, trace, id, parent] = &fields[..] else { panic!("span fields {fields:?} in:\n{out}") };
+            spans.push((name.clone(), trace.clone(), id.clone(), parent.clone()));
+            span = None;
+        }
+    }
+    let request = spans.iter().find(|s| s.0 == "request").unwrap_or_else(|| panic!("no request span in:\n{out}"));
+    let receives: Vec<_> = spans.iter().filter(|s| s.0 == "receive").collect();
+    assert_eq!(receives.len(), 2, "a cast and a call: {spans:#?}");
+    for r in &receives {
+        assert_eq!((&r.1, &r.3), (&request.1, &request.2), "receive continues request: {spans:#?}");
+    }
+    let handles: Vec<_> = spans.iter().filter(|s| s.0 == "handle").collect();
+    assert_eq!(handles.len(), 2, "{spans:#?}");
+    assert!(handles.iter().all(|h| h.1 == request.1 && receives.iter().any(|r| r.2 == h.3)), "{spans:#?}");
+}

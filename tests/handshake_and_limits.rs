@@ -55,17 +55,18 @@ async fn wrong_magic_version_and_codec_name_both_sides() {
 
         // Version 1 peers predate authentication and capability tokens,
         // version 2 ones the node hello's tie-break, version 3 ones message
-        // tags, version 4 ones the reason in a watch's answer.
-        for old in [1, 2, 3, 4] {
+        // tags, version 4 ones the reason in a watch's answer, version 5
+        // ones trace contexts.
+        for old in [1, 2, 3, 4, 5] {
             let err = accept_from_raw(raw_hello(old, 1), Config::default()).await.unwrap_err();
             assert!(
-                matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 5, theirs }) if theirs == old),
+                matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 6, theirs }) if theirs == old),
                 "{err}"
             );
-            assert!(err.to_string().contains(&format!("ours 5, theirs {old}")));
+            assert!(err.to_string().contains(&format!("ours 6, theirs {old}")));
         }
 
-        let err = accept_from_raw(raw_hello(5, 2), Config::default()).await.unwrap_err();
+        let err = accept_from_raw(raw_hello(6, 2), Config::default()).await.unwrap_err();
         assert!(matches!(err, ConnectError::CodecMismatch { ours: 1, theirs: 2 }), "{err}");
         assert_eq!(err.to_string(), "codec mismatch: ours postcard (1), theirs msgpack (2)");
 
@@ -108,7 +109,7 @@ async fn garbage_ends_only_the_offending_connection() {
         let (gtx, _) = good_c.root::<u64, u64>().unwrap();
         let (_, mut grx) = good_s.root::<u64, u64>().unwrap();
 
-        let mut garbage = raw_hello(5, 1);
+        let mut garbage = raw_hello(6, 1);
         // A Data frame on a port nobody announced, then noise.
         garbage.extend_from_slice(&[1, 0x03, 0, 0, 0x10, 0x01, 0, 0, 0, 4, 1, 2, 3, 4]);
         garbage.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));

@@ -12,6 +12,7 @@ const RANKS: &[(&str, u8)] = &[
     ("codec", 0),
     ("wire", 1),
     ("config", 1),
+    ("trace", 1),
     ("mux", 2),
     ("transport", 2),
     ("conn", 3),

@@ -38,7 +38,7 @@ use serde::Serialize;
 use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
-use crate::wire::{self, End, PortEntry, PortId};
+use crate::wire::{self, End, PortEntry, PortId, TraceContext, TRACE_LEN};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
 /// the end (the mux sends `Fin` or `Stop`).
@@ -158,7 +158,12 @@ impl PortHandle {
         // the connection lock.
         if let Some(c) = state.ahead.pop_front() {
             state.ahead_bytes -= c.data.len();
-            return Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
+            return Poll::Ready(Some(Ok(RawMessage {
+                ports: c.ports,
+                trace: c.trace,
+                data: c.data,
+                tail: Vec::new(),
+            })));
         }
         let mut st = self.shared.lock();
         // Whether a whole small message is returned (see `yield_next`).
@@ -178,7 +183,12 @@ impl PortHandle {
                         }
                     }
                     single = true;
-                    break Poll::Ready(Some(Ok(RawMessage { ports: c.ports, data: c.data, tail: Vec::new() })));
+                    break Poll::Ready(Some(Ok(RawMessage {
+                        ports: c.ports,
+                        trace: c.trace,
+                        data: c.data,
+                        tail: Vec::new(),
+                    })));
                 }
                 // The mux reassembles a message of several chunks; popping
                 // its chunks only returns their credit, and the last one
@@ -186,10 +196,12 @@ impl PortHandle {
                 Pop::Chunk(mut c) => {
                     if c.first {
                         state.ports = std::mem::take(&mut c.ports);
+                        state.trace = c.trace.take();
                     }
                     if c.last {
                         let ports = std::mem::take(&mut state.ports);
-                        break Poll::Ready(Some(Ok(RawMessage { ports, data: c.data, tail: c.tail })));
+                        let trace = state.trace.take();
+                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, data: c.data, tail: c.tail })));
                     }
                 }
                 Pop::Empty => match &st.error {
@@ -250,6 +262,8 @@ pub(crate) enum SendFailure {
 pub(crate) struct RecvState {
     /// The ports carried by a message whose chunks are still arriving.
     ports: Vec<PortEntry>,
+    /// Its trace context.
+    trace: Option<Box<TraceContext>>,
     /// Whole small messages taken off the port ahead of their receive, at
     /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
     ahead: VecDeque<Chunk>,
@@ -261,6 +275,8 @@ pub(crate) struct RecvState {
     long: Option<RawMessage>,
     /// The encoded length of the last message received.
     last_len: usize,
+    /// The trace context of the last message received, until taken.
+    last_trace: Option<Box<TraceContext>>,
 }
 
 /// Decoded messages at least this large give their buffer back for the
@@ -300,6 +316,12 @@ impl RemoteRecv {
         self.state.last_len
     }
 
+    /// The trace context the message the last receive returned carried,
+    /// the first time it is asked.
+    pub(crate) fn take_trace(&mut self) -> Option<Box<TraceContext>> {
+        self.state.last_trace.take()
+    }
+
     /// The next message, decoded. A message that does not decode is
     /// reported and skipped; the channel goes on.
     pub(crate) fn poll_recv<T: DeserializeOwned>(
@@ -324,6 +346,7 @@ impl RemoteRecv {
         // connection lock.
         let data = crate::mux::join(raw.data, raw.tail);
         self.state.last_len = data.len();
+        self.state.last_trace = raw.trace;
         let res = decode(&self.port.shared, raw.ports, &data);
         self.port.reclaim(data);
         Poll::Ready(Some(res.map_err(RecvError::Decode)))
@@ -363,6 +386,7 @@ pub enum RecvError {
 /// A received message, not yet decoded.
 pub(crate) struct RawMessage {
     pub(crate) ports: Vec<PortEntry>,
+    pub(crate) trace: Option<Box<TraceContext>>,
     pub(crate) data: Bytes,
     /// Further segments of a long message (see `Chunk::tail`).
     pub(crate) tail: Vec<Bytes>,
@@ -484,7 +508,7 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
             return Err(ser_error(NO_CONTEXT));
         };
         SHARED.with(|shared| {
-            if ctx.entries.len() >= u16::MAX as usize {
+            if ctx.entries.len() >= wire::MAX_PORTS {
                 return Err(ser_error("too many channel ends in one message"));
             }
             let port = shared.lock().mux.open_port(travelling).map_err(ser_error)?;
@@ -547,10 +571,12 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     buf.extend_from_slice(&[0, 0]);
     let res = shared.codec.encode(value, &mut buf);
     let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
+    // The sender's span, if this node passes traces on (a branch otherwise).
+    let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|()| {
-        if !ctx.entries.is_empty() {
-            let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + buf.len() - 2);
-            wire::encode_table(&ctx.entries, &mut out);
+        if !ctx.entries.is_empty() || trace.is_some() {
+            let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + TRACE_LEN + buf.len() - 2);
+            wire::encode_head(&ctx.entries, trace.as_ref(), &mut out);
             out.extend_from_slice(&buf[2..]);
             out.freeze()
         } else if buf.len() > SCRATCH_KEEP {
@@ -714,8 +740,8 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
             End::Receiver => (original, twin),
         });
     }
-    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + raw.len());
-    wire::encode_table(&entries, &mut out);
+    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + TRACE_LEN + raw.len());
+    wire::encode_head(&entries, raw.trace.as_deref(), &mut out);
     for segment in std::iter::once(&raw.data).chain(&raw.tail) {
         out.extend_from_slice(segment);
     }

@@ -37,6 +37,7 @@ pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
                 next: 0,
                 local_done: false,
                 last_len: 0,
+                last_trace: None,
             }))),
         },
     )
@@ -474,6 +475,8 @@ struct LocalRecv<T> {
     /// The encoded length of the message the last receive returned (0 for
     /// one sent on this node, which is never encoded).
     last_len: usize,
+    /// The trace context it carried, until taken.
+    last_trace: Option<Box<crate::trace::TraceContext>>,
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -501,6 +504,16 @@ impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
             Some(RecvInner::Remote(r)) => r.last_len(),
             Some(RecvInner::Local(l)) => l.last_len,
             None => 0,
+        }
+    }
+
+    /// The trace context the message the last receive returned carried
+    /// (only one received from another node can carry one).
+    pub(crate) fn take_trace(&mut self) -> Option<Box<crate::trace::TraceContext>> {
+        match self.inner.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            Some(RecvInner::Remote(r)) => r.take_trace(),
+            Some(RecvInner::Local(l)) => l.last_trace.take(),
+            None => None,
         }
     }
 
@@ -533,6 +546,7 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                     Poll::Ready(Some(Ok(v))) => {
                         self.next = idx + 1;
                         self.last_len = self.remotes[idx].last_len();
+                        self.last_trace = self.remotes[idx].take_trace();
                         return Poll::Ready(Ok(Some(v)));
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -553,6 +567,7 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(v)) => {
                         self.last_len = 0;
+                        self.last_trace = None;
                         return Poll::Ready(Ok(Some(v)));
                     }
                     Poll::Ready(None) => self.local_done = true,

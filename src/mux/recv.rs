@@ -24,7 +24,7 @@ use super::credit::{chunk_cost, grant_threshold};
 use super::ports::{EndState, PeerState};
 use super::transmit::Ctl;
 use super::{Event, Mux, MuxError};
-use crate::wire::{self, PortEntry, PortId, FLAG_FIRST, FLAG_LAST};
+use crate::wire::{self, PortEntry, PortId, TraceContext, FLAG_FIRST, FLAG_LAST};
 
 /// The largest reassembly buffer a receiver keeps for its next message.
 pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
@@ -39,6 +39,8 @@ pub(crate) struct Chunk {
     /// On a first chunk: the ports the message carries. The caller owns
     /// them and must claim or close each.
     pub ports: Vec<PortEntry>,
+    /// On a first chunk: the trace context the message carries, if any.
+    pub trace: Option<Box<TraceContext>>,
     /// The message, on its last chunk; nothing on the others. The mux
     /// reassembles a message that spans several chunks as they arrive.
     pub data: Bytes,
@@ -216,7 +218,7 @@ impl Mux {
             (false, Some(n)) => n,
             _ => return Err(MuxError::ChunkOrder(id)),
         };
-        let ports = if first { wire::decode_table(&mut payload)? } else { Vec::new() };
+        let (ports, trace) = if first { wire::decode_head(&mut payload)? } else { (Vec::new(), None) };
         let size = so_far + payload.len();
         if size > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
@@ -242,7 +244,7 @@ impl Mux {
                 r.reassemble(first, last, &payload, max_message as usize)
             };
             r.buffered += cost as usize;
-            let chunk = Chunk { first, last, ports, data, tail };
+            let chunk = Chunk { first, last, ports, trace: trace.map(Box::new), data, tail };
             r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));

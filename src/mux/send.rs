@@ -50,7 +50,8 @@ pub(crate) enum SendLimit {
 /// A message ready to be sent: its bytes begin with its port table.
 #[derive(Debug)]
 pub(crate) struct OutMessage {
-    /// Port table and payload, as encoded by [`wire::encode_table`].
+    /// Head (port table, trace context) and payload, as encoded by
+    /// [`wire::encode_head`].
     pub bytes: Bytes,
     /// The local ports the table announces.
     pub ports: Vec<PortId>,
@@ -107,10 +108,10 @@ impl Mux {
         if msg.bytes.len() > max as usize {
             return Err(SendError::TooLarge { msg, max });
         }
-        // The first chunk holds the whole port table; it must fit in one
+        // The first chunk holds the whole head (port table, trace context); it must fit in one
         // frame and in the credit the peer can ever have outstanding (it
         // keeps up to a quarter of its window until the next grant).
-        let first = (wire::table_len(msg.ports.len()) as u64 + CHUNK_OVERHEAD) as u32;
+        let first = (wire::head_len(&msg.bytes) as u64 + CHUNK_OVERHEAD) as u32;
         let first_max = self.cfg.peer.max_frame.min(self.cfg.peer.port_window / 4 * 3);
         if first > first_max {
             return Err(SendError::TooLarge { msg, max: first_max });
@@ -266,8 +267,8 @@ impl Mux {
         let remaining = m.bytes.len() - m.offset;
         let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
-        let min_first = if m.offset == 0 { wire::table_len(m.ports.len()) } else { 1 };
-        // The first chunk holds the whole port table, even beyond
+        let min_first = if m.offset == 0 { wire::head_len(&m.bytes) } else { 1 };
+        // The first chunk holds the whole head, even beyond
         // chunk_size; it must still fit the credit (n <= credit below).
         let need = min_first.min(remaining);
         // Do not cut silly little chunks while waiting for credit; the

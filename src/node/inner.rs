@@ -418,7 +418,8 @@ impl NodeInner {
             Some(e) => {
                 let span = tracing::info_span!("route", actor = target.id, %tag, %from);
                 tracing::debug!(parent: &span, "route opened");
-                e.open(tag, reply, span)
+                let trace = self.cfg.trace_propagation.clone().map(|p| (p, target.id));
+                e.open(tag, reply, registry::Delivery { span, trace })
             }
         }
     }

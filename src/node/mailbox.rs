@@ -11,6 +11,7 @@ use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::chan::mpsc;
+use crate::trace::TracePropagation;
 
 /// Messages that can be sent to remote actors: anything serde can carry,
 /// including refs, channel ends and reply ports.
@@ -249,7 +250,15 @@ impl<M: 'static> Local<M> {
 /// the pump reads no more, so the route's window fills and pushes back on
 /// the senders. Ends when the route closes, when the actor refuses a
 /// message, or when `actor_stopped` aborts it.
-pub(crate) async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dyn Mailbox<M>>) {
+///
+/// With `trace` (this node's propagation, and the actor's id), a message
+/// that carries a trace context is delivered inside a span that continues
+/// the sender's trace.
+pub(crate) async fn pump<M: RemoteMessage>(
+    mut rx: mpsc::Receiver<M>,
+    mb: Arc<dyn Mailbox<M>>,
+    trace: Option<(TracePropagation, u64)>,
+) {
     let mut tracker = Tracker::default();
     loop {
         let msg = match rx.recv().await {
@@ -264,7 +273,13 @@ pub(crate) async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dy
         if let Some(handled) = tracker.wait_before(len) {
             handled.await;
         }
-        if tracker.deliver(&*mb, msg, len).is_err() {
+        let delivered = match (&trace, rx.take_trace()) {
+            (Some((propagation, actor)), Some(parent)) => {
+                propagation.receive_span(&parent, *actor).in_scope(|| tracker.deliver(&*mb, msg, len))
+            }
+            _ => tracker.deliver(&*mb, msg, len),
+        };
+        if delivered.is_err() {
             break;
         }
     }

@@ -22,6 +22,7 @@ use super::mailbox::RemoteMessage;
 use super::remote_ref::{RemoteRef, TellError};
 use super::route::Route;
 use crate::chan::mpsc;
+use tracing::Instrument;
 
 /// Most messages a `try_tell` queues on a route that is not open yet: about
 /// what a port's window takes once it is.
@@ -72,6 +73,9 @@ struct Entry<M> {
     item: Queued<M>,
     /// Who hears how its send ended.
     report: Report<M>,
+    /// The span current when it was queued, if this node propagates
+    /// traces: it is sent from inside it, so it carries its context.
+    span: Option<Box<tracing::Span>>,
 }
 
 /// Who hears how a queued message's send ended.
@@ -317,7 +321,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
             let Queued::Msg(msg) = item else { unreachable!("a held message is always admitted") };
             return Err(TellError::Full(msg));
         }
-        outbox.queue.push_back(Entry { item, report });
+        let span = node.cfg.trace_propagation.is_some().then(|| Box::new(tracing::Span::current()));
+        outbox.queue.push_back(Entry { item, report, span });
         outbox.queued += 1;
         if !outbox.pumping {
             outbox.pumping = true;
@@ -370,7 +375,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
 /// (each would only find the same).
 async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
     loop {
-        let Entry { item, report } = {
+        let Entry { item, report, span } = {
             let mut outbox = run.route.lock_outbox();
             match outbox.queue.pop_front() {
                 Some(next) => next,
@@ -390,13 +395,19 @@ async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
         if refused > 0 {
             tracing::warn!(actor = %run.route.target, refused, "outbox takes messages again; refused meanwhile");
         }
-        let sent = match item {
-            Queued::Msg(msg) => rref.deliver(msg).await,
-            // Its ends are in its encoding: it waits for room as it is.
-            Queued::Held(held) => held.send().await.map_err(|e| match e {
-                mpsc::SendError::Closed(msg) => TellError::Unreachable { msg, error: rref.lost() },
-                e => TellError::Send(e),
-            }),
+        let send = async {
+            match item {
+                Queued::Msg(msg) => rref.deliver(msg).await,
+                // Its ends are in its encoding: it waits for room as it is.
+                Queued::Held(held) => held.send().await.map_err(|e| match e {
+                    mpsc::SendError::Closed(msg) => TellError::Unreachable { msg, error: rref.lost() },
+                    e => TellError::Send(e),
+                }),
+            }
+        };
+        let sent = match span {
+            Some(span) => send.instrument(*span).await,
+            None => send.await,
         };
         // Finished with (so the counts hold) before anyone is told.
         run.in_flight = false;
@@ -467,7 +478,7 @@ impl<M> Run<M> {
         }
         self.finish(n);
         self.note_failure(error.to_string(), n);
-        for Entry { item, report } in rest {
+        for Entry { item, report, .. } in rest {
             let msg = match item {
                 Queued::Msg(msg) => msg,
                 // Its encoding (and the ends in it) discarded.

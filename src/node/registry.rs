@@ -16,7 +16,14 @@ use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
 
 /// Answers an `Open` for one facet of an export.
-type Opener = Box<dyn Fn(&Export, RawSender, tracing::Span) + Send + Sync>;
+type Opener = Box<dyn Fn(&Export, RawSender, Delivery) + Send + Sync>;
+
+/// How a new route delivers: inside its span, and continuing the senders'
+/// traces if this node propagates them (with the actor's id).
+pub(crate) struct Delivery {
+    pub(crate) span: tracing::Span,
+    pub(crate) trace: Option<(crate::trace::TracePropagation, u64)>,
+}
 
 /// One message type an export takes.
 pub(crate) struct Facet {
@@ -52,7 +59,7 @@ impl Facet {
                 probe.stopped().now_or_never().is_some()
             }),
             exit: Box::new(move || ended.exit()),
-            open: Box::new(move |export: &Export, raw: RawSender, span: tracing::Span| {
+            open: Box::new(move |export: &Export, raw: RawSender, delivery: Delivery| {
                 let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
                 // A stopped actor gets no new route, even before its node
                 // has noticed (a route refused a message and closed, and its
@@ -70,7 +77,8 @@ impl Facet {
                 let (tx, rx) = mpsc::channel::<M>(64);
                 // Owned by the export: aborted when the actor stops or the
                 // export is dropped, and ends with its route.
-                let pump = tokio::spawn(tracing::Instrument::instrument(pump(rx, mb.clone()), span));
+                let pump = pump(rx, mb.clone(), delivery.trace);
+                let pump = tokio::spawn(tracing::Instrument::instrument(pump, delivery.span));
                 pumps.retain(|p| !p.is_finished());
                 pumps.push(pump);
                 drop(guard);
@@ -140,9 +148,9 @@ impl Export {
 
     /// Answers an `Open` for messages tagged `tag` with a fresh route into
     /// the actor (`TypeMismatch` if it takes no such type).
-    pub(crate) fn open(&self, tag: String, raw: RawSender, span: tracing::Span) {
+    pub(crate) fn open(&self, tag: String, raw: RawSender, delivery: Delivery) {
         match self.facet(&tag) {
-            Some(f) => (f.open)(self, raw, span),
+            Some(f) => (f.open)(self, raw, delivery),
             None => refuse(raw, RemoteError::TypeMismatch { expected: tag, found: self.tags().join(" | ") }),
         }
     }

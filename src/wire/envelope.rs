@@ -1,15 +1,19 @@
-//! The port table that opens every message.
+//! The head that opens every message: its port table, and the trace
+//! context it may carry.
 //!
 //! The first `Data` chunk of a message starts with the ports the message
 //! carries, so that the receiving mux knows them before any frame of those
 //! ports can arrive, and can close them if the message is never read:
 //!
 //! ```text
-//!  u16 count, then count × { u32 port, u8 end }     (big-endian)
+//!  u16 word: bit 15 = traced, bits 0..15 = count
+//!  count × { u32 port, u8 end }                     (big-endian)
+//!  if traced: 16-byte trace id, 8-byte parent span id, 1 flags byte
 //! ```
 //!
 //! `end` names which end of the port travelled inside the message: 0 the
-//! sender end, 1 the receiver end. The whole table is inside the first chunk.
+//! sender end, 1 the receiver end. The trace context is W3C's `traceparent`
+//! (version 00) in binary. The whole head is inside the first chunk.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -17,6 +21,29 @@ use super::{PortId, WireError};
 
 /// Bytes of one table entry.
 pub(crate) const ENTRY_LEN: usize = 5;
+
+/// Bit 15 of the head's first word: a trace context follows the table.
+const TRACED: u16 = 0x8000;
+
+/// The most ports one message can carry (the count's 15 bits).
+pub(crate) const MAX_PORTS: usize = 0x7fff;
+
+/// Bytes of a trace context on the wire.
+pub(crate) const TRACE_LEN: usize = 25;
+
+/// Where a message sits in a distributed trace: the W3C trace context of
+/// the span that sent it (`traceparent`, version 00, without `tracestate`).
+/// See [`trace`](crate::trace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace's id.
+    pub trace_id: [u8; 16],
+    /// The id of the span that sent the message: the parent of the span
+    /// that handles it.
+    pub span_id: [u8; 8],
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+}
 
 /// Which end of a port travelled inside a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,10 +68,25 @@ pub(crate) fn table_len(n: usize) -> usize {
     2 + n * ENTRY_LEN
 }
 
-/// Writes a port table.
-pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
-    out.reserve(table_len(ports.len()));
-    out.put_u16(ports.len() as u16);
+/// Bytes the head takes at the start of `message` (an encoded message, or
+/// its first chunk): what its first chunk must hold whole.
+pub(crate) fn head_len(message: &[u8]) -> usize {
+    match message {
+        [hi, lo, ..] => {
+            let word = u16::from_be_bytes([*hi, *lo]);
+            let trace = if word & TRACED != 0 { TRACE_LEN } else { 0 };
+            table_len((word & !TRACED) as usize) + trace
+        }
+        _ => message.len(),
+    }
+}
+
+/// Writes a message's head: its port table (at most [`MAX_PORTS`]
+/// entries), then its trace context if it has one.
+pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, out: &mut BytesMut) {
+    debug_assert!(ports.len() <= MAX_PORTS);
+    out.reserve(table_len(ports.len()) + if trace.is_some() { TRACE_LEN } else { 0 });
+    out.put_u16(ports.len() as u16 | if trace.is_some() { TRACED } else { 0 });
     for p in ports {
         out.put_u32(p.port);
         out.put_u8(match p.end {
@@ -52,15 +94,29 @@ pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
             End::Receiver => 1,
         });
     }
+    if let Some(t) = trace {
+        out.put_slice(&t.trace_id);
+        out.put_slice(&t.span_id);
+        out.put_u8(t.flags);
+    }
 }
 
-/// Splits the port table off the front of a first chunk.
-pub(crate) fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
+/// Writes a port table, without a trace context.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
+    encode_head(ports, None, out);
+}
+
+/// Splits the head off the front of a first chunk: the port table, and
+/// the trace context if the message carries one.
+pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<TraceContext>), WireError> {
     if chunk.len() < 2 {
         return Err(WireError::TruncatedPortTable);
     }
-    let n = u16::from_be_bytes([chunk[0], chunk[1]]) as usize;
-    if chunk.len() < table_len(n) {
+    let word = u16::from_be_bytes([chunk[0], chunk[1]]);
+    let traced = word & TRACED != 0;
+    let n = (word & !TRACED) as usize;
+    if chunk.len() < head_len(chunk) {
         return Err(WireError::TruncatedPortTable);
     }
     chunk.advance(2);
@@ -74,7 +130,21 @@ pub(crate) fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireErro
         };
         ports.push(PortEntry { port, end });
     }
-    Ok(ports)
+    let trace = traced.then(|| {
+        let mut t = TraceContext { trace_id: [0; 16], span_id: [0; 8], flags: 0 };
+        chunk.copy_to_slice(&mut t.trace_id);
+        chunk.copy_to_slice(&mut t.span_id);
+        t.flags = chunk.get_u8();
+        t
+    });
+    Ok((ports, trace))
+}
+
+/// Splits the port table off the front of a first chunk, ignoring a trace
+/// context.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub(crate) fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
+    decode_head(chunk).map(|(ports, _)| ports)
 }
 
 #[cfg(test)]
@@ -90,6 +160,33 @@ mod tests {
         let mut chunk = buf.freeze();
         assert_eq!(decode_table(&mut chunk).unwrap(), ports);
         assert_eq!(&chunk[..], b"payload");
+    }
+
+    #[test]
+    fn a_trace_context_follows_the_table() {
+        let ports = vec![PortEntry { port: 9, end: End::Receiver }];
+        let trace = TraceContext { trace_id: [7; 16], span_id: [3; 8], flags: 1 };
+        let mut buf = BytesMut::new();
+        encode_head(&ports, Some(&trace), &mut buf);
+        assert_eq!(buf.len(), table_len(1) + TRACE_LEN);
+        assert_eq!(head_len(&buf), buf.len());
+        assert_eq!(buf[0], 0x80, "bit 15 says a trace context follows");
+        buf.extend_from_slice(b"payload");
+        let mut chunk = buf.freeze();
+        assert_eq!(decode_head(&mut chunk).unwrap(), (ports, Some(trace)));
+        assert_eq!(&chunk[..], b"payload");
+        // Without one, the head is the table alone.
+        let mut plain = BytesMut::new();
+        encode_head(&[], None, &mut plain);
+        assert_eq!(&plain[..], &[0, 0]);
+        assert_eq!(decode_head(&mut plain.freeze()).unwrap(), (vec![], None));
+    }
+
+    #[test]
+    fn a_trace_context_cut_short_is_a_truncated_head() {
+        let mut head = vec![0x80, 0];
+        head.extend_from_slice(&[1; TRACE_LEN - 1]);
+        assert_eq!(decode_head(&mut Bytes::from(head)), Err(WireError::TruncatedPortTable));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
 /// says how the actor ended (`ActorExit`), not just `Ok(())`. 4: `Open`
 /// and `Exported` carry message tags (`src/node/tag.rs`), not
 /// `std::any::type_name`.
-pub(crate) const VERSION: u16 = 5;
+pub(crate) const VERSION: u16 = 6;
 /// Hello flag: the dialer resumes the session after a broken transport.
 pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
 /// Length of the fixed part of a `Hello`.

@@ -9,13 +9,19 @@
 //!   early checks (magic, version, authentication length).
 //! - `frame.rs`: the frame header and the eight frame kinds (`Frame`), and
 //!   `FrameDecoder`, which checks a header before buffering its payload.
-//! - `envelope.rs`: the port table that opens every message.
+//! - `envelope.rs`: the head that opens every message: its port table and
+//!   its trace context, if any.
 
 mod envelope;
 mod frame;
 mod handshake;
 
-pub(crate) use envelope::{decode_table, encode_table, table_len, End, PortEntry};
+pub use envelope::TraceContext;
+pub(crate) use envelope::{decode_head, encode_head, head_len, table_len, End, PortEntry, MAX_PORTS, TRACE_LEN};
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub(crate) use envelope::decode_table;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub(crate) use envelope::encode_table;
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use handshake::HELLO_FIXED_LEN;
@@ -84,7 +90,8 @@ pub enum WireError {
         /// The port.
         port: u32,
     },
-    /// A first chunk too short for the port table it announces.
+    /// A first chunk too short for the head it announces (the port table
+    /// and the trace context).
     #[error("message port table is truncated")]
     TruncatedPortTable,
     /// A port table entry with an unknown end byte.
