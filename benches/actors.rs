@@ -77,9 +77,64 @@ use std::time::{Duration, Instant};
 
 use common::{errors_field, join, json_str, ratio, raw_rtt, sample_rtts, Bench, Lat, Progress, Res, Small};
 use serde::{Deserialize, Serialize};
-use tether::{Config, Connection, Node, NodeId, ReplyPort};
+use tether::{Connection, Node, NodeId, ReplyPort};
 
 const BENCH: Bench = Bench { tag: "actors", tether_only_env: false };
+
+/// What tracing costs: with `TETHER_BENCH_TRACE=1` (and the feature `opentelemetry`), every
+/// process-wide span goes to OpenTelemetry (sampled, exported in batches to an exporter that
+/// drops them), both nodes propagate trace contexts, and every tell is sent inside one span,
+/// so that each delivery is a span of its own on the receiving node.
+mod traced {
+    /// Whether this run traces.
+    pub(crate) fn on() -> bool {
+        cfg!(feature = "opentelemetry") && std::env::var_os("TETHER_BENCH_TRACE").is_some_and(|v| v == "1")
+    }
+
+    /// The nodes' configuration.
+    pub(crate) fn config() -> tether::Config {
+        #[allow(unused_mut)]
+        let mut cfg = tether::Config::default();
+        #[cfg(feature = "opentelemetry")]
+        if on() {
+            cfg.trace_propagation = Some(tether::trace::TracePropagation::opentelemetry());
+        }
+        cfg
+    }
+
+    /// The span the sends go in (disabled unless tracing).
+    pub(crate) fn span() -> tracing::Span {
+        if on() {
+            tracing::info_span!("bench")
+        } else {
+            tracing::Span::none()
+        }
+    }
+
+    /// Installs the subscriber, if tracing.
+    pub(crate) fn install() {
+        #[cfg(feature = "opentelemetry")]
+        if on() {
+            use opentelemetry::trace::TracerProvider as _;
+            use tracing_subscriber::layer::SubscriberExt;
+
+            #[derive(Debug)]
+            struct Drop;
+            impl opentelemetry_sdk::trace::SpanExporter for Drop {
+                async fn export(
+                    &self,
+                    _: Vec<opentelemetry_sdk::trace::SpanData>,
+                ) -> opentelemetry_sdk::error::OTelSdkResult {
+                    Ok(())
+                }
+            }
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(Drop).build();
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+            std::mem::forget(provider);
+        }
+    }
+}
 
 /// How long a single remote ask may take before it counts as failed.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -652,7 +707,7 @@ impl Setup {
         let (b, addr) = b_side
             .node
             .run(|| async {
-                let b = Node::new(Some("b"), Config::default()).unwrap();
+                let b = Node::new(Some("b"), traced::config()).unwrap();
                 let addr = b.listen("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
                 Ok((b, addr.to_string()))
             })
@@ -682,7 +737,7 @@ impl Setup {
         let (a, b_id) = a_side
             .node
             .run(move || async move {
-                let a = Node::new(Some("a"), Config::default()).unwrap();
+                let a = Node::new(Some("a"), traced::config()).unwrap();
                 let b_id = a.connect(&addr).await.map_err(|e| format!("connect: {e:?}"))?;
                 Ok((a, b_id))
             })
@@ -718,10 +773,14 @@ async fn ractor_tells(
 ) -> Res<(QueueSampler, Instant)> {
     let sampler = QueueSampler::start(conn);
     let t0 = Instant::now();
-    for i in 0..n {
-        remote.send(rac::RMsg::Tell(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
-        p.sent();
-    }
+    let sends = async {
+        for i in 0..n {
+            remote.send(rac::RMsg::Tell(Small::new(i))).await.map_err(|e| format!("send {i}: {e}"))?;
+            p.sent();
+        }
+        Ok::<_, String>(())
+    };
+    tracing::Instrument::instrument(sends, traced::span()).await?;
     Ok((sampler, t0))
 }
 
@@ -734,10 +793,14 @@ async fn actix_tells(
 ) -> Res<(QueueSampler, Instant)> {
     let sampler = QueueSampler::start(conn);
     let t0 = Instant::now();
-    for i in 0..n {
-        remote.tell(act::AMsg(Small::new(i))).await.map_err(|e| format!("tell {i}: {e}"))?;
-        p.sent();
-    }
+    let sends = async {
+        for i in 0..n {
+            remote.tell(act::AMsg(Small::new(i))).await.map_err(|e| format!("tell {i}: {e}"))?;
+            p.sent();
+        }
+        Ok::<_, String>(())
+    };
+    tracing::Instrument::instrument(sends, traced::span()).await?;
     Ok((sampler, t0))
 }
 
@@ -968,6 +1031,7 @@ fn if_receiver<T>(cases: &[(Pair, Placement)], actix: bool, measure: impl FnOnce
 }
 
 fn main() {
+    traced::install();
     let args = BENCH.args();
     let s = if args.quick { Sizes::quick() } else { Sizes::full() };
     let d = s.deadline;

@@ -308,7 +308,7 @@ impl Mux {
     /// A message that will not be sent after all (refused, or its send was
     /// cancelled): the local ports it would have announced are void.
     pub(crate) fn discard_unsent(&mut self, msg: OutMessage) {
-        self.abort_carried(&OutMsg { bytes: bytes::Bytes::new(), ports: msg.ports, offset: 0 });
+        self.abort_carried(&OutMsg { bytes: bytes::Bytes::new(), head: 0, ports: msg.ports, offset: 0 });
     }
 
     /// Queues the terminal frame (Fin or Stop) of a port whose handle is gone

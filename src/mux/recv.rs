@@ -244,7 +244,7 @@ impl Mux {
                 r.reassemble(first, last, &payload, max_message as usize)
             };
             r.buffered += cost as usize;
-            let chunk = Chunk { first, last, ports, trace: trace.map(Box::new), data, tail };
+            let chunk = Chunk { first, last, ports, trace, data, tail };
             r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));

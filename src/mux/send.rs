@@ -61,6 +61,9 @@ pub(crate) struct OutMessage {
 #[derive(Debug)]
 pub(super) struct OutMsg {
     pub(super) bytes: Bytes,
+    /// Bytes of its head (port table, trace context): what its first chunk
+    /// must hold.
+    pub(super) head: usize,
     /// Local ports announced by this message (emptied once announced).
     pub(super) ports: Vec<PortId>,
     pub(super) offset: usize,
@@ -111,7 +114,8 @@ impl Mux {
         // The first chunk holds the whole head (port table, trace context); it must fit in one
         // frame and in the credit the peer can ever have outstanding (it
         // keeps up to a quarter of its window until the next grant).
-        let first = (wire::head_len(&msg.bytes) as u64 + CHUNK_OVERHEAD) as u32;
+        let head = wire::head_len(&msg.bytes);
+        let first = (head as u64 + CHUNK_OVERHEAD) as u32;
         let first_max = self.cfg.peer.max_frame.min(self.cfg.peer.port_window / 4 * 3);
         if first > first_max {
             return Err(SendError::TooLarge { msg, max: first_max });
@@ -149,7 +153,7 @@ impl Mux {
             self.wants_transmit = true;
         }
         let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
-        s.queue.push_back(OutMsg { bytes: msg.bytes, ports: msg.ports, offset: 0 });
+        s.queue.push_back(OutMsg { bytes: msg.bytes, head, ports: msg.ports, offset: 0 });
         self.send_queued += len;
         self.totals.messages_out += 1;
         self.totals.bytes_out += (len - MSG_OVERHEAD) as u64;
@@ -267,7 +271,7 @@ impl Mux {
         let remaining = m.bytes.len() - m.offset;
         let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
-        let min_first = if m.offset == 0 { wire::head_len(&m.bytes) } else { 1 };
+        let min_first = if m.offset == 0 { m.head } else { 1 };
         // The first chunk holds the whole head, even beyond
         // chunk_size; it must still fit the credit (n <= credit below).
         let need = min_first.min(remaining);

@@ -109,11 +109,16 @@ pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
 
 /// Splits the head off the front of a first chunk: the port table, and
 /// the trace context if the message carries one.
-pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<TraceContext>), WireError> {
+pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), WireError> {
     if chunk.len() < 2 {
         return Err(WireError::TruncatedPortTable);
     }
     let word = u16::from_be_bytes([chunk[0], chunk[1]]);
+    if word == 0 {
+        // Most messages: no ports, no trace context.
+        chunk.advance(2);
+        return Ok((Vec::new(), None));
+    }
     let traced = word & TRACED != 0;
     let n = (word & !TRACED) as usize;
     if chunk.len() < head_len(chunk) {
@@ -131,7 +136,7 @@ pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<T
         ports.push(PortEntry { port, end });
     }
     let trace = traced.then(|| {
-        let mut t = TraceContext { trace_id: [0; 16], span_id: [0; 8], flags: 0 };
+        let mut t = Box::new(TraceContext { trace_id: [0; 16], span_id: [0; 8], flags: 0 });
         chunk.copy_to_slice(&mut t.trace_id);
         chunk.copy_to_slice(&mut t.span_id);
         t.flags = chunk.get_u8();
@@ -173,7 +178,7 @@ mod tests {
         assert_eq!(buf[0], 0x80, "bit 15 says a trace context follows");
         buf.extend_from_slice(b"payload");
         let mut chunk = buf.freeze();
-        assert_eq!(decode_head(&mut chunk).unwrap(), (ports, Some(trace)));
+        assert_eq!(decode_head(&mut chunk).unwrap(), (ports, Some(Box::new(trace))));
         assert_eq!(&chunk[..], b"payload");
         // Without one, the head is the table alone.
         let mut plain = BytesMut::new();

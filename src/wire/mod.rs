@@ -16,12 +16,12 @@ mod envelope;
 mod frame;
 mod handshake;
 
-pub use envelope::TraceContext;
-pub(crate) use envelope::{decode_head, encode_head, head_len, table_len, End, PortEntry, MAX_PORTS, TRACE_LEN};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use envelope::decode_table;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) use envelope::encode_table;
+pub use envelope::TraceContext;
+pub(crate) use envelope::{decode_head, encode_head, head_len, table_len, End, PortEntry, MAX_PORTS, TRACE_LEN};
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use handshake::HELLO_FIXED_LEN;
