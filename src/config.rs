@@ -99,6 +99,13 @@ pub struct Config {
     /// 1,048,576: a burst of a million small messages to a slow actor is
     /// taken in whole, as actix and ractor take it locally.
     pub max_outbox: u32,
+    /// How often a node records its counters through the `metrics` facade
+    /// (feature `metrics`; without it the field is there and unused, so
+    /// that a configuration compiles either way). Each sample reads the
+    /// node's and every live connection's stats under their locks, so its
+    /// cost grows with the peers, not with the traffic. Default 1 s: finer
+    /// than any scrape interval worth having, and nothing at rest.
+    pub metrics_interval: Duration,
 }
 
 /// Reconnection with exponential backoff and full jitter: attempt `n` waits
@@ -165,6 +172,7 @@ impl Default for Config {
             max_handshakes: 64,
             max_pending_asks: 4096,
             max_outbox: 1 << 20,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 }
@@ -199,6 +207,7 @@ impl Config {
         check(self.max_handshakes > 0, "max_handshakes must not be zero")?;
         check(self.max_pending_asks > 0, "max_pending_asks must not be zero")?;
         check(!self.handshake_timeout.is_zero(), "handshake_timeout must not be zero")?;
+        check(!self.metrics_interval.is_zero(), "metrics_interval must not be zero")?;
         Ok(())
     }
 
