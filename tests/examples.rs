@@ -75,3 +75,14 @@ fn cluster_members_see_each_other_leave() {
     assert!(out.lines().any(|l| l.contains("NodeLeft")), "{out}");
     assert!(out.lines().last().is_some_and(|l| l.ends_with("the end")), "{out}");
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_are_served_in_prometheus_format() {
+    let out = run("metrics");
+    // 30 rounds of 100 casts and a call, all delivered.
+    for line in ["tether_actor_messages_delivered_total{node=\"b\",actor=\"counter\"} 3030", "done"] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("tether_rtt_seconds{node=\"a\",peer=\"b\"} ")), "{out}");
+}
