@@ -104,6 +104,13 @@ pub struct Config {
     /// child (see [`trace`](crate::trace)). Default none: nothing is added
     /// to a message, and a context a peer sends is ignored.
     pub trace_propagation: Option<crate::trace::TracePropagation>,
+    /// How often a node records its counters through the `metrics` facade
+    /// (feature `metrics`; without it the field is there and unused, so
+    /// that a configuration compiles either way). Each sample reads the
+    /// node's and every live connection's stats under their locks, so its
+    /// cost grows with the peers, not with the traffic. Default 1 s: finer
+    /// than any scrape interval worth having, and nothing at rest.
+    pub metrics_interval: Duration,
 }
 
 /// Reconnection with exponential backoff and full jitter: attempt `n` waits
@@ -171,6 +178,7 @@ impl Default for Config {
             max_pending_asks: 4096,
             max_outbox: 1 << 20,
             trace_propagation: None,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 }
@@ -205,6 +213,7 @@ impl Config {
         check(self.max_handshakes > 0, "max_handshakes must not be zero")?;
         check(self.max_pending_asks > 0, "max_pending_asks must not be zero")?;
         check(!self.handshake_timeout.is_zero(), "handshake_timeout must not be zero")?;
+        check(!self.metrics_interval.is_zero(), "metrics_interval must not be zero")?;
         Ok(())
     }
 

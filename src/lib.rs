@@ -36,6 +36,17 @@
 //! [`RemoteRef`] carries a token only its owner can mint, so only actors
 //! exported by name or whose refs a peer was sent are reachable.
 //!
+//! What goes through is counted ([`Connection::stats`], [`Node::stats`]);
+//! with the feature `metrics` every node records these counts through the
+//! [`metrics`](https://docs.rs/metrics) facade every
+//! [`Config::metrics_interval`], labelled by node, peer and exported actor
+//! name (the README's "Metrics" lists the series). The application installs
+//! the recorder, before it makes its nodes.
+//!
+//! Features: `msgpack` (default: the MessagePack codec), `tls` (TLS and
+//! mutual TLS), `metrics`, `fault-injection` (`transport::fault`, for
+//! tests), `fuzzing` (entry points for the decoders' fuzz targets).
+//!
 //! # Example
 //!
 //! ```

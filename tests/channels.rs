@@ -475,6 +475,45 @@ async fn stats_count_messages_and_bytes_and_the_round_trip() {
         let rtt = c.stats().rtt.unwrap();
         assert!(rtt < Duration::from_secs(1), "{rtt:?}");
         assert_eq!((c.stats().reconnects, c.stats().resumes), (0, 0));
+        assert_eq!((c.stats().full, c.stats().undecodable), (0, 0));
+    })
+    .await;
+}
+
+/// A try-send that finds the send buffers full is counted in `full`, once
+/// per refusal; a message that does not decode is counted in `undecodable`,
+/// and its channel goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_sends_refused_full_and_messages_that_do_not_decode() {
+    within(T, async {
+        // A 4 KiB window and send buffer: a receiver that does not read
+        // holds up the sender after a few messages.
+        let mut cfg = tether::Config::default();
+        (cfg.chunk_size, cfg.port_window, cfg.conn_window) = (1024, 4096, 4096);
+        (cfg.send_buffer, cfg.conn_send_buffer) = (4096, 4096);
+        let (c, s) = common::pair_with(Kind::Tcp, cfg.clone(), cfg).await;
+        let (tx, mut wrong) = c.root::<Vec<u8>, bool>().unwrap();
+        let (answer, _unread) = s.root::<u8, Vec<u8>>().unwrap();
+
+        let mut accepted = 0;
+        let refused = loop {
+            match tx.try_send(vec![7; 1000]) {
+                Ok(()) => accepted += 1,
+                Err(mpsc::SendError::Full(m)) => break m,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(accepted < 100, "the window and the buffer hold no more than 8 KiB");
+        };
+        assert_eq!((c.stats().full, c.stats().messages_out), (1, accepted));
+        assert!(tx.try_send(refused).is_err());
+        assert_eq!((c.stats().full, c.stats().messages_out), (2, accepted), "each refusal counts");
+
+        // 7 is no bool: dropped and counted; the next message arrives.
+        answer.send(7).await.unwrap();
+        answer.send(1).await.unwrap();
+        assert!(matches!(wrong.recv().await, Err(tether::RecvError::Decode(_))));
+        assert!(matches!(wrong.recv().await, Ok(Some(true))));
+        assert_eq!((c.stats().undecodable, s.stats().undecodable), (1, 0));
     })
     .await;
 }

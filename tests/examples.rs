@@ -115,3 +115,14 @@ fn tracing_links_the_handler_to_the_sender_across_processes() {
     assert_eq!(handles.len(), 2, "{spans:#?}");
     assert!(handles.iter().all(|h| h.1 == request.1 && receives.iter().any(|r| r.2 == h.3)), "{spans:#?}");
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_are_served_in_prometheus_format() {
+    let out = run("metrics");
+    // 30 rounds of 100 casts and a call, all delivered.
+    for line in ["tether_actor_messages_delivered_total{node=\"b\",actor=\"counter\"} 3030", "done"] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("tether_rtt_seconds{node=\"a\",peer=\"b\"} ")), "{out}");
+}

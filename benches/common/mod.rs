@@ -95,6 +95,16 @@ impl Bench {
             // Anything else (`--bench` from cargo, libtest flags) is ignored.
         }
         eprintln!("[{}] mode: {}", self.tag, if quick { "quick" } else { "full" });
+        // Built with the `metrics` feature, TETHER_BENCH_RECORDER=1 installs a recorder
+        // (Prometheus's, without its HTTP listener), so that what the nodes record is stored as
+        // it would be in production; without it the facade drops every sample at once.
+        #[cfg(feature = "metrics")]
+        if std::env::var_os("TETHER_BENCH_RECORDER").is_some() {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no recorder installed yet");
+            eprintln!("[{}] metrics recorded (Prometheus recorder)", self.tag);
+        }
         Args { quick, filters }
     }
 

@@ -626,6 +626,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
     let Some(Ctx::Decode(ctx)) = guard.leave() else { unreachable!("context replaced during decoding") };
     discard(shared, ctx.entries.into_iter().flatten().collect());
     if let Err(e) = &res {
+        shared.undecodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
     }
     res

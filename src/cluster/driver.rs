@@ -78,6 +78,7 @@ async fn run(
     let resolver = tokio::spawn(seeds::watch(cfg.seeds.clone(), cfg.seed_interval, seed_tx));
     let _resolver = AbortOnDrop(resolver);
     let mut timers = Timers::default();
+    let mut metrics = super::metrics::Sampler::new(&node);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     tokio::pin!(closing);
     loop {
@@ -100,6 +101,7 @@ async fn run(
                     engine.publish_version(v);
                 }
             }
+            () = metrics.due() => metrics.record(&shared),
             Some(addrs) = seed_rx.recv() => {
                 for addr in addrs {
                     if !engine.is_active(addr) {

@@ -107,6 +107,7 @@ mod engine;
 mod envelope;
 mod groups;
 mod identity;
+mod metrics;
 mod names;
 mod records;
 mod seeds;

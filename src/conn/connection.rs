@@ -89,6 +89,20 @@ pub struct ConnectionStats {
     pub reconnects: u64,
     /// Times the session was resumed on a new transport.
     pub resumes: u64,
+    /// Sends refused with `Full` because the send buffers
+    /// ([`Config::send_buffer`](crate::Config::send_buffer),
+    /// [`Config::conn_send_buffer`](crate::Config::conn_send_buffer)) were
+    /// full: each `try_send` or `try_tell` that got `Full` there, each post
+    /// that went to the outbox instead, and each time a waiting `send` found
+    /// no room (it waits, and counts again if the room it was woken for is
+    /// taken first). Backpressure at work, not loss.
+    pub full: u64,
+    /// Received messages that did not decode as their channel's type
+    /// (another version of the message type, say): each was logged and
+    /// dropped, and its channel went on. A receiver of the channel saw
+    /// [`RecvError::Decode`](crate::RecvError::Decode); a message for an
+    /// exported actor is lost.
+    pub undecodable: u64,
 }
 
 impl Connection {
@@ -268,6 +282,8 @@ impl Connection {
             rtt,
             reconnects: shared.reconnects.load(Relaxed),
             resumes: shared.resumes.load(Relaxed),
+            full: totals.full,
+            undecodable: shared.undecodable.load(Relaxed),
         }
     }
 

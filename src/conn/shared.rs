@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// Reconnection attempts and resumes, for the stats.
     pub(crate) reconnects: std::sync::atomic::AtomicU64,
     pub(crate) resumes: std::sync::atomic::AtomicU64,
+    /// Received messages that did not decode (dropped), for the stats.
+    pub(crate) undecodable: std::sync::atomic::AtomicU64,
     /// Whoever took the connection in (a node), opaque at this layer: the
     /// layers above find it again while a message decodes.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
@@ -165,6 +167,7 @@ impl Shared {
             refused: Default::default(),
             reconnects: Default::default(),
             resumes: Default::default(),
+            undecodable: Default::default(),
             owner: OnceLock::new(),
             supervisor: OnceLock::new(),
             local_id: parts.local_id,

@@ -147,7 +147,7 @@ pub(crate) struct MuxStats {
     pub sent_seq: u64,
     /// Reliable frames received on this session.
     pub received_seq: u64,
-    /// Messages and bytes in and out.
+    /// Messages and bytes in and out, sends refused.
     pub totals: Totals,
     /// Round-trip time from pings, smoothed; `None` before the first pong.
     pub rtt: Option<Duration>,
@@ -162,6 +162,9 @@ pub(crate) struct Totals {
     pub bytes_out: u64,
     pub messages_in: u64,
     pub bytes_in: u64,
+    /// Sends refused with `Full` because the send buffers were (counted
+    /// on that path only).
+    pub full: u64,
 }
 
 /// Connection-level settings of one mux, ours and the peer's.

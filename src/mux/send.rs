@@ -143,6 +143,7 @@ impl Mux {
             if conn_full && !self.conn_blocked.contains(&id) {
                 self.conn_blocked.push(id);
             }
+            self.totals.full += 1;
             return Err(SendError::Full(msg));
         }
         let len = msg.bytes.len() + MSG_OVERHEAD;

@@ -20,6 +20,8 @@
 //! - `tag.rs`: the message tags compared at lookup and when a route opens.
 //! - `directory.rs`: where a node not connected to is found (the cluster
 //!   above tells), and connecting to it on demand.
+//! - `metrics.rs` (feature `metrics`): the task that records the node's
+//!   and its connections' counters through the `metrics` facade.
 
 mod any_ref;
 mod control;
@@ -28,6 +30,8 @@ mod error;
 mod inner;
 mod listener;
 mod mailbox;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 mod outbox;
 mod peers;
 mod registry;
@@ -78,7 +82,9 @@ impl std::fmt::Debug for Node {
 impl Default for Node {
     /// An unnamed node with the default configuration.
     fn default() -> Self {
-        Node { inner: Arc::new(NodeInner::new(None, Config::default())) }
+        let node = Node { inner: Arc::new(NodeInner::new(None, Config::default())) };
+        node.sample();
+        node
     }
 }
 
@@ -127,7 +133,17 @@ impl Node {
     /// The configuration is checked here, once ([`Config::validate`]).
     pub fn new(name: Option<&str>, cfg: Config) -> Result<Node, crate::ConfigError> {
         cfg.validate()?;
-        Ok(Node { inner: Arc::new(NodeInner::new(name, cfg)) })
+        let node = Node { inner: Arc::new(NodeInner::new(name, cfg)) };
+        node.sample();
+        Ok(node)
+    }
+
+    /// Starts sampling the node's metrics (feature `metrics`), unless it
+    /// has: when it is made if a runtime is at hand, else when it first
+    /// listens or connects.
+    fn sample(&self) {
+        #[cfg(feature = "metrics")]
+        metrics::start(self);
     }
 
     /// This node's identity.
@@ -172,6 +188,7 @@ impl Node {
     }
 
     async fn bind(&self, addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+        self.sample();
         if self.inner.lock().closing {
             return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "the node is shut down"));
         }
@@ -200,6 +217,7 @@ impl Node {
             let target = target.clone();
             async move { TcpStream::connect(&target[..]).await }
         });
+        self.sample();
         self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(name))
     }
 
@@ -221,12 +239,14 @@ impl Node {
         let dial = crate::conn::dialer(move || {
             crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
         });
+        self.sample();
         self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(addr))
     }
 
     /// Runs the node protocol over a transport made by other means (Unix
     /// socket, TLS, memory), in the given role of its handshake.
     pub async fn connect_with<T: Transport>(&self, io: T, role: Role) -> Result<NodeId, ConnectError> {
+        self.sample();
         if self.inner.lock().closing {
             return Err(ConnectError::NodeShutDown);
         }

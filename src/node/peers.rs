@@ -94,6 +94,20 @@ impl PeerTable {
         self.live.values().map(|p| p.conn.clone()).collect()
     }
 
+    /// Every live peer's connection, with the name the peer gave in its
+    /// hello (if it has one and no later node took it): what the metrics
+    /// read and label.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn named_connections(&self) -> Vec<(NodeId, Option<String>, Connection)> {
+        let names: HashMap<NodeId, &String> = self.named.iter().map(|(name, id)| (*id, name)).collect();
+        let name = |id: &NodeId| names.get(id).map(|n| (*n).clone());
+        self.live
+            .iter()
+            .filter(|(_, p)| p.conn.error().is_none())
+            .map(|(id, p)| (*id, name(id), p.conn.clone()))
+            .collect()
+    }
+
     /// Makes `peer` the connection to `id`; returns the one it replaces.
     pub(crate) fn insert(&mut self, id: NodeId, peer: Peer) -> Option<Peer> {
         if self.fates.remove(&id).is_some() {

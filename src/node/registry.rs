@@ -77,6 +77,8 @@ impl Facet {
                 let (tx, rx) = mpsc::channel::<M>(64);
                 // Owned by the export: aborted when the actor stops or the
                 // export is dropped, and ends with its route.
+                #[cfg(feature = "metrics")]
+                let mb = super::metrics::counted(mb.clone(), &export.delivered);
                 let pump = pump(rx, mb.clone(), delivery.trace);
                 let pump = tokio::spawn(tracing::Instrument::instrument(pump, delivery.span));
                 pumps.retain(|p| !p.is_finished());
@@ -97,6 +99,9 @@ pub(crate) struct Export {
     pumps: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     /// Who waits to hear how the actor ended, or how it did.
     watchers: Mutex<Watchers>,
+    /// Messages its pumps handed to the actor (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    delivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An export's watchers.
@@ -127,6 +132,8 @@ impl Export {
             facets,
             watchers: Mutex::new(Watchers::Waiting(Vec::new())),
             pumps: Mutex::new(Some(Vec::new())),
+            #[cfg(feature = "metrics")]
+            delivered: Default::default(),
         })
     }
 
@@ -278,6 +285,14 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.exports.len()
+    }
+
+    /// Every named export's name and the messages its pumps delivered, for
+    /// the metrics; at most one row per export (an export has one name).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn delivered(&self) -> Vec<(String, u64)> {
+        let count = |id: &u64| self.exports.get(id).map(|e| e.delivered.load(std::sync::atomic::Ordering::Relaxed));
+        self.names.iter().filter_map(|(name, id)| Some((name.clone(), count(id)?))).collect()
     }
 
     /// Every name, with its actor and the tags of the actor's message

@@ -170,6 +170,8 @@ fn tiny_messages_count_their_overhead_against_the_send_buffer() {
     };
     assert_eq!(accepted, 10);
     assert_eq!(p.client.stats().send_queued, 10 * (3 + MSG_OVERHEAD));
+    // The refusal is counted, and only it.
+    assert_eq!((p.client.stats().totals.full, p.client.stats().totals.messages_out), (1, 10));
     // A refused message given up was never counted.
     p.client.discard_unsent(refused);
     assert_eq!(p.client.stats().send_queued, 10 * (3 + MSG_OVERHEAD));
