@@ -156,7 +156,12 @@ fn a_healthy_session_is_quiet_at_info_and_explained_at_debug() {
 
         // A peer that goes is news at INFO, in its connection's span.
         b.shutdown().await;
-        common::eventually("alpha saw beta go", T, || a.peers().is_empty()).await;
+        // Awaited as the log line itself: it follows the peer table's change.
+        common::eventually("alpha logs that beta went", T, || {
+            recorder.0.lock().unwrap().iter().any(|e| e.message == "peer gone")
+        })
+        .await;
+        assert!(a.peers().is_empty());
         let after = recorder.take();
         let gone = after.iter().find(|e| e.message == "peer gone").expect("a departure is logged");
         assert_eq!(gone.level, Level::INFO);
