@@ -517,3 +517,40 @@ async fn stats_count_sends_refused_full_and_messages_that_do_not_decode() {
     })
     .await;
 }
+
+/// A receiver dropped with messages waiting counts them as unread on its
+/// connection: those it had read ahead and those the mux still held. So
+/// are the messages sent on until the sender hears of the close, each once:
+/// where it arrived, or where it waited to be sent (here, the sender's
+/// node also forwards from a local queue, since the receiver was sent on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_dropped_receiver_never_read_are_counted() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (root, _) = c.root::<mpsc::Receiver<Vec<u8>>, ()>().unwrap();
+        let (_, mut incoming) = s.root::<(), mpsc::Receiver<Vec<u8>>>().unwrap();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        root.send(rx).await.unwrap();
+        let mut rx = incoming.recv().await.unwrap().unwrap();
+        let base = s.stats().messages_in;
+        let mut sent = 0;
+        for size in [10, 100_000, 10, 10, 200_000, 10] {
+            tx.send(vec![1; size]).await.unwrap();
+            sent += 1;
+        }
+        eventually("all arrived", T, || s.stats().messages_in - base == sent).await;
+        assert_eq!(rx.recv().await.unwrap().unwrap().len(), 10);
+        assert_eq!(s.stats().unread, 0);
+        drop(rx);
+        assert_eq!(s.stats().unread, sent - 1, "five arrived and were never read");
+
+        while tx.send(vec![2; 1000]).await.is_ok() {
+            sent += 1;
+        }
+        eventually("every message is read or counted unread once", T, || {
+            1 + s.stats().unread + c.stats().unread == sent
+        })
+        .await;
+    })
+    .await;
+}

@@ -201,6 +201,7 @@ async fn counters_move_on_the_prometheus_endpoint() {
         assert_eq!(after.get("tether_exports", &[("node", "b")]), Some(2.0));
         assert_eq!(after.get("tether_sends_refused_total", &a_to_b), Some(0.0));
         assert_eq!(after.get("tether_messages_undecodable_total", &b_from_a), Some(0.0));
+        assert_eq!(after.get("tether_messages_unread_total", &b_from_a), Some(0.0));
         assert!(after.text.contains("# HELP tether_bytes_sent_total"), "described:\n{}", after.text);
 
         // Membership: each member sees the other up, and gossip flows.

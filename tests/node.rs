@@ -495,3 +495,58 @@ async fn a_ref_passed_along_five_nodes_reaches_its_actor() {
     })
     .await;
 }
+
+/// A mailbox that takes `limit` messages and refuses the rest, as an actor
+/// that has just stopped does: its first refusal is its stop.
+struct Refusing {
+    limit: u64,
+    taken: Arc<AtomicU64>,
+    stopped: Arc<Notify>,
+}
+
+impl tether::Mailbox<u64> for Refusing {
+    fn deliver(&self, msg: u64) -> Result<(), u64> {
+        if self.taken.fetch_update(SeqCst, SeqCst, |n| (n < self.limit).then_some(n + 1)).is_ok() {
+            return Ok(());
+        }
+        self.stopped.notify_one();
+        Err(msg)
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        let stopped = self.stopped.clone();
+        Box::pin(async move { stopped.notified().await })
+    }
+}
+
+/// Messages for an actor that stopped are not lost silently: each is
+/// either taken by the actor or counted as unread, once — on the node of
+/// the actor (the one in the route's hands when the actor refused it, those
+/// read ahead, those still in the mux, those that arrive after the route
+/// closed) or on the sender's (those queued when it heard of the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_an_actor_that_stopped_are_counted_unread() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let taken = Arc::new(AtomicU64::new(0));
+        b.export(Some("brief"), Refusing { limit: 3, taken: taken.clone(), stopped: Default::default() }).unwrap();
+        let r: RemoteRef<u64> = a.lookup(b_id, "brief").await.unwrap();
+        let at_b = b.connection(a.id()).unwrap();
+        assert_eq!(at_b.stats().unread, 0);
+
+        let mut sent = 0;
+        while r.tell(sent).await.is_ok() {
+            sent += 1;
+            assert!(sent < 1_000_000, "the sender hears the actor stopped");
+        }
+        assert!(sent > 3, "sent {sent}: the first refusal came after the tells went out");
+        let at_a = a.connection(b_id).unwrap();
+        eventually("every message is taken or counted unread once", Duration::from_secs(10), || {
+            taken.load(SeqCst) + at_b.stats().unread + at_a.stats().unread == sent
+        })
+        .await;
+        assert_eq!(taken.load(SeqCst), 3);
+        assert!(at_b.stats().unread > 0, "the message the actor refused");
+    })
+    .await;
+}

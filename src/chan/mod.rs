@@ -316,6 +316,11 @@ impl RemoteRecv {
         self.state.last_len
     }
 
+    /// `n` messages received here will not be read.
+    pub(crate) fn count_unread(&self, n: u64) {
+        self.port.shared.lock().mux.count_unread(n);
+    }
+
     /// The trace context the message the last receive returned carried,
     /// the first time it is asked.
     pub(crate) fn take_trace(&mut self) -> Option<Box<TraceContext>> {
@@ -356,13 +361,17 @@ impl RemoteRecv {
 impl Drop for RemoteRecv {
     fn drop(&mut self) {
         // A half-received message's ports, and those of messages read
-        // ahead, are ours to close.
+        // ahead, are ours to close; messages read ahead are never read.
         discard(&self.port.shared, std::mem::take(&mut self.state.ports));
+        let unread = self.state.ahead.len() + usize::from(self.state.long.is_some());
         for c in self.state.ahead.drain(..) {
             discard(&self.port.shared, c.ports);
         }
         if let Some(raw) = self.state.long.take() {
             discard(&self.port.shared, raw.ports);
+        }
+        if unread > 0 {
+            self.count_unread(unread as u64);
         }
     }
 }
@@ -709,9 +718,15 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
                 raw = std::future::poll_fn(|cx| from.port.poll_recv_raw(cx, &mut from.state)) => raw,
             };
             let Some(Ok(raw)) = raw else { break };
-            let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else { break };
+            // A message in hand that cannot go on is counted unread where
+            // it arrived (like those `from` still holds, when it drops).
+            let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else {
+                from.count_unread(1);
+                break;
+            };
             let mut slot = Some(msg);
             if std::future::poll_fn(|cx| to.poll_send(cx, &mut slot)).await.is_err() {
+                from.count_unread(1);
                 break;
             }
         }

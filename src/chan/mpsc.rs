@@ -38,6 +38,7 @@ pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
                 local_done: false,
                 last_len: 0,
                 last_trace: None,
+                last_from: usize::MAX,
             }))),
         },
     )
@@ -329,6 +330,15 @@ impl<T: Serialize + Send + 'static> Sender<T> {
         }
     }
 
+    /// `n` messages for this sender's remote reader were dropped unsent:
+    /// counted with its connection's
+    /// [`unread`](crate::ConnectionStats::unread).
+    fn count_unread(&self, n: u64) {
+        if let (SenderInner::Remote(port), 1..) = (&self.inner, n) {
+            port.shared.lock().mux.count_unread(n);
+        }
+    }
+
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
         match &self.inner {
@@ -477,6 +487,9 @@ struct LocalRecv<T> {
     last_len: usize,
     /// The trace context it carried, until taken.
     last_trace: Option<Box<crate::trace::TraceContext>>,
+    /// Which of `remotes` it came from (`usize::MAX`: the local channel);
+    /// valid until the next poll.
+    last_from: usize,
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -504,6 +517,29 @@ impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
             Some(RecvInner::Remote(r)) => r.last_len(),
             Some(RecvInner::Local(l)) => l.last_len,
             None => 0,
+        }
+    }
+
+    /// Closes a receiver on this node to its senders and drops what they
+    /// had queued; how many messages that was. (A remote one counts its own
+    /// when it is dropped.)
+    fn close_local(&mut self) -> usize {
+        let Some(RecvInner::Local(l)) = self.inner.get_mut().unwrap_or_else(|e| e.into_inner()) else { return 0 };
+        l.rx.close();
+        std::iter::from_fn(|| l.rx.try_recv().ok()).count()
+    }
+
+    /// The message the last receive returned was dropped unread (its actor
+    /// refused it): counted with the connection's
+    /// [`unread`](crate::ConnectionStats::unread) if it came from one.
+    pub(crate) fn count_unread(&mut self) {
+        let from = match self.inner.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            Some(RecvInner::Remote(r)) => Some(&*r),
+            Some(RecvInner::Local(l)) => l.remotes.get(l.last_from),
+            None => None,
+        };
+        if let Some(r) = from {
+            r.count_unread(1);
         }
     }
 
@@ -545,6 +581,7 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                 match self.remotes[idx].poll_recv::<T>(cx) {
                     Poll::Ready(Some(Ok(v))) => {
                         self.next = idx + 1;
+                        self.last_from = idx;
                         self.last_len = self.remotes[idx].last_len();
                         self.last_trace = self.remotes[idx].take_trace();
                         return Poll::Ready(Ok(Some(v)));
@@ -566,6 +603,7 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
             if !self.local_done {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(v)) => {
+                        self.last_from = usize::MAX;
                         self.last_len = 0;
                         self.last_trace = None;
                         return Poll::Ready(Ok(Some(v)));
@@ -642,6 +680,10 @@ where
 
 /// Moves messages from `rx` to `tx` until either side ends; this is how a
 /// channel end keeps working after it was sent on.
+///
+/// Messages its senders had handed over when the far reader closed are
+/// counted as unread on the far reader's connection: the one in hand and
+/// those still queued here.
 fn spawn_pump<T>(mut rx: Receiver<T>, tx: Sender<T>)
 where
     T: Serialize + DeserializeOwned + Send + 'static,
@@ -654,6 +696,7 @@ where
                 msg = rx.recv() => match msg {
                     Ok(Some(v)) => {
                         if tx.send(v).await.is_err() {
+                            tx.count_unread(1);
                             break;
                         }
                     }
@@ -663,5 +706,6 @@ where
                 },
             }
         }
+        tx.count_unread(rx.close_local() as u64);
     });
 }

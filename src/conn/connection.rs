@@ -103,6 +103,13 @@ pub struct ConnectionStats {
     /// [`RecvError::Decode`](crate::RecvError::Decode); a message for an
     /// exported actor is lost.
     pub undecodable: u64,
+    /// Messages between this node and the peer that no one read: their
+    /// channel's reader closed first (a route into an actor that stopped,
+    /// a dropped receiver), so they were dropped — Akka's dead letters. Each
+    /// is counted once, by the side that held it: received whole here and
+    /// not read, or queued here for the peer and never sent because the
+    /// peer's reader had closed.
+    pub unread: u64,
 }
 
 impl Connection {
@@ -284,6 +291,7 @@ impl Connection {
             resumes: shared.resumes.load(Relaxed),
             full: totals.full,
             undecodable: shared.undecodable.load(Relaxed),
+            unread: totals.unread,
         }
     }
 

@@ -165,6 +165,11 @@ pub(crate) struct Totals {
     /// Sends refused with `Full` because the send buffers were (counted
     /// on that path only).
     pub full: u64,
+    /// Messages no one will read because their reader closed its end (an
+    /// actor stopped, a channel dropped) first; each counted once, on the
+    /// side holding its last chunk then: received here (by the mux, or by
+    /// the channel for those read ahead), or queued here and never sent.
+    pub unread: u64,
 }
 
 /// Connection-level settings of one mux, ours and the peer's.
@@ -335,6 +340,12 @@ impl Mux {
     /// This side.
     pub(crate) fn side(&self) -> Side {
         self.side
+    }
+
+    /// `n` messages taken off the mux ahead of their reads will never be
+    /// read (their reader closed).
+    pub(crate) fn count_unread(&mut self, n: u64) {
+        self.totals.unread += n;
     }
 
     /// Counters.

@@ -288,6 +288,7 @@ impl Mux {
                 self.recv_buffered -= buffered;
                 self.consumed_conn(buffered);
                 for c in chunks {
+                    self.totals.unread += u64::from(c.chunk.last);
                     self.discard_ports(&c.chunk.ports);
                 }
                 self.queue_terminal(id);

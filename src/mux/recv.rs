@@ -250,6 +250,7 @@ impl Mux {
             self.notify(Event::Readable(id));
         } else {
             // Stopped here: the message will never be read.
+            self.totals.unread += u64::from(last);
             self.consumed_conn(cost as usize);
             self.discard_ports(&ports);
         }

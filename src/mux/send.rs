@@ -213,12 +213,14 @@ impl Mux {
         };
         p.peer = PeerState::Closed;
         // Nothing queued will be read: drop it (messages whose first chunk
-        // left are the peer's to clean up).
+        // left are the peer's to clean up), counted unread here, where each
+        // one's last chunk is.
         let queue: Vec<_> = s.queue.drain(..).collect();
         let partial_rest =
             queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset + MSG_OVERHEAD).sum::<usize>();
         s.queued = 0;
         self.send_queued -= partial_rest;
+        self.totals.unread += queue.len() as u64;
         for m in &queue {
             self.drop_queued(m);
         }

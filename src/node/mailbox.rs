@@ -280,6 +280,10 @@ pub(crate) async fn pump<M: RemoteMessage>(
             _ => tracker.deliver(&*mb, msg, len),
         };
         if delivered.is_err() {
+            // The actor stopped: this message, and any behind it, are
+            // counted as unread (`ConnectionStats::unread`) as they go.
+            tracing::debug!("actor stopped: route closes, the message in hand is dropped");
+            rx.count_unread();
             break;
         }
     }

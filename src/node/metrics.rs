@@ -52,6 +52,7 @@ pub(crate) mod names {
     pub(crate) const SENDS_FULL: &str = "tether_sends_full_total";
     pub(crate) const SENDS_REFUSED: &str = "tether_sends_refused_total";
     pub(crate) const UNDECODABLE: &str = "tether_messages_undecodable_total";
+    pub(crate) const UNREAD: &str = "tether_messages_unread_total";
     pub(crate) const RECONNECTS: &str = "tether_reconnects_total";
     pub(crate) const RESUMES: &str = "tether_resumes_total";
     pub(crate) const RTT: &str = "tether_rtt_seconds";
@@ -88,6 +89,7 @@ fn describe() {
     );
     describe_counter!(SENDS_REFUSED, Unit::Count, "Posts to the peer's actors refused because the outboxes were full.");
     describe_counter!(UNDECODABLE, Unit::Count, "Messages from the peer that did not decode, dropped.");
+    describe_counter!(UNREAD, Unit::Count, "Messages from the peer dropped unread: their reader closed first.");
     describe_counter!(RECONNECTS, Unit::Count, "Reconnection attempts after the transport broke.");
     describe_counter!(RESUMES, Unit::Count, "Times the session resumed on a new transport.");
     describe_gauge!(RTT, Unit::Seconds, "Round-trip time measured by pings, smoothed.");
@@ -246,6 +248,7 @@ fn record_connection(node: &Arc<str>, peer: Arc<str>, s: &ConnectionStats) {
     counter!(SENDS_FULL, &labels).absolute(s.full);
     counter!(SENDS_REFUSED, &labels).absolute(s.refused);
     counter!(UNDECODABLE, &labels).absolute(s.undecodable);
+    counter!(UNREAD, &labels).absolute(s.unread);
     counter!(RECONNECTS, &labels).absolute(s.reconnects);
     counter!(RESUMES, &labels).absolute(s.resumes);
     if let Some(rtt) = s.rtt {
