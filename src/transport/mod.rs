@@ -37,33 +37,32 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 /// under tokio-rustls's TLS streams), since the mux already batches small
 /// frames into large writes.
 pub(crate) fn tune<T: Transport>(io: &T) {
-    let io = io as &dyn Any;
-    let tcp = io.downcast_ref::<tokio::net::TcpStream>();
-    #[cfg(feature = "tls")]
-    let tcp = tcp
-        .or_else(|| io.downcast_ref::<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0))
-        .or_else(|| io.downcast_ref::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0));
-    if let Some(tcp) = tcp {
+    if let Some(tcp) = tcp_of(io) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     }
 }
 
-/// The far end's address, for logs: TCP and Unix sockets, bare or under
-/// TLS; `None` for any other transport.
-pub(crate) fn peer_addr<T: Transport>(io: &T) -> Option<String> {
+/// The TCP stream under `io`, bare or under tokio-rustls's TLS streams.
+fn tcp_of<T: Transport>(io: &T) -> Option<&tokio::net::TcpStream> {
     let io = io as &dyn Any;
     let tcp = io.downcast_ref::<tokio::net::TcpStream>();
     #[cfg(feature = "tls")]
     let tcp = tcp
         .or_else(|| io.downcast_ref::<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0))
         .or_else(|| io.downcast_ref::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>().map(|s| s.get_ref().0));
-    if let Some(tcp) = tcp {
+    tcp
+}
+
+/// The far end's address, for logs: TCP and Unix sockets, bare or under
+/// TLS; `None` for any other transport.
+pub(crate) fn peer_addr<T: Transport>(io: &T) -> Option<String> {
+    if let Some(tcp) = tcp_of(io) {
         return tcp.peer_addr().ok().map(|a| a.to_string());
     }
     #[cfg(unix)]
-    if let Some(unix) = io.downcast_ref::<tokio::net::UnixStream>() {
+    if let Some(unix) = (io as &dyn Any).downcast_ref::<tokio::net::UnixStream>() {
         let addr = unix.peer_addr().ok()?;
         return Some(match addr.as_pathname() {
             Some(path) => path.display().to_string(),
