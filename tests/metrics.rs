@@ -204,6 +204,28 @@ async fn counters_move_on_the_prometheus_endpoint() {
         assert_eq!(after.get("tether_messages_unread_total", &b_from_a), Some(0.0));
         assert!(after.text.contains("# HELP tether_bytes_sent_total"), "described:\n{}", after.text);
 
+        // A new connection to the same peer counts from zero; its series go
+        // on from where the old one's stopped, so nothing sent is missed.
+        let old = a.connection(b_id).unwrap();
+        old.close().await;
+        drop(old);
+        common::eventually("a forgets the closed connection", T, || a.peers().is_empty()).await;
+        assert_eq!(a.connect(addr).await.unwrap(), b_id);
+        let sink = a.lookup::<u64>(b_id, "sink").await.unwrap();
+        for i in 0..N {
+            sink.tell(i).await.unwrap();
+        }
+        for _ in 0..N {
+            arrived.recv().await.unwrap();
+        }
+        let after = scrape_until(http, "the second connection's messages are added", |s| {
+            moved(s, "tether_actor_messages_delivered_total", &at_sink) >= 2.0 * n
+                && moved(s, "tether_messages_sent_total", &a_to_b) >= 2.0 * n
+                && moved(s, "tether_messages_received_total", &b_from_a) >= 2.0 * n
+        })
+        .await;
+        assert_eq!(moved(&after, "tether_actor_messages_delivered_total", &at_sink), 2.0 * n, "each delivery once");
+
         // Membership: each member sees the other up, and gossip flows.
         let a_addr = a.listen("127.0.0.1:0").await.unwrap();
         let _on_b = Cluster::join(&b, addr, ClusterConfig::default()).await.unwrap();

@@ -16,7 +16,7 @@ mod sampler {
 
     use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
-    use super::super::{MemberStatus, Shared};
+    use super::super::{GossipStats, MemberStatus, Shared};
     use crate::node::metrics::node_label;
     use crate::node::NodeInner;
 
@@ -28,10 +28,13 @@ mod sampler {
     const GOSSIP_RECEIVED_BYTES: &str = "tether_gossip_received_bytes_total";
     const GOSSIP_REJECTED: &str = "tether_gossip_rejected_total";
 
-    /// When to record next, and as which node.
+    /// When to record next, as which node, and the gossip counts recorded
+    /// so far: this membership's counts start from zero, the node's series
+    /// may have counted an earlier one, so they are increased by the growth.
     pub(in super::super) struct Sampler {
         tick: tokio::time::Interval,
         node: Arc<str>,
+        recorded: GossipStats,
     }
 
     impl Sampler {
@@ -51,7 +54,7 @@ mod sampler {
             };
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            Sampler { tick, node }
+            Sampler { tick, node, recorded: GossipStats::default() }
         }
 
         /// Resolves when the next sample is due.
@@ -60,7 +63,7 @@ mod sampler {
         }
 
         /// Records the view and the gossip counters `shared` publishes.
-        pub(in super::super) fn record(&self, shared: &Shared) {
+        pub(in super::super) fn record(&mut self, shared: &Shared) {
             let (up, down, stats) = {
                 let p = shared.lock();
                 let count = |status| p.members.iter().filter(|m| m.status == status).count();
@@ -69,11 +72,13 @@ mod sampler {
             let labels = [("node", self.node.clone())];
             gauge!(MEMBERS, &labels).set(up as f64);
             gauge!(MEMBERS_DOWN, &labels).set(down as f64);
-            counter!(GOSSIP_SENT, &labels).absolute(stats.sent);
-            counter!(GOSSIP_SENT_BYTES, &labels).absolute(stats.sent_bytes);
-            counter!(GOSSIP_RECEIVED, &labels).absolute(stats.received);
-            counter!(GOSSIP_RECEIVED_BYTES, &labels).absolute(stats.received_bytes);
-            counter!(GOSSIP_REJECTED, &labels).absolute(stats.rejected);
+            let before = std::mem::replace(&mut self.recorded, stats);
+            let grew = |now: u64, then: u64| now.saturating_sub(then);
+            counter!(GOSSIP_SENT, &labels).increment(grew(stats.sent, before.sent));
+            counter!(GOSSIP_SENT_BYTES, &labels).increment(grew(stats.sent_bytes, before.sent_bytes));
+            counter!(GOSSIP_RECEIVED, &labels).increment(grew(stats.received, before.received));
+            counter!(GOSSIP_RECEIVED_BYTES, &labels).increment(grew(stats.received_bytes, before.received_bytes));
+            counter!(GOSSIP_REJECTED, &labels).increment(grew(stats.rejected, before.rejected));
         }
     }
 }
@@ -97,6 +102,6 @@ mod off {
             std::future::pending().await
         }
 
-        pub(in super::super) fn record(&self, _: &Shared) {}
+        pub(in super::super) fn record(&mut self, _: &Shared) {}
     }
 }

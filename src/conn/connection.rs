@@ -33,6 +33,45 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
+/// A connection's counters, readable after it ended (it does not hold the
+/// connection open as a [`Connection`] handle does).
+#[cfg(feature = "metrics")]
+pub(crate) struct Counters(Arc<Shared>);
+
+#[cfg(feature = "metrics")]
+impl Counters {
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        stats_of(&self.0)
+    }
+
+    /// Tells one connection from another for as long as this is held.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
+fn stats_of(shared: &Shared) -> ConnectionStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, totals, rtt, .. } = shared.lock().mux.stats();
+    ConnectionStats {
+        open_ports,
+        send_queued,
+        recv_buffered,
+        replay_bytes,
+        refused: shared.refused.load(Relaxed),
+        messages_out: totals.messages_out,
+        bytes_out: totals.bytes_out,
+        messages_in: totals.messages_in,
+        bytes_in: totals.bytes_in,
+        rtt,
+        reconnects: shared.reconnects.load(Relaxed),
+        resumes: shared.resumes.load(Relaxed),
+        full: totals.full,
+        undecodable: shared.undecodable.load(Relaxed),
+        unread: totals.unread,
+    }
+}
+
 impl Clone for Connection {
     fn clone(&self) -> Self {
         Connection::hold(self.shared.clone())
@@ -272,27 +311,14 @@ impl Connection {
 
     /// Counters, for monitoring and tests.
     pub fn stats(&self) -> ConnectionStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let MuxStats { open_ports, send_queued, recv_buffered, replay_bytes, totals, rtt, .. } =
-            self.shared.lock().mux.stats();
-        let shared = &self.shared;
-        ConnectionStats {
-            open_ports,
-            send_queued,
-            recv_buffered,
-            replay_bytes,
-            refused: shared.refused.load(Relaxed),
-            messages_out: totals.messages_out,
-            bytes_out: totals.bytes_out,
-            messages_in: totals.messages_in,
-            bytes_in: totals.bytes_in,
-            rtt,
-            reconnects: shared.reconnects.load(Relaxed),
-            resumes: shared.resumes.load(Relaxed),
-            full: totals.full,
-            undecodable: shared.undecodable.load(Relaxed),
-            unread: totals.unread,
-        }
+        stats_of(&self.shared)
+    }
+
+    /// Reads this connection's counters without holding it open: for a
+    /// sampler that reads them once more after the connection ended.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counters(&self) -> Counters {
+        Counters(self.shared.clone())
     }
 
     /// Counts a message to the peer refused by the node above.

@@ -29,6 +29,8 @@ mod shared;
 mod supervisor;
 
 pub use acceptor::{Accepted, Acceptor};
+#[cfg(feature = "metrics")]
+pub(crate) use connection::Counters;
 pub use connection::{Connection, ConnectionStats, Role};
 pub(crate) use dial::{dialer, Dialer};
 pub use error::{ConnectError, ConnectionError, SessionLost};

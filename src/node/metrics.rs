@@ -5,8 +5,12 @@
 //! export's pumps deliver through a [`Counted`] mailbox, one relaxed add
 //! per message; one task per node, the sampler, reads those counts every
 //! [`Config::metrics_interval`](crate::Config::metrics_interval) and
-//! records them: counters as absolute values, gauges set. Its cost is per
-//! sample and per live peer, never per message.
+//! records them: gauges set, counters increased by what they grew since
+//! the last sample. (The counts start from zero with each connection and
+//! export; the series outlive them, and a metrics counter only goes up. A
+//! connection or export that ended is read once more, so its last interval
+//! counts too.) Its cost is per sample and per live peer, never per
+//! message.
 //!
 //! Every series is labelled `node` (this node's name, or its id if it has
 //! none); a connection's series also `peer` (the name the peer gave, else
@@ -22,7 +26,7 @@
 //! the node weakly, and ends when shutdown begins (after a last sample) or
 //! the node is dropped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -32,6 +36,7 @@ use futures::future::BoxFuture;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
 use super::{ActorExit, Mailbox, Node, NodeInner, NodeStats, Phase, RemoteMessage};
+use crate::conn::Counters;
 use crate::{ConnectionStats, NodeId};
 
 /// The names of the node's series, with their units and help texts: the
@@ -169,7 +174,13 @@ pub(crate) fn node_label(inner: &NodeInner) -> Arc<str> {
 /// node is gone.
 async fn run(node: Weak<NodeInner>, label: Arc<str>, every: Duration, closing: impl Future<Output = ()>) {
     describe();
-    let mut sampler = Sampler { node: label, unnamed: HashSet::new() };
+    let mut sampler = Sampler {
+        node: label,
+        unnamed: HashSet::new(),
+        node_counts: Default::default(),
+        conns: HashMap::new(),
+        exports: HashMap::new(),
+    };
     let mut tick = tokio::time::interval(every);
     // A late tick is late, not several: the next sample reads the same counters.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,6 +204,68 @@ struct Sampler {
     node: Arc<str>,
     /// Live peers the last sample saw without a name.
     unnamed: HashSet<NodeId>,
+    /// The node's counters last time.
+    node_counts: [u64; NODE_COUNTERS.len()],
+    /// Each connection recorded last time ([`Counters::key`]).
+    conns: HashMap<usize, Sampled<Counters, { CONN_COUNTERS.len() }>>,
+    /// Each named export recorded last time, by its count's address.
+    exports: HashMap<usize, Sampled<Arc<AtomicU64>, 1>>,
+}
+
+/// A source of counts as the last sample left it.
+struct Sampled<S, const N: usize> {
+    source: S,
+    labels: [(&'static str, Arc<str>); 2],
+    counts: [u64; N],
+}
+
+/// The counters of a node, in the order [`node_counts`] reads them.
+const NODE_COUNTERS: [&str; 2] = [OUTBOX_REFUSED, OUTBOX_UNDELIVERED];
+
+fn node_counts(s: &NodeStats) -> [u64; NODE_COUNTERS.len()] {
+    [s.outbox_refused, s.outbox_undelivered]
+}
+
+/// The counters of a connection, in the order [`conn_counts`] reads them.
+const CONN_COUNTERS: [&str; 10] = [
+    MESSAGES_SENT,
+    MESSAGES_RECEIVED,
+    BYTES_SENT,
+    BYTES_RECEIVED,
+    SENDS_FULL,
+    SENDS_REFUSED,
+    UNDECODABLE,
+    UNREAD,
+    RECONNECTS,
+    RESUMES,
+];
+
+fn conn_counts(s: &ConnectionStats) -> [u64; CONN_COUNTERS.len()] {
+    [
+        s.messages_out,
+        s.messages_in,
+        s.bytes_out,
+        s.bytes_in,
+        s.full,
+        s.refused,
+        s.undecodable,
+        s.unread,
+        s.reconnects,
+        s.resumes,
+    ]
+}
+
+/// Increases each of `names`' series by what its count grew since `before`
+/// (by 0 too: the series is there from the first sample).
+fn increase<const N: usize>(
+    names: &[&'static str; N],
+    labels: &[(&'static str, Arc<str>)],
+    before: &[u64; N],
+    now: &[u64; N],
+) {
+    for ((name, before), now) in names.iter().zip(before).zip(now) {
+        counter!(*name, labels).increment(now.saturating_sub(*before));
+    }
 }
 
 impl Sampler {
@@ -202,7 +275,17 @@ impl Sampler {
             let st = node.inner().lock();
             (st.peers.named_connections(), st.registry.delivered())
         };
-        record_node(&self.node, &node.stats());
+        let stats = node.stats();
+        let labels = [("node", self.node.clone())];
+        gauge!(PEERS, &labels).set(stats.peers as f64);
+        gauge!(EXPORTS, &labels).set(stats.exports as f64);
+        gauge!(ROUTES, &labels).set(stats.routes as f64);
+        gauge!(OUTBOX_HELD, &labels).set(stats.outbox_held as f64);
+        let counts = node_counts(&stats);
+        increase(&NODE_COUNTERS, &labels, &self.node_counts, &counts);
+        self.node_counts = counts;
+
+        let mut conns = HashMap::with_capacity(peers.len());
         let mut unnamed = HashSet::new();
         for (id, name, conn) in peers {
             // A peer is named by its hello, which may come a little after
@@ -219,45 +302,45 @@ impl Sampler {
                     id.to_string().into()
                 }
             };
-            record_connection(&self.node, peer, &conn.stats());
+            let source = conn.counters();
+            let key = source.key();
+            let before = self.conns.remove(&key).map_or([0; CONN_COUNTERS.len()], |c| c.counts);
+            let labels = [("node", self.node.clone()), ("peer", peer)];
+            let s = source.stats();
+            record_gauges(&labels, &s);
+            let counts = conn_counts(&s);
+            increase(&CONN_COUNTERS, &labels, &before, &counts);
+            conns.insert(key, Sampled { source, labels, counts });
         }
         self.unnamed = unnamed;
-        for (actor, count) in delivered {
+        // Connections that ended since: what they counted last.
+        for (_, gone) in std::mem::replace(&mut self.conns, conns) {
+            increase(&CONN_COUNTERS, &gone.labels, &gone.counts, &conn_counts(&gone.source.stats()));
+        }
+
+        let mut exports = HashMap::with_capacity(delivered.len());
+        for (actor, source) in delivered {
+            let key = Arc::as_ptr(&source) as usize;
+            let before = self.exports.remove(&key).map_or([0], |e| e.counts);
             let labels = [("node", self.node.clone()), ("actor", actor.into())];
-            counter!(DELIVERED, &labels).absolute(count);
+            let counts = [source.load(Ordering::Relaxed)];
+            increase(&[DELIVERED], &labels, &before, &counts);
+            exports.insert(key, Sampled { source, labels, counts });
+        }
+        for (_, gone) in std::mem::replace(&mut self.exports, exports) {
+            increase(&[DELIVERED], &gone.labels, &gone.counts, &[gone.source.load(Ordering::Relaxed)]);
         }
     }
 }
 
-fn record_node(node: &Arc<str>, s: &NodeStats) {
-    let labels = [("node", node.clone())];
-    gauge!(PEERS, &labels).set(s.peers as f64);
-    gauge!(EXPORTS, &labels).set(s.exports as f64);
-    gauge!(ROUTES, &labels).set(s.routes as f64);
-    gauge!(OUTBOX_HELD, &labels).set(s.outbox_held as f64);
-    counter!(OUTBOX_REFUSED, &labels).absolute(s.outbox_refused);
-    counter!(OUTBOX_UNDELIVERED, &labels).absolute(s.outbox_undelivered);
-}
-
-fn record_connection(node: &Arc<str>, peer: Arc<str>, s: &ConnectionStats) {
-    let labels = [("node", node.clone()), ("peer", peer)];
-    counter!(MESSAGES_SENT, &labels).absolute(s.messages_out);
-    counter!(MESSAGES_RECEIVED, &labels).absolute(s.messages_in);
-    counter!(BYTES_SENT, &labels).absolute(s.bytes_out);
-    counter!(BYTES_RECEIVED, &labels).absolute(s.bytes_in);
-    counter!(SENDS_FULL, &labels).absolute(s.full);
-    counter!(SENDS_REFUSED, &labels).absolute(s.refused);
-    counter!(UNDECODABLE, &labels).absolute(s.undecodable);
-    counter!(UNREAD, &labels).absolute(s.unread);
-    counter!(RECONNECTS, &labels).absolute(s.reconnects);
-    counter!(RESUMES, &labels).absolute(s.resumes);
+fn record_gauges(labels: &[(&'static str, Arc<str>)], s: &ConnectionStats) {
     if let Some(rtt) = s.rtt {
-        gauge!(RTT, &labels).set(rtt.as_secs_f64());
+        gauge!(RTT, labels).set(rtt.as_secs_f64());
     }
-    gauge!(SEND_QUEUED, &labels).set(s.send_queued as f64);
-    gauge!(RECV_BUFFERED, &labels).set(s.recv_buffered as f64);
-    gauge!(REPLAY, &labels).set(s.replay_bytes as f64);
-    gauge!(OPEN_PORTS, &labels).set(s.open_ports as f64);
+    gauge!(SEND_QUEUED, labels).set(s.send_queued as f64);
+    gauge!(RECV_BUFFERED, labels).set(s.recv_buffered as f64);
+    gauge!(REPLAY, labels).set(s.replay_bytes as f64);
+    gauge!(OPEN_PORTS, labels).set(s.open_ports as f64);
 }
 
 #[cfg(test)]

@@ -287,11 +287,12 @@ impl Registry {
         self.exports.len()
     }
 
-    /// Every named export's name and the messages its pumps delivered, for
-    /// the metrics; at most one row per export (an export has one name).
+    /// Every named export's name and the count of messages its pumps
+    /// delivered, for the metrics; at most one row per export (an export
+    /// has one name).
     #[cfg(feature = "metrics")]
-    pub(crate) fn delivered(&self) -> Vec<(String, u64)> {
-        let count = |id: &u64| self.exports.get(id).map(|e| e.delivered.load(std::sync::atomic::Ordering::Relaxed));
+    pub(crate) fn delivered(&self) -> Vec<(String, Arc<std::sync::atomic::AtomicU64>)> {
+        let count = |id: &u64| self.exports.get(id).map(|e| e.delivered.clone());
         self.names.iter().filter_map(|(name, id)| Some((name.clone(), count(id)?))).collect()
     }
 
