@@ -4,15 +4,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::counter::{counter, Count};
-use common::within;
+use common::{within, TaskMailbox};
+use futures::future::BoxFuture;
 use tether::{Config, Node, RemoteRef};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
+use tracing::Instrument;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -93,16 +95,32 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     }
 }
 
+/// A mailbox that notes the span current when each message is handed over.
+struct Noting<M>(TaskMailbox<M>, Arc<Mutex<BTreeSet<String>>>);
+
+impl<M: Send + 'static> tether::Mailbox<M> for Noting<M> {
+    fn deliver(&self, msg: M) -> Result<(), M> {
+        let current = tracing::Span::current().metadata().map_or("none", |m| m.name());
+        self.1.lock().unwrap().insert(current.to_owned());
+        self.0.deliver(msg)
+    }
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        self.0.stopped()
+    }
+}
+
 /// A healthy session logs nothing at INFO or above, and at DEBUG explains
 /// each connection decision inside the connection's span (peer id, then the
 /// peer's name once it said hello, address, side); a route's events sit in
-/// the route's span.
+/// the route's span. Those spans are roots: a request that dials does not
+/// become the parent of the connection (which would hold it open for the
+/// connection's life), and a handler does not run inside its route's span.
 #[test]
 fn a_healthy_session_is_quiet_at_info_and_explained_at_debug() {
     let recorder = Recorder::default();
     let subscriber =
         tracing_subscriber::registry().with(recorder.clone().with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target().starts_with("tether") && *m.level() <= Level::DEBUG
+            (m.target().starts_with("tether") || m.target() == "observability") && *m.level() <= Level::DEBUG
         })));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this test binary");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -112,9 +130,16 @@ fn a_healthy_session_is_quiet_at_info_and_explained_at_debug() {
         let a = Node::new(Some("alpha"), cfg.clone()).unwrap();
         let b = Node::new(Some("beta"), cfg).unwrap();
         let addr = b.listen("127.0.0.1:0").await.unwrap();
-        b.export(Some("counter"), counter()).unwrap();
-        let b_id = a.connect(&addr.to_string()).await.unwrap();
-        let r: RemoteRef<Count> = a.lookup(b_id, "counter").await.unwrap();
+        let handed_over_in = Arc::new(Mutex::new(BTreeSet::new()));
+        b.export(Some("counter"), Noting(counter(), handed_over_in.clone())).unwrap();
+        let request = tracing::info_span!("request");
+        let (b_id, r) = async {
+            let b_id = a.connect(&addr.to_string()).await.unwrap();
+            let r: RemoteRef<Count> = a.lookup(b_id, "counter").await.unwrap();
+            (b_id, r)
+        }
+        .instrument(request)
+        .await;
         for n in 0..100 {
             r.tell(Count::Num(n)).await.unwrap();
         }
@@ -127,6 +152,11 @@ fn a_healthy_session_is_quiet_at_info_and_explained_at_debug() {
         assert!(loud.is_empty(), "a healthy session logged at INFO or above: {loud:#?}");
 
         let dial = healthy.iter().find(|e| e.message == "dialing").expect("the dial is explained");
+        assert!(dial.span("request").is_some(), "dialing is the request's doing: {dial:#?}");
+        let leaked: Vec<_> =
+            healthy.iter().filter(|e| e.span("connection").is_some() && e.span("request").is_some()).collect();
+        assert!(leaked.is_empty(), "the connection's span is a root: {leaked:#?}");
+        assert_eq!(*handed_over_in.lock().unwrap(), BTreeSet::from(["none".to_owned()]), "handled outside any span");
         assert_eq!(dial.fields["addr"], addr.to_string());
         let established: Vec<_> = healthy.iter().filter(|e| e.message == "connection established").collect();
         assert_eq!(established.len(), 2, "one per side: {established:#?}");

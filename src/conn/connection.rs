@@ -274,7 +274,11 @@ impl Connection {
             idle_timeout: cfg.idle_timeout,
         };
         let peer_id = NodeId(peer.hello.node_id);
+        // A root: the connection outlives whatever request dialed it, and
+        // a child would hold that request's span open (and in its trace)
+        // for as long as the connection lives.
         let span = tracing::info_span!(
+            parent: None,
             "connection",
             peer = %peer_id,
             peer_name = tracing::field::Empty,

@@ -10,8 +10,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
+use super::registry::Delivery;
 use crate::chan::mpsc;
-use crate::trace::TracePropagation;
 
 /// Messages that can be sent to remote actors: anything serde can carry,
 /// including refs, channel ends and reply ports.
@@ -251,21 +251,21 @@ impl<M: 'static> Local<M> {
 /// the senders. Ends when the route closes, when the actor refuses a
 /// message, or when `actor_stopped` aborts it.
 ///
-/// With `trace` (this node's propagation, and the actor's id), a message
-/// that carries a trace context is delivered inside a span that continues
-/// the sender's trace.
-pub(crate) async fn pump<M: RemoteMessage>(
-    mut rx: mpsc::Receiver<M>,
-    mb: Arc<dyn Mailbox<M>>,
-    trace: Option<(TracePropagation, u64)>,
-) {
+/// The route's span is the parent of what the pump logs, but not current
+/// while it delivers: a framework that carries the current span into the
+/// handler (ractor) would make every handler on the route part of one trace
+/// as long as the route. With `delivery.trace` (this node's propagation,
+/// and the actor's id), a message that carries a trace context is
+/// delivered inside a span that continues the sender's trace.
+pub(crate) async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dyn Mailbox<M>>, delivery: Delivery) {
+    let Delivery { span, trace } = delivery;
     let mut tracker = Tracker::default();
     loop {
         let msg = match rx.recv().await {
             Ok(Some(msg)) => msg,
             Ok(None) | Err(crate::RecvError::Connection(_)) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "message for a local actor dropped");
+                tracing::warn!(parent: &span, error = %e, "message for a local actor dropped");
                 continue;
             }
         };
@@ -282,7 +282,7 @@ pub(crate) async fn pump<M: RemoteMessage>(
         if delivered.is_err() {
             // The actor stopped: this message, and any behind it, are
             // counted as unread (`ConnectionStats::unread`) as they go.
-            tracing::debug!("actor stopped: route closes, the message in hand is dropped");
+            tracing::debug!(parent: &span, "actor stopped: route closes, the message in hand is dropped");
             rx.count_unread();
             break;
         }

@@ -79,8 +79,7 @@ impl Facet {
                 // export is dropped, and ends with its route.
                 #[cfg(feature = "metrics")]
                 let mb = super::metrics::counted(mb.clone(), &export.delivered);
-                let pump = pump(rx, mb.clone(), delivery.trace);
-                let pump = tokio::spawn(tracing::Instrument::instrument(pump, delivery.span));
+                let pump = tokio::spawn(pump(rx, mb.clone(), delivery));
                 pumps.retain(|p| !p.is_finished());
                 pumps.push(pump);
                 drop(guard);
