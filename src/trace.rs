@@ -34,7 +34,12 @@
 //!   handler.
 //!
 //! A message queued by a send that did not wait (actix's `do_send`,
-//! ractor's `cast`) carries the span current when it was posted.
+//! ractor's `cast`) carries the context current when it was posted.
+//!
+//! `receive` is an INFO span of target `tether::trace`: a filter that
+//! disables it (`tether=warn`, say) cuts the link, since a disabled span
+//! has no parent to set. Keep `tether::trace=info` enabled where traces
+//! matter.
 
 use std::fmt;
 use std::sync::Arc;
@@ -70,9 +75,11 @@ impl TracePropagation {
         TracePropagation::new(OpenTelemetry)
     }
 
-    /// The current span's context, if there is one.
+    /// The context to send with a message encoded now: the one it was
+    /// posted under if an outbox is sending it ([`posted_under`]), else the
+    /// current span's, if there is one.
     pub(crate) fn current(&self) -> Option<TraceContext> {
-        self.0.current()
+        POSTED.try_with(|posted| *posted).ok().or_else(|| self.0.current())
     }
 
     /// A span for delivering a message that came with `parent`, its child.
@@ -80,6 +87,22 @@ impl TracePropagation {
         let span = tracing::info_span!("receive", otel.kind = "consumer", actor);
         self.0.set_parent(&span, parent);
         span
+    }
+}
+
+tokio::task_local! {
+    /// The context a queued post was made under, while its outbox sends it.
+    static POSTED: TraceContext;
+}
+
+/// Runs `send` (an outbox sending a post) so that what it encodes carries
+/// `posted`, the context current when the message was posted. Keeping the
+/// context rather than the poster's span does not hold that span open for
+/// as long as the message waits.
+pub(crate) async fn posted_under<F: std::future::Future>(posted: Option<TraceContext>, send: F) -> F::Output {
+    match posted {
+        Some(posted) => POSTED.scope(posted, send).await,
+        None => send.await,
     }
 }
 
@@ -147,5 +170,13 @@ mod tests {
     fn a_context_displays_as_a_traceparent_header() {
         let cx = TraceContext { trace_id: [0xab; 16], span_id: [0x01; 8], flags: 1 };
         assert_eq!(cx.to_string(), format!("00-{}-{}-01", "ab".repeat(16), "01".repeat(8)));
+    }
+
+    #[test]
+    fn an_all_zero_id_makes_a_context_invalid() {
+        let cx = TraceContext { trace_id: [1; 16], span_id: [1; 8], flags: 0 };
+        assert!(cx.is_valid());
+        assert!(!TraceContext { trace_id: [0; 16], ..cx }.is_valid());
+        assert!(!TraceContext { span_id: [0; 8], ..cx }.is_valid());
     }
 }

@@ -273,7 +273,7 @@ pub(crate) async fn pump<M: RemoteMessage>(mut rx: mpsc::Receiver<M>, mb: Arc<dy
         if let Some(handled) = tracker.wait_before(len) {
             handled.await;
         }
-        let delivered = match (&trace, rx.take_trace()) {
+        let delivered = match (&trace, rx.take_trace().filter(|parent| parent.is_valid())) {
             (Some((propagation, actor)), Some(parent)) => {
                 propagation.receive_span(&parent, *actor).in_scope(|| tracker.deliver(&*mb, msg, len))
             }

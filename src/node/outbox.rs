@@ -22,7 +22,6 @@ use super::mailbox::RemoteMessage;
 use super::remote_ref::{RemoteRef, TellError};
 use super::route::Route;
 use crate::chan::mpsc;
-use tracing::Instrument;
 
 /// Most messages a `try_tell` queues on a route that is not open yet: about
 /// what a port's window takes once it is.
@@ -73,9 +72,10 @@ struct Entry<M> {
     item: Queued<M>,
     /// Who hears how its send ended.
     report: Report<M>,
-    /// The span current when it was queued, if this node propagates
-    /// traces: it is sent from inside it, so it carries its context.
-    span: Option<Box<tracing::Span>>,
+    /// The trace context current when it was queued, if this node
+    /// propagates traces: its send carries it (boxed: most entries have
+    /// none, and the outbox may hold a million).
+    trace: Option<Box<crate::trace::TraceContext>>,
 }
 
 /// Who hears how a queued message's send ended.
@@ -321,8 +321,8 @@ impl<M: RemoteMessage> RemoteRef<M> {
             let Queued::Msg(msg) = item else { unreachable!("a held message is always admitted") };
             return Err(TellError::Full(msg));
         }
-        let span = node.cfg.trace_propagation.is_some().then(|| Box::new(tracing::Span::current()));
-        outbox.queue.push_back(Entry { item, report, span });
+        let trace = node.cfg.trace_propagation.as_ref().and_then(|p| p.current()).map(Box::new);
+        outbox.queue.push_back(Entry { item, report, trace });
         outbox.queued += 1;
         if !outbox.pumping {
             outbox.pumping = true;
@@ -375,7 +375,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
 /// (each would only find the same).
 async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
     loop {
-        let Entry { item, report, span } = {
+        let Entry { item, report, trace } = {
             let mut outbox = run.route.lock_outbox();
             match outbox.queue.pop_front() {
                 Some(next) => next,
@@ -405,10 +405,7 @@ async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
                 }),
             }
         };
-        let sent = match span {
-            Some(span) => send.instrument(*span).await,
-            None => send.await,
-        };
+        let sent = crate::trace::posted_under(trace.map(|t| *t), send).await;
         // Finished with (so the counts hold) before anyone is told.
         run.in_flight = false;
         run.finish(1);

@@ -45,6 +45,14 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
+impl TraceContext {
+    /// Whether it names a span: W3C makes an all-zero trace or span id
+    /// invalid, and a receiver ignores such a context.
+    pub fn is_valid(&self) -> bool {
+        self.trace_id != [0; 16] && self.span_id != [0; 8]
+    }
+}
+
 /// Which end of a port travelled inside a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum End {
