@@ -365,7 +365,7 @@ fn fuzz_mux(now: Instant) -> Mux {
         bytes.resize(wire::table_len(entries.len()) + len, 0x5a);
         let ports = entries.iter().map(|e| e.port).collect();
         // Cannot fail on a fresh mux: the port is open and the buffers empty.
-        let _ = mux.send(port, OutMessage { bytes: bytes.freeze(), ports }, SendLimit::Buffers);
+        let _ = mux.send(port, OutMessage::new(bytes.freeze(), ports), SendLimit::Buffers);
     };
     let (Ok(recv), Ok(send)) = (mux.open_port(End::Sender), mux.open_port(End::Receiver)) else {
         return mux;

@@ -481,7 +481,7 @@ async fn stats_count_messages_and_bytes_and_the_round_trip() {
 }
 
 /// A try-send that finds the send buffers full is counted in `full`, once
-/// per refusal; a message that does not decode is counted in `undecodable`,
+/// per refusal, and a send that waits for room once; a message that does not decode is counted in `undecodable`,
 /// and its channel goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_sends_refused_full_and_messages_that_do_not_decode() {
@@ -507,6 +507,28 @@ async fn stats_count_sends_refused_full_and_messages_that_do_not_decode() {
         assert_eq!((c.stats().full, c.stats().messages_out), (1, accepted));
         assert!(tx.try_send(refused).is_err());
         assert_eq!((c.stats().full, c.stats().messages_out), (2, accepted), "each refusal counts");
+
+        // A send that waits for room counts once, however often it is polled
+        // while it waits (here by a timer beside it in a select). First the
+        // peer's window fills (nothing reads it) and the buffer behind it.
+        eventually("the window and the buffer are full", T, || {
+            while tx.try_send(vec![7; 1000]).is_ok() {}
+            s.stats().recv_buffered >= 4000
+        })
+        .await;
+        while tx.try_send(vec![7; 1000]).is_ok() {}
+        let full = c.stats().full;
+        let waiting = tx.send(vec![7; 1000]);
+        tokio::pin!(waiting);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for _ in 0..20 {
+            tokio::select! {
+                biased;
+                sent = &mut waiting => panic!("sent with the window full: {sent:?}"),
+                _ = tick.tick() => {}
+            }
+        }
+        assert_eq!(c.stats().full, full + 1, "one send waited, polled 20 times");
 
         // 7 is no bool: dropped and counted; the next message arrives.
         answer.send(7).await.unwrap();

@@ -613,13 +613,13 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     for f in ctx.deferred {
         f();
     }
-    Ok(OutMessage { bytes, ports: ctx.local })
+    Ok(OutMessage::new(bytes, ctx.local))
 }
 
 /// Gives back the ports opened for a message that will not be sent.
 fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
     if !ports.is_empty() {
-        shared.lock().mux.discard_unsent(OutMessage { bytes: Bytes::new(), ports });
+        shared.lock().mux.discard_unsent(OutMessage::new(Bytes::new(), ports));
     }
 }
 
@@ -765,7 +765,7 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
     }
-    Ok(OutMessage { bytes: out.freeze(), ports })
+    Ok(OutMessage::new(out.freeze(), ports))
 }
 
 /// While a message decodes: the owner of the receiving connection (see

@@ -132,9 +132,8 @@ pub struct ConnectionStats {
     /// ([`Config::send_buffer`](crate::Config::send_buffer),
     /// [`Config::conn_send_buffer`](crate::Config::conn_send_buffer)) were
     /// full: each `try_send` or `try_tell` that got `Full` there, each post
-    /// that went to the outbox instead, and each time a waiting `send` found
-    /// no room (it waits, and counts again if the room it was woken for is
-    /// taken first). Backpressure at work, not loss.
+    /// that went to the outbox instead, and each `send` that had to wait for
+    /// room (once, however long it waited). Backpressure at work, not loss.
     pub full: u64,
     /// Received messages that did not decode as their channel's type
     /// (another version of the message type, say): each was logged and

@@ -255,7 +255,7 @@ mod tests {
         let mut bytes = BytesMut::new();
         wire::encode_table(carried, &mut bytes);
         bytes.extend_from_slice(payload);
-        OutMessage { bytes: bytes.freeze(), ports: carried.iter().map(|e| e.port).collect() }
+        OutMessage::new(bytes.freeze(), carried.iter().map(|e| e.port).collect())
     }
 
     /// A transmit that sends the last chunk of a closed port queues its

@@ -162,8 +162,8 @@ pub(crate) struct Totals {
     pub bytes_out: u64,
     pub messages_in: u64,
     pub bytes_in: u64,
-    /// Sends refused with `Full` because the send buffers were (counted
-    /// on that path only).
+    /// Sends refused with `Full` because the send buffers were (each
+    /// message once: see `OutMessage::counted_full`).
     pub full: u64,
     /// Messages no one will read because their reader closed its end (an
     /// actor stopped, a channel dropped) first; each counted once, on the

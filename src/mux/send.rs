@@ -55,6 +55,16 @@ pub(crate) struct OutMessage {
     pub bytes: Bytes,
     /// The local ports the table announces.
     pub ports: Vec<PortId>,
+    /// Whether a send of it was refused `Full` already, and counted: a
+    /// send that waits for room is counted once, however often it is
+    /// retried.
+    pub counted_full: bool,
+}
+
+impl OutMessage {
+    pub(crate) fn new(bytes: Bytes, ports: Vec<PortId>) -> OutMessage {
+        OutMessage { bytes, ports, counted_full: false }
+    }
 }
 
 /// A message in a port's send queue; `offset` bytes of it have been sent.
@@ -103,7 +113,7 @@ impl Port {
 impl Mux {
     /// Queues a message on a port whose sender end we hold, if it fits the
     /// message size limits and `send_limit`.
-    pub(crate) fn send(&mut self, id: PortId, msg: OutMessage, send_limit: SendLimit) -> Result<(), SendError> {
+    pub(crate) fn send(&mut self, id: PortId, mut msg: OutMessage, send_limit: SendLimit) -> Result<(), SendError> {
         if self.error.is_some() || self.closing.is_some() {
             return Err(SendError::Closed(msg));
         }
@@ -143,7 +153,10 @@ impl Mux {
             if conn_full && !self.conn_blocked.contains(&id) {
                 self.conn_blocked.push(id);
             }
-            self.totals.full += 1;
+            if !msg.counted_full {
+                msg.counted_full = true;
+                self.totals.full += 1;
+            }
             return Err(SendError::Full(msg));
         }
         let len = msg.bytes.len() + MSG_OVERHEAD;

@@ -295,7 +295,7 @@ fn msg(carried: &[PortEntry], payload: &[u8]) -> OutMessage {
     let mut buf = BytesMut::new();
     encode_table(carried, &mut buf);
     buf.extend_from_slice(payload);
-    OutMessage { bytes: buf.freeze(), ports: carried.iter().map(|e| e.port).collect() }
+    OutMessage::new(buf.freeze(), carried.iter().map(|e| e.port).collect())
 }
 
 fn events(mux: &mut Mux) -> Vec<Event> {
