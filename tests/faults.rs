@@ -355,3 +355,34 @@ async fn a_throttled_transfer_is_slow_but_intact() {
     })
     .await;
 }
+
+/// A receiver sent on keeps forwarding what its senders send when one of
+/// them, attached from another connection, fails with that connection: the
+/// others (here one on this node) still reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_receiver_outlives_a_failed_senders_connection() {
+    within(T, async {
+        let (c1, s1) = pair_with(Kind::Tcp, Config::default(), Config::default()).await;
+        let (c2, s2, ctl) = faulty_client(Config::default()).await;
+        let (tx, rx) = tether::mpsc::channel::<u64>(16);
+        // The receiver goes over the first connection; a sender over the
+        // second (the faulty one), and one stays here.
+        let (onward, _) = c1.root::<tether::mpsc::Receiver<u64>, ()>().unwrap();
+        let (_, mut arrivals) = s1.root::<(), tether::mpsc::Receiver<u64>>().unwrap();
+        onward.send(rx).await.unwrap();
+        let mut far_rx = arrivals.recv().await.unwrap().unwrap();
+        let (lend, _) = c2.root::<tether::mpsc::Sender<u64>, ()>().unwrap();
+        let (_, mut lent) = s2.root::<(), tether::mpsc::Sender<u64>>().unwrap();
+        lend.send(tx.clone()).await.unwrap();
+        let remote_tx = lent.recv().await.unwrap().unwrap();
+        remote_tx.send(1).await.unwrap();
+        assert_eq!(far_rx.recv().await.unwrap(), Some(1));
+
+        ctl.cut();
+        let _ = tokio::join!(c2.closed(), s2.closed());
+        tx.send(2).await.unwrap();
+        assert_eq!(far_rx.recv().await.unwrap(), Some(2), "the local sender still reaches the receiver");
+        assert_eq!(c1.stats().unread, 0);
+    })
+    .await;
+}

@@ -681,9 +681,9 @@ where
 /// Moves messages from `rx` to `tx` until either side ends; this is how a
 /// channel end keeps working after it was sent on.
 ///
-/// Messages its senders had handed over when the far reader closed are
-/// counted as unread on the far reader's connection: the one in hand and
-/// those still queued here.
+/// Messages its senders had handed over when the far end closed (or its
+/// connection failed) are counted as unread on the far end's connection:
+/// the one in hand and those still queued here.
 fn spawn_pump<T>(mut rx: Receiver<T>, tx: Sender<T>)
 where
     T: Serialize + DeserializeOwned + Send + 'static,
@@ -701,8 +701,10 @@ where
                         }
                     }
                     Ok(None) => break,
-                    Err(RecvError::Decode(_)) => continue,
-                    Err(RecvError::Connection(_) | RecvError::Dropped) => break,
+                    // One sender's connection failed: the receiver here
+                    // dropped that sender; the others go on.
+                    Err(RecvError::Decode(_) | RecvError::Connection(_)) => continue,
+                    Err(RecvError::Dropped) => break,
                 },
             }
         }
