@@ -44,8 +44,10 @@
 //! the recorder, before it makes its nodes.
 //!
 //! Features: `msgpack` (default: the MessagePack codec), `tls` (TLS and
-//! mutual TLS), `metrics`, `fault-injection` (`transport::fault`, for
-//! tests), `fuzzing` (entry points for the decoders' fuzz targets).
+//! mutual TLS), `metrics`, `opentelemetry` (trace contexts through
+//! `tracing-opentelemetry`, see [`trace`]), `fault-injection`
+//! (`transport::fault`, for tests), `fuzzing` (entry points for the
+//! decoders' fuzz targets).
 //!
 //! # Example
 //!

@@ -179,6 +179,36 @@ async fn limits_are_enforced_with_typed_errors() {
     .await;
 }
 
+/// A message carries at most 32,767 channel ends (the port table's count
+/// has 15 bits; its top bit says a trace context follows): one more fails
+/// to encode, with nothing sent and no port kept, and the most goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_carries_at_most_32767_channel_ends() {
+    within(T, async {
+        let mut roomy = Config::default();
+        roomy.max_ports = 70_000;
+        roomy.max_message = 1 << 20;
+        let (c, s) = pair_with(Kind::Tcp, roomy.clone(), roomy).await;
+        // Both root ends kept: a dropped one would close its port meanwhile.
+        let (tx, _c_rx) = c.root::<Msg, Msg>().unwrap();
+        let (_, mut rx) = s.root::<Msg, Msg>().unwrap();
+        let ends = |n| (0..n).map(|_| mpsc::channel::<u8>(1).0).collect::<Vec<_>>();
+        let before = c.stats().open_ports;
+        let err = tx.send(Msg::Ends(ends(32_768))).await.unwrap_err();
+        match &err {
+            mpsc::SendError::Encode { error: tether::codec::CodecError::Encode { message, .. }, .. } => {
+                assert!(message.contains("too many channel ends"), "{message}");
+            }
+            other => panic!("expected an encode error, got {other:?}"),
+        }
+        assert_eq!(c.stats().open_ports, before, "no port kept by the failed encode");
+
+        tx.send(Msg::Ends(ends(32_767))).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Some(Msg::Ends(v)) if v.len() == 32_767));
+    })
+    .await;
+}
+
 /// MessagePack writes field names, so an older and a newer version of a
 /// message struct interoperate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,7 +94,7 @@ fn describe() {
     );
     describe_counter!(SENDS_REFUSED, Unit::Count, "Posts to the peer's actors refused because the outboxes were full.");
     describe_counter!(UNDECODABLE, Unit::Count, "Messages from the peer that did not decode, dropped.");
-    describe_counter!(UNREAD, Unit::Count, "Messages from the peer dropped unread: their reader closed first.");
+    describe_counter!(UNREAD, Unit::Count, "Messages to or from the peer dropped unread: their reader closed first.");
     describe_counter!(RECONNECTS, Unit::Count, "Reconnection attempts after the transport broke.");
     describe_counter!(RESUMES, Unit::Count, "Times the session resumed on a new transport.");
     describe_gauge!(RTT, Unit::Seconds, "Round-trip time measured by pings, smoothed.");

@@ -92,7 +92,9 @@ pub(crate) fn head_len(message: &[u8]) -> usize {
 /// Writes a message's head: its port table (at most [`MAX_PORTS`]
 /// entries), then its trace context if it has one.
 pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, out: &mut BytesMut) {
-    debug_assert!(ports.len() <= MAX_PORTS);
+    // Callers cap the table (`chan::attach_port`); a longer one would set
+    // the trace bit, so it is never written.
+    assert!(ports.len() <= MAX_PORTS, "a port table of {} entries", ports.len());
     out.reserve(table_len(ports.len()) + if trace.is_some() { TRACE_LEN } else { 0 });
     out.put_u16(ports.len() as u16 | if trace.is_some() { TRACED } else { 0 });
     for p in ports {

@@ -35,7 +35,9 @@ use super::WireError;
 
 /// The first bytes of every tether connection.
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
-/// The protocol version this build speaks. 5: the answer to a `Watch`
+/// The protocol version this build speaks. 6: a message's head may carry a
+/// trace context (the top bit of the port-table count; at most 32,767
+/// ports). 5: the answer to a `Watch`
 /// says how the actor ended (`ActorExit`), not just `Ok(())`. 4: `Open`
 /// and `Exported` carry message tags (`src/node/tag.rs`), not
 /// `std::any::type_name`.
