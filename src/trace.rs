@@ -99,11 +99,8 @@ tokio::task_local! {
 /// `posted`, the context current when the message was posted. Keeping the
 /// context rather than the poster's span does not hold that span open for
 /// as long as the message waits.
-pub(crate) async fn posted_under<F: std::future::Future>(posted: Option<TraceContext>, send: F) -> F::Output {
-    match posted {
-        Some(posted) => POSTED.scope(posted, send).await,
-        None => send.await,
-    }
+pub(crate) async fn posted_under<F: std::future::Future>(posted: TraceContext, send: F) -> F::Output {
+    POSTED.scope(posted, send).await
 }
 
 impl fmt::Debug for TracePropagation {

@@ -405,7 +405,11 @@ async fn pump<M: RemoteMessage>(rref: RemoteRef<M>, mut run: Run<M>) {
                 }),
             }
         };
-        let sent = crate::trace::posted_under(trace.map(|t| *t), send).await;
+        // Not wrapped when there is no context: a post costs no more then.
+        let sent = match trace {
+            Some(posted) => crate::trace::posted_under(*posted, send).await,
+            None => send.await,
+        };
         // Finished with (so the counts hold) before anyone is told.
         run.in_flight = false;
         run.finish(1);
