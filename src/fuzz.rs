@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use crate::mux::{
     Mux, MuxConfig, OutMessage, Pop, SendLimit, Side, Transmit, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT,
 };
-use crate::wire::{self, End, Frame, FrameDecoder, Hello, HelloLimits, PortEntry, FLAG_FIRST, FLAG_LAST};
+use crate::wire::{self, End, Frame, FrameDecoder, Hello, HelloLimits, PortEntry, TraceContext, FLAG_FIRST, FLAG_LAST};
 
 /// Largest `Data` payload the fuzz decoders and the fuzz mux accept.
 pub const MAX_PAYLOAD: u32 = 64 * 1024;
@@ -62,6 +62,9 @@ pub enum FrameSpec {
         /// Port table, written only when `first` is set: (port, whether the
         /// sender end travelled).
         ports: Vec<(u32, bool)>,
+        /// Trace context after the table, written only when `first` is set
+        /// (the table's count then has its top bit set).
+        trace: Option<TraceContext>,
         /// Payload after the port table.
         payload: Vec<u8>,
     },
@@ -117,7 +120,7 @@ impl FrameSpec {
 
     fn to_frame(&self) -> Frame {
         match self {
-            FrameSpec::Data { port, first, last, ports, payload } => {
+            FrameSpec::Data { port, first, last, ports, trace, payload } => {
                 let mut bytes = BytesMut::new();
                 if *first {
                     let table: Vec<PortEntry> = ports
@@ -127,7 +130,7 @@ impl FrameSpec {
                             end: if sender { End::Sender } else { End::Receiver },
                         })
                         .collect();
-                    wire::encode_table(&table, &mut bytes);
+                    wire::encode_head(&table, trace.as_ref(), &mut bytes);
                 }
                 bytes.extend_from_slice(payload);
                 let flags = if *first { FLAG_FIRST } else { 0 } | if *last { FLAG_LAST } else { 0 };
@@ -147,16 +150,13 @@ impl FrameSpec {
         Ok(match frame {
             Frame::Data { port, flags, mut payload } => {
                 let first = flags & FLAG_FIRST != 0;
-                let ports = if first {
-                    wire::decode_table(&mut payload)
-                        .map_err(|e| e.to_string())?
-                        .into_iter()
-                        .map(|e| (e.port, e.end == End::Sender))
-                        .collect()
+                let (ports, trace) = if first {
+                    let (table, trace) = wire::decode_head(&mut payload).map_err(|e| e.to_string())?;
+                    (table.into_iter().map(|e| (e.port, e.end == End::Sender)).collect(), trace.map(|t| *t))
                 } else {
-                    Vec::new()
+                    (Vec::new(), None)
                 };
-                FrameSpec::Data { port, first, last: flags & FLAG_LAST != 0, ports, payload: payload.to_vec() }
+                FrameSpec::Data { port, first, last: flags & FLAG_LAST != 0, ports, trace, payload: payload.to_vec() }
             }
             Frame::Credit { port, bytes } => FrameSpec::Credit { port, bytes },
             Frame::Fin { port } => FrameSpec::Fin { port },

@@ -24,6 +24,7 @@ use tether::fuzz::{
     mux_input, mux_input_with, FrameSpec, HelloSpec, CHUNK_OVERHEAD, DEFAULT_PIECES, GOSSIP_MAX_MEMBERS, MAX_HELLO_LEN,
     MAX_MESSAGE, MAX_PAYLOAD, PORT_WINDOW,
 };
+use tether::trace::TraceContext;
 
 // ----- a global allocator that measures -----------------------------------
 
@@ -120,13 +121,17 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
             any::<bool>(),
             any::<bool>(),
             prop::collection::vec((any::<u32>(), any::<bool>()), 0..4),
+            prop::option::of((any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>())),
             prop::collection::vec(any::<u8>(), 0..200),
         )
-            .prop_map(|(port, first, last, ports, payload)| FrameSpec::Data {
+            .prop_map(|(port, first, last, ports, trace, payload)| FrameSpec::Data {
                 port,
                 first,
                 last,
                 ports: if first { ports } else { Vec::new() },
+                trace: trace
+                    .filter(|_| first)
+                    .map(|(trace_id, span_id, flags)| TraceContext { trace_id, span_id, flags }),
                 payload,
             }),
         1 => (any::<u32>(), any::<u32>()).prop_map(|(port, bytes)| FrameSpec::Credit { port, bytes }),
@@ -223,6 +228,7 @@ fn client_frames(ops: &[ClientOp]) -> Vec<FrameSpec> {
                         first: i == 0,
                         last: i + 1 == chunks.len(),
                         ports: if i == 0 { std::mem::take(&mut ports) } else { Vec::new() },
+                        trace: None,
                         payload: chunk.clone(),
                     });
                 }
@@ -535,12 +541,26 @@ fn hostile_messages_are_typed_errors() {
         first: true,
         last: true,
         ports: (0..65).map(|i| (4 + 2 * i, true)).collect(),
+        trace: None,
         payload: Vec::new(),
     }]);
     assert!(mux_input(&too_many).unwrap_err().contains("limit of 64 open ports"));
-    let chunk = FrameSpec::Data { port: 2, first: false, last: false, ports: Vec::new(), payload: vec![0; 60_000] };
-    let mut frames =
-        vec![FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() }];
+    let chunk = FrameSpec::Data {
+        port: 2,
+        first: false,
+        last: false,
+        ports: Vec::new(),
+        trace: None,
+        payload: vec![0; 60_000],
+    };
+    let mut frames = vec![FrameSpec::Data {
+        port: 2,
+        first: true,
+        last: false,
+        ports: Vec::new(),
+        trace: None,
+        payload: Vec::new(),
+    }];
     frames.extend(std::iter::repeat_n(chunk, (MAX_MESSAGE as usize / 60_000) + 1));
     let data = encode_frames(&frames);
     let (res, m) = measure(|| mux_input(&data));
@@ -595,8 +615,10 @@ proptest! {
 /// refused.
 #[test]
 fn empty_chunks_do_not_grow_memory_without_bound() {
-    let first = FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), payload: Vec::new() };
-    let empty = FrameSpec::Data { port: 2, first: false, last: false, ports: Vec::new(), payload: Vec::new() };
+    let first =
+        FrameSpec::Data { port: 2, first: true, last: false, ports: Vec::new(), trace: None, payload: Vec::new() };
+    let empty =
+        FrameSpec::Data { port: 2, first: false, last: false, ports: Vec::new(), trace: None, payload: Vec::new() };
     let run = |empties: usize| {
         let mut frames = vec![first.clone()];
         frames.extend(std::iter::repeat_n(empty.clone(), empties));
@@ -637,12 +659,20 @@ fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
         first: true,
         last: true,
         ports: vec![(4, false)],
+        trace: None,
         payload: Vec::new(),
     }]);
     // Sent before the client saw the Stop: the first chunk of a message on 4.
     // Then, having seen the Stop: Fin, the rest of the message dropped.
     let rest = encode_frames(&[
-        FrameSpec::Data { port: 4, first: true, last: false, ports: Vec::new(), payload: b"partial".to_vec() },
+        FrameSpec::Data {
+            port: 4,
+            first: true,
+            last: false,
+            ports: Vec::new(),
+            trace: None,
+            payload: b"partial".to_vec(),
+        },
         FrameSpec::Fin { port: 4 },
     ]);
     let data = [announce.clone(), rest].concat();

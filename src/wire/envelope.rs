@@ -157,8 +157,8 @@ pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<B
 
 /// Splits the port table off the front of a first chunk, ignoring a trace
 /// context.
-#[cfg(any(test, fuzzing, feature = "fuzzing"))]
-pub(crate) fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
+#[cfg(test)]
+fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
     decode_head(chunk).map(|(ports, _)| ports)
 }
 

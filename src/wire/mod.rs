@@ -16,8 +16,6 @@ mod envelope;
 mod frame;
 mod handshake;
 
-#[cfg(any(fuzzing, feature = "fuzzing"))]
-pub(crate) use envelope::decode_table;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) use envelope::encode_table;
 pub use envelope::TraceContext;
