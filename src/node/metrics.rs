@@ -307,9 +307,9 @@ impl Sampler {
             let before = self.conns.remove(&key).map_or([0; CONN_COUNTERS.len()], |c| c.counts);
             let labels = [("node", self.node.clone()), ("peer", peer)];
             let s = source.stats();
-            record_gauges(&labels, &s);
             let counts = conn_counts(&s);
             increase(&CONN_COUNTERS, &labels, &before, &counts);
+            record_gauges(&labels, &s);
             conns.insert(key, Sampled { source, labels, counts });
         }
         self.unnamed = unnamed;
