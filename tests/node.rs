@@ -550,3 +550,24 @@ async fn messages_for_an_actor_that_stopped_are_counted_unread() {
     })
     .await;
 }
+
+/// A connection closed and dialed again at once is taken, even when the
+/// dial reaches the peer before the close did and the peer, deciding
+/// between the two, keeps the closed one: the dialer dials again instead of
+/// waiting for a connection it knows is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_and_dialed_again_at_once_is_taken() {
+    within(T, async {
+        let (a, b, b_id) = two_nodes().await;
+        let addr = b.listen("127.0.0.1:0").await.unwrap();
+        for round in 0..40 {
+            let old = a.connection(b_id).unwrap();
+            old.close().await;
+            drop(old);
+            eventually("a forgets the closed connection", T, || a.peers().is_empty()).await;
+            let again = tokio::time::timeout(Duration::from_secs(5), a.connect(addr)).await;
+            assert!(matches!(again, Ok(Ok(id)) if id == b_id), "round {round}: {again:?}");
+        }
+    })
+    .await;
+}

@@ -31,6 +31,12 @@ use crate::chan::{mpsc, oneshot, RawSender};
 use crate::conn::{NodeSupervisor, SupervisorParent};
 use crate::{Acceptor, Config, ConnectError, Connection, NodeId};
 
+/// How long a dial the peer did not keep waits for the connection the peer
+/// kept to come live here before it dials again: the other half of a
+/// simultaneous dial says hello within a round trip; a connection we
+/// closed never will.
+const REDIAL_AFTER: Duration = Duration::from_millis(50);
+
 #[derive(Default)]
 pub(crate) struct NodeState {
     pub(crate) peers: PeerTable,
@@ -268,10 +274,28 @@ impl NodeInner {
                 }
             }
         }
-        tracing::debug!(%addr, "dialing");
-        let parent = self.supervisor().await;
-        let conn = Connection::dial_as(dial, addr.clone(), cfg, self.id, parent).await?;
-        self.join(conn, Some(addr)).await
+        let limit = self.cfg.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            tracing::debug!(%addr, "dialing");
+            let parent = self.supervisor().await;
+            let conn = Connection::dial_as(dial.clone(), addr.clone(), cfg.clone(), self.id, parent).await?;
+            let id = match self.attached(conn, Some(addr.clone()), limit).await? {
+                (id, true) => return Ok(id),
+                (id, false) => id,
+            };
+            // The peer keeps another connection with us. Mostly one it
+            // dialed at the same time, live here as soon as its hello
+            // arrives; but it may be one we closed whose end has not reached
+            // it yet, and then only a new dial helps.
+            if self.until_live(id, REDIAL_AFTER).await.is_ok() {
+                return Ok(id);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectError::Timeout(limit));
+            }
+            tracing::debug!(%addr, peer = %id, "the peer keeps a connection we do not have: dialing again");
+        }
     }
 
     /// Takes a fresh connection in and waits until the peer can be asked
@@ -283,10 +307,23 @@ impl NodeInner {
         dialed: Option<String>,
     ) -> Result<NodeId, ConnectError> {
         let limit = self.cfg.handshake_timeout;
+        match self.attached(conn, dialed, limit).await? {
+            (id, true) => Ok(id),
+            (id, false) => self.until_live(id, limit).await.map(|()| id),
+        }
+    }
+
+    /// Takes a fresh connection in: the peer, and whether this connection
+    /// was kept (`false`: the peer keeps another one with us).
+    async fn attached(
+        self: &Arc<Self>,
+        conn: Connection,
+        dialed: Option<String>,
+        limit: Duration,
+    ) -> Result<(NodeId, bool), ConnectError> {
         let (id, ready) = self.attach(conn, dialed);
         match tokio::time::timeout(limit, ready).await {
-            Ok(Ok(true)) => Ok(id),
-            Ok(Ok(false)) => self.until_live(id, limit).await.map(|()| id),
+            Ok(Ok(kept)) => Ok((id, kept)),
             Ok(Err(_)) if self.lock().closing => Err(ConnectError::NodeShutDown),
             Ok(Err(_)) => Err(ConnectError::Eof),
             Err(_) => Err(ConnectError::Timeout(limit)),
