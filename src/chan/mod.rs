@@ -48,6 +48,12 @@ pub(crate) struct PortHandle {
 }
 
 impl PortHandle {
+    /// `n` messages for this port's reader will not be read: counted with
+    /// the connection's [`unread`](crate::ConnectionStats::unread).
+    pub(crate) fn count_unread(&self, n: u64) {
+        self.shared.lock().mux.count_unread(n);
+    }
+
     /// A handle on `port`, which keeps its connection open while it lives.
     pub(crate) fn new(shared: Arc<Shared>, port: PortId) -> Self {
         shared.hold();
@@ -316,11 +322,6 @@ impl RemoteRecv {
         self.state.last_len
     }
 
-    /// `n` messages received here will not be read.
-    pub(crate) fn count_unread(&self, n: u64) {
-        self.port.shared.lock().mux.count_unread(n);
-    }
-
     /// The trace context the message the last receive returned carried,
     /// the first time it is asked.
     pub(crate) fn take_trace(&mut self) -> Option<Box<TraceContext>> {
@@ -371,7 +372,7 @@ impl Drop for RemoteRecv {
             discard(&self.port.shared, raw.ports);
         }
         if unread > 0 {
-            self.count_unread(unread as u64);
+            self.port.count_unread(unread as u64);
         }
     }
 }
@@ -721,12 +722,12 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
             // A message in hand that cannot go on is counted unread where
             // it arrived (like those `from` still holds, when it drops).
             let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else {
-                from.count_unread(1);
+                from.port.count_unread(1);
                 break;
             };
             let mut slot = Some(msg);
             if std::future::poll_fn(|cx| to.poll_send(cx, &mut slot)).await.is_err() {
-                from.count_unread(1);
+                from.port.count_unread(1);
                 break;
             }
         }

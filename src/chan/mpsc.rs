@@ -335,7 +335,7 @@ impl<T: Serialize + Send + 'static> Sender<T> {
     /// [`unread`](crate::ConnectionStats::unread).
     fn count_unread(&self, n: u64) {
         if let (SenderInner::Remote(port), 1..) = (&self.inner, n) {
-            port.shared.lock().mux.count_unread(n);
+            port.count_unread(n);
         }
     }
 
@@ -539,7 +539,7 @@ impl<T: DeserializeOwned + Send + 'static> Receiver<T> {
             None => None,
         };
         if let Some(r) = from {
-            r.count_unread(1);
+            r.port.count_unread(1);
         }
     }
 

@@ -14,10 +14,10 @@ pub(super) use off::Sampler;
 mod sampler {
     use std::sync::{Arc, Weak};
 
-    use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+    use metrics::{describe_counter, describe_gauge, gauge, Unit};
 
     use super::super::{GossipStats, MemberStatus, Shared};
-    use crate::node::metrics::node_label;
+    use crate::node::metrics::{increase, node_label};
     use crate::node::NodeInner;
 
     const MEMBERS: &str = "tether_cluster_members";
@@ -27,6 +27,14 @@ mod sampler {
     const GOSSIP_RECEIVED: &str = "tether_gossip_received_total";
     const GOSSIP_RECEIVED_BYTES: &str = "tether_gossip_received_bytes_total";
     const GOSSIP_REJECTED: &str = "tether_gossip_rejected_total";
+
+    /// The gossip counters, in the order [`gossip_counts`] reads them.
+    const GOSSIP_COUNTERS: [&str; 5] =
+        [GOSSIP_SENT, GOSSIP_SENT_BYTES, GOSSIP_RECEIVED, GOSSIP_RECEIVED_BYTES, GOSSIP_REJECTED];
+
+    fn gossip_counts(s: &GossipStats) -> [u64; GOSSIP_COUNTERS.len()] {
+        [s.sent, s.sent_bytes, s.received, s.received_bytes, s.rejected]
+    }
 
     /// When to record next, as which node, and the gossip counts recorded
     /// so far: this membership's counts start from zero, the node's series
@@ -73,12 +81,7 @@ mod sampler {
             gauge!(MEMBERS, &labels).set(up as f64);
             gauge!(MEMBERS_DOWN, &labels).set(down as f64);
             let before = std::mem::replace(&mut self.recorded, stats);
-            let grew = |now: u64, then: u64| now.saturating_sub(then);
-            counter!(GOSSIP_SENT, &labels).increment(grew(stats.sent, before.sent));
-            counter!(GOSSIP_SENT_BYTES, &labels).increment(grew(stats.sent_bytes, before.sent_bytes));
-            counter!(GOSSIP_RECEIVED, &labels).increment(grew(stats.received, before.received));
-            counter!(GOSSIP_RECEIVED_BYTES, &labels).increment(grew(stats.received_bytes, before.received_bytes));
-            counter!(GOSSIP_REJECTED, &labels).increment(grew(stats.rejected, before.rejected));
+            increase(&GOSSIP_COUNTERS, &labels, &gossip_counts(&before), &gossip_counts(&stats));
         }
     }
 }

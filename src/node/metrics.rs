@@ -256,8 +256,9 @@ fn conn_counts(s: &ConnectionStats) -> [u64; CONN_COUNTERS.len()] {
 }
 
 /// Increases each of `names`' series by what its count grew since `before`
-/// (by 0 too: the series is there from the first sample).
-fn increase<const N: usize>(
+/// (by 0 too: the series is there from the first sample). The cluster's
+/// sampler records its gossip counters with it too.
+pub(crate) fn increase<const N: usize>(
     names: &[&'static str; N],
     labels: &[(&'static str, Arc<str>)],
     before: &[u64; N],
