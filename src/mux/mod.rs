@@ -95,12 +95,15 @@ mod transmit;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
+
 use crate::wire::{End, Frame, FrameDecoder, HelloLimits, PortId};
 
 pub use error::MuxError;
 pub(crate) use error::SendError;
 use ports::{Port, PortMap, FIRST_ALLOCATED};
 pub(crate) use ports::{Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
+use recv::Payload;
 pub(crate) use recv::{join, Chunk, Pop, RECLAIM_MAX};
 pub(crate) use send::{OutMessage, SendLimit};
 pub(crate) use timers::Liveness;
@@ -381,10 +384,19 @@ impl Mux {
         self.last_now = self.last_now.max(now);
         let mut any = false;
         let res = loop {
-            match self.decoder.decode(buf) {
-                Ok(Some(frame)) => {
+            match self.decoder.peek(buf) {
+                Ok(Some(head)) => {
                     any = true;
-                    if let Err(e) = self.handle_frame(frame) {
+                    let res = if head.is_data() && head.total() < recv::ZERO_COPY_MIN {
+                        // A small payload is read in place: whatever of it
+                        // is kept is copied (see `RecvHalf::keep`).
+                        let res = self.handle_data(head.port, head.flags, Payload::InPlace(head.payload(buf)));
+                        buf.advance(head.total());
+                        res
+                    } else {
+                        self.handle_frame(head.take(buf))
+                    };
+                    if let Err(e) = res {
                         break Err(e);
                     }
                 }
@@ -399,13 +411,24 @@ impl Mux {
         res.map_err(|e| self.fail(e))
     }
 
+    /// Applies a `Data` frame.
+    fn handle_data(&mut self, port: PortId, flags: u8, payload: Payload<'_>) -> Result<(), MuxError> {
+        if !self.count_received_reliable() {
+            return Ok(());
+        }
+        self.on_data(port, flags, payload)
+    }
+
     /// Applies one frame; each kind is handled in the file of its concept.
     fn handle_frame(&mut self, frame: Frame) -> Result<(), MuxError> {
-        if !self.count_received(&frame) {
+        if let Frame::Data { port, flags, payload } = frame {
+            return self.handle_data(port, flags, Payload::Shared(payload));
+        }
+        if frame.is_reliable() && !self.count_received_reliable() {
             return Ok(());
         }
         match frame {
-            Frame::Data { port, flags, payload } => self.on_data(port, flags, payload),
+            Frame::Data { .. } => unreachable!("handled above"),
             Frame::Credit { port: 0, bytes } => self.on_conn_credit(bytes),
             Frame::Credit { port, bytes } => self.on_credit(port, bytes),
             Frame::Fin { port } => self.on_fin(port),

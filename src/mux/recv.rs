@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::credit::{chunk_cost, grant_threshold};
 use super::ports::{EndState, PeerState};
@@ -28,6 +28,16 @@ use crate::wire::{self, PortEntry, PortId, TraceContext, FLAG_FIRST, FLAG_LAST};
 
 /// The largest reassembly buffer a receiver keeps for its next message.
 pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
+
+/// A message in one chunk at least this large is kept as it came, a slice
+/// of the transport's read buffer; smaller ones are copied into their
+/// port's buffer (see [`RecvHalf::keep`]), so that a small retained message
+/// cannot pin a large read buffer.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Size of a port's buffer for small received messages: one allocation
+/// holds a run of them (a few dozen of the smallest).
+const KEEP_BUFFER: usize = 1024;
 
 /// A chunk of a received message.
 #[derive(Debug)]
@@ -68,6 +78,35 @@ pub(crate) fn join(head: Bytes, tail: Vec<Bytes>) -> Bytes {
         whole.extend_from_slice(segment);
     }
     Bytes::from(whole)
+}
+
+/// A received `Data` payload: read in place from the transport's read
+/// buffer (small ones), or split off it (see `Mux::handle_input`).
+#[derive(Debug)]
+pub(super) enum Payload<'a> {
+    InPlace(&'a [u8]),
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::InPlace(s) => s,
+            Payload::Shared(b) => b,
+        }
+    }
+
+    /// Splits the message head off a first chunk.
+    fn decode_head(&mut self) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), wire::WireError> {
+        match self {
+            Payload::InPlace(s) => wire::decode_head(s),
+            Payload::Shared(b) => wire::decode_head(b),
+        }
+    }
 }
 
 /// Result of popping from a port.
@@ -113,6 +152,9 @@ pub(super) struct RecvHalf {
     pub(super) spare: Vec<u8>,
     /// Size of the last message reassembled here.
     pub(super) last_len: usize,
+    /// Where small messages in one chunk are copied as they arrive (see
+    /// [`RecvHalf::keep`]); let go whenever the queue empties.
+    pub(super) kept: BytesMut,
 }
 
 impl RecvHalf {
@@ -129,7 +171,29 @@ impl RecvHalf {
             asm_full: Vec::new(),
             spare: Vec::new(),
             last_len: 0,
+            kept: BytesMut::new(),
         }
+    }
+
+    /// The message of a single chunk, as the port keeps it until read. A
+    /// small one is copied out of the transport's read buffer into this
+    /// port's buffer: a run of small messages shares one allocation instead
+    /// of one each (which the receiving thread, not the driver's that made
+    /// it, would free: measured dearer than the shared count of a split),
+    /// and what a retained message pins is its own port's messages, never
+    /// the read buffer nor other ports' data. The buffer is let go when the
+    /// queue empties (see `pop_chunk`), so an idle port holds none.
+    fn keep(&mut self, payload: Payload<'_>) -> Bytes {
+        let payload = match payload {
+            Payload::Shared(bytes) if bytes.len() >= ZERO_COPY_MIN => return bytes,
+            Payload::Shared(ref bytes) => &bytes[..],
+            Payload::InPlace(slice) => slice,
+        };
+        if self.kept.capacity() < payload.len() {
+            self.kept = BytesMut::with_capacity(payload.len().max(KEEP_BUFFER));
+        }
+        self.kept.extend_from_slice(payload);
+        self.kept.split().freeze()
     }
 
     /// Adds a chunk of a message that spans several to its reassembly.
@@ -190,13 +254,14 @@ impl RecvHalf {
         self.asm = Vec::new();
         self.asm_full = Vec::new();
         self.spare = Vec::new();
+        self.kept = BytesMut::new();
     }
 }
 
 impl Mux {
     /// A `Data` frame: checked against the windows and the message limit,
     /// then queued for the handle (or dropped, if the handle is gone).
-    pub(super) fn on_data(&mut self, id: PortId, flags: u8, mut payload: Bytes) -> Result<(), MuxError> {
+    pub(super) fn on_data(&mut self, id: PortId, flags: u8, mut payload: Payload<'_>) -> Result<(), MuxError> {
         self.unacked_bytes += payload.len();
         let wire_len = payload.len() as u64;
         let cost = chunk_cost(payload.len());
@@ -218,7 +283,7 @@ impl Mux {
             (false, Some(n)) => n,
             _ => return Err(MuxError::ChunkOrder(id)),
         };
-        let (ports, trace) = if first { wire::decode_head(&mut payload)? } else { (Vec::new(), None) };
+        let (ports, trace) = if first { payload.decode_head()? } else { (Vec::new(), None) };
         let size = so_far + payload.len();
         if size > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
@@ -239,9 +304,9 @@ impl Mux {
         let EndState::Receiver(r) = &mut p.end else { unreachable!("checked above") };
         if handle_open {
             let (data, tail) = if first && last {
-                (payload, Vec::new())
+                (r.keep(payload), Vec::new())
             } else {
-                r.reassemble(first, last, &payload, max_message as usize)
+                r.reassemble(first, last, payload.as_slice(), max_message as usize)
             };
             r.buffered += cost as usize;
             let chunk = Chunk { first, last, ports, trace, data, tail };
@@ -285,6 +350,10 @@ impl Mux {
         };
         match r.chunks.pop_front() {
             Some(chunk) => {
+                if r.chunks.is_empty() {
+                    // The chunks handed out keep what they use of it.
+                    r.kept = BytesMut::new();
+                }
                 let len = chunk.wire_len;
                 r.buffered -= len;
                 self.recv_buffered -= len;

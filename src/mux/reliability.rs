@@ -39,17 +39,15 @@ pub(crate) const ACK_EVERY: u64 = 64;
 pub(crate) const ACK_BYTES: usize = 256 * 1024;
 
 impl Mux {
-    /// Counts a received frame in the session sequence. Returns false for a
-    /// reliable frame that must be dropped as a duplicate (see
+    /// Counts a received reliable frame in the session sequence. Returns
+    /// false for one that must be dropped as a duplicate (see
     /// [`Mux::resume`]).
-    pub(super) fn count_received(&mut self, frame: &Frame) -> bool {
-        if frame.is_reliable() {
-            if self.duplicates > 0 {
-                self.duplicates -= 1;
-                return false;
-            }
-            self.received_seq += 1;
+    pub(super) fn count_received_reliable(&mut self) -> bool {
+        if self.duplicates > 0 {
+            self.duplicates -= 1;
+            return false;
         }
+        self.received_seq += 1;
         true
     }
 

@@ -15,7 +15,7 @@
 //! sender end, 1 the receiver end. The trace context is W3C's `traceparent`
 //! (version 00) in binary. The whole head is inside the first chunk.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use super::{PortId, WireError};
 
@@ -119,11 +119,13 @@ pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
 
 /// Splits the head off the front of a first chunk: the port table, and
 /// the trace context if the message carries one.
-pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), WireError> {
-    if chunk.len() < 2 {
+/// (`chunk` is a `Bytes` or a `&[u8]`: one contiguous piece.)
+pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), WireError> {
+    let bytes = chunk.chunk();
+    if bytes.len() < 2 {
         return Err(WireError::TruncatedPortTable);
     }
-    let word = u16::from_be_bytes([chunk[0], chunk[1]]);
+    let word = u16::from_be_bytes([bytes[0], bytes[1]]);
     if word == 0 {
         // Most messages: no ports, no trace context.
         chunk.advance(2);
@@ -131,7 +133,7 @@ pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<B
     }
     let traced = word & TRACED != 0;
     let n = (word & !TRACED) as usize;
-    if chunk.len() < head_len(chunk) {
+    if bytes.len() < head_len(bytes) {
         return Err(WireError::TruncatedPortTable);
     }
     chunk.advance(2);
@@ -157,6 +159,9 @@ pub(crate) fn decode_head(chunk: &mut Bytes) -> Result<(Vec<PortEntry>, Option<B
 
 /// Splits the port table off the front of a first chunk, ignoring a trace
 /// context.
+#[cfg(test)]
+use bytes::Bytes;
+
 #[cfg(test)]
 fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
     decode_head(chunk).map(|(ports, _)| ports)

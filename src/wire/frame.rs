@@ -12,7 +12,7 @@
 //! The header is checked against the configured limits before any payload is
 //! buffered, so a hostile length never causes an allocation.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::WireError;
 
@@ -24,11 +24,6 @@ pub(crate) const HEADER_LEN: usize = 10;
 pub(crate) const FLAG_FIRST: u8 = 0x01;
 /// Flag on `Data`: this chunk ends a message.
 pub(crate) const FLAG_LAST: u8 = 0x02;
-
-/// `Data` payloads at least this large are split off the read buffer without
-/// copying; smaller ones are copied, so that a small retained message cannot
-/// pin a large buffer.
-pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// Longest reason text carried by a `GoAway` frame.
 pub(crate) const MAX_REASON_LEN: usize = 1024;
@@ -108,7 +103,7 @@ impl Frame {
             Frame::Credit { .. } => 4,
             Frame::Fin { .. } | Frame::Stop { .. } => 0,
             Frame::Ack { .. } | Frame::Ping { .. } | Frame::Pong { .. } => 8,
-            Frame::GoAway { reason, .. } => 4 + reason.len().min(MAX_REASON_LEN),
+            Frame::GoAway { reason, .. } => 4 + truncate_at(reason, MAX_REASON_LEN),
         }
     }
 
@@ -116,29 +111,37 @@ impl Frame {
     /// `Data` payload, which the caller may send without copying (see
     /// [`Frame::data_payload`]).
     pub(crate) fn encode_header(&self, out: &mut BytesMut) {
-        let (kind, flags, port) = match self {
-            Frame::Data { port, flags, .. } => (Kind::Data, *flags, *port),
-            Frame::Credit { port, .. } => (Kind::Credit, 0, *port),
-            Frame::Fin { port } => (Kind::Fin, 0, *port),
-            Frame::Stop { port } => (Kind::Stop, 0, *port),
-            Frame::Ack { .. } => (Kind::Ack, 0, 0),
-            Frame::Ping { .. } => (Kind::Ping, 0, 0),
-            Frame::Pong { .. } => (Kind::Pong, 0, 0),
-            Frame::GoAway { .. } => (Kind::GoAway, 0, 0),
+        let (kind, flags, port, value) = match self {
+            Frame::Data { port, flags, .. } => (Kind::Data, *flags, *port, None),
+            Frame::Credit { port, bytes } => (Kind::Credit, 0, *port, Some(u64::from(*bytes))),
+            Frame::Fin { port } => (Kind::Fin, 0, *port, None),
+            Frame::Stop { port } => (Kind::Stop, 0, *port, None),
+            Frame::Ack { received: v } => (Kind::Ack, 0, 0, Some(*v)),
+            Frame::Ping { nonce: v } => (Kind::Ping, 0, 0, Some(*v)),
+            Frame::Pong { nonce: v } => (Kind::Pong, 0, 0, Some(*v)),
+            Frame::GoAway { code, .. } => (Kind::GoAway, 0, 0, Some(u64::from(*code))),
         };
-        out.reserve(HEADER_LEN + 16);
-        out.put_u8(kind as u8);
-        out.put_u8(flags);
-        out.put_u32(port);
-        out.put_u32(self.payload_len() as u32);
-        match self {
-            Frame::Data { .. } | Frame::Fin { .. } | Frame::Stop { .. } => {}
-            Frame::Credit { bytes, .. } => out.put_u32(*bytes),
-            Frame::Ack { received: v } | Frame::Ping { nonce: v } | Frame::Pong { nonce: v } => out.put_u64(*v),
-            Frame::GoAway { code, reason } => {
-                out.put_u32(*code);
-                out.put_slice(&reason.as_bytes()[..truncate_at(reason, MAX_REASON_LEN)]);
+        // Header and fixed-size payload are assembled on the stack and
+        // appended at once: one capacity check per frame, not one per field.
+        let mut head = [0u8; HEADER_LEN + 8];
+        head[0] = kind as u8;
+        head[1] = flags;
+        head[2..6].copy_from_slice(&port.to_be_bytes());
+        head[6..10].copy_from_slice(&(self.payload_len() as u32).to_be_bytes());
+        let n = match (kind, value) {
+            (Kind::Credit | Kind::GoAway, Some(v)) => {
+                head[10..14].copy_from_slice(&(v as u32).to_be_bytes());
+                HEADER_LEN + 4
             }
+            (_, Some(v)) => {
+                head[10..18].copy_from_slice(&v.to_be_bytes());
+                HEADER_LEN + 8
+            }
+            (_, None) => HEADER_LEN,
+        };
+        out.extend_from_slice(&head[..n]);
+        if let Frame::GoAway { reason, .. } = self {
+            out.extend_from_slice(&reason.as_bytes()[..truncate_at(reason, MAX_REASON_LEN)]);
         }
     }
 
@@ -158,6 +161,62 @@ impl Frame {
             Frame::Data { payload, .. } => Some(payload),
             _ => None,
         }
+    }
+}
+
+/// The checked header of a whole frame at the front of a read buffer (see
+/// [`FrameDecoder::peek`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    kind: Kind,
+    pub(crate) flags: u8,
+    pub(crate) port: PortId,
+    len: u32,
+}
+
+impl Head {
+    /// Whether this is a `Data` frame.
+    pub(crate) fn is_data(&self) -> bool {
+        self.kind == Kind::Data
+    }
+
+    /// Bytes of the frame, header included.
+    pub(crate) fn total(&self) -> usize {
+        HEADER_LEN + self.len as usize
+    }
+
+    /// The payload, in place in `buf` (which this header was peeked from).
+    pub(crate) fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[HEADER_LEN..self.total()]
+    }
+
+    /// Takes the frame off the front of `buf`. A `Data` payload is split
+    /// off the buffer, not copied; whoever keeps it pins the buffer (the mux
+    /// keeps only large ones so, and reads small ones in place).
+    pub(crate) fn take(self, buf: &mut BytesMut) -> Frame {
+        let Head { kind, flags, port, len } = self;
+        if kind == Kind::Data {
+            buf.advance(HEADER_LEN);
+            let payload = buf.split_to(len as usize).freeze();
+            return Frame::Data { port, flags, payload };
+        }
+        let mut payload = &buf[HEADER_LEN..self.total()];
+        let frame = match kind {
+            Kind::Data => unreachable!("taken above"),
+            Kind::Credit => Frame::Credit { port, bytes: payload.get_u32() },
+            Kind::Fin => Frame::Fin { port },
+            Kind::Stop => Frame::Stop { port },
+            Kind::Ack => Frame::Ack { received: payload.get_u64() },
+            Kind::Ping => Frame::Ping { nonce: payload.get_u64() },
+            Kind::Pong => Frame::Pong { nonce: payload.get_u64() },
+            Kind::GoAway => {
+                let code = payload.get_u32();
+                let reason = String::from_utf8_lossy(payload).into_owned();
+                Frame::GoAway { code, reason }
+            }
+        };
+        buf.advance(self.total());
+        frame
     }
 }
 
@@ -185,7 +244,18 @@ impl FrameDecoder {
 
     /// Takes one frame off the front of `buf`. `Ok(None)` means more bytes are
     /// needed; on error the stream is unusable and the connection must end.
+    /// (The mux peeks instead, to read small payloads in place.)
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(crate) fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        Ok(self.peek(buf)?.map(|head| head.take(buf)))
+    }
+
+    /// The header of the frame at the front of `buf`, checked, once the
+    /// whole frame is there (the frame stays in `buf`: see [`Head::take`],
+    /// or read a `Data` payload in place with [`Head::payload`]).
+    /// `Ok(None)` means more bytes are needed, and room for them is
+    /// reserved; on error the stream is unusable and the connection must end.
+    pub(crate) fn peek(&self, buf: &mut BytesMut) -> Result<Option<Head>, WireError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -200,30 +270,7 @@ impl FrameDecoder {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        if kind == Kind::Data && len as usize >= ZERO_COPY_MIN {
-            buf.advance(HEADER_LEN);
-            let payload = buf.split_to(len as usize).freeze();
-            return Ok(Some(Frame::Data { port, flags, payload }));
-        }
-        // Small payloads are copied out (or parsed in place), so a retained
-        // chunk never pins the read buffer and the buffer is reused.
-        let mut payload = &buf[HEADER_LEN..total];
-        let frame = match kind {
-            Kind::Data => Frame::Data { port, flags, payload: Bytes::copy_from_slice(payload) },
-            Kind::Credit => Frame::Credit { port, bytes: payload.get_u32() },
-            Kind::Fin => Frame::Fin { port },
-            Kind::Stop => Frame::Stop { port },
-            Kind::Ack => Frame::Ack { received: payload.get_u64() },
-            Kind::Ping => Frame::Ping { nonce: payload.get_u64() },
-            Kind::Pong => Frame::Pong { nonce: payload.get_u64() },
-            Kind::GoAway => {
-                let code = payload.get_u32();
-                let reason = String::from_utf8_lossy(payload).into_owned();
-                Frame::GoAway { code, reason }
-            }
-        };
-        buf.advance(total);
-        Ok(Some(frame))
+        Ok(Some(Head { kind, flags, port, len }))
     }
 
     fn check_header(&self, kind: Kind, flags: u8, port: u32, len: u32) -> Result<(), WireError> {
@@ -265,6 +312,8 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BufMut;
+
     use super::*;
 
     fn roundtrip(frame: Frame) {
@@ -293,6 +342,22 @@ mod tests {
         roundtrip(Frame::Ping { nonce: 42 });
         roundtrip(Frame::Pong { nonce: 42 });
         roundtrip(Frame::GoAway { code: 3, reason: "bye".into() });
+    }
+
+    /// A reason cut at `MAX_REASON_LEN` inside a character is cut before
+    /// it, and the header says the length actually written: the frame
+    /// after it still decodes.
+    #[test]
+    fn a_long_reason_cut_inside_a_character_keeps_the_stream_in_step() {
+        let reason = format!("{}é and more", "a".repeat(MAX_REASON_LEN - 1));
+        let mut buf = BytesMut::new();
+        Frame::GoAway { code: 1, reason }.encode(&mut buf);
+        Frame::Ping { nonce: 5 }.encode(&mut buf);
+        let dec = FrameDecoder::new(1 << 20);
+        let want = Frame::GoAway { code: 1, reason: "a".repeat(MAX_REASON_LEN - 1) };
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(want));
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(Frame::Ping { nonce: 5 }));
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -45,6 +45,50 @@ fn chunks_of_a_long_message_do_not_pin_the_read_buffer() {
 }
 
 #[test]
+fn small_messages_held_unread_pin_their_port_buffer_not_the_read_buffer() {
+    // Small payloads are read in place and copied into their port's buffer:
+    // a run of them shares one allocation, and messages a port holds unread
+    // keep neither the transport's read buffer nor another port's data.
+    let mut p = Pair::new(Setup::default());
+    let other = p.open_and_claim(C, End::Sender);
+    for i in 0..10u8 {
+        p.send(C, ROOT_CLIENT_TO_SERVER, &[], &[i; 40]);
+        p.send(C, other, &[], &[100 + i; 40]);
+    }
+    let mut buf = p.transmit(C);
+    let cap = buf.capacity();
+    let now = p.now();
+    p.server.handle_input(&mut buf, now).expect("valid input");
+    assert!(buf.is_empty());
+    assert!(buf.try_reclaim(cap), "no held message refers to the read buffer");
+    let mut root = Vec::new();
+    while let Pop::Chunk(c) = p.server.pop_chunk(ROOT_CLIENT_TO_SERVER) {
+        root.push(c.data);
+    }
+    assert_eq!(root.len(), 10);
+    for (i, data) in root.iter().enumerate() {
+        assert_eq!(&data[..], &[i as u8; 40][..]);
+    }
+    // One allocation for the run: each message follows the one before.
+    for pair in root.windows(2) {
+        assert_eq!(pair[0].as_ptr().wrapping_add(40), pair[1].as_ptr(), "consecutive in one buffer");
+    }
+    assert_eq!(p.server.ports[&ROOT_CLIENT_TO_SERVER].rx().kept.capacity(), 0, "an emptied port lets its buffer go");
+    assert!(p.server.ports[&other].rx().kept.capacity() > 0, "the other port still holds its messages");
+    let theirs = recv_whole_data(&mut p, other);
+    assert_eq!(theirs, (0..10u8).map(|i| vec![100 + i; 40]).collect::<Vec<_>>());
+}
+
+/// Every message queued on `port` of the server, popped.
+fn recv_whole_data(p: &mut Pair, port: PortId) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Pop::Chunk(c) = p.server.pop_chunk(port) {
+        out.push(c.data.to_vec());
+    }
+    out
+}
+
+#[test]
 fn a_stream_of_long_messages_reuses_the_reassembly_buffer() {
     let setup = Setup { chunk_size: 1024, port_window: 1 << 16, conn_window: 1 << 18, ..Setup::default() };
     let mut p = Pair::new(setup);
