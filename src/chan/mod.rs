@@ -412,6 +412,7 @@ impl RawMessage {
 
 type Deferred = Box<dyn FnOnce() + Send>;
 
+#[derive(Default)]
 struct EncodeCtx {
     entries: Vec<PortEntry>,
     local: Vec<PortId>,
@@ -428,7 +429,9 @@ struct DecodeCtx {
 scoped_tls::scoped_thread_local!(static SHARED: Arc<Shared>);
 
 enum Ctx {
-    Encode(EncodeCtx),
+    /// Made on the first channel end met: most messages carry none, and a
+    /// small context is cheap to swap in and out for every message.
+    Encode(Option<Box<EncodeCtx>>),
     Decode(DecodeCtx),
 }
 
@@ -517,6 +520,7 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
         let (Some(Ctx::Encode(ctx)), true) = (c.as_mut(), SHARED.is_set()) else {
             return Err(ser_error(NO_CONTEXT));
         };
+        let ctx = ctx.get_or_insert_with(Box::default);
         SHARED.with(|shared| {
             if ctx.entries.len() >= wire::MAX_PORTS {
                 return Err(ser_error("too many channel ends in one message"));
@@ -534,7 +538,7 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
 pub(crate) fn defer(f: impl FnOnce() + Send + 'static) {
     CTX.with(|c| {
         if let Some(Ctx::Encode(ctx)) = c.borrow_mut().as_mut() {
-            ctx.deferred.push(Box::new(f));
+            ctx.get_or_insert_with(Box::default).deferred.push(Box::new(f));
         }
     })
 }
@@ -566,8 +570,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> 
 }
 
 fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Result<OutMessage, CodecError> {
-    let guard =
-        CtxGuard::enter(Ctx::Encode(EncodeCtx { entries: Vec::new(), local: Vec::new(), deferred: Vec::new() }));
+    let guard = CtxGuard::enter(Ctx::Encode(None));
     // Encode into a reused buffer that starts with an empty port table (the
     // common case), then copy once into an exact-size allocation: no growth
     // reallocations per message. A large encoding is handed over whole.
@@ -581,6 +584,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     buf.extend_from_slice(&[0, 0]);
     let res = shared.codec.encode(value, &mut buf);
     let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
+    let ctx = ctx.map(|c| *c).unwrap_or_default();
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|()| {
