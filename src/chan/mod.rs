@@ -429,14 +429,26 @@ struct DecodeCtx {
 scoped_tls::scoped_thread_local!(static SHARED: Arc<Shared>);
 
 enum Ctx {
-    /// Made on the first channel end met: most messages carry none, and a
-    /// small context is cheap to swap in and out for every message.
-    Encode(Option<Box<EncodeCtx>>),
+    Encode(EncodeCtx),
     Decode(DecodeCtx),
 }
 
+// The context of the message being encoded or decoded on this thread,
+// lent like `SHARED` for the duration: a scoped thread-local is a pointer
+// set and restored (also on panic, and for a message encoded while another
+// is), with no destructor to register and no value moved in and out.
+scoped_tls::scoped_thread_local!(static CTX: RefCell<Ctx>);
+
+/// The context of the message being encoded or decoded, if any.
+fn with_ctx<R>(f: impl FnOnce(Option<&mut Ctx>) -> R) -> R {
+    if CTX.is_set() {
+        CTX.with(|c| f(Some(&mut c.borrow_mut())))
+    } else {
+        f(None)
+    }
+}
+
 thread_local! {
-    static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
     /// Reused encoding buffer of this thread.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Size of this thread's last large encoding, as a hint for the next.
@@ -486,41 +498,16 @@ fn take_pooled(len: usize) -> Option<Vec<u8>> {
     Some(pool.swap_remove(i))
 }
 
-/// Restores the previous context when dropped (also on panic).
-struct CtxGuard(Option<Ctx>);
-
-impl CtxGuard {
-    fn enter(ctx: Ctx) -> CtxGuard {
-        CtxGuard(CTX.with(|c| c.replace(Some(ctx))))
-    }
-
-    fn leave(mut self) -> Option<Ctx> {
-        let prev = self.0.take();
-        let ours = CTX.with(|c| c.replace(prev));
-        std::mem::forget(self);
-        ours
-    }
-}
-
-impl Drop for CtxGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        CTX.with(|c| c.replace(prev));
-    }
-}
-
 const NO_CONTEXT: &str = "tether channel ends can only be sent inside messages of a tether channel";
 
 /// Allocates a port on the connection being encoded for; the `travelling`
 /// end goes to the peer (as the returned table index), this side gets the
 /// other end's handle. `then` runs once the whole message encoded.
 pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32, PortHandle), E> {
-    CTX.with(|c| {
-        let mut c = c.borrow_mut();
-        let (Some(Ctx::Encode(ctx)), true) = (c.as_mut(), SHARED.is_set()) else {
+    with_ctx(|c| {
+        let (Some(Ctx::Encode(ctx)), true) = (c, SHARED.is_set()) else {
             return Err(ser_error(NO_CONTEXT));
         };
-        let ctx = ctx.get_or_insert_with(Box::default);
         SHARED.with(|shared| {
             if ctx.entries.len() >= wire::MAX_PORTS {
                 return Err(ser_error("too many channel ends in one message"));
@@ -536,9 +523,9 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
 /// Runs `f` after the message being encoded is complete (to start pumps
 /// only for messages that will really be sent).
 pub(crate) fn defer(f: impl FnOnce() + Send + 'static) {
-    CTX.with(|c| {
-        if let Some(Ctx::Encode(ctx)) = c.borrow_mut().as_mut() {
-            ctx.get_or_insert_with(Box::default).deferred.push(Box::new(f));
+    with_ctx(|c| {
+        if let Some(Ctx::Encode(ctx)) = c {
+            ctx.deferred.push(Box::new(f));
         }
     })
 }
@@ -546,9 +533,8 @@ pub(crate) fn defer(f: impl FnOnce() + Send + 'static) {
 /// Claims the port at `index` of the message being decoded, which must
 /// carry the `expected` end.
 pub(crate) fn claim_port<E: serde::de::Error>(index: u32, expected: End) -> Result<PortHandle, E> {
-    CTX.with(|c| {
-        let mut c = c.borrow_mut();
-        let (Some(Ctx::Decode(ctx)), true) = (c.as_mut(), SHARED.is_set()) else {
+    with_ctx(|c| {
+        let (Some(Ctx::Decode(ctx)), true) = (c, SHARED.is_set()) else {
             return Err(de_error(NO_CONTEXT));
         };
         let slot = ctx.entries.get_mut(index as usize).ok_or_else(|| de_error("channel end index out of range"))?;
@@ -570,7 +556,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(shared: &Arc<Shared>, value: &T) -> 
 }
 
 fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Result<OutMessage, CodecError> {
-    let guard = CtxGuard::enter(Ctx::Encode(None));
+    let ctx = RefCell::new(Ctx::Encode(EncodeCtx::default()));
     // Encode into a reused buffer that starts with an empty port table (the
     // common case), then copy once into an exact-size allocation: no growth
     // reallocations per message. A large encoding is handed over whole.
@@ -582,9 +568,8 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     buf.clear();
     buf.reserve(hint);
     buf.extend_from_slice(&[0, 0]);
-    let res = shared.codec.encode(value, &mut buf);
-    let Some(Ctx::Encode(ctx)) = guard.leave() else { unreachable!("context replaced during encoding") };
-    let ctx = ctx.map(|c| *c).unwrap_or_default();
+    let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
+    let Ctx::Encode(ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|()| {
@@ -635,9 +620,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
     ports: Vec<PortEntry>,
     data: &[u8],
 ) -> Result<T, CodecError> {
-    let guard = CtxGuard::enter(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect() }));
-    let res = SHARED.set(shared, || shared.codec.decode(data));
-    let Some(Ctx::Decode(ctx)) = guard.leave() else { unreachable!("context replaced during decoding") };
+    let ctx = RefCell::new(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect() }));
+    let res = CTX.set(&ctx, || SHARED.set(shared, || shared.codec.decode(data)));
+    let Ctx::Decode(ctx) = ctx.into_inner() else { unreachable!("a decoding context") };
     discard(shared, ctx.entries.into_iter().flatten().collect());
     if let Err(e) = &res {
         shared.undecodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -776,7 +761,7 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
 /// While a message decodes: the owner of the receiving connection (see
 /// `Shared::set_owner`), and the peer the message came from.
 pub(crate) fn decoding_owner() -> Option<(Arc<dyn std::any::Any + Send + Sync>, crate::NodeId)> {
-    let decoding = CTX.with(|c| matches!(c.borrow().as_ref(), Some(Ctx::Decode(_))));
+    let decoding = with_ctx(|c| matches!(c, Some(Ctx::Decode(_))));
     if !decoding || !SHARED.is_set() {
         return None;
     }
