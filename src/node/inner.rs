@@ -733,7 +733,10 @@ impl Serve {
                     // What is queued goes out first, then the goodbye; a peer
                     // that does not take it is given the handshake timeout.
                     let limit = self.node.upgrade().map_or(Duration::from_secs(5), |n| n.cfg.handshake_timeout);
-                    let _ = tokio::time::timeout(limit, self.conn.close_with(CLOSE_NODE_LEFT, "node shut down")).await;
+                    // Boxed: only a node that shuts down needs its state, and
+                    // inline it would be part of every idle connection's task.
+                    let goodbye = Box::pin(self.conn.close_with(CLOSE_NODE_LEFT, "node shut down"));
+                    let _ = tokio::time::timeout(limit, goodbye).await;
                     return;
                 }
             };
