@@ -30,6 +30,9 @@ use crate::transport::Transport;
 use crate::wire::PortId;
 use crate::NodeId;
 
+/// Lifecycle events a subscriber may fall behind by before it misses some.
+const EVENTS: usize = 64;
+
 /// The close code of a connection that closed itself because nothing held
 /// it any more (see `docs/PROTOCOL.md`, GoAway).
 pub(crate) const CLOSE_UNUSED: u32 = 1;
@@ -42,7 +45,10 @@ pub(crate) struct Shared {
     pub(crate) session: uuid::Uuid,
     /// Whether a broken transport leaves the session waiting to resume.
     resumable: bool,
-    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
+    /// Made by the first subscriber: events go only to subscribers there
+    /// are at the time, so until one comes there is nothing to keep, and an
+    /// idle connection nobody watches does not hold the channel's slots.
+    events: OnceLock<tokio::sync::broadcast::Sender<ConnectionEvent>>,
     /// Turns true once the connection has ended.
     ended: tokio::sync::watch::Sender<bool>,
     pub(crate) codec: CodecKind,
@@ -173,7 +179,7 @@ impl Shared {
             local_id: parts.local_id,
             session: parts.session,
             resumable: parts.resumable,
-            events: tokio::sync::broadcast::channel(64).0,
+            events: OnceLock::new(),
             cfg: parts.cfg,
             span: parts.span,
         })
@@ -247,11 +253,18 @@ impl Shared {
     }
 
     pub(super) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
-        self.events.subscribe()
+        self.events.get_or_init(|| tokio::sync::broadcast::channel(EVENTS).0).subscribe()
     }
 
     pub(super) fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
         self.ended.subscribe()
+    }
+
+    /// Tells the subscribers, if there are any.
+    fn send_event(&self, event: ConnectionEvent) {
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
     }
 
     pub(super) fn emit(&self, event: ConnectionEvent) {
@@ -267,7 +280,7 @@ impl Shared {
             }
             ConnectionEvent::SessionLost(why) => tracing::warn!(parent: &self.span, %why, "session lost"),
         }
-        let _ = self.events.send(event);
+        self.send_event(event);
     }
 
     /// Drives the session over `io`, replacing any previous transport.
@@ -364,7 +377,7 @@ impl Shared {
             e => tracing::warn!(parent: &self.span, error = %e, "connection failed"),
         }
         if let ConnectionError::SessionLost(why) = &err {
-            let _ = self.events.send(ConnectionEvent::SessionLost(why.clone()));
+            self.send_event(ConnectionEvent::SessionLost(why.clone()));
         }
         st.error = Some(err);
         st.link_up = false;

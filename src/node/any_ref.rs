@@ -168,7 +168,7 @@ impl<'a> Exporter<'a> {
     /// out, with an error logged (its messages would decode as the first).
     pub fn mailbox<M: RemoteMessage>(mut self, mailbox: impl Mailbox<M>) -> Self {
         let tag = tag::<M>();
-        match self.facets.iter().find(|f| f.tag == tag) {
+        match self.facets.iter().find(|f| *f.tag == *tag) {
             None => self.facets.push(Facet::new(Arc::new(mailbox) as Arc<dyn Mailbox<M>>)),
             Some(f) if f.type_name != std::any::type_name::<M>() => tracing::error!(
                 %tag,
@@ -188,7 +188,7 @@ impl<'a> Exporter<'a> {
     /// [`NameTaken`] if another export holds the name.
     pub fn finish(self) -> Result<AnyRef, NameTaken> {
         let Exporter { node, name, facets, stopped } = self;
-        let tags: Arc<[String]> = facets.iter().map(|f| f.tag.clone()).collect();
+        let tags: Arc<[String]> = facets.iter().map(|f| f.tag.to_string()).collect();
         let inner = node.inner();
         let id = {
             let mut st = inner.lock();

@@ -3,7 +3,7 @@
 //! task per connection reading its control messages).
 //!
 //! Lifecycle. A node owns every task it starts: the listeners, one serving
-//! task per connection, one task per export waiting for its actor to stop,
+//! task per connection, one task waiting for the exports' actors to stop,
 //! and the short tasks that tell watchers an actor stopped. `shutdown`
 //! ends them in an order peers can rely on: listeners first (the port is
 //! free when it returns), then stop notifications are queued, then each
@@ -14,7 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use std::task::Poll;
+
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::task::AtomicWaker;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
@@ -49,8 +53,8 @@ pub(crate) struct NodeState {
     listeners: Vec<JoinHandle<()>>,
     /// One task per connection, serving its control messages.
     serving: JoinSet<()>,
-    /// One task per export, waiting for its actor to stop.
-    watching: JoinSet<()>,
+    /// The task waiting for exported actors to stop (see [`StopWatch`]).
+    pub(super) watching: JoinSet<()>,
     /// Actors that stopped, their watchers being told.
     stopping: JoinSet<()>,
     /// Tasks of the layers above (a cluster's membership) that end on their
@@ -105,6 +109,61 @@ pub(crate) struct NodeInner {
     pub(crate) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     /// What the routes' outboxes hold and refused (see `outbox.rs`).
     pub(crate) outbox: super::outbox::OutboxCounters,
+    /// Every export's wait for its actor to stop.
+    stop_watch: StopWatch,
+}
+
+/// Every export's wait for its actor to stop, polled by one task per node
+/// (`watch_stops`): a task per export cost about 300 bytes each, most of
+/// an idle export. The waits are polled under the lock, so a
+/// [`Mailbox::stopped`](super::Mailbox::stopped) future must not export.
+#[derive(Default)]
+struct StopWatch {
+    waits: Mutex<FuturesUnordered<StopWait>>,
+    /// The task polling `waits`, woken when one is added.
+    task: AtomicWaker,
+}
+
+/// One export's wait: resolves to its id once its actor stopped.
+struct StopWait {
+    id: u64,
+    stopped: BoxFuture<'static, ()>,
+}
+
+impl std::future::Future for StopWait {
+    type Output = u64;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<u64> {
+        self.stopped.as_mut().poll(cx).map(|()| self.id)
+    }
+}
+
+/// The task of a node's [`StopWatch`]: unregisters each export whose actor
+/// stopped and tells its watchers. Ends with the node.
+async fn watch_stops(node: Weak<NodeInner>) {
+    loop {
+        let stopped = std::future::poll_fn(|cx| {
+            let Some(node) = node.upgrade() else { return Poll::Ready(None) };
+            node.stop_watch.task.register(cx.waker());
+            let mut ids = Vec::new();
+            let mut waits = node.stop_watch.waits.lock().unwrap_or_else(|e| e.into_inner());
+            // Pending when none is ready, and also after a turn of 32 (the
+            // set then wakes this task again).
+            while let Poll::Ready(Some(id)) = waits.poll_next_unpin(cx) {
+                ids.push(id);
+            }
+            drop(waits);
+            match ids.is_empty() {
+                true => Poll::Pending,
+                false => Poll::Ready(Some((node, ids))),
+            }
+        })
+        .await;
+        let Some((node, ids)) = stopped else { return };
+        for id in ids {
+            node.actor_stopped(id);
+        }
+    }
 }
 
 impl NodeInner {
@@ -125,6 +184,7 @@ impl NodeInner {
             exports_changed: tokio::sync::watch::channel(0).0,
             extensions: Mutex::new(HashMap::new()),
             outbox: Default::default(),
+            stop_watch: StopWatch::default(),
         }
     }
 
@@ -157,14 +217,16 @@ impl NodeInner {
 
     /// Waits for `actor` to stop, then unregisters it and tells its watchers.
     pub(crate) fn watch_export(self: &Arc<Self>, id: u64, stopped: futures::future::BoxFuture<'static, ()>) {
-        let node = Arc::downgrade(self);
+        self.stop_watch.waits.lock().unwrap_or_else(|e| e.into_inner()).push(StopWait { id, stopped });
         let mut st = self.lock();
-        spawn_in(&mut st.watching, async move {
-            stopped.await;
-            if let Some(node) = node.upgrade() {
-                node.actor_stopped(id);
-            }
-        });
+        // The first export's, the first since shutdown took the task, or
+        // after a `stopped` future panicked in it (the set drops that one).
+        while st.watching.try_join_next().is_some() {}
+        if st.watching.is_empty() {
+            st.watching.spawn(watch_stops(Arc::downgrade(self)));
+        } else {
+            self.stop_watch.task.wake();
+        }
     }
 
     /// Takes a fresh connection in: one connection per peer node. Returns
@@ -660,6 +722,10 @@ impl NodeInner {
             self.actor_stopped(id);
         }
         watching.shutdown().await;
+        // As the task's own would have been, the waits are dropped with it
+        // (releasing what the adapters' futures hold).
+        let waits = std::mem::take(&mut *self.stop_watch.waits.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(waits);
         let services = std::mem::take(&mut self.lock().services);
         for s in services {
             let _ = s.await;
@@ -733,7 +799,10 @@ impl Serve {
                     // What is queued goes out first, then the goodbye; a peer
                     // that does not take it is given the handshake timeout.
                     let limit = self.node.upgrade().map_or(Duration::from_secs(5), |n| n.cfg.handshake_timeout);
-                    let _ = tokio::time::timeout(limit, self.conn.close_with(CLOSE_NODE_LEFT, "node shut down")).await;
+                    // Boxed: only a node that shuts down needs its state, and
+                    // inline it would be part of every idle connection's task.
+                    let goodbye = Box::pin(self.conn.close_with(CLOSE_NODE_LEFT, "node shut down"));
+                    let _ = tokio::time::timeout(limit, goodbye).await;
                     return;
                 }
             };

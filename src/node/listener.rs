@@ -212,11 +212,14 @@ async fn handle<U, Fut, T>(
     transport::tune(&stream);
     // One deadline for all of it: TLS, then tether's handshake.
     let limit = inner.cfg.handshake_timeout;
-    let handshake = async {
+    // Boxed, and so freed once done: this task lives as long as its
+    // connection, and the handshake's state would stay in it (kilobytes per
+    // idle connection).
+    let handshake = Box::pin(async {
         let io = upgrade(stream).await?;
         let parent = inner.supervisor().await.cloned();
         inner.acceptor.accept_under(io, parent.as_ref()).await
-    };
+    });
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(limit, handshake) => outcome.unwrap_or(Err(ConnectError::Timeout(limit))),
         _ = evicted => {

@@ -438,6 +438,56 @@ mod tests {
         assert!(matches!(got, Ok(Ok(Ok(ActorExit::Stopped { reason: None })))), "{got:?}");
     }
 
+    /// A mailbox whose `stopped` future holds `probe` while it waits.
+    struct Probed {
+        arrived: tokio::sync::mpsc::UnboundedSender<ReplyPort<u8>>,
+        probe: Arc<()>,
+    }
+
+    impl Mailbox<ReplyPort<u8>> for Probed {
+        fn deliver(&self, msg: ReplyPort<u8>) -> Result<(), ReplyPort<u8>> {
+            self.arrived.send(msg).map_err(|e| e.0)
+        }
+        fn stopped(&self) -> futures::future::BoxFuture<'static, ()> {
+            let (tx, probe) = (self.arrived.clone(), self.probe.clone());
+            Box::pin(async move {
+                tx.closed().await;
+                drop(probe);
+            })
+        }
+    }
+
+    /// One task per node waits for every export's actor to stop: each stop
+    /// is heard (the export goes, its watchers are told), and the waits of
+    /// actors still running go with the node.
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_task_hears_every_export_stop_and_the_waits_go_with_the_node() {
+        let node = Node::new(None, Config::default()).unwrap();
+        let probe = Arc::new(());
+        let mut exports = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let r: RemoteRef<ReplyPort<u8>> = node.export(None, Probed { arrived: tx, probe: probe.clone() }).unwrap();
+            exports.push((r, rx));
+        }
+        assert_eq!(node.inner.lock().watching.len(), 1, "one task for all of them");
+        let (kept, kept_rx) = exports.pop().unwrap();
+        for (r, rx) in exports {
+            drop(rx);
+            let told = tokio::time::timeout(Duration::from_secs(5), r.monitor()).await.unwrap();
+            assert_eq!(told, WatchEvent::Stopped { reason: None });
+        }
+        assert_eq!(node.stats().exports, 1);
+        // The running actor's wait holds a probe (its mailbox does too);
+        // the node's drop drops them.
+        assert!(Arc::strong_count(&probe) > 2);
+        // (A ref to a local actor holds its mailbox.)
+        drop(kept);
+        drop(node);
+        assert_eq!(Arc::strong_count(&probe), 1, "the wait went with the node");
+        drop(kept_rx);
+    }
+
     /// A mailbox whose actor failed with `error` once its channel closed.
     struct Failing {
         arrived: tokio::sync::mpsc::UnboundedSender<ReplyPort<u8>>,

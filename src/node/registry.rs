@@ -11,12 +11,9 @@ use futures::future::BoxFuture;
 use super::control::{Exported, Watcher};
 use super::error::{NameTaken, RemoteError};
 use super::mailbox::{pump, ActorExit, Mailbox, RemoteMessage};
-use super::tag::tag;
+use super::tag::shared_tag;
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, RawSender};
-
-/// Answers an `Open` for one facet of an export.
-type Opener = Box<dyn Fn(&Export, RawSender, Delivery) + Send + Sync>;
 
 /// How a new route delivers: inside its span, and continuing the senders'
 /// traces if this node propagates them (with the actor's id).
@@ -28,64 +25,80 @@ pub(crate) struct Delivery {
 /// One message type an export takes.
 pub(crate) struct Facet {
     /// The tag of the message type, which lookups and `Open`s must match;
-    /// made once, here.
-    pub(crate) tag: String,
+    /// shared by every export of the type.
+    pub(crate) tag: std::sync::Arc<str>,
     /// The Rust type behind the tag: within one process a message is handed
     /// over unencoded, so there the Rust types must agree, and an error says
     /// which they are when the tags do.
     pub(crate) type_name: &'static str,
+    /// The mailbox and what the registry does with it, for this type: one
+    /// allocation per facet (a closure each cost one more, per export).
+    typed: Box<dyn Typed>,
+}
+
+/// What the registry does with one facet's mailbox, whatever its type.
+trait Typed: Send + Sync {
     /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
-    pub(crate) mailbox: Arc<dyn Any + Send + Sync>,
+    fn mailbox(&self) -> &(dyn Any + Send + Sync);
     /// Whether the actor has stopped, asked without waiting.
-    stopped: Box<dyn Fn() -> bool + Send + Sync>,
+    fn stopped(&self) -> bool;
     /// How the actor ended, once it has stopped ([`Mailbox::exit`]).
-    exit: Box<dyn Fn() -> BoxFuture<'static, ActorExit> + Send + Sync>,
+    fn exit(&self) -> BoxFuture<'static, ActorExit>;
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
-    open: Opener,
+    fn open(&self, export: &Export, raw: RawSender, delivery: Delivery);
+}
+
+/// The mailbox of a facet for messages of type `M`.
+struct Of<M>(Arc<dyn Mailbox<M>>);
+
+impl<M: RemoteMessage> Typed for Of<M> {
+    fn mailbox(&self) -> &(dyn Any + Send + Sync) {
+        &self.0
+    }
+
+    fn stopped(&self) -> bool {
+        use futures::FutureExt;
+        self.0.stopped().now_or_never().is_some()
+    }
+
+    fn exit(&self) -> BoxFuture<'static, ActorExit> {
+        self.0.exit()
+    }
+
+    fn open(&self, export: &Export, raw: RawSender, delivery: Delivery) {
+        let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
+        // A stopped actor gets no new route, even before its node has
+        // noticed (a route refused a message and closed, and its sender
+        // opens it again).
+        if export.has_stopped() {
+            let _ = reply.send(Err(RemoteError::Stopped));
+            return;
+        }
+        let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pumps) = guard.as_mut() else {
+            drop(guard);
+            let _ = reply.send(Err(RemoteError::Stopped));
+            return;
+        };
+        let (tx, rx) = mpsc::channel::<M>(64);
+        // Owned by the export: aborted when the actor stops or the export is
+        // dropped, and ends with its route.
+        #[cfg(feature = "metrics")]
+        let mb = super::metrics::counted(self.0.clone(), &export.delivered);
+        #[cfg(not(feature = "metrics"))]
+        let mb = self.0.clone();
+        let pump = tokio::spawn(pump(rx, mb, delivery));
+        pumps.retain(|p| !p.is_finished());
+        pumps.push(pump);
+        drop(guard);
+        let _ = reply.send(Ok(tx));
+    }
 }
 
 impl Facet {
     /// The message type `M`, delivered to `mailbox`.
     pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Facet {
-        let probe = mailbox.clone();
-        let mb = mailbox.clone();
-        let ended = mailbox.clone();
-        Facet {
-            tag: tag::<M>(),
-            type_name: std::any::type_name::<M>(),
-            mailbox: Arc::new(mailbox),
-            stopped: Box::new(move || {
-                use futures::FutureExt;
-                probe.stopped().now_or_never().is_some()
-            }),
-            exit: Box::new(move || ended.exit()),
-            open: Box::new(move |export: &Export, raw: RawSender, delivery: Delivery| {
-                let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
-                // A stopped actor gets no new route, even before its node
-                // has noticed (a route refused a message and closed, and its
-                // sender opens it again).
-                if export.has_stopped() {
-                    let _ = reply.send(Err(RemoteError::Stopped));
-                    return;
-                }
-                let mut guard = export.pumps.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(pumps) = guard.as_mut() else {
-                    drop(guard);
-                    let _ = reply.send(Err(RemoteError::Stopped));
-                    return;
-                };
-                let (tx, rx) = mpsc::channel::<M>(64);
-                // Owned by the export: aborted when the actor stops or the
-                // export is dropped, and ends with its route.
-                #[cfg(feature = "metrics")]
-                let mb = super::metrics::counted(mb.clone(), &export.delivered);
-                let pump = tokio::spawn(pump(rx, mb.clone(), delivery));
-                pumps.retain(|p| !p.is_finished());
-                pumps.push(pump);
-                drop(guard);
-                let _ = reply.send(Ok(tx));
-            }),
-        }
+        Facet { tag: shared_tag::<M>(), type_name: std::any::type_name::<M>(), typed: Box::new(Of(mailbox)) }
     }
 }
 
@@ -138,32 +151,32 @@ impl Export {
 
     /// The facet for messages tagged `tag`.
     pub(crate) fn facet(&self, tag: &str) -> Option<&Facet> {
-        self.facets.iter().find(|f| f.tag == tag)
+        self.facets.iter().find(|f| *f.tag == *tag)
     }
 
     /// The mailbox for messages of the Rust type `M`, for refs that come
     /// back here.
     pub(crate) fn mailbox<M: 'static>(&self) -> Option<Arc<dyn Mailbox<M>>> {
-        self.facets.iter().find_map(|f| f.mailbox.downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+        self.facets.iter().find_map(|f| f.typed.mailbox().downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
     }
 
     /// The tags of every message type it takes.
     pub(crate) fn tags(&self) -> Vec<String> {
-        self.facets.iter().map(|f| f.tag.clone()).collect()
+        self.facets.iter().map(|f| f.tag.to_string()).collect()
     }
 
     /// Answers an `Open` for messages tagged `tag` with a fresh route into
     /// the actor (`TypeMismatch` if it takes no such type).
     pub(crate) fn open(&self, tag: String, raw: RawSender, delivery: Delivery) {
         match self.facet(&tag) {
-            Some(f) => (f.open)(self, raw, delivery),
+            Some(f) => f.typed.open(self, raw, delivery),
             None => refuse(raw, RemoteError::TypeMismatch { expected: tag, found: self.tags().join(" | ") }),
         }
     }
 
     /// Whether the actor has stopped (its node may not have heard yet).
     pub(crate) fn has_stopped(&self) -> bool {
-        (self.facets[0].stopped)()
+        self.facets[0].typed.stopped()
     }
 
     fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
@@ -199,7 +212,7 @@ impl Export {
             let _ = p.await;
         }
         // Cut here, so that local watchers see what remote ones do.
-        let exit = (self.facets[0].exit)().await.bounded();
+        let exit = self.facets[0].typed.exit().await.bounded();
         let told = std::mem::replace(&mut *self.watchers(), Watchers::Told(exit.clone()));
         if let Watchers::Waiting(told) = told {
             for w in told {

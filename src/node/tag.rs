@@ -95,6 +95,24 @@ pub(crate) fn tag<M: RemoteMessage>() -> String {
     render(strip_paths(std::any::type_name::<M>()), probe::<M>())
 }
 
+/// The tag of `M`, rendered once per type in this process and shared: an
+/// export keeps one for each type it takes, and 100,000 exports of one
+/// type need not hold 100,000 copies. (At most one entry per message type
+/// the program uses.)
+pub(crate) fn shared_tag<M: RemoteMessage>() -> std::sync::Arc<str> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static TAGS: OnceLock<Mutex<HashMap<std::any::TypeId, Arc<str>>>> = OnceLock::new();
+    let tags = TAGS.get_or_init(Default::default);
+    if let Some(t) = tags.lock().unwrap_or_else(|e| e.into_inner()).get(&std::any::TypeId::of::<M>()) {
+        return t.clone();
+    }
+    // Rendered without the lock: it probes the type's serde shape.
+    let rendered: Arc<str> = tag::<M>().into();
+    let mut tags = tags.lock().unwrap_or_else(|e| e.into_inner());
+    tags.entry(std::any::TypeId::of::<M>()).or_insert(rendered).clone()
+}
+
 /// `type_name` without module paths: every `a::b::C` becomes `C`, wherever
 /// it stands (generic arguments, tuples, arrays, references, `dyn`).
 fn strip_paths(full: &str) -> String {
