@@ -15,14 +15,29 @@ use super::shared::{Shared, State};
 use crate::mux::{Liveness, MuxError, Transmit};
 use crate::transport::Transport;
 
-/// Bytes read per call, and the most the driver hands the transport at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Room made for a read: it starts small and doubles whenever a read fills
+/// it, up to the most; an idle connection (pings, small requests) never
+/// holds more than the least.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+/// The most the driver hands the transport at once.
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Bytes written per poll before the driver reads again.
 const WRITE_PER_POLL: usize = 1024 * 1024;
 /// Reads processed per poll before yielding, so one busy peer cannot starve
 /// the runtime.
 const READS_PER_POLL: usize = 16;
+
+/// The room to make for the next read, after a read of `n` bytes into
+/// `room`: twice as much when it was filled, up to `READ_MAX`. It never
+/// shrinks: a connection that carried bulk data once is likely to again.
+fn next_room(current: usize, n: usize, room: usize) -> usize {
+    if n == room {
+        (current * 2).min(READ_MAX)
+    } else {
+        current
+    }
+}
 
 /// Locks the state, unless a newer transport has taken the session over or
 /// the connection ended (then the driver must stop without touching the mux).
@@ -41,6 +56,8 @@ pub(crate) struct Driver<T> {
     generation: u64,
     finished: bool,
     read_buf: BytesMut,
+    /// Room made for the next read, between `READ_MIN` and `READ_MAX`.
+    read_room: usize,
     transmit: Transmit,
     timer: Pin<Box<tokio::time::Sleep>>,
     needs_flush: bool,
@@ -60,6 +77,7 @@ impl<T: Transport> Driver<T> {
             generation,
             finished: false,
             read_buf,
+            read_room: READ_MIN,
             transmit: Transmit::default(),
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
             needs_flush: false,
@@ -75,12 +93,14 @@ impl<T: Transport> Driver<T> {
             st.dispatch_events();
         }
         for _ in 0..READS_PER_POLL {
-            self.read_buf.reserve(READ_CHUNK);
+            self.read_buf.reserve(self.read_room);
+            let room = self.read_buf.capacity() - self.read_buf.len();
             // tokio-util reads into the spare capacity without zeroing it
             // first (its own, audited `unsafe`; this crate has none).
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) => return Err(ConnectionError::Eof),
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    self.read_room = next_room(self.read_room, n, room);
                     let mut st = lock(&self.shared, self.generation)?;
                     st.mux.handle_input(&mut self.read_buf, Instant::now())?;
                     st.dispatch_events();
@@ -242,6 +262,25 @@ impl<T> Drop for Driver<T> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use super::{next_room, READ_MAX, READ_MIN};
+
+    #[test]
+    fn the_read_room_grows_only_when_reads_fill_it() {
+        let mut room = READ_MIN;
+        for _ in 0..100 {
+            room = next_room(room, 18, room);
+        }
+        assert_eq!(room, READ_MIN, "pings and small requests keep it small");
+        let mut grown = vec![room];
+        while room < READ_MAX {
+            room = next_room(room, room, room);
+            grown.push(room);
+        }
+        assert_eq!(grown, [4, 8, 16, 32, 64].map(|k| k * 1024), "doubles per filled read, up to the most");
+        assert_eq!(next_room(room, room, room), READ_MAX);
+        assert_eq!(next_room(room, 10, room), READ_MAX, "never shrinks");
+    }
 
     use bytes::{Bytes, BytesMut};
     use tokio::io::AsyncReadExt;
