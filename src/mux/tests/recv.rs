@@ -75,17 +75,8 @@ fn small_messages_held_unread_pin_their_port_buffer_not_the_read_buffer() {
     }
     assert_eq!(p.server.ports[&ROOT_CLIENT_TO_SERVER].rx().kept.capacity(), 0, "an emptied port lets its buffer go");
     assert!(p.server.ports[&other].rx().kept.capacity() > 0, "the other port still holds its messages");
-    let theirs = recv_whole_data(&mut p, other);
+    let theirs = p.recv_whole(S, other);
     assert_eq!(theirs, (0..10u8).map(|i| vec![100 + i; 40]).collect::<Vec<_>>());
-}
-
-/// Every message queued on `port` of the server, popped.
-fn recv_whole_data(p: &mut Pair, port: PortId) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Pop::Chunk(c) = p.server.pop_chunk(port) {
-        out.push(c.data.to_vec());
-    }
-    out
 }
 
 #[test]
