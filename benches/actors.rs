@@ -71,11 +71,11 @@
 mod common;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{errors_field, join, json_str, ratio, raw_rtt, sample_rtts, Bench, Lat, Progress, Res, Small};
+use common::{errors_field, join, json_str, ratio, raw_rtt, sample_rtts, Bench, Lat, Progress, Res, Small, Tally};
 use serde::{Deserialize, Serialize};
 use tether::{Connection, Node, NodeId, ReplyPort};
 
@@ -227,63 +227,6 @@ fn print_ask(
 // Shared pieces: the count an actor keeps, two nodes, the send-queue sampler, actix Systems
 // ---------------------------------------------------------------------------------------------
 
-/// What a counting actor has seen; the measuring side waits on it.
-struct Tally {
-    target: u64,
-    seen: AtomicU64,
-    misordered: AtomicU64,
-    done_at: Mutex<Option<Instant>>,
-    done: tokio::sync::Notify,
-    progress: Arc<Progress>,
-}
-
-impl Tally {
-    fn new(target: u64, progress: Arc<Progress>) -> Arc<Tally> {
-        Arc::new(Tally {
-            target,
-            seen: AtomicU64::new(0),
-            misordered: AtomicU64::new(0),
-            done_at: Mutex::new(None),
-            done: tokio::sync::Notify::new(),
-            progress,
-        })
-    }
-
-    /// Called by the actor for each told message (from one sender, so `seq` should count up).
-    fn saw(&self, seq: u64) {
-        let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        self.progress.received();
-        if seq != n {
-            self.misordered.fetch_add(1, Ordering::Relaxed);
-        }
-        if n + 1 == self.target {
-            *self.done_at.lock().unwrap() = Some(Instant::now());
-            self.done.notify_one();
-        }
-    }
-
-    /// When the actor saw the last message. (`notify_one` keeps a permit for a late waiter.)
-    async fn wait(&self) -> Instant {
-        loop {
-            if let Some(t) = *self.done_at.lock().unwrap() {
-                return t;
-            }
-            self.done.notified().await;
-        }
-    }
-
-    fn check(&self) -> Res<()> {
-        let (seen, mis) = (self.seen.load(Ordering::Relaxed), self.misordered.load(Ordering::Relaxed));
-        if seen != self.target {
-            return Err(format!("actor saw {seen} of {}", self.target));
-        }
-        if mis != 0 {
-            return Err(format!("{mis} messages out of order"));
-        }
-        Ok(())
-    }
-}
-
 /// Samples a connection's `send_queued` from a plain thread until finished (or dropped).
 struct QueueSampler {
     stop: Arc<AtomicBool>,
@@ -425,7 +368,7 @@ mod rac {
                     t: &mut Arc<Tally>,
                 ) -> Result<(), ActorProcessingErr> {
                     match msg {
-                        $msg::Tell(m) => t.saw(m.seq),
+                        $msg::Tell(m) => t.saw_seq(m.seq),
                         $msg::Ask(m, reply) => {
                             let _ = reply.send(m);
                         }
@@ -515,7 +458,7 @@ mod act {
         type Result = MessageResult<AMsg>;
 
         fn handle(&mut self, AMsg(m): AMsg, _: &mut Context<Self>) -> MessageResult<AMsg> {
-            self.0.saw(m.seq);
+            self.0.saw_seq(m.seq);
             MessageResult(m)
         }
     }

@@ -43,11 +43,13 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::RAW_BUF;
-use common::{errors_field, flush, join, json_str, ratio, read_frame, write_frame, Bench, Lat, Progress, Res, Small};
+use common::{
+    errors_field, flush, join, json_str, ratio, read_frame, write_frame, Bench, Lat, Progress, Res, Small, Tally,
+};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tether::{Config, Mailbox, Node, NodeId, RemoteRef};
@@ -167,61 +169,6 @@ impl Mailbox<Small> for Idle {
     }
     fn stopped(&self) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
-    }
-}
-
-/// What the actors of a run have seen together; the measuring side waits on it.
-struct Tally {
-    target: u64,
-    seen: AtomicU64,
-    misordered: AtomicU64,
-    done_at: Mutex<Option<Instant>>,
-    done: tokio::sync::Notify,
-    progress: Arc<Progress>,
-}
-
-impl Tally {
-    fn new(target: u64, progress: Arc<Progress>) -> Arc<Tally> {
-        Arc::new(Tally {
-            target,
-            seen: AtomicU64::new(0),
-            misordered: AtomicU64::new(0),
-            done_at: Mutex::new(None),
-            done: tokio::sync::Notify::new(),
-            progress,
-        })
-    }
-
-    fn saw(&self, in_order: bool) {
-        if !in_order {
-            self.misordered.fetch_add(1, Ordering::Relaxed);
-        }
-        self.progress.received();
-        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
-            *self.done_at.lock().unwrap() = Some(Instant::now());
-            self.done.notify_one();
-        }
-    }
-
-    /// When the last message was seen. (`notify_one` keeps a permit for a late waiter.)
-    async fn wait(&self) -> Instant {
-        loop {
-            if let Some(t) = *self.done_at.lock().unwrap() {
-                return t;
-            }
-            self.done.notified().await;
-        }
-    }
-
-    fn check(&self) -> Res<()> {
-        let (seen, mis) = (self.seen.load(Ordering::Relaxed), self.misordered.load(Ordering::Relaxed));
-        if seen != self.target {
-            return Err(format!("saw {seen} of {}", self.target));
-        }
-        if mis != 0 {
-            return Err(format!("{mis} messages out of order"));
-        }
-        Ok(())
     }
 }
 

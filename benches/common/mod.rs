@@ -190,6 +190,71 @@ impl Progress {
     }
 }
 
+/// What the counting actors of a run have seen together; the measuring side waits on it.
+/// (actors and scale only)
+#[allow(dead_code)]
+pub struct Tally {
+    target: u64,
+    seen: AtomicU64,
+    misordered: AtomicU64,
+    done_at: Mutex<Option<Instant>>,
+    done: tokio::sync::Notify,
+    progress: Arc<Progress>,
+}
+
+#[allow(dead_code)]
+impl Tally {
+    pub fn new(target: u64, progress: Arc<Progress>) -> Arc<Tally> {
+        Arc::new(Tally {
+            target,
+            seen: AtomicU64::new(0),
+            misordered: AtomicU64::new(0),
+            done_at: Mutex::new(None),
+            done: tokio::sync::Notify::new(),
+            progress,
+        })
+    }
+
+    /// One message seen, in its sender's order or not.
+    pub fn saw(&self, in_order: bool) {
+        if !in_order {
+            self.misordered.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress.received();
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            *self.done_at.lock().unwrap() = Some(Instant::now());
+            self.done.notify_one();
+        }
+    }
+
+    /// One message numbered `seq` seen, all of the run's from one sender to one actor: in order
+    /// when it is the count seen so far.
+    pub fn saw_seq(&self, seq: u64) {
+        self.saw(seq == self.seen.load(Ordering::Relaxed));
+    }
+
+    /// When the last message was seen. (`notify_one` keeps a permit for a late waiter.)
+    pub async fn wait(&self) -> Instant {
+        loop {
+            if let Some(t) = *self.done_at.lock().unwrap() {
+                return t;
+            }
+            self.done.notified().await;
+        }
+    }
+
+    pub fn check(&self) -> Res<()> {
+        let (seen, mis) = (self.seen.load(Ordering::Relaxed), self.misordered.load(Ordering::Relaxed));
+        if seen != self.target {
+            return Err(format!("saw {seen} of {}", self.target));
+        }
+        if mis != 0 {
+            return Err(format!("{mis} messages out of order"));
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------------
