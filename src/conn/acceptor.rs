@@ -108,9 +108,9 @@ impl Acceptor {
         .inspect_err(|e| tracing::warn!(addr = addr.as_deref().unwrap_or("?"), error = %e, "handshake failed"))?;
         if let Some(shared) = resumed {
             if let Some(generation) = shared.resume(io, peer, told) {
-                if let Some(actor) = shared.supervisor.get() {
-                    let _ = actor.cast(SupervisorMsg::Resumed { generation });
-                }
+                // Without a supervisor the connection has ended: the
+                // new transport's driver finds it so.
+                let _ = shared.supervise(SupervisorMsg::Resumed { generation });
             }
             return Ok(Accepted::Resumed(Connection::hold(shared)));
         }

@@ -9,7 +9,7 @@ use super::error::{ConnectError, ConnectionError};
 use super::handshake;
 use super::recovery::ConnectionEvent;
 use super::shared::{Parts, Shared};
-use super::supervisor::{self, Args, Parent};
+use super::supervisor::{Args, Parent};
 use crate::config::Config;
 use crate::mux::{Mux, MuxConfig, MuxStats, Side};
 use crate::transport::{self, Transport};
@@ -248,9 +248,9 @@ impl Connection {
         Ok(Self::start(io, cfg, Side::Client, local, session, peer, recover, parent, addr).await)
     }
 
-    /// Builds the connection's state after a handshake, spawns its
-    /// supervisor (linked to `parent`, a node's actor, if given) and starts
-    /// driving it. `addr` names the far end in logs.
+    /// Builds the connection's state after a handshake and starts driving
+    /// it. Its supervisor (linked to `parent`, a node's actor, if given) is
+    /// spawned when it is first needed. `addr` names the far end in logs.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start<T: Transport>(
         io: T,
@@ -290,13 +290,13 @@ impl Connection {
             peer_id,
             local_id: local,
             session,
-            resumable: recover.is_resumable(),
+            recover,
+            parent: parent.cloned(),
             cfg,
             span,
         });
         tracing::debug!(parent: &shared.span, resumable = shared.resumable(), "connection established");
         let conn = Connection::hold(shared);
-        supervisor::spawn(&conn.shared, recover, parent).await;
         let generation = conn.shared.start_driver(io, peer.rest);
         debug_assert_eq!(generation, 1, "the supervisor expects the first transport");
         conn

@@ -36,4 +36,4 @@ pub(crate) use dial::{dialer, Dialer};
 pub use error::{ConnectError, ConnectionError, SessionLost};
 pub use recovery::ConnectionEvent;
 pub(crate) use shared::{Shared, State};
-pub(crate) use supervisor::{NodeSupervisor, Parent as SupervisorParent};
+pub(crate) use supervisor::Parent as SupervisorParent;

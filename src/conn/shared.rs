@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::error::{ConnectionError, SessionLost};
 use super::recovery::ConnectionEvent;
-use super::supervisor::SupervisorMsg;
+use super::supervisor::{self, Args, Parent, Supervision, SupervisorMsg};
 use super::{driver, handshake};
 use crate::codec::CodecKind;
 use crate::config::Config;
@@ -66,8 +66,10 @@ pub(crate) struct Shared {
     /// Whoever took the connection in (a node), opaque at this layer: the
     /// layers above find it again while a message decodes.
     owner: OnceLock<Weak<dyn Any + Send + Sync>>,
-    /// The actor that owns the connection's recovery.
-    pub(super) supervisor: OnceLock<ractor::ActorRef<SupervisorMsg>>,
+    /// The actor that owns the connection's recovery, spawned by the first
+    /// message it is sent (see [`Supervision`]). Never locked together with
+    /// `state`.
+    supervision: Mutex<Supervision>,
     /// The connection's span: its driver runs in it and its events are
     /// logged in it (fields: peer, peer_name once known, addr, side,
     /// session).
@@ -148,7 +150,10 @@ pub(super) struct Parts {
     pub(super) local_id: NodeId,
     pub(super) peer_id: NodeId,
     pub(super) session: uuid::Uuid,
-    pub(super) resumable: bool,
+    /// How the connection recovers a broken transport.
+    pub(super) recover: Args,
+    /// The node's actor, to link the connection's supervisor to.
+    pub(super) parent: Option<Parent>,
     pub(super) span: tracing::Span,
 }
 
@@ -175,10 +180,10 @@ impl Shared {
             resumes: Default::default(),
             undecodable: Default::default(),
             owner: OnceLock::new(),
-            supervisor: OnceLock::new(),
+            resumable: parts.recover.is_resumable(),
+            supervision: Mutex::new(Supervision::new(parts.recover, parts.parent)),
             local_id: parts.local_id,
             session: parts.session,
-            resumable: parts.resumable,
             events: OnceLock::new(),
             cfg: parts.cfg,
             span: parts.span,
@@ -241,9 +246,97 @@ impl Shared {
 
     /// Test hook: makes the connection's supervisor actor panic.
     #[cfg(test)]
-    pub(crate) fn panic_supervisor(&self) {
-        if let Some(actor) = self.supervisor.get() {
-            let _ = actor.cast(SupervisorMsg::Panic);
+    pub(crate) fn panic_supervisor(self: &Arc<Self>) {
+        let _ = self.supervise(SupervisorMsg::Panic);
+    }
+
+    fn supervision(&self) -> MutexGuard<'_, Supervision> {
+        self.supervision.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection's supervisor actor was spawned (for tests).
+    #[cfg(test)]
+    pub(crate) fn supervisor_spawned(&self) -> bool {
+        !matches!(*self.supervision(), Supervision::Dormant(_))
+    }
+
+    /// The supervisor actor, while it runs (for tests).
+    #[cfg(test)]
+    pub(crate) fn supervisor_actor(&self) -> Option<ractor::ActorCell> {
+        match &*self.supervision() {
+            Supervision::Running(actor) => Some(actor.get_cell()),
+            _ => None,
+        }
+    }
+
+    /// Tells the connection's supervisor `msg`, spawning the actor first if
+    /// this is the first thing it is told. `Err` if there is no supervisor
+    /// to tell (any more), with `msg` if it was not consumed.
+    pub(crate) fn supervise(self: &Arc<Self>, msg: SupervisorMsg) -> Result<(), Option<SupervisorMsg>> {
+        let mut sup = self.supervision();
+        match &mut *sup {
+            Supervision::Running(actor) => actor.cast(msg).map_err(|e| match e {
+                ractor::MessagingErr::SendErr(msg) => Some(msg),
+                _ => None,
+            }),
+            Supervision::Spawning(pending) if pending.len() < supervisor::PENDING_MAX => {
+                pending.push(msg);
+                Ok(())
+            }
+            Supervision::Spawning(_) => {
+                // Unreachable in practice: each message needs a transport
+                // to fail or a dialer to come back, while a spawn takes
+                // microseconds. Dropping one could lose the session unseen.
+                drop(sup);
+                tracing::error!(parent: &self.span, "supervisor told too much before it started");
+                self.fail(ConnectionError::SupervisorFailed);
+                Err(Some(msg))
+            }
+            Supervision::Dormant(_) => {
+                // Outside a runtime (it is going away) there is no actor to
+                // be had; the caller ends the connection.
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    *sup = Supervision::Gone;
+                    return Err(Some(msg));
+                };
+                let Supervision::Dormant(dormant) = std::mem::replace(&mut *sup, Supervision::Spawning(vec![msg]))
+                else {
+                    unreachable!("matched above")
+                };
+                drop(sup);
+                rt.spawn(supervisor::start(self.clone(), *dormant));
+                Ok(())
+            }
+            Supervision::Gone => Err(Some(msg)),
+        }
+    }
+
+    /// The supervisor actor is up: it gets what it was told meanwhile, in
+    /// order; if the connection ended meanwhile, it stops again.
+    pub(super) fn supervisor_started(&self, actor: ractor::ActorRef<SupervisorMsg>) {
+        let mut sup = self.supervision();
+        match std::mem::replace(&mut *sup, Supervision::Gone) {
+            Supervision::Spawning(pending) => {
+                for msg in pending {
+                    let _ = actor.cast(msg);
+                }
+                *sup = Supervision::Running(actor);
+            }
+            _ => actor.stop(None),
+        }
+    }
+
+    /// The supervisor actor could not be spawned: the connection ends when
+    /// its transport does, as it would have with the actor.
+    pub(super) fn supervisor_failed_to_start(&self) {
+        let pending = match std::mem::replace(&mut *self.supervision(), Supervision::Gone) {
+            Supervision::Spawning(pending) => pending,
+            _ => Vec::new(),
+        };
+        for msg in pending {
+            if let SupervisorMsg::LinkFailed { generation, error } = msg {
+                self.fail_if_current(generation, error);
+            }
         }
     }
 
@@ -333,13 +426,10 @@ impl Shared {
     /// connection. Without a supervisor (it could not be spawned, or the
     /// runtime is shutting down) the connection ends.
     pub(crate) fn link_failed(self: &Arc<Self>, generation: u64, err: ConnectionError) {
-        let err = match self.supervisor.get() {
-            Some(actor) => match actor.cast(SupervisorMsg::LinkFailed { generation, error: err }) {
-                Ok(()) => return,
-                Err(ractor::MessagingErr::SendErr(SupervisorMsg::LinkFailed { error, .. })) => error,
-                Err(_) => ConnectionError::DriverGone,
-            },
-            None => err,
+        let err = match self.supervise(SupervisorMsg::LinkFailed { generation, error: err }) {
+            Ok(()) => return,
+            Err(Some(SupervisorMsg::LinkFailed { error, .. })) => error,
+            Err(_) => ConnectionError::DriverGone,
         };
         self.fail_if_current(generation, err);
     }
@@ -396,7 +486,8 @@ impl Shared {
         }
         drop(st);
         self.ended.send_replace(true);
-        if let Some(actor) = self.supervisor.get() {
+        // A supervisor being spawned stops once it is up.
+        if let Supervision::Running(actor) = std::mem::replace(&mut *self.supervision(), Supervision::Gone) {
             actor.stop(None);
         }
     }

@@ -7,10 +7,15 @@
 //! resume, end the connection) and wakes it when its timer is due. Messages
 //! between the two peers never pass through its mailbox.
 //!
-//! A node spawns its connections' supervisors linked to a node-level actor
-//! ([`NodeSupervisor`]), which fails a connection whose supervisor panicked.
-//! A connection made without a node gets an unlinked supervisor, watched by
-//! a small task that fails the connection if the actor dies while it is up.
+//! The actor is spawned by the first message it is sent ([`Supervision`]):
+//! a connection whose transport never failed has nothing to supervise, and
+//! an idle connection is cheaper without an actor's mailbox and task.
+//!
+//! A node's connections' supervisors are linked to a node-level actor
+//! ([`NodeSupervisor`], spawned by the first of them), which fails a
+//! connection whose supervisor panicked. A connection made without a node
+//! gets an unlinked supervisor, watched by a small task that fails the
+//! connection if the actor dies while it is up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -175,40 +180,82 @@ async fn try_resume(shared: &Arc<Shared>, dial: &Dialer, attempt: u32) -> Result
     shared.resume(io, peer, received).ok_or(None)
 }
 
-/// Where a node's connection supervisors are spawned: linked to the node's
-/// actor, which knows their connections.
-#[derive(Clone)]
-pub(crate) struct Parent {
-    cell: ActorCell,
-    conns: Arc<Mutex<HashMap<ActorId, Weak<Shared>>>>,
+/// Messages a supervisor being spawned can be told before it is up. Each
+/// needs a transport to fail or a dialer to come back; a spawn takes
+/// microseconds.
+pub(crate) const PENDING_MAX: usize = 8;
+
+/// A connection's supervisor actor, spawned by the first message it is sent:
+/// until its transport first fails (or a dialer comes back) a connection has
+/// nothing to supervise, and an actor with its mailbox and task costs about
+/// 9 KB per connection end — more than the rest of an idle connection.
+pub(crate) enum Supervision {
+    /// Not spawned yet: what spawning it takes.
+    Dormant(Box<Dormant>),
+    /// Being spawned; what it is told meanwhile waits here, in order (at
+    /// most [`PENDING_MAX`]).
+    Spawning(Vec<SupervisorMsg>),
+    Running(ActorRef<SupervisorMsg>),
+    /// The connection ended, or the actor could not be spawned.
+    Gone,
 }
 
-/// Spawns the supervisor of `shared`, linked to `parent` if given.
-pub(crate) async fn spawn(shared: &Arc<Shared>, args: Args, parent: Option<&Parent>) {
-    // Spawned before the first transport is driven (so that none of its
-    // failures can go unheard): that transport will be the next generation.
-    let generation = shared.lock().generation + 1;
-    let (policy, dial) = args.split();
-    let state = State { shared: Arc::downgrade(shared), recovery: Recovery::new(policy, generation), dial };
-    let spawned = match parent {
-        Some(p) => ConnSupervisor::spawn_linked(None, ConnSupervisor, state, p.cell.clone()).await,
+/// What spawning a connection's supervisor takes.
+pub(crate) struct Dormant {
+    args: Args,
+    parent: Option<Parent>,
+}
+
+impl Supervision {
+    pub(crate) fn new(args: Args, parent: Option<Parent>) -> Supervision {
+        Supervision::Dormant(Box::new(Dormant { args, parent }))
+    }
+}
+
+/// The transport generation a connection starts with; its supervisor's
+/// recovery starts there, however late it is spawned (a later transport
+/// came with a message the supervisor still gets).
+const FIRST_GENERATION: u64 = 1;
+
+/// Spawns the supervisor of `shared` (which is `Spawning`), linked to the
+/// node's actor if it has one, and hands it what it was told meanwhile.
+pub(super) async fn start(shared: Arc<Shared>, dormant: Dormant) {
+    /// Whatever stops the spawn (a failure, the runtime dropping this
+    /// task) leaves the connection to end with its transport.
+    struct Unstarted(Option<Arc<Shared>>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.take() {
+                shared.supervisor_failed_to_start();
+            }
+        }
+    }
+    let mut unstarted = Unstarted(Some(shared.clone()));
+    let (policy, dial) = dormant.args.split();
+    let state = State { shared: Arc::downgrade(&shared), recovery: Recovery::new(policy, FIRST_GENERATION), dial };
+    // A node that stopped its actor is going away: its connections' late
+    // supervisors run unlinked, watched like a bare connection's.
+    let parent = match &dormant.parent {
+        Some(p) => p.cell().await.map(|cell| (p, cell)),
+        None => None,
+    };
+    let spawned = match &parent {
+        Some((_, cell)) => ConnSupervisor::spawn_linked(None, ConnSupervisor, state, cell.clone()).await,
         None => ConnSupervisor::spawn(None, ConnSupervisor, state).await,
     };
     let (actor, handle) = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
-            // Without a supervisor the connection still ends cleanly when its
-            // transport does (Shared::link_failed falls back to failing it).
             tracing::warn!(parent: &shared.span, error = %e, "cannot spawn the connection supervisor");
             return;
         }
     };
     match parent {
-        Some(p) => {
-            p.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(actor.get_id(), Arc::downgrade(shared));
+        Some((p, _)) => {
+            p.0.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(actor.get_id(), Arc::downgrade(&shared));
         }
         None => {
-            let weak = Arc::downgrade(shared);
+            let weak = Arc::downgrade(&shared);
             // Ends with the actor, which ends with the connection.
             tokio::spawn(async move {
                 let _ = handle.await;
@@ -220,41 +267,86 @@ pub(crate) async fn spawn(shared: &Arc<Shared>, args: Args, parent: Option<&Pare
             });
         }
     }
-    let _ = shared.supervisor.set(actor);
+    unstarted.0 = None;
+    tracing::debug!(parent: &shared.span, "supervisor started");
+    shared.supervisor_started(actor);
+}
+
+/// Where a node's connection supervisors are spawned: linked to the node's
+/// actor, which knows their connections. The node's actor is itself spawned
+/// by the first supervisor that needs it: a node whose connections never
+/// failed has none.
+#[derive(Clone, Default)]
+pub(crate) struct Parent(Arc<ParentInner>);
+
+#[derive(Default)]
+struct ParentInner {
+    /// The node's actor, once spawned (`None` if the runtime refused).
+    actor: tokio::sync::OnceCell<Option<ActorCell>>,
+    /// Set by [`Parent::stop`]: no actor is spawned after it.
+    stopped: std::sync::atomic::AtomicBool,
+    conns: Conns,
+}
+
+/// The connections whose supervisors a node's actor is the parent of.
+type Conns = Arc<Mutex<HashMap<ActorId, Weak<Shared>>>>;
+
+impl Parent {
+    /// The node's actor, spawned now if need be; `None` once the node
+    /// stopped it, or if the runtime refuses.
+    async fn cell(&self) -> Option<ActorCell> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.0.stopped.load(SeqCst) {
+            return None;
+        }
+        let spawn = || async {
+            match NodeSupervisor::spawn(None, NodeSupervisor, self.0.conns.clone()).await {
+                Ok((actor, _)) => Some(actor.get_cell()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot spawn the node supervisor");
+                    None
+                }
+            }
+        };
+        let cell = self.0.actor.get_or_init(spawn).await.clone()?;
+        // A stop that came while the actor was being spawned missed it.
+        if self.0.stopped.load(SeqCst) {
+            cell.stop(None);
+            return None;
+        }
+        Some(cell)
+    }
+
+    /// Stops the node's actor, if there is one, and with it its
+    /// connections' supervisors.
+    pub(crate) fn stop(&self) {
+        self.0.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(Some(cell)) = self.0.actor.get() {
+            cell.stop(None);
+        }
+    }
+
+    /// Resolves once the node's actor has stopped (at once if it never
+    /// ran).
+    pub(crate) async fn stopped(&self) {
+        if let Some(Some(cell)) = self.0.actor.get() {
+            let _ = cell.wait(None).await;
+        }
+    }
+
+    /// Whether the node's actor was spawned (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_spawned(&self) -> bool {
+        self.0.actor.get().is_some()
+    }
 }
 
 /// A node's actor: parent of its connections' supervisors.
 pub(crate) struct NodeSupervisor;
 
-impl NodeSupervisor {
-    /// Spawns a node's actor; `None` (logged) if the runtime refuses.
-    pub(crate) async fn start() -> Option<Parent> {
-        let conns = Arc::new(Mutex::new(HashMap::new()));
-        match NodeSupervisor::spawn(None, NodeSupervisor, conns.clone()).await {
-            Ok((actor, _)) => Some(Parent { cell: actor.get_cell(), conns }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot spawn the node supervisor");
-                None
-            }
-        }
-    }
-}
-
-impl Parent {
-    /// Stops the node's actor and, with it, its connections' supervisors.
-    pub(crate) fn stop(&self) {
-        self.cell.stop(None);
-    }
-
-    /// Resolves once the node's actor has stopped.
-    pub(crate) async fn stopped(&self) {
-        let _ = self.cell.wait(None).await;
-    }
-}
-
 impl Actor for NodeSupervisor {
     type Msg = ();
-    type State = Arc<Mutex<HashMap<ActorId, Weak<Shared>>>>;
+    type State = Conns;
     type Arguments = Self::State;
 
     async fn pre_start(&self, _: ActorRef<()>, conns: Self::State) -> Result<Self::State, ActorProcessingErr> {
@@ -288,26 +380,77 @@ impl Actor for NodeSupervisor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
-    use crate::{Config, Connection};
+    use crate::{Accepted, Acceptor, Config, Connection, ConnectionEvent};
+
+    const T: Duration = Duration::from_secs(10);
 
     async fn pair() -> (Connection, Connection) {
         let (a, b) = crate::transport::memory(64 * 1024);
         tokio::try_join!(Connection::connect(a, Config::default()), Connection::accept(b, Config::default())).unwrap()
     }
 
-    /// Each connection has its own supervisor actor, and the actor ends with
-    /// the connection: no task outlives what it supervises.
-    #[tokio::test]
-    async fn each_connection_has_a_supervisor_that_ends_with_it() {
-        let (c, s) = pair().await;
-        let sup = c.shared().supervisor.get().expect("a supervisor actor").get_cell();
-        assert_ne!(sup.get_id(), s.shared().supervisor.get().unwrap().get_id());
-        c.close().await;
-        tokio::time::timeout(std::time::Duration::from_secs(10), sup.wait(None))
-            .await
-            .expect("the supervisor stops once its connection closed")
-            .unwrap();
+    /// An idle connection has no supervisor actor; its first broken
+    /// transport spawns one, which recovers the session, and which ends
+    /// with the connection: no actor outlives what it supervises.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_supervisor_is_spawned_by_the_first_broken_transport_and_ends_with_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Acceptor::new(Config::default()).unwrap();
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, accepted_tx) = (acceptor.clone(), accepted_tx.clone());
+                tokio::spawn(async move { accepted_tx.send(acceptor.accept(stream).await) });
+            }
+        });
+        // Each dialed socket's twin, to cut it from outside.
+        let sockets = Arc::new(Mutex::new(Vec::<std::net::TcpStream>::new()));
+        let kept = sockets.clone();
+        let dial = move || {
+            let kept = kept.clone();
+            async move {
+                let stream = TcpStream::connect(addr).await?.into_std()?;
+                kept.lock().unwrap().push(stream.try_clone()?);
+                TcpStream::from_std(stream)
+            }
+        };
+        let client = Connection::dial(dial, Config::default()).await.unwrap();
+        let Ok(Accepted::New(server)) = accepted.recv().await.unwrap() else { panic!("a new session") };
+        let (tx, _) = client.root::<u32, ()>().unwrap();
+        let (_, mut rx) = server.root::<(), u32>().unwrap();
+        tx.send(1).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Some(1));
+        assert!(!client.shared().supervisor_spawned() && !server.shared().supervisor_spawned(), "idle, none yet");
+
+        let mut events = client.events();
+        sockets.lock().unwrap()[0].shutdown(std::net::Shutdown::Both).unwrap();
+        loop {
+            match tokio::time::timeout(T, events.recv()).await.expect("the session resumes").unwrap() {
+                ConnectionEvent::Resumed => break,
+                ConnectionEvent::SessionLost(why) => panic!("session lost: {why}"),
+                _ => {}
+            }
+        }
+        let Ok(Accepted::Resumed(_)) = accepted.recv().await.unwrap() else { panic!("the dialer resumed") };
+        tx.send(2).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Some(2), "the session goes on");
+        let actors = [client.shared().supervisor_actor(), server.shared().supervisor_actor()];
+        let [Some(dialer), Some(lingerer)] = actors else { panic!("both ends supervised after the break") };
+
+        client.close().await;
+        for actor in [dialer, lingerer] {
+            tokio::time::timeout(T, actor.wait(None))
+                .await
+                .expect("the supervisor stops once its connection closed")
+                .unwrap();
+        }
     }
 
     /// A supervisor that panics fails its connection: nothing would recover
@@ -316,7 +459,7 @@ mod tests {
     async fn a_panicking_supervisor_fails_its_connection() {
         let (c, _s) = pair().await;
         c.shared().panic_supervisor();
-        let err = tokio::time::timeout(std::time::Duration::from_secs(10), c.closed()).await.unwrap();
+        let err = tokio::time::timeout(T, c.closed()).await.unwrap();
         assert!(matches!(err, ConnectionError::SupervisorFailed), "{err:?}");
     }
 }

@@ -32,7 +32,7 @@ use super::remote_ref::{ActorId, WatchEvent};
 use super::route::{AnyRoute, Hops};
 use crate::auth::{CapabilityKey, Token};
 use crate::chan::{mpsc, oneshot, RawSender};
-use crate::conn::{NodeSupervisor, SupervisorParent};
+use crate::conn::SupervisorParent;
 use crate::{Acceptor, Config, ConnectError, Connection, NodeId};
 
 /// How long a dial the peer did not keep waits for the connection the peer
@@ -94,9 +94,10 @@ pub(crate) struct NodeInner {
     /// How far shutdown has come; dropped with the node (which ends every
     /// wait on it).
     shutdown: tokio::sync::watch::Sender<Phase>,
-    /// The node's actor, parent of its connections' supervisors; spawned on
-    /// first use (a node can be made outside a runtime).
-    supervisor: tokio::sync::OnceCell<Option<SupervisorParent>>,
+    /// The node's actor, parent of its connections' supervisors; spawned by
+    /// the first of them (a node can be made outside a runtime, and one whose
+    /// connections never failed needs none).
+    supervisor: SupervisorParent,
     /// Where nodes not connected to are found: the cluster, once joined.
     pub(crate) directory: std::sync::OnceLock<Arc<dyn Directory>>,
     /// Dials made on demand, shared per address (see `directory::Dialing`).
@@ -178,7 +179,7 @@ impl NodeInner {
             state: Mutex::new(NodeState::default()),
             peers_changed: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::channel(Phase::Running).0,
-            supervisor: tokio::sync::OnceCell::new(),
+            supervisor: SupervisorParent::default(),
             directory: std::sync::OnceLock::new(),
             dialing: Default::default(),
             exports_changed: tokio::sync::watch::channel(0).0,
@@ -192,8 +193,8 @@ impl NodeInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) async fn supervisor(&self) -> Option<&SupervisorParent> {
-        self.supervisor.get_or_init(NodeSupervisor::start).await.as_ref()
+    pub(crate) fn supervisor(&self) -> &SupervisorParent {
+        &self.supervisor
     }
 
     /// Resolves once shutdown has reached `phase` (or the node is dropped).
@@ -340,7 +341,7 @@ impl NodeInner {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             tracing::debug!(%addr, "dialing");
-            let parent = self.supervisor().await;
+            let parent = Some(self.supervisor());
             let conn = Connection::dial_as(dial.clone(), addr.clone(), cfg.clone(), self.id, parent).await?;
             let id = match self.attached(conn, Some(addr.clone()), limit).await? {
                 (id, true) => return Ok(id),
@@ -738,10 +739,8 @@ impl NodeInner {
         let mut serving = std::mem::take(&mut self.lock().serving);
         while serving.join_next().await.is_some() {}
         self.peers_changed.notify_waiters();
-        if let Some(Some(parent)) = self.supervisor.get() {
-            parent.stop();
-            parent.stopped().await;
-        }
+        self.supervisor.stop();
+        self.supervisor.stopped().await;
     }
 }
 
@@ -767,9 +766,7 @@ impl Drop for NodeInner {
         for l in st.listeners.drain(..) {
             l.abort();
         }
-        if let Some(Some(parent)) = self.supervisor.get() {
-            parent.stop();
-        }
+        self.supervisor.stop();
     }
 }
 

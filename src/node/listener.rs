@@ -217,8 +217,7 @@ async fn handle<U, Fut, T>(
     // idle connection).
     let handshake = Box::pin(async {
         let io = upgrade(stream).await?;
-        let parent = inner.supervisor().await.cloned();
-        inner.acceptor.accept_under(io, parent.as_ref()).await
+        inner.acceptor.accept_under(io, Some(inner.supervisor())).await
     });
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(limit, handshake) => outcome.unwrap_or(Err(ConnectError::Timeout(limit))),

@@ -250,7 +250,7 @@ impl Node {
         if self.inner.lock().closing {
             return Err(ConnectError::NodeShutDown);
         }
-        let parent = self.inner.supervisor().await;
+        let parent = Some(self.inner.supervisor());
         let conn = Connection::establish(io, self.inner.cfg.clone(), role, self.inner.id, parent).await?;
         self.inner.join(conn, None).await
     }
@@ -402,6 +402,7 @@ mod tests {
         let _kept = tokio::time::timeout(T, arrived.recv()).await.unwrap().expect("the ask arrived");
 
         let conn = a.connection(b_id).unwrap();
+        assert!(!a.inner.supervisor().is_spawned(), "no connection needed the node's actor yet");
         conn.shared().panic_supervisor();
         let got = tokio::time::timeout(T, ask).await.unwrap().unwrap();
         assert!(
