@@ -28,6 +28,13 @@ const WRITE_PER_POLL: usize = 1024 * 1024;
 /// the runtime.
 const READS_PER_POLL: usize = 16;
 
+thread_local! {
+    /// The read buffer quiet connections share on this thread (see
+    /// `Driver::lend_back`): taken for a read, given back once everything
+    /// read was handled. At most `2 * READ_MIN` bytes per thread.
+    static SPARE: std::cell::Cell<Option<BytesMut>> = const { std::cell::Cell::new(None) };
+}
+
 /// The room to make for the next read, after a read of `n` bytes into
 /// `room`: twice as much when it was filled, up to `READ_MAX`. It never
 /// shrinks: a connection that carried bulk data once is likely to again.
@@ -93,6 +100,11 @@ impl<T: Transport> Driver<T> {
             st.dispatch_events();
         }
         for _ in 0..READS_PER_POLL {
+            if self.read_buf.capacity() == 0 {
+                // Between reads a quiet connection holds no buffer: it
+                // borrows its thread's (see `SPARE`).
+                self.read_buf = SPARE.take().unwrap_or_default();
+            }
             self.read_buf.reserve(self.read_room);
             let room = self.read_buf.capacity() - self.read_buf.len();
             // tokio-util reads into the spare capacity without zeroing it
@@ -106,12 +118,31 @@ impl<T: Transport> Driver<T> {
                     st.dispatch_events();
                 }
                 Poll::Ready(Err(e)) => return Err(ConnectionError::io(e)),
-                Poll::Pending => return Ok(()),
+                Poll::Pending => {
+                    self.lend_back();
+                    #[cfg(test)]
+                    self.shared.read_held.store(self.read_buf.capacity(), std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
             }
         }
         // More may be waiting: come back after others had a turn.
         cx.waker().wake_by_ref();
         Ok(())
+    }
+
+    /// A quiet connection (its reads never fill `READ_MIN`) with nothing
+    /// half read gives its read buffer to its thread's `SPARE` for the next
+    /// read of any quiet connection: a thousand idle connections hold one
+    /// buffer per worker thread, not a thousand. A busy one keeps its own.
+    fn lend_back(&mut self) {
+        if self.read_room == READ_MIN && self.read_buf.is_empty() && self.read_buf.capacity() <= 2 * READ_MIN {
+            let buf = std::mem::take(&mut self.read_buf);
+            match SPARE.take() {
+                Some(spare) if spare.capacity() >= buf.capacity() => SPARE.set(Some(spare)),
+                _ => SPARE.set(Some(buf)),
+            }
+        }
     }
 
     /// Writes what the mux has to send until the transport pushes back.
@@ -349,5 +380,39 @@ mod tests {
         // An empty port table (two bytes), then the payload.
         assert_eq!(data, vec![Bytes::from_static(b"\0\0last")]);
         drop(conn);
+    }
+
+    /// Waits (yielding to the drivers on this thread) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let wait = async {
+            while !cond() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap_or_else(|_| panic!("{what}"));
+    }
+
+    /// Between reads, a quiet connection holds no read buffer: it borrows
+    /// its thread's. One whose reads filled its buffer keeps its own, grown.
+    #[tokio::test]
+    async fn a_quiet_connection_holds_no_read_buffer_between_reads() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (a, b) = crate::transport::memory(64 * 1024);
+        let (a, b) =
+            tokio::try_join!(Connection::connect(a, Config::default()), Connection::accept(b, Config::default()))
+                .unwrap();
+        let (tx, _) = a.root::<Vec<u8>, ()>().unwrap();
+        let (_, mut rx) = b.root::<(), Vec<u8>>().unwrap();
+        tx.send(vec![1; 100]).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().len(), 100);
+        until("the quiet receiver gives its buffer back", || b.shared().read_held.load(Relaxed) == 0).await;
+
+        tx.send(vec![2; 1 << 20]).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().len(), 1 << 20);
+        until("the busy receiver reads again", || b.shared().read_held.load(Relaxed) > 0).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(b.shared().read_held.load(Relaxed) > 2 * READ_MIN, "a busy connection keeps its grown buffer");
     }
 }

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     /// logged in it (fields: peer, peer_name once known, addr, side,
     /// session).
     pub(crate) span: tracing::Span,
+    /// The driver's read buffer after its last read (for tests).
+    #[cfg(test)]
+    pub(crate) read_held: AtomicUsize,
 }
 
 pub(crate) struct State {
@@ -187,6 +190,8 @@ impl Shared {
             events: OnceLock::new(),
             cfg: parts.cfg,
             span: parts.span,
+            #[cfg(test)]
+            read_held: AtomicUsize::new(usize::MAX),
         })
     }
 
