@@ -156,7 +156,6 @@ pub struct Exporter<'a> {
 
 impl<'a> Exporter<'a> {
     pub(crate) fn new<M: RemoteMessage>(node: &'a Node, name: Option<&str>, first: impl Mailbox<M>) -> Exporter<'a> {
-        let first: Arc<dyn Mailbox<M>> = Arc::new(first);
         let stopped = first.stopped();
         Exporter { node, name: name.map(str::to_owned), facets: vec![Facet::new(first)], stopped }
     }
@@ -169,10 +168,10 @@ impl<'a> Exporter<'a> {
     pub fn mailbox<M: RemoteMessage>(mut self, mailbox: impl Mailbox<M>) -> Self {
         let tag = tag::<M>();
         match self.facets.iter().find(|f| *f.tag == *tag) {
-            None => self.facets.push(Facet::new(Arc::new(mailbox) as Arc<dyn Mailbox<M>>)),
-            Some(f) if f.type_name != std::any::type_name::<M>() => tracing::error!(
+            None => self.facets.push(Facet::new(mailbox)),
+            Some(f) if f.type_name() != std::any::type_name::<M>() => tracing::error!(
                 %tag,
-                first = f.type_name,
+                first = f.type_name(),
                 second = std::any::type_name::<M>(),
                 "two message types of one export share a tag: the second is not exported"
             ),

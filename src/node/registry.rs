@@ -2,8 +2,9 @@
 //! each export needs to serve peers (its mailbox, its routes' pumps, its
 //! watchers).
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -27,45 +28,74 @@ pub(crate) struct Facet {
     /// The tag of the message type, which lookups and `Open`s must match;
     /// shared by every export of the type.
     pub(crate) tag: std::sync::Arc<str>,
-    /// The Rust type behind the tag: within one process a message is handed
-    /// over unencoded, so there the Rust types must agree, and an error says
-    /// which they are when the tags do.
-    pub(crate) type_name: &'static str,
     /// The mailbox and what the registry does with it, for this type: one
-    /// allocation per facet (a closure each cost one more, per export).
-    typed: Box<dyn Typed>,
+    /// allocation per facet, the mailbox inside it (a closure each cost one
+    /// more per export, and so did a mailbox of its own).
+    typed: Arc<dyn Typed>,
 }
 
 /// What the registry does with one facet's mailbox, whatever its type.
 trait Typed: Send + Sync {
-    /// The `Arc<dyn Mailbox<M>>`, for refs to it that come back here.
-    fn mailbox(&self) -> &(dyn Any + Send + Sync);
+    /// The Rust type behind the tag: within one process a message is handed
+    /// over unencoded, so there the Rust types must agree, and an error says
+    /// which they are when the tags do.
+    fn type_name(&self) -> &'static str;
+    /// The mailbox as a boxed `Arc<dyn Mailbox<M>>` if it takes messages of
+    /// the type `want` (`M`), for refs to it that come back here.
+    fn mailbox(self: Arc<Self>, want: TypeId) -> Option<Box<dyn Any>>;
     /// Whether the actor has stopped, asked without waiting.
     fn stopped(&self) -> bool;
     /// How the actor ended, once it has stopped ([`Mailbox::exit`]).
     fn exit(&self) -> BoxFuture<'static, ActorExit>;
     /// Answers an `Open` with a fresh sender into the actor's mailbox.
-    fn open(&self, export: &Export, raw: RawSender, delivery: Delivery);
+    fn open(self: Arc<Self>, export: &Export, raw: RawSender, delivery: Delivery);
 }
 
-/// The mailbox of a facet for messages of type `M`.
-struct Of<M>(Arc<dyn Mailbox<M>>);
+/// The mailbox `Mb` of a facet for messages of type `M`.
+struct Of<M, Mb> {
+    mailbox: Mb,
+    _takes: PhantomData<fn(M)>,
+}
 
-impl<M: RemoteMessage> Typed for Of<M> {
-    fn mailbox(&self) -> &(dyn Any + Send + Sync) {
-        &self.0
+// Every method forwards (a method added to `Mailbox` must be forwarded here
+// too, or exported actors would get its default).
+impl<M: RemoteMessage, Mb: Mailbox<M>> Mailbox<M> for Of<M, Mb> {
+    fn deliver(&self, msg: M) -> Result<(), M> {
+        self.mailbox.deliver(msg)
+    }
+
+    fn deliver_tracked(&self, msg: M) -> Result<Option<BoxFuture<'static, ()>>, M> {
+        self.mailbox.deliver_tracked(msg)
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        self.mailbox.stopped()
+    }
+
+    fn exit(&self) -> BoxFuture<'static, ActorExit> {
+        self.mailbox.exit()
+    }
+}
+
+impl<M: RemoteMessage, Mb: Mailbox<M>> Typed for Of<M, Mb> {
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<M>()
+    }
+
+    fn mailbox(self: Arc<Self>, want: TypeId) -> Option<Box<dyn Any>> {
+        (want == TypeId::of::<M>()).then(|| Box::new(self as Arc<dyn Mailbox<M>>) as Box<dyn Any>)
     }
 
     fn stopped(&self) -> bool {
         use futures::FutureExt;
-        self.0.stopped().now_or_never().is_some()
+        self.mailbox.stopped().now_or_never().is_some()
     }
 
     fn exit(&self) -> BoxFuture<'static, ActorExit> {
-        self.0.exit()
+        self.mailbox.exit()
     }
 
-    fn open(&self, export: &Export, raw: RawSender, delivery: Delivery) {
+    fn open(self: Arc<Self>, export: &Export, raw: RawSender, delivery: Delivery) {
         let Some(reply) = raw.into_oneshot::<Result<mpsc::Sender<M>, RemoteError>>() else { return };
         // A stopped actor gets no new route, even before its node has
         // noticed (a route refused a message and closed, and its sender
@@ -83,10 +113,9 @@ impl<M: RemoteMessage> Typed for Of<M> {
         let (tx, rx) = mpsc::channel::<M>(64);
         // Owned by the export: aborted when the actor stops or the export is
         // dropped, and ends with its route.
+        let mb: Arc<dyn Mailbox<M>> = self;
         #[cfg(feature = "metrics")]
-        let mb = super::metrics::counted(self.0.clone(), &export.delivered);
-        #[cfg(not(feature = "metrics"))]
-        let mb = self.0.clone();
+        let mb = super::metrics::counted(mb, &export.delivered);
         let pump = tokio::spawn(pump(rx, mb, delivery));
         pumps.retain(|p| !p.is_finished());
         pumps.push(pump);
@@ -97,8 +126,18 @@ impl<M: RemoteMessage> Typed for Of<M> {
 
 impl Facet {
     /// The message type `M`, delivered to `mailbox`.
-    pub(crate) fn new<M: RemoteMessage>(mailbox: Arc<dyn Mailbox<M>>) -> Facet {
-        Facet { tag: shared_tag::<M>(), type_name: std::any::type_name::<M>(), typed: Box::new(Of(mailbox)) }
+    pub(crate) fn new<M: RemoteMessage>(mailbox: impl Mailbox<M>) -> Facet {
+        Facet { tag: shared_tag::<M>(), typed: Arc::new(Of { mailbox, _takes: PhantomData }) }
+    }
+
+    /// The Rust type of its messages.
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.typed.type_name()
+    }
+
+    /// Whether the actor has stopped, asked without waiting.
+    pub(crate) fn stopped(&self) -> bool {
+        self.typed.stopped()
     }
 }
 
@@ -176,7 +215,9 @@ impl Export {
     /// The mailbox for messages of the Rust type `M`, for refs that come
     /// back here.
     pub(crate) fn mailbox<M: 'static>(&self) -> Option<Arc<dyn Mailbox<M>>> {
-        self.facets().iter().find_map(|f| f.typed.mailbox().downcast_ref::<Arc<dyn Mailbox<M>>>().cloned())
+        let want = TypeId::of::<M>();
+        let found = self.facets().iter().find_map(|f| f.typed.clone().mailbox(want))?;
+        found.downcast::<Arc<dyn Mailbox<M>>>().ok().map(|mailbox| *mailbox)
     }
 
     /// The tags of every message type it takes.
@@ -188,14 +229,14 @@ impl Export {
     /// the actor (`TypeMismatch` if it takes no such type).
     pub(crate) fn open(&self, tag: String, raw: RawSender, delivery: Delivery) {
         match self.facet(&tag) {
-            Some(f) => f.typed.open(self, raw, delivery),
+            Some(f) => f.typed.clone().open(self, raw, delivery),
             None => refuse(raw, RemoteError::TypeMismatch { expected: tag, found: self.tags().join(" | ") }),
         }
     }
 
     /// Whether the actor has stopped (its node may not have heard yet).
     pub(crate) fn has_stopped(&self) -> bool {
-        self.facets()[0].typed.stopped()
+        self.facets()[0].stopped()
     }
 
     fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {

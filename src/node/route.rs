@@ -191,7 +191,7 @@ impl NodeInner {
                 Some(e) => match e.facet(&tag) {
                     Some(f) => RemoteError::TypeMismatch {
                         expected: std::any::type_name::<M>().to_owned(),
-                        found: f.type_name.to_owned(),
+                        found: f.type_name().to_owned(),
                     },
                     None => RemoteError::TypeMismatch { expected: tag, found: e.tags().join(" | ") },
                 },
