@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::credit::{chunk_cost, CHUNK_OVERHEAD};
-use super::ports::{EndState, Known, PeerState, Port};
+use super::ports::{EndState, Known, PeerState};
 use super::transmit::Transmit;
 use super::{Event, Mux, MuxError, SendError};
 use crate::wire::{self, Frame, PortId, FLAG_FIRST, FLAG_LAST};
@@ -101,15 +101,6 @@ impl SendHalf {
     }
 }
 
-impl Port {
-    fn sender_mut(&mut self) -> Option<&mut SendHalf> {
-        match &mut self.end {
-            EndState::Sender(s) => Some(s),
-            EndState::Receiver(_) => None,
-        }
-    }
-}
-
 impl Mux {
     /// Queues a message on a port whose sender end we hold, if it fits the
     /// message size limits and `send_limit`.
@@ -133,7 +124,9 @@ impl Mux {
         let limit = self.cfg.send_buffer as usize;
         let conn_limit = self.cfg.conn_send_buffer as usize;
         let conn_full = self.send_queued >= conn_limit;
-        let Some(p) = self.ports.get_mut(&id) else {
+        // One lookup of the port, beside the other fields it updates.
+        let Mux { ports, ready, wants_transmit, conn_blocked, totals, send_queued, .. } = self;
+        let Some(p) = ports.get_mut(&id) else {
             return Err(SendError::Closed(msg));
         };
         debug_assert!(matches!(p.end, EndState::Sender(_)), "send on a receiving port");
@@ -150,12 +143,12 @@ impl Mux {
         if send_limit == SendLimit::Buffers && (s.queued >= limit || conn_full) {
             s.write_blocked = true;
             // Each port at most once: repeated refusals must not grow this.
-            if conn_full && !self.conn_blocked.contains(&id) {
-                self.conn_blocked.push(id);
+            if conn_full && !conn_blocked.contains(&id) {
+                conn_blocked.push(id);
             }
             if !msg.counted_full {
                 msg.counted_full = true;
-                self.totals.full += 1;
+                totals.full += 1;
             }
             return Err(SendError::Full(msg));
         }
@@ -163,14 +156,13 @@ impl Mux {
         s.queued += len;
         if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
             s.in_ready = true;
-            self.ready.push_back(id);
-            self.wants_transmit = true;
+            ready.push_back(id);
+            *wants_transmit = true;
         }
-        let s = self.ports.get_mut(&id).and_then(Port::sender_mut).expect("looked up above");
         s.queue.push_back(OutMsg { bytes: msg.bytes, head, ports: msg.ports, offset: 0 });
-        self.send_queued += len;
-        self.totals.messages_out += 1;
-        self.totals.bytes_out += (len - MSG_OVERHEAD) as u64;
+        *send_queued += len;
+        totals.messages_out += 1;
+        totals.bytes_out += (len - MSG_OVERHEAD) as u64;
         Ok(())
     }
 
