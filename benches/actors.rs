@@ -811,15 +811,7 @@ async fn remote_tell(
             })
             .await
     });
-    // A sender that fails ends the run with its own error, not the deadline's.
-    let mut sender = std::pin::pin!(join(sender));
-    let (t1, (sampler, t0)) = tokio::select! {
-        t1 = tally.wait() => (t1, sender.await?),
-        sent = &mut sender => {
-            let sent = sent?;
-            (tally.wait().await, sent)
-        }
-    };
+    let (t1, (sampler, t0)) = tally.wait_for_sender(sender).await?;
     let (peak, samples) = sampler.finish();
     tally.check()?;
     setup.finish();

@@ -648,15 +648,7 @@ async fn w11(actors: usize, per: u64, p: Arc<Progress>) -> Res<Many> {
         }
         Ok((t0, refs))
     });
-    // A sender that fails ends the run with its own error, not the deadline's.
-    let mut sender = std::pin::pin!(join(sender));
-    let (t1, (t0, refs)) = tokio::select! {
-        t1 = tally.wait() => (t1, sender.await?),
-        sent = &mut sender => {
-            let sent = sent?;
-            (tally.wait().await, sent)
-        }
-    };
+    let (t1, (t0, refs)) = tally.wait_for_sender(sender).await?;
     tally.check()?;
     let peak = peak_rss()?;
     drop((refs, client, server));

@@ -243,6 +243,19 @@ impl Tally {
         }
     }
 
+    /// [`wait`](Self::wait) while `sender` runs, and what it returned: a sender that fails ends
+    /// the run with its own error, not the deadline's.
+    pub async fn wait_for_sender<T>(&self, sender: tokio::task::JoinHandle<Res<T>>) -> Res<(Instant, T)> {
+        let mut sender = std::pin::pin!(join(sender));
+        tokio::select! {
+            t1 = self.wait() => Ok((t1, sender.await?)),
+            sent = &mut sender => {
+                let sent = sent?;
+                Ok((self.wait().await, sent))
+            }
+        }
+    }
+
     pub fn check(&self) -> Res<()> {
         let (seen, mis) = (self.seen.load(Ordering::Relaxed), self.misordered.load(Ordering::Relaxed));
         if seen != self.target {
