@@ -160,15 +160,14 @@ pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<(Vec<PortEntry>, Optio
 /// Splits the port table off the front of a first chunk, ignoring a trace
 /// context.
 #[cfg(test)]
-use bytes::Bytes;
-
-#[cfg(test)]
-fn decode_table(chunk: &mut Bytes) -> Result<Vec<PortEntry>, WireError> {
+fn decode_table(chunk: &mut bytes::Bytes) -> Result<Vec<PortEntry>, WireError> {
     decode_head(chunk).map(|(ports, _)| ports)
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
