@@ -12,7 +12,8 @@
 //! ```text
 //! cargo bench --bench channels                 # full counts
 //! cargo bench --bench channels -- --quick      # smaller counts, under a minute
-//! cargo bench --bench channels -- W1 W5        # only the named workloads ("W2" includes W2-oneshot)
+//! cargo bench --bench channels -- W1 W5        # only the named workloads ("W2" includes W2-oneshot,
+//!                                              # "W3" W3-blob: the bytes as `Blob`s)
 //! ```
 //!
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
@@ -568,12 +569,33 @@ mod tw {
 
     /// W3: `total` bytes as `msg`-byte ByteBuf messages on one channel.
     pub(super) async fn w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+        w3_of(total, msg, p, ByteBuf::from, |m: &ByteBuf| m.len()).await
+    }
+
+    /// W3-blob: the same bytes as `msg`-byte [`Blob`](tether::Blob) messages, which tether
+    /// carries without copying them into or out of the message.
+    pub(super) async fn w3_blob(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+        w3_of(total, msg, p, tether::Blob::from, |m: &tether::Blob| m.len()).await
+    }
+
+    /// W3 with messages of type `M`, each made of a fresh copy of a `msg`-byte template (as
+    /// raw W3's are).
+    async fn w3_of<M>(
+        total: u64,
+        msg: usize,
+        p: Arc<Progress>,
+        make: fn(Vec<u8>) -> M,
+        len: fn(&M) -> usize,
+    ) -> Res<f64>
+    where
+        M: Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
         let count = total / msg as u64;
         let (ca, cb) = conn_pair(&p).await?;
         p.stage("root channels");
-        let (srv_root, _srv_in) = cb.root::<mpsc::Sender<ByteBuf>, ()>().ok_or("root channel already taken")?;
-        let (_cli_out, mut cli_root) = ca.root::<(), mpsc::Sender<ByteBuf>>().ok_or("root channel already taken")?;
-        let (tx, mut rx) = mpsc::channel::<ByteBuf>(BULK_CAP);
+        let (srv_root, _srv_in) = cb.root::<mpsc::Sender<M>, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_root) = ca.root::<(), mpsc::Sender<M>>().ok_or("root channel already taken")?;
+        let (tx, mut rx) = mpsc::channel::<M>(BULK_CAP);
         p.stage("send Sender over root");
         srv_root.send(tx).await.map_err(|_| "root send failed".to_string())?;
         let remote = recv_one(&mut cli_root, "remote Sender").await?;
@@ -584,7 +606,7 @@ mod tw {
             let mut bytes = 0u64;
             for i in 0..count {
                 match rx.recv().await {
-                    Ok(Some(m)) => bytes += m.len() as u64,
+                    Ok(Some(m)) => bytes += len(&m) as u64,
                     Ok(None) => return Err(format!("channel closed after {i} messages")),
                     Err(e) => return Err(format!("recv after {i} messages: {e:?}")),
                 }
@@ -597,7 +619,7 @@ mod tw {
             let template = vec![0xA5u8; msg];
             let t0 = Instant::now();
             for i in 0..count {
-                remote.send(ByteBuf::from(template.clone())).await.map_err(|_| format!("send {i} failed"))?;
+                remote.send(make(template.clone())).await.map_err(|_| format!("send {i} failed"))?;
                 ps.sent();
             }
             Ok(t0)
@@ -798,6 +820,10 @@ fn main() {
         let raw = BENCH.measure("W3 raw", d, move |p| raw_w3(total, msg, p));
         let tether = BENCH.measure("W3 tether", d, move |p| tw::w3(total, msg, p));
         print_rate("W3", "MB/s", &tether, &raw, "");
+        if wanted("W3-BLOB") {
+            let tether = BENCH.measure("W3-blob tether", d, move |p| tw::w3_blob(total, msg, p));
+            print_rate("W3-blob", "MB/s", &tether, &raw, "");
+        }
     }
     if wanted("W4") {
         let (chans, per) = (s.w4_chans, s.w4_per_chan);

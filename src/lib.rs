@@ -102,7 +102,7 @@ pub mod transport;
 mod wire;
 
 pub use auth::Cookie;
-pub use chan::{mpsc, oneshot, watch, RecvError};
+pub use chan::{mpsc, oneshot, watch, Blob, RecvError};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{
     Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, Role, SessionLost,

@@ -18,13 +18,18 @@
 //!   the node layer build on.
 //! - `oneshot.rs`: one message, the usual reply port.
 //! - `watch.rs`: the latest value of a watched value.
+//! - `blob.rs`: [`Blob`], bytes a message carries without copying them
+//!   (`attach_blob`, `attached_blob` here place them).
 //!
 //! This layer knows connections, not nodes: whoever owns a connection is
 //! opaque here (`decoding_owner`).
 
+mod blob;
 pub mod mpsc;
 pub mod oneshot;
 pub mod watch;
+
+pub use blob::Blob;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -38,7 +43,7 @@ use serde::Serialize;
 use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
-use crate::wire::{self, End, PortEntry, PortId, TraceContext, TRACE_LEN};
+use crate::wire::{self, End, PortEntry, PortId, TraceContext};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
 /// the end (the mux sends `Fin` or `Stop`).
@@ -87,7 +92,7 @@ impl PortHandle {
                 Err((SendFailure::Closed, None))
             }
             Err(MuxSendError::TooLarge { msg, max }) => {
-                let size = msg.bytes.len();
+                let size = msg.len();
                 st.mux.discard_unsent(msg);
                 Err((SendFailure::TooLarge { size, max }, None))
             }
@@ -167,6 +172,7 @@ impl PortHandle {
             return Poll::Ready(Some(Ok(RawMessage {
                 ports: c.ports,
                 trace: c.trace,
+                attached: c.attached,
                 data: c.data,
                 tail: Vec::new(),
             })));
@@ -192,6 +198,7 @@ impl PortHandle {
                     break Poll::Ready(Some(Ok(RawMessage {
                         ports: c.ports,
                         trace: c.trace,
+                        attached: c.attached,
                         data: c.data,
                         tail: Vec::new(),
                     })));
@@ -203,11 +210,13 @@ impl PortHandle {
                     if c.first {
                         state.ports = std::mem::take(&mut c.ports);
                         state.trace = c.trace.take();
+                        state.attached = c.attached;
                     }
                     if c.last {
                         let ports = std::mem::take(&mut state.ports);
                         let trace = state.trace.take();
-                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, data: c.data, tail: c.tail })));
+                        let attached = state.attached;
+                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, attached, data: c.data, tail: c.tail })));
                     }
                 }
                 Pop::Empty => match &st.error {
@@ -270,6 +279,8 @@ pub(crate) struct RecvState {
     ports: Vec<PortEntry>,
     /// Its trace context.
     trace: Option<Box<TraceContext>>,
+    /// Bytes of blobs at its end.
+    attached: u32,
     /// Whole small messages taken off the port ahead of their receive, at
     /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
     ahead: VecDeque<Chunk>,
@@ -353,7 +364,7 @@ impl RemoteRecv {
         let data = crate::mux::join(raw.data, raw.tail);
         self.state.last_len = data.len();
         self.state.last_trace = raw.trace;
-        let res = decode(&self.port.shared, raw.ports, &data);
+        let res = decode(&self.port.shared, raw.ports, &data, raw.attached);
         self.port.reclaim(data);
         Poll::Ready(Some(res.map_err(RecvError::Decode)))
     }
@@ -397,6 +408,8 @@ pub enum RecvError {
 pub(crate) struct RawMessage {
     pub(crate) ports: Vec<PortEntry>,
     pub(crate) trace: Option<Box<TraceContext>>,
+    /// Bytes of blobs at the end of the message.
+    pub(crate) attached: u32,
     pub(crate) data: Bytes,
     /// Further segments of a long message (see `Chunk::tail`).
     pub(crate) tail: Vec<Bytes>,
@@ -417,10 +430,38 @@ struct EncodeCtx {
     entries: Vec<PortEntry>,
     local: Vec<PortId>,
     deferred: Vec<Deferred>,
+    /// The message's blobs so far, in order: large ones as they are, runs
+    /// of small ones copied together (`small` is the run in progress).
+    blobs: Vec<Bytes>,
+    small: BytesMut,
+    /// Bytes of blobs so far.
+    attached: usize,
+}
+
+impl EncodeCtx {
+    fn attach(&mut self, blob: &Bytes) -> u64 {
+        let offset = self.attached as u64;
+        if blob.len() < blob::BLOB_COPY_MAX {
+            self.small.extend_from_slice(blob);
+        } else {
+            self.end_small_run();
+            self.blobs.push(blob.clone());
+        }
+        self.attached += blob.len();
+        offset
+    }
+
+    fn end_small_run(&mut self) {
+        if !self.small.is_empty() {
+            self.blobs.push(self.small.split().freeze());
+        }
+    }
 }
 
 struct DecodeCtx {
     entries: Vec<Option<PortEntry>>,
+    /// The blobs at the end of the message.
+    blobs: Bytes,
 }
 
 // The connection being encoded or decoded for, lent (not cloned: that
@@ -520,6 +561,36 @@ pub(crate) fn attach_port<E: serde::ser::Error>(travelling: End) -> Result<(u32,
     })
 }
 
+/// Attaches `blob` to the message being encoded, if one is: where it lies
+/// among the message's blobs.
+fn attach_blob(blob: &Bytes) -> Option<u64> {
+    with_ctx(|c| match c {
+        Some(Ctx::Encode(ctx)) => Some(ctx.attach(blob)),
+        _ => None,
+    })
+}
+
+/// Whether a message is being decoded, so that a blob is one of its
+/// attached blobs (and not an ordinary byte string).
+fn decoding_blobs() -> bool {
+    with_ctx(|c| matches!(c, Some(Ctx::Decode(_))))
+}
+
+/// The `len` bytes at `offset` among the blobs of the message being
+/// decoded.
+fn attached_blob<E: serde::de::Error>(offset: u64, len: u64) -> Result<Bytes, E> {
+    with_ctx(|c| {
+        let Some(Ctx::Decode(ctx)) = c else { return Err(de_error(NO_CONTEXT)) };
+        match offset.checked_add(len) {
+            Some(end) if end <= ctx.blobs.len() as u64 => Ok(ctx.blobs.slice(offset as usize..end as usize)),
+            _ => Err(de_error(format_args!(
+                "a blob of {len} bytes at {offset} lies outside the message's {} bytes of blobs",
+                ctx.blobs.len()
+            ))),
+        }
+    })
+}
+
 /// Runs `f` after the message being encoded is complete (to start pumps
 /// only for messages that will really be sent).
 pub(crate) fn defer(f: impl FnOnce() + Send + 'static) {
@@ -569,13 +640,21 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     buf.reserve(hint);
     buf.extend_from_slice(&[0, 0]);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
-    let Ctx::Encode(ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
+    let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
+    ctx.end_small_run();
+    let res = res.and_then(|()| {
+        u32::try_from(ctx.attached).map_err(|_| CodecError::Encode {
+            type_name: std::any::type_name::<T>(),
+            message: format!("{} bytes of blobs in one message", ctx.attached),
+        })
+    });
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
-    let bytes = res.map(|()| {
-        if !ctx.entries.is_empty() || trace.is_some() {
-            let mut out = BytesMut::with_capacity(wire::table_len(ctx.entries.len()) + TRACE_LEN + buf.len() - 2);
-            wire::encode_head(&ctx.entries, trace.as_ref(), &mut out);
+    let bytes = res.map(|attached| {
+        if !ctx.entries.is_empty() || trace.is_some() || attached > 0 {
+            let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), attached > 0);
+            let mut out = BytesMut::with_capacity(head + buf.len() - 2);
+            wire::encode_head(&ctx.entries, trace.as_ref(), attached, &mut out);
             out.extend_from_slice(&buf[2..]);
             out.freeze()
         } else if buf.len() > SCRATCH_KEEP {
@@ -603,7 +682,9 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     for f in ctx.deferred {
         f();
     }
-    Ok(OutMessage::new(bytes, ctx.local))
+    let mut msg = OutMessage::new(bytes, ctx.local);
+    msg.more = ctx.blobs;
+    Ok(msg)
 }
 
 /// Gives back the ports opened for a message that will not be sent.
@@ -614,21 +695,52 @@ fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
 }
 
 /// Decodes a received message for the connection `shared`; table entries
-/// the value does not claim are closed.
+/// the value does not claim are closed. The message's last `attached` bytes
+/// are its blobs.
 pub(crate) fn decode<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     ports: Vec<PortEntry>,
-    data: &[u8],
+    data: &Bytes,
+    attached: u32,
 ) -> Result<T, CodecError> {
-    let ctx = RefCell::new(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect() }));
-    let res = CTX.set(&ctx, || SHARED.set(shared, || shared.codec.decode(data)));
-    let Ctx::Decode(ctx) = ctx.into_inner() else { unreachable!("a decoding context") };
-    discard(shared, ctx.entries.into_iter().flatten().collect());
+    let res = match data.len().checked_sub(attached as usize) {
+        Some(value_len) => {
+            let blobs = blobs_of(data, value_len);
+            let ctx = RefCell::new(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect(), blobs }));
+            let res = CTX.set(&ctx, || SHARED.set(shared, || shared.codec.decode(&data[..value_len])));
+            let Ctx::Decode(ctx) = ctx.into_inner() else { unreachable!("a decoding context") };
+            discard(shared, ctx.entries.into_iter().flatten().collect());
+            res
+        }
+        None => {
+            discard(shared, ports);
+            Err(CodecError::Decode {
+                type_name: std::any::type_name::<T>(),
+                message: format!("{attached} bytes of blobs in a message of {} bytes", data.len()),
+            })
+        }
+    };
     if let Err(e) = &res {
         shared.undecodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
     }
     res
+}
+
+/// The blobs of a received message, after its first `value_len` bytes. A
+/// blob a receiver keeps must not keep other messages' bytes alive: they
+/// are slices of the message's own buffer when it has one (a message
+/// reassembled from chunks), and copied out otherwise (a small message
+/// shares its buffer with its neighbours, a one-chunk one with the
+/// transport's read buffer).
+fn blobs_of(data: &Bytes, value_len: usize) -> Bytes {
+    if value_len == data.len() {
+        Bytes::new()
+    } else if data.is_unique() {
+        data.slice(value_len..)
+    } else {
+        Bytes::copy_from_slice(&data[value_len..])
+    }
 }
 
 /// Drops the ports of a message that will not be decoded.
@@ -723,6 +835,9 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
     });
 }
 
+/// Relayed messages at least this large are not copied.
+const RELAY_COPY_MAX: usize = 16 * 1024;
+
 /// Rebuilds a message received on connection `from` for connection `to`.
 fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMessage, crate::mux::MuxError> {
     let mut entries = Vec::with_capacity(raw.ports.len());
@@ -746,16 +861,27 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
             End::Receiver => (original, twin),
         });
     }
-    let mut out = BytesMut::with_capacity(wire::table_len(entries.len()) + TRACE_LEN + raw.len());
-    wire::encode_head(&entries, raw.trace.as_deref(), &mut out);
-    for segment in std::iter::once(&raw.data).chain(&raw.tail) {
-        out.extend_from_slice(segment);
+    let head = wire::encoded_head_len(entries.len(), raw.trace.is_some(), raw.attached > 0);
+    let len = raw.len();
+    // A small message is copied behind its new head, so that it leaves in
+    // one chunk; a large one goes on from the buffers it came in.
+    let mut out = BytesMut::with_capacity(head + if len < RELAY_COPY_MAX { len } else { 0 });
+    wire::encode_head(&entries, raw.trace.as_deref(), raw.attached, &mut out);
+    let mut more = Vec::new();
+    for segment in std::iter::once(raw.data).chain(raw.tail) {
+        if len < RELAY_COPY_MAX {
+            out.extend_from_slice(&segment);
+        } else {
+            more.push(segment);
+        }
     }
     let ports = entries.iter().map(|e| e.port).collect();
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
     }
-    Ok(OutMessage::new(out.freeze(), ports))
+    let mut msg = OutMessage::new(out.freeze(), ports);
+    msg.more = more;
+    Ok(msg)
 }
 
 /// While a message decodes: the owner of the receiving connection (see
@@ -810,6 +936,21 @@ impl serde::ser::Error for TextError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A blob the receiver keeps holds its own message's buffer at most:
+    /// slices of a message with a buffer of its own, a copy otherwise.
+    #[test]
+    fn received_blobs_never_pin_other_messages_bytes() {
+        let own = Bytes::from(vec![1u8; 100]);
+        let blobs = blobs_of(&own, 40);
+        assert_eq!(blobs.as_ptr(), own[40..].as_ptr(), "a slice of the message");
+        let mut read_buffer = BytesMut::from(&[2u8; 100][..]);
+        let shared = read_buffer.split_to(60).freeze();
+        let blobs = blobs_of(&shared, 40);
+        assert_ne!(blobs.as_ptr(), shared[40..].as_ptr(), "a copy");
+        assert_eq!(&blobs[..], &[2u8; 20]);
+        assert!(blobs_of(&own, 100).is_empty());
+    }
 
     /// The pool of encoding buffers keeps at most `POOL_BUFFERS` buffers,
     /// none of them small or above `POOL_MAX`, however many come back.

@@ -309,7 +309,7 @@ impl Mux {
     /// A message that will not be sent after all (refused, or its send was
     /// cancelled): the local ports it would have announced are void.
     pub(crate) fn discard_unsent(&mut self, msg: OutMessage) {
-        self.abort_carried(&OutMsg { bytes: bytes::Bytes::new(), head: 0, ports: msg.ports, offset: 0 });
+        self.abort_carried(&OutMsg::new(msg, 0));
     }
 
     /// Queues the terminal frame (Fin or Stop) of a port whose handle is gone
@@ -389,7 +389,7 @@ impl Mux {
     /// A message is dropped unsent: if its first chunk never left, the ports
     /// it would have announced are void.
     pub(super) fn abort_carried(&mut self, m: &OutMsg) {
-        if m.offset > 0 {
+        if m.sent > 0 {
             return;
         }
         for &id in &m.ports {

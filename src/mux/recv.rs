@@ -51,6 +51,8 @@ pub(crate) struct Chunk {
     pub ports: Vec<PortEntry>,
     /// On a first chunk: the trace context the message carries, if any.
     pub trace: Option<Box<TraceContext>>,
+    /// On a first chunk: bytes of blobs at the end of the message.
+    pub attached: u32,
     /// The message, on its last chunk; nothing on the others. The mux
     /// reassembles a message that spans several chunks as they arrive.
     pub data: Bytes,
@@ -101,7 +103,7 @@ impl Payload<'_> {
     }
 
     /// Splits the message head off a first chunk.
-    fn decode_head(&mut self) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), wire::WireError> {
+    fn decode_head(&mut self) -> Result<wire::Head, wire::WireError> {
         match self {
             Payload::InPlace(s) => wire::decode_head(s),
             Payload::Shared(b) => wire::decode_head(b),
@@ -283,7 +285,7 @@ impl Mux {
             (false, Some(n)) => n,
             _ => return Err(MuxError::ChunkOrder(id)),
         };
-        let (ports, trace) = if first { payload.decode_head()? } else { (Vec::new(), None) };
+        let wire::Head { ports, trace, attached } = if first { payload.decode_head()? } else { wire::Head::default() };
         let size = so_far + payload.len();
         if size > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
@@ -309,7 +311,7 @@ impl Mux {
                 r.reassemble(first, last, payload.as_slice(), max_message as usize)
             };
             r.buffered += cost as usize;
-            let chunk = Chunk { first, last, ports, trace, data, tail };
+            let chunk = Chunk { first, last, ports, trace, attached, data, tail };
             r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));

@@ -47,12 +47,17 @@ pub(crate) enum SendLimit {
     MessageOnly,
 }
 
-/// A message ready to be sent: its bytes begin with its port table.
+/// A message ready to be sent: its bytes begin with its head (port table,
+/// trace context), and blobs may follow in their own buffers.
 #[derive(Debug)]
 pub(crate) struct OutMessage {
     /// Head (port table, trace context) and payload, as encoded by
     /// [`wire::encode_head`].
     pub bytes: Bytes,
+    /// Segments that follow `bytes` on the wire, each sent from its own
+    /// buffer: a message's blobs (see [`Blob`](crate::Blob)), the body of a
+    /// large relayed message.
+    pub more: Vec<Bytes>,
     /// The local ports the table announces.
     pub ports: Vec<PortId>,
     /// Whether a send of it was refused `Full` already, and counted: a
@@ -63,20 +68,43 @@ pub(crate) struct OutMessage {
 
 impl OutMessage {
     pub(crate) fn new(bytes: Bytes, ports: Vec<PortId>) -> OutMessage {
-        OutMessage { bytes, ports, counted_full: false }
+        OutMessage { bytes, more: Vec::new(), ports, counted_full: false }
+    }
+
+    /// Bytes of the whole message.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len() + self.more.iter().map(Bytes::len).sum::<usize>()
     }
 }
 
-/// A message in a port's send queue; `offset` bytes of it have been sent.
+/// A message in a port's send queue: the segment being cut into chunks
+/// (its bytes, then each attached blob), and what is left after it.
 #[derive(Debug)]
 pub(super) struct OutMsg {
+    /// The segment being sent; `offset` bytes of it have been.
     pub(super) bytes: Bytes,
+    pub(super) offset: usize,
+    /// The segments after `bytes`, last first.
+    pub(super) rest: Vec<Bytes>,
+    /// Bytes of the message sent, and not sent yet.
+    pub(super) sent: usize,
+    pub(super) left: usize,
     /// Bytes of its head (port table, trace context): what its first chunk
     /// must hold.
     pub(super) head: usize,
     /// Local ports announced by this message (emptied once announced).
     pub(super) ports: Vec<PortId>,
-    pub(super) offset: usize,
+}
+
+impl OutMsg {
+    pub(super) fn new(msg: OutMessage, head: usize) -> OutMsg {
+        let left = msg.len();
+        let mut rest = msg.more;
+        // An empty segment would make an empty chunk.
+        rest.retain(|b| !b.is_empty());
+        rest.reverse();
+        OutMsg { bytes: msg.bytes, offset: 0, rest, sent: 0, left, head, ports: msg.ports }
+    }
 }
 
 /// The half of a port whose sender end we hold.
@@ -109,7 +137,7 @@ impl Mux {
             return Err(SendError::Closed(msg));
         }
         let max = self.cfg.peer.max_message;
-        if msg.bytes.len() > max as usize {
+        if msg.len() > max as usize {
             return Err(SendError::TooLarge { msg, max });
         }
         // The first chunk holds the whole head (port table, trace context); it must fit in one
@@ -152,14 +180,14 @@ impl Mux {
             }
             return Err(SendError::Full(msg));
         }
-        let len = msg.bytes.len() + MSG_OVERHEAD;
+        let len = msg.len() + MSG_OVERHEAD;
         s.queued += len;
         if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
             s.in_ready = true;
             ready.push_back(id);
             *wants_transmit = true;
         }
-        s.queue.push_back(OutMsg { bytes: msg.bytes, head, ports: msg.ports, offset: 0 });
+        s.queue.push_back(OutMsg::new(msg, head));
         *send_queued += len;
         totals.messages_out += 1;
         totals.bytes_out += (len - MSG_OVERHEAD) as u64;
@@ -203,8 +231,8 @@ impl Mux {
     /// announced are void. (The rest of a message partly sent is the
     /// caller's to uncount.)
     pub(super) fn drop_queued(&mut self, m: &OutMsg) {
-        if m.offset == 0 {
-            self.send_queued -= m.bytes.len() + MSG_OVERHEAD;
+        if m.sent == 0 {
+            self.send_queued -= m.left + MSG_OVERHEAD;
         }
         self.abort_carried(m);
     }
@@ -221,8 +249,7 @@ impl Mux {
         // left are the peer's to clean up), counted unread here, where each
         // one's last chunk is.
         let queue: Vec<_> = s.queue.drain(..).collect();
-        let partial_rest =
-            queue.iter().filter(|m| m.offset > 0).map(|m| m.bytes.len() - m.offset + MSG_OVERHEAD).sum::<usize>();
+        let partial_rest = queue.iter().filter(|m| m.sent > 0).map(|m| m.left + MSG_OVERHEAD).sum::<usize>();
         s.queued = 0;
         self.send_queued -= partial_rest;
         self.totals.unread += queue.len() as u64;
@@ -276,10 +303,12 @@ impl Mux {
         let EndState::Sender(s) = &mut p.end else { return Ok(()) };
         s.in_ready = false;
         let Some(m) = s.queue.front_mut() else { return Ok(()) };
+        // Chunks never span segments: a blob leaves from its own buffer.
         let remaining = m.bytes.len() - m.offset;
         let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
-        let min_first = if m.offset == 0 { m.head } else { 1 };
+        let first = m.sent == 0;
+        let min_first = if first { m.head } else { 1 };
         // The first chunk holds the whole head, even beyond
         // chunk_size; it must still fit the credit (n <= credit below).
         let need = min_first.min(remaining);
@@ -290,12 +319,20 @@ impl Mux {
             return Ok(());
         }
         let n = want.min(credit).max(need);
-        let first = m.offset == 0;
-        let last = m.offset + n == m.bytes.len();
-        // A message sent in one chunk moves into the frame (and from there
+        let last = n == m.left;
+        // A segment sent in one chunk moves into the frame (and from there
         // into the replay buffer): no slice, no shared reference count.
-        let payload = if first && last { std::mem::take(&mut m.bytes) } else { m.bytes.slice(m.offset..m.offset + n) };
+        let payload =
+            if n == m.bytes.len() { std::mem::take(&mut m.bytes) } else { m.bytes.slice(m.offset..m.offset + n) };
         m.offset += n;
+        m.sent += n;
+        m.left -= n;
+        if n == remaining {
+            if let Some(next) = m.rest.pop() {
+                m.bytes = next;
+                m.offset = 0;
+            }
+        }
         let carried = if first { std::mem::take(&mut m.ports) } else { Vec::new() };
         s.credit -= chunk_cost(n);
         let released = n + if last { MSG_OVERHEAD } else { 0 };

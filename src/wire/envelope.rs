@@ -6,14 +6,17 @@
 //! ports can arrive, and can close them if the message is never read:
 //!
 //! ```text
-//!  u16 word: bit 15 = traced, bits 0..15 = count
+//!  u16 word: bit 15 = traced, bit 14 = attached, bits 0..14 = count
 //!  count × { u32 port, u8 end }                     (big-endian)
 //!  if traced: 16-byte trace id, 8-byte parent span id, 1 flags byte
+//!  if attached: u32 bytes of blobs at the end of the message
 //! ```
 //!
 //! `end` names which end of the port travelled inside the message: 0 the
 //! sender end, 1 the receiver end. The trace context is W3C's `traceparent`
-//! (version 00) in binary. The whole head is inside the first chunk.
+//! (version 00) in binary. Blobs ([`Blob`](crate::Blob)) travel after the
+//! encoded value, uncopied; the value refers to them by offset. The whole
+//! head is inside the first chunk.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -25,8 +28,15 @@ pub(crate) const ENTRY_LEN: usize = 5;
 /// Bit 15 of the head's first word: a trace context follows the table.
 const TRACED: u16 = 0x8000;
 
-/// The most ports one message can carry (the count's 15 bits).
-pub(crate) const MAX_PORTS: usize = 0x7fff;
+/// Bit 14 of the head's first word: the length of the blobs attached at the
+/// end of the message follows the table (and trace context).
+const ATTACHED: u16 = 0x4000;
+
+/// The most ports one message can carry (the count's 14 bits).
+pub(crate) const MAX_PORTS: usize = 0x3fff;
+
+/// Bytes of the attached length on the wire.
+const ATTACHED_LEN: usize = 4;
 
 /// Bytes of a trace context on the wire.
 pub(crate) const TRACE_LEN: usize = 25;
@@ -71,6 +81,17 @@ pub(crate) struct PortEntry {
     pub(crate) end: End,
 }
 
+/// What a message's head says: the ports it carries, where it sits in a
+/// trace, and how many bytes of blobs end it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) ports: Vec<PortEntry>,
+    pub(crate) trace: Option<Box<TraceContext>>,
+    /// Bytes at the end of the message that are blobs, attached out of the
+    /// encoded value (see [`Blob`](crate::Blob)).
+    pub(crate) attached: u32,
+}
+
 /// Bytes the table of `n` ports takes.
 pub(crate) fn table_len(n: usize) -> usize {
     2 + n * ENTRY_LEN
@@ -83,20 +104,29 @@ pub(crate) fn head_len(message: &[u8]) -> usize {
         [hi, lo, ..] => {
             let word = u16::from_be_bytes([*hi, *lo]);
             let trace = if word & TRACED != 0 { TRACE_LEN } else { 0 };
-            table_len((word & !TRACED) as usize) + trace
+            let attached = if word & ATTACHED != 0 { ATTACHED_LEN } else { 0 };
+            table_len((word & !(TRACED | ATTACHED)) as usize) + trace + attached
         }
         _ => message.len(),
     }
 }
 
+/// Bytes the head of a message with `ports` ports, a trace context or not,
+/// and blobs attached or not takes.
+pub(crate) fn encoded_head_len(ports: usize, traced: bool, attached: bool) -> usize {
+    table_len(ports) + if traced { TRACE_LEN } else { 0 } + if attached { ATTACHED_LEN } else { 0 }
+}
+
 /// Writes a message's head: its port table (at most [`MAX_PORTS`]
-/// entries), then its trace context if it has one.
-pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, out: &mut BytesMut) {
+/// entries), then its trace context if it has one, then the length of its
+/// attached blobs if it has any.
+pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, attached: u32, out: &mut BytesMut) {
     // Callers cap the table (`chan::attach_port`); a longer one would set
-    // the trace bit, so it is never written.
+    // the flag bits, so it is never written.
     assert!(ports.len() <= MAX_PORTS, "a port table of {} entries", ports.len());
-    out.reserve(table_len(ports.len()) + if trace.is_some() { TRACE_LEN } else { 0 });
-    out.put_u16(ports.len() as u16 | if trace.is_some() { TRACED } else { 0 });
+    out.reserve(encoded_head_len(ports.len(), trace.is_some(), attached > 0));
+    let flags = if trace.is_some() { TRACED } else { 0 } | if attached > 0 { ATTACHED } else { 0 };
+    out.put_u16(ports.len() as u16 | flags);
     for p in ports {
         out.put_u32(p.port);
         out.put_u8(match p.end {
@@ -109,30 +139,32 @@ pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, out
         out.put_slice(&t.span_id);
         out.put_u8(t.flags);
     }
+    if attached > 0 {
+        out.put_u32(attached);
+    }
 }
 
-/// Writes a port table, without a trace context.
+/// Writes a port table, without a trace context or blobs.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
-    encode_head(ports, None, out);
+    encode_head(ports, None, 0, out);
 }
 
-/// Splits the head off the front of a first chunk: the port table, and
-/// the trace context if the message carries one.
+/// Splits the head off the front of a first chunk.
 /// (`chunk` is a `Bytes` or a `&[u8]`: one contiguous piece.)
-pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<(Vec<PortEntry>, Option<Box<TraceContext>>), WireError> {
+pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<Head, WireError> {
     let bytes = chunk.chunk();
     if bytes.len() < 2 {
         return Err(WireError::TruncatedPortTable);
     }
     let word = u16::from_be_bytes([bytes[0], bytes[1]]);
     if word == 0 {
-        // Most messages: no ports, no trace context.
+        // Most messages: no ports, no trace context, no blobs.
         chunk.advance(2);
-        return Ok((Vec::new(), None));
+        return Ok(Head::default());
     }
     let traced = word & TRACED != 0;
-    let n = (word & !TRACED) as usize;
+    let n = (word & !(TRACED | ATTACHED)) as usize;
     if bytes.len() < head_len(bytes) {
         return Err(WireError::TruncatedPortTable);
     }
@@ -154,14 +186,15 @@ pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<(Vec<PortEntry>, Optio
         t.flags = chunk.get_u8();
         t
     });
-    Ok((ports, trace))
+    let attached = if word & ATTACHED != 0 { chunk.get_u32() } else { 0 };
+    Ok(Head { ports, trace, attached })
 }
 
-/// Splits the port table off the front of a first chunk, ignoring a trace
-/// context.
+/// Splits the port table off the front of a first chunk, ignoring the
+/// rest of the head.
 #[cfg(test)]
 fn decode_table(chunk: &mut bytes::Bytes) -> Result<Vec<PortEntry>, WireError> {
-    decode_head(chunk).map(|(ports, _)| ports)
+    decode_head(chunk).map(|head| head.ports)
 }
 
 #[cfg(test)]
@@ -186,19 +219,40 @@ mod tests {
         let ports = vec![PortEntry { port: 9, end: End::Receiver }];
         let trace = TraceContext { trace_id: [7; 16], span_id: [3; 8], flags: 1 };
         let mut buf = BytesMut::new();
-        encode_head(&ports, Some(&trace), &mut buf);
+        encode_head(&ports, Some(&trace), 0, &mut buf);
         assert_eq!(buf.len(), table_len(1) + TRACE_LEN);
         assert_eq!(head_len(&buf), buf.len());
         assert_eq!(buf[0], 0x80, "bit 15 says a trace context follows");
         buf.extend_from_slice(b"payload");
         let mut chunk = buf.freeze();
-        assert_eq!(decode_head(&mut chunk).unwrap(), (ports, Some(Box::new(trace))));
+        assert_eq!(decode_head(&mut chunk).unwrap(), Head { ports, trace: Some(Box::new(trace)), attached: 0 });
         assert_eq!(&chunk[..], b"payload");
         // Without one, the head is the table alone.
         let mut plain = BytesMut::new();
-        encode_head(&[], None, &mut plain);
+        encode_head(&[], None, 0, &mut plain);
         assert_eq!(&plain[..], &[0, 0]);
-        assert_eq!(decode_head(&mut plain.freeze()).unwrap(), (vec![], None));
+        assert_eq!(decode_head(&mut plain.freeze()).unwrap(), Head::default());
+    }
+
+    #[test]
+    fn the_length_of_attached_blobs_ends_the_head() {
+        let ports = vec![PortEntry { port: 9, end: End::Sender }];
+        let trace = TraceContext { trace_id: [7; 16], span_id: [3; 8], flags: 1 };
+        for trace in [None, Some(trace)] {
+            let mut buf = BytesMut::new();
+            encode_head(&ports, trace.as_ref(), 0x0102_0304, &mut buf);
+            assert_eq!(buf.len(), encoded_head_len(1, trace.is_some(), true));
+            assert_eq!(head_len(&buf), buf.len());
+            assert_eq!(buf[0] & 0x40, 0x40, "bit 14 says a length follows");
+            assert_eq!(&buf[buf.len() - 4..], &[1, 2, 3, 4]);
+            buf.extend_from_slice(b"payload");
+            let mut chunk = buf.freeze();
+            let head = decode_head(&mut chunk).unwrap();
+            assert_eq!(head, Head { ports: ports.clone(), trace: trace.map(Box::new), attached: 0x0102_0304 });
+            assert_eq!(&chunk[..], b"payload");
+        }
+        // Cut inside the length: truncated, not misread.
+        assert_eq!(decode_head(&mut Bytes::from_static(&[0x40, 0, 0, 0, 1])), Err(WireError::TruncatedPortTable));
     }
 
     #[test]

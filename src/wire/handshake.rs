@@ -35,13 +35,14 @@ use super::WireError;
 
 /// The first bytes of every tether connection.
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
-/// The protocol version this build speaks. 6: a message's head may carry a
-/// trace context (the top bit of the port-table count; at most 32,767
-/// ports). 5: the answer to a `Watch`
+/// The protocol version this build speaks. 7: a message may end in
+/// attached blobs, their length in its head (bit 14 of the port-table count;
+/// at most 16,383 ports). 6: a message's head may carry a trace context (the
+/// top bit of the count). 5: the answer to a `Watch`
 /// says how the actor ended (`ActorExit`), not just `Ok(())`. 4: `Open`
 /// and `Exported` carry message tags (`src/node/tag.rs`), not
 /// `std::any::type_name`.
-pub(crate) const VERSION: u16 = 6;
+pub(crate) const VERSION: u16 = 7;
 /// Hello flag: the dialer resumes the session after a broken transport.
 pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
 /// Length of the fixed part of a `Hello`.

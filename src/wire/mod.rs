@@ -18,8 +18,10 @@ mod handshake;
 
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) use envelope::encode_table;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub(crate) use envelope::table_len;
 pub use envelope::TraceContext;
-pub(crate) use envelope::{decode_head, encode_head, head_len, table_len, End, PortEntry, MAX_PORTS, TRACE_LEN};
+pub(crate) use envelope::{decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, MAX_PORTS};
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use handshake::HELLO_FIXED_LEN;

@@ -384,3 +384,48 @@ fn a_send_limited_by_message_size_only_ignores_full_buffers() {
     let got: Vec<_> = p.recv(S, root_rx(S)).into_iter().map(|m| m.data).collect();
     assert_eq!(got, vec![vec![2; 300], b"reply".to_vec()]);
 }
+
+/// A message in segments (its blobs, each in its own buffer) is cut into
+/// chunks within each segment, arrives as one message, and counts against
+/// the send buffers as a whole: also when the peer stops reading halfway.
+#[test]
+fn a_message_in_segments_leaves_segment_by_segment_and_counts_whole() {
+    let setup = Setup { chunk_size: 64, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    let segmented = || {
+        let mut m = msg(&[], &pattern(30, 1));
+        m.more = vec![pattern(100, 2).into(), Bytes::new(), pattern(10, 3).into(), pattern(200, 4).into()];
+        m
+    };
+    let whole: Vec<u8> = [&pattern(30, 1)[..], &pattern(100, 2), &pattern(10, 3), &pattern(200, 4)].concat();
+    p.client.send(ROOT_CLIENT_TO_SERVER, segmented(), SendLimit::Buffers).unwrap();
+    assert_eq!(p.client.stats().send_queued, 2 + whole.len() + MSG_OVERHEAD, "its head, its bytes, its overhead");
+    let fs = frames(p.transmit(C));
+    let chunks: Vec<_> = fs.iter().filter_map(|f| f.data_payload().map(Bytes::len)).collect();
+    assert_eq!(chunks, vec![32, 64, 36, 10, 64, 64, 64, 8], "no chunk spans two segments");
+    assert_eq!(p.client.stats().send_queued, 0);
+    p.deliver(S, raw(&fs));
+    p.drive();
+    assert_eq!(p.recv(S, ROOT_CLIENT_TO_SERVER), vec![Msg { ports: vec![], data: whole.clone() }]);
+
+    // Halfway through, the reader goes: what was left of it is uncounted.
+    let b = p.open_and_claim(C, End::Sender);
+    p.budget = 100;
+    p.client.send(b, segmented(), SendLimit::Buffers).unwrap();
+    let fs = frames(p.transmit(C));
+    assert!(fs.iter().any(|f| matches!(f, Frame::Data { port, .. } if *port == b)), "some of it left");
+    assert!(p.client.stats().send_queued > 0, "and some did not");
+    p.deliver(S, raw(&fs));
+    p.server.close_end(b);
+    // The Stop goes alone once acknowledgements would.
+    p.advance(crate::mux::ACK_DELAY);
+    let now = p.now();
+    assert_eq!(p.server.handle_timeout(now), Ok(Liveness::Alive));
+    let stop = p.transmit(S);
+    assert!(frames(stop.clone()).contains(&Frame::Stop { port: b }));
+    p.deliver(C, stop);
+    assert_eq!(p.client.stats().send_queued, 0, "the rest of the message is uncounted");
+    p.client.close_end(b);
+    p.drive();
+    assert_quiet_and_clean(&p);
+}
