@@ -97,6 +97,7 @@ mod conn;
 pub mod fuzz;
 mod mux;
 mod node;
+mod pool;
 pub mod trace;
 pub mod transport;
 mod wire;

@@ -43,6 +43,7 @@ use serde::Serialize;
 use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
+use crate::pool;
 use crate::wire::{self, End, PortEntry, PortId, TraceContext};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
@@ -175,6 +176,7 @@ impl PortHandle {
                 attached: c.attached,
                 data: c.data,
                 tail: Vec::new(),
+                own: false,
             })));
         }
         let mut st = self.shared.lock();
@@ -201,6 +203,7 @@ impl PortHandle {
                         attached: c.attached,
                         data: c.data,
                         tail: Vec::new(),
+                        own: false,
                     })));
                 }
                 // The mux reassembles a message of several chunks; popping
@@ -216,7 +219,8 @@ impl PortHandle {
                         let ports = std::mem::take(&mut state.ports);
                         let trace = state.trace.take();
                         let attached = state.attached;
-                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, attached, data: c.data, tail: c.tail })));
+                        let (data, tail) = (c.data, c.tail);
+                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, attached, data, tail, own: true })));
                     }
                 }
                 Pop::Empty => match &st.error {
@@ -236,19 +240,6 @@ impl PortHandle {
             state.yield_next = single;
         }
         end
-    }
-
-    /// Hands the buffer of a decoded message back to the mux, to reassemble
-    /// the next large message of this port in.
-    fn reclaim(&self, data: Bytes) {
-        if !(RECLAIM_MIN..=crate::mux::RECLAIM_MAX).contains(&data.len()) {
-            return;
-        }
-        if let Ok(buf) = data.try_into_mut() {
-            let buf = Vec::from(buf);
-            // Whatever the mux does not keep is freed after the lock.
-            let _unkept = self.shared.lock().mux.reclaim(self.port, buf);
-        }
     }
 }
 
@@ -295,10 +286,6 @@ pub(crate) struct RecvState {
     /// The trace context of the last message received, until taken.
     last_trace: Option<Box<TraceContext>>,
 }
-
-/// Decoded messages at least this large give their buffer back for the
-/// next one (below, a lock would cost more than an allocation saves).
-const RECLAIM_MIN: usize = 64 * 1024;
 
 /// Most messages a receive reads ahead under one lock.
 const READ_AHEAD_MSGS: usize = 32;
@@ -364,8 +351,7 @@ impl RemoteRecv {
         let data = crate::mux::join(raw.data, raw.tail);
         self.state.last_len = data.len();
         self.state.last_trace = raw.trace;
-        let res = decode(&self.port.shared, raw.ports, &data, raw.attached);
-        self.port.reclaim(data);
+        let res = decode(&self.port.shared, raw.ports, &data, raw.attached, raw.own);
         Poll::Ready(Some(res.map_err(RecvError::Decode)))
     }
 }
@@ -413,6 +399,9 @@ pub(crate) struct RawMessage {
     pub(crate) data: Bytes,
     /// Further segments of a long message (see `Chunk::tail`).
     pub(crate) tail: Vec<Bytes>,
+    /// Its buffers hold it alone (it was reassembled from chunks), where
+    /// a message in one chunk shares its buffer with others.
+    pub(crate) own: bool,
 }
 
 impl RawMessage {
@@ -496,48 +485,9 @@ thread_local! {
     static LARGE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Largest scratch buffer kept between encodings.
-const SCRATCH_KEEP: usize = 64 * 1024;
-
-/// Buffers of large encodings, given back once the mux is done with them
-/// (sent and acknowledged), for the next large encoding on any thread: a
-/// stream of large messages cycles through a few buffers instead of
-/// allocating, and page-faulting, a fresh one per message. At most
-/// `POOL_BUFFERS` buffers of at most `POOL_MAX` bytes each are kept.
-static LARGE_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-const POOL_BUFFERS: usize = 4;
-const POOL_MAX: usize = 2 * 1024 * 1024;
-
-/// A large encoding lent to the mux; its buffer returns to the pool.
-struct Pooled(Vec<u8>);
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.0));
-    }
-}
-
-fn give_back(buf: Vec<u8>) {
-    if (SCRATCH_KEEP + 1..=POOL_MAX).contains(&buf.capacity()) {
-        let mut pool = LARGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_BUFFERS {
-            pool.push(buf);
-        }
-    }
-}
-
-/// A pooled buffer with room for `len` bytes, if there is one.
-fn take_pooled(len: usize) -> Option<Vec<u8>> {
-    let mut pool = LARGE_POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let i = pool.iter().position(|b| b.capacity() >= len)?;
-    Some(pool.swap_remove(i))
-}
+/// Largest scratch buffer kept between encodings; a larger one is lent to
+/// the mux and then kept in the process's pool (`crate::pool`).
+const SCRATCH_KEEP: usize = pool::MIN;
 
 const NO_CONTEXT: &str = "tether channel ends can only be sent inside messages of a tether channel";
 
@@ -631,13 +581,14 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // Encode into a reused buffer that starts with an empty port table (the
     // common case), then copy once into an exact-size allocation: no growth
     // reallocations per message. A large encoding is handed over whole.
-    // After a large message, expect another of its size: one allocation
-    // (or none, from the pool) instead of a chain of growing copies.
+    // After a large message, expect another of its size: a free buffer of
+    // that size from the pool, instead of a chain of growing copies. (None
+    // is allocated ahead: the next message may be small, or carry its bulk
+    // in blobs.)
     let hint = LARGE_HINT.get();
-    let pooled = if hint > SCRATCH_KEEP { take_pooled(hint) } else { None };
+    let pooled = if hint > SCRATCH_KEEP { pool::LARGE.take(hint) } else { None };
     let mut buf = pooled.unwrap_or_else(|| SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut())));
     buf.clear();
-    buf.reserve(hint);
     buf.extend_from_slice(&[0, 0]);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
     let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
@@ -658,7 +609,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
             out.extend_from_slice(&buf[2..]);
             out.freeze()
         } else if buf.len() > SCRATCH_KEEP {
-            Bytes::from_owner(Pooled(std::mem::take(&mut buf)))
+            pool::LARGE.bytes(std::mem::take(&mut buf))
         } else {
             Bytes::copy_from_slice(&buf)
         }
@@ -673,7 +624,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     match buf.capacity() {
         0 => {}
         n if n <= SCRATCH_KEEP => SCRATCH.with(|s| *s.borrow_mut() = buf),
-        _ => give_back(buf),
+        _ => pool::LARGE.give_back(buf),
     }
     // On failure the ports allocated so far will never be announced: give
     // them back (the mux keeps a port opened for a message until then), and
@@ -696,16 +647,17 @@ fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
 
 /// Decodes a received message for the connection `shared`; table entries
 /// the value does not claim are closed. The message's last `attached` bytes
-/// are its blobs.
+/// are its blobs; `own`: `data` holds this message alone.
 pub(crate) fn decode<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     ports: Vec<PortEntry>,
     data: &Bytes,
     attached: u32,
+    own: bool,
 ) -> Result<T, CodecError> {
     let res = match data.len().checked_sub(attached as usize) {
         Some(value_len) => {
-            let blobs = blobs_of(data, value_len);
+            let blobs = blobs_of(data, value_len, own);
             let ctx = RefCell::new(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect(), blobs }));
             let res = CTX.set(&ctx, || SHARED.set(shared, || shared.codec.decode(&data[..value_len])));
             let Ctx::Decode(ctx) = ctx.into_inner() else { unreachable!("a decoding context") };
@@ -729,14 +681,14 @@ pub(crate) fn decode<T: DeserializeOwned>(
 
 /// The blobs of a received message, after its first `value_len` bytes. A
 /// blob a receiver keeps must not keep other messages' bytes alive: they
-/// are slices of the message's own buffer when it has one (a message
+/// are slices of the message's buffer when it is its `own` (a message
 /// reassembled from chunks), and copied out otherwise (a small message
 /// shares its buffer with its neighbours, a one-chunk one with the
 /// transport's read buffer).
-fn blobs_of(data: &Bytes, value_len: usize) -> Bytes {
+fn blobs_of(data: &Bytes, value_len: usize, own: bool) -> Bytes {
     if value_len == data.len() {
         Bytes::new()
-    } else if data.is_unique() {
+    } else if own {
         data.slice(value_len..)
     } else {
         Bytes::copy_from_slice(&data[value_len..])
@@ -942,32 +894,14 @@ mod tests {
     #[test]
     fn received_blobs_never_pin_other_messages_bytes() {
         let own = Bytes::from(vec![1u8; 100]);
-        let blobs = blobs_of(&own, 40);
+        let blobs = blobs_of(&own, 40, true);
         assert_eq!(blobs.as_ptr(), own[40..].as_ptr(), "a slice of the message");
         let mut read_buffer = BytesMut::from(&[2u8; 100][..]);
         let shared = read_buffer.split_to(60).freeze();
-        let blobs = blobs_of(&shared, 40);
+        let blobs = blobs_of(&shared, 40, false);
         assert_ne!(blobs.as_ptr(), shared[40..].as_ptr(), "a copy");
         assert_eq!(&blobs[..], &[2u8; 20]);
-        assert!(blobs_of(&own, 100).is_empty());
-    }
-
-    /// The pool of encoding buffers keeps at most `POOL_BUFFERS` buffers,
-    /// none of them small or above `POOL_MAX`, however many come back.
-    #[test]
-    fn the_encoding_pool_is_bounded() {
-        for _ in 0..3 * POOL_BUFFERS {
-            give_back(Vec::with_capacity(1 << 20));
-        }
-        give_back(Vec::with_capacity(POOL_MAX + 1));
-        give_back(Vec::with_capacity(1024));
-        let pool = LARGE_POOL.lock().unwrap();
-        assert!(pool.len() <= POOL_BUFFERS, "{} buffers kept", pool.len());
-        assert!(pool.iter().all(|b| (SCRATCH_KEEP + 1..=POOL_MAX).contains(&b.capacity())));
-        drop(pool);
-        let taken = take_pooled(1 << 20).expect("a 1 MiB buffer was kept");
-        assert!(taken.capacity() >= 1 << 20);
-        assert!(take_pooled(POOL_MAX + 1).is_none(), "no buffer above POOL_MAX is kept");
+        assert!(blobs_of(&own, 100, true).is_empty());
     }
 
     async fn pair() -> (Connection, Connection) {

@@ -19,7 +19,7 @@
 //!   timeout ([`Liveness::Silent`]) without ending the mux: the driver
 //!   decides whether the session ends (`time_out`) or waits to resume.
 //! - C. Commands, from the handles: `open_port`, `send` (with the
-//!   [`SendLimit`] the caller picks), `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `reclaim`, `close_end`,
+//!   [`SendLimit`] the caller picks), `discard_unsent`, `pop_chunk`, `pop_chunk_if`, `close_end`,
 //!   `discard_ports`, `close`; and from the session: `resume` when a new
 //!   transport takes over, `time_out` when a silent peer ends the session.
 //!   They take no `now`.
@@ -104,7 +104,7 @@ pub(crate) use error::SendError;
 use ports::{Port, PortMap, FIRST_ALLOCATED};
 pub(crate) use ports::{Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
 use recv::Payload;
-pub(crate) use recv::{join, Chunk, Pop, RECLAIM_MAX};
+pub(crate) use recv::{join, Chunk, Pop};
 pub(crate) use send::{OutMessage, SendLimit};
 pub(crate) use timers::Liveness;
 use transmit::Ctl;

@@ -24,10 +24,8 @@ use super::credit::{chunk_cost, grant_threshold};
 use super::ports::{EndState, PeerState};
 use super::transmit::Ctl;
 use super::{Event, Mux, MuxError};
+use crate::pool;
 use crate::wire::{self, PortEntry, PortId, TraceContext, FLAG_FIRST, FLAG_LAST};
-
-/// The largest reassembly buffer a receiver keeps for its next message.
-pub(crate) const RECLAIM_MAX: usize = 2 * 1024 * 1024;
 
 /// A message in one chunk at least this large is kept as it came, a slice
 /// of the transport's read buffer; smaller ones are copied into their
@@ -75,11 +73,11 @@ pub(crate) fn join(head: Bytes, tail: Vec<Bytes>) -> Bytes {
         return head;
     }
     let len = head.len() + tail.iter().map(Bytes::len).sum::<usize>();
-    let mut whole = Vec::with_capacity(len);
+    let mut whole = pool::LARGE.take(len).unwrap_or_else(|| Vec::with_capacity(len));
     for segment in std::iter::once(&head).chain(&tail) {
         whole.extend_from_slice(segment);
     }
-    Bytes::from(whole)
+    pool::LARGE.bytes(whole)
 }
 
 /// A received `Data` payload: read in place from the transport's read
@@ -149,9 +147,6 @@ pub(super) struct RecvHalf {
     pub(super) asm: Vec<u8>,
     /// Segments of the message in progress that filled up before `asm`.
     pub(super) asm_full: Vec<Bytes>,
-    /// A buffer handed back once a reassembled message was decoded, for the
-    /// next one.
-    pub(super) spare: Vec<u8>,
     /// Size of the last message reassembled here.
     pub(super) last_len: usize,
     /// Where small messages in one chunk are copied as they arrive (see
@@ -171,7 +166,6 @@ impl RecvHalf {
             assembling: None,
             asm: Vec::new(),
             asm_full: Vec::new(),
-            spare: Vec::new(),
             last_len: 0,
             kept: BytesMut::new(),
         }
@@ -205,9 +199,10 @@ impl RecvHalf {
     /// A buffer that fills up is not grown (that would copy the message so
     /// far, while the driver holds the connection lock, stalling every
     /// port): the message goes on in a new segment as large as all before
-    /// it, and the receiver joins the segments once it has the whole. With
-    /// the buffer handed back after the last message, a stream of messages of
-    /// one size needs one segment each. The segments never hold more than
+    /// it, and the receiver joins the segments once it has the whole. Sized
+    /// like the last message, a stream of messages of one size needs one
+    /// segment each; the buffers come from, and return to, the process's
+    /// pool of large buffers (`crate::pool`). The segments never hold more than
     /// `max_message` together (the caller checked that the message fits).
     pub(super) fn reassemble(
         &mut self,
@@ -217,11 +212,10 @@ impl RecvHalf {
         max_message: usize,
     ) -> (Bytes, Vec<Bytes>) {
         if first {
-            self.asm = std::mem::take(&mut self.spare);
-            self.asm.clear();
             self.asm_full.clear();
             // Expect a message like the last one.
-            let hint = self.last_len.max(2 * payload.len()).min(RECLAIM_MAX).min(max_message);
+            let hint = self.last_len.max(2 * payload.len()).min(pool::MAX).min(max_message);
+            self.asm = pool::LARGE.take(hint).unwrap_or_default();
             self.asm.reserve_exact(hint);
         }
         loop {
@@ -235,12 +229,12 @@ impl RecvHalf {
             let held = self.asm_full.iter().map(Bytes::len).sum::<usize>() + self.asm.len();
             let next = held.max(payload.len()).min(max_message - held);
             let full = std::mem::replace(&mut self.asm, Vec::with_capacity(next));
-            self.asm_full.push(Bytes::from(full));
+            self.asm_full.push(pool::LARGE.bytes(full));
         }
         if !last {
             return (Bytes::new(), Vec::new());
         }
-        let tail = Bytes::from(std::mem::take(&mut self.asm));
+        let tail = pool::LARGE.bytes(std::mem::take(&mut self.asm));
         self.last_len = self.asm_full.iter().map(Bytes::len).sum::<usize>() + tail.len();
         if self.asm_full.is_empty() {
             return (tail, Vec::new());
@@ -253,9 +247,8 @@ impl RecvHalf {
 
     /// Lets go of reassembly buffers: the port will not be read again.
     pub(super) fn drop_reassembly(&mut self) {
-        self.asm = Vec::new();
+        pool::LARGE.give_back(std::mem::take(&mut self.asm));
         self.asm_full = Vec::new();
-        self.spare = Vec::new();
         self.kept = BytesMut::new();
     }
 }
@@ -382,25 +375,6 @@ impl Mux {
         match self.pop_chunk(id) {
             Pop::Chunk(c) => Some(c),
             Pop::Empty | Pop::Finished => None,
-        }
-    }
-
-    /// Takes back the buffer of a reassembled message of `id` once it was
-    /// decoded, to reassemble the next one in: a stream of large messages
-    /// reuses two buffers instead of allocating (and page-faulting) one per
-    /// message. Returns the buffer not kept (`buf`, or the smaller one it
-    /// replaced), for the caller to free once it released the lock.
-    pub(crate) fn reclaim(&mut self, id: PortId, mut buf: Vec<u8>) -> Vec<u8> {
-        let Some(p) = self.ports.get_mut(&id) else { return buf };
-        let handle_open = p.handle_open();
-        match &mut p.end {
-            EndState::Receiver(r)
-                if handle_open && buf.capacity() <= RECLAIM_MAX && buf.capacity() > r.spare.capacity() =>
-            {
-                buf.clear();
-                std::mem::replace(&mut r.spare, buf)
-            }
-            _ => buf,
         }
     }
 }
