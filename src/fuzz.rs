@@ -65,9 +65,10 @@ pub enum FrameSpec {
         /// Trace context after the table, written only when `first` is set
         /// (the table's count then has its top bit set).
         trace: Option<TraceContext>,
-        /// Bytes of blobs attached at the end of the message, written only
-        /// when `first` is set and not 0 (bit 14 of the count then set).
-        attached: u32,
+        /// The message's length after its head and the bytes of blobs at
+        /// its end, written only when `first` is set (bit 14 of the count
+        /// then set).
+        sizes: Option<(u32, u32)>,
         /// Payload after the port table.
         payload: Vec<u8>,
     },
@@ -123,7 +124,7 @@ impl FrameSpec {
 
     fn to_frame(&self) -> Frame {
         match self {
-            FrameSpec::Data { port, first, last, ports, trace, attached, payload } => {
+            FrameSpec::Data { port, first, last, ports, trace, sizes, payload } => {
                 let mut bytes = BytesMut::new();
                 if *first {
                     let table: Vec<PortEntry> = ports
@@ -133,7 +134,8 @@ impl FrameSpec {
                             end: if sender { End::Sender } else { End::Receiver },
                         })
                         .collect();
-                    wire::encode_head(&table, trace.as_ref(), *attached, &mut bytes);
+                    let sizes = sizes.map(|(len, attached)| wire::Sizes { len, attached });
+                    wire::encode_head(&table, trace.as_ref(), sizes, &mut bytes);
                 }
                 bytes.extend_from_slice(payload);
                 let flags = if *first { FLAG_FIRST } else { 0 } | if *last { FLAG_LAST } else { 0 };
@@ -153,15 +155,15 @@ impl FrameSpec {
         Ok(match frame {
             Frame::Data { port, flags, mut payload } => {
                 let first = flags & FLAG_FIRST != 0;
-                let (ports, trace, attached) = if first {
+                let (ports, trace, sizes) = if first {
                     let head = wire::decode_head(&mut payload).map_err(|e| e.to_string())?;
                     let ports = head.ports.into_iter().map(|e| (e.port, e.end == End::Sender)).collect();
-                    (ports, head.trace.map(|t| *t), head.attached)
+                    (ports, head.trace.map(|t| *t), head.sizes.map(|s| (s.len, s.attached)))
                 } else {
-                    (Vec::new(), None, 0)
+                    (Vec::new(), None, None)
                 };
                 let last = flags & FLAG_LAST != 0;
-                FrameSpec::Data { port, first, last, ports, trace, attached, payload: payload.to_vec() }
+                FrameSpec::Data { port, first, last, ports, trace, sizes, payload: payload.to_vec() }
             }
             Frame::Credit { port, bytes } => FrameSpec::Credit { port, bytes },
             Frame::Fin { port } => FrameSpec::Fin { port },

@@ -122,10 +122,10 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
             any::<bool>(),
             prop::collection::vec((any::<u32>(), any::<bool>()), 0..4),
             prop::option::of((any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>())),
-            prop_oneof![Just(0u32), any::<u32>()],
+            prop::option::of((any::<u32>(), any::<u32>())),
             prop::collection::vec(any::<u8>(), 0..200),
         )
-            .prop_map(|(port, first, last, ports, trace, attached, payload)| FrameSpec::Data {
+            .prop_map(|(port, first, last, ports, trace, sizes, payload)| FrameSpec::Data {
                 port,
                 first,
                 last,
@@ -133,7 +133,7 @@ fn frame_spec() -> impl Strategy<Value = FrameSpec> {
                 trace: trace
                     .filter(|_| first)
                     .map(|(trace_id, span_id, flags)| TraceContext { trace_id, span_id, flags }),
-                attached: if first { attached } else { 0 },
+                sizes: sizes.filter(|_| first),
                 payload,
             }),
         1 => (any::<u32>(), any::<u32>()).prop_map(|(port, bytes)| FrameSpec::Credit { port, bytes }),
@@ -231,7 +231,7 @@ fn client_frames(ops: &[ClientOp]) -> Vec<FrameSpec> {
                         last: i + 1 == chunks.len(),
                         ports: if i == 0 { std::mem::take(&mut ports) } else { Vec::new() },
                         trace: None,
-                        attached: 0,
+                        sizes: None,
                         payload: chunk.clone(),
                     });
                 }
@@ -545,7 +545,7 @@ fn hostile_messages_are_typed_errors() {
         last: true,
         ports: (0..65).map(|i| (4 + 2 * i, true)).collect(),
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: Vec::new(),
     }]);
     assert!(mux_input(&too_many).unwrap_err().contains("limit of 64 open ports"));
@@ -555,7 +555,7 @@ fn hostile_messages_are_typed_errors() {
         last: false,
         ports: Vec::new(),
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: vec![0; 60_000],
     };
     let mut frames = vec![FrameSpec::Data {
@@ -564,7 +564,7 @@ fn hostile_messages_are_typed_errors() {
         last: false,
         ports: Vec::new(),
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: Vec::new(),
     }];
     frames.extend(std::iter::repeat_n(chunk, (MAX_MESSAGE as usize / 60_000) + 1));
@@ -627,7 +627,7 @@ fn empty_chunks_do_not_grow_memory_without_bound() {
         last: false,
         ports: Vec::new(),
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: Vec::new(),
     };
     let empty = FrameSpec::Data {
@@ -636,7 +636,7 @@ fn empty_chunks_do_not_grow_memory_without_bound() {
         last: false,
         ports: Vec::new(),
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: Vec::new(),
     };
     let run = |empties: usize| {
@@ -680,7 +680,7 @@ fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
         last: true,
         ports: vec![(4, false)],
         trace: None,
-        attached: 0,
+        sizes: None,
         payload: Vec::new(),
     }]);
     // Sent before the client saw the Stop: the first chunk of a message on 4.
@@ -692,7 +692,7 @@ fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
             last: false,
             ports: Vec::new(),
             trace: None,
-            attached: 0,
+            sizes: None,
             payload: b"partial".to_vec(),
         },
         FrameSpec::Fin { port: 4 },

@@ -44,7 +44,7 @@ use crate::codec::{de_error, ser_error, CodecError};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
 use crate::pool;
-use crate::wire::{self, End, PortEntry, PortId, TraceContext};
+use crate::wire::{self, End, PortEntry, PortId, Sizes, TraceContext};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
 /// the end (the mux sends `Fin` or `Stop`).
@@ -594,18 +594,22 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
     ctx.end_small_run();
     let res = res.and_then(|()| {
-        u32::try_from(ctx.attached).map_err(|_| CodecError::Encode {
-            type_name: std::any::type_name::<T>(),
-            message: format!("{} bytes of blobs in one message", ctx.attached),
-        })
+        let len = buf.len() - 2 + ctx.attached;
+        match (u32::try_from(len), u32::try_from(ctx.attached)) {
+            (Ok(len), Ok(attached)) => Ok(Sizes::of(len, attached)),
+            _ => Err(CodecError::Encode {
+                type_name: std::any::type_name::<T>(),
+                message: format!("{len} bytes in one message"),
+            }),
+        }
     });
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
-    let bytes = res.map(|attached| {
-        if !ctx.entries.is_empty() || trace.is_some() || attached > 0 {
-            let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), attached > 0);
+    let bytes = res.map(|sizes| {
+        if !ctx.entries.is_empty() || trace.is_some() || sizes.is_some() {
+            let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), sizes.is_some());
             let mut out = BytesMut::with_capacity(head + buf.len() - 2);
-            wire::encode_head(&ctx.entries, trace.as_ref(), attached, &mut out);
+            wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut out);
             out.extend_from_slice(&buf[2..]);
             out.freeze()
         } else if buf.len() > SCRATCH_KEEP {
@@ -813,12 +817,14 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
             End::Receiver => (original, twin),
         });
     }
-    let head = wire::encoded_head_len(entries.len(), raw.trace.is_some(), raw.attached > 0);
     let len = raw.len();
+    // What was received fits the limits, which are u32.
+    let sizes = Sizes::of(len as u32, raw.attached);
+    let head = wire::encoded_head_len(entries.len(), raw.trace.is_some(), sizes.is_some());
     // A small message is copied behind its new head, so that it leaves in
     // one chunk; a large one goes on from the buffers it came in.
     let mut out = BytesMut::with_capacity(head + if len < RELAY_COPY_MAX { len } else { 0 });
-    wire::encode_head(&entries, raw.trace.as_deref(), raw.attached, &mut out);
+    wire::encode_head(&entries, raw.trace.as_deref(), sizes, &mut out);
     let mut more = Vec::new();
     for segment in std::iter::once(raw.data).chain(raw.tail) {
         if len < RELAY_COPY_MAX {

@@ -57,6 +57,16 @@ pub enum MuxError {
         /// Our limit.
         max: u32,
     },
+    /// The chunks of a message add up to more, or less, than its head said.
+    #[error("message on port {port} has {got} bytes where its head said {said}")]
+    LengthMismatch {
+        /// The port.
+        port: PortId,
+        /// The length in the message's head.
+        said: u32,
+        /// Bytes of the message when the mismatch showed.
+        got: u64,
+    },
     /// The peer left too many of our reliable frames unacknowledged: sending
     /// another would leave `frames` in the replay buffer, more than the
     /// peer's connection window / 64 + 65,536. `Data` frames alone stay below

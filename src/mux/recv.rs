@@ -141,6 +141,8 @@ pub(super) struct RecvHalf {
     pub(super) credit_queued: bool,
     /// Bytes of the message being received, if one is in progress.
     pub(super) assembling: Option<usize>,
+    /// Bytes the message in progress is to have, if its head said.
+    pub(super) expected: Option<usize>,
     /// The message in progress, when it spans several chunks: each chunk is
     /// copied here as it arrives, so no chunk pins the transport's read
     /// buffer.
@@ -164,6 +166,7 @@ impl RecvHalf {
             unreported: 0,
             credit_queued: false,
             assembling: None,
+            expected: None,
             asm: Vec::new(),
             asm_full: Vec::new(),
             last_len: 0,
@@ -199,10 +202,12 @@ impl RecvHalf {
     /// A buffer that fills up is not grown (that would copy the message so
     /// far, while the driver holds the connection lock, stalling every
     /// port): the message goes on in a new segment as large as all before
-    /// it, and the receiver joins the segments once it has the whole. Sized
-    /// like the last message, a stream of messages of one size needs one
-    /// segment each; the buffers come from, and return to, the process's
-    /// pool of large buffers (`crate::pool`). The segments never hold more than
+    /// it, and the receiver joins the segments once it has the whole. So
+    /// the first buffer is as large as the message's head said (`expected`,
+    /// which the caller bounds), else as large as the last message: a
+    /// message of a known size, or in a stream of one size, needs one
+    /// segment. The buffers come from, and return to, the process's pool of
+    /// large buffers (`crate::pool`). The segments never hold more than
     /// `max_message` together (the caller checked that the message fits).
     pub(super) fn reassemble(
         &mut self,
@@ -210,13 +215,15 @@ impl RecvHalf {
         last: bool,
         mut payload: &[u8],
         max_message: usize,
+        expected: Option<usize>,
     ) -> (Bytes, Vec<Bytes>) {
         if first {
             self.asm_full.clear();
-            // Expect a message like the last one.
-            let hint = self.last_len.max(2 * payload.len()).min(pool::MAX).min(max_message);
+            let like_last = || self.last_len.max(2 * payload.len()).min(pool::MAX);
+            let hint = expected.unwrap_or_else(like_last).min(max_message);
             self.asm = pool::LARGE.take(hint).unwrap_or_default();
-            self.asm.reserve_exact(hint);
+            // Without room for the whole, it comes in segments.
+            let _ = self.asm.try_reserve_exact(hint);
         }
         loop {
             let room = self.asm.capacity() - self.asm.len();
@@ -278,10 +285,16 @@ impl Mux {
             (false, Some(n)) => n,
             _ => return Err(MuxError::ChunkOrder(id)),
         };
-        let wire::Head { ports, trace, attached } = if first { payload.decode_head()? } else { wire::Head::default() };
+        let wire::Head { ports, trace, sizes } = if first { payload.decode_head()? } else { wire::Head::default() };
+        let expected = if first { sizes.map(|s| s.len as usize) } else { r.expected };
         let size = so_far + payload.len();
-        if size > max_message as usize {
+        if size.max(expected.unwrap_or(0)) > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
+        }
+        if let Some(said) = expected {
+            if size > said || (last && size < said) {
+                return Err(MuxError::LengthMismatch { port: id, said: said as u32, got: size as u64 });
+            }
         }
         self.check_announced(&ports)?;
         let p = self.ports.get_mut(&id).expect("checked above");
@@ -289,6 +302,7 @@ impl Mux {
         r.window_left -= cost;
         self.conn_window_left -= cost;
         r.assembling = if last { None } else { Some(size) };
+        r.expected = if last { None } else { expected };
         self.totals.bytes_in += wire_len;
         self.totals.messages_in += u64::from(last);
         for entry in &ports {
@@ -301,9 +315,11 @@ impl Mux {
             let (data, tail) = if first && last {
                 (r.keep(payload), Vec::new())
             } else {
-                r.reassemble(first, last, payload.as_slice(), max_message as usize)
+                let cap = self.cfg.local.conn_window as usize;
+                r.reassemble(first, last, payload.as_slice(), max_message as usize, expected.map(|e| e.min(cap)))
             };
             r.buffered += cost as usize;
+            let attached = sizes.map_or(0, |s| s.attached);
             let chunk = Chunk { first, last, ports, trace, attached, data, tail };
             r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
@@ -328,6 +344,7 @@ impl Mux {
             return Err(MuxError::ChunkOrder(port));
         }
         r.assembling = None;
+        r.expected = None;
         p.peer = PeerState::Closed;
         self.notify(Event::Readable(port));
         self.maybe_release(port);

@@ -6,10 +6,10 @@
 //! ports can arrive, and can close them if the message is never read:
 //!
 //! ```text
-//!  u16 word: bit 15 = traced, bit 14 = attached, bits 0..14 = count
+//!  u16 word: bit 15 = traced, bit 14 = sized, bits 0..14 = count
 //!  count × { u32 port, u8 end }                     (big-endian)
 //!  if traced: 16-byte trace id, 8-byte parent span id, 1 flags byte
-//!  if attached: u32 bytes of blobs at the end of the message
+//!  if sized: u32 bytes after the head, u32 bytes of blobs at their end
 //! ```
 //!
 //! `end` names which end of the port travelled inside the message: 0 the
@@ -28,15 +28,19 @@ pub(crate) const ENTRY_LEN: usize = 5;
 /// Bit 15 of the head's first word: a trace context follows the table.
 const TRACED: u16 = 0x8000;
 
-/// Bit 14 of the head's first word: the length of the blobs attached at the
-/// end of the message follows the table (and trace context).
-const ATTACHED: u16 = 0x4000;
+/// Bit 14 of the head's first word: the message's [`Sizes`] follow the
+/// table (and trace context).
+const SIZED: u16 = 0x4000;
 
 /// The most ports one message can carry (the count's 14 bits).
 pub(crate) const MAX_PORTS: usize = 0x3fff;
 
-/// Bytes of the attached length on the wire.
-const ATTACHED_LEN: usize = 4;
+/// Bytes of [`Sizes`] on the wire.
+const SIZES_LEN: usize = 8;
+
+/// Messages at least this long (after their head) carry their [`Sizes`],
+/// so that the receiver reassembles them in a buffer of the right size.
+pub(crate) const SIZED_MIN: usize = 16 * 1024;
 
 /// Bytes of a trace context on the wire.
 pub(crate) const TRACE_LEN: usize = 25;
@@ -82,14 +86,30 @@ pub(crate) struct PortEntry {
 }
 
 /// What a message's head says: the ports it carries, where it sits in a
-/// trace, and how many bytes of blobs end it.
+/// trace, and, for a long message or one with blobs, its sizes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Head {
     pub(crate) ports: Vec<PortEntry>,
     pub(crate) trace: Option<Box<TraceContext>>,
+    pub(crate) sizes: Option<Sizes>,
+}
+
+/// How long a message is, and how much of it are blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// Bytes of the message after its head.
+    pub(crate) len: u32,
     /// Bytes at the end of the message that are blobs, attached out of the
     /// encoded value (see [`Blob`](crate::Blob)).
     pub(crate) attached: u32,
+}
+
+impl Sizes {
+    /// The sizes a message of `len` bytes after its head, `attached` of
+    /// them blobs, carries: none if it is short and has no blobs.
+    pub(crate) fn of(len: u32, attached: u32) -> Option<Sizes> {
+        (attached > 0 || len as usize >= SIZED_MIN).then_some(Sizes { len, attached })
+    }
 }
 
 /// Bytes the table of `n` ports takes.
@@ -104,28 +124,28 @@ pub(crate) fn head_len(message: &[u8]) -> usize {
         [hi, lo, ..] => {
             let word = u16::from_be_bytes([*hi, *lo]);
             let trace = if word & TRACED != 0 { TRACE_LEN } else { 0 };
-            let attached = if word & ATTACHED != 0 { ATTACHED_LEN } else { 0 };
-            table_len((word & !(TRACED | ATTACHED)) as usize) + trace + attached
+            let sizes = if word & SIZED != 0 { SIZES_LEN } else { 0 };
+            table_len((word & !(TRACED | SIZED)) as usize) + trace + sizes
         }
         _ => message.len(),
     }
 }
 
 /// Bytes the head of a message with `ports` ports, a trace context or not,
-/// and blobs attached or not takes.
-pub(crate) fn encoded_head_len(ports: usize, traced: bool, attached: bool) -> usize {
-    table_len(ports) + if traced { TRACE_LEN } else { 0 } + if attached { ATTACHED_LEN } else { 0 }
+/// and sizes or not takes.
+pub(crate) fn encoded_head_len(ports: usize, traced: bool, sized: bool) -> usize {
+    table_len(ports) + if traced { TRACE_LEN } else { 0 } + if sized { SIZES_LEN } else { 0 }
 }
 
 /// Writes a message's head: its port table (at most [`MAX_PORTS`]
 /// entries), then its trace context if it has one, then the length of its
-/// attached blobs if it has any.
-pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, attached: u32, out: &mut BytesMut) {
+/// sizes if it has them.
+pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, sizes: Option<Sizes>, out: &mut BytesMut) {
     // Callers cap the table (`chan::attach_port`); a longer one would set
     // the flag bits, so it is never written.
     assert!(ports.len() <= MAX_PORTS, "a port table of {} entries", ports.len());
-    out.reserve(encoded_head_len(ports.len(), trace.is_some(), attached > 0));
-    let flags = if trace.is_some() { TRACED } else { 0 } | if attached > 0 { ATTACHED } else { 0 };
+    out.reserve(encoded_head_len(ports.len(), trace.is_some(), sizes.is_some()));
+    let flags = if trace.is_some() { TRACED } else { 0 } | if sizes.is_some() { SIZED } else { 0 };
     out.put_u16(ports.len() as u16 | flags);
     for p in ports {
         out.put_u32(p.port);
@@ -139,15 +159,16 @@ pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, att
         out.put_slice(&t.span_id);
         out.put_u8(t.flags);
     }
-    if attached > 0 {
-        out.put_u32(attached);
+    if let Some(sizes) = sizes {
+        out.put_u32(sizes.len);
+        out.put_u32(sizes.attached);
     }
 }
 
-/// Writes a port table, without a trace context or blobs.
+/// Writes a port table, without a trace context or sizes.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
-    encode_head(ports, None, 0, out);
+    encode_head(ports, None, None, out);
 }
 
 /// Splits the head off the front of a first chunk.
@@ -164,7 +185,7 @@ pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<Head, WireError> {
         return Ok(Head::default());
     }
     let traced = word & TRACED != 0;
-    let n = (word & !(TRACED | ATTACHED)) as usize;
+    let n = (word & !(TRACED | SIZED)) as usize;
     if bytes.len() < head_len(bytes) {
         return Err(WireError::TruncatedPortTable);
     }
@@ -186,8 +207,8 @@ pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<Head, WireError> {
         t.flags = chunk.get_u8();
         t
     });
-    let attached = if word & ATTACHED != 0 { chunk.get_u32() } else { 0 };
-    Ok(Head { ports, trace, attached })
+    let sizes = (word & SIZED != 0).then(|| Sizes { len: chunk.get_u32(), attached: chunk.get_u32() });
+    Ok(Head { ports, trace, sizes })
 }
 
 /// Splits the port table off the front of a first chunk, ignoring the
@@ -219,40 +240,42 @@ mod tests {
         let ports = vec![PortEntry { port: 9, end: End::Receiver }];
         let trace = TraceContext { trace_id: [7; 16], span_id: [3; 8], flags: 1 };
         let mut buf = BytesMut::new();
-        encode_head(&ports, Some(&trace), 0, &mut buf);
+        encode_head(&ports, Some(&trace), None, &mut buf);
         assert_eq!(buf.len(), table_len(1) + TRACE_LEN);
         assert_eq!(head_len(&buf), buf.len());
         assert_eq!(buf[0], 0x80, "bit 15 says a trace context follows");
         buf.extend_from_slice(b"payload");
         let mut chunk = buf.freeze();
-        assert_eq!(decode_head(&mut chunk).unwrap(), Head { ports, trace: Some(Box::new(trace)), attached: 0 });
+        assert_eq!(decode_head(&mut chunk).unwrap(), Head { ports, trace: Some(Box::new(trace)), sizes: None });
         assert_eq!(&chunk[..], b"payload");
         // Without one, the head is the table alone.
         let mut plain = BytesMut::new();
-        encode_head(&[], None, 0, &mut plain);
+        encode_head(&[], None, None, &mut plain);
         assert_eq!(&plain[..], &[0, 0]);
         assert_eq!(decode_head(&mut plain.freeze()).unwrap(), Head::default());
     }
 
     #[test]
-    fn the_length_of_attached_blobs_ends_the_head() {
+    fn the_sizes_end_the_head() {
         let ports = vec![PortEntry { port: 9, end: End::Sender }];
         let trace = TraceContext { trace_id: [7; 16], span_id: [3; 8], flags: 1 };
+        let sizes = Sizes { len: 0x0102_0304, attached: 0x0506_0708 };
         for trace in [None, Some(trace)] {
             let mut buf = BytesMut::new();
-            encode_head(&ports, trace.as_ref(), 0x0102_0304, &mut buf);
+            encode_head(&ports, trace.as_ref(), Some(sizes), &mut buf);
             assert_eq!(buf.len(), encoded_head_len(1, trace.is_some(), true));
             assert_eq!(head_len(&buf), buf.len());
-            assert_eq!(buf[0] & 0x40, 0x40, "bit 14 says a length follows");
-            assert_eq!(&buf[buf.len() - 4..], &[1, 2, 3, 4]);
+            assert_eq!(buf[0] & 0x40, 0x40, "bit 14 says sizes follow");
+            assert_eq!(&buf[buf.len() - 8..], &[1, 2, 3, 4, 5, 6, 7, 8]);
             buf.extend_from_slice(b"payload");
             let mut chunk = buf.freeze();
             let head = decode_head(&mut chunk).unwrap();
-            assert_eq!(head, Head { ports: ports.clone(), trace: trace.map(Box::new), attached: 0x0102_0304 });
+            assert_eq!(head, Head { ports: ports.clone(), trace: trace.map(Box::new), sizes: Some(sizes) });
             assert_eq!(&chunk[..], b"payload");
         }
-        // Cut inside the length: truncated, not misread.
-        assert_eq!(decode_head(&mut Bytes::from_static(&[0x40, 0, 0, 0, 1])), Err(WireError::TruncatedPortTable));
+        // Cut inside the sizes: truncated, not misread.
+        let cut: &[u8] = &[0x40, 0, 0, 0, 0, 1, 0, 0, 0];
+        assert_eq!(decode_head(&mut Bytes::from_static(cut)), Err(WireError::TruncatedPortTable));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub(crate) use envelope::encode_table;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) use envelope::table_len;
 pub use envelope::TraceContext;
-pub(crate) use envelope::{decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, MAX_PORTS};
+pub(crate) use envelope::{
+    decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, Sizes, MAX_PORTS,
+};
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use handshake::HELLO_FIXED_LEN;

@@ -91,6 +91,36 @@ fn a_message_beyond_max_message_is_refused() {
     ));
 }
 
+/// A message whose head says how long it is must be that long: chunks
+/// that reach past it, or a last chunk short of it, end the connection, and
+/// a length beyond `max_message` is refused at the first chunk.
+#[test]
+fn a_message_longer_or_shorter_than_its_head_said_is_refused() {
+    let port = ROOT_CLIENT_TO_SERVER;
+    let sized = |len: u32, payload: &[u8], last: bool| {
+        let mut b = BytesMut::new();
+        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len, attached: 0 }), &mut b);
+        b.put_slice(payload);
+        Frame::Data { port, flags: FLAG_FIRST | if last { FLAG_LAST } else { 0 }, payload: b.freeze() }
+    };
+    let rest = |n: usize, last: bool| Frame::Data {
+        port,
+        flags: if last { FLAG_LAST } else { 0 },
+        payload: Bytes::from(vec![0; n]),
+    };
+    let mismatch = |said, got| MuxError::LengthMismatch { port, said, got };
+    assert_eq!(violation(Setup::default(), &[sized(100, &[0; 60], false), rest(41, false)]), mismatch(100, 101));
+    assert_eq!(violation(Setup::default(), &[sized(100, &[0; 60], false), rest(39, true)]), mismatch(100, 99));
+    assert_eq!(violation(Setup::default(), &[sized(100, &[0; 101], false)]), mismatch(100, 101));
+    assert_eq!(violation(Setup::default(), &[sized(100, &[0; 99], true)]), mismatch(100, 99));
+    let setup = Setup { max_message: 1000, ..Setup::default() };
+    assert_eq!(violation(setup, &[sized(1001, &[0; 10], false)]), MuxError::MessageTooLarge { port, max: 1000 });
+    // Exactly as said: accepted.
+    let mut p = Pair::new(Setup::default());
+    p.deliver(S, raw(&[sized(100, &[0; 60], false), rest(40, true)]));
+    assert_eq!(p.recv(S, port), vec![Msg { ports: vec![], data: vec![0; 100] }]);
+}
+
 #[test]
 fn chunks_out_of_order_are_refused() {
     let cont = Frame::Data { port: ROOT_CLIENT_TO_SERVER, flags: FLAG_LAST, payload: Bytes::from_static(b"x") };

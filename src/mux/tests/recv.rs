@@ -95,6 +95,33 @@ fn a_stream_of_long_messages_is_reassembled_in_one_buffer_each_after_the_first()
     }
 }
 
+/// A message whose head says its length is reassembled in one buffer of
+/// that size, however it compares with the message before: growing
+/// messages need no segments, hence no joining copy.
+#[test]
+fn a_message_of_a_known_size_is_reassembled_in_one_buffer() {
+    let setup = Setup { chunk_size: 1024, port_window: 1 << 18, conn_window: 1 << 19, ..Setup::default() };
+    let mut p = Pair::new(setup);
+    for (i, len) in [10_000, 20_000, 40_000, 35_000].into_iter().enumerate() {
+        let body = pattern(len, i as u8);
+        let mut m = BytesMut::new();
+        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len: len as u32, attached: 0 }), &mut m);
+        m.extend_from_slice(&body);
+        p.client.send(ROOT_CLIENT_TO_SERVER, OutMessage::new(m.freeze(), vec![]), SendLimit::Buffers).unwrap();
+        p.drive();
+        let last = recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER);
+        assert!(last.tail.is_empty(), "message {i} ({len} bytes) in one segment");
+        assert_eq!(last.into_message(), body);
+    }
+    // Without its size, a message larger than the one before comes in
+    // segments.
+    p.send(C, ROOT_CLIENT_TO_SERVER, &[], &pattern(50_000, 9));
+    p.drive();
+    let last = recv_long(&mut p, S, ROOT_CLIENT_TO_SERVER);
+    assert!(!last.tail.is_empty());
+    assert_eq!(last.into_message(), pattern(50_000, 9));
+}
+
 #[test]
 fn a_long_message_is_reassembled_in_segments_within_the_message_limit() {
     // A segment that fills up is never grown (that would copy the message
