@@ -14,6 +14,8 @@
 //! TLS, memory). It carries many typed channels ([`mpsc`], [`oneshot`],
 //! [`watch`]); every channel end is `Serialize + Deserialize`, so it can sit
 //! anywhere inside a message and is live when the message arrives.
+//! Large binary payloads go in a [`Blob`], which a message carries without
+//! copying it into or out of the encoding.
 //!
 //! ```text
 //!  Sender::send(msg)                     Receiver::recv()

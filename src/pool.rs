@@ -20,6 +20,19 @@ pub(crate) const MAX: usize = 2 * 1024 * 1024;
 pub(crate) const MIN: usize = 64 * 1024;
 /// Most buffers kept.
 const BUFFERS: usize = 8;
+/// Buffers are made in multiples of this, so that a buffer made for one
+/// message serves the next of about its size, whichever side made it (an
+/// encoding is a few bytes longer than the message it arrives as).
+const GRAIN: usize = 64 * 1024;
+
+/// The capacity to give a buffer for `len` bytes that may come back here.
+pub(crate) fn capacity_for(len: usize) -> usize {
+    if len > MIN {
+        len.next_multiple_of(GRAIN)
+    } else {
+        len
+    }
+}
 
 /// A pool of large buffers; the process has one, [`LARGE`].
 pub(crate) struct Pool {

@@ -419,30 +419,51 @@ struct EncodeCtx {
     entries: Vec<PortEntry>,
     local: Vec<PortId>,
     deferred: Vec<Deferred>,
-    /// The message's blobs so far, in order: large ones as they are, runs
-    /// of small ones copied together (`small` is the run in progress).
-    blobs: Vec<Bytes>,
+    /// The message's blobs, once it has one (boxed: most messages have
+    /// none, and the context is set up for every message).
+    blobs: Option<Box<Attached>>,
+}
+
+/// The blobs of a message being encoded, in order: large ones as they are,
+/// runs of small ones copied together (`small` is the run in progress).
+#[derive(Default)]
+struct Attached {
+    segments: Vec<Bytes>,
     small: BytesMut,
     /// Bytes of blobs so far.
-    attached: usize,
+    len: usize,
 }
 
 impl EncodeCtx {
     fn attach(&mut self, blob: &Bytes) -> u64 {
-        let offset = self.attached as u64;
+        let a = self.blobs.get_or_insert_default();
+        let offset = a.len as u64;
         if blob.len() < blob::BLOB_COPY_MAX {
-            self.small.extend_from_slice(blob);
+            a.small.extend_from_slice(blob);
         } else {
-            self.end_small_run();
-            self.blobs.push(blob.clone());
+            a.end_small_run();
+            a.segments.push(blob.clone());
         }
-        self.attached += blob.len();
+        a.len += blob.len();
         offset
     }
 
+    /// The message's blobs: their bytes, and the buffers they are in.
+    fn take_blobs(&mut self) -> (usize, Vec<Bytes>) {
+        match self.blobs.take() {
+            Some(mut a) => {
+                a.end_small_run();
+                (a.len, a.segments)
+            }
+            None => (0, Vec::new()),
+        }
+    }
+}
+
+impl Attached {
     fn end_small_run(&mut self) {
         if !self.small.is_empty() {
-            self.blobs.push(self.small.split().freeze());
+            self.segments.push(self.small.split().freeze());
         }
     }
 }
@@ -484,6 +505,10 @@ thread_local! {
     /// Size of this thread's last large encoding, as a hint for the next.
     static LARGE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
+
+/// Bytes an encoding reserves for its head: enough for two ports, a trace
+/// context and sizes.
+const HEAD_ROOM: usize = wire::encoded_head_len(2, true, true);
 
 /// Largest scratch buffer kept between encodings; a larger one is lent to
 /// the mux and then kept in the process's pool (`crate::pool`).
@@ -581,21 +606,27 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // Encode into a reused buffer that starts with an empty port table (the
     // common case), then copy once into an exact-size allocation: no growth
     // reallocations per message. A large encoding is handed over whole.
-    // After a large message, expect another of its size: a free buffer of
-    // that size from the pool, instead of a chain of growing copies. (None
-    // is allocated ahead: the next message may be small, or carry its bulk
-    // in blobs.)
+    // After a large message, expect another of its size: a buffer of that
+    // size (free in the pool, or else reserved, which touches no memory
+    // until it is written) instead of a chain of growing copies.
     let hint = LARGE_HINT.get();
     let pooled = if hint > SCRATCH_KEEP { pool::LARGE.take(hint) } else { None };
     let mut buf = pooled.unwrap_or_else(|| SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut())));
     buf.clear();
-    buf.extend_from_slice(&[0, 0]);
+    buf.reserve_exact(pool::capacity_for(hint));
+    // Room for the head, written in front of the value once it is known: a
+    // large message is handed over from where its head starts, uncopied.
+    // (Only a head larger than the room needs a new buffer.) A small one is
+    // copied anyway: it gets the room of an empty head, which is its own
+    // head most of the time.
+    let room = if hint > SCRATCH_KEEP { HEAD_ROOM } else { wire::encoded_head_len(0, false, false) };
+    buf.resize(room, 0);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
     let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
-    ctx.end_small_run();
+    let (attached, blobs) = ctx.take_blobs();
     let res = res.and_then(|()| {
-        let len = buf.len() - 2 + ctx.attached;
-        match (u32::try_from(len), u32::try_from(ctx.attached)) {
+        let len = buf.len() - room + attached;
+        match (u32::try_from(len), u32::try_from(attached)) {
             (Ok(len), Ok(attached)) => Ok(Sizes::of(len, attached)),
             _ => Err(CodecError::Encode {
                 type_name: std::any::type_name::<T>(),
@@ -606,16 +637,20 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|sizes| {
-        if !ctx.entries.is_empty() || trace.is_some() || sizes.is_some() {
-            let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), sizes.is_some());
-            let mut out = BytesMut::with_capacity(head + buf.len() - 2);
+        let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), sizes.is_some());
+        let Some(start) = room.checked_sub(head) else {
+            let mut out = BytesMut::with_capacity(head + buf.len() - room);
             wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut out);
-            out.extend_from_slice(&buf[2..]);
-            out.freeze()
-        } else if buf.len() > SCRATCH_KEEP {
-            pool::LARGE.bytes(std::mem::take(&mut buf))
+            out.extend_from_slice(&buf[room..]);
+            return out.freeze();
+        };
+        if head > 2 {
+            wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
+        }
+        if buf.len() > SCRATCH_KEEP {
+            pool::LARGE.bytes(std::mem::take(&mut buf)).slice(start..)
         } else {
-            Bytes::copy_from_slice(&buf)
+            Bytes::copy_from_slice(&buf[start..])
         }
     });
     LARGE_HINT.set(if buf.len() > SCRATCH_KEEP || bytes.as_ref().is_ok_and(|b| b.len() > SCRATCH_KEEP) {
@@ -637,9 +672,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     for f in ctx.deferred {
         f();
     }
-    let mut msg = OutMessage::new(bytes, ctx.local);
-    msg.more = ctx.blobs;
-    Ok(msg)
+    Ok(OutMessage::new(bytes, ctx.local).with_more(blobs))
 }
 
 /// Gives back the ports opened for a message that will not be sent.
@@ -837,9 +870,7 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
     }
-    let mut msg = OutMessage::new(out.freeze(), ports);
-    msg.more = more;
-    Ok(msg)
+    Ok(OutMessage::new(out.freeze(), ports).with_more(more))
 }
 
 /// While a message decodes: the owner of the receiving connection (see

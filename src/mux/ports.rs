@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::recv::RecvHalf;
-use super::send::{OutMsg, SendHalf};
+use super::send::SendHalf;
 use super::{Event, Mux, MuxError, OutMessage};
 use crate::wire::{End, Frame, PortEntry, PortId};
 
@@ -309,7 +309,7 @@ impl Mux {
     /// A message that will not be sent after all (refused, or its send was
     /// cancelled): the local ports it would have announced are void.
     pub(crate) fn discard_unsent(&mut self, msg: OutMessage) {
-        self.abort_carried(&OutMsg::new(msg, 0));
+        self.abort_carried(false, &msg.ports);
     }
 
     /// Queues the terminal frame (Fin or Stop) of a port whose handle is gone
@@ -386,13 +386,13 @@ impl Mux {
         }
     }
 
-    /// A message is dropped unsent: if its first chunk never left, the ports
-    /// it would have announced are void.
-    pub(super) fn abort_carried(&mut self, m: &OutMsg) {
-        if m.sent > 0 {
+    /// A message is dropped unsent: if its first chunk never left (it was
+    /// not `started`), the `ports` it would have announced are void.
+    pub(super) fn abort_carried(&mut self, started: bool, ports: &[PortId]) {
+        if started {
             return;
         }
-        for &id in &m.ports {
+        for &id in ports {
             if let Some(p) = self.ports.get_mut(&id) {
                 if p.known == Known::Announced {
                     continue;

@@ -223,7 +223,7 @@ impl RecvHalf {
             let hint = expected.unwrap_or_else(like_last).min(max_message);
             self.asm = pool::LARGE.take(hint).unwrap_or_default();
             // Without room for the whole, it comes in segments.
-            let _ = self.asm.try_reserve_exact(hint);
+            let _ = self.asm.try_reserve_exact(pool::capacity_for(hint));
         }
         loop {
             let room = self.asm.capacity() - self.asm.len();

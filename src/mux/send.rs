@@ -71,6 +71,12 @@ impl OutMessage {
         OutMessage { bytes, more: Vec::new(), ports, counted_full: false }
     }
 
+    /// The message with `segments` after its bytes.
+    pub(crate) fn with_more(mut self, segments: Vec<Bytes>) -> OutMessage {
+        self.more = segments;
+        self
+    }
+
     /// Bytes of the whole message.
     pub(crate) fn len(&self) -> usize {
         self.bytes.len() + self.more.iter().map(Bytes::len).sum::<usize>()
@@ -78,32 +84,33 @@ impl OutMessage {
 }
 
 /// A message in a port's send queue: the segment being cut into chunks
-/// (its bytes, then each attached blob), and what is left after it.
+/// (its bytes, then each segment after them), and what is left after it.
+/// (Lengths are `u32`: a queued message fits the peer's `max_message`.)
 #[derive(Debug)]
 pub(super) struct OutMsg {
     /// The segment being sent; `offset` bytes of it have been.
     pub(super) bytes: Bytes,
-    pub(super) offset: usize,
+    pub(super) offset: u32,
+    /// Bytes of the message not sent yet.
+    pub(super) left: u32,
+    /// Its first chunk left.
+    pub(super) started: bool,
     /// The segments after `bytes`, last first.
     pub(super) rest: Vec<Bytes>,
-    /// Bytes of the message sent, and not sent yet.
-    pub(super) sent: usize,
-    pub(super) left: usize,
-    /// Bytes of its head (port table, trace context): what its first chunk
-    /// must hold.
-    pub(super) head: usize,
     /// Local ports announced by this message (emptied once announced).
     pub(super) ports: Vec<PortId>,
 }
 
 impl OutMsg {
-    pub(super) fn new(msg: OutMessage, head: usize) -> OutMsg {
-        let left = msg.len();
+    /// `msg`, of `len` bytes (at most a `u32`).
+    fn new(msg: OutMessage, len: u32) -> OutMsg {
         let mut rest = msg.more;
-        // An empty segment would make an empty chunk.
-        rest.retain(|b| !b.is_empty());
-        rest.reverse();
-        OutMsg { bytes: msg.bytes, offset: 0, rest, sent: 0, left, head, ports: msg.ports }
+        if !rest.is_empty() {
+            // An empty segment would make an empty chunk.
+            rest.retain(|b| !b.is_empty());
+            rest.reverse();
+        }
+        OutMsg { bytes: msg.bytes, offset: 0, left: len, started: false, rest, ports: msg.ports }
     }
 }
 
@@ -137,7 +144,8 @@ impl Mux {
             return Err(SendError::Closed(msg));
         }
         let max = self.cfg.peer.max_message;
-        if msg.len() > max as usize {
+        let size = msg.len();
+        if size > max as usize {
             return Err(SendError::TooLarge { msg, max });
         }
         // The first chunk holds the whole head (port table, trace context); it must fit in one
@@ -180,14 +188,15 @@ impl Mux {
             }
             return Err(SendError::Full(msg));
         }
-        let len = msg.len() + MSG_OVERHEAD;
+        let len = size + MSG_OVERHEAD;
         s.queued += len;
         if announced && !s.in_ready && s.credit > CHUNK_OVERHEAD {
             s.in_ready = true;
             ready.push_back(id);
             *wants_transmit = true;
         }
-        s.queue.push_back(OutMsg::new(msg, head));
+        // Checked against the peer's max_message above.
+        s.queue.push_back(OutMsg::new(msg, size as u32));
         *send_queued += len;
         totals.messages_out += 1;
         totals.bytes_out += (len - MSG_OVERHEAD) as u64;
@@ -231,10 +240,10 @@ impl Mux {
     /// announced are void. (The rest of a message partly sent is the
     /// caller's to uncount.)
     pub(super) fn drop_queued(&mut self, m: &OutMsg) {
-        if m.sent == 0 {
-            self.send_queued -= m.left + MSG_OVERHEAD;
+        if !m.started {
+            self.send_queued -= m.left as usize + MSG_OVERHEAD;
         }
-        self.abort_carried(m);
+        self.abort_carried(m.started, &m.ports);
     }
 
     /// The peer's `Stop`: it will read nothing more on `port`.
@@ -249,7 +258,7 @@ impl Mux {
         // left are the peer's to clean up), counted unread here, where each
         // one's last chunk is.
         let queue: Vec<_> = s.queue.drain(..).collect();
-        let partial_rest = queue.iter().filter(|m| m.sent > 0).map(|m| m.left + MSG_OVERHEAD).sum::<usize>();
+        let partial_rest = queue.iter().filter(|m| m.started).map(|m| m.left as usize + MSG_OVERHEAD).sum::<usize>();
         s.queued = 0;
         self.send_queued -= partial_rest;
         self.totals.unread += queue.len() as u64;
@@ -304,11 +313,12 @@ impl Mux {
         s.in_ready = false;
         let Some(m) = s.queue.front_mut() else { return Ok(()) };
         // Chunks never span segments: a blob leaves from its own buffer.
-        let remaining = m.bytes.len() - m.offset;
+        let offset = m.offset as usize;
+        let remaining = m.bytes.len() - offset;
         let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
-        let first = m.sent == 0;
-        let min_first = if first { m.head } else { 1 };
+        let first = !m.started;
+        let min_first = if first { wire::head_len(&m.bytes) } else { 1 };
         // The first chunk holds the whole head, even beyond
         // chunk_size; it must still fit the credit (n <= credit below).
         let need = min_first.min(remaining);
@@ -319,14 +329,14 @@ impl Mux {
             return Ok(());
         }
         let n = want.min(credit).max(need);
-        let last = n == m.left;
+        let last = n == m.left as usize;
         // A segment sent in one chunk moves into the frame (and from there
         // into the replay buffer): no slice, no shared reference count.
-        let payload =
-            if n == m.bytes.len() { std::mem::take(&mut m.bytes) } else { m.bytes.slice(m.offset..m.offset + n) };
-        m.offset += n;
-        m.sent += n;
-        m.left -= n;
+        let payload = if n == m.bytes.len() { std::mem::take(&mut m.bytes) } else { m.bytes.slice(offset..offset + n) };
+        // n is at most what is left of the message, a u32.
+        m.offset += n as u32;
+        m.left -= n as u32;
+        m.started = true;
         if n == remaining {
             if let Some(next) = m.rest.pop() {
                 m.bytes = next;

@@ -18,7 +18,7 @@
 //! encoded value, uncopied; the value refers to them by offset. The whole
 //! head is inside the first chunk.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut};
 
 use super::{PortId, WireError};
 
@@ -113,7 +113,7 @@ impl Sizes {
 }
 
 /// Bytes the table of `n` ports takes.
-pub(crate) fn table_len(n: usize) -> usize {
+pub(crate) const fn table_len(n: usize) -> usize {
     2 + n * ENTRY_LEN
 }
 
@@ -133,18 +133,23 @@ pub(crate) fn head_len(message: &[u8]) -> usize {
 
 /// Bytes the head of a message with `ports` ports, a trace context or not,
 /// and sizes or not takes.
-pub(crate) fn encoded_head_len(ports: usize, traced: bool, sized: bool) -> usize {
+pub(crate) const fn encoded_head_len(ports: usize, traced: bool, sized: bool) -> usize {
     table_len(ports) + if traced { TRACE_LEN } else { 0 } + if sized { SIZES_LEN } else { 0 }
 }
 
 /// Writes a message's head: its port table (at most [`MAX_PORTS`]
 /// entries), then its trace context if it has one, then the length of its
 /// sizes if it has them.
-pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, sizes: Option<Sizes>, out: &mut BytesMut) {
+/// (`out` has room for [`encoded_head_len`] bytes, or grows.)
+pub(crate) fn encode_head(
+    ports: &[PortEntry],
+    trace: Option<&TraceContext>,
+    sizes: Option<Sizes>,
+    out: &mut impl BufMut,
+) {
     // Callers cap the table (`chan::attach_port`); a longer one would set
     // the flag bits, so it is never written.
     assert!(ports.len() <= MAX_PORTS, "a port table of {} entries", ports.len());
-    out.reserve(encoded_head_len(ports.len(), trace.is_some(), sizes.is_some()));
     let flags = if trace.is_some() { TRACED } else { 0 } | if sizes.is_some() { SIZED } else { 0 };
     out.put_u16(ports.len() as u16 | flags);
     for p in ports {
@@ -167,7 +172,7 @@ pub(crate) fn encode_head(ports: &[PortEntry], trace: Option<&TraceContext>, siz
 
 /// Writes a port table, without a trace context or sizes.
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
-pub(crate) fn encode_table(ports: &[PortEntry], out: &mut BytesMut) {
+pub(crate) fn encode_table(ports: &[PortEntry], out: &mut impl BufMut) {
     encode_head(ports, None, None, out);
 }
 
@@ -220,7 +225,7 @@ fn decode_table(chunk: &mut bytes::Bytes) -> Result<Vec<PortEntry>, WireError> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
 
     use super::*;
 

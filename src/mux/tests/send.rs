@@ -393,9 +393,8 @@ fn a_message_in_segments_leaves_segment_by_segment_and_counts_whole() {
     let setup = Setup { chunk_size: 64, ..Setup::default() };
     let mut p = Pair::new(setup);
     let segmented = || {
-        let mut m = msg(&[], &pattern(30, 1));
-        m.more = vec![pattern(100, 2).into(), Bytes::new(), pattern(10, 3).into(), pattern(200, 4).into()];
-        m
+        let more = vec![pattern(100, 2).into(), Bytes::new(), pattern(10, 3).into(), pattern(200, 4).into()];
+        msg(&[], &pattern(30, 1)).with_more(more)
     };
     let whole: Vec<u8> = [&pattern(30, 1)[..], &pattern(100, 2), &pattern(10, 3), &pattern(200, 4)].concat();
     p.client.send(ROOT_CLIENT_TO_SERVER, segmented(), SendLimit::Buffers).unwrap();
