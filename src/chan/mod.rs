@@ -626,13 +626,14 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     let (attached, blobs) = ctx.take_blobs();
     let res = res.and_then(|()| {
         let len = buf.len() - room + attached;
-        match (u32::try_from(len), u32::try_from(attached)) {
-            (Ok(len), Ok(attached)) => Ok(Sizes::of(len, attached)),
-            _ => Err(CodecError::Encode {
-                type_name: std::any::type_name::<T>(),
-                message: format!("{len} bytes in one message"),
-            }),
+        if len < wire::SIZED_MIN && attached == 0 {
+            return Ok(None);
         }
+        // `attached` is at most `len`.
+        u32::try_from(len).map(|len| Sizes::of(len, attached as u32)).map_err(|_| CodecError::Encode {
+            type_name: std::any::type_name::<T>(),
+            message: format!("{len} bytes in one message"),
+        })
     });
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
@@ -672,7 +673,8 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     for f in ctx.deferred {
         f();
     }
-    Ok(OutMessage::new(bytes, ctx.local).with_more(blobs))
+    let msg = OutMessage::new(bytes, ctx.local);
+    Ok(if blobs.is_empty() { msg } else { msg.with_more(blobs) })
 }
 
 /// Gives back the ports opened for a message that will not be sent.

@@ -22,7 +22,7 @@ pub(crate) use envelope::encode_table;
 pub(crate) use envelope::table_len;
 pub use envelope::TraceContext;
 pub(crate) use envelope::{
-    decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, Sizes, MAX_PORTS,
+    decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, Sizes, MAX_PORTS, SIZED_MIN,
 };
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
