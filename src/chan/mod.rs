@@ -506,9 +506,11 @@ thread_local! {
     static LARGE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Bytes an encoding reserves for its head: enough for two ports, a trace
-/// context and sizes.
+/// Bytes an encoding expected to be large reserves for its head: enough for
+/// two ports, a trace context and sizes.
 const HEAD_ROOM: usize = wire::encoded_head_len(2, true, true);
+/// The head of a message without ports, trace context or sizes: two zeros.
+const EMPTY_HEAD: usize = wire::encoded_head_len(0, false, false);
 
 /// Largest scratch buffer kept between encodings; a larger one is lent to
 /// the mux and then kept in the process's pool (`crate::pool`).
@@ -619,7 +621,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // (Only a head larger than the room needs a new buffer.) A small one is
     // copied anyway: it gets the room of an empty head, which is its own
     // head most of the time.
-    let room = if hint > SCRATCH_KEEP { HEAD_ROOM } else { wire::encoded_head_len(0, false, false) };
+    let room = if hint > SCRATCH_KEEP { HEAD_ROOM } else { EMPTY_HEAD };
     buf.resize(room, 0);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
     let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
@@ -645,7 +647,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
             out.extend_from_slice(&buf[room..]);
             return out.freeze();
         };
-        if head > 2 {
+        if head > EMPTY_HEAD {
             wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
         }
         if buf.len() > SCRATCH_KEEP {
