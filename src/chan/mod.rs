@@ -447,20 +447,15 @@ impl EncodeCtx {
         a.len += blob.len();
         offset
     }
-
-    /// The message's blobs: their bytes, and the buffers they are in.
-    fn take_blobs(&mut self) -> (usize, Vec<Bytes>) {
-        match self.blobs.take() {
-            Some(mut a) => {
-                a.end_small_run();
-                (a.len, a.segments)
-            }
-            None => (0, Vec::new()),
-        }
-    }
 }
 
 impl Attached {
+    /// The message's blobs: their bytes, and the buffers they are in.
+    fn finish(mut self) -> (usize, Vec<Bytes>) {
+        self.end_small_run();
+        (self.len, self.segments)
+    }
+
     fn end_small_run(&mut self) {
         if !self.small.is_empty() {
             self.segments.push(self.small.split().freeze());
@@ -622,10 +617,14 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // copied anyway: it gets the room of an empty head, which is its own
     // head most of the time.
     let room = if hint > SCRATCH_KEEP { HEAD_ROOM } else { EMPTY_HEAD };
-    buf.resize(room, 0);
+    buf.extend_from_slice(&[0; HEAD_ROOM][..room]);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
-    let Ctx::Encode(mut ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
-    let (attached, blobs) = ctx.take_blobs();
+    let Ctx::Encode(ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
+    let EncodeCtx { entries, local, deferred, blobs } = ctx;
+    let (attached, blobs) = match blobs {
+        None => (0, Vec::new()),
+        Some(a) => a.finish(),
+    };
     let res = res.and_then(|()| {
         let len = buf.len() - room + attached;
         if len < wire::SIZED_MIN && attached == 0 {
@@ -640,15 +639,15 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|sizes| {
-        let head = wire::encoded_head_len(ctx.entries.len(), trace.is_some(), sizes.is_some());
+        let head = wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some());
         let Some(start) = room.checked_sub(head) else {
             let mut out = BytesMut::with_capacity(head + buf.len() - room);
-            wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut out);
+            wire::encode_head(&entries, trace.as_ref(), sizes, &mut out);
             out.extend_from_slice(&buf[room..]);
             return out.freeze();
         };
         if head > EMPTY_HEAD {
-            wire::encode_head(&ctx.entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
+            wire::encode_head(&entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
         }
         if buf.len() > SCRATCH_KEEP {
             pool::LARGE.bytes(std::mem::take(&mut buf)).slice(start..)
@@ -670,12 +669,12 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     }
     // On failure the ports allocated so far will never be announced: give
     // them back (the mux keeps a port opened for a message until then), and
-    // dropping `ctx` drops the handles held by deferred work.
-    let bytes = bytes.inspect_err(|_| discard_opened(shared, ctx.local.clone()))?;
-    for f in ctx.deferred {
+    // dropping `deferred` drops the handles held by deferred work.
+    let bytes = bytes.inspect_err(|_| discard_opened(shared, local.clone()))?;
+    for f in deferred {
         f();
     }
-    let msg = OutMessage::new(bytes, ctx.local);
+    let msg = OutMessage::new(bytes, local);
     Ok(if blobs.is_empty() { msg } else { msg.with_more(blobs) })
 }
 
