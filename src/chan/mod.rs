@@ -992,6 +992,21 @@ mod tests {
         assert_eq!(c.stats().open_ports, 2);
     }
 
+    /// A head that claims more bytes of blobs than its message has fails
+    /// that message's decode, typed and counted, without touching a byte
+    /// outside it; blobs within it decode as slices of it.
+    #[tokio::test]
+    async fn more_blobs_than_the_message_holds_fail_its_decode() {
+        let (c, _s) = pair().await;
+        let err = decode::<u8>(c.shared(), Vec::new(), &Bytes::from_static(&[7, 1, 2]), 100, true).unwrap_err();
+        assert_eq!(err.to_string(), "decoding a u8 failed: 100 bytes of blobs in a message of 3 bytes");
+        assert_eq!(c.stats().undecodable, 1);
+        // (0, 2) is a blob of the two attached bytes, after the value's 2.
+        let msg = Bytes::from_static(&[0, 2, 1, 2]);
+        let blob: Blob = decode(c.shared(), Vec::new(), &msg, 2, true).unwrap();
+        assert_eq!((&blob[..], blob.as_ptr()), (&[1, 2][..], msg[2..].as_ptr()));
+    }
+
     /// Fills the window and the send buffers while nobody reads: full even
     /// after the driver had its turns to move what it could. Returns how
     /// many messages went in.
