@@ -607,16 +607,19 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // size (free in the pool, or else reserved, which touches no memory
     // until it is written) instead of a chain of growing copies.
     let hint = LARGE_HINT.get();
-    let pooled = if hint > SCRATCH_KEEP { pool::LARGE.take(hint) } else { None };
+    let large = hint > SCRATCH_KEEP;
+    let pooled = if large { pool::LARGE.take(hint) } else { None };
     let mut buf = pooled.unwrap_or_else(|| SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut())));
     buf.clear();
-    buf.reserve_exact(pool::capacity_for(hint));
+    if large {
+        buf.reserve_exact(pool::capacity_for(hint));
+    }
     // Room for the head, written in front of the value once it is known: a
     // large message is handed over from where its head starts, uncopied.
     // (Only a head larger than the room needs a new buffer.) A small one is
     // copied anyway: it gets the room of an empty head, which is its own
     // head most of the time.
-    let room = if hint > SCRATCH_KEEP { HEAD_ROOM } else { EMPTY_HEAD };
+    let room = if large { HEAD_ROOM } else { EMPTY_HEAD };
     buf.extend_from_slice(&[0; HEAD_ROOM][..room]);
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
     let Ctx::Encode(ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
@@ -639,14 +642,16 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|sizes| {
-        let head = wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some());
+        let plain = entries.is_empty() && trace.is_none() && sizes.is_none();
+        let head =
+            if plain { EMPTY_HEAD } else { wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some()) };
         let Some(start) = room.checked_sub(head) else {
             let mut out = BytesMut::with_capacity(head + buf.len() - room);
             wire::encode_head(&entries, trace.as_ref(), sizes, &mut out);
             out.extend_from_slice(&buf[room..]);
             return out.freeze();
         };
-        if head > EMPTY_HEAD {
+        if !plain {
             wire::encode_head(&entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
         }
         if buf.len() > SCRATCH_KEEP {
@@ -697,7 +702,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 ) -> Result<T, CodecError> {
     let res = match data.len().checked_sub(attached as usize) {
         Some(value_len) => {
-            let blobs = blobs_of(data, value_len, own);
+            let blobs = if attached == 0 { Bytes::new() } else { blobs_of(data, value_len, own) };
             let ctx = RefCell::new(Ctx::Decode(DecodeCtx { entries: ports.into_iter().map(Some).collect(), blobs }));
             let res = CTX.set(&ctx, || SHARED.set(shared, || shared.codec.decode(&data[..value_len])));
             let Ctx::Decode(ctx) = ctx.into_inner() else { unreachable!("a decoding context") };

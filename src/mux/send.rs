@@ -93,6 +93,9 @@ pub(super) struct OutMsg {
     pub(super) offset: u32,
     /// Bytes of the message not sent yet.
     pub(super) left: u32,
+    /// Bytes of its head (port table, trace context, sizes): what its first
+    /// chunk must hold.
+    pub(super) head: u32,
     /// Its first chunk left.
     pub(super) started: bool,
     /// The segments after `bytes`, last first.
@@ -102,15 +105,16 @@ pub(super) struct OutMsg {
 }
 
 impl OutMsg {
-    /// `msg`, of `len` bytes (at most a `u32`).
-    fn new(msg: OutMessage, len: u32) -> OutMsg {
-        let mut rest = msg.more;
-        if !rest.is_empty() {
-            // An empty segment would make an empty chunk.
-            rest.retain(|b| !b.is_empty());
-            rest.reverse();
+    /// `msg`, of `len` bytes with a head of `head` (each at most a `u32`).
+    #[inline(always)]
+    fn new(msg: OutMessage, len: u32, head: u32) -> OutMsg {
+        let OutMessage { bytes, mut more, ports, .. } = msg;
+        if !more.is_empty() {
+            // An empty segment would make an empty chunk; popped from the end.
+            more.retain(|b| !b.is_empty());
+            more.reverse();
         }
-        OutMsg { bytes: msg.bytes, offset: 0, left: len, started: false, rest, ports: msg.ports }
+        OutMsg { bytes, offset: 0, left: len, head, started: false, rest: more, ports }
     }
 }
 
@@ -196,7 +200,7 @@ impl Mux {
             *wants_transmit = true;
         }
         // Checked against the peer's max_message above.
-        s.queue.push_back(OutMsg::new(msg, size as u32));
+        s.queue.push_back(OutMsg::new(msg, size as u32, head as u32));
         *send_queued += len;
         totals.messages_out += 1;
         totals.bytes_out += (len - MSG_OVERHEAD) as u64;
@@ -318,7 +322,7 @@ impl Mux {
         let credit = s.credit.min(conn_credit).saturating_sub(CHUNK_OVERHEAD) as usize;
         let want = remaining.min(chunk_size);
         let first = !m.started;
-        let min_first = if first { wire::head_len(&m.bytes) } else { 1 };
+        let min_first = if first { m.head as usize } else { 1 };
         // The first chunk holds the whole head, even beyond
         // chunk_size; it must still fit the credit (n <= credit below).
         let need = min_first.min(remaining);

@@ -178,6 +178,7 @@ pub(crate) fn encode_table(ports: &[PortEntry], out: &mut impl BufMut) {
 
 /// Splits the head off the front of a first chunk.
 /// (`chunk` is a `Bytes` or a `&[u8]`: one contiguous piece.)
+#[inline]
 pub(crate) fn decode_head(chunk: &mut impl Buf) -> Result<Head, WireError> {
     let bytes = chunk.chunk();
     if bytes.len() < 2 {
