@@ -7,28 +7,33 @@
 //! given up after a large message (sent and acknowledged, or received and
 //! dropped with everything sliced from it) comes back here, and the next
 //! large message on any connection and thread takes it. At most
-//! [`BUFFERS`] buffers of more than [`MIN`] and at most [`MAX`] bytes are
-//! kept, for the whole process.
+//! [`BUFFERS`] buffers, for messages of more than [`MIN`] and at most
+//! [`MAX`] bytes, are kept for the whole process.
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
 
-/// Buffers at most this large and larger than [`MIN`] are kept.
+/// Buffers for messages at most this large and larger than [`MIN`] are
+/// kept.
 pub(crate) const MAX: usize = 2 * 1024 * 1024;
 /// Smaller buffers are not worth a lock: they are allocated per message.
 pub(crate) const MIN: usize = 64 * 1024;
 /// Most buffers kept.
 const BUFFERS: usize = 8;
-/// Buffers are made in multiples of this, so that a buffer made for one
-/// message serves the next of about its size, whichever side made it (an
-/// encoding is a few bytes longer than the message it arrives as).
+/// The capacity of the largest buffer kept: one made for `MAX` bytes.
+const KEPT_MAX: usize = (MAX + HEAD_SLACK).next_multiple_of(GRAIN);
+/// Buffers are made in multiples of this, with room for a head beyond
+/// what they are made for, so that a buffer made for one message serves the
+/// next of about its size, whichever side made it (an encoding is a few
+/// bytes longer than the message it arrives as).
 const GRAIN: usize = 64 * 1024;
+const HEAD_SLACK: usize = 1024;
 
 /// The capacity to give a buffer for `len` bytes that may come back here.
 pub(crate) fn capacity_for(len: usize) -> usize {
     if len > MIN {
-        len.next_multiple_of(GRAIN)
+        (len + HEAD_SLACK).next_multiple_of(GRAIN)
     } else {
         len
     }
@@ -62,7 +67,7 @@ impl Pool {
     /// Keeps `buf` for a later `take`, if it is of a size kept and there is
     /// room; frees it otherwise.
     pub(crate) fn give_back(&self, buf: Vec<u8>) {
-        if (MIN + 1..=MAX).contains(&buf.capacity()) {
+        if (MIN + 1..=KEPT_MAX).contains(&buf.capacity()) {
             let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
             if buffers.len() < BUFFERS {
                 buffers.push(buf);
@@ -73,7 +78,7 @@ impl Pool {
     /// `buf` as `Bytes` that give it back to this pool once the last of
     /// them (or of their slices) is dropped.
     pub(crate) fn bytes(&'static self, buf: Vec<u8>) -> Bytes {
-        if (MIN + 1..=MAX).contains(&buf.capacity()) {
+        if (MIN + 1..=KEPT_MAX).contains(&buf.capacity()) {
             Bytes::from_owner(Lent { buf, pool: self })
         } else {
             Bytes::from(buf)
@@ -104,14 +109,14 @@ mod tests {
     use super::*;
 
     /// At most `BUFFERS` buffers are kept, none of them small or above
-    /// `MAX`, however many come back; a kept one is taken again.
+    /// `KEPT_MAX`, however many come back; a kept one is taken again.
     #[test]
     fn the_pool_is_bounded_and_reused() {
         static POOL: Pool = Pool::new();
         for _ in 0..3 * BUFFERS {
             POOL.give_back(Vec::with_capacity(1 << 20));
         }
-        POOL.give_back(Vec::with_capacity(MAX + 1));
+        POOL.give_back(Vec::with_capacity(KEPT_MAX + 1));
         POOL.give_back(Vec::with_capacity(1024));
         {
             let buffers = POOL.buffers.lock().unwrap();
@@ -122,6 +127,17 @@ mod tests {
         assert!(taken.is_empty() && taken.capacity() >= 1 << 20);
         assert!(POOL.take(MAX + 1).is_none(), "no buffer above MAX is kept");
         assert!(POOL.take(100).is_none(), "small ones are not looked for");
+    }
+
+    /// A buffer made for a received message serves the encoding of the
+    /// next one of its size, a few bytes longer with its head.
+    #[test]
+    fn a_buffer_made_for_one_size_serves_the_next_of_about_that_size() {
+        static POOL: Pool = Pool::new();
+        let received = 1 << 20;
+        POOL.give_back(Vec::with_capacity(capacity_for(received)));
+        assert!(POOL.take(received + 10).is_some());
+        assert_eq!(capacity_for(100), 100, "small ones as asked");
     }
 
     /// Bytes made of a pooled buffer give it back when the last slice of
