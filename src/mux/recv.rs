@@ -127,6 +127,15 @@ pub(super) struct QueuedChunk {
     pub(super) chunk: Chunk,
 }
 
+/// A message whose first chunk arrived and whose last has not.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Assembling {
+    /// Bytes of it so far (after its head).
+    so_far: usize,
+    /// Bytes it is to have, if its head said.
+    expected: Option<usize>,
+}
+
 /// The half of a port whose receiver end we hold.
 #[derive(Debug)]
 pub(super) struct RecvHalf {
@@ -139,10 +148,8 @@ pub(super) struct RecvHalf {
     pub(super) unreported: u64,
     /// A `Credit` for this port is in the control queue.
     pub(super) credit_queued: bool,
-    /// Bytes of the message being received, if one is in progress.
-    pub(super) assembling: Option<usize>,
-    /// Bytes the message in progress is to have, if its head said.
-    pub(super) expected: Option<usize>,
+    /// The message being received, if one is in progress.
+    pub(super) assembling: Option<Assembling>,
     /// The message in progress, when it spans several chunks: each chunk is
     /// copied here as it arrives, so no chunk pins the transport's read
     /// buffer.
@@ -166,7 +173,6 @@ impl RecvHalf {
             unreported: 0,
             credit_queued: false,
             assembling: None,
-            expected: None,
             asm: Vec::new(),
             asm_full: Vec::new(),
             last_len: 0,
@@ -280,13 +286,14 @@ impl Mux {
         }
         let first = flags & FLAG_FIRST != 0;
         let last = flags & FLAG_LAST != 0;
-        let so_far = match (first, r.assembling) {
-            (true, None) => 0,
-            (false, Some(n)) => n,
+        let (so_far, expected, wire::Head { ports, trace, sizes }) = match (first, r.assembling) {
+            (true, None) => {
+                let head = payload.decode_head()?;
+                (0, head.sizes.map(|s| s.len as usize), head)
+            }
+            (false, Some(a)) => (a.so_far, a.expected, wire::Head::default()),
             _ => return Err(MuxError::ChunkOrder(id)),
         };
-        let wire::Head { ports, trace, sizes } = if first { payload.decode_head()? } else { wire::Head::default() };
-        let expected = if first { sizes.map(|s| s.len as usize) } else { r.expected };
         let size = so_far + payload.len();
         if size.max(expected.unwrap_or(0)) > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
@@ -301,8 +308,7 @@ impl Mux {
         let EndState::Receiver(r) = &mut p.end else { unreachable!("checked above") };
         r.window_left -= cost;
         self.conn_window_left -= cost;
-        r.assembling = if last { None } else { Some(size) };
-        r.expected = if last { None } else { expected };
+        r.assembling = (!last).then_some(Assembling { so_far: size, expected });
         self.totals.bytes_in += wire_len;
         self.totals.messages_in += u64::from(last);
         for entry in &ports {
@@ -344,7 +350,6 @@ impl Mux {
             return Err(MuxError::ChunkOrder(port));
         }
         r.assembling = None;
-        r.expected = None;
         p.peer = PeerState::Closed;
         self.notify(Event::Readable(port));
         self.maybe_release(port);
