@@ -646,10 +646,7 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
         let head =
             if plain { EMPTY_HEAD } else { wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some()) };
         let Some(start) = room.checked_sub(head) else {
-            let mut out = BytesMut::with_capacity(head + buf.len() - room);
-            wire::encode_head(&entries, trace.as_ref(), sizes, &mut out);
-            out.extend_from_slice(&buf[room..]);
-            return out.freeze();
+            return with_head(&entries, trace.as_ref(), sizes, buf.len() - room, [&buf[room..]]);
         };
         if !plain {
             wire::encode_head(&entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
@@ -731,9 +728,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// shares its buffer with its neighbours, a one-chunk one with the
 /// transport's read buffer).
 fn blobs_of(data: &Bytes, value_len: usize, own: bool) -> Bytes {
-    if value_len == data.len() {
-        Bytes::new()
-    } else if own {
+    if own {
         data.slice(value_len..)
     } else {
         Bytes::copy_from_slice(&data[value_len..])
@@ -861,24 +856,38 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     let len = raw.len();
     // What was received fits the limits, which are u32.
     let sizes = Sizes::of(len as u32, raw.attached);
-    let head = wire::encoded_head_len(entries.len(), raw.trace.is_some(), sizes.is_some());
+    let trace = raw.trace.as_deref();
+    let segments = std::iter::once(raw.data).chain(raw.tail);
+    let ports = entries.iter().map(|e| e.port).collect();
     // A small message is copied behind its new head, so that it leaves in
     // one chunk; a large one goes on from the buffers it came in.
-    let mut out = BytesMut::with_capacity(head + if len < RELAY_COPY_MAX { len } else { 0 });
-    wire::encode_head(&entries, raw.trace.as_deref(), sizes, &mut out);
-    let mut more = Vec::new();
-    for segment in std::iter::once(raw.data).chain(raw.tail) {
-        if len < RELAY_COPY_MAX {
-            out.extend_from_slice(&segment);
-        } else {
-            more.push(segment);
-        }
-    }
-    let ports = entries.iter().map(|e| e.port).collect();
+    let msg = if len < RELAY_COPY_MAX {
+        OutMessage::new(with_head(&entries, trace, sizes, len, segments), ports)
+    } else {
+        OutMessage::new(with_head(&entries, trace, sizes, 0, std::iter::empty::<&[u8]>()), ports)
+            .with_more(segments.collect())
+    };
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
     }
-    Ok(OutMessage::new(out.freeze(), ports).with_more(more))
+    Ok(msg)
+}
+
+/// A new buffer holding a head and then the `len` bytes of `body`.
+fn with_head<B: AsRef<[u8]>>(
+    entries: &[PortEntry],
+    trace: Option<&TraceContext>,
+    sizes: Option<Sizes>,
+    len: usize,
+    body: impl IntoIterator<Item = B>,
+) -> Bytes {
+    let mut out =
+        BytesMut::with_capacity(wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some()) + len);
+    wire::encode_head(entries, trace, sizes, &mut out);
+    for part in body {
+        out.extend_from_slice(part.as_ref());
+    }
+    out.freeze()
 }
 
 /// While a message decodes: the owner of the receiving connection (see
