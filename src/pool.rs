@@ -67,7 +67,7 @@ impl Pool {
     /// Keeps `buf` for a later `take`, if it is of a size kept and there is
     /// room; frees it otherwise.
     pub(crate) fn give_back(&self, buf: Vec<u8>) {
-        if (MIN + 1..=KEPT_MAX).contains(&buf.capacity()) {
+        if keeps(buf.capacity()) {
             let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
             if buffers.len() < BUFFERS {
                 buffers.push(buf);
@@ -78,12 +78,17 @@ impl Pool {
     /// `buf` as `Bytes` that give it back to this pool once the last of
     /// them (or of their slices) is dropped.
     pub(crate) fn bytes(&'static self, buf: Vec<u8>) -> Bytes {
-        if (MIN + 1..=KEPT_MAX).contains(&buf.capacity()) {
+        if keeps(buf.capacity()) {
             Bytes::from_owner(Lent { buf, pool: self })
         } else {
             Bytes::from(buf)
         }
     }
+}
+
+/// Whether a buffer of `capacity` is of a size the pool keeps.
+fn keeps(capacity: usize) -> bool {
+    (MIN + 1..=KEPT_MAX).contains(&capacity)
 }
 
 /// A buffer lent out as `Bytes`; it returns to its pool when dropped.
