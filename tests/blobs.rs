@@ -95,6 +95,20 @@ fn frame(seq: u64) -> Frame {
     }
 }
 
+/// Sends frames `0..n` on `tx` from a task of their own while `rx` checks
+/// each arrives whole and in order; `tx` is dropped at the end.
+async fn stream_frames(tx: mpsc::Sender<Frame>, rx: &mut mpsc::Receiver<Frame>, n: u64, path: &str) {
+    let sender = tokio::spawn(async move {
+        for seq in 0..n {
+            tx.send(frame(seq)).await.unwrap();
+        }
+    });
+    for seq in 0..n {
+        assert_eq!(rx.recv().await.unwrap().unwrap(), frame(seq), "{path}");
+    }
+    sender.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_arrive_intact_on_every_transport() {
     for kind in ALL {
@@ -102,15 +116,7 @@ async fn blobs_arrive_intact_on_every_transport() {
             let (c, s) = pair(kind).await;
             let (tx, _) = c.root::<Frame, ()>().unwrap();
             let (_, mut rx) = s.root::<(), Frame>().unwrap();
-            let sender = tokio::spawn(async move {
-                for seq in 0..20 {
-                    tx.send(frame(seq)).await.unwrap();
-                }
-            });
-            for seq in 0..20 {
-                assert_eq!(rx.recv().await.unwrap().unwrap(), frame(seq), "{kind:?}");
-            }
-            sender.await.unwrap();
+            stream_frames(tx, &mut rx, 20, &format!("{kind:?}")).await;
         })
         .await;
     }
@@ -182,15 +188,7 @@ async fn blobs_cross_a_middle_node() {
         c_out.send(rx).await.unwrap();
         b_out.send(b_in.recv().await.unwrap().unwrap()).await.unwrap();
         let mut rx = a_in.recv().await.unwrap().unwrap();
-        let sender = tokio::spawn(async move {
-            for seq in 0..10 {
-                tx.send(frame(seq)).await.unwrap();
-            }
-        });
-        for seq in 0..10 {
-            assert_eq!(rx.recv().await.unwrap().unwrap(), frame(seq), "through the middle node");
-        }
-        sender.await.unwrap();
+        stream_frames(tx, &mut rx, 10, "through the middle node").await;
         assert_eq!(rx.recv().await.unwrap(), None);
     })
     .await;
