@@ -123,9 +123,7 @@ pub(crate) fn head_len(message: &[u8]) -> usize {
     match message {
         [hi, lo, ..] => {
             let word = u16::from_be_bytes([*hi, *lo]);
-            let trace = if word & TRACED != 0 { TRACE_LEN } else { 0 };
-            let sizes = if word & SIZED != 0 { SIZES_LEN } else { 0 };
-            table_len((word & !(TRACED | SIZED)) as usize) + trace + sizes
+            encoded_head_len((word & !(TRACED | SIZED)) as usize, word & TRACED != 0, word & SIZED != 0)
         }
         _ => message.len(),
     }
