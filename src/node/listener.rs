@@ -16,13 +16,14 @@
 //! slow handshakes: that needs filtering in front of the node.)
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::inner::{NodeInner, Phase};
@@ -32,6 +33,145 @@ use crate::{Accepted, ConnectError};
 /// How long the accept loop pauses after `accept` fails (out of file
 /// descriptors, typically), rather than spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A bound socket a listener accepts on: TCP, or a Unix socket.
+pub(crate) trait Bound: Send + 'static {
+    type Stream: Transport;
+    /// The next incoming stream, and who it is from.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+impl Bound for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        TcpListener::accept(self).await.map(|(stream, addr)| (stream, Peer::Tcp(addr)))
+    }
+}
+
+/// Who an incoming transport is from, for the logs and for fairness.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Peer {
+    Tcp(SocketAddr),
+    /// A Unix socket's peer, by the credentials the kernel gives (`None`
+    /// where it does not).
+    #[cfg(unix)]
+    Unix {
+        uid: Option<u32>,
+        pid: Option<i32>,
+    },
+}
+
+impl Peer {
+    /// What handshakes are counted by when one must be evicted: a TCP peer's
+    /// IP address; a Unix socket's user (every process of one user is one
+    /// source, so one user's flood pushes out its own handshakes first).
+    fn source(&self) -> Source {
+        match *self {
+            Peer::Tcp(addr) => Source::Ip(addr.ip()),
+            #[cfg(unix)]
+            Peer::Unix { uid, .. } => Source::User(uid),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => addr.fmt(f),
+            #[cfg(unix)]
+            Peer::Unix { uid, pid } => {
+                f.write_str("unix")?;
+                if let Some(uid) = uid {
+                    write!(f, " uid {uid}")?;
+                }
+                if let Some(pid) = pid {
+                    write!(f, " pid {pid}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// See [`Peer::source`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    #[cfg(unix)]
+    User(Option<u32>),
+}
+
+#[cfg(unix)]
+impl Bound for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        let cred = stream.peer_cred().ok();
+        let peer = Peer::Unix { uid: cred.map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) };
+        Ok((stream, peer))
+    }
+}
+
+/// Binds a Unix socket at `path`. A socket file already there that nobody
+/// accepts on (left by a process that ended without removing it) is
+/// replaced; one that answers, or a file that is not a socket, is not
+/// touched, and the bind fails with `AddrInUse`.
+#[cfg(unix)]
+pub(crate) async fn bind_unix(path: &std::path::Path) -> std::io::Result<(tokio::net::UnixListener, SocketFile)> {
+    use std::os::unix::fs::FileTypeExt;
+    let listener = match tokio::net::UnixListener::bind(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let is_socket = std::fs::symlink_metadata(path)?.file_type().is_socket();
+            match tokio::net::UnixStream::connect(path).await {
+                Err(c) if is_socket && c.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "replacing a stale socket file");
+                    std::fs::remove_file(path)?;
+                    tokio::net::UnixListener::bind(path)?
+                }
+                _ => return Err(e),
+            }
+        }
+        bound => bound?,
+    };
+    let file = SocketFile::of(path)?;
+    Ok((listener, file))
+}
+
+/// A Unix socket file this node made; removed when the listener stops,
+/// unless it was replaced meanwhile (another listener bound the path after
+/// removing ours: that one is left alone).
+#[cfg(unix)]
+pub(crate) struct SocketFile {
+    path: std::path::PathBuf,
+    /// Device and inode of the file we made.
+    id: (u64, u64),
+}
+
+#[cfg(unix)]
+impl SocketFile {
+    fn of(path: &std::path::Path) -> std::io::Result<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile { path: path.to_owned(), id: (meta.dev(), meta.ino()) })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not remove the socket file");
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// Counts what a listener holds.
 struct Gate {
@@ -53,7 +193,7 @@ struct Waiting {
 
 struct Waiter {
     ticket: u64,
-    source: IpAddr,
+    source: Source,
     /// Sending evicts the handshake.
     evict: oneshot::Sender<()>,
     /// Set when a newcomer took this one's slot over as it evicted it: its
@@ -77,7 +217,7 @@ impl Gate {
     /// handshake if too many wait or the listener is full; `None` if the
     /// listener is full of established connections. The receiver fires if
     /// this one is evicted in turn.
-    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<(Admission, oneshot::Receiver<()>)> {
+    fn admit(self: &Arc<Self>, source: Source) -> Option<(Admission, oneshot::Receiver<()>)> {
         let mut w = self.lock();
         let full = self.live.load(Ordering::Acquire) >= self.max_connections;
         if full || w.queue.len() >= self.max_handshakes {
@@ -107,7 +247,7 @@ impl Waiting {
     /// Evicts the oldest waiting handshake of the source with the most of
     /// them; returns its `slot_taken` flag.
     fn evict_one(&mut self) -> Option<Arc<AtomicBool>> {
-        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        let mut counts: HashMap<Source, usize> = HashMap::new();
         for w in &self.queue {
             *counts.entry(w.source).or_default() += 1;
         }
@@ -140,12 +280,14 @@ impl Drop for Admission {
 }
 
 /// Accepts on `listener` until the node shuts down or is dropped, turning
-/// each TCP stream into a transport with `upgrade` (identity, or a TLS
+/// each stream into a transport with `upgrade` (identity, or a TLS
 /// handshake). The node keeps the task and stops it first at shutdown;
-/// the listening socket closes with it.
-pub(crate) fn spawn<U, Fut, T>(listener: TcpListener, node: &Arc<NodeInner>, upgrade: U)
+/// the listening socket closes with it, and `cleanup` is dropped then (a
+/// Unix socket's file goes with it).
+pub(crate) fn spawn<L, U, Fut, T>(listener: L, cleanup: impl Send + 'static, node: &Arc<NodeInner>, upgrade: U)
 where
-    U: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    L: Bound,
+    U: Fn(L::Stream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::io::Result<T>> + Send + 'static,
     T: Transport,
 {
@@ -161,6 +303,7 @@ where
     let shutdown = node.on_shutdown(Phase::Closing);
     let weak = Arc::downgrade(node);
     let task = tokio::spawn(async move {
+        let _cleanup = cleanup;
         tokio::pin!(shutdown);
         // One task per admitted transport: its handshake, then (for a new
         // connection) holding its admission while the connection lives. At
@@ -181,7 +324,7 @@ where
                     continue;
                 }
             };
-            let Some((admission, evicted)) = gate.admit(peer.ip()) else {
+            let Some((admission, evicted)) = gate.admit(peer.source()) else {
                 // Once per episode: a flood must not flood the log too.
                 if !gate.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(%peer, limit = gate.max_connections, "incoming connections refused: listener full");
@@ -197,15 +340,16 @@ where
 
 /// Runs one incoming transport's handshakes; a new connection keeps its
 /// admission until it ends.
-async fn handle<U, Fut, T>(
+async fn handle<S, U, Fut, T>(
     inner: Arc<NodeInner>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: S,
+    peer: Peer,
     upgrade: Arc<U>,
     admission: Admission,
     evicted: oneshot::Receiver<()>,
 ) where
-    U: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    S: Transport,
+    U: Fn(S) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::io::Result<T>> + Send + 'static,
     T: Transport,
 {
@@ -264,8 +408,8 @@ mod tests {
         })
     }
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
+    fn ip(n: u8) -> Source {
+        Source::Ip(IpAddr::from([10, 0, 0, n]))
     }
 
     #[test]

@@ -166,8 +166,27 @@ impl Node {
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> std::io::Result<std::net::SocketAddr> {
         let listener = self.bind(addr).await?;
         let local = listener.local_addr()?;
-        listener::spawn(listener, &self.inner, |stream| std::future::ready(Ok(stream)));
+        listener::spawn(listener, (), &self.inner, |stream| std::future::ready(Ok(stream)));
         Ok(local)
+    }
+
+    /// Listens on a Unix socket at `path`, with everything [`Node::listen`]
+    /// does (the same limits, cookie and handshake, and resumed sessions
+    /// after a peer reconnects).
+    ///
+    /// The socket file is removed when the node shuts down or is dropped. A
+    /// socket file already at `path` that nobody listens on (left by a
+    /// process that was killed) is replaced; one with a listener behind it,
+    /// or any other file, is left alone and this fails with `AddrInUse`.
+    /// A listener's peers are told apart by their user id (from the
+    /// socket's credentials) where TCP uses the IP address, when handshakes
+    /// must be dropped to make room.
+    #[cfg(unix)]
+    pub async fn listen_unix(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        self.refuse_if_closing()?;
+        let (listener, file) = listener::bind_unix(path.as_ref()).await?;
+        listener::spawn(listener, file, &self.inner, |stream| std::future::ready(Ok(stream)));
+        Ok(())
     }
 
     /// [`Node::listen`] over TLS: every incoming connection first completes
@@ -183,16 +202,23 @@ impl Node {
         let listener = self.bind(addr).await?;
         let local = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        listener::spawn(listener, &self.inner, move |stream| crate::transport::tls::accept(acceptor.clone(), stream));
+        listener::spawn(listener, (), &self.inner, move |stream| {
+            crate::transport::tls::accept(acceptor.clone(), stream)
+        });
         Ok(local)
     }
 
     async fn bind(&self, addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+        self.refuse_if_closing()?;
+        TcpListener::bind(addr).await
+    }
+
+    fn refuse_if_closing(&self) -> std::io::Result<()> {
         self.sample();
         if self.inner.lock().closing {
             return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "the node is shut down"));
         }
-        TcpListener::bind(addr).await
+        Ok(())
     }
 
     /// Connects to the node listening at `addr`, or returns the existing
@@ -243,8 +269,23 @@ impl Node {
         self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(addr))
     }
 
-    /// Runs the node protocol over a transport made by other means (Unix
-    /// socket, TLS, memory), in the given role of its handshake.
+    /// Connects to the node listening on the Unix socket at `path` (see
+    /// [`Node::listen_unix`]), or returns the existing connection to the node
+    /// there, like [`Node::connect`]: reconnections dial `path` again and
+    /// resume the session, [`Config::handshake_timeout`] bounds each.
+    #[cfg(unix)]
+    pub async fn connect_unix(&self, path: impl AsRef<std::path::Path>) -> Result<NodeId, ConnectError> {
+        let path = path.as_ref().to_owned();
+        let name = format!("unix:{}", path.display());
+        let dial = crate::conn::dialer(move || tokio::net::UnixStream::connect(path.clone()));
+        self.sample();
+        self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(name))
+    }
+
+    /// Runs the node protocol over a transport made by other means (a
+    /// socket pair, memory), in the given role of its handshake. Such a
+    /// connection is not remade when its transport breaks: the session
+    /// ends with it.
     pub async fn connect_with<T: Transport>(&self, io: T, role: Role) -> Result<NodeId, ConnectError> {
         self.sample();
         if self.inner.lock().closing {
