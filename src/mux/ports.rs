@@ -339,15 +339,21 @@ impl Mux {
             }
         }
         p.local = LocalState::Closing;
-        // Terminal frames only free resources: like acknowledgements, they
+        // Terminal frames mostly free resources: like acknowledgements, they
         // ride along with other output, or go alone after ACK_DELAY. (A
         // request with a fresh reply port would otherwise cost an extra write
-        // and wake-up on each side just to close the port.)
-        let ctl = match p.end {
-            EndState::Sender(_) => super::transmit::Ctl::Fin(id),
-            EndState::Receiver(_) => super::transmit::Ctl::Stop(id),
-        };
-        self.queue_lazy(ctl);
+        // and wake-up on each side just to close the port.) But a receiver
+        // gone before anything reached it, while its sender is open, is
+        // news: an asker that gave up, whose handler should stop its work
+        // (`ReplyPort::cancelled`). That `Stop` goes at once.
+        match &p.end {
+            EndState::Receiver(r) if !r.received && !p.peer_gone() => {
+                self.control.push_back(super::transmit::Ctl::Stop(id));
+                self.wants_transmit = true;
+            }
+            EndState::Receiver(_) => self.queue_lazy(super::transmit::Ctl::Stop(id)),
+            EndState::Sender(_) => self.queue_lazy(super::transmit::Ctl::Fin(id)),
+        }
     }
 
     /// The terminal frame of `port` is leaving now.

@@ -158,6 +158,9 @@ pub(super) struct RecvHalf {
     pub(super) asm_full: Vec<Bytes>,
     /// Size of the last message reassembled here.
     pub(super) last_len: usize,
+    /// A whole message arrived here: a `Stop` now is only clean-up, not
+    /// news that the peer's sender could act on (see `Mux::queue_terminal`).
+    pub(super) received: bool,
     /// Where small messages in one chunk are copied as they arrive (see
     /// [`RecvHalf::keep`]); let go whenever the queue empties.
     pub(super) kept: BytesMut,
@@ -176,6 +179,7 @@ impl RecvHalf {
             asm: Vec::new(),
             asm_full: Vec::new(),
             last_len: 0,
+            received: false,
             kept: BytesMut::new(),
         }
     }
@@ -309,6 +313,7 @@ impl Mux {
         r.window_left -= cost;
         self.conn_window_left -= cost;
         r.assembling = (!last).then_some(Assembling { so_far: size, expected });
+        r.received |= last;
         self.totals.bytes_in += wire_len;
         self.totals.messages_in += u64::from(last);
         for entry in &ports {

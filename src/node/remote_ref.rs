@@ -625,6 +625,27 @@ impl<R: RemoteMessage> ReplyPort<R> {
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    /// Resolves once the asker is gone: it dropped its ask (gave up, or its
+    /// timeout passed), or the connection to its node ended. The asker's
+    /// node tells at once (a frame of its own, not one batched for later),
+    /// so a handler hears it about half a round trip after the drop.
+    ///
+    /// A handler doing long work races it against this and stops when the
+    /// answer is no longer wanted:
+    ///
+    /// ```
+    /// # async fn work() -> u64 { 42 }
+    /// async fn handle(reply: tether::ReplyPort<u64>) {
+    ///     tokio::select! {
+    ///         answer = work() => drop(reply.send(answer)),
+    ///         () = reply.cancelled() => {} // nobody waits: `work` is dropped
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.0.closed().await
+    }
 }
 
 impl<R> fmt::Debug for ReplyPort<R> {

@@ -281,6 +281,26 @@ fn dropping_an_unread_message_closes_the_ports_it_carries() {
     assert_quiet_and_clean(&p);
 }
 
+/// A receiver gone before any message reached it, its sender still open, is
+/// news (an asker that gave up, whose handler should stop): its `Stop` goes
+/// at once. Once a message arrived, a `Stop` only cleans up and waits to ride
+/// along (each answered ask would otherwise cost a write of its own).
+#[test]
+fn a_receiver_gone_before_its_first_message_stops_at_once() {
+    let mut p = Pair::new(Setup::default());
+    let asked = p.open_and_claim(C, End::Sender);
+    p.server.close_end(asked);
+    assert!(p.server.poll_wake(), "the driver is woken for it");
+    let fs = frames(p.transmit(S));
+    assert!(fs.contains(&Frame::Stop { port: asked }), "{fs:?}");
+
+    let answered = p.open_and_claim(C, End::Sender);
+    p.send(C, answered, &[], b"the answer");
+    p.drive();
+    p.server.close_end(answered);
+    assert!(p.transmit(S).is_empty(), "a lone Stop after a message waits to ride along, or for ACK_DELAY");
+}
+
 #[test]
 fn a_message_stopped_before_it_left_drops_its_ports_silently() {
     // A window of exactly one 64-byte chunk: 64 + CHUNK_OVERHEAD. (A window
