@@ -98,6 +98,11 @@ const ALLOC_BOUND: usize = 2 * MAX_PAYLOAD as usize;
 
 // ----- generators -----------------------------------------------------------
 
+/// A plain `Data` chunk: no ports announced, no trace context, no sizes.
+fn chunk(port: u32, first: bool, last: bool, payload: Vec<u8>) -> FrameSpec {
+    FrameSpec::Data { port, first, last, ports: Vec::new(), trace: None, sizes: None, payload }
+}
+
 const KIND_DATA: u8 = 1;
 const KIND_GOAWAY: u8 = 8;
 const FLAG_FIRST: u8 = 1;
@@ -549,25 +554,9 @@ fn hostile_messages_are_typed_errors() {
         payload: Vec::new(),
     }]);
     assert!(mux_input(&too_many).unwrap_err().contains("limit of 64 open ports"));
-    let chunk = FrameSpec::Data {
-        port: 2,
-        first: false,
-        last: false,
-        ports: Vec::new(),
-        trace: None,
-        sizes: None,
-        payload: vec![0; 60_000],
-    };
-    let mut frames = vec![FrameSpec::Data {
-        port: 2,
-        first: true,
-        last: false,
-        ports: Vec::new(),
-        trace: None,
-        sizes: None,
-        payload: Vec::new(),
-    }];
-    frames.extend(std::iter::repeat_n(chunk, (MAX_MESSAGE as usize / 60_000) + 1));
+    let middle = chunk(2, false, false, vec![0; 60_000]);
+    let mut frames = vec![chunk(2, true, false, Vec::new())];
+    frames.extend(std::iter::repeat_n(middle, (MAX_MESSAGE as usize / 60_000) + 1));
     let data = encode_frames(&frames);
     let (res, m) = measure(|| mux_input(&data));
     assert!(res.unwrap_err().contains("exceeds our max_message of"));
@@ -621,24 +610,8 @@ proptest! {
 /// refused.
 #[test]
 fn empty_chunks_do_not_grow_memory_without_bound() {
-    let first = FrameSpec::Data {
-        port: 2,
-        first: true,
-        last: false,
-        ports: Vec::new(),
-        trace: None,
-        sizes: None,
-        payload: Vec::new(),
-    };
-    let empty = FrameSpec::Data {
-        port: 2,
-        first: false,
-        last: false,
-        ports: Vec::new(),
-        trace: None,
-        sizes: None,
-        payload: Vec::new(),
-    };
+    let first = chunk(2, true, false, Vec::new());
+    let empty = chunk(2, false, false, Vec::new());
     let run = |empties: usize| {
         let mut frames = vec![first.clone()];
         frames.extend(std::iter::repeat_n(empty.clone(), empties));
@@ -685,18 +658,7 @@ fn fin_after_stop_in_the_middle_of_a_message_is_accepted() {
     }]);
     // Sent before the client saw the Stop: the first chunk of a message on 4.
     // Then, having seen the Stop: Fin, the rest of the message dropped.
-    let rest = encode_frames(&[
-        FrameSpec::Data {
-            port: 4,
-            first: true,
-            last: false,
-            ports: Vec::new(),
-            trace: None,
-            sizes: None,
-            payload: b"partial".to_vec(),
-        },
-        FrameSpec::Fin { port: 4 },
-    ]);
+    let rest = encode_frames(&[chunk(4, true, false, b"partial".to_vec()), FrameSpec::Fin { port: 4 }]);
     let data = [announce.clone(), rest].concat();
     let res = mux_input_with(&data, &[announce.len(), usize::MAX], true);
     assert!(res.is_ok(), "{res:?}");
