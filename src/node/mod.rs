@@ -243,8 +243,7 @@ impl Node {
             let target = target.clone();
             async move { TcpStream::connect(&target[..]).await }
         });
-        self.sample();
-        self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(name))
+        self.connect_by(name, dial).await
     }
 
     /// [`Node::connect`] over TLS: the server's certificate must be valid
@@ -265,8 +264,7 @@ impl Node {
         let dial = crate::conn::dialer(move || {
             crate::transport::tls::connect(connector.clone(), name.clone(), target.clone())
         });
-        self.sample();
-        self.inner.connect_dialer(addr.to_owned(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(addr))
+        self.connect_by(addr.to_owned(), dial).await
     }
 
     /// Connects to the node listening on the Unix socket at `path` (see
@@ -278,6 +276,13 @@ impl Node {
         let path = path.as_ref().to_owned();
         let name = format!("unix:{}", path.display());
         let dial = crate::conn::dialer(move || tokio::net::UnixStream::connect(path.clone()));
+        self.connect_by(name, dial).await
+    }
+
+    /// Connects through `dial` to the node at `name` (its address, as
+    /// `connect`, `connect_tls` and `connect_unix` spell it), or returns the
+    /// live connection to the node there.
+    async fn connect_by(&self, name: String, dial: crate::conn::Dialer) -> Result<NodeId, ConnectError> {
         self.sample();
         self.inner.connect_dialer(name.clone(), dial, self.inner.cfg.clone(), None).await.map_err(|e| e.at(name))
     }
