@@ -6,13 +6,13 @@
 //!   inside messages. The adapter crates `tether-actix` and `tether-ractor`
 //!   wrap it in each framework's idiom.
 //! - [`Connection`] carries typed channels ([`mpsc`], [`oneshot`],
-//!   [`watch`]) over one transport; [`Connection::dial`] and [`Acceptor`]
+//!   [`watch`], [`broadcast`]) over one transport; [`Connection::dial`] and [`Acceptor`]
 //!   keep a session alive across broken transports and resume it with
 //!   nothing lost or duplicated.
 //!
 //! A [`Connection`] runs over any ordered byte stream (TCP, Unix socket,
 //! TLS, memory). It carries many typed channels ([`mpsc`], [`oneshot`],
-//! [`watch`]); every channel end is `Serialize + Deserialize`, so it can sit
+//! [`watch`], [`broadcast`]); every channel end is `Serialize + Deserialize`, so it can sit
 //! anywhere inside a message and is live when the message arrives.
 //! Large binary payloads go in a [`Blob`], which a message carries without
 //! copying it into or out of the encoding.
@@ -105,7 +105,7 @@ pub mod transport;
 mod wire;
 
 pub use auth::Cookie;
-pub use chan::{mpsc, oneshot, watch, Blob, RecvError};
+pub use chan::{broadcast, mpsc, oneshot, watch, Blob, RecvError};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{
     Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, Role, SessionLost,

@@ -18,6 +18,8 @@
 //!   the node layer build on.
 //! - `oneshot.rs`: one message, the usual reply port.
 //! - `watch.rs`: the latest value of a watched value.
+//! - `broadcast.rs`: every value to every receiver, laggards told what
+//!   they missed.
 //! - `blob.rs`: [`Blob`], bytes a message carries without copying them
 //!   (`attach_blob`, `attached_blob` here place them).
 //!
@@ -25,6 +27,7 @@
 //! opaque here (`decoding_owner`).
 
 mod blob;
+pub mod broadcast;
 pub mod mpsc;
 pub mod oneshot;
 pub mod watch;

@@ -1,21 +1,25 @@
-//! A watched value: one sender publishes, receivers see the latest value.
+//! A watched value: senders publish, receivers see the latest value.
 //!
-//! The [`Receiver`] can travel inside messages; it arrives with the current
-//! value and then follows every change. Changes are coalesced: a slow link
-//! skips intermediate values, never the latest.
+//! Both ends travel inside messages. A [`Receiver`] arrives with the
+//! current value and then follows every change. A [`Sender`] sent to
+//! another node writes to the value where the channel was made (its
+//! *origin*): every receiver, on any node, sees what any sender writes.
+//! Changes are coalesced: a slow link skips intermediate values, never the
+//! latest.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{attach_port, claim_port, defer, mpsc, PortHandle};
+use super::{attach_port, claim_port, defer, mpsc, oneshot, PortHandle};
 use crate::wire::End;
 
 /// Creates a watch channel holding `init`.
 pub fn channel<T>(init: T) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = tokio::sync::watch::channel(init);
-    (Sender(tx), Receiver(rx))
+    (Sender { inner: SenderInner::Local(Arc::new(tx)) }, Receiver(rx))
 }
 
 /// The sender is gone: no more changes will come.
@@ -24,28 +28,85 @@ pub fn channel<T>(init: T) -> (Sender<T>, Receiver<T>) {
 pub struct Closed;
 
 /// Publishes values.
-pub struct Sender<T>(tokio::sync::watch::Sender<T>);
+///
+/// A sender that travelled to another node writes to the origin's value;
+/// its writes are coalesced on the way like a receiver's changes, so a
+/// burst of writes is sure to leave the last one in place.
+pub struct Sender<T> {
+    inner: SenderInner<T>,
+}
+
+enum SenderInner<T> {
+    /// The value lives here. Shared with the tasks that serve this
+    /// sender's travelled copies, so the value lives until the last
+    /// sender anywhere is gone.
+    Local(Arc<tokio::sync::watch::Sender<T>>),
+    /// The value lives on another node. `writes` holds the latest value
+    /// this sender wrote (or the origin's when it arrived); a pump task
+    /// carries each change to the origin through `origin`.
+    Remote { writes: tokio::sync::watch::Sender<T>, origin: mpsc::Sender<Op<T>>, subscribe: Subscribe<T> },
+}
+
+/// Subscribes through a travelled sender (monomorphized where `T`'s
+/// serde bounds are known, so the methods of `Sender` need none).
+type Subscribe<T> = fn(&mpsc::Sender<Op<T>>, T) -> Receiver<T>;
+
+/// What a travelled sender asks of its origin.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static")]
+enum Op<T> {
+    /// Publish this value.
+    Set(T),
+    /// Send back a receiver of the value.
+    Subscribe(oneshot::Sender<Receiver<T>>),
+}
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("watch::Sender")
+        match &self.inner {
+            SenderInner::Local(_) => f.write_str("watch::Sender(local)"),
+            SenderInner::Remote { origin, .. } => write!(f, "watch::Sender(to {origin:?})"),
+        }
     }
 }
 
 impl<T> Sender<T> {
-    /// Publishes a new value, even if no receiver is left.
+    /// Publishes a new value, even if no receiver is left; returns the value
+    /// it replaced. On a sender that travelled to another node, that is the
+    /// value this sender last knew: its own last write, or the origin's
+    /// value when the sender arrived; the write reaches the origin
+    /// asynchronously.
     pub fn send_replace(&self, value: T) -> T {
-        self.0.send_replace(value)
+        match &self.inner {
+            SenderInner::Local(tx) => tx.send_replace(value),
+            SenderInner::Remote { writes, .. } => writes.send_replace(value),
+        }
     }
 
-    /// A new receiver of this value.
-    pub fn subscribe(&self) -> Receiver<T> {
-        Receiver(self.0.subscribe())
+    /// A new receiver of this value. On a travelled sender it starts with
+    /// the value this sender last knew and follows the origin's value once
+    /// the origin answers.
+    pub fn subscribe(&self) -> Receiver<T>
+    where
+        T: Clone,
+    {
+        match &self.inner {
+            SenderInner::Local(tx) => Receiver(tx.subscribe()),
+            SenderInner::Remote { writes, origin, subscribe } => subscribe(origin, writes.borrow().clone()),
+        }
     }
 
-    /// Resolves once every receiver is gone.
+    /// Resolves once every receiver is gone. A travelled sender cannot see
+    /// the receivers at its origin: its `closed` resolves once its link to
+    /// the origin is gone (the connection ended), after which its writes go
+    /// nowhere.
     pub async fn closed(&self) {
-        self.0.closed().await
+        match &self.inner {
+            SenderInner::Local(tx) => tx.closed().await,
+            // The pump holds the only receiver of `writes`, and ends with
+            // the origin.
+            SenderInner::Remote { writes, .. } => writes.closed().await,
+        }
     }
 }
 
@@ -76,6 +137,8 @@ impl<T> Receiver<T> {
     }
 }
 
+/// A travelling end: the port it talks through, and the value it starts
+/// with.
 #[derive(Serialize, Deserialize)]
 struct Wire<V> {
     port: u32,
@@ -121,23 +184,135 @@ where
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = Wire::<T>::deserialize(d)?;
         let handle: PortHandle = claim_port::<D::Error>(wire.port, End::Receiver)?;
-        let mut remote = mpsc::Receiver::<T>::from_port(handle);
-        let (tx, rx) = tokio::sync::watch::channel(wire.value);
+        Ok(follow(mpsc::Receiver::from_port(handle), wire.value))
+    }
+}
+
+/// A receiver starting at `value` and taking every value `remote` brings.
+fn follow<T>(mut remote: mpsc::Receiver<T>, value: T) -> Receiver<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::watch::channel(value);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = tx.closed() => break,
+                msg = remote.recv() => match msg {
+                    Ok(Some(v)) => {
+                        tx.send_replace(v);
+                    }
+                    Ok(None) | Err(mpsc::RecvError::Connection(_)) => break,
+                    Err(_) => continue,
+                },
+            }
+        }
+    });
+    Receiver(rx)
+}
+
+impl<T> Serialize for Sender<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.inner {
+            SenderInner::Local(tx) => {
+                // The peer gets a sender end; this side serves its `Op`s.
+                let (port, handle) = attach_port::<S::Error>(End::Sender)?;
+                let tx = tx.clone();
+                let value = tx.borrow().clone();
+                defer(move || serve(tx, mpsc::Receiver::from_port(handle)));
+                Wire { port, value }.serialize(s)
+            }
+            // Onward: the new peer talks to the origin through this node.
+            SenderInner::Remote { writes, origin, .. } => {
+                let port = origin.attach_index::<S::Error>()?;
+                Wire { port, value: writes.borrow().clone() }.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Wire::<T>::deserialize(d)?;
+        let origin = mpsc::Sender::<Op<T>>::from_port(claim_port::<D::Error>(wire.port, End::Sender)?);
+        let (writes, mut written) = tokio::sync::watch::channel(wire.value);
+        let pump = origin.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     biased;
-                    _ = tx.closed() => break,
-                    msg = remote.recv() => match msg {
-                        Ok(Some(v)) => {
-                            tx.send_replace(v);
+                    _ = pump.closed() => break,
+                    changed = written.changed() => {
+                        // A change not yet carried comes first, even once
+                        // the sender is gone: the last write is never lost.
+                        if changed.is_err() {
+                            break;
                         }
-                        Ok(None) | Err(mpsc::RecvError::Connection(_)) => break,
-                        Err(_) => continue,
-                    },
+                        let v = written.borrow_and_update().clone();
+                        if pump.send(Op::Set(v)).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         });
-        Ok(Receiver(rx))
+        Ok(Sender { inner: SenderInner::Remote { writes, origin, subscribe: subscribe_remote::<T> } })
     }
+}
+
+/// Serves a travelled sender at the origin: publishes its writes and
+/// answers its subscriptions, until it (and every copy of it) is gone.
+fn serve<T>(tx: Arc<tokio::sync::watch::Sender<T>>, mut ops: mpsc::Receiver<Op<T>>)
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match ops.recv().await {
+                Ok(Some(Op::Set(v))) => {
+                    tx.send_replace(v);
+                }
+                Ok(Some(Op::Subscribe(reply))) => {
+                    // The asker may be gone already; so is its receiver.
+                    let _ = reply.send(Receiver(tx.subscribe()));
+                }
+                Ok(None) | Err(mpsc::RecvError::Connection(_)) => break,
+                Err(e) => tracing::warn!(error = %e, "watch: a travelled sender's request does not decode"),
+            }
+        }
+    });
+}
+
+/// `Sender::subscribe` on a travelled sender: a receiver that starts at
+/// `value` and follows the one the origin sends back.
+fn subscribe_remote<T>(origin: &mpsc::Sender<Op<T>>, value: T) -> Receiver<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::watch::channel(value);
+    let origin = origin.clone();
+    tokio::spawn(async move {
+        let (reply, answer) = oneshot::channel();
+        if origin.send(Op::Subscribe(reply)).await.is_err() {
+            return;
+        }
+        drop(origin);
+        let Ok(mut theirs) = answer.await else { return };
+        loop {
+            tx.send_replace(theirs.borrow_and_update().clone());
+            tokio::select! {
+                biased;
+                _ = tx.closed() => break,
+                changed = theirs.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+    Receiver(rx)
 }
