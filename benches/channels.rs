@@ -13,7 +13,8 @@
 //! cargo bench --bench channels                 # full counts
 //! cargo bench --bench channels -- --quick      # smaller counts, under a minute
 //! cargo bench --bench channels -- W1 W5        # only the named workloads ("W2" includes W2-oneshot,
-//!                                              # "W3" W3-blob: the bytes as `Blob`s)
+//!                                              # "W3" W3-blob: the bytes as `Blob`s, and
+//!                                              # W3-pipe: as a `pipe` byte stream)
 //! ```
 //!
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
@@ -578,6 +579,59 @@ mod tw {
         w3_of(total, msg, p, tether::Blob::from, |m: &tether::Blob| m.len()).await
     }
 
+    /// W3-pipe: the same bytes written to a [`pipe::Writer`](tether::pipe::Writer) in `msg`-byte
+    /// writes (each copied into the pipe, as raw W3 copies its template) and read from its
+    /// `Reader` into a 64 KiB buffer: a byte stream of any length, in pieces of `pipe::PIECE`.
+    pub(super) async fn w3_pipe(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+        use tether::pipe;
+        let count = total / msg as u64;
+        let (ca, cb) = conn_pair(&p).await?;
+        p.stage("root channels");
+        let (srv_root, _srv_in) = cb.root::<pipe::Writer, ()>().ok_or("root channel already taken")?;
+        let (_cli_out, mut cli_root) = ca.root::<(), pipe::Writer>().ok_or("root channel already taken")?;
+        let (writer, mut reader) = pipe::channel();
+        p.stage("send Writer over root");
+        srv_root.send(writer).await.map_err(|_| "root send failed".to_string())?;
+        let mut remote = recv_one(&mut cli_root, "remote Writer").await?;
+
+        p.stage("transfer");
+        let pr = p.clone();
+        let recv = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut bytes, mut counted) = (0u64, 0u64);
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => bytes += n as u64,
+                    Err(e) => return Err(format!("read after {bytes} bytes: {e}")),
+                }
+                while counted < bytes / msg as u64 {
+                    counted += 1;
+                    pr.received();
+                }
+            }
+            Ok((Instant::now(), bytes))
+        });
+        let ps = p.clone();
+        let send = tokio::spawn(async move {
+            let template = vec![0xA5u8; msg];
+            let t0 = Instant::now();
+            for i in 0..count {
+                remote.write_all(&template).await.map_err(|e| format!("write {i}: {e}"))?;
+                ps.sent();
+            }
+            remote.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+            Ok(t0)
+        });
+        let t0 = join(send).await?;
+        let (t1, bytes) = join(recv).await?;
+        drop((ca, cb));
+        if bytes != count * msg as u64 {
+            return Err(format!("received {bytes} bytes"));
+        }
+        Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
+    }
+
     /// W3 with messages of type `M`, each made of a fresh copy of a `msg`-byte template (as
     /// raw W3's are).
     async fn w3_of<M>(
@@ -823,6 +877,10 @@ fn main() {
         if wanted("W3-BLOB") {
             let tether = BENCH.measure("W3-blob tether", d, move |p| tw::w3_blob(total, msg, p));
             print_rate("W3-blob", "MB/s", &tether, &raw, "");
+        }
+        if wanted("W3-PIPE") {
+            let tether = BENCH.measure("W3-pipe tether", d, move |p| tw::w3_pipe(total, msg, p));
+            print_rate("W3-pipe", "MB/s", &tether, &raw, "");
         }
     }
     if wanted("W4") {

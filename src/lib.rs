@@ -105,7 +105,7 @@ pub mod transport;
 mod wire;
 
 pub use auth::Cookie;
-pub use chan::{broadcast, mpsc, oneshot, watch, Blob, RecvError};
+pub use chan::{broadcast, mpsc, oneshot, pipe, watch, Blob, RecvError};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{
     Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, Role, SessionLost,

@@ -20,6 +20,7 @@
 //! - `watch.rs`: the latest value of a watched value.
 //! - `broadcast.rs`: every value to every receiver, laggards told what
 //!   they missed.
+//! - `pipe.rs`: a byte stream (`AsyncRead` / `AsyncWrite`) made of blobs.
 //! - `blob.rs`: [`Blob`], bytes a message carries without copying them
 //!   (`attach_blob`, `attached_blob` here place them).
 //!
@@ -30,6 +31,7 @@ mod blob;
 pub mod broadcast;
 pub mod mpsc;
 pub mod oneshot;
+pub mod pipe;
 pub mod watch;
 
 pub use blob::Blob;
