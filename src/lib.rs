@@ -113,7 +113,8 @@ pub use conn::{
 pub use mux::MuxError as ProtocolError;
 pub use node::{
     message_tag, ActorExit, ActorId, AnyRef, AskError, AskPermit, Exporter, LookupError, Mailbox, Monitor, NameTaken,
-    Node, NodeStats, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError, WatchEvent,
+    Node, NodeStats, OpenRequest, RemoteError, RemoteMessage, RemoteRef, Replies, ReplyPort, ReplyStream, RequestPort,
+    TellError, WatchEvent,
 };
 pub use wire::WireError;
 

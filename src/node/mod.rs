@@ -13,6 +13,8 @@
 //! - `registry.rs`: this node's exports, by id and by name.
 //! - `route.rs`: how messages reach one actor; shared by every ref to it.
 //! - `remote_ref.rs`: [`RemoteRef`] and what its operations report.
+//! - `request.rs`: requests that stay open: streams of replies, and
+//!   updates both ways before a response.
 //! - `mailbox.rs`: the [`Mailbox`] adapters implement, pacing, and the pump
 //!   that feeds a route's messages to a local actor.
 //! - `listener.rs`: admitting incoming transports within limits.
@@ -36,6 +38,7 @@ mod outbox;
 mod peers;
 mod registry;
 mod remote_ref;
+mod request;
 mod route;
 mod tag;
 
@@ -45,6 +48,7 @@ pub use error::{LookupError, NameTaken, RemoteError};
 pub(crate) use inner::{NodeInner, Phase};
 pub use mailbox::{ActorExit, Mailbox, RemoteMessage};
 pub use remote_ref::{ActorId, AskError, AskPermit, Monitor, RemoteRef, ReplyPort, TellError, WatchEvent};
+pub use request::{OpenRequest, Replies, ReplyStream, RequestPort};
 pub use tag::message_tag;
 pub(crate) use tag::tag;
 

@@ -424,12 +424,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let (tx, rx) = oneshot::channel();
         let msg = make(ReplyPort(tx));
         let exchange = async {
-            self.tell(msg).await.map_err(|e| match e {
-                TellError::Unreachable { error, .. } => AskError::Unreachable(error),
-                TellError::Send(e) => AskError::Send(e.split().1),
-                // `tell` waits for room instead.
-                TellError::Full(_) => AskError::Send(mpsc::SendError::Full(())),
-            })?;
+            self.request(msg).await?;
             rx.await.map_err(|e| match e {
                 oneshot::RecvError::Dropped => AskError::NoReply,
                 other => AskError::Reply(other),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use actix::{Message, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tether::{
-    oneshot, ActorId, AskError, AskPermit, LookupError, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef,
-    TellError, WatchEvent,
+    oneshot, ActorId, AskError, AskPermit, LookupError, Monitor, Node, NodeId, OpenRequest, RemoteError, RemoteMessage,
+    RemoteRef, Replies, ReplyStream, RequestPort, TellError, WatchEvent,
 };
 use tokio::task::JoinHandle;
 
@@ -181,6 +181,78 @@ where
     /// a group can try another member.
     pub(crate) fn request(&self, msg: M, timeout: Duration) -> impl Future<Output = Requested<M>> + Send + 'static {
         request_on(&self.rref, msg, timeout)
+    }
+
+    /// Sends the message `make` builds around a [`ReplyStream`] and returns
+    /// the stream of replies the handler sends on it (see
+    /// [`RemoteRef::ask_stream`]). actix has no streaming result; the
+    /// message's handler (`Result = ()`) keeps the `ReplyStream` and sends
+    /// from a future it spawns, and an actor takes the [`Replies`] into its
+    /// own mailbox with `ctx.add_stream(replies)`.
+    ///
+    /// ```no_run
+    /// use actix::prelude::*;
+    /// use tether::ReplyStream;
+    ///
+    /// #[derive(Message, serde::Serialize, serde::Deserialize)]
+    /// #[rtype(result = "()")]
+    /// struct Tail { lines: ReplyStream<String> }
+    ///
+    /// struct Log;
+    /// impl Actor for Log { type Context = Context<Self>; }
+    /// impl Handler<Tail> for Log {
+    ///     type Result = ();
+    ///     fn handle(&mut self, Tail { lines }: Tail, ctx: &mut Context<Self>) {
+    ///         ctx.spawn(async move {
+    ///             for n in 0..3 {
+    ///                 if lines.send(format!("line {n}")).await.is_err() {
+    ///                     return; // the asker is gone
+    ///                 }
+    ///             }
+    ///             lines.end();
+    ///         }.into_actor(self));
+    ///     }
+    /// }
+    ///
+    /// # async fn demo(log: tether_actix::RemoteAddr<Tail>) -> Result<(), tether_actix::RemoteMailboxError> {
+    /// let mut lines = log.ask_stream(|lines| Tail { lines }).await?;
+    /// while let Some(line) = lines.next().await {
+    ///     println!("{}", line.map_err(|e| tether_actix::RemoteMailboxError::Message(e.to_string()))?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send) fails before an answer: the actor stopped or
+    /// cannot be reached, too many requests pending, or the message cannot
+    /// be carried.
+    pub async fn ask_stream<R: RemoteMessage>(
+        &self,
+        make: impl FnOnce(ReplyStream<R>) -> M,
+    ) -> Result<Replies<R>, RemoteMailboxError> {
+        self.rref.ask_stream(|replies| Envelope(Kind::Tell { msg: make(replies) })).await.map_err(request_error)
+    }
+
+    /// Sends the message `make` builds around a [`RequestPort`] and returns
+    /// the asker's end of the request: updates go both ways until the
+    /// handler responds (see [`RemoteRef::open_request`]). As with
+    /// [`ask_stream`](Self::ask_stream), the handler keeps the port and
+    /// works it from a future it spawns.
+    ///
+    /// # Errors
+    ///
+    /// As [`ask_stream`](Self::ask_stream).
+    pub async fn open_request<U, D, R>(
+        &self,
+        make: impl FnOnce(RequestPort<U, D, R>) -> M,
+    ) -> Result<OpenRequest<U, D, R>, RemoteMailboxError>
+    where
+        U: RemoteMessage,
+        D: RemoteMessage,
+        R: RemoteMessage,
+    {
+        self.rref.open_request(|port| Envelope(Kind::Tell { msg: make(port) })).await.map_err(request_error)
     }
 
     /// Watches the actor: resolves once, with why it can no longer be
@@ -405,6 +477,15 @@ struct Undelivered<M> {
     /// tried on another member; any other failure (too large, would not
     /// encode) would be the same anywhere.
     unreachable: bool,
+}
+
+/// Why a request was not sent, in actix's terms.
+fn request_error(e: AskError) -> RemoteMailboxError {
+    match e {
+        AskError::TooManyPending { limit } => RemoteMailboxError::TooManyPending { limit },
+        AskError::Unreachable(e) => RemoteMailboxError::from_remote(e),
+        other => RemoteMailboxError::Message(other.to_string()),
+    }
 }
 
 /// Takes a permit and queues the request.

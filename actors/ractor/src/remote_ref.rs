@@ -6,7 +6,10 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef, MessagingErr, RpcReplyPort, SpawnErr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tether::{ActorId, Monitor, Node, NodeId, RemoteError, RemoteMessage, RemoteRef, ReplyPort, TellError};
+use tether::{
+    ActorId, Monitor, Node, NodeId, OpenRequest, RemoteError, RemoteMessage, RemoteRef, Replies, ReplyPort,
+    ReplyStream, RequestPort, TellError,
+};
 
 use crate::error::messaging_err;
 use crate::{rpc_reply, CallError};
@@ -235,6 +238,45 @@ impl<M: RemoteMessage> RemoteActorRef<M> {
         timeout: Duration,
     ) -> Result<R, CallError> {
         self.inner.ask(make, timeout).await.map_err(|e| CallError::from_ask(e, Some(self.inner.id().node)))
+    }
+
+    /// Sends the message `make` builds around a [`ReplyStream`] and returns
+    /// the stream of replies the handler sends on it (see
+    /// [`RemoteRef::ask_stream`](tether::RemoteRef::ask_stream)). ractor has
+    /// no streaming reply; this is `call` with a stream where `RpcReplyPort`
+    /// takes one answer. The handler keeps the `ReplyStream` (in a task it
+    /// spawns, so its actor goes on) and ends it with
+    /// [`ReplyStream::end`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ask`](Self::ask) fails before an answer: [`CallError::Unreachable`],
+    /// or [`CallError::Failed`] (too many pending, or not carried).
+    pub async fn ask_stream<R: RemoteMessage>(
+        &self,
+        make: impl FnOnce(ReplyStream<R>) -> M,
+    ) -> Result<Replies<R>, CallError> {
+        self.inner.ask_stream(make).await.map_err(|e| CallError::from_ask(e, Some(self.inner.id().node)))
+    }
+
+    /// Sends the message `make` builds around a [`RequestPort`] and returns
+    /// the asker's end of the request: updates go both ways until the
+    /// handler responds (see
+    /// [`RemoteRef::open_request`](tether::RemoteRef::open_request)).
+    ///
+    /// # Errors
+    ///
+    /// As [`ask_stream`](Self::ask_stream).
+    pub async fn open_request<U, D, R>(
+        &self,
+        make: impl FnOnce(RequestPort<U, D, R>) -> M,
+    ) -> Result<OpenRequest<U, D, R>, CallError>
+    where
+        U: RemoteMessage,
+        D: RemoteMessage,
+        R: RemoteMessage,
+    {
+        self.inner.open_request(make).await.map_err(|e| CallError::from_ask(e, Some(self.inner.id().node)))
     }
 
     /// A local ractor actor that stands for this remote one: code that
