@@ -142,3 +142,9 @@ pub fn node_id() -> NodeId {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
+
+/// The "coming from" guide's programs (`docs/COMING_FROM.md`), run the same
+/// way.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/COMING_FROM.md")]
+pub struct ComingFromExamples;
