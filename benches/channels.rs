@@ -623,10 +623,20 @@ mod tw {
             remote.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
             Ok(t0)
         });
+        let rate = w3_rate(send, recv, count * msg as u64).await;
+        drop((ca, cb));
+        rate
+    }
+
+    /// A W3 run's MB/s, from the first send to the last byte received, once all of them were.
+    async fn w3_rate(
+        send: tokio::task::JoinHandle<Res<Instant>>,
+        recv: tokio::task::JoinHandle<Res<(Instant, u64)>>,
+        expected: u64,
+    ) -> Res<f64> {
         let t0 = join(send).await?;
         let (t1, bytes) = join(recv).await?;
-        drop((ca, cb));
-        if bytes != count * msg as u64 {
+        if bytes != expected {
             return Err(format!("received {bytes} bytes"));
         }
         Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
@@ -678,13 +688,9 @@ mod tw {
             }
             Ok(t0)
         });
-        let t0 = join(send).await?;
-        let (t1, bytes) = join(recv).await?;
+        let rate = w3_rate(send, recv, count * msg as u64).await;
         drop((ca, cb));
-        if bytes != count * msg as u64 {
-            return Err(format!("received {bytes} bytes"));
-        }
-        Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
+        rate
     }
 
     /// W4: the accepting side makes `chans` channels and sends their Senders (one root message);
