@@ -166,6 +166,51 @@ async fn a_cut_stream_never_looks_complete() {
     .await;
 }
 
+/// What a hostile or broken peer puts on a pipe's port: `Piece`'s two
+/// variants, and one the reader cannot decode.
+#[derive(Serialize, Deserialize)]
+enum FakePiece {
+    Bytes(tether::Blob),
+    End,
+    Garbage(String),
+}
+
+/// `Msg` as that peer decodes it: its writer is a plain channel of fakes.
+#[derive(Serialize, Deserialize)]
+enum Evil {
+    Writer(mpsc::Sender<FakePiece>),
+}
+
+/// A piece that does not decode breaks the stream for good: the reader
+/// never returns the bytes after the hole as if they followed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_that_does_not_decode_breaks_the_stream() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (out, _) = c.root::<Msg, ()>().unwrap();
+        let (_, mut incoming) = s.root::<(), Evil>().unwrap();
+        let (writer, mut reader) = pipe::channel();
+        out.send(Msg::Writer(writer)).await.unwrap();
+        let Some(Evil::Writer(evil)) = incoming.recv().await.unwrap() else { panic!() };
+        for piece in [
+            FakePiece::Bytes(tether::Blob::from_static(b"ok")),
+            FakePiece::Garbage("not a piece".into()),
+            FakePiece::Bytes(tether::Blob::from_static(b"more")),
+            FakePiece::End,
+        ] {
+            evil.send(piece).await.unwrap();
+        }
+        let mut got = [0u8; 2];
+        reader.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok");
+        let err = reader.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        let again = reader.read(&mut [0u8; 16]).await;
+        assert!(again.is_err(), "after a hole the stream stays broken, got {again:?}");
+    })
+    .await;
+}
+
 /// A reader that stops reading holds its writer back: the writer gets no
 /// further than the reader's credit, its own send buffer and two pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

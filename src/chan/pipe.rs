@@ -12,7 +12,8 @@
 //! The end of the stream is said, not guessed: a reader returns end of
 //! file only after the writer was shut down ([`AsyncWriteExt::shutdown`]). A writer dropped without that, or a connection that
 //! ended, is an [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) or
-//! connection error at the reader, so a cut transfer never looks complete.
+//! connection error at the reader, so a cut transfer never looks complete;
+//! so is a piece that does not decode, and every read after it.
 //!
 //! [`AsyncWriteExt::shutdown`]: tokio::io::AsyncWriteExt::shutdown
 //!
@@ -164,6 +165,10 @@ impl AsyncWrite for Writer {
         if this.gathered.len() >= PIECE {
             ready!(this.poll_send_gathered(cx))?;
         }
+        if this.gathered.capacity() == 0 {
+            // A whole piece at once, not grown write by write.
+            this.gathered.reserve(PIECE);
+        }
         let n = buf.len().min(PIECE - this.gathered.len());
         this.gathered.extend_from_slice(&buf[..n]);
         if this.gathered.len() >= PIECE {
@@ -211,6 +216,9 @@ pub struct Reader {
     rest: Bytes,
     /// The writer's end was read.
     ended: bool,
+    /// The stream broke (a piece lost, or cut off): every read after says
+    /// so, as a stream with a hole in it is no stream.
+    broken: Option<io::ErrorKind>,
 }
 
 impl fmt::Debug for Reader {
@@ -229,24 +237,33 @@ fn recv_error(e: RecvError) -> io::Error {
 
 impl Reader {
     fn new(rx: mpsc::Receiver<Piece>, rest: Bytes, ended: bool) -> Self {
-        Reader { rx, rest, ended }
+        Reader { rx, rest, ended, broken: None }
     }
 
     /// Makes `rest` non-empty unless the stream ended; an error if it ended
     /// without the writer saying so.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.rest.is_empty() && !self.ended {
-            match ready!(self.rx.poll_recv(cx)) {
-                Ok(Some(Piece::Bytes(blob))) => self.rest = blob.into_bytes(),
-                Ok(Some(Piece::End)) => self.ended = true,
-                Ok(None) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the pipe's writer was dropped without being shut down",
-                    )))
-                }
-                Err(e) => return Poll::Ready(Err(recv_error(e))),
+            if let Some(kind) = self.broken {
+                return Poll::Ready(Err(io::Error::new(kind, "the pipe broke earlier")));
             }
+            let error = match ready!(self.rx.poll_recv(cx)) {
+                Ok(Some(Piece::Bytes(blob))) => {
+                    self.rest = blob.into_bytes();
+                    continue;
+                }
+                Ok(Some(Piece::End)) => {
+                    self.ended = true;
+                    continue;
+                }
+                Ok(None) => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the pipe's writer was dropped without being shut down",
+                ),
+                Err(e) => recv_error(e),
+            };
+            self.broken = Some(error.kind());
+            return Poll::Ready(Err(error));
         }
         Poll::Ready(Ok(()))
     }
