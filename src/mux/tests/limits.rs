@@ -128,12 +128,15 @@ fn a_message_longer_or_shorter_than_its_head_said_is_refused() {
 fn a_packed_message_needs_an_accepted_algorithm_and_fits_max_message_unpacked() {
     use crate::wire::{Packing, ACCEPTS_LZ4, ACCEPTS_ZSTD};
     let port = ROOT_CLIENT_TO_SERVER;
-    let packed = |algorithm: u8, plain: u32, payload: &[u8], last: bool| {
-        let packing = Packing { algorithm, plain, packed: payload.len() as u32 };
+    let packed_as = |algorithm: u8, plain: u32, packed: u32, payload: &[u8], last: bool| {
+        let packing = Packing { algorithm, plain, packed };
         let mut b = BytesMut::new();
         crate::wire::encode_head(&[], None, None, Some(packing), &mut b);
         b.put_slice(payload);
         Frame::Data { port, flags: FLAG_FIRST | if last { FLAG_LAST } else { 0 }, payload: b.freeze() }
+    };
+    let packed = |algorithm: u8, plain: u32, payload: &[u8], last: bool| {
+        packed_as(algorithm, plain, payload.len() as u32, payload, last)
     };
     let unaccepted = |algorithm| MuxError::UnacceptedCompression { port, algorithm };
     let off = Setup { accepts: 0, ..Setup::default() };
@@ -146,6 +149,8 @@ fn a_packed_message_needs_an_accepted_algorithm_and_fits_max_message_unpacked() 
     let small = Setup { max_message: 1000, ..Setup::default() };
     let too_large = MuxError::MessageTooLarge { port, max: 1000 };
     assert_eq!(violation(small, &[packed(ACCEPTS_ZSTD, 1001, &[0; 10], false)]), too_large);
+    // From its head alone, though the packed part has yet to come.
+    assert_eq!(violation(small, &[packed_as(ACCEPTS_ZSTD, 1001, 5000, &[0; 10], false)]), too_large);
     // 10 bytes that unpack to 900, then 200 as sent: 1,100 once unpacked.
     let rest = Frame::Data { port, flags: FLAG_LAST, payload: Bytes::from(vec![0; 200]) };
     assert_eq!(violation(small, &[packed(ACCEPTS_ZSTD, 900, &[0; 10], false), rest]), too_large);
