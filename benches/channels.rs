@@ -13,9 +13,16 @@
 //! cargo bench --bench channels                 # full counts
 //! cargo bench --bench channels -- --quick      # smaller counts, under a minute
 //! cargo bench --bench channels -- W1 W5        # only the named workloads ("W2" includes W2-oneshot,
-//!                                              # "W3" W3-blob: the bytes as `Blob`s, and
-//!                                              # W3-pipe: as a `pipe` byte stream)
+//!                                              # "W3" W3-blob: the bytes as `Blob`s, W3-pipe: as
+//!                                              # a `pipe` byte stream, and W3-json)
+//! cargo bench --bench channels -- W3-json      # W3 with JSON text, compression off, LZ4 and Zstd
 //! ```
+//!
+//! W3-json moves the same total in messages of JSON text (a serde_json array of records, about
+//! `w3_msg` bytes, sent as `String`s), over a raw-TCP baseline moving the same bytes, and over
+//! tether with compression off, LZ4 and Zstd (`Config::compression`, both sides). Each line gives
+//! the payload's MB/s and, for tether, `wire`: the bytes the sender put on the connection over
+//! the payload bytes (1.0 uncompressed; the compression ratio is its inverse).
 //!
 //! Each measurement has a deadline; a hang becomes an `"error"` field naming the stage it
 //! reached and how many messages had been sent and received, instead of a stuck process.
@@ -175,6 +182,12 @@ async fn raw_w1(n: u64, p: Arc<Progress>) -> Res<f64> {
 /// the sender builds a fresh buffer per message, the receiver allocates one per message.
 /// Returns MB/s.
 async fn raw_w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
+    raw_w3_of(total, vec![0xA5u8; msg], p).await
+}
+
+/// W3 raw with frames that are copies of `template` (W3-json's text).
+async fn raw_w3_of(total: u64, template: Vec<u8>, p: Arc<Progress>) -> Res<f64> {
+    let msg = template.len();
     p.stage("connect");
     let (a, b) = raw_pair().await?;
     let count = total / msg as u64;
@@ -193,7 +206,6 @@ async fn raw_w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
     });
     let ps = p.clone();
     let send = tokio::spawn(async move {
-        let template = vec![0xA5u8; msg];
         let mut w = BufWriter::with_capacity(RAW_BUF, a);
         let t0 = Instant::now();
         for _ in 0..count {
@@ -412,11 +424,15 @@ mod tw {
 
     /// A connected pair of tether connections: (dialing side, accepting side).
     async fn conn_pair(p: &Progress) -> Res<(Connection, Connection)> {
+        conn_pair_with(p, Config::default()).await
+    }
+
+    /// [`conn_pair`] with `cfg` on both sides.
+    async fn conn_pair_with(p: &Progress, cfg: Config) -> Res<(Connection, Connection)> {
         p.stage("tcp connect");
         let (a, b) = tcp_pair().await?;
         p.stage("tether handshake");
-        let (ca, cb) =
-            tokio::join!(Connection::connect(a, Config::default()), Connection::accept(b, Config::default()));
+        let (ca, cb) = tokio::join!(Connection::connect(a, cfg.clone()), Connection::accept(b, cfg));
         let ca = ca.map_err(|e| format!("Connection::connect: {e:?}"))?;
         let cb = cb.map_err(|e| format!("Connection::accept: {e:?}"))?;
         Ok((ca, cb))
@@ -570,13 +586,30 @@ mod tw {
 
     /// W3: `total` bytes as `msg`-byte ByteBuf messages on one channel.
     pub(super) async fn w3(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
-        w3_of(total, msg, p, ByteBuf::from, |m: &ByteBuf| m.len()).await
+        let template = vec![0xA5u8; msg];
+        w3_of(total, template, Config::default(), p, ByteBuf::from, |m: &ByteBuf| m.len()).await.map(|r| r.0)
+    }
+
+    /// W3-json: `total` bytes as `String`s of JSON text (copies of `json`), with `compression`
+    /// on both sides. Returns MB/s of text, and the bytes on the wire per byte of text.
+    pub(super) async fn w3_json(
+        total: u64,
+        json: String,
+        compression: tether::Compression,
+        p: Arc<Progress>,
+    ) -> Res<(f64, f64)> {
+        let mut cfg = Config::default();
+        cfg.compression = compression;
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("the template is text");
+        w3_of(total, json.into_bytes(), cfg, p, text, String::len).await
     }
 
     /// W3-blob: the same bytes as `msg`-byte [`Blob`](tether::Blob) messages, which tether
     /// carries without copying them into or out of the message.
     pub(super) async fn w3_blob(total: u64, msg: usize, p: Arc<Progress>) -> Res<f64> {
-        w3_of(total, msg, p, tether::Blob::from, |m: &tether::Blob| m.len()).await
+        let template = vec![0xA5u8; msg];
+        let blob = tether::Blob::from;
+        w3_of(total, template, Config::default(), p, blob, |m: &tether::Blob| m.len()).await.map(|r| r.0)
     }
 
     /// W3-pipe: the same bytes written to a [`pipe::Writer`](tether::pipe::Writer) in `msg`-byte
@@ -642,20 +675,23 @@ mod tw {
         Ok(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64())
     }
 
-    /// W3 with messages of type `M`, each made of a fresh copy of a `msg`-byte template (as
-    /// raw W3's are).
+    /// W3 with messages of type `M`, each made of a fresh copy of `template` (as raw W3's
+    /// are), over connections configured with `cfg`. Returns MB/s, and the bytes the sender put
+    /// on the connection per byte received.
     async fn w3_of<M>(
         total: u64,
-        msg: usize,
+        template: Vec<u8>,
+        cfg: Config,
         p: Arc<Progress>,
         make: fn(Vec<u8>) -> M,
         len: fn(&M) -> usize,
-    ) -> Res<f64>
+    ) -> Res<(f64, f64)>
     where
         M: Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
+        let msg = template.len();
         let count = total / msg as u64;
-        let (ca, cb) = conn_pair(&p).await?;
+        let (ca, cb) = conn_pair_with(&p, cfg).await?;
         p.stage("root channels");
         let (srv_root, _srv_in) = cb.root::<mpsc::Sender<M>, ()>().ok_or("root channel already taken")?;
         let (_cli_out, mut cli_root) = ca.root::<(), mpsc::Sender<M>>().ok_or("root channel already taken")?;
@@ -679,8 +715,8 @@ mod tw {
             Ok((Instant::now(), bytes))
         });
         let ps = p.clone();
+        let wire_before = ca.stats().bytes_out;
         let send = tokio::spawn(async move {
-            let template = vec![0xA5u8; msg];
             let t0 = Instant::now();
             for i in 0..count {
                 remote.send(make(template.clone())).await.map_err(|_| format!("send {i} failed"))?;
@@ -689,8 +725,9 @@ mod tw {
             Ok(t0)
         });
         let rate = w3_rate(send, recv, count * msg as u64).await;
+        let wire = ca.stats().bytes_out - wire_before;
         drop((ca, cb));
-        rate
+        Ok((rate?, wire as f64 / (count * msg as u64) as f64))
     }
 
     /// W4: the accepting side makes `chans` channels and sends their Senders (one root message);
@@ -846,6 +883,46 @@ mod tw {
     }
 }
 
+/// JSON text of about `len` bytes, as an application would send it: a serde_json array of
+/// records (ids, names, e-mail addresses, flags, scores, tags) whose values vary from record to
+/// record.
+fn json_text(len: usize) -> String {
+    #[derive(Serialize)]
+    struct Record {
+        id: u64,
+        user: String,
+        email: String,
+        active: bool,
+        score: f64,
+        created: String,
+        tags: Vec<&'static str>,
+    }
+    const TAGS: [&str; 8] = ["admin", "beta", "eu-west", "us-east", "mobile", "trial", "verified", "legacy"];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // Records of about 150 bytes each.
+    let records: Vec<Record> = (0..(len / 150).max(1) as u64)
+        .map(|id| {
+            let r = next();
+            Record {
+                id,
+                user: format!("user-{:06}", r % 1_000_000),
+                email: format!("user{}@example{}.com", r % 100_000, r % 7),
+                active: r % 3 != 0,
+                score: (r % 10_000) as f64 / 100.0,
+                created: format!("2026-{:02}-{:02}T{:02}:{:02}:00Z", 1 + r % 12, 1 + r % 28, r % 24, r % 60),
+                tags: (0..(r % 4)).map(|i| TAGS[((r >> (8 * i)) % 8) as usize]).collect(),
+            }
+        })
+        .collect();
+    serde_json::to_string(&records).expect("records serialize")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Driver
 // ---------------------------------------------------------------------------------------------
@@ -887,6 +964,26 @@ fn main() {
         if wanted("W3-PIPE") {
             let tether = BENCH.measure("W3-pipe tether", d, move |p| tw::w3_pipe(total, msg, p));
             print_rate("W3-pipe", "MB/s", &tether, &raw, "");
+        }
+    }
+    if wanted("W3-JSON") {
+        let total = s.w3_bytes;
+        let text = json_text(s.w3_msg);
+        eprintln!("[channels] W3-json: {} bytes of JSON per message", text.len());
+        let template = text.clone().into_bytes();
+        let raw = BENCH.measure("W3-json raw", d, move |p| raw_w3_of(total, template, p));
+        use tether::{Algorithm, Compression};
+        for (name, compression) in [
+            ("off", Compression::off()),
+            ("lz4", Compression::new([Algorithm::Lz4])),
+            ("zstd", Compression::new([Algorithm::Zstd])),
+        ] {
+            let label = format!("W3-json-{name}");
+            let text = text.clone();
+            let tether =
+                BENCH.measure(&format!("{label} tether"), d, move |p| tw::w3_json(total, text, compression, p));
+            let wire = tether.as_ref().map(|r| format!("{:.4}", r.1)).unwrap_or_else(|_| "null".into());
+            print_rate(&label, "MB/s", &tether.map(|r| r.0), &raw, &format!(",\"wire\":{wire}"));
         }
     }
     if wanted("W4") {

@@ -32,6 +32,16 @@ pub enum CodecError {
         /// What serde (or the deserializer) said.
         message: String,
     },
+    /// A compressed message does not decompress to what its head says: its
+    /// data is corrupt, or a length in its head lies (see
+    /// [`Compression`](crate::Compression)).
+    #[error("decompressing a message ({algorithm}) failed: {message}")]
+    Decompress {
+        /// The algorithm its head names ("LZ4", "Zstd", or "unknown").
+        algorithm: &'static str,
+        /// What the decompressor said, or which length did not fit.
+        message: String,
+    },
 }
 
 thread_local! {

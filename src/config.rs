@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::auth::{Cookie, MIN_COOKIE_LEN};
 use crate::codec::CodecKind;
+use crate::compress::Compression;
 use crate::wire::HelloLimits;
 
 /// Settings of one connection. Each field documents its default and why.
@@ -60,6 +61,13 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Codec for messages; both sides must use the same. Default postcard.
     pub codec: CodecKind,
+    /// Which compression algorithms this side accepts and uses for what it
+    /// sends, and from what size on (announced in the handshake; a side
+    /// compresses only with an algorithm the peer accepts). Default off:
+    /// compression costs more CPU than it saves time on loopback and LAN
+    /// links, most actor messages are too small to shrink, and bulk
+    /// binary data is often compressed already; see [`Compression`].
+    pub compression: Compression,
     /// How a dialing side reconnects after its transport breaks (for
     /// connections made with [`Connection::dial`](crate::Connection::dial)
     /// or [`Node::connect`](crate::Node::connect)).
@@ -170,6 +178,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             codec: CodecKind::Postcard,
+            compression: Compression::off(),
             reconnect: ReconnectPolicy::default(),
             linger: Duration::from_secs(30),
             cookie: None,
@@ -214,6 +223,7 @@ impl Config {
         check(self.max_pending_asks > 0, "max_pending_asks must not be zero")?;
         check(!self.handshake_timeout.is_zero(), "handshake_timeout must not be zero")?;
         check(!self.metrics_interval.is_zero(), "metrics_interval must not be zero")?;
+        check(self.compression.level_is_valid(), "compression.zstd_level must be a level zstd takes")?;
         Ok(())
     }
 

@@ -69,6 +69,10 @@ pub enum FrameSpec {
         /// its end, written only when `first` is set (bit 14 of the count
         /// then set).
         sizes: Option<(u32, u32)>,
+        /// How the message is compressed: algorithm id (1 LZ4, 2 Zstd),
+        /// bytes once unpacked, bytes packed; written only when `first` is
+        /// set (bit 13 of the count then set).
+        packing: Option<(u8, u32, u32)>,
         /// Payload after the port table.
         payload: Vec<u8>,
     },
@@ -124,7 +128,7 @@ impl FrameSpec {
 
     fn to_frame(&self) -> Frame {
         match self {
-            FrameSpec::Data { port, first, last, ports, trace, sizes, payload } => {
+            FrameSpec::Data { port, first, last, ports, trace, sizes, packing, payload } => {
                 let mut bytes = BytesMut::new();
                 if *first {
                     let table: Vec<PortEntry> = ports
@@ -135,7 +139,8 @@ impl FrameSpec {
                         })
                         .collect();
                     let sizes = sizes.map(|(len, attached)| wire::Sizes { len, attached });
-                    wire::encode_head(&table, trace.as_ref(), sizes, &mut bytes);
+                    let packing = packing.map(|(algorithm, plain, packed)| wire::Packing { algorithm, plain, packed });
+                    wire::encode_head(&table, trace.as_ref(), sizes, packing, &mut bytes);
                 }
                 bytes.extend_from_slice(payload);
                 let flags = if *first { FLAG_FIRST } else { 0 } | if *last { FLAG_LAST } else { 0 };
@@ -155,15 +160,16 @@ impl FrameSpec {
         Ok(match frame {
             Frame::Data { port, flags, mut payload } => {
                 let first = flags & FLAG_FIRST != 0;
-                let (ports, trace, sizes) = if first {
+                let (ports, trace, sizes, packing) = if first {
                     let head = wire::decode_head(&mut payload).map_err(|e| e.to_string())?;
                     let ports = head.ports.into_iter().map(|e| (e.port, e.end == End::Sender)).collect();
-                    (ports, head.trace.map(|t| *t), head.sizes.map(|s| (s.len, s.attached)))
+                    let packing = head.packing.map(|p| (p.algorithm, p.plain, p.packed));
+                    (ports, head.trace.map(|t| *t), head.sizes.map(|s| (s.len, s.attached)), packing)
                 } else {
-                    (Vec::new(), None, None)
+                    (Vec::new(), None, None, None)
                 };
                 let last = flags & FLAG_LAST != 0;
-                FrameSpec::Data { port, first, last, ports, trace, sizes, payload: payload.to_vec() }
+                FrameSpec::Data { port, first, last, ports, trace, sizes, packing, payload: payload.to_vec() }
             }
             Frame::Credit { port, bytes } => FrameSpec::Credit { port, bytes },
             Frame::Fin { port } => FrameSpec::Fin { port },
@@ -237,6 +243,8 @@ pub struct HelloSpec {
     pub node_id: [u8; 16],
     /// Codec id.
     pub codec: u8,
+    /// Compression algorithms accepted (bit 0 LZ4, bit 1 Zstd).
+    pub accepts: u8,
     /// Session to resume (all zero: a new one).
     pub session_id: [u8; 16],
     /// Resume position.
@@ -254,6 +262,7 @@ pub fn encode_hello(spec: &HelloSpec) -> Vec<u8> {
         version: wire::VERSION,
         node_id: uuid::Uuid::from_bytes(spec.node_id),
         codec: spec.codec,
+        accepts: spec.accepts,
         session_id: uuid::Uuid::from_bytes(spec.session_id),
         resume_received: spec.resume_received,
         resumable: false,
@@ -314,6 +323,7 @@ fn spec_of(h: &Hello) -> HelloSpec {
     HelloSpec {
         node_id: *h.node_id.as_bytes(),
         codec: h.codec,
+        accepts: h.accepts,
         session_id: *h.session_id.as_bytes(),
         resume_received: h.resume_received,
         limits: [l.port_window, l.conn_window, l.max_frame, l.max_message, l.max_ports],
@@ -364,6 +374,7 @@ fn fuzz_mux(now: Instant) -> Mux {
         conn_send_buffer: CONN_WINDOW,
         ping_interval: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(5),
+        accepts: wire::ACCEPTS_LZ4 | wire::ACCEPTS_ZSTD,
     };
     let mut mux = Mux::new(Side::Server, cfg, now);
     let carry = |mux: &mut Mux, port, entries: &[PortEntry], len: usize| {

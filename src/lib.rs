@@ -92,6 +92,7 @@ mod auth;
 mod chan;
 pub mod cluster;
 pub mod codec;
+mod compress;
 mod config;
 mod conn;
 #[cfg(any(fuzzing, feature = "fuzzing"))]
@@ -106,6 +107,7 @@ mod wire;
 
 pub use auth::Cookie;
 pub use chan::{broadcast, mpsc, oneshot, pipe, watch, Blob, RecvError};
+pub use compress::{Algorithm, Compression};
 pub use config::{Config, ConfigError, ReconnectPolicy};
 pub use conn::{
     Accepted, Acceptor, ConnectError, Connection, ConnectionError, ConnectionEvent, ConnectionStats, Role, SessionLost,

@@ -56,17 +56,18 @@ async fn wrong_magic_version_and_codec_name_both_sides() {
         // Version 1 peers predate authentication and capability tokens,
         // version 2 ones the node hello's tie-break, version 3 ones message
         // tags, version 4 ones the reason in a watch's answer, version 5
-        // ones trace contexts, version 6 ones attached blobs.
-        for old in [1, 2, 3, 4, 5, 6] {
+        // ones trace contexts, version 6 ones attached blobs, version 7
+        // ones compression.
+        for old in [1, 2, 3, 4, 5, 6, 7] {
             let err = accept_from_raw(raw_hello(old, 1), Config::default()).await.unwrap_err();
             assert!(
-                matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 7, theirs }) if theirs == old),
+                matches!(err, ConnectError::Wire(WireError::VersionMismatch { ours: 8, theirs }) if theirs == old),
                 "{err}"
             );
-            assert!(err.to_string().contains(&format!("ours 7, theirs {old}")));
+            assert!(err.to_string().contains(&format!("ours 8, theirs {old}")));
         }
 
-        let err = accept_from_raw(raw_hello(7, 2), Config::default()).await.unwrap_err();
+        let err = accept_from_raw(raw_hello(8, 2), Config::default()).await.unwrap_err();
         assert!(matches!(err, ConnectError::CodecMismatch { ours: 1, theirs: 2 }), "{err}");
         assert_eq!(err.to_string(), "codec mismatch: ours postcard (1), theirs msgpack (2)");
 
@@ -109,7 +110,7 @@ async fn garbage_ends_only_the_offending_connection() {
         let (gtx, _) = good_c.root::<u64, u64>().unwrap();
         let (_, mut grx) = good_s.root::<u64, u64>().unwrap();
 
-        let mut garbage = raw_hello(7, 1);
+        let mut garbage = raw_hello(8, 1);
         // A Data frame on a port nobody announced, then noise.
         garbage.extend_from_slice(&[1, 0x03, 0, 0, 0x10, 0x01, 0, 0, 0, 4, 1, 2, 3, 4]);
         garbage.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));
@@ -179,12 +180,12 @@ async fn limits_are_enforced_with_typed_errors() {
     .await;
 }
 
-/// A message carries at most 16,383 channel ends (the port table's count
-/// has 14 bits; its top bits say a trace context and attached blobs
+/// A message carries at most 8,191 channel ends (the port table's count
+/// has 13 bits; its top bits say a trace context, sizes and a packing
 /// follow): one more fails to encode, with nothing sent and no port kept,
 /// and the most goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_carries_at_most_16383_channel_ends() {
+async fn a_message_carries_at_most_8191_channel_ends() {
     within(T, async {
         let mut roomy = Config::default();
         roomy.max_ports = 70_000;
@@ -195,7 +196,7 @@ async fn a_message_carries_at_most_16383_channel_ends() {
         let (_, mut rx) = s.root::<Msg, Msg>().unwrap();
         let ends = |n| (0..n).map(|_| mpsc::channel::<u8>(1).0).collect::<Vec<_>>();
         let before = c.stats().open_ports;
-        let err = tx.send(Msg::Ends(ends(16_384))).await.unwrap_err();
+        let err = tx.send(Msg::Ends(ends(8_192))).await.unwrap_err();
         match &err {
             mpsc::SendError::Encode { error: tether::codec::CodecError::Encode { message, .. }, .. } => {
                 assert!(message.contains("too many channel ends"), "{message}");
@@ -204,8 +205,8 @@ async fn a_message_carries_at_most_16383_channel_ends() {
         }
         assert_eq!(c.stats().open_ports, before, "no port kept by the failed encode");
 
-        tx.send(Msg::Ends(ends(16_383))).await.unwrap();
-        assert!(matches!(rx.recv().await.unwrap(), Some(Msg::Ends(v)) if v.len() == 16_383));
+        tx.send(Msg::Ends(ends(8_191))).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Some(Msg::Ends(v)) if v.len() == 8_191));
     })
     .await;
 }

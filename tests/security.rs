@@ -148,7 +148,7 @@ fn forged_hello(node: NodeId, session: [u8; 16], nonce: [u8; 32]) -> Vec<u8> {
     let cfg = Config::default();
     let mut h = Vec::new();
     h.extend_from_slice(b"TETHER");
-    h.extend_from_slice(&7u16.to_be_bytes()); // version (docs/PROTOCOL.md)
+    h.extend_from_slice(&8u16.to_be_bytes()); // version (docs/PROTOCOL.md)
     h.extend_from_slice(&1u16.to_be_bytes()); // flags: resumable
     h.extend_from_slice(node.0.as_bytes());
     h.push(1); // postcard
@@ -475,7 +475,7 @@ async fn a_thousand_silent_connections_do_not_keep_a_peer_out() {
             let mut s = TcpStream::connect(addr).await.unwrap();
             if i % 2 == 0 {
                 // Half of them stop mid-hello.
-                s.write_all(b"TETHER\0\x07").await.unwrap();
+                s.write_all(b"TETHER\0\x08").await.unwrap();
             }
             flood.push(s);
         }
@@ -506,7 +506,7 @@ async fn the_listener_hangs_up_on_handshakes_that_take_too_long() {
         cfg.handshake_timeout = Duration::from_millis(200);
         let server = Node::new(Some("server"), cfg.clone()).unwrap();
         let addr = server.listen("127.0.0.1:0").await.unwrap();
-        for stall_after in [&b""[..], b"TETHER\0\x07", &forged_hello(NodeId(uuid::Uuid::nil()), [0; 16], [0; 32])[..10]]
+        for stall_after in [&b""[..], b"TETHER\0\x08", &forged_hello(NodeId(uuid::Uuid::nil()), [0; 16], [0; 32])[..10]]
         {
             // Before the connect: the listener's clock starts at its accept.
             let started = std::time::Instant::now();

@@ -46,10 +46,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{de_error, ser_error, CodecError};
+use crate::compress::{self, Packer};
 use crate::conn::{Connection, ConnectionError, Shared, State};
 use crate::mux::{Chunk, OutMessage, Pop, SendError as MuxSendError, SendLimit};
 use crate::pool;
-use crate::wire::{self, End, PortEntry, PortId, Sizes, TraceContext};
+use crate::wire::{self, End, Packing, PortEntry, PortId, Sizes, TraceContext};
 
 /// A channel end's hold on one port of one connection. Dropping it closes
 /// the end (the mux sends `Fin` or `Stop`).
@@ -179,6 +180,7 @@ impl PortHandle {
                 ports: c.ports,
                 trace: c.trace,
                 attached: c.attached,
+                packing: c.packing,
                 data: c.data,
                 tail: Vec::new(),
                 own: false,
@@ -206,6 +208,7 @@ impl PortHandle {
                         ports: c.ports,
                         trace: c.trace,
                         attached: c.attached,
+                        packing: c.packing,
                         data: c.data,
                         tail: Vec::new(),
                         own: false,
@@ -219,13 +222,22 @@ impl PortHandle {
                         state.ports = std::mem::take(&mut c.ports);
                         state.trace = c.trace.take();
                         state.attached = c.attached;
+                        state.packing = c.packing;
                     }
                     if c.last {
                         let ports = std::mem::take(&mut state.ports);
                         let trace = state.trace.take();
-                        let attached = state.attached;
+                        let (attached, packing) = (state.attached, state.packing.take());
                         let (data, tail) = (c.data, c.tail);
-                        break Poll::Ready(Some(Ok(RawMessage { ports, trace, attached, data, tail, own: true })));
+                        break Poll::Ready(Some(Ok(RawMessage {
+                            ports,
+                            trace,
+                            attached,
+                            packing,
+                            data,
+                            tail,
+                            own: true,
+                        })));
                     }
                 }
                 Pop::Empty => match &st.error {
@@ -277,6 +289,8 @@ pub(crate) struct RecvState {
     trace: Option<Box<TraceContext>>,
     /// Bytes of blobs at its end.
     attached: u32,
+    /// How it is compressed, if it is.
+    packing: Option<Packing>,
     /// Whole small messages taken off the port ahead of their receive, at
     /// most `READ_AHEAD_MSGS` and about `READ_AHEAD_BYTES`.
     ahead: VecDeque<Chunk>,
@@ -284,8 +298,9 @@ pub(crate) struct RecvState {
     /// Yield before the next receive (see `poll_recv_raw`).
     yield_next: bool,
     /// A long message taken off the port, decoded after a yield (see
-    /// [`LONG_DECODE`]).
-    long: Option<RawMessage>,
+    /// [`LONG_DECODE`]); boxed, as it is rare and every receiver (and so
+    /// every enum a receiver is sent in) carries the slot.
+    long: Option<Box<RawMessage>>,
     /// The encoded length of the last message received.
     last_len: usize,
     /// The trace context of the last message received, until taken.
@@ -338,13 +353,13 @@ impl RemoteRecv {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<T, RecvError>>> {
         let raw = match self.state.long.take() {
-            Some(raw) => raw,
+            Some(raw) => *raw,
             None => match self.port.poll_recv_raw(cx, &mut self.state) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(RecvError::Connection(e)))),
                 Poll::Ready(Some(Ok(raw))) if raw.len() >= LONG_DECODE => {
-                    self.state.long = Some(raw);
+                    self.state.long = Some(Box::new(raw));
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -356,7 +371,7 @@ impl RemoteRecv {
         let data = crate::mux::join(raw.data, raw.tail);
         self.state.last_len = data.len();
         self.state.last_trace = raw.trace;
-        let res = decode(&self.port.shared, raw.ports, &data, raw.attached, raw.own);
+        let res = decode(&self.port.shared, raw.ports, &data, raw.attached, raw.packing, raw.own);
         Poll::Ready(Some(res.map_err(RecvError::Decode)))
     }
 }
@@ -399,8 +414,11 @@ pub enum RecvError {
 pub(crate) struct RawMessage {
     pub(crate) ports: Vec<PortEntry>,
     pub(crate) trace: Option<Box<TraceContext>>,
-    /// Bytes of blobs at the end of the message.
+    /// Bytes of blobs at the end of the message (once unpacked).
     pub(crate) attached: u32,
+    /// How the message is compressed, if it is: `data` and `tail` are as
+    /// sent, unpacked when the message is decoded.
+    pub(crate) packing: Option<Packing>,
     pub(crate) data: Bytes,
     /// Further segments of a long message (see `Chunk::tail`).
     pub(crate) tail: Vec<Bytes>,
@@ -437,6 +455,8 @@ struct Attached {
     small: BytesMut,
     /// Bytes of blobs so far.
     len: usize,
+    /// The first segment is a run of small blobs (a copy), not a blob.
+    small_first: bool,
 }
 
 impl EncodeCtx {
@@ -455,14 +475,16 @@ impl EncodeCtx {
 }
 
 impl Attached {
-    /// The message's blobs: their bytes, and the buffers they are in.
-    fn finish(mut self) -> (usize, Vec<Bytes>) {
+    /// The message's blobs: their bytes, the buffers they are in, and
+    /// whether the first buffer is a copied run of small blobs.
+    fn finish(mut self) -> (usize, Vec<Bytes>, bool) {
         self.end_small_run();
-        (self.len, self.segments)
+        (self.len, self.segments, self.small_first)
     }
 
     fn end_small_run(&mut self) {
         if !self.small.is_empty() {
+            self.small_first |= self.segments.is_empty();
             self.segments.push(self.small.split().freeze());
         }
     }
@@ -504,13 +526,20 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Size of this thread's last large encoding, as a hint for the next.
     static LARGE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Reused buffer of this thread for packed (compressed) messages.
+    static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Largest buffer for packed messages a thread keeps between messages
+/// (about what packing the largest pooled message takes): without it each
+/// large message would map, zero and fault in a fresh buffer.
+const PACKED_KEEP: usize = 4 * pool::MAX;
 
 /// Bytes an encoding expected to be large reserves for its head: enough for
 /// two ports, a trace context and sizes.
-const HEAD_ROOM: usize = wire::encoded_head_len(2, true, true);
+const HEAD_ROOM: usize = wire::encoded_head_len(2, true, true, false);
 /// The head of a message without ports, trace context or sizes: two zeros.
-const EMPTY_HEAD: usize = wire::encoded_head_len(0, false, false);
+const EMPTY_HEAD: usize = wire::encoded_head_len(0, false, false, false);
 
 /// Largest scratch buffer kept between encodings; a larger one is lent to
 /// the mux and then kept in the process's pool (`crate::pool`).
@@ -629,32 +658,50 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     let res = CTX.set(&ctx, || shared.codec.encode(value, &mut buf));
     let Ctx::Encode(ctx) = ctx.into_inner() else { unreachable!("an encoding context") };
     let EncodeCtx { entries, local, deferred, blobs } = ctx;
-    let (attached, blobs) = match blobs {
-        None => (0, Vec::new()),
+    let (attached, mut blobs, small_first) = match blobs {
+        None => (0, Vec::new(), false),
         Some(a) => a.finish(),
     };
+    // Compressed here, on the sending task, if the two sides agreed on an
+    // algorithm and it pays.
+    let packed = match (&res, &shared.packer) {
+        (Ok(()), Some(packer)) => pack(packer, &mut buf, room, attached, &mut blobs, small_first),
+        _ => None,
+    };
     let res = res.and_then(|()| {
-        let len = buf.len() - room + attached;
+        let body = packed.as_ref().map_or(buf.len() - room, |(p, _)| p.packed as usize);
+        let len = body + blobs.iter().map(Bytes::len).sum::<usize>();
         if len < wire::SIZED_MIN && attached == 0 {
             return Ok(None);
         }
-        // `attached` is at most `len`.
-        u32::try_from(len).map(|len| Sizes::of(len, attached as u32)).map_err(|_| CodecError::Encode {
+        let too_long = |n: usize| CodecError::Encode {
             type_name: std::any::type_name::<T>(),
-            message: format!("{len} bytes in one message"),
-        })
+            message: format!("{n} bytes in one message"),
+        };
+        let len = u32::try_from(len).map_err(|_| too_long(len))?;
+        // The blobs count as they are once unpacked: at most the whole
+        // message then.
+        let attached = u32::try_from(attached).map_err(|_| too_long(attached))?;
+        Ok(Sizes::of(len, attached))
     });
     // The sender's span, if this node passes traces on (a branch otherwise).
     let trace = shared.cfg.trace_propagation.as_ref().and_then(|p| p.current());
     let bytes = res.map(|sizes| {
+        if let Some((packing, out)) = &packed {
+            let body = &out[..packing.packed as usize];
+            return with_head(&entries, trace.as_ref(), sizes, Some(*packing), body.len(), [body]);
+        }
         let plain = entries.is_empty() && trace.is_none() && sizes.is_none();
-        let head =
-            if plain { EMPTY_HEAD } else { wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some()) };
+        let head = if plain {
+            EMPTY_HEAD
+        } else {
+            wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some(), false)
+        };
         let Some(start) = room.checked_sub(head) else {
-            return with_head(&entries, trace.as_ref(), sizes, buf.len() - room, [&buf[room..]]);
+            return with_head(&entries, trace.as_ref(), sizes, None, buf.len() - room, [&buf[room..]]);
         };
         if !plain {
-            wire::encode_head(&entries, trace.as_ref(), sizes, &mut &mut buf[start..room]);
+            wire::encode_head(&entries, trace.as_ref(), sizes, None, &mut &mut buf[start..room]);
         }
         if buf.len() > SCRATCH_KEEP {
             pool::LARGE.bytes(std::mem::take(&mut buf)).slice(start..)
@@ -674,6 +721,11 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
         n if n <= SCRATCH_KEEP => SCRATCH.with(|s| *s.borrow_mut() = buf),
         _ => pool::LARGE.give_back(buf),
     }
+    if let Some((_, out)) = packed {
+        if out.capacity() <= PACKED_KEEP {
+            PACKED.with(|p| *p.borrow_mut() = out);
+        }
+    }
     // On failure the ports allocated so far will never be announced: give
     // them back (the mux keeps a port opened for a message until then), and
     // dropping `deferred` drops the handles held by deferred work.
@@ -685,6 +737,37 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
     Ok(if blobs.is_empty() { msg } else { msg.with_more(blobs) })
 }
 
+/// Packs a message's plain part, with `packer`, if it is worth trying and
+/// pays: the value encoded in `buf[room..]`, and a run of small blobs
+/// copied first among `blobs` (moved behind the value: the blobs keep
+/// their order), but no large blob. Its packing, and a buffer of this
+/// thread's holding the packed bytes first.
+fn pack(
+    packer: &Packer,
+    buf: &mut Vec<u8>,
+    room: usize,
+    attached: usize,
+    blobs: &mut Vec<Bytes>,
+    small_first: bool,
+) -> Option<(Packing, Vec<u8>)> {
+    let value = buf.len() - room;
+    let run = if small_first { blobs[0].len() } else { 0 };
+    if !packer.wants(value + run, value + attached) {
+        return None;
+    }
+    if small_first {
+        buf.extend_from_slice(&blobs.remove(0));
+    }
+    let mut out = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    match packer.pack(&buf[room..], &mut out, 0) {
+        Some(packing) => Some((packing, out)),
+        None => {
+            PACKED.with(|p| *p.borrow_mut() = out);
+            None
+        }
+    }
+}
+
 /// Gives back the ports opened for a message that will not be sent.
 fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
     if !ports.is_empty() {
@@ -693,15 +776,26 @@ fn discard_opened(shared: &Shared, ports: Vec<PortId>) {
 }
 
 /// Decodes a received message for the connection `shared`; table entries
-/// the value does not claim are closed. The message's last `attached` bytes
-/// are its blobs; `own`: `data` holds this message alone.
+/// the value does not claim are closed. A `packing` message is unpacked
+/// first (here, on the receiving task). The message's last `attached` bytes
+/// (once unpacked) are its blobs; `own`: `data` holds this message alone.
 pub(crate) fn decode<T: DeserializeOwned>(
     shared: &Arc<Shared>,
     ports: Vec<PortEntry>,
     data: &Bytes,
     attached: u32,
+    packing: Option<Packing>,
     own: bool,
 ) -> Result<T, CodecError> {
+    let unpacked = packing.map(|p| compress::unpack(data, p));
+    let (data, own) = match &unpacked {
+        None => (data, own),
+        Some(Ok(plain)) => (plain, true),
+        Some(Err(e)) => {
+            discard(shared, ports);
+            return Err(undecodable(shared, e.clone()));
+        }
+    };
     let res = match data.len().checked_sub(attached as usize) {
         Some(value_len) => {
             let blobs = if attached == 0 { Bytes::new() } else { blobs_of(data, value_len, own) };
@@ -719,11 +813,14 @@ pub(crate) fn decode<T: DeserializeOwned>(
             })
         }
     };
-    if let Err(e) = &res {
-        shared.undecodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
-    }
-    res
+    res.map_err(|e| undecodable(shared, e))
+}
+
+/// Counts and logs a received message that does not decode (or unpack).
+fn undecodable(shared: &Shared, e: CodecError) -> CodecError {
+    shared.undecodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(peer = %shared.peer_id, error = %e, "received message does not decode");
+    e
 }
 
 /// The blobs of a received message, after its first `value_len` bytes. A
@@ -819,9 +916,15 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
             let Some(Ok(raw)) = raw else { break };
             // A message in hand that cannot go on is counted unread where
             // it arrived (like those `from` still holds, when it drops).
-            let Ok(msg) = relay(&from.port.shared, &to.shared, raw) else {
-                from.port.count_unread(1);
-                break;
+            let msg = match relay(&from.port.shared, &to.shared, raw) {
+                Ok(Some(msg)) => msg,
+                // It did not unpack: counted, logged and dropped, as if it
+                // were read here.
+                Ok(None) => continue,
+                Err(_) => {
+                    from.port.count_unread(1);
+                    break;
+                }
             };
             let mut slot = Some(msg);
             if std::future::poll_fn(|cx| to.poll_send(cx, &mut slot)).await.is_err() {
@@ -835,8 +938,30 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
 /// Relayed messages at least this large are not copied.
 const RELAY_COPY_MAX: usize = 16 * 1024;
 
-/// Rebuilds a message received on connection `from` for connection `to`.
-fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMessage, crate::mux::MuxError> {
+/// Rebuilds a message received on connection `from` for connection `to`;
+/// `None` if it was packed and does not unpack (counted and logged as
+/// undecodable on `from`).
+fn relay(
+    from: &Arc<Shared>,
+    to: &Arc<Shared>,
+    mut raw: RawMessage,
+) -> Result<Option<OutMessage>, crate::mux::MuxError> {
+    // A packed message goes on packed if the next peer takes it so;
+    // otherwise it is unpacked here, on the splice's task, and goes on plain.
+    if let Some(p) = raw.packing {
+        let unpacked_len = raw.len().saturating_sub(p.packed as usize) + p.plain as usize;
+        if !to.packer.is_some_and(|k| k.passes(p, unpacked_len)) {
+            let data = crate::mux::join(std::mem::take(&mut raw.data), std::mem::take(&mut raw.tail));
+            match compress::unpack(&data, p) {
+                Ok(plain) => (raw.data, raw.packing) = (plain, None),
+                Err(e) => {
+                    discard(from, std::mem::take(&mut raw.ports));
+                    undecodable(from, e);
+                    return Ok(None);
+                }
+            }
+        }
+    }
     let mut entries = Vec::with_capacity(raw.ports.len());
     let mut splices = Vec::with_capacity(raw.ports.len());
     // Claim every original first, so that an error below closes them all.
@@ -866,16 +991,17 @@ fn relay(from: &Arc<Shared>, to: &Arc<Shared>, raw: RawMessage) -> Result<OutMes
     let ports = entries.iter().map(|e| e.port).collect();
     // A small message is copied behind its new head, so that it leaves in
     // one chunk; a large one goes on from the buffers it came in.
+    let packing = raw.packing;
     let msg = if len < RELAY_COPY_MAX {
-        OutMessage::new(with_head(&entries, trace, sizes, len, segments), ports)
+        OutMessage::new(with_head(&entries, trace, sizes, packing, len, segments), ports)
     } else {
-        OutMessage::new(with_head(&entries, trace, sizes, 0, std::iter::empty::<&[u8]>()), ports)
+        OutMessage::new(with_head(&entries, trace, sizes, packing, 0, std::iter::empty::<&[u8]>()), ports)
             .with_more(segments.collect())
     };
     for (reader, writer) in splices {
         spawn_splice(RemoteRecv::new(reader), Arc::new(writer));
     }
-    Ok(msg)
+    Ok(Some(msg))
 }
 
 /// A new buffer holding a head and then the `len` bytes of `body`.
@@ -883,12 +1009,13 @@ fn with_head<B: AsRef<[u8]>>(
     entries: &[PortEntry],
     trace: Option<&TraceContext>,
     sizes: Option<Sizes>,
+    packing: Option<Packing>,
     len: usize,
     body: impl IntoIterator<Item = B>,
 ) -> Bytes {
-    let mut out =
-        BytesMut::with_capacity(wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some()) + len);
-    wire::encode_head(entries, trace, sizes, &mut out);
+    let head = wire::encoded_head_len(entries.len(), trace.is_some(), sizes.is_some(), packing.is_some());
+    let mut out = BytesMut::with_capacity(head + len);
+    wire::encode_head(entries, trace, sizes, packing, &mut out);
     for part in body {
         out.extend_from_slice(part.as_ref());
     }
@@ -1017,12 +1144,12 @@ mod tests {
     #[tokio::test]
     async fn more_blobs_than_the_message_holds_fail_its_decode() {
         let (c, _s) = pair().await;
-        let err = decode::<u8>(c.shared(), Vec::new(), &Bytes::from_static(&[7, 1, 2]), 100, true).unwrap_err();
+        let err = decode::<u8>(c.shared(), Vec::new(), &Bytes::from_static(&[7, 1, 2]), 100, None, true).unwrap_err();
         assert_eq!(err.to_string(), "decoding a u8 failed: 100 bytes of blobs in a message of 3 bytes");
         assert_eq!(c.stats().undecodable, 1);
         // (0, 2) is a blob of the two attached bytes, after the value's 2.
         let msg = Bytes::from_static(&[0, 2, 1, 2]);
-        let blob: Blob = decode(c.shared(), Vec::new(), &msg, 2, true).unwrap();
+        let blob: Blob = decode(c.shared(), Vec::new(), &msg, 2, None, true).unwrap();
         assert_eq!((&blob[..], blob.as_ptr()), (&[1, 2][..], msg[2..].as_ptr()));
     }
 

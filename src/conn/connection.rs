@@ -271,7 +271,11 @@ impl Connection {
             conn_send_buffer: cfg.conn_send_buffer,
             ping_interval: cfg.ping_interval,
             idle_timeout: cfg.idle_timeout,
+            accepts: cfg.compression.accepts(),
         };
+        // Agreed once for the session: a resume reconnects the same two
+        // processes, with the same configurations.
+        let packer = cfg.compression.packer(peer.hello.accepts, peer.hello.limits.max_message);
         let peer_id = NodeId(peer.hello.node_id);
         // A root: the connection outlives whatever request dialed it, and
         // a child would hold that request's span open (and in its trace)
@@ -291,6 +295,7 @@ impl Connection {
             local_id: local,
             session,
             recover,
+            packer,
             parent: parent.cloned(),
             cfg,
             span,

@@ -30,6 +30,7 @@ fn hello(cfg: &Config, node_id: Uuid, session_id: Uuid, resume_received: u64, re
         version: VERSION,
         node_id,
         codec: cfg.codec.id(),
+        accepts: cfg.compression.accepts(),
         session_id,
         resume_received,
         resumable,

@@ -24,6 +24,7 @@ use super::recovery::ConnectionEvent;
 use super::supervisor::{self, Args, Parent, Supervision, SupervisorMsg};
 use super::{driver, handshake};
 use crate::codec::CodecKind;
+use crate::compress::Packer;
 use crate::config::Config;
 use crate::mux::{Event, Mux, Side, ROOT_CLIENT_TO_SERVER, ROOT_SERVER_TO_CLIENT};
 use crate::transport::Transport;
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     /// Turns true once the connection has ended.
     ended: tokio::sync::watch::Sender<bool>,
     pub(crate) codec: CodecKind,
+    /// How this side compresses what it sends, if the two sides agreed on
+    /// an algorithm in the handshake.
+    pub(crate) packer: Option<Packer>,
     pub(crate) peer_id: NodeId,
     /// Handles keeping the connection open (see the module docs).
     handles: AtomicUsize,
@@ -155,6 +159,8 @@ pub(super) struct Parts {
     pub(super) session: uuid::Uuid,
     /// How the connection recovers a broken transport.
     pub(super) recover: Args,
+    /// How this side compresses what it sends.
+    pub(super) packer: Option<Packer>,
     /// The node's actor, to link the connection's supervisor to.
     pub(super) parent: Option<Parent>,
     pub(super) span: tracing::Span,
@@ -176,6 +182,7 @@ impl Shared {
             }),
             ended: tokio::sync::watch::channel(false).0,
             codec: parts.cfg.codec,
+            packer: parts.packer,
             peer_id: parts.peer_id,
             handles: AtomicUsize::new(0),
             refused: Default::default(),

@@ -57,6 +57,16 @@ pub enum MuxError {
         /// Our limit.
         max: u32,
     },
+    /// A message compressed with an algorithm we did not announce in our
+    /// handshake (none, if compression is off here), or with an unknown
+    /// one.
+    #[error("message on port {port} is compressed with algorithm {algorithm:#04x}, which we do not accept")]
+    UnacceptedCompression {
+        /// The port.
+        port: PortId,
+        /// The algorithm's id in the message's head.
+        algorithm: u8,
+    },
     /// The chunks of a message add up to more, or less, than its head said.
     #[error("message on port {port} has {got} bytes where its head said {said}")]
     LengthMismatch {

@@ -193,6 +193,9 @@ pub(crate) struct MuxConfig {
     pub ping_interval: Duration,
     /// Silence after which the peer is declared dead.
     pub idle_timeout: Duration,
+    /// The compression algorithms we accept (what we announced: the
+    /// `Hello`'s compression byte); a message packed otherwise is refused.
+    pub accepts: u8,
 }
 
 /// The multiplexer of one connection.

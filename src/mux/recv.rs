@@ -25,7 +25,7 @@ use super::ports::{EndState, PeerState};
 use super::transmit::Ctl;
 use super::{Event, Mux, MuxError};
 use crate::pool;
-use crate::wire::{self, PortEntry, PortId, TraceContext, FLAG_FIRST, FLAG_LAST};
+use crate::wire::{self, Packing, PortEntry, PortId, TraceContext, FLAG_FIRST, FLAG_LAST};
 
 /// A message in one chunk at least this large is kept as it came, a slice
 /// of the transport's read buffer; smaller ones are copied into their
@@ -51,6 +51,10 @@ pub(crate) struct Chunk {
     pub trace: Option<Box<TraceContext>>,
     /// On a first chunk: bytes of blobs at the end of the message.
     pub attached: u32,
+    /// On a first chunk: how the message is compressed, if it is (checked
+    /// here against what we accept and our max message; unpacked by the
+    /// reader).
+    pub packing: Option<Packing>,
     /// The message, on its last chunk; nothing on the others. The mux
     /// reassembles a message that spans several chunks as they arrive.
     pub data: Bytes,
@@ -134,6 +138,8 @@ pub(super) struct Assembling {
     so_far: usize,
     /// Bytes it is to have, if its head said.
     expected: Option<usize>,
+    /// Bytes it grows by once unpacked (see [`Packing::growth`]).
+    growth: usize,
 }
 
 /// The half of a port whose receiver end we hold.
@@ -290,16 +296,28 @@ impl Mux {
         }
         let first = flags & FLAG_FIRST != 0;
         let last = flags & FLAG_LAST != 0;
-        let (so_far, expected, wire::Head { ports, trace, sizes }) = match (first, r.assembling) {
+        let (so_far, expected, growth, wire::Head { ports, trace, sizes, packing }) = match (first, r.assembling) {
             (true, None) => {
                 let head = payload.decode_head()?;
-                (0, head.sizes.map(|s| s.len as usize), head)
+                let growth = match head.packing {
+                    None => 0,
+                    Some(p) if p.algorithm.count_ones() != 1 || p.algorithm & self.cfg.accepts == 0 => {
+                        return Err(MuxError::UnacceptedCompression { port: id, algorithm: p.algorithm });
+                    }
+                    // Refused before a byte of it is buffered or unpacked.
+                    Some(p) if p.plain > max_message => {
+                        return Err(MuxError::MessageTooLarge { port: id, max: max_message })
+                    }
+                    Some(p) => p.growth(),
+                };
+                (0, head.sizes.map(|s| s.len as usize), growth, head)
             }
-            (false, Some(a)) => (a.so_far, a.expected, wire::Head::default()),
+            (false, Some(a)) => (a.so_far, a.expected, a.growth, wire::Head::default()),
             _ => return Err(MuxError::ChunkOrder(id)),
         };
         let size = so_far + payload.len();
-        if size.max(expected.unwrap_or(0)) > max_message as usize {
+        // The limit is on the message as it will be read: unpacked.
+        if size.max(expected.unwrap_or(0)) + growth > max_message as usize {
             return Err(MuxError::MessageTooLarge { port: id, max: max_message });
         }
         if let Some(said) = expected {
@@ -312,7 +330,7 @@ impl Mux {
         let EndState::Receiver(r) = &mut p.end else { unreachable!("checked above") };
         r.window_left -= cost;
         self.conn_window_left -= cost;
-        r.assembling = (!last).then_some(Assembling { so_far: size, expected });
+        r.assembling = (!last).then_some(Assembling { so_far: size, expected, growth });
         r.received |= last;
         self.totals.bytes_in += wire_len;
         self.totals.messages_in += u64::from(last);
@@ -331,7 +349,7 @@ impl Mux {
             };
             r.buffered += cost as usize;
             let attached = sizes.map_or(0, |s| s.attached);
-            let chunk = Chunk { first, last, ports, trace, attached, data, tail };
+            let chunk = Chunk { first, last, ports, trace, attached, packing, data, tail };
             r.chunks.push_back(QueuedChunk { wire_len: cost as usize, chunk });
             self.recv_buffered += cost as usize;
             self.notify(Event::Readable(id));

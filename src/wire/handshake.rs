@@ -11,7 +11,8 @@
 //!             broken transport; other bits reserved (0)
 //!   10    16  node id (uuid; new at every process start)
 //!   26     1  codec (1 postcard, 2 MessagePack)
-//!   27     1  reserved, must be 0
+//!   27     1  compression this side accepts: bit 0 LZ4, bit 1 Zstd;
+//!             other bits reserved (0)
 //!   28    16  session id (all zero: a new session)
 //!   44     8  resume position: reliable frames received on that session
 //!   52     4  per-port window this side grants initially
@@ -35,16 +36,25 @@ use super::WireError;
 
 /// The first bytes of every tether connection.
 pub(crate) const MAGIC: [u8; 6] = *b"TETHER";
-/// The protocol version this build speaks. 7: a message may end in
+/// The protocol version this build speaks. 8: the `Hello`'s byte 27 (was
+/// reserved) lists the compression algorithms a side accepts, and a
+/// message's head may say its body is compressed (bit 13 of the port-table
+/// count; at most 8,191 ports). 7: a message may end in
 /// attached blobs, their length in its head (bit 14 of the port-table count;
 /// at most 16,383 ports). 6: a message's head may carry a trace context (the
 /// top bit of the count). 5: the answer to a `Watch`
 /// says how the actor ended (`ActorExit`), not just `Ok(())`. 4: `Open`
 /// and `Exported` carry message tags (`src/node/tag.rs`), not
 /// `std::any::type_name`.
-pub(crate) const VERSION: u16 = 7;
+pub(crate) const VERSION: u16 = 8;
 /// Hello flag: the dialer resumes the session after a broken transport.
 pub(crate) const FLAG_RESUMABLE: u16 = 0x0001;
+/// Hello compression bit: the sender accepts messages compressed with LZ4
+/// (the block format).
+pub(crate) const ACCEPTS_LZ4: u8 = 0x01;
+/// Hello compression bit: the sender accepts messages compressed with Zstd
+/// (one frame).
+pub(crate) const ACCEPTS_ZSTD: u8 = 0x02;
 /// Length of the fixed part of a `Hello`.
 pub(crate) const HELLO_FIXED_LEN: usize = 74;
 /// Longest authentication blob accepted in a `Hello`.
@@ -59,6 +69,9 @@ pub(crate) struct Hello {
     pub(crate) node_id: Uuid,
     /// Codec id the sender will encode messages with.
     pub(crate) codec: u8,
+    /// The compression algorithms the sender accepts ([`ACCEPTS_LZ4`],
+    /// [`ACCEPTS_ZSTD`]): the peer may compress what it sends with these.
+    pub(crate) accepts: u8,
     /// The session the sender wants to resume; nil for a new one.
     pub(crate) session_id: Uuid,
     /// Reliable frames of that session the sender has received.
@@ -97,7 +110,7 @@ impl Hello {
         out.put_u16(if self.resumable { FLAG_RESUMABLE } else { 0 });
         out.put_slice(self.node_id.as_bytes());
         out.put_u8(self.codec);
-        out.put_u8(0);
+        out.put_u8(self.accepts);
         out.put_slice(self.session_id.as_bytes());
         out.put_u64(self.resume_received);
         let l = &self.limits;
@@ -141,9 +154,9 @@ impl Hello {
         }
         let node_id = take_uuid(buf);
         let codec = buf.get_u8();
-        let reserved = buf.get_u8();
-        if reserved != 0 {
-            return Err(WireError::BadHelloReserved(reserved));
+        let accepts = buf.get_u8();
+        if accepts & !(ACCEPTS_LZ4 | ACCEPTS_ZSTD) != 0 {
+            return Err(WireError::BadHelloCompression(accepts));
         }
         let session_id = take_uuid(buf);
         let resume_received = buf.get_u64();
@@ -157,7 +170,7 @@ impl Hello {
         buf.advance(2);
         let auth = buf.split_to(auth_len).to_vec();
         let resumable = flags & FLAG_RESUMABLE != 0;
-        Ok(Some(Hello { version, node_id, codec, session_id, resume_received, resumable, limits, auth }))
+        Ok(Some(Hello { version, node_id, codec, accepts, session_id, resume_received, resumable, limits, auth }))
     }
 }
 
@@ -176,6 +189,7 @@ mod tests {
             version: VERSION,
             node_id: Uuid::new_v4(),
             codec: 1,
+            accepts: ACCEPTS_ZSTD,
             session_id: Uuid::nil(),
             resume_received: 7,
             resumable: true,
@@ -238,21 +252,26 @@ mod tests {
     }
 
     #[test]
-    fn nonzero_flags_or_reserved_byte_are_refused() {
+    fn nonzero_flags_or_unknown_compression_are_refused() {
         let mut buf = BytesMut::new();
         hello().encode(&mut buf);
-        assert_eq!(buf[27], 0, "encode writes the reserved byte as 0");
+        assert_eq!(buf[27], ACCEPTS_ZSTD, "byte 27 lists the algorithms accepted");
         let mut flagged = buf.clone();
         flagged[9] |= 2;
         assert_eq!(Hello::decode(&mut flagged), Err(WireError::BadHelloFlags(3)));
-        for value in [1u8, 0x80, 0xff] {
-            let mut reserved = buf.clone();
-            reserved[27] = value;
-            assert_eq!(Hello::decode(&mut reserved), Err(WireError::BadHelloReserved(value)));
+        for value in [0u8, ACCEPTS_LZ4, ACCEPTS_LZ4 | ACCEPTS_ZSTD] {
+            let mut known = buf.clone();
+            known[27] = value;
+            assert_eq!(Hello::decode(&mut known).unwrap().unwrap().accepts, value);
+        }
+        for value in [4u8, 0x80, 0xff] {
+            let mut unknown = buf.clone();
+            unknown[27] = value;
+            assert_eq!(Hello::decode(&mut unknown), Err(WireError::BadHelloCompression(value)));
         }
         // Refused only once the whole hello is in: a prefix still asks for more.
         let mut prefix = buf.clone();
-        prefix[27] = 1;
+        prefix[27] = 4;
         prefix.truncate(HELLO_FIXED_LEN);
         assert_eq!(Hello::decode(&mut prefix), Ok(None));
     }

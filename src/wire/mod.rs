@@ -10,7 +10,7 @@
 //! - `frame.rs`: the frame header and the eight frame kinds (`Frame`), and
 //!   `FrameDecoder`, which checks a header before buffering its payload.
 //! - `envelope.rs`: the head that opens every message: its port table and
-//!   its trace context, if any.
+//!   its trace context, sizes and packing (compression), if any.
 
 mod envelope;
 mod frame;
@@ -22,12 +22,13 @@ pub(crate) use envelope::encode_table;
 pub(crate) use envelope::table_len;
 pub use envelope::TraceContext;
 pub(crate) use envelope::{
-    decode_head, encode_head, encoded_head_len, head_len, End, Head, PortEntry, Sizes, MAX_PORTS, SIZED_MIN,
+    decode_head, encode_head, encoded_head_len, head_len, End, Head, Packing, PortEntry, Sizes, MAX_PORTS, PACKING_LEN,
+    SIZED_MIN,
 };
 pub(crate) use frame::{Frame, FrameDecoder, PortId, FLAG_FIRST, FLAG_LAST};
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub(crate) use handshake::HELLO_FIXED_LEN;
-pub(crate) use handshake::{Hello, HelloLimits, MAGIC, MAX_AUTH_LEN, VERSION};
+pub(crate) use handshake::{Hello, HelloLimits, ACCEPTS_LZ4, ACCEPTS_ZSTD, MAGIC, MAX_AUTH_LEN, VERSION};
 
 /// A byte stream that breaks the protocol. The connection that produced it
 /// cannot continue.
@@ -51,9 +52,10 @@ pub enum WireError {
     /// Reserved handshake flags were set.
     #[error("unknown handshake flags {0:#06x}")]
     BadHelloFlags(u16),
-    /// The handshake's reserved byte (offset 27) was not zero.
-    #[error("reserved handshake byte is {0:#04x}, not 0")]
-    BadHelloReserved(u8),
+    /// The handshake's compression byte (offset 27) names algorithms this
+    /// version does not know (bits other than 0, LZ4, and 1, Zstd).
+    #[error("handshake names unknown compression algorithms: {0:#04x}")]
+    BadHelloCompression(u8),
     /// The handshake's authentication blob exceeds 1024 bytes.
     #[error("handshake authentication of {0} bytes exceeds {MAX_AUTH_LEN}")]
     AuthTooLong(usize),

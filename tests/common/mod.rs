@@ -123,6 +123,11 @@ impl Recorder {
         self.seen.iter().map(|log| log.lock().unwrap().len()).sum()
     }
 
+    /// What crossed so far: towards the target, and back.
+    pub fn streams(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.seen[0].lock().unwrap().clone(), self.seen[1].lock().unwrap().clone())
+    }
+
     /// What the target has sent back so far.
     pub fn sent_back(&self) -> Vec<u8> {
         self.seen[1].lock().unwrap().clone()

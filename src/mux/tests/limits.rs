@@ -99,7 +99,7 @@ fn a_message_longer_or_shorter_than_its_head_said_is_refused() {
     let port = ROOT_CLIENT_TO_SERVER;
     let sized = |len: u32, payload: &[u8], last: bool| {
         let mut b = BytesMut::new();
-        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len, attached: 0 }), &mut b);
+        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len, attached: 0 }), None, &mut b);
         b.put_slice(payload);
         Frame::Data { port, flags: FLAG_FIRST | if last { FLAG_LAST } else { 0 }, payload: b.freeze() }
     };
@@ -119,6 +119,49 @@ fn a_message_longer_or_shorter_than_its_head_said_is_refused() {
     let mut p = Pair::new(Setup::default());
     p.deliver(S, raw(&[sized(100, &[0; 60], false), rest(40, true)]));
     assert_eq!(p.recv(S, port), vec![Msg { ports: vec![], data: vec![0; 100] }]);
+}
+
+/// A packed message is checked at its first chunk, before anything of it
+/// is buffered: its algorithm must be one we announced, and its size once
+/// unpacked within our `max_message`, also as its chunks come in.
+#[test]
+fn a_packed_message_needs_an_accepted_algorithm_and_fits_max_message_unpacked() {
+    use crate::wire::{Packing, ACCEPTS_LZ4, ACCEPTS_ZSTD};
+    let port = ROOT_CLIENT_TO_SERVER;
+    let packed_as = |algorithm: u8, plain: u32, packed: u32, payload: &[u8], last: bool| {
+        let packing = Packing { algorithm, plain, packed };
+        let mut b = BytesMut::new();
+        crate::wire::encode_head(&[], None, None, Some(packing), &mut b);
+        b.put_slice(payload);
+        Frame::Data { port, flags: FLAG_FIRST | if last { FLAG_LAST } else { 0 }, payload: b.freeze() }
+    };
+    let packed = |algorithm: u8, plain: u32, payload: &[u8], last: bool| {
+        packed_as(algorithm, plain, payload.len() as u32, payload, last)
+    };
+    let unaccepted = |algorithm| MuxError::UnacceptedCompression { port, algorithm };
+    let off = Setup { accepts: 0, ..Setup::default() };
+    assert_eq!(violation(off, &[packed(ACCEPTS_LZ4, 100, &[0; 10], true)]), unaccepted(ACCEPTS_LZ4));
+    let zstd_only = Setup { accepts: ACCEPTS_ZSTD, ..Setup::default() };
+    assert_eq!(violation(zstd_only, &[packed(ACCEPTS_LZ4, 100, &[0; 10], true)]), unaccepted(ACCEPTS_LZ4));
+    for unknown in [0, 3, 4, 0x80] {
+        assert_eq!(violation(Setup::default(), &[packed(unknown, 100, &[0; 10], true)]), unaccepted(unknown));
+    }
+    let small = Setup { max_message: 1000, ..Setup::default() };
+    let too_large = MuxError::MessageTooLarge { port, max: 1000 };
+    assert_eq!(violation(small, &[packed(ACCEPTS_ZSTD, 1001, &[0; 10], false)]), too_large);
+    // From its head alone, though the packed part has yet to come.
+    assert_eq!(violation(small, &[packed_as(ACCEPTS_ZSTD, 1001, 5000, &[0; 10], false)]), too_large);
+    // 10 bytes that unpack to 900, then 200 as sent: 1,100 once unpacked.
+    let rest = Frame::Data { port, flags: FLAG_LAST, payload: Bytes::from(vec![0; 200]) };
+    assert_eq!(violation(small, &[packed(ACCEPTS_ZSTD, 900, &[0; 10], false), rest]), too_large);
+    // Accepted, it is read as sent: unpacking is the reader's.
+    let mut p = Pair::new(small);
+    let rest = Frame::Data { port, flags: FLAG_LAST, payload: Bytes::from(vec![1; 90]) };
+    p.deliver(S, raw(&[packed(ACCEPTS_ZSTD, 900, &[7; 10], false), rest]));
+    let Pop::Chunk(first) = p.server.pop_chunk(port) else { panic!("the first chunk") };
+    assert_eq!(first.packing, Some(Packing { algorithm: ACCEPTS_ZSTD, plain: 900, packed: 10 }));
+    let Pop::Chunk(last) = p.server.pop_chunk(port) else { panic!("the last chunk") };
+    assert_eq!(last.into_message().len(), 100);
 }
 
 #[test]

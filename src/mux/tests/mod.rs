@@ -32,6 +32,8 @@ struct Setup {
     conn_send_buffer: u32,
     ping_interval: Duration,
     idle_timeout: Duration,
+    /// The compression algorithms accepted (the `Hello`'s byte).
+    accepts: u8,
 }
 
 impl Default for Setup {
@@ -47,6 +49,7 @@ impl Default for Setup {
             conn_send_buffer: 16384,
             ping_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
+            accepts: crate::wire::ACCEPTS_LZ4 | crate::wire::ACCEPTS_ZSTD,
         }
     }
 }
@@ -71,6 +74,7 @@ impl Setup {
             conn_send_buffer: self.conn_send_buffer,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
+            accepts: self.accepts,
         }
     }
 }

@@ -105,7 +105,7 @@ fn a_message_of_a_known_size_is_reassembled_in_one_buffer() {
     for (i, len) in [10_000, 20_000, 40_000, 35_000].into_iter().enumerate() {
         let body = pattern(len, i as u8);
         let mut m = BytesMut::new();
-        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len: len as u32, attached: 0 }), &mut m);
+        crate::wire::encode_head(&[], None, Some(crate::wire::Sizes { len: len as u32, attached: 0 }), None, &mut m);
         m.extend_from_slice(&body);
         p.client.send(ROOT_CLIENT_TO_SERVER, OutMessage::new(m.freeze(), vec![]), SendLimit::Buffers).unwrap();
         p.drive();
