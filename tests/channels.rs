@@ -151,6 +151,35 @@ async fn ends_forwarded_through_a_middle_node_still_work() {
     .await;
 }
 
+/// A sender that sent here and then travels: its messages sent here come
+/// first, even when those it sends from the far side arrived before the
+/// receiver read anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_travels_after_sending_keeps_its_order() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (mut cr, mut sr) = roots(&c, &s).await;
+        let (tx, mut rx) = mpsc::channel::<u64>(200);
+        for n in 0..100 {
+            tx.send(n).await.unwrap();
+        }
+        cr.0.send(Msg::Senders(vec![tx])).await.unwrap();
+        let Some(Msg::Senders(mut far)) = sr.1.recv().await.unwrap() else { panic!() };
+        let far = far.pop().unwrap();
+        for n in 100..200 {
+            far.send(n).await.unwrap();
+        }
+        drop(far);
+        eventually("the far messages arrived", T, || c.stats().recv_buffered > 0 && s.stats().send_queued == 0).await;
+        for n in 0..200 {
+            assert_eq!(rx.recv().await.unwrap(), Some(n), "sent here first, then from far");
+        }
+        assert_eq!(rx.recv().await.unwrap(), None);
+        let _ = &mut cr;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_ends_closes_the_other_side() {
     within(T, async {

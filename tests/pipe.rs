@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{pair, pair_with, within, Kind};
+use common::{eventually, pair, pair_with, within, Kind};
 use serde::{Deserialize, Serialize};
 use tether::{mpsc, pipe, Config, Connection};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -127,6 +127,32 @@ async fn a_reader_handed_on_in_mid_stream_loses_nothing() {
         }
         assert_eq!(at, 1000 + (TOTAL - 1000).div_ceil(256 * 1024) * 256 * 1024, "A reads all but B's ten bytes");
         let _ = &mut c;
+    })
+    .await;
+}
+
+/// A writer that wrote here and then travels: what it wrote here comes
+/// first, then what it writes there, then the end (the far end's writes
+/// must not overtake the pieces still queued here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_travels_mid_stream_keeps_the_order() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (cr, mut sr) = (root(&c), root(&s));
+        let (mut writer, mut reader) = pipe::channel();
+        for i in 0..4u64 {
+            writer.write_bytes(Bytes::from(data(i * 10, 10))).await.unwrap();
+        }
+        cr.0.send(Msg::Writer(writer)).await.unwrap();
+        let Msg::Writer(mut far) = next(&mut sr).await else { panic!() };
+        far.write_all(&data(40, 5000)).await.unwrap();
+        far.shutdown().await.unwrap();
+        // Everything from far has arrived before the reader starts, so the
+        // far pieces are there to overtake the local ones.
+        eventually("the far pieces arrived", T, || c.stats().recv_buffered >= 5000).await;
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, data(0, 5040), "the local pieces, then the far ones, then the end");
     })
     .await;
 }

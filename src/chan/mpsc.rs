@@ -34,6 +34,8 @@ pub fn channel<T: Send + 'static>(capacity: usize) -> (Sender<T>, Receiver<T>) {
                 rx,
                 attach,
                 remotes: Vec::new(),
+                waiting: Default::default(),
+                taken: 0,
                 next: 0,
                 local_done: false,
                 last_len: 0,
@@ -138,11 +140,17 @@ struct Attach {
     /// the list (and takes its lock) only then.
     fresh: std::sync::atomic::AtomicBool,
     waker: AtomicWaker,
+    /// Messages local senders have put in the channel so far.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
 struct AttachList {
-    new: Vec<PortHandle>,
+    /// Each port, with how many local messages were sent before it was
+    /// attached: a sender that sent here and then travelled must not have
+    /// its new port read before what it sent here (a byte stream would
+    /// come out of order, its end before its middle).
+    new: Vec<(PortHandle, u64)>,
     receiver_gone: bool,
 }
 
@@ -188,7 +196,11 @@ impl<T: Serialize + Send + 'static> Sender<T> {
     /// message was not sent.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         match &self.inner {
-            SenderInner::Local { tx, .. } => tx.send(value).await.map_err(|e| SendError::Closed(e.0)),
+            SenderInner::Local { tx, attach } => {
+                tx.send(value).await.map_err(|e| SendError::Closed(e.0))?;
+                attach.sent.fetch_add(1, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
             SenderInner::Remote(_) => match self.send_unless(value, std::future::pending()).await {
                 Ok(sent) => {
                     debug_assert!(sent.is_none(), "never cancelled");
@@ -258,10 +270,14 @@ impl<T: Serialize + Send + 'static> Sender<T> {
     /// Sends ignoring the send buffer (a one-shot's single message).
     pub(crate) fn send_now(&self, value: T, unbuffered: bool) -> Result<(), SendError<T>> {
         match &self.inner {
-            SenderInner::Local { tx, .. } => tx.try_send(value).map_err(|e| match e {
-                tokio::sync::mpsc::error::TrySendError::Full(v) => SendError::Full(v),
-                tokio::sync::mpsc::error::TrySendError::Closed(v) => SendError::Closed(v),
-            }),
+            SenderInner::Local { tx, attach } => {
+                tx.try_send(value).map_err(|e| match e {
+                    tokio::sync::mpsc::error::TrySendError::Full(v) => SendError::Full(v),
+                    tokio::sync::mpsc::error::TrySendError::Closed(v) => SendError::Closed(v),
+                })?;
+                attach.sent.fetch_add(1, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
             SenderInner::Remote(port) => {
                 let msg = match encode(&port.shared, &value) {
                     Ok(msg) => msg,
@@ -437,7 +453,10 @@ where
                 defer(move || {
                     let mut list = attach.list.lock().unwrap_or_else(|e| e.into_inner());
                     if !list.receiver_gone {
-                        list.new.push(port);
+                        // Every send this sender made before it was
+                        // serialized has been counted.
+                        let before = attach.sent.load(std::sync::atomic::Ordering::Acquire);
+                        list.new.push((port, before));
                         drop(list);
                         attach.fresh.store(true, std::sync::atomic::Ordering::Release);
                         attach.waker.wake();
@@ -480,6 +499,12 @@ struct LocalRecv<T> {
     rx: tokio::sync::mpsc::Receiver<T>,
     attach: Arc<Attach>,
     remotes: Vec<RemoteRecv>,
+    /// Ports attached but not read yet: each waits until the local
+    /// messages sent before it was attached have been taken (in the order
+    /// attached, so their counts only grow).
+    waiting: std::collections::VecDeque<(PortHandle, u64)>,
+    /// Messages taken from the local channel so far.
+    taken: u64,
     next: usize,
     local_done: bool,
     /// The encoded length of the message the last receive returned (0 for
@@ -573,8 +598,9 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
         loop {
             if self.attach.fresh.swap(false, std::sync::atomic::Ordering::AcqRel) {
                 let mut list = self.attach.list.lock().unwrap_or_else(|e| e.into_inner());
-                self.remotes.extend(list.new.drain(..).map(RemoteRecv::new));
+                self.waiting.extend(list.new.drain(..));
             }
+            self.admit();
             let n = self.remotes.len();
             for i in 0..n {
                 let idx = (self.next + i) % n;
@@ -603,12 +629,21 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
             if !self.local_done {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(v)) => {
+                        self.taken += 1;
                         self.last_from = usize::MAX;
                         self.last_len = 0;
                         self.last_trace = None;
                         return Poll::Ready(Ok(Some(v)));
                     }
-                    Poll::Ready(None) => self.local_done = true,
+                    Poll::Ready(None) => {
+                        // Every local message is taken: the waiting ports'
+                        // turn has come.
+                        self.local_done = true;
+                        self.admit();
+                        if !self.remotes.is_empty() {
+                            continue;
+                        }
+                    }
                     Poll::Pending => {}
                 }
             }
@@ -626,13 +661,28 @@ impl<T: DeserializeOwned + Send + 'static> LocalRecv<T> {
                 // be dropped, so with no local sender left, an empty list is
                 // final.
                 let mut list = self.attach.list.lock().unwrap_or_else(|e| e.into_inner());
-                if list.new.is_empty() {
+                if list.new.is_empty() && self.waiting.is_empty() {
                     return Poll::Ready(Ok(None));
                 }
-                self.remotes.extend(list.new.drain(..).map(RemoteRecv::new));
+                self.waiting.extend(list.new.drain(..));
                 continue;
             }
             return Poll::Pending;
+        }
+    }
+}
+
+impl<T> LocalRecv<T> {
+    /// Starts reading the waiting ports whose turn has come: every local
+    /// message sent before each was attached has been taken, or the local
+    /// channel is done (then all were).
+    fn admit(&mut self) {
+        while let Some((_, before)) = self.waiting.front() {
+            if *before > self.taken && !self.local_done {
+                break;
+            }
+            let (port, _) = self.waiting.pop_front().expect("a front");
+            self.remotes.push(RemoteRecv::new(port));
         }
     }
 }
