@@ -70,7 +70,8 @@ impl std::fmt::Display for Algorithm {
 /// [`threshold`](Compression::threshold) bytes, and sent compressed only if
 /// that made it smaller. Large [`Blob`](crate::Blob)s (4 KiB and more) are
 /// sent as they are: they are not copied into the encoding, and most large
-/// binary payloads (images, archives, media) are compressed already.
+/// binary payloads (images, archives, media) are compressed already. So are
+/// the pieces of a [`pipe`](crate::pipe) (64 KiB each).
 ///
 /// # Why it is off by default
 ///

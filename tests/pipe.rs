@@ -233,6 +233,9 @@ async fn a_piece_that_does_not_decode_breaks_the_stream() {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         let again = reader.read(&mut [0u8; 16]).await;
         assert!(again.is_err(), "after a hole the stream stays broken, got {again:?}");
+        // Nor does the hole vanish by sending the reader on.
+        let sent = out.send(Msg::Reader(reader)).await;
+        assert!(matches!(sent, Err(mpsc::SendError::Encode { .. })), "a broken reader does not travel");
     })
     .await;
 }

@@ -20,6 +20,8 @@ enum Files {
     List { n: u32, replies: ReplyStream<u32> },
     /// Replies 0..n, then drops the stream without ending it.
     Broken { n: u32, replies: ReplyStream<u32> },
+    /// Replies 0..n, says so on `sent`, then ends the stream.
+    Filled { n: u32, replies: ReplyStream<u32>, sent: tether::oneshot::Sender<()> },
     /// Replies until the asker gives up; then says so on `stopped`.
     Endless { replies: ReplyStream<u32>, stopped: tether::oneshot::Sender<u32> },
     /// Chunks come in; after each, the bytes so far go back; when the
@@ -39,7 +41,14 @@ fn files() -> TaskMailbox<Files> {
                         for i in 0..n {
                             replies.send(i).await.unwrap();
                         }
-                        replies.end();
+                        replies.end().await;
+                    }
+                    Files::Filled { n, replies, sent } => {
+                        for i in 0..n {
+                            replies.send(i).await.unwrap();
+                        }
+                        sent.send(()).unwrap();
+                        replies.end().await;
                     }
                     Files::Broken { n, replies } => {
                         for i in 0..n {
@@ -63,7 +72,7 @@ fn files() -> TaskMailbox<Files> {
                             total += chunk.len() as u64;
                             port.send(total).await.unwrap();
                         }
-                        port.respond(total).unwrap();
+                        port.respond(total).await.unwrap();
                     }
                 }
             });
@@ -175,6 +184,75 @@ async fn an_open_stream_counts_against_max_pending_asks() {
         drop(open);
         let mut replies = remote.ask_stream(|replies| Files::List { n: 1, replies }).await.unwrap();
         assert_eq!(replies.next().await.unwrap().unwrap(), 0);
+    })
+    .await;
+}
+
+/// A handler that fills the asker's window and then ends the stream: the
+/// end waits for room like a reply, it is not dropped (a local channel
+/// holds 16 replies; the asker reads only once all were sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_full_stream_is_not_lost() {
+    within(T, async {
+        let (_a, _b, remote, local) = refs(Config::default()).await;
+        for r in [&local, &remote] {
+            let (sent, all_sent) = tether::oneshot::channel();
+            let mut replies = r.ask_stream(|replies| Files::Filled { n: 16, replies, sent }).await.unwrap();
+            all_sent.await.unwrap();
+            for i in 0..16 {
+                assert_eq!(replies.next().await.unwrap().unwrap(), i);
+            }
+            assert!(replies.next().await.is_none(), "ended, not cut off");
+        }
+    })
+    .await;
+}
+
+/// An ended stream and an answered request stop counting as pending asks,
+/// even while their handles are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_stream_stops_counting_against_max_pending_asks() {
+    within(T, async {
+        let mut config = Config::default();
+        config.max_pending_asks = 1;
+        let (_a, _b, remote, _local) = refs(config).await;
+        let mut done = remote.ask_stream(|replies| Files::List { n: 1, replies }).await.unwrap();
+        assert_eq!(done.next().await.unwrap().unwrap(), 0);
+        assert!(done.next().await.is_none());
+        let mut upload: OpenRequest<Vec<u8>, u64, u64> =
+            remote.open_request(|port| Files::Upload { port }).await.expect("the ended stream holds no place");
+        upload.close();
+        assert_eq!(upload.recv().await.unwrap(), None);
+        let mut again =
+            remote.ask_stream(|replies| Files::List { n: 1, replies }).await.expect("nor the answered request");
+        assert_eq!(again.next().await.unwrap().unwrap(), 0);
+        drop((done, upload));
+    })
+    .await;
+}
+
+/// The response as the asker's type expects it, and as a handler with a
+/// different idea of it sends it.
+#[derive(Serialize, Deserialize)]
+struct AskerSide(RequestPort<u32, u32, bool>);
+#[derive(Serialize, Deserialize)]
+struct HandlerSide(RequestPort<u32, u32, String>);
+
+/// A response that does not decode is reported as such by `response`, not
+/// as a request left unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_does_not_decode_is_reported_as_such() {
+    within(T, async {
+        let (c, s) = common::pair(common::Kind::Tcp).await;
+        let (out, _) = c.root::<AskerSide, ()>().unwrap();
+        let (_, mut incoming) = s.root::<(), HandlerSide>().unwrap();
+        let (port, open) = RequestPort::<u32, u32, bool>::channel();
+        out.send(AskerSide(port)).await.unwrap();
+        let HandlerSide(port) = incoming.recv().await.unwrap().unwrap();
+        port.send(7).await.unwrap();
+        port.respond("not a bool".to_string()).await.unwrap();
+        let got = open.response().await;
+        assert!(matches!(got, Err(AskError::Reply(tether::RecvError::Decode(_)))), "{got:?}");
     })
     .await;
 }

@@ -1,19 +1,23 @@
 //! A byte stream whose ends travel inside messages: the way to move data
 //! of any size, far beyond `max_message`, with the channels' credit bounds.
 //!
-//! A [`Writer`] is an [`AsyncWrite`]; a [`Reader`] is an [`AsyncRead`] and an
-//! [`AsyncBufRead`]. [`Writer::write_bytes`] and [`Reader::read_bytes`] move
-//! [`Bytes`] without copying them. Either end can be sent in a message, before or
+//! A [`Writer`] is an [`AsyncWrite`]; a [`Reader`] is an [`AsyncRead`] and
+//! an [`AsyncBufRead`]. Either end can be sent in a message, before or
 //! while the stream flows. Underneath, the bytes go as [`Blob`]s on a
-//! channel: written bytes are gathered into pieces of up to
-//! [`PIECE`] bytes (a `Bytes` given to `write_bytes` goes as it is), a piece travels without being copied into its message, and a
-//! reader hands out slices of the buffers the pieces arrived in.
+//! channel: written bytes are gathered into pieces of up to [`PIECE`]
+//! bytes, a piece of 4 KiB or more travels without being copied into its
+//! message, and a reader hands out slices of the buffers the pieces arrived
+//! in. [`Writer::write_bytes`] and [`Reader::read_bytes`] move whole
+//! [`Bytes`] without copying them. Pieces of 4 KiB or more are not
+//! compressed (see [`Compression`](crate::Compression)).
 //!
 //! The end of the stream is said, not guessed: a reader returns end of
-//! file only after the writer was shut down ([`AsyncWriteExt::shutdown`]). A writer dropped without that, or a connection that
-//! ended, is an [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) or
-//! connection error at the reader, so a cut transfer never looks complete;
-//! so is a piece that does not decode, and every read after it.
+//! file only after the writer was shut down
+//! ([`AsyncWriteExt::shutdown`]). A writer dropped without that, or a
+//! connection that ended, is an
+//! [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof) or connection error
+//! at the reader, so a cut transfer never looks complete; so is a piece
+//! that does not decode, and every read after it.
 //!
 //! [`AsyncWriteExt::shutdown`]: tokio::io::AsyncWriteExt::shutdown
 //!
@@ -318,9 +322,13 @@ struct Wire {
 }
 
 /// A reader travels with the bytes it received and did not hand out, so
-/// it can be sent in the middle of the stream.
+/// it can be sent in the middle of the stream; a broken one does not travel
+/// (its hole would not go with it).
 impl Serialize for Reader {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.broken.is_some() {
+            return Err(crate::codec::ser_error("a broken pipe reader cannot be sent"));
+        }
         let rest = Blob::from(self.rest.clone());
         WireRef { rest: &rest, ended: self.ended, rx: &self.rx }.serialize(s)
     }

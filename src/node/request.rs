@@ -54,7 +54,7 @@ impl<R: RemoteMessage> ReplyStream<R> {
     /// themselves.
     pub fn channel() -> (ReplyStream<R>, Replies<R>) {
         let (down, rx) = mpsc::channel(CAPACITY);
-        (ReplyStream { down }, Replies { down: rx, done: false, _permit: None })
+        (ReplyStream { down }, Replies { down: rx, done: false, permit: None })
     }
 
     /// Sends one reply, waiting while the asker's window is full. Fails,
@@ -68,10 +68,12 @@ impl<R: RemoteMessage> ReplyStream<R> {
     }
 
     /// Ends the stream: the asker's stream returns `None` after the replies
-    /// sent before. Without it, the asker gets [`AskError::NoReply`].
-    pub fn end(self) {
+    /// sent before. Without it, the asker gets [`AskError::NoReply`]. Waits,
+    /// like [`send`](Self::send), while the asker's window is full: the end
+    /// is a message of its own, never dropped for want of room.
+    pub async fn end(self) {
         // Nothing left to do if the asker is gone.
-        let _ = self.down.send_now(Down::Done(()), true);
+        let _ = self.down.send(Down::Done(())).await;
     }
 
     /// Whether the asker is gone.
@@ -95,7 +97,7 @@ impl<R: RemoteMessage> ReplyStream<R> {
 pub struct Replies<R> {
     down: mpsc::Receiver<Down<R, ()>>,
     done: bool,
-    _permit: Option<AskPermit>,
+    permit: Option<AskPermit>,
 }
 
 impl<R> fmt::Debug for Replies<R> {
@@ -124,6 +126,8 @@ impl<R: RemoteMessage> Replies<R> {
             Err(e) => Some(Err(AskError::Reply(e))),
         };
         self.done = true;
+        // An ended stream no longer counts as a pending ask.
+        self.permit = None;
         Poll::Ready(item)
     }
 }
@@ -161,7 +165,7 @@ impl<U: RemoteMessage, D: RemoteMessage, R: RemoteMessage> RequestPort<U, D, R> 
         let (down, down_rx) = mpsc::channel(CAPACITY);
         (
             RequestPort { up: Box::new(up), down },
-            OpenRequest { up: Some(up_tx), down: down_rx, response: None, _permit: None },
+            OpenRequest { up: Some(up_tx), down: down_rx, response: None, permit: None },
         )
     }
 
@@ -181,10 +185,11 @@ impl<U: RemoteMessage, D: RemoteMessage, R: RemoteMessage> RequestPort<U, D, R> 
         })
     }
 
-    /// Ends the request with its response, after the updates sent before.
-    /// Hands the response back if the asker is gone.
-    pub fn respond(self, response: R) -> Result<(), R> {
-        self.down.send_now(Down::Done(response), true).map_err(|e| match e.into_inner() {
+    /// Ends the request with its response, after the updates sent before,
+    /// waiting while the asker's window is full. Hands the response back if
+    /// the asker is gone.
+    pub async fn respond(self, response: R) -> Result<(), R> {
+        self.down.send(Down::Done(response)).await.map_err(|e| match e.into_inner() {
             Down::Done(response) => response,
             Down::Update(_) => unreachable!("the response was sent"),
         })
@@ -208,7 +213,7 @@ pub struct OpenRequest<U, D, R> {
     down: mpsc::Receiver<Down<D, R>>,
     /// The response, once it arrived behind the updates.
     response: Option<R>,
-    _permit: Option<AskPermit>,
+    permit: Option<AskPermit>,
 }
 
 impl<U, D, R> fmt::Debug for OpenRequest<U, D, R> {
@@ -246,6 +251,8 @@ impl<U: RemoteMessage, D: RemoteMessage, R: RemoteMessage> OpenRequest<U, D, R> 
             Ok(Some(Down::Update(update))) => Ok(Some(update)),
             Ok(Some(Down::Done(response))) => {
                 self.response = Some(response);
+                // Answered: no longer a pending ask.
+                self.permit = None;
                 Ok(None)
             }
             Ok(None) => Err(AskError::NoReply),
@@ -254,13 +261,18 @@ impl<U: RemoteMessage, D: RemoteMessage, R: RemoteMessage> OpenRequest<U, D, R> 
     }
 
     /// Waits for the response. Updates not yet read are dropped: read them
-    /// with [`recv`](Self::recv) first to see them all.
+    /// with [`recv`](Self::recv) first to see them all. If the request ends
+    /// without a response after a message that did not decode, that
+    /// message's error is returned (it was most likely the response).
     pub async fn response(mut self) -> Result<R, AskError> {
         self.up = None;
+        let mut undecoded = None;
         loop {
             match self.recv().await {
-                Ok(Some(_)) | Err(AskError::Reply(RecvError::Decode(_))) => continue,
+                Ok(Some(_)) => {}
+                Err(AskError::Reply(e @ RecvError::Decode(_))) => undecoded = Some(e),
                 Ok(None) => return Ok(self.response.take().expect("recv returns None after the response")),
+                Err(AskError::NoReply) => return Err(undecoded.map_or(AskError::NoReply, AskError::Reply)),
                 Err(e) => return Err(e),
             }
         }
@@ -285,7 +297,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
     ///     replies: ReplyStream<u32>,
     /// }
     ///
-    /// // The handler: `for n in 0..to { replies.send(n).await? } replies.end()`
+    /// // The handler: `for n in 0..to { replies.send(n).await? } replies.end().await`
     /// async fn count(counter: RemoteRef<Count>) -> Result<(), AskError> {
     ///     let mut replies = counter.ask_stream(|replies| Count { to: 3, replies }).await?;
     ///     while let Some(n) = replies.next().await {
@@ -301,7 +313,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let permit = self.ask_permit()?;
         let (port, mut replies) = ReplyStream::channel();
         self.request(make(port)).await?;
-        replies._permit = Some(permit);
+        replies.permit = Some(permit);
         Ok(replies)
     }
 
@@ -322,7 +334,7 @@ impl<M: RemoteMessage> RemoteRef<M> {
         let permit = self.ask_permit()?;
         let (port, mut open) = RequestPort::channel();
         self.request(make(port)).await?;
-        open._permit = Some(permit);
+        open.permit = Some(permit);
         Ok(open)
     }
 

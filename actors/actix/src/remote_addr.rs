@@ -209,7 +209,7 @@ where
     ///                     return; // the asker is gone
     ///                 }
     ///             }
-    ///             lines.end();
+    ///             lines.end().await;
     ///         }.into_actor(self));
     ///     }
     /// }

@@ -46,7 +46,7 @@ impl Handler<Tail> for Log {
                         return;
                     }
                 }
-                lines.end();
+                lines.end().await;
             }
             .into_actor(self),
         );
@@ -67,7 +67,7 @@ impl Handler<Sum> for Log {
                         return;
                     }
                 }
-                let _ = port.respond(count);
+                let _ = port.respond(count).await;
             }
             .into_actor(self),
         );

@@ -38,7 +38,7 @@ impl Actor for Table {
                             return;
                         }
                     }
-                    rows.end();
+                    rows.end().await;
                 }
                 Query::Words(mut port) => {
                     let mut count = 0;
@@ -48,7 +48,7 @@ impl Actor for Table {
                             return;
                         }
                     }
-                    let _ = port.respond(count);
+                    let _ = port.respond(count).await;
                 }
             }
         });
