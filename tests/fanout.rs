@@ -210,3 +210,30 @@ async fn a_travelled_watch_sender_writes_to_the_origin_from_any_node() {
     })
     .await;
 }
+
+/// A receiver subscribed through a travelled sender never goes back past a
+/// write that sender made before subscribing: the origin answers after
+/// taking that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_through_a_travelled_sender_follows_its_earlier_writes() {
+    within(T, async {
+        let (c, s) = pair(Kind::Tcp).await;
+        let (cr, mut sr) = (root(&c), root(&s));
+        let (wtx, _at_origin) = watch::channel(0u64);
+        cr.0.send(Msg::WatchSender(wtx)).await.unwrap();
+        let Msg::WatchSender(far) = next(&mut sr).await else { panic!() };
+        for i in 1..=100u64 {
+            far.send_replace(i);
+            let mut subscribed = far.subscribe();
+            assert_eq!(*subscribed.borrow_and_update(), i, "starts at what this sender knows");
+            subscribed.changed().await.unwrap();
+            assert_eq!(*subscribed.borrow_and_update(), i, "the origin's answer, after the write");
+        }
+        // Once the origin is gone, a subscription is closed at once.
+        c.close().await;
+        far.closed().await;
+        let mut late = far.subscribe();
+        assert!(late.changed().await.is_err(), "nothing will come");
+    })
+    .await;
+}

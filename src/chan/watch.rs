@@ -43,13 +43,20 @@ enum SenderInner<T> {
     Local(Arc<tokio::sync::watch::Sender<T>>),
     /// The value lives on another node. `writes` holds the latest value
     /// this sender wrote (or the origin's when it arrived); a pump task
-    /// carries each change to the origin through `origin`.
-    Remote { writes: tokio::sync::watch::Sender<T>, origin: mpsc::Sender<Op<T>>, subscribe: Subscribe<T> },
+    /// carries each change to the origin through `origin`, and asks it for
+    /// the receivers `subscribe` wants, after the writes made before them.
+    Remote { writes: tokio::sync::watch::Sender<T>, origin: mpsc::Sender<Op<T>>, subscribe: Arc<Subscriptions<T>> },
 }
 
-/// Subscribes through a travelled sender (monomorphized where `T`'s
-/// serde bounds are known, so the methods of `Sender` need none).
-type Subscribe<T> = fn(&mpsc::Sender<Op<T>>, T) -> Receiver<T>;
+/// Receivers subscribed through a travelled sender, waiting for its pump to
+/// ask the origin for them. Each is the sending side of the receiver
+/// `subscribe` returned; closed ones are dropped as others come, so what
+/// waits is no more than the receivers the program holds. `None` once the
+/// pump is gone: a receiver subscribed then is closed at once.
+struct Subscriptions<T> {
+    waiting: std::sync::Mutex<Option<Vec<tokio::sync::watch::Sender<T>>>>,
+    wanted: tokio::sync::Notify,
+}
 
 /// What a travelled sender asks of its origin.
 #[derive(Serialize, Deserialize)]
@@ -85,14 +92,24 @@ impl<T> Sender<T> {
 
     /// A new receiver of this value. On a travelled sender it starts with
     /// the value this sender last knew and follows the origin's value once
-    /// the origin answers.
+    /// the origin answers, which it does after taking the writes this
+    /// sender made before (so the receiver never goes back past them).
     pub fn subscribe(&self) -> Receiver<T>
     where
         T: Clone,
     {
         match &self.inner {
             SenderInner::Local(tx) => Receiver(tx.subscribe()),
-            SenderInner::Remote { writes, origin, subscribe } => subscribe(origin, writes.borrow().clone()),
+            SenderInner::Remote { writes, subscribe, .. } => {
+                let (tx, rx) = tokio::sync::watch::channel(writes.borrow().clone());
+                let mut waiting = subscribe.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(waiting) = waiting.as_mut() {
+                    waiting.retain(|w| !w.is_closed());
+                    waiting.push(tx);
+                    subscribe.wanted.notify_one();
+                }
+                Receiver(rx)
+            }
         }
     }
 
@@ -242,28 +259,10 @@ where
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = Wire::<T>::deserialize(d)?;
         let origin = mpsc::Sender::<Op<T>>::from_port(claim_port::<D::Error>(wire.port, End::Sender)?);
-        let (writes, mut written) = tokio::sync::watch::channel(wire.value);
-        let pump = origin.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = pump.closed() => break,
-                    changed = written.changed() => {
-                        // A change not yet carried comes first, even once
-                        // the sender is gone: the last write is never lost.
-                        if changed.is_err() {
-                            break;
-                        }
-                        let v = written.borrow_and_update().clone();
-                        if pump.send(Op::Set(v)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Sender { inner: SenderInner::Remote { writes, origin, subscribe: subscribe_remote::<T> } })
+        let (writes, written) = tokio::sync::watch::channel(wire.value);
+        let subscribe = Arc::new(Subscriptions { waiting: Some(Vec::new()).into(), wanted: Default::default() });
+        tokio::spawn(pump(written, origin.clone(), subscribe.clone()));
+        Ok(Sender { inner: SenderInner::Remote { writes, origin, subscribe } })
     }
 }
 
@@ -290,29 +289,78 @@ where
     });
 }
 
-/// `Sender::subscribe` on a travelled sender: a receiver that starts at
-/// `value` and follows the one the origin sends back.
-fn subscribe_remote<T>(origin: &mpsc::Sender<Op<T>>, value: T) -> Receiver<T>
+/// Carries a travelled sender's writes to the origin, latest first
+/// (coalesced), and asks the origin for the receivers subscribed here, each
+/// after the writes made before it. Ends once the sender is gone (after
+/// carrying its last write) or the origin is.
+async fn pump<T>(
+    written: tokio::sync::watch::Receiver<T>,
+    origin: mpsc::Sender<Op<T>>,
+    subscribe: Arc<Subscriptions<T>>,
+) where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    carry(written, &origin, &subscribe).await;
+    // Receivers still waiting, and any subscribed from now on, are closed.
+    subscribe.waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
+async fn carry<T>(
+    mut written: tokio::sync::watch::Receiver<T>,
+    origin: &mpsc::Sender<Op<T>>,
+    subscribe: &Subscriptions<T>,
+) where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    loop {
+        tokio::select! {
+            biased;
+            _ = origin.closed() => break,
+            () = subscribe.wanted.notified() => {
+                let waiting = subscribe.waiting.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take);
+                // The writes first: the origin answers after applying them.
+                if written.has_changed().unwrap_or(false) {
+                    let v = written.borrow_and_update().clone();
+                    if origin.send(Op::Set(v)).await.is_err() {
+                        break;
+                    }
+                }
+                for tx in waiting.into_iter().flatten().filter(|tx| !tx.is_closed()) {
+                    let (reply, answer) = oneshot::channel();
+                    if origin.send(Op::Subscribe(reply)).await.is_err() {
+                        return;
+                    }
+                    tokio::spawn(follow_answer(answer, tx));
+                }
+            }
+            changed = written.changed() => {
+                // A change not yet carried comes first, even once the
+                // sender is gone: the last write is never lost.
+                if changed.is_err() {
+                    break;
+                }
+                let v = written.borrow_and_update().clone();
+                if origin.send(Op::Set(v)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Feeds a receiver subscribed through a travelled sender from the
+/// receiver the origin sends back, until either is gone.
+async fn follow_answer<T>(answer: oneshot::Receiver<Receiver<T>>, tx: tokio::sync::watch::Sender<T>)
 where
     T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let (tx, rx) = tokio::sync::watch::channel(value);
-    let origin = origin.clone();
-    tokio::spawn(async move {
-        let (reply, answer) = oneshot::channel();
-        if origin.send(Op::Subscribe(reply)).await.is_err() {
-            return;
+    let Ok(mut theirs) = answer.await else { return };
+    loop {
+        tx.send_replace(theirs.borrow_and_update().clone());
+        tokio::select! {
+            biased;
+            _ = tx.closed() => break,
+            changed = theirs.changed() => if changed.is_err() { break },
         }
-        drop(origin);
-        let Ok(mut theirs) = answer.await else { return };
-        loop {
-            tx.send_replace(theirs.borrow_and_update().clone());
-            tokio::select! {
-                biased;
-                _ = tx.closed() => break,
-                changed = theirs.changed() => if changed.is_err() { break },
-            }
-        }
-    });
-    Receiver(rx)
+    }
 }
