@@ -239,11 +239,9 @@ impl Packer {
                 compressor.compress_to_buffer(input, dst).ok()
             })?,
         };
-        (written + PACKING_LEN < input.len()).then(|| Packing {
-            algorithm: self.algorithm.bit(),
-            plain: input.len() as u32,
-            packed: written as u32,
-        })
+        let packing = Packing { algorithm: self.algorithm.bit(), plain: input.len() as u32, packed: written as u32 };
+        // Shrunk beyond what a receiver takes (a long run of one byte): plain.
+        (written + PACKING_LEN < input.len() && packing.ratio_ok()).then_some(packing)
     }
 }
 
@@ -266,6 +264,10 @@ pub(crate) fn unpack(data: &[u8], packing: Packing) -> Result<Bytes, CodecError>
     };
     let fail = |message: String| CodecError::Decompress { algorithm: algorithm.name(), message };
     let (packed, plain) = (packing.packed as usize, packing.plain as usize);
+    if !packing.ratio_ok() {
+        // The mux refuses such a head; a relay's splice checks here.
+        return Err(fail(format!("{packed} packed bytes said to unpack to {plain}")));
+    }
     let Some(rest) = data.get(packed..) else {
         return Err(fail(format!("a packed part of {packed} bytes in a message of {} bytes", data.len())));
     };
@@ -299,9 +301,20 @@ mod tests {
         Packer { algorithm, threshold: 1024, level: 1, peer_max: u32::MAX }
     }
 
+    /// Words in a pseudo-random order: text that shrinks a few times, as
+    /// prose does, not hundreds of times as a repeated pattern would.
     fn text(n: usize) -> Vec<u8> {
         let words = ["actor ", "message ", "tether ", "remote ", "port ", "credit "];
-        (0..).map(|i: usize| words[(i * 7 + i / 3) % words.len()]).flat_map(str::bytes).take(n).collect()
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        std::iter::from_fn(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Some(words[(x % words.len() as u64) as usize])
+        })
+        .flat_map(str::bytes)
+        .take(n)
+        .collect()
     }
 
     #[test]
@@ -311,13 +324,25 @@ mod tests {
             let mut out = vec![9; 7];
             let packing = packer(algorithm).pack(&input, &mut out, 7).expect("text shrinks");
             assert_eq!(&out[..7], &[9; 7], "the room in front is left alone");
-            assert!((packing.packed as usize) < input.len() / 3, "{algorithm}: {} bytes", packing.packed);
+            assert!((packing.packed as usize) < input.len() / 2, "{algorithm}: {} bytes", packing.packed);
             let mut message = out[7..7 + packing.packed as usize].to_vec();
             message.extend_from_slice(b"blobs");
             let plain = unpack(&message, packing).unwrap();
             assert_eq!(&plain[..input.len()], &input[..]);
             assert_eq!(&plain[input.len()..], b"blobs");
         }
+    }
+
+    #[test]
+    fn what_would_shrink_beyond_the_ratio_a_receiver_takes_goes_plain() {
+        let zeros = vec![0u8; 1 << 20];
+        for algorithm in [Algorithm::Lz4, Algorithm::Zstd] {
+            let packed = packer(algorithm).pack(&zeros, &mut Vec::new(), 0);
+            assert!(packed.is_none_or(|p| p.ratio_ok()), "{algorithm}: {packed:?}");
+        }
+        let bomb = Packing { algorithm: ACCEPTS_ZSTD, plain: 1 << 20, packed: 100 };
+        let e = unpack(&[0; 100], bomb).unwrap_err();
+        assert!(matches!(e, CodecError::Decompress { .. }), "{e}");
     }
 
     #[test]

@@ -301,6 +301,9 @@ async fn packed_messages_cross_a_middle_node() {
 // ----- a hostile peer -------------------------------------------------------
 
 /// A `Hello` (protocol version 8) accepting `accepts`, as raw bytes.
+/// Both algorithms, in a `Hello`'s compression byte.
+const ACCEPTS_ALL: u8 = 0x03;
+
 fn raw_hello(accepts: u8) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(b"TETHER");
@@ -381,7 +384,7 @@ async fn a_hostile_peers_bad_packed_messages_fail_one_by_one() {
             ("Zstd shorter than said", packed_frame(2, len + 1, &zstd), "where the head said"),
             ("Zstd garbage", packed_frame(2, len, &garbage), "Zstd"),
             ("LZ4 of random bytes", packed_frame(1, len, &noise(5000)), "LZ4"),
-            ("a bomb said to be 1 MiB", packed_frame(2, 1 << 20, &bomb), "Zstd"),
+            ("a bomb said to be smaller than it is", packed_frame(2, bomb.len() as u32 * 200, &bomb), "Zstd"),
             (
                 "a packed part beyond the message",
                 {
@@ -422,8 +425,10 @@ async fn a_hostile_peers_bad_packed_messages_fail_one_by_one() {
 
 /// Packed messages that break the protocol end their connection at once,
 /// before anything is unpacked: one from a peer whose algorithm this side
-/// never accepted (or with compression off here), and one that says it
-/// unpacks to more than this side's max message.
+/// never accepted (or with compression off here), one that says it
+/// unpacks to more than this side's max message, and one that says it
+/// unpacks to more than 256 times its packed bytes (a few bytes must not
+/// make the receiver allocate and fill megabytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packed_messages_that_break_the_protocol_end_their_connection() {
     let value = postcard_string(&json(50));
@@ -444,6 +449,11 @@ async fn packed_messages_that_break_the_protocol_end_their_connection() {
             ProtocolError::UnacceptedCompression { port: 2, algorithm: 5 },
         ),
         (small, packed_frame(1, 64 * 1024 + 1, &lz4), ProtocolError::MessageTooLarge { port: 2, max: 64 * 1024 }),
+        (
+            with(Compression::lz4()),
+            packed_frame(1, lz4.len() as u32 * 256 + 1, &lz4),
+            ProtocolError::PackRatio { port: 2, plain: lz4.len() as u32 * 256 + 1, packed: lz4.len() as u32 },
+        ),
     ];
     for (cfg, frame, want) in cases {
         within(T, async {
@@ -461,4 +471,47 @@ async fn packed_messages_that_break_the_protocol_end_their_connection() {
         })
         .await;
     }
+}
+
+/// A frame on `port` holding one whole message: `head` (the port table and
+/// what follows it), then `body`.
+fn data_frame(port: u32, head: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut frame = vec![1, 0x03]; // Data, FIRST | LAST
+    frame.extend_from_slice(&port.to_be_bytes());
+    frame.extend_from_slice(&((head.len() + body.len()) as u32).to_be_bytes());
+    frame.extend_from_slice(head);
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// A hostile peer writes, on a port a middle node splices on to a node that
+/// takes no compression, a packed message that does not unpack and then a
+/// good one. The middle node ends the splice there (counting the bad
+/// message): the far receiver sees its stream end, never a stream that
+/// silently skipped a message and went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_unpack_ends_the_stream() {
+    within(T, async {
+        let mut stream = raw_hello(ACCEPTS_ALL);
+        // On root port 2: a receiver end of port 4 (the hostile writes it).
+        stream.extend_from_slice(&data_frame(2, &[0x00, 0x01, 0, 0, 0, 4, 1], &[0x00]));
+        let garbage = vec![0x5a; 300];
+        let mut packed_head = vec![0x20, 0x00, 1];
+        packed_head.extend_from_slice(&1000u32.to_be_bytes());
+        packed_head.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+        stream.extend_from_slice(&data_frame(4, &packed_head, &garbage));
+        stream.extend_from_slice(&data_frame(4, &[0x00, 0x00], &postcard_string("after the hole")));
+        let (middle, _hostile) = accept_raw(stream, with(Compression::lz4())).await;
+        let (_, mut from_hostile) = middle.root::<(), mpsc::Receiver<String>>().unwrap();
+        let relayed = from_hostile.recv().await.unwrap().unwrap();
+
+        let (to_far, far) = pair_with(Kind::Tcp, Config::default(), Config::default()).await;
+        let (onward, _) = to_far.root::<mpsc::Receiver<String>, ()>().unwrap();
+        let (_, mut at_far) = far.root::<(), mpsc::Receiver<String>>().unwrap();
+        onward.send(relayed).await.unwrap();
+        let mut rx = at_far.recv().await.unwrap().unwrap();
+        assert_eq!(rx.recv().await.unwrap(), None, "the stream ends at the hole");
+        assert_eq!(middle.stats().undecodable, 1, "the bad message is counted where it failed");
+    })
+    .await;
 }

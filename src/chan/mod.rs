@@ -918,9 +918,11 @@ pub(crate) fn spawn_splice(mut from: RemoteRecv, to: Arc<PortHandle>) {
             // it arrived (like those `from` still holds, when it drops).
             let msg = match relay(&from.port.shared, &to.shared, raw) {
                 Ok(Some(msg)) => msg,
-                // It did not unpack: counted, logged and dropped, as if it
-                // were read here.
-                Ok(None) => continue,
+                // It did not unpack (counted and logged as undecodable
+                // here): the stream ends at the hole, so the far end never
+                // reads on past a message it did not get as if none was
+                // missing. What follows is counted unread as `from` drops.
+                Ok(None) => break,
                 Err(_) => {
                     from.port.count_unread(1);
                     break;

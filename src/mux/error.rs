@@ -67,6 +67,18 @@ pub enum MuxError {
         /// The algorithm's id in the message's head.
         algorithm: u8,
     },
+    /// A compressed message's head claims it unpacks to more than
+    /// `MAX_PACK_RATIO` (256) times its packed bytes, which no sender makes:
+    /// refused before anything is allocated for it.
+    #[error("message on port {port} claims {packed} packed bytes unpack to {plain}, beyond 256 times")]
+    PackRatio {
+        /// The port.
+        port: PortId,
+        /// Bytes it claims once unpacked.
+        plain: u32,
+        /// Its packed bytes.
+        packed: u32,
+    },
     /// The chunks of a message add up to more, or less, than its head said.
     #[error("message on port {port} has {got} bytes where its head said {said}")]
     LengthMismatch {

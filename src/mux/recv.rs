@@ -308,6 +308,9 @@ impl Mux {
                     Some(p) if p.plain > max_message => {
                         return Err(MuxError::MessageTooLarge { port: id, max: max_message })
                     }
+                    Some(p) if !p.ratio_ok() => {
+                        return Err(MuxError::PackRatio { port: id, plain: p.plain, packed: p.packed })
+                    }
                     Some(p) => p.growth(),
                 };
                 (0, head.sizes.map(|s| s.len as usize), growth, head)

@@ -128,7 +128,19 @@ pub(crate) struct Packing {
     pub(crate) packed: u32,
 }
 
+/// The most a packed part may grow when unpacked: about LZ4's own limit
+/// (a match token yields at most 255 bytes a byte). A sender sends plain
+/// what would shrink more; a receiver refuses a head that claims more, so a
+/// few bytes on the wire never make it allocate and fill megabytes.
+pub(crate) const MAX_PACK_RATIO: u64 = 256;
+
 impl Packing {
+    /// Whether the plain part is at most [`MAX_PACK_RATIO`] times the
+    /// packed part.
+    pub(crate) fn ratio_ok(&self) -> bool {
+        u64::from(self.plain) <= u64::from(self.packed) * MAX_PACK_RATIO
+    }
+
     /// Bytes the message grows by once unpacked (0 if it would shrink: a
     /// lying head, refused when it is unpacked).
     pub(crate) fn growth(&self) -> usize {
