@@ -355,9 +355,10 @@ fn postcard_string(s: &str) -> Vec<u8> {
 }
 
 /// A hostile peer's packed messages: corrupt data, lengths that lie and a
-/// bomb each fail that message alone (a typed error, counted, nothing
-/// allocated beyond what the head said and the limit allows), and the
-/// connection goes on; every one of them is built by hand. Another
+/// bomb each fail that message alone (a typed error, counted), and the
+/// connection goes on; every one of them is built by hand. (What unpacking
+/// allocates is the head's plain length, which the mux bounds by the max
+/// message and by 256 times the packed part; see the protocol test below.) Another
 /// connection meanwhile is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peers_bad_packed_messages_fail_one_by_one() {

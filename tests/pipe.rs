@@ -265,8 +265,11 @@ async fn a_stalled_reader_holds_the_writer_back() {
             }
             far.shutdown().await.unwrap();
         });
-        // Sample until the writer stays put: no event says that nothing
-        // more happens.
+        // The writer gets at least the reader's window out...
+        let window = cfg.port_window as u64;
+        eventually("the writer filled the window", T, || written.load(Ordering::SeqCst) >= window).await;
+        // ...then stays put: sampled, as no event says that nothing more
+        // happens.
         let (mut last, mut still) = (u64::MAX, 0);
         while still < 40 {
             tokio::time::sleep(Duration::from_millis(5)).await;
