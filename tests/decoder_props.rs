@@ -593,7 +593,12 @@ fn hostile_messages_are_typed_errors() {
         let err = mux_input(&packed(unknown, 100, 10)).unwrap_err();
         assert!(err.contains("which we do not accept"), "{unknown}: {err}");
     }
-    assert!(mux_input(&packed(1, MAX_MESSAGE, 10)).is_ok(), "within the limit, read as sent");
+    // Nor may the head claim more than 256 times its packed bytes: a few
+    // bytes must not make the receiver allocate and fill megabytes.
+    let (res, m) = measure(|| mux_input(&packed(1, 10 * 256 + 1, 10)));
+    assert!(res.unwrap_err().contains("beyond 256 times"));
+    assert!(m.largest <= ALLOC_BOUND, "allocated {} bytes at once", m.largest);
+    assert!(mux_input(&packed(1, 10 * 256, 10)).is_ok(), "within the limits, read as sent");
 }
 
 proptest! {
