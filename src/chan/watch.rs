@@ -319,7 +319,9 @@ async fn carry<T>(
             () = subscribe.wanted.notified() => {
                 let waiting = subscribe.waiting.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take);
                 // The writes first: the origin answers after applying them.
-                if written.has_changed().unwrap_or(false) {
+                // (A sender dropped since may leave a write unseen, and
+                // `has_changed` cannot tell then: the latest goes again.)
+                if written.has_changed().unwrap_or(true) {
                     let v = written.borrow_and_update().clone();
                     if origin.send(Op::Set(v)).await.is_err() {
                         break;
