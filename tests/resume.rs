@@ -14,6 +14,35 @@ use tether::{oneshot, Accepted, Acceptor, Config, ConnectionError, ConnectionEve
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::unbounded_channel;
 
+/// Cuts every link through `proxy` at random moments, waiting for each
+/// resume before the next, until `receiver` finished or `max` cuts were
+/// made; tells `cut_tx` the count after each. Returns the cuts made.
+async fn cut_while_running(
+    proxy: &Proxy,
+    events: &mut tokio::sync::broadcast::Receiver<ConnectionEvent>,
+    receiver: &tokio::task::JoinHandle<()>,
+    cut_tx: &tokio::sync::watch::Sender<u64>,
+    max: u64,
+) -> u64 {
+    let mut cuts = 0;
+    while !receiver.is_finished() && cuts < max {
+        let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 4;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        proxy.cut_all();
+        cuts += 1;
+        loop {
+            match within(Duration::from_secs(10), events.recv()).await {
+                Ok(ConnectionEvent::Resumed) => break,
+                Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+        cut_tx.send_replace(cuts);
+    }
+    cuts
+}
+
 fn quick() -> Config {
     let mut cfg = Config::default();
     cfg.ping_interval = Duration::from_millis(100);
@@ -114,23 +143,7 @@ async fn numbered_messages_survive_twenty_cuts_exactly_once() {
             }
         });
 
-        // Cut at random moments; wait for each resume before the next cut.
-        let mut cuts = 0;
-        while !receiver.is_finished() && cuts < BATCHES {
-            let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 4;
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            proxy.cut_all();
-            cuts += 1;
-            loop {
-                match within(Duration::from_secs(10), events.recv()).await {
-                    Ok(ConnectionEvent::Resumed) => break,
-                    Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("events ended: {e}"),
-                }
-            }
-            cut_tx.send_replace(cuts);
-        }
+        let cuts = cut_while_running(&proxy, &mut events, &receiver, &cut_tx, BATCHES).await;
         receiver.await.unwrap();
         let asks = sender.await.unwrap();
         for (n, answer) in asks {
@@ -205,22 +218,7 @@ async fn compressed_messages_survive_cuts_exactly_once() {
             }
         });
 
-        let mut cuts = 0;
-        while !receiver.is_finished() && cuts < BATCHES {
-            let pause = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % 4;
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            proxy.cut_all();
-            cuts += 1;
-            loop {
-                match within(Duration::from_secs(10), events.recv()).await {
-                    Ok(ConnectionEvent::Resumed) => break,
-                    Ok(ConnectionEvent::SessionLost(why)) => panic!("session lost: {why}"),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("events ended: {e}"),
-                }
-            }
-            cut_tx.send_replace(cuts);
-        }
+        let cuts = cut_while_running(&proxy, &mut events, &receiver, &cut_tx, BATCHES).await;
         receiver.await.unwrap();
         for (n, answer) in sender.await.unwrap() {
             assert!(answer.await.unwrap() == body(n + N), "answer {n} arrived intact, once");
