@@ -10,6 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use futures::FutureExt;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -318,10 +320,12 @@ async fn carry<T>(
             _ = origin.closed() => break,
             () = subscribe.wanted.notified() => {
                 let waiting = subscribe.waiting.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take);
-                // The writes first: the origin answers after applying them.
-                // (A sender dropped since may leave a write unseen, and
-                // `has_changed` cannot tell then: the latest goes again.)
-                if written.has_changed().unwrap_or(true) {
+                // A write not carried yet goes first: the origin answers
+                // after applying it. (`changed` tells an unseen write even
+                // once the sender is dropped, where `has_changed` errs; a
+                // write already carried must not go again, as another
+                // sender may have written since.)
+                if let Some(Ok(())) = written.changed().now_or_never() {
                     let v = written.borrow_and_update().clone();
                     if origin.send(Op::Set(v)).await.is_err() {
                         break;
