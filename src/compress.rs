@@ -265,7 +265,8 @@ pub(crate) fn unpack(data: &[u8], packing: Packing) -> Result<Bytes, CodecError>
     let fail = |message: String| CodecError::Decompress { algorithm: algorithm.name(), message };
     let (packed, plain) = (packing.packed as usize, packing.plain as usize);
     if !packing.ratio_ok() {
-        // The mux refuses such a head; a relay's splice checks here.
+        // The mux refused such a head already; checked again here, where
+        // the head's word alone decides what is allocated.
         return Err(fail(format!("{packed} packed bytes said to unpack to {plain}")));
     }
     let Some(rest) = data.get(packed..) else {

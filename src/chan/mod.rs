@@ -709,11 +709,10 @@ fn encode_in_context<T: Serialize + ?Sized>(shared: &Shared, value: &T) -> Resul
             Bytes::copy_from_slice(&buf[start..])
         }
     });
-    LARGE_HINT.set(if buf.len() > SCRATCH_KEEP || bytes.as_ref().is_ok_and(|b| b.len() > SCRATCH_KEEP) {
-        bytes.as_ref().map_or(0, |b| b.len())
-    } else {
-        0
-    });
+    // The encoding's size, not its packed form's (the value is still in
+    // `buf` then): the next encoding is expected to need as much room.
+    let size = bytes.as_ref().map_or(0, |b| b.len().max(buf.len()));
+    LARGE_HINT.set(if size > SCRATCH_KEEP { size } else { 0 });
     // A buffer handed over whole leaves nothing to keep; storing its empty
     // shell would drop this thread's scratch when the buffer was pooled.
     match buf.capacity() {
